@@ -1,0 +1,1 @@
+"""seisd daemon package."""
