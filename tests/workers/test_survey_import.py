@@ -1,0 +1,155 @@
+"""SEG-Y import into the survey cache, against segyio's own reading of the real segyio test files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import segyio
+
+from workers.segy_import import ImportCancelled, SegyImportError, add_volume, import_segy
+from workers.survey import Geometry, Survey, SurveyError
+
+GOOD = ["f3.sgy", "f3-lsb.sgy", "Format1msb.sgy", "Format1lsb.sgy", "Format2msb.sgy", "Format3msb.sgy",
+        "Format5msb.sgy", "Format5lsb.sgy", "Format6msb.sgy", "Format8msb.sgy", "Format16msb.sgy", "small.sgy",
+        "small-lsb.sgy", "tiny.sgy"]
+REFUSED = {"broken.sgy": "truncated", "text.sgy": "no traces", "shot-gather.sgy": "not a post-stack 3D grid",
+           "small-ps.sgy": r"pre-stack data: 2 offsets \[1, 2\]"}
+
+
+def _segyio_cube(path: Path, endian: str) -> tuple[np.ndarray, segyio.SegyFile]:
+    f = segyio.open(str(path), endian=endian)
+    return segyio.tools.cube(f), f
+
+
+@pytest.mark.parametrize("name", GOOD)
+def test_import_matches_segyio(shared_data: Path, tmp_path: Path, name: str) -> None:
+    src = shared_data / "segyio" / name
+    survey = import_segy(src, tmp_path / "s")  # endianness detected, never told
+    endian = "little" if "lsb" in name else "big"
+    assert survey.import_report.endian == endian
+    cube, f = _segyio_cube(src, endian)
+    with f:
+        assert survey.inlines.tolist() == list(f.ilines)
+        assert survey.crosslines.tolist() == list(f.xlines)
+        np.testing.assert_allclose(survey.samples, f.samples)
+        scalar = f.attributes(71)[0]
+        x = f.attributes(181)[:].reshape(survey.shape[:2]) / (abs(scalar) if scalar < 0 else 1)
+        np.testing.assert_allclose(survey.cdp_xy()[0], x)
+        headers = survey.geometry_arrays().trace_headers
+        assert headers.shape == (*survey.shape[:2], 240)
+        assert int.from_bytes(headers[0, 0, 188:192].tobytes(), "big" if endian == "big" else "little") \
+            == f.ilines[0]
+    vol = survey.volume()
+    assert not vol.flags.writeable and vol.shape == cube.shape
+    # IBM float is converted by segyio in both readings; other formats are exact casts to float32
+    np.testing.assert_allclose(vol, cube.astype(np.float32), rtol=1e-6)
+    stats = survey.stats()
+    assert stats["nan_count"] == 0
+    assert stats["mean"] == pytest.approx(float(cube.astype(np.float64).mean()), rel=1e-6, abs=1e-9)
+    assert stats["min"] <= stats["p01"] <= stats["p99"] <= stats["max"]
+    assert not survey.dead_mask().any()
+    assert not (tmp_path / "s.partial").exists()
+
+
+@pytest.mark.parametrize("name,why", REFUSED.items())
+def test_bad_files_are_refused_with_the_reason(shared_data: Path, tmp_path: Path, name: str, why: str) -> None:
+    with pytest.raises(SegyImportError, match=why) as err:
+        import_segy(shared_data / "segyio" / name, tmp_path / "s")
+    assert name in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name,shape", [("1x1.sgy", (1, 1, 10)), ("1xN.sgy", (1, 6, 10)), ("Mx1.sgy", (6, 1, 10))])
+def test_single_line_files_are_pre_stack_and_import_one_offset(shared_data: Path, tmp_path: Path, name: str,
+                                                               shape: tuple[int, int, int]) -> None:
+    src = shared_data / "segyio" / name
+    with pytest.raises(SegyImportError, match=r"4 offsets \[0, 1, 2, 3\]"):
+        import_segy(src, tmp_path / "refused")
+    survey = import_segy(src, tmp_path / "s", offset=2)
+    assert survey.shape == shape
+    with segyio.open(str(src)) as f:
+        want = np.stack([f.trace[k] for k in range(f.tracecount) if f.header[k][37] == 2])
+    np.testing.assert_allclose(survey.volume().reshape(-1, shape[2]), want, rtol=1e-6)
+
+
+def _write_segy(path: Path, positions: list[tuple[int, int]], data: np.ndarray, xl_sorted: bool = False) -> None:
+    spec = segyio.spec()
+    spec.format, spec.samples, spec.tracecount = 5, list(range(0, 4 * data.shape[1], 4)), len(positions)
+    with segyio.create(str(path), spec) as f:
+        for k, (il, xl) in enumerate(positions):
+            f.header[k] = {segyio.TraceField.INLINE_3D: il, segyio.TraceField.CROSSLINE_3D: xl,
+                           segyio.TraceField.CDP_X: 1000 + 10 * il, segyio.TraceField.CDP_Y: 5000 + 20 * xl,
+                           segyio.TraceField.SourceGroupScalar: 1}
+            f.trace[k] = data[k]
+
+
+def test_missing_traces_become_dead_and_nans_are_counted(tmp_path: Path) -> None:
+    grid = [(il, xl) for il in (10, 12, 14, 16) for xl in (1, 2, 3, 4, 5)]
+    holes = {(12, 3), (16, 1)}
+    positions = [p for p in grid if p not in holes]
+    data = np.arange(len(positions) * 8, dtype=np.float32).reshape(-1, 8) + 1
+    data[0, 3] = np.nan
+    data[1, 0] = np.inf
+    _write_segy(tmp_path / "holes.sgy", positions, data)
+    survey = import_segy(tmp_path / "holes.sgy", tmp_path / "s")
+    assert survey.inlines.tolist() == [10, 12, 14, 16] and survey.crosslines.tolist() == [1, 2, 3, 4, 5]
+    assert survey.import_report.dead_traces == 2 and survey.import_report.nan_count == 2
+    assert survey.stats()["nan_count"] == 2
+    dead = survey.dead_mask()
+    assert sorted(zip(*np.nonzero(dead))) == [(1, 2), (3, 0)]
+    vol = survey.volume()
+    assert not vol[dead].any()
+    i, x = survey.index_of(14, 4)
+    np.testing.assert_array_equal(vol[i, x], data[positions.index((14, 4))])
+    assert vol[0, 0, 3] == 0 and vol[0, 1, 0] == 0
+    cx, cy = survey.cdp_xy()  # dead positions get coordinates from the affine fit of the live ones
+    assert cx[1, 2] == pytest.approx(1000 + 10 * 12) and cy[3, 0] == pytest.approx(5000 + 20 * 1)
+    synth = survey.geometry_arrays().trace_headers[1, 2]
+    assert int.from_bytes(synth[188:192].tobytes(), "big") == 12
+    assert int.from_bytes(synth[28:30].tobytes(), "big") == 2  # trace id: dead
+
+
+def test_crossline_sorted_file(tmp_path: Path) -> None:
+    positions = [(il, xl) for xl in (20, 21, 22) for il in (1, 2, 3, 4)]
+    data = np.random.default_rng(1).normal(size=(12, 6)).astype(np.float32)
+    _write_segy(tmp_path / "xl.sgy", positions, data)
+    survey = import_segy(tmp_path / "xl.sgy", tmp_path / "s")
+    assert survey.import_report.sorting == "crossline"
+    with segyio.open(str(tmp_path / "xl.sgy")) as f:
+        assert f.sorting == segyio.TraceSortingFormat.CROSSLINE_SORTING
+        np.testing.assert_array_equal(survey.volume(), np.stack([f.iline[il] for il in f.ilines]))
+
+
+def test_progress_cancel_and_add_volume(shared_data: Path, tmp_path: Path) -> None:
+    calls: list[tuple[float, str]] = []
+    survey = import_segy(shared_data / "segyio" / "f3.sgy", tmp_path / "f3", progress=lambda f, m: calls.append((f, m)))
+    assert calls and calls[-1][0] == 1.0
+    with pytest.raises(ImportCancelled):
+        import_segy(shared_data / "segyio" / "f3.sgy", tmp_path / "c", cancel=lambda: True)
+    assert not (tmp_path / "c").exists() and not (tmp_path / "c.partial").exists()
+    with pytest.raises(SurveyError, match="already exists"):
+        import_segy(shared_data / "segyio" / "f3.sgy", tmp_path / "f3")
+    add_volume(shared_data / "segyio" / "Format5msb.sgy", tmp_path / "f3", "ieee")
+    again = Survey.open(tmp_path / "f3")
+    assert again.volumes == ["seismic", "ieee"]
+    np.testing.assert_allclose(again.volume("ieee"), survey.volume(), rtol=1e-6)
+    with pytest.raises(SegyImportError, match="inlines 1..5"):
+        add_volume(shared_data / "segyio" / "small.sgy", tmp_path / "f3", "small")
+    assert not (tmp_path / "f3" / "small.f32.partial").exists()
+
+
+def test_survey_geometry_helpers(tmp_path: Path) -> None:
+    g = Geometry.regular((100, 750, 1), (300, 1250, 1), (4, 1848, 4))
+    assert g.shape == (651, 951, 462)
+    survey = Survey.create(tmp_path / "f3", g)
+    assert survey.index_of(339, 300) == (239, 0)
+    assert survey.sample_index(1.848, "s") == 461 and survey.sample_index(6) == 0  # 6 ms rounds to 4 or 8
+    with pytest.raises(SurveyError, match="inline 99 is not in the survey"):
+        survey.index_of(99, 300)
+    with pytest.raises(SurveyError, match="no volume 'seismic'"):
+        survey.volume()
+    assert g.same_grid(Geometry.regular((100, 750, 1), (300, 1250, 1), (4, 1848, 4)))
+    assert g.differences(Geometry.regular((100, 750, 2), (300, 1250, 1), (4, 1848, 4)))[0].startswith("inlines")
+    with pytest.raises(SurveyError, match="not a survey"):
+        Survey.open(tmp_path)
