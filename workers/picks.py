@@ -1,0 +1,209 @@
+"""Labelled points ("picks") on a survey grid: reading OpendTect/MalenoV point files, labelled slices, label volumes.
+
+A point file is whitespace-separated text (tabs or spaces, CRLF or LF): inline, crossline, z, then optional extra
+columns; leading non-numeric lines are headers and skipped. The class of a file comes from its name through a regex
+with a ``name`` group (MalenoV: ``multi_<class>_ilxl.pts``) or from a column of class ids.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from workers.survey import Survey
+
+Z_UNITS = ("ms", "s", "sample", "auto")
+
+
+class PicksError(ValueError):
+    """A pick file or pick set that cannot be used; the message names the file and the problem."""
+
+
+class PicksOutsideSurvey(PicksError):
+    """Some points fall outside the survey; pass drop_outside=True to drop them instead."""
+
+
+@dataclass
+class PickSet:
+    """Points as grid indices (i inline, x crossline, s sample) with a class id each."""
+
+    i: np.ndarray
+    x: np.ndarray
+    s: np.ndarray
+    cls: np.ndarray
+    class_names: list[str]
+    dropped_outside: int = 0
+    dropped_duplicates: int = 0
+    notes: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.i)
+
+    def counts(self) -> dict[str, int]:
+        """Number of points per class name."""
+        n = np.bincount(self.cls, minlength=len(self.class_names))
+        return {name: int(c) for name, c in zip(self.class_names, n)}
+
+    def positions(self) -> np.ndarray:
+        """[N, 3] int64 grid indices (i, x, s)."""
+        return np.stack([self.i, self.x, self.s], axis=1).astype(np.int64)
+
+    def save(self, survey_folder: str | os.PathLike, name: str) -> Path:
+        """Write ``<survey>/picks/<name>.npz`` (atomically) and return its path."""
+        if not re.fullmatch(r"[\w.-]+", name):
+            raise PicksError(f"pick set name {name!r} is not allowed: use letters, digits, '_', '-', '.'")
+        folder = Path(survey_folder) / "picks"
+        folder.mkdir(exist_ok=True)
+        path = folder / f"{name}.npz"
+        tmp = folder / f".{name}.tmp.npz"
+        np.savez(tmp, i=self.i, x=self.x, s=self.s, cls=self.cls, class_names=np.array(self.class_names))
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, survey_folder: str | os.PathLike, name: str) -> "PickSet":
+        """Read a pick set written by save."""
+        path = Path(survey_folder) / "picks" / f"{name}.npz"
+        if not path.is_file():
+            have = sorted(p.stem for p in path.parent.glob("*.npz")) if path.parent.is_dir() else []
+            raise PicksError(f"no pick set {name!r} in {path.parent}; it has {have}")
+        with np.load(path) as z:
+            return cls(z["i"], z["x"], z["s"], z["cls"], [str(n) for n in z["class_names"]])
+
+
+def _parse_numbers(path: Path) -> np.ndarray:
+    """[rows, columns] float64 of a point file, parsed in one vectorised pass."""
+    text = path.read_bytes().replace(b"\r", b"")
+    lines = text.split(b"\n", 50)
+    skip = 0
+    for line in lines:  # header lines: anything before the first line that starts with a number
+        tok = line.split()
+        if tok and re.fullmatch(rb"[-+]?[\d.]+([eE][-+]?\d+)?", tok[0]):
+            break
+        skip += 1
+    body = text.split(b"\n", skip)[-1] if skip else text
+    first = body.split(b"\n", 1)[0].split()
+    if len(first) < 3:
+        raise PicksError(f"{path}: a point line needs inline, crossline and z, got {first[:5]!r}")
+    values = np.array(body.split(), dtype=np.float64)  # bytes -> float in C; far faster than np.loadtxt
+    if values.size % len(first):
+        raise PicksError(f"{path}: {values.size} numbers do not make rows of {len(first)} columns "
+                         "(a ragged or damaged line)")
+    return values.reshape(-1, len(first))
+
+
+def _z_to_samples(z: np.ndarray, survey: Survey, unit: str) -> np.ndarray:
+    g = survey.geometry
+    if unit == "auto":  # seconds when every z fits inside the axis expressed in seconds, else the survey's unit
+        last_s = (g.sample_start + g.sample_step * (g.sample_count - 1)) / 1000.0
+        unit = "s" if g.sample_unit == "ms" and z.size and z.max() <= last_s else g.sample_unit
+    if unit == "sample":
+        return np.rint(z).astype(np.int64)
+    if unit == "s" and g.sample_unit == "ms":
+        z = z * 1000.0
+    elif unit != g.sample_unit:
+        raise PicksError(f"z unit {unit!r} does not fit the survey's sample unit {g.sample_unit!r}")
+    return np.rint((z - g.sample_start) / g.sample_step).astype(np.int64)
+
+
+def _snap(values: np.ndarray, lines: np.ndarray) -> np.ndarray:
+    step = int(lines[1] - lines[0]) if len(lines) > 1 else 1
+    return np.rint((values - lines[0]) / step).astype(np.int64)
+
+
+def _class_name(path: Path, pattern: str) -> str:
+    m = re.search(pattern, path.name)
+    if not m or "name" not in m.groupdict():
+        raise PicksError(f"{path.name}: the class pattern {pattern!r} (with a (?P<name>...) group) does not match "
+                         "the file name; rename the file or pass class_pattern= / class_column=")
+    return m.group("name")
+
+
+def read_pick_files(paths: list[str | os.PathLike], survey: Survey,
+                    class_pattern: str = r"multi_(?P<name>.+)_ilxl", z_unit: str = "ms",
+                    class_column: int | None = None, drop_outside: bool = False) -> PickSet:
+    """Read point files into a PickSet snapped to the survey grid.
+
+    Classes come from each file's name through ``class_pattern`` or, when ``class_column`` is given, from that
+    (0-based) column of integer class ids. Points outside the survey raise PicksOutsideSurvey (with counts and
+    examples) unless ``drop_outside``; exact duplicates are dropped and counted.
+    """
+    if z_unit not in Z_UNITS:
+        raise PicksError(f"z unit {z_unit!r} is not one of {Z_UNITS}")
+    names: list[str] = []
+    parts: list[tuple[np.ndarray, np.ndarray, Path]] = []
+    for p in map(Path, paths):
+        if not p.is_file():
+            raise PicksError(f"pick file {p} does not exist")
+        rows = _parse_numbers(p)
+        if class_column is not None:
+            if class_column >= rows.shape[1]:
+                raise PicksError(f"{p}: class column {class_column} but the file has {rows.shape[1]} columns")
+            ids = rows[:, class_column].astype(np.int64)
+        else:
+            name = _class_name(p, class_pattern)
+            if name not in names:
+                names.append(name)
+            ids = np.full(len(rows), names.index(name), dtype=np.int64)
+        parts.append((rows, ids, p))
+    if class_column is not None:
+        top = max((int(ids.max()) for _, ids, _ in parts if ids.size), default=-1)
+        names = [f"class_{k}" for k in range(top + 1)]
+    return _to_pickset(parts, survey, names, z_unit, drop_outside)
+
+
+def _to_pickset(parts: list[tuple[np.ndarray, np.ndarray, Path]], survey: Survey, names: list[str], z_unit: str,
+                drop_outside: bool) -> PickSet:
+    rows = np.concatenate([r[:, :3] for r, _, _ in parts]) if parts else np.zeros((0, 3))
+    cls = np.concatenate([c for _, c, _ in parts]) if parts else np.zeros(0, np.int64)
+    i, x = _snap(rows[:, 0], survey.inlines), _snap(rows[:, 1], survey.crosslines)
+    s = _z_to_samples(rows[:, 2], survey, z_unit)
+    ni, nx, ns = survey.shape
+    inside = (i >= 0) & (i < ni) & (x >= 0) & (x < nx) & (s >= 0) & (s < ns) & (cls >= 0)
+    n_out = int((~inside).sum())
+    if n_out and not drop_outside:
+        bad = rows[~inside][:3].tolist()
+        raise PicksOutsideSurvey(
+            f"{n_out} of {len(rows)} points are outside survey {survey.name!r} (inlines {survey.inlines[0]}.."
+            f"{survey.inlines[-1]}, crosslines {survey.crosslines[0]}..{survey.crosslines[-1]}, z "
+            f"{survey.samples[0]}..{survey.samples[-1]} {survey.geometry.sample_unit}), e.g. {bad}; check z_unit "
+            "or pass drop_outside=True")
+    keys = np.stack([i, x, s, cls], axis=1)[inside]
+    uniq, first = np.unique(keys, axis=0, return_index=True)
+    uniq = keys[np.sort(first)]  # keep file order
+    return PickSet(uniq[:, 0].astype(np.int32), uniq[:, 1].astype(np.int32), uniq[:, 2].astype(np.int32),
+                   uniq[:, 3].astype(np.int32), names, dropped_outside=n_out,
+                   dropped_duplicates=int(len(keys) - len(uniq)))
+
+
+def from_labelled_slice(survey: Survey, inline: int, labels: np.ndarray, class_names: list[str]) -> PickSet:
+    """Points of a labelled inline: ``labels`` is [n_crosslines, n_samples] of class ids, -1 = unlabelled."""
+    i, _ = survey.index_of(inline, int(survey.crosslines[0]))
+    if labels.shape != survey.shape[1:]:
+        raise PicksError(f"labelled slice has shape {labels.shape}; inline slices of survey {survey.name!r} are "
+                         f"{survey.shape[1:]} (crossline x sample)")
+    if labels.max(initial=-1) >= len(class_names):
+        raise PicksError(f"label {int(labels.max())} has no class name (got {len(class_names)} names)")
+    x, s = np.nonzero(labels >= 0)
+    return PickSet(np.full(len(x), i, np.int32), x.astype(np.int32), s.astype(np.int32),
+                   labels[x, s].astype(np.int32), list(class_names))
+
+
+def from_label_volume(survey: Survey, volume: str, class_names: list[str], unlabelled: float = -1,
+                      step: int = 1) -> PickSet:
+    """Points of a label volume in the survey (imported with add_volume), every ``step``-th voxel on each axis."""
+    vol = survey.volume(volume)
+    chunks = []
+    for i in range(0, survey.shape[0], step):  # inline by inline: bounded memory on big cubes
+        plane = np.asarray(vol[i, ::step, ::step])
+        x, s = np.nonzero(plane != unlabelled)
+        ids = np.rint(plane[x, s]).astype(np.int64)
+        chunks.append(np.stack([np.full(len(x), i), x * step, s * step, ids], axis=1))
+    pts = np.concatenate(chunks) if chunks else np.zeros((0, 4), np.int64)
+    if len(pts) and (pts[:, 3].min() < 0 or pts[:, 3].max() >= len(class_names)):
+        raise PicksError(f"label volume {volume!r} holds class ids {int(pts[:, 3].min())}..{int(pts[:, 3].max())}"
+                         f" but {len(class_names)} class names were given")
+    return PickSet(*(pts[:, k].astype(np.int32) for k in range(4)), list(class_names))
