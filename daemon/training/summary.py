@@ -1,0 +1,139 @@
+"""Training summaries: summary.h5 (per-step loss and rate, per-epoch validation) and TensorBoard event files.
+
+summary.h5 layout, appendable across resume:
+
+    /steps/step, /steps/loss, /steps/lr, /steps/epoch        1-D, one row per optimiser step
+    /epochs/epoch, /epochs/<figure> ...                     1-D, one row per validation (val_loss, macro_f1, ...)
+    /epochs/confusion                                       [E, C, C] int64 confusion matrices
+
+Rows are buffered in memory and appended when flush() is called (at epoch ends and checkpoints), with the file
+opened only for that moment so a crash never leaves it open. On resume, rows after the checkpoint's step are
+dropped first, since those steps are trained again.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+STEP_FIELDS = ("step", "epoch", "loss", "lr")
+
+
+class SummaryFile:
+    """Appends training history to an HDF5 file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._steps: list[tuple[int, int, float, float]] = []
+        self._epochs: list[dict[str, Any]] = []
+
+    def add_step(self, step: int, epoch: int, loss: float, lr: float) -> None:
+        """Buffer one step's loss and learning rate."""
+        self._steps.append((step, epoch, loss, lr))
+
+    def add_epoch(self, epoch: int, figures: dict[str, float], confusion: np.ndarray | None) -> None:
+        """Buffer one epoch's validation figures and confusion matrix."""
+        self._epochs.append({"epoch": epoch, "figures": dict(figures), "confusion": confusion})
+
+    def flush(self) -> None:
+        """Append the buffered rows to the file."""
+        if not self._steps and not self._epochs:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with h5py.File(self.path, "a") as h5:
+            if self._steps:
+                columns = list(zip(*self._steps))
+                steps = h5.require_group("steps")
+                for name, values in zip(STEP_FIELDS, columns):
+                    dtype = np.int64 if name in ("step", "epoch") else np.float64
+                    _append(steps, name, np.asarray(values, dtype=dtype))
+            for row in self._epochs:
+                epochs = h5.require_group("epochs")
+                _append(epochs, "epoch", np.asarray([row["epoch"]], dtype=np.int64))
+                for name, value in row["figures"].items():
+                    _append(epochs, name, np.asarray([value], dtype=np.float64))
+                if row["confusion"] is not None:
+                    _append(epochs, "confusion", np.asarray(row["confusion"], dtype=np.int64)[None])
+        self._steps.clear()
+        self._epochs.clear()
+
+    def truncate_after(self, step: int, epoch: int) -> None:
+        """Drop rows for steps >= step and epochs >= epoch (resume re-trains them)."""
+        if not self.path.is_file():
+            return
+        with h5py.File(self.path, "a") as h5:
+            _truncate(h5.get("steps"), "step", lambda s: s < step)
+            _truncate(h5.get("epochs"), "epoch", lambda e: e < epoch)
+
+
+def _append(group: h5py.Group, name: str, rows: np.ndarray) -> None:
+    """Append rows along axis 0 of a resizable dataset, creating it on first use."""
+    if name not in group:
+        group.create_dataset(name, data=rows, maxshape=(None,) + rows.shape[1:], chunks=True)
+        return
+    ds = group[name]
+    start = ds.shape[0]
+    ds.resize(start + rows.shape[0], axis=0)
+    ds[start:] = rows
+
+
+def _truncate(group: h5py.Group | None, key: str, keep: Any) -> None:
+    """Shrink every dataset of group to the leading rows where keep(group[key]) holds."""
+    if group is None or key not in group:
+        return
+    mask = keep(group[key][()])
+    n = int(np.argmin(mask)) if not mask.all() else mask.size
+    for ds in group.values():
+        if ds.shape[0] > n:
+            ds.resize(n, axis=0)
+
+
+def confusion_image(cm: np.ndarray, cell: int = 16) -> np.ndarray:
+    """An RGB uint8 picture [H, W, 3] of a row-normalised confusion matrix (white = 0, dark blue = 1)."""
+    cm = np.asarray(cm, dtype=np.float64)
+    rows = cm.sum(axis=1, keepdims=True)
+    share = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    pixels = np.kron(share, np.ones((cell, cell)))
+    rgb = np.stack([1 - pixels, 1 - 0.6 * pixels, 1 - 0.2 * pixels], axis=-1)
+    return (rgb * 255).round().astype(np.uint8)
+
+
+def preview_image(image: np.ndarray, prediction: np.ndarray, n_classes: int) -> np.ndarray:
+    """Seismic slice (grey) beside its predicted classes (colours), as RGB uint8 [H, 2W, 3]."""
+    image = np.asarray(image, dtype=np.float64)
+    lo, hi = np.percentile(image, [1, 99]) if image.size else (0.0, 1.0)
+    grey = np.clip((image - lo) / max(hi - lo, 1e-12), 0, 1)
+    grey_rgb = np.repeat(grey[..., None], 3, axis=-1)
+    hues = np.linspace(0, 1, max(n_classes, 1), endpoint=False)
+    palette = np.stack([0.5 + 0.5 * np.cos(2 * np.pi * (hues + k / 3)) for k in range(3)], axis=-1)
+    pred = np.clip(np.asarray(prediction, dtype=np.int64), 0, max(n_classes - 1, 0))
+    return (np.concatenate([grey_rgb, palette[pred]], axis=1) * 255).round().astype(np.uint8)
+
+
+class TensorBoardLog:
+    """Scalars, confusion-matrix images and preview images for TensorBoard, under job_dir/tensorboard."""
+
+    def __init__(self, folder: str | Path) -> None:
+        from torch.utils.tensorboard import SummaryWriter  # imported late: it pulls in tensorboard
+
+        self.writer = SummaryWriter(log_dir=str(folder))
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        """Log several scalars at one step."""
+        for tag, value in values.items():
+            self.writer.add_scalar(tag, value, step)
+
+    def confusion(self, step: int, cm: np.ndarray) -> None:
+        """Log a confusion matrix picture."""
+        self.writer.add_image("val/confusion", confusion_image(cm), step, dataformats="HWC")
+
+    def preview(self, step: int, image: np.ndarray, prediction: np.ndarray, n_classes: int) -> None:
+        """Log a predicted preview slice beside its input."""
+        self.writer.add_image("val/preview", preview_image(image, prediction, n_classes), step, dataformats="HWC")
+
+    def close(self) -> None:
+        """Flush and close the event file."""
+        self.writer.flush()
+        self.writer.close()

@@ -1,0 +1,64 @@
+"""Measure U-Net prediction throughput (voxels per second) on this machine's CPU (or CUDA with --device cuda).
+
+Prints one JSON line: voxels/s of the default 2D unet under torch.inference_mode, with channels-last, and for the
+baseline (the same network under plain no_grad, contiguous layout), with the ratio between them. Synthetic input
+made here; no files are written. --long measures more repetitions and a 3D variant.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from daemon.models import build_model
+
+
+def _rate(model: torch.nn.Module, x: torch.Tensor, reps: int, fast: bool) -> float:
+    """Voxels per second over reps forward passes after one warm-up pass."""
+    if fast and x.dim() == 4:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    context = torch.inference_mode if fast else torch.no_grad
+    with context():
+        model(x)
+        if x.is_cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(reps):
+            model(x)
+        if x.is_cuda:
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - start
+    return x.numel() / x.shape[1] * reps / elapsed
+
+
+def main() -> None:
+    """Run the benchmark and print one JSON line."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--long", action="store_true", help="more repetitions and a 3D model")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--base", type=int, default=8)
+    parser.add_argument("--depth", type=int, default=3)
+    parser.add_argument("--slab", type=int, default=256, help="2D slab edge in samples")
+    ns = parser.parse_args()
+    torch.manual_seed(0)
+    reps = 20 if ns.long else 5
+    params = {"base": ns.base, "depth": ns.depth}
+    model = build_model("unet", 1, 9, (ns.slab, ns.slab), params).eval().to(ns.device)
+    x = torch.randn(4, 1, ns.slab, ns.slab, device=ns.device)
+    result = {"bench": "unet_predict", "device": ns.device, "threads": torch.get_num_threads(), "params": params,
+              "input": list(x.shape)}
+    baseline = _rate(model, x, reps, fast=False)
+    fast = _rate(model, x, reps, fast=True)
+    result.update(voxels_per_s_2d=round(fast), baseline_voxels_per_s_2d=round(baseline),
+                  ratio_vs_baseline=round(fast / baseline, 3))
+    if ns.long:
+        model3 = build_model("unet", 1, 9, (64, 64, 64), params).eval().to(ns.device)
+        result["voxels_per_s_3d"] = round(_rate(model3, torch.randn(1, 1, 64, 64, 64, device=ns.device), 5, True))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
