@@ -291,7 +291,7 @@ def import_segy(path: str | os.PathLike, survey_folder: str | os.PathLike, name:
         acc, nan_count = _stream(scan, vol, headers, report, cancel)
         vol.flush()
         _fill_dead(scan, headers, live, iline, xline, cdp)
-        arrays = GeometryArrays(cdp[..., 0], cdp[..., 1], ~live, _text_headers(scan.f),
+        arrays = GeometryArrays(cdp[..., 0], cdp[..., 1], ~live, _text_headers(path, int(scan.f.ext_headers)),
                                 _binary_header(path), headers)
         write_geometry_h5(partial / "geometry.h5", arrays)
         del headers
@@ -318,8 +318,14 @@ def _binary_header(path: Path) -> bytes:
         return fh.read(400)
 
 
-def _text_headers(f: segyio.SegyFile) -> list[bytes]:
-    return [bytes(f.text[k]) for k in range(1 + max(int(f.ext_headers), 0))]
+def _text_headers(path: Path, ext_headers: int) -> list[bytes]:
+    """The raw textual headers (EBCDIC or ASCII as stored; segyio's f.text decodes them, we keep the bytes)."""
+    with open(path, "rb") as fh:
+        texts = [fh.read(3200)]
+        for k in range(max(ext_headers, 0)):
+            fh.seek(3600 + 3200 * k)
+            texts.append(fh.read(3200))
+    return texts
 
 
 def add_volume(path: str | os.PathLike, survey_folder: str | os.PathLike, volume: str, iline: int = 189,

@@ -274,6 +274,14 @@ class Survey:
                                   [bytes(t) for t in h5["text_headers"][()]], h5["binary_header"][()].tobytes(),
                                   h5["trace_headers"][()] if "trace_headers" in h5 else None)
 
+    def source_headers(self) -> tuple[list[bytes], bytes]:
+        """(textual headers, 400-byte binary header) of the source SEG-Y, without the trace headers."""
+        path = self.folder / "geometry.h5"
+        if not path.is_file():
+            raise SurveyError(f"survey {self.name!r} has no geometry.h5 (it was not imported from SEG-Y)")
+        with h5py.File(path, "r") as h5:
+            return [bytes(t) for t in h5["text_headers"][()]], h5["binary_header"][()].tobytes()
+
     def trace_headers_of_inline(self, i: int) -> np.ndarray:
         """Raw 240-byte headers of one inline, [nx, 240] uint8 (streaming access for the SEG-Y writer)."""
         with h5py.File(self.folder / "geometry.h5", "r") as h5:
