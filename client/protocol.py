@@ -1,0 +1,400 @@
+"""The seisd wire protocol, version 1: the one module that encodes and decodes every message.
+
+A request is a ZeroMQ multipart message sent by a DEALER (or REQ) socket to the daemon's ROUTER:
+
+    frame 0        header: UTF-8 JSON object (see `Request`)
+    frame 1..n     binary array frames, one per entry of header["arrays"], in order
+
+A reply is sent back on the same connection with the same layout (header, then arrays). An event is a two-frame
+message on the daemon's PUB socket: [topic (UTF-8), JSON object]. docs/PROTOCOL.md is the human specification of
+everything here; keep the two in step.
+
+This module imports nothing of seisd's, so the client, the daemon and any tool share one definition.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PROTOCOL_VERSION = 1
+
+# Limits a daemon enforces by default (the daemon's settings may lower or raise them; `status` reports them).
+MAX_HEADER_BYTES = 1 << 20          # 1 MiB of JSON header
+MAX_MESSAGE_BYTES = 256 << 20       # 256 MiB for a whole message (header + array frames)
+MAX_FRAMES = 64                     # header + up to 63 array frames
+
+
+class ErrorCode:
+    """The enumerated error codes of a reply (`error.code`). A client switches on these, never on messages."""
+
+    BAD_MESSAGE = "bad_message"        # frames missing or not JSON, header not an object, array frames inconsistent
+    BAD_VERSION = "bad_version"        # header "v" is not a protocol version this daemon speaks
+    UNKNOWN_OP = "unknown_op"          # "op" names no operation
+    BAD_ARGS = "bad_args"              # arguments missing, unknown, or of the wrong type; details.problems lists them
+    TOO_LARGE = "too_large"            # a frame or the message exceeds a size limit; details name the limit
+    NOT_FOUND = "not_found"            # the job, survey, model, viewer ... named does not exist
+    CONFLICT = "conflict"              # the operation does not apply in the object's current state
+    INVALID_JOB = "invalid_job"        # a job file failed validation; details.problems lists every problem
+    UNAVAILABLE = "unavailable"        # the daemon cannot do it now (no such device, shutting down)
+    INTERNAL = "internal"              # a bug in seisd; the message says what failed, the daemon keeps running
+
+    ALL = (BAD_MESSAGE, BAD_VERSION, UNKNOWN_OP, BAD_ARGS, TOO_LARGE, NOT_FOUND, CONFLICT, INVALID_JOB,
+           UNAVAILABLE, INTERNAL)
+
+
+JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
+TERMINAL_STATES = ("succeeded", "failed", "cancelled")
+
+
+class EventType:
+    """Every event type published on the PUB socket. Topic `job.<id>` carries job.*, `viewer.<name>` viewer.*,
+    and `daemon` carries daemon.*."""
+
+    JOB_STATE = "job.state"            # data: state, previous, reason, error
+    JOB_PROGRESS = "job.progress"      # data: fraction (0..1), message, eta_s, and kind-specific fields
+    JOB_LOG = "job.log"                # data: level, message
+    JOB_METRICS = "job.metrics"        # data: kind-specific figures (loss, accuracy, worker statistics ...)
+    VIEWER_STATE = "viewer.state"      # data: name, state, url, pid, reason
+    DAEMON_STARTED = "daemon.started"  # data: version, pid, session
+    DAEMON_STOPPING = "daemon.stopping"  # data: reason
+    EXECUTOR_STATE = "daemon.executor"  # data: slot, state (starting, ready, busy, dead), pid, reason
+
+    ALL = (JOB_STATE, JOB_PROGRESS, JOB_LOG, JOB_METRICS, VIEWER_STATE, DAEMON_STARTED, DAEMON_STOPPING,
+           EXECUTOR_STATE)
+
+
+def job_topic(job_id: int) -> str:
+    """The PUB topic of one job's events. Subscribing to "job." receives every job's events."""
+    return f"job.{job_id}"
+
+
+def viewer_topic(name: str) -> str:
+    return f"viewer.{name}"
+
+
+DAEMON_TOPIC = "daemon"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Operations: name -> argument schema. The daemon validates every request against this table before its handler
+# runs, so a handler can trust its arguments. Types are JSON types: "int", "number", "string", "bool", "object",
+# "array", "any"; a trailing "?" means the argument is optional (absent or null).
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Operation:
+    name: str
+    args: dict[str, str]
+    doc: str
+
+
+OPERATIONS: dict[str, Operation] = {}
+
+
+def _op(name: str, doc: str, **args: str) -> None:
+    OPERATIONS[name] = Operation(name, dict(args), doc)
+
+
+_op("ping", "Cheapest round trip. Result: {session, version}.")
+_op("status", "The daemon's state. Result: {version, protocol, pid, session, started, home, devices, jobs, limits}.")
+_op("submit", "Validate and queue a job. Result: {id, state}. A bad job file: error invalid_job with "
+    "details.problems, nothing queued.", job="object", priority="int?")
+_op("jobs", "List jobs, newest first. Result: {jobs: [summary]}.", state="array?", kind="string?", limit="int?")
+_op("show", "One job with its state history. Result: the job record.", id="int")
+_op("cancel", "Cancel a queued or running job. Result: {id, state}.", id="int")
+_op("logs", "Read a job's log from a byte offset. Result: {text, offset, size, state}.", id="int", offset="int?",
+    max_bytes="int?")
+_op("events", "A job's stored events after a sequence number. Result: {events: [event]}.", id="int",
+    after="int?", limit="int?")
+_op("devices", "The device slots and their executors. Result: {devices: [slot]}.")
+_op("workers", "Change the number of data worker processes of a running job (0..256). Result: what the job "
+    "reports, e.g. {count}. A job that has no worker pool: error conflict.", id="int", count="int")
+_op("shutdown", "Stop the daemon: running jobs are interrupted and resume at the next start. Result: {}.")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Binary arrays
+# ---------------------------------------------------------------------------------------------------------------
+
+# dtype names on the wire: plain names a C++ developer can map to types; byte order is separate.
+WIRE_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "int64", "float32", "float64")
+
+
+def array_descriptor(a: np.ndarray) -> dict[str, Any]:
+    """The header entry that describes one array frame."""
+    if a.dtype.name not in WIRE_DTYPES:
+        raise ProtocolError(ErrorCode.BAD_ARGS, f"arrays of dtype {a.dtype.name} cannot be sent; "
+                            f"use one of {', '.join(WIRE_DTYPES)}")
+    order = a.dtype.byteorder
+    little = order == "<" or (order in ("=", "|") and sys.byteorder == "little")
+    return {"dtype": a.dtype.name, "shape": list(a.shape), "byteorder": "little" if little else "big"}
+
+
+def decode_array(desc: Any, buf: memoryview | bytes, index: int) -> np.ndarray:
+    """Turn one array frame into a read-only numpy array (no copy), checking it against its descriptor."""
+    if not isinstance(desc, dict):
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"arrays[{index}] must be an object with dtype, shape, byteorder")
+    dtype, shape, byteorder = desc.get("dtype"), desc.get("shape"), desc.get("byteorder", "little")
+    if dtype not in WIRE_DTYPES:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"arrays[{index}].dtype {dtype!r} is not one of "
+                            f"{', '.join(WIRE_DTYPES)}")
+    if byteorder not in ("little", "big"):
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"arrays[{index}].byteorder must be 'little' or 'big'")
+    if (not isinstance(shape, list) or len(shape) > 8
+            or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)):
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"arrays[{index}].shape must be a list of at most 8 "
+                            f"non-negative integers, got {shape!r}")
+    dt = np.dtype(dtype).newbyteorder("<" if byteorder == "little" else ">")
+    expected = int(np.prod(shape, dtype=np.int64)) * dt.itemsize if shape else dt.itemsize
+    if len(buf) != expected:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"array frame {index} has {len(buf)} bytes but its header says "
+                            f"{dtype} {shape} ({expected} bytes)")
+    return np.frombuffer(buf, dtype=dt).reshape(shape)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Messages
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class ProtocolError(Exception):
+    """An error that becomes an error reply: an enumerated code, a message naming the problem, and details."""
+
+    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details or {}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "details": self.details}
+
+
+@dataclass
+class Request:
+    """header: {"v": 1, "id": str, "op": str, "args": object, "arrays": [descriptor]}"""
+
+    op: str
+    args: dict[str, Any] = field(default_factory=dict)
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    arrays: list[np.ndarray] = field(default_factory=list)
+
+    def encode(self) -> list[bytes | memoryview]:
+        header = {"v": PROTOCOL_VERSION, "id": self.id, "op": self.op, "args": self.args,
+                  "arrays": [array_descriptor(a) for a in self.arrays]}
+        return [dumps(header)] + [_frame_of(a) for a in self.arrays]
+
+
+@dataclass
+class Reply:
+    """header: {"v": 1, "re": str, "ok": bool, "session": str, "result": object | "error": {code, message, details},
+    "arrays": [descriptor]}"""
+
+    re: str | None
+    ok: bool
+    session: str
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    arrays: list[np.ndarray] = field(default_factory=list)
+
+    def encode(self) -> list[bytes | memoryview]:
+        header: dict[str, Any] = {"v": PROTOCOL_VERSION, "re": self.re, "ok": self.ok, "session": self.session}
+        if self.ok:
+            header["result"] = self.result if self.result is not None else {}
+        else:
+            header["error"] = self.error
+        header["arrays"] = [array_descriptor(a) for a in self.arrays]
+        return [dumps(header)] + [_frame_of(a) for a in self.arrays]
+
+    @classmethod
+    def failure(cls, re: str | None, session: str, err: ProtocolError) -> "Reply":
+        return cls(re=re, ok=False, session=session, error=err.to_json())
+
+
+def _frame_of(a: np.ndarray) -> memoryview:
+    return memoryview(np.ascontiguousarray(a)).cast("B")
+
+
+def dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False, default=_json_default).encode()
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+
+
+def _load_header(frame: bytes | memoryview, what: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(bytes(frame).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"{what} header is not UTF-8 JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"{what} header must be a JSON object, got "
+                            f"{type(obj).__name__}")
+    return obj
+
+
+def peek_request_id(frame: bytes | memoryview) -> str | None:
+    """The request id of a header that may be broken, so an error reply can still name the request it answers."""
+    try:
+        obj = json.loads(bytes(frame).decode("utf-8"))
+        rid = obj.get("id") if isinstance(obj, dict) else None
+        return rid if isinstance(rid, str) and len(rid) <= 128 else None
+    except (UnicodeDecodeError, json.JSONDecodeError, ValueError):
+        return None
+
+
+def decode_request(frames: list[bytes | memoryview], max_header: int = MAX_HEADER_BYTES,
+                   max_message: int = MAX_MESSAGE_BYTES, max_frames: int = MAX_FRAMES) -> Request:
+    """Parse and check a request's frames (without the ROUTER identity and REQ delimiter). Raises ProtocolError."""
+    if not frames:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "empty message: expected a JSON header frame")
+    if len(frames) > max_frames:
+        raise ProtocolError(ErrorCode.TOO_LARGE, f"{len(frames)} frames; at most {max_frames} are accepted",
+                            {"limit": "max_frames", "max": max_frames})
+    if len(frames[0]) > max_header:
+        raise ProtocolError(ErrorCode.TOO_LARGE, f"header of {len(frames[0])} bytes; at most {max_header}",
+                            {"limit": "max_header_bytes", "max": max_header})
+    total = sum(len(f) for f in frames)
+    if total > max_message:
+        raise ProtocolError(ErrorCode.TOO_LARGE, f"message of {total} bytes; at most {max_message}",
+                            {"limit": "max_message_bytes", "max": max_message})
+    h = _load_header(frames[0], "request")
+    v = h.get("v")
+    if v != PROTOCOL_VERSION:
+        raise ProtocolError(ErrorCode.BAD_VERSION, f"protocol version {v!r} is not supported; this daemon speaks "
+                            f"version {PROTOCOL_VERSION}", {"supported": [PROTOCOL_VERSION]})
+    rid, op, args, descs = h.get("id"), h.get("op"), h.get("args", {}), h.get("arrays", [])
+    if not isinstance(rid, str) or not rid or len(rid) > 128:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "header.id must be a non-empty string of at most 128 characters")
+    if not isinstance(op, str):
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "header.op must be a string naming an operation")
+    if args is None:
+        args = {}
+    if not isinstance(args, dict):
+        raise ProtocolError(ErrorCode.BAD_ARGS, f"header.args must be an object, got {type(args).__name__}")
+    if not isinstance(descs, list):
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "header.arrays must be a list of array descriptors")
+    if len(descs) != len(frames) - 1:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"header describes {len(descs)} arrays but the message carries "
+                            f"{len(frames) - 1} array frames")
+    arrays = [decode_array(d, frames[i + 1], i) for i, d in enumerate(descs)]
+    return Request(op=op, args=args, id=rid, arrays=arrays)
+
+
+def decode_reply(frames: list[bytes | memoryview]) -> Reply:
+    """Parse a reply's frames. Raises ProtocolError when the daemon sent something this client cannot read."""
+    if not frames:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "empty reply")
+    h = _load_header(frames[0], "reply")
+    if h.get("v") != PROTOCOL_VERSION:
+        raise ProtocolError(ErrorCode.BAD_VERSION, f"the daemon speaks protocol {h.get('v')!r}, this client "
+                            f"{PROTOCOL_VERSION}")
+    descs = h.get("arrays") or []
+    arrays = [decode_array(d, frames[i + 1], i) for i, d in enumerate(descs)]
+    return Reply(re=h.get("re"), ok=bool(h.get("ok")), session=str(h.get("session", "")),
+                 result=h.get("result"), error=h.get("error"), arrays=arrays)
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,), "number": (int, float), "string": (str,), "bool": (bool,), "object": (dict,),
+    "array": (list,), "any": (object,),
+}
+
+
+def check_args(op: Operation, args: dict[str, Any]) -> None:
+    """Check arguments against the operation's schema; every problem is listed in one BAD_ARGS error."""
+    problems: list[str] = []
+    for key in args:
+        if key not in op.args:
+            problems.append(f"{key}: unknown argument (expected {', '.join(op.args) or 'none'})")
+    for key, typ in op.args.items():
+        optional = typ.endswith("?")
+        base = typ.rstrip("?")
+        value = args.get(key)
+        if value is None:
+            if not optional:
+                problems.append(f"{key}: required ({base})")
+            continue
+        ok = isinstance(value, _TYPES[base])
+        if base in ("int", "number") and isinstance(value, bool):
+            ok = False
+        if not ok:
+            problems.append(f"{key}: expected {base}, got {type(value).__name__}")
+    if problems:
+        raise ProtocolError(ErrorCode.BAD_ARGS, f"{op.name}: " + "; ".join(problems), {"problems": problems})
+
+
+@dataclass
+class Event:
+    """[topic, {"v": 1, "session": str, "seq": int, "time": float (Unix seconds), "type": str, "topic": str,
+    "data": object}]"""
+
+    topic: str
+    type: str
+    data: dict[str, Any]
+    session: str = ""
+    seq: int = 0
+    time: float = 0.0
+
+    def encode(self) -> list[bytes]:
+        return [self.topic.encode(), dumps({"v": PROTOCOL_VERSION, "session": self.session, "seq": self.seq,
+                                            "time": self.time, "type": self.type, "topic": self.topic,
+                                            "data": self.data})]
+
+    @classmethod
+    def decode(cls, frames: list[bytes]) -> "Event":
+        if len(frames) != 2:
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, f"event with {len(frames)} frames; expected 2")
+        h = _load_header(frames[1], "event")
+        return cls(topic=h.get("topic", frames[0].decode(errors="replace")), type=h.get("type", ""),
+                   data=h.get("data") or {}, session=h.get("session", ""), seq=int(h.get("seq", 0)),
+                   time=float(h.get("time", 0.0)))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Where a daemon's sockets are: derived from its home folder, so a client of home H finds the daemon of home H.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def default_home() -> Path:
+    """$SEISD_HOME, else $XDG_DATA_HOME/seisd, else ~/.local/share/seisd."""
+    env = os.environ.get("SEISD_HOME")
+    if env:
+        return Path(env).expanduser().resolve()
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return (Path(data) / "seisd").resolve()
+
+
+def runtime_dir(home: Path) -> Path:
+    """The private (0700) folder of a home's sockets: short enough for the ~100-byte Unix socket path limit.
+
+    $XDG_RUNTIME_DIR (or /tmp) / seisd-<uid>-<first 12 hex of sha1(home)>.
+    """
+    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    digest = hashlib.sha1(str(Path(home).resolve()).encode()).hexdigest()[:12]
+    return Path(base) / f"seisd-{os.getuid()}-{digest}"
+
+
+def control_endpoint(home: Path) -> str:
+    """ROUTER endpoint for requests."""
+    return f"ipc://{runtime_dir(home) / 'control.sock'}"
+
+
+def events_endpoint(home: Path) -> str:
+    """PUB endpoint for events."""
+    return f"ipc://{runtime_dir(home) / 'events.sock'}"

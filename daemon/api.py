@@ -1,0 +1,140 @@
+"""Request handlers: one method per operation of client/protocol.py's OPERATIONS table.
+
+Arguments are checked against that table before a handler runs, so handlers only check meaning (does the job
+exist, may it be cancelled now). A handler returns `(result, arrays)`, or DEFERRED when an executor answers later.
+Handlers run on the daemon's loop: they must be quick (reads from SQLite, a bounded read of a log file).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import zmq
+
+from client import protocol as P
+from daemon import __version__, scheduler
+from daemon.jobs import CheckContext, InvalidJob, validate_job
+from daemon.store import JobRow, StoreError
+
+if TYPE_CHECKING:
+    from daemon.server import Daemon
+
+DEFERRED = object()
+Result = tuple[dict[str, Any], list[np.ndarray]]
+
+
+class Api:
+    def __init__(self, daemon: "Daemon"):
+        self.d = daemon
+
+    def handle(self, req: P.Request, envelope: list[bytes], sock: zmq.Socket) -> Result | object:
+        op = P.OPERATIONS.get(req.op)
+        if op is None:
+            raise P.ProtocolError(P.ErrorCode.UNKNOWN_OP, f"unknown operation {req.op!r}",
+                                  {"operations": sorted(P.OPERATIONS)})
+        P.check_args(op, req.args)
+        if self.d.stopping and req.op not in ("ping", "status"):
+            raise P.ProtocolError(P.ErrorCode.UNAVAILABLE, f"the daemon is stopping ({self.d.stopping})")
+        self._envelope, self._sock, self._req = envelope, sock, req
+        try:
+            out = getattr(self, "op_" + req.op)(**req.args)
+        except StoreError as exc:
+            raise P.ProtocolError(P.ErrorCode.INTERNAL, str(exc)) from None
+        if out is DEFERRED:
+            return out
+        return out if isinstance(out, tuple) else (out, [])
+
+    # -- helpers -----------------------------------------------------------------------------------------------
+
+    def _job(self, job_id: int) -> JobRow:
+        job = self.d.store.get(job_id)
+        if job is None:
+            raise P.ProtocolError(P.ErrorCode.NOT_FOUND, f"no job {job_id}")
+        return job
+
+    # -- operations --------------------------------------------------------------------------------------------
+
+    def op_ping(self) -> dict[str, Any]:
+        return {"session": self.d.session, "version": __version__}
+
+    def op_status(self) -> dict[str, Any]:
+        lim = self.d.settings.limits
+        return {"version": __version__, "protocol": P.PROTOCOL_VERSION, "pid": os.getpid(),
+                "session": self.d.session, "started": self.d.started, "home": str(self.d.home),
+                "python": sys.version.split()[0], "stopping": self.d.stopping,
+                "devices": [h.describe() for h in self.d.supervisor.handles.values()],
+                "jobs": self.d.store.counts(), "endpoints": self.d.endpoints,
+                "limits": {"max_header_bytes": lim.max_header_bytes, "max_message_bytes": lim.max_message_bytes,
+                           "max_frames": lim.max_frames}}
+
+    def op_submit(self, job: dict[str, Any], priority: int | None = None) -> dict[str, Any]:
+        raw = dict(job)
+        if priority is not None:
+            raw["priority"] = priority
+        try:
+            kind, spec = validate_job(raw, CheckContext(home=self.d.home))
+        except InvalidJob as exc:
+            raise P.ProtocolError(P.ErrorCode.INVALID_JOB, f"the job file has {len(exc.problems)} problem"
+                                  f"{'s' if len(exc.problems) > 1 else ''}: " + "; ".join(exc.problems),
+                                  {"problems": exc.problems}) from None
+        slots = [s.name for s in self.d.slots]
+        if not scheduler.device_available(spec.device, kind.devices, slots):
+            raise P.ProtocolError(P.ErrorCode.INVALID_JOB, f"device: {spec.device!r} is not available here "
+                                  f"(slots: {', '.join(slots)})", {"problems": [f"device: {spec.device!r} is not "
+                                                                                f"one of {', '.join(slots)}"]})
+        spec_json = spec.model_dump(mode="json")
+        job_id = self.d.submit(raw, kind.name, spec_json, spec.priority, spec.device, spec.name)
+        return {"id": job_id, "state": "queued"}
+
+    def op_jobs(self, state: list[Any] | None = None, kind: str | None = None,
+                limit: int | None = None) -> dict[str, Any]:
+        bad = [s for s in state or [] if s not in P.JOB_STATES]
+        if bad:
+            raise P.ProtocolError(P.ErrorCode.BAD_ARGS, f"state: unknown states {bad}; known: "
+                                  f"{', '.join(P.JOB_STATES)}")
+        rows = self.d.store.list(states=state, kind=kind, limit=max(1, min(limit or 100, 10_000)))
+        return {"jobs": [r.summary() for r in rows]}
+
+    def op_show(self, id: int) -> dict[str, Any]:
+        job = self._job(id)
+        return {**job.summary(), "spec": job.spec, "result": job.result, "history": self.d.store.history(id),
+                "dir": str(self.d.job_dir(id))}
+
+    def op_cancel(self, id: int) -> dict[str, Any]:
+        state = self.d.cancel(self._job(id))
+        return {"id": id, "state": state}
+
+    def op_logs(self, id: int, offset: int | None = None, max_bytes: int | None = None) -> dict[str, Any]:
+        job = self._job(id)
+        path = self.d.job_dir(id) / "log"
+        limit = self.d.settings.limits.max_log_read_bytes
+        n = max(0, min(max_bytes or limit, limit))
+        start = max(0, offset or 0)
+        try:
+            size = path.stat().st_size
+            with open(path, "rb") as f:
+                f.seek(start)
+                data = f.read(n)
+        except FileNotFoundError:
+            size, data = 0, b""
+        return {"text": data.decode("utf-8", errors="replace"), "offset": start + len(data), "size": size,
+                "state": job.state}
+
+    def op_events(self, id: int, after: int | None = None, limit: int | None = None) -> dict[str, Any]:
+        self._job(id)
+        return {"events": self.d.store.events(id, after or 0, max(1, min(limit or 1000, 10_000)))}
+
+    def op_devices(self) -> dict[str, Any]:
+        return {"devices": [h.describe() for h in self.d.supervisor.handles.values()]}
+
+    def op_workers(self, id: int, count: int) -> object:
+        if count < 0 or count > 256:
+            raise P.ProtocolError(P.ErrorCode.BAD_ARGS, f"count: expected 0..256, got {count}")
+        self.d.control(self._job(id), "workers", {"count": count}, self._envelope, self._req.id, self._sock)
+        return DEFERRED
+
+    def op_shutdown(self) -> dict[str, Any]:
+        self.d.request_stop("requested by a client")
+        return {}

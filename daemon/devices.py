@@ -1,0 +1,59 @@
+"""Device slots: each CUDA device, and the CPU. Found without importing torch (the daemon never does)."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DeviceSlot:
+    name: str                 # "cpu" or "cuda:N"
+    kind: str                 # "cpu" or "cuda"
+    index: int | None         # CUDA index, None for the CPU
+    description: str
+
+    def env(self) -> dict[str, str]:
+        """Environment for the slot's executor: it sees exactly its device, as cuda:0 when it has one."""
+        return {"CUDA_VISIBLE_DEVICES": "" if self.index is None else str(self.index)}
+
+    @property
+    def torch_device(self) -> str:
+        return "cpu" if self.index is None else "cuda:0"
+
+
+def cuda_devices() -> list[DeviceSlot]:
+    """CUDA devices as nvidia-smi lists them; none when there is no driver."""
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return []
+    try:
+        out = subprocess.run([exe, "--query-gpu=index,name,memory.total", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    slots = []
+    for line in out.strip().splitlines():
+        idx, name, mem = (p.strip() for p in line.split(",", 2))
+        slots.append(DeviceSlot(f"cuda:{idx}", "cuda", int(idx), f"{name}, {mem}"))
+    return slots
+
+
+def discover(setting: str | list[str]) -> list[DeviceSlot]:
+    """The slots to run: `auto` = every CUDA device and the CPU; `cpu`; or an explicit list."""
+    cpu = DeviceSlot("cpu", "cpu", None, "CPU")
+    if setting == "cpu":
+        return [cpu]
+    found = cuda_devices()
+    if setting == "auto":
+        return found + [cpu]
+    by_name = {s.name: s for s in found}
+    slots = []
+    for name in setting:
+        if name == "cpu":
+            slots.append(cpu)
+        elif name in by_name:
+            slots.append(by_name[name])
+        else:
+            raise ValueError(f"devices: {name!r} is not present (found: {', '.join(by_name) or 'no CUDA device'})")
+    return slots

@@ -1,0 +1,203 @@
+"""The executor: a long-lived process that owns one device slot and runs one job at a time.
+
+Started by the daemon's supervisor as `python -m daemon.executor --slot SLOT ...` with CUDA_VISIBLE_DEVICES already
+set, so torch (imported only here, never in the daemon) sees exactly its device.
+
+Threads and the one socket:
+  - the main thread runs jobs, one after another, taking them from `self.jobs`;
+  - the I/O thread owns the DEALER socket to the daemon (ZeroMQ sockets are not thread-safe): it receives run /
+    cancel / control / exit messages, sends what the job queued in `self.outbox`, and sends a heartbeat every
+    `executor.heartbeat_s`. A job stuck in C code still heartbeats, so the daemon can tell "busy" from "dead".
+
+NOTE on dying with the daemon: the executor asks the kernel for SIGKILL when its parent dies (PR_SET_PDEATHSIG) and
+the I/O thread also checks os.getppid() every heartbeat; either way no executor outlives its daemon holding GPU
+memory. A job's own worker processes watch the executor the same way.
+
+Messages (one JSON frame each; internal to seisd, not part of the public protocol):
+  daemon -> executor  {"op": "run", "job", "kind", "spec", "job_dir", "attempt", "resume", "device"}
+                      {"op": "cancel", "job", "reason"}      {"op": "control", "job", "name", "args"}
+                      {"op": "exit"}
+  executor -> daemon  {"type": "hello", "slot", "pid"}       {"type": "heartbeat", "pid", "job"}
+                      {"type": "event", "job", "event", "data"}
+                      {"type": "done", "job", "outcome": succeeded|failed|cancelled, "error", "result"}
+                      {"type": "control_reply", "job", "name", "ok", "result" | "error"}
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from daemon import jobs as job_registry
+from daemon.jobs.context import EventLogHandler, JobCancelled, JobContext
+from daemon.settings import Settings, load_settings
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent exits (no-op elsewhere)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+class Executor:
+    def __init__(self, slot: str, endpoint: str, home: Path, settings: Settings, parent_pid: int):
+        self.slot = slot
+        self.home = home
+        self.settings = settings
+        self.parent_pid = parent_pid
+        self.ctx_zmq = zmq.Context()
+        self.sock = self.ctx_zmq.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.IDENTITY, slot.encode())
+        self.sock.setsockopt(zmq.LINGER, 2000)
+        self.sock.connect(endpoint)
+        self.jobs: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.outbox: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.current: JobContext | None = None
+        self.stop = threading.Event()
+        self.io_thread = threading.Thread(target=self._io_loop, name="executor-io", daemon=True)
+
+    # -- I/O thread --------------------------------------------------------------------------------------------
+
+    def send(self, msg: dict[str, Any]) -> None:
+        """Thread-safe: queue a message for the I/O thread."""
+        self.outbox.put(msg)
+
+    def _io_loop(self) -> None:
+        self.sock.send(json.dumps({"type": "hello", "slot": self.slot, "pid": os.getpid()}).encode())
+        next_beat = 0.0
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        while not self.stop.is_set():
+            if dict(poller.poll(20)).get(self.sock):
+                self._handle(json.loads(self.sock.recv()))
+            while True:
+                try:
+                    self.sock.send(json.dumps(self.outbox.get_nowait()).encode())
+                except queue.Empty:
+                    break
+            now = time.monotonic()
+            if now >= next_beat:
+                next_beat = now + self.settings.executor.heartbeat_s
+                if os.getppid() != self.parent_pid:
+                    os._exit(3)  # the daemon is gone: never outlive it
+                job = self.current.job_id if self.current else None
+                self.sock.send(json.dumps({"type": "heartbeat", "pid": os.getpid(), "job": job}).encode())
+
+    def _handle(self, msg: dict[str, Any]) -> None:
+        op = msg.get("op")
+        ctx = self.current
+        if op == "run":
+            self.jobs.put(msg)
+        elif op == "cancel" and ctx is not None and ctx.job_id == msg.get("job"):
+            ctx.cancel_reason = msg.get("reason") or "cancelled"
+            ctx.cancelled.set()
+        elif op == "control":
+            self._control(ctx, msg)
+        elif op == "exit":
+            if ctx is not None:
+                ctx.cancel_reason = "daemon stopping"
+                ctx.cancelled.set()
+            self.jobs.put(None)
+
+    def _control(self, ctx: JobContext | None, msg: dict[str, Any]) -> None:
+        reply: dict[str, Any] = {"type": "control_reply", "job": msg.get("job"), "name": msg.get("name"),
+                                 "token": msg.get("token")}
+        if ctx is None or ctx.job_id != msg.get("job"):
+            reply.update(ok=False, error=f"job {msg.get('job')} is not running on {self.slot}")
+        else:
+            try:
+                reply.update(ok=True, result=ctx.handle_control(msg["name"], msg.get("args") or {}))
+            except Exception as exc:  # reported to the requester, the job goes on
+                reply.update(ok=False, error=f"{type(exc).__name__}: {exc}")
+        self.outbox.put(reply)
+
+    # -- main thread -------------------------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        self.io_thread.start()
+        while True:
+            msg = self.jobs.get()
+            if msg is None:
+                break
+            self._run(msg)
+        # let the I/O thread flush what the last job queued
+        deadline = time.monotonic() + 2
+        while not self.outbox.empty() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.stop.set()
+        self.io_thread.join(timeout=2)
+
+    def _run(self, msg: dict[str, Any]) -> None:
+        job_id = int(msg["job"])
+        job_dir = Path(msg["job_dir"])
+        ctx = JobContext(job_id=job_id, kind=msg["kind"], job_dir=job_dir, home=self.home, device=msg["device"],
+                         attempt=int(msg.get("attempt", 1)), resume=bool(msg.get("resume")),
+                         daemon_pid=self.parent_pid, settings=self.settings, send=self.send)
+        handler = logging.FileHandler(job_dir / "log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        ctx.log.addHandler(handler)
+        ctx.log.addHandler(EventLogHandler(ctx))
+        self.current = ctx
+        outcome, error, result = "succeeded", None, None
+        try:
+            kind = job_registry.get_kind(msg["kind"])
+            if kind is None:
+                raise RuntimeError(f"job kind {msg['kind']!r} is not registered in this executor")
+            spec = kind.spec.model_validate(msg["spec"])
+            ctx.log.info("job %d (%s) starting on %s, attempt %d%s", job_id, kind.name, self.slot, ctx.attempt,
+                         ", resuming" if ctx.resume else "")
+            result = kind.load_runner()(spec, ctx) or {}
+            ctx.flush_progress()
+        except JobCancelled as exc:
+            outcome, error = "cancelled", str(exc)
+        except Exception as exc:
+            outcome, error = "failed", f"{type(exc).__name__}: {exc}"
+            ctx.log.error("job failed: %s\n%s", error, traceback.format_exc())
+        finally:
+            ctx.log.info("job %d finished: %s%s", job_id, outcome, f" ({error})" if error else "")
+            for h in list(ctx.log.handlers):
+                ctx.log.removeHandler(h)
+                h.close()
+            self.current = None
+        self.send({"type": "done", "job": job_id, "outcome": outcome, "error": error, "result": result})
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m daemon.executor")
+    ap.add_argument("--slot", required=True)
+    ap.add_argument("--endpoint", required=True)
+    ap.add_argument("--home", required=True, type=Path)
+    ap.add_argument("--config", type=Path)
+    ap.add_argument("--parent-pid", type=int, required=True)
+    a = ap.parse_args(argv)
+    die_with_parent()
+    if os.getppid() != a.parent_pid:  # the daemon died before we could ask to die with it
+        return 3
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in the daemon's terminal is the daemon's to handle
+    settings = load_settings(a.home, a.config)
+    job_registry.load_plugins(settings.plugins)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format=f"%(asctime)s executor[{a.slot}] %(levelname)s %(message)s")
+    Executor(a.slot, a.endpoint, a.home, settings, a.parent_pid).serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

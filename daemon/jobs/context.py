@@ -1,0 +1,112 @@
+"""JobContext: what a running job sees of the world, inside an executor process.
+
+A job's runner is `run(spec, ctx) -> dict`. It reports through the context (progress, metrics, log lines), checks
+`ctx.cancelled` between units of work, and writes its files under `ctx.job_dir`. The context turns these calls into
+messages the executor's I/O thread sends to the daemon; the runner never touches a socket.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+PROGRESS_INTERVAL_S = 0.25   # progress events are coalesced to at most four a second
+LOG_EVENTS_PER_S = 20        # log lines beyond this rate stay in the log file only
+
+
+class JobCancelled(Exception):
+    """Raised by `ctx.check_cancel()`; a runner may catch it to save a checkpoint, then re-raise."""
+
+
+@dataclass
+class JobContext:
+    job_id: int
+    kind: str
+    job_dir: Path
+    home: Path
+    device: str                      # "cpu" or "cuda:N" as torch should see it inside this executor
+    attempt: int                     # 1 for the first run, 2 after one interruption ...
+    resume: bool                     # True when an earlier attempt was interrupted: continue from checkpoints
+    daemon_pid: int
+    settings: Any
+    send: Callable[[dict[str, Any]], None]
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    cancel_reason: str | None = None
+    log: logging.Logger = field(init=False)
+    _controls: dict[str, Callable[[dict[str, Any]], Any]] = field(default_factory=dict)
+    _last_progress: float = 0.0
+    _pending_progress: dict[str, Any] | None = None
+    _log_window: tuple[float, int] = (0.0, 0)
+
+    def __post_init__(self) -> None:
+        self.log = logging.getLogger(f"seisd.job.{self.job_id}")
+        self.log.setLevel(logging.DEBUG)
+        self.log.propagate = False
+
+    # -- reporting ---------------------------------------------------------------------------------------------
+
+    def progress(self, fraction: float, message: str | None = None, *, eta_s: float | None = None,
+                 **fields: Any) -> None:
+        """Report progress in [0, 1]; events are coalesced to a few a second, the last one always goes out."""
+        data = {"fraction": max(0.0, min(1.0, float(fraction))), "message": message, "eta_s": eta_s, **fields}
+        now = time.monotonic()
+        if now - self._last_progress >= PROGRESS_INTERVAL_S or data["fraction"] >= 1.0:
+            self._last_progress = now
+            self._pending_progress = None
+            self.event("job.progress", data)
+        else:
+            self._pending_progress = data
+
+    def flush_progress(self) -> None:
+        if self._pending_progress is not None:
+            self.event("job.progress", self._pending_progress)
+            self._pending_progress = None
+
+    def metrics(self, **figures: Any) -> None:
+        """Publish figures (loss, accuracy, worker statistics ...) as a job.metrics event."""
+        self.event("job.metrics", figures)
+
+    def event(self, type_: str, data: dict[str, Any]) -> None:
+        self.send({"type": "event", "job": self.job_id, "event": type_, "data": data})
+
+    def _log_event(self, level: str, message: str) -> None:
+        start, count = self._log_window
+        now = time.monotonic()
+        if now - start >= 1.0:
+            start, count = now, 0
+        if count < LOG_EVENTS_PER_S:
+            self.event("job.log", {"level": level, "message": message})
+        self._log_window = (start, count + 1)
+
+    # -- control -----------------------------------------------------------------------------------------------
+
+    def check_cancel(self) -> None:
+        if self.cancelled.is_set():
+            raise JobCancelled(self.cancel_reason or "cancelled")
+
+    def on_control(self, name: str, handler: Callable[[dict[str, Any]], Any]) -> None:
+        """Handle a control message sent to this running job (e.g. "workers" with {"count": N})."""
+        self._controls[name] = handler
+
+    def handle_control(self, name: str, args: dict[str, Any]) -> Any:
+        handler = self._controls.get(name)
+        if handler is None:
+            raise KeyError(f"this {self.kind} job does not accept {name!r}")
+        return handler(args)
+
+
+class EventLogHandler(logging.Handler):
+    """Forwards a job's log records at INFO and above as job.log events (rate-limited)."""
+
+    def __init__(self, ctx: JobContext):
+        super().__init__(logging.INFO)
+        self.ctx = ctx
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.ctx._log_event(record.levelname.lower(), record.getMessage())
+        except Exception:  # a log line must never break the job
+            self.handleError(record)

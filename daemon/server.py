@@ -1,0 +1,473 @@
+"""The daemon: sockets, the one event loop, and the job lifecycle.
+
+Everything here runs on the main thread and never blocks on work: a request is parsed, answered from the store or
+forwarded to an executor, and the loop moves on. Long work happens in executors (daemon/executor.py).
+
+Sockets (all bound by this process):
+  control  ROUTER  ipc://<runtime>/control.sock  (+ tcp with CURVE when configured)  requests and replies
+  events   PUB     ipc://<runtime>/events.sock   (+ tcp with CURVE when configured)  events by topic
+  exec     ROUTER  ipc://<runtime>/executors.sock                                   executors (internal)
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import signal
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+import zmq
+
+from client import protocol as P
+from daemon import __version__, api, scheduler
+from daemon.devices import discover
+from daemon.jobs import get_kind, load_plugins
+from daemon.security import CurveServer
+from daemon.settings import Settings
+from daemon.store import JobRow, JobStore
+from daemon.supervisor import ExecutorHandle, Supervisor
+
+log = logging.getLogger("seisd")
+
+TICK_S = 0.05          # how often timers (supervision, dispatch, cancel deadlines) run at most
+CONTROL_TIMEOUT_S = 10.0
+
+
+class DaemonError(RuntimeError):
+    """The daemon cannot start (another daemon owns the home, a socket cannot be bound ...)."""
+
+
+@dataclass
+class Pending:
+    """A request whose answer comes later from an executor (control messages such as `workers`)."""
+
+    envelope: list[bytes]
+    request_id: str
+    socket: zmq.Socket
+    deadline: float
+
+
+class Daemon:
+    def __init__(self, home: Path, settings: Settings, config_file: Path | None = None):
+        self.home = home
+        self.settings = settings
+        self.config_file = config_file
+        self.session = uuid.uuid4().hex
+        self.started = time.time()
+        self.stopping: str | None = None
+        self.cancel_deadlines: dict[int, float] = {}
+        self.pending: dict[str, Pending] = {}
+        for sub in ("jobs", "logs", "surveys", "examples", "models", "keys"):
+            (home / sub).mkdir(parents=True, exist_ok=True)
+        self._lock_home()
+        self.rundir = P.runtime_dir(home)
+        make_private_dir(self.rundir)
+        load_plugins(settings.plugins)
+        self.store = JobStore(home / "seisd.db")
+        self.slots = discover(settings.devices)
+        self.zctx = zmq.Context()
+        self.control = self._bind(zmq.ROUTER, P.control_endpoint(home))
+        self.events = self._bind(zmq.PUB, P.events_endpoint(home))
+        self.exec_sock = self._bind(zmq.ROUTER, f"ipc://{self.rundir / 'executors.sock'}")
+        self.control_sockets = [self.control]
+        self.curve: CurveServer | None = None
+        self.endpoints = {"control": P.control_endpoint(home), "events": P.events_endpoint(home)}
+        if settings.tcp.endpoint:
+            self._bind_tcp()
+        self.supervisor = Supervisor(
+            self.slots, f"ipc://{self.rundir / 'executors.sock'}", home, config_file, home / "logs",
+            settings.executor.heartbeat_timeout_s, settings.executor.start_timeout_s,
+            settings.executor.restart_backoff_s, on_death=self._executor_died, on_state=self._executor_state)
+        self.api = api.Api(self)
+
+    # -- start-up ----------------------------------------------------------------------------------------------
+
+    def _lock_home(self) -> None:
+        self._lockfile = open(self.home / "seisd.lock", "a+")
+        try:
+            fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lockfile.seek(0)
+            raise DaemonError(f"another seisd already runs for {self.home} (pid "
+                              f"{self._lockfile.read().strip() or '?'}); stop it with `seisctl daemon stop`") from None
+        self._lockfile.truncate(0)
+        self._lockfile.write(str(os.getpid()))
+        self._lockfile.flush()
+
+    def _bind(self, kind: int, endpoint: str) -> zmq.Socket:
+        s = self.zctx.socket(kind)
+        s.setsockopt(zmq.LINGER, 0)
+        if kind == zmq.ROUTER:
+            s.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        if kind == zmq.PUB:
+            s.setsockopt(zmq.SNDHWM, 100_000)
+        # a frame far above the soft limits drops the connection instead of filling memory
+        s.setsockopt(zmq.MAXMSGSIZE, 2 * self.settings.limits.max_message_bytes)
+        try:
+            s.bind(endpoint)
+        except zmq.ZMQError as exc:
+            raise DaemonError(f"cannot bind {endpoint}: {exc}") from None
+        return s
+
+    def _bind_tcp(self) -> None:
+        t = self.settings.tcp
+        self.curve = CurveServer(self.zctx, self._home_path(t.server_secret_key), self._home_path(t.authorized_keys))
+        s = self.zctx.socket(zmq.ROUTER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.MAXMSGSIZE, 2 * self.settings.limits.max_message_bytes)
+        self.curve.apply(s)
+        try:
+            s.bind(t.endpoint)
+        except zmq.ZMQError as exc:
+            raise DaemonError(f"cannot bind tcp.endpoint {t.endpoint}: {exc}") from None
+        self.control_sockets.append(s)
+        self.endpoints["tcp_control"] = s.getsockopt(zmq.LAST_ENDPOINT).decode()
+        if t.events_endpoint:
+            self.tcp_events = self.zctx.socket(zmq.PUB)
+            self.tcp_events.setsockopt(zmq.LINGER, 0)
+            self.curve.apply(self.tcp_events)
+            self.tcp_events.bind(t.events_endpoint)
+            self.endpoints["tcp_events"] = self.tcp_events.getsockopt(zmq.LAST_ENDPOINT).decode()
+
+    def _home_path(self, p: str) -> Path:
+        q = Path(p).expanduser()
+        return q if q.is_absolute() else self.home / q
+
+    def recover(self) -> None:
+        """Jobs the last daemon left running (it was killed or stopped) go back to the queue, resumable ones to
+        continue from their checkpoints."""
+        for job in self.store.list(states=["running", "interrupted"], limit=1_000_000):
+            if job.state == "running":
+                self.store.set_state(job.id, "interrupted", "the daemon stopped while the job ran")
+            self.store.set_state(job.id, "queued", "requeued when the daemon started")
+            self.job_log(job.id, "requeued: the daemon restarted while this job was running")
+
+    # -- the loop ----------------------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        self.recover()
+        self.sweep_shared_memory()
+        self.supervisor.start_all()
+        self.publish(P.DAEMON_TOPIC, P.EventType.DAEMON_STARTED,
+                     {"version": __version__, "pid": os.getpid(), "session": self.session})
+        log.info("seisd %s started: pid %d, home %s, session %s, slots %s", __version__, os.getpid(), self.home,
+                 self.session, ", ".join(s.name for s in self.slots))
+        poller = zmq.Poller()
+        for s in self.control_sockets:
+            poller.register(s, zmq.POLLIN)
+        poller.register(self.exec_sock, zmq.POLLIN)
+        next_tick = 0.0
+        while not self.stopping:
+            ready = dict(poller.poll(int(TICK_S * 1000)))
+            if ready.get(self.exec_sock):
+                self._drain(self.exec_sock, self._on_executor)
+            for s in self.control_sockets:
+                if ready.get(s):
+                    self._drain(s, lambda frames, s=s: self._on_request(s, frames))
+            now = time.monotonic()
+            if now >= next_tick:
+                next_tick = now + TICK_S
+                self._tick(now)
+        self._shutdown()
+
+    def _drain(self, sock: zmq.Socket, handle: Any, budget: int = 256) -> None:
+        """Handle what is waiting, a bounded number at a time so one busy socket cannot starve the others."""
+        for _ in range(budget):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            handle(frames)
+
+    def _tick(self, now: float) -> None:
+        self.supervisor.poll()
+        for job_id, deadline in list(self.cancel_deadlines.items()):
+            if now >= deadline:
+                h = self._handle_of_job(job_id)
+                if h is not None:
+                    self.supervisor.kill(h.slot.name, f"job {job_id} did not stop within "
+                                         f"{self.settings.executor.cancel_grace_s:g} s of its cancel")
+                del self.cancel_deadlines[job_id]
+        for token, p in list(self.pending.items()):
+            if now >= p.deadline:
+                del self.pending[token]
+                self._send_reply(p.socket, p.envelope, P.Reply.failure(p.request_id, self.session, P.ProtocolError(
+                    P.ErrorCode.UNAVAILABLE, "the executor did not answer in time")))
+        if self.curve:
+            self.curve.reload_if_changed()
+        self.dispatch()
+
+    # -- requests ----------------------------------------------------------------------------------------------
+
+    def _on_request(self, sock: zmq.Socket, frames: list[zmq.Frame]) -> None:
+        raw = [f.buffer for f in frames]
+        # ROUTER prepends the peer identity; a REQ peer adds an empty delimiter, which we echo back.
+        n_env = 2 if len(raw) >= 2 and len(raw[1]) == 0 else 1
+        envelope, body = [bytes(b) for b in raw[:n_env]], raw[n_env:]
+        rid = P.peek_request_id(body[0]) if body and len(body[0]) <= self.settings.limits.max_header_bytes else None
+        try:
+            lim = self.settings.limits
+            req = P.decode_request(body, lim.max_header_bytes, lim.max_message_bytes, lim.max_frames)
+            rid = req.id
+            result = self.api.handle(req, envelope, sock)
+            if result is api.DEFERRED:
+                return
+            reply = P.Reply(re=req.id, ok=True, session=self.session, result=result[0], arrays=result[1])
+        except P.ProtocolError as exc:
+            reply = P.Reply.failure(rid, self.session, exc)
+        except Exception as exc:  # a bug in a handler must not take the daemon down
+            log.exception("request failed")
+            reply = P.Reply.failure(rid, self.session, P.ProtocolError(
+                P.ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}"))
+        self._send_reply(sock, envelope, reply)
+
+    def _send_reply(self, sock: zmq.Socket, envelope: list[bytes], reply: P.Reply) -> None:
+        try:
+            sock.send_multipart(envelope + reply.encode(), zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            log.warning("a client does not read its replies; one was dropped")
+        except zmq.ZMQError as exc:
+            log.warning("reply not sent: %s", exc)
+
+    # -- events ------------------------------------------------------------------------------------------------
+
+    def publish(self, topic: str, type_: str, data: dict[str, Any], job_id: int | None = None,
+                store: bool = True) -> None:
+        """Record (unless store=False: log lines, which live in the job's log file) and publish an event."""
+        when = time.time()
+        seq = self.store.add_event(job_id, type_, data, when) if store else 0
+        frames = P.Event(topic, type_, data, self.session, seq, when).encode()
+        for s in (self.events, getattr(self, "tcp_events", None)):
+            if s is not None:
+                try:
+                    s.send_multipart(frames, zmq.NOBLOCK)
+                except zmq.Again:
+                    pass
+
+    def job_log(self, job_id: int, line: str) -> None:
+        """A line from the daemon in the job's log (executors append to the same file)."""
+        d = self.job_dir(job_id)
+        if d.is_dir():
+            with open(d / "log", "a") as f:
+                f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} DAEMON {line}\n")
+
+    def job_dir(self, job_id: int) -> Path:
+        return self.home / "jobs" / str(job_id)
+
+    # -- the job lifecycle -------------------------------------------------------------------------------------
+
+    def set_job_state(self, job: JobRow, state: str, reason: str | None, error: str | None = None,
+                      slot: str | None = None, result: dict[str, Any] | None = None) -> None:
+        self.store.set_state(job.id, state, reason, error=error, slot=slot, result=result)
+        self.publish(P.job_topic(job.id), P.EventType.JOB_STATE,
+                     {"id": job.id, "state": state, "previous": job.state, "reason": reason, "error": error},
+                     job_id=job.id)
+
+    def submit(self, raw: dict[str, Any], kind_name: str, spec: dict[str, Any], priority: int, device: str,
+               name: str | None) -> int:
+        job_id = self.store.add_job(kind_name, spec, priority, device, name)
+        d = self.job_dir(job_id)
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "job.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+        self.job_log(job_id, f"submitted: {kind_name}, priority {priority}, device {device}")
+        self.publish(P.job_topic(job_id), P.EventType.JOB_STATE,
+                     {"id": job_id, "state": "queued", "previous": None, "reason": "submitted", "error": None},
+                     job_id=job_id)
+        return job_id
+
+    def dispatch(self) -> None:
+        if self.stopping:
+            return
+        free = [h.slot.name for h in self.supervisor.handles.values() if h.idle]
+        if not free:
+            return
+        queued = self.store.queued_in_order()
+        if not queued:
+            return
+        kinds = {j.id: (get_kind(j.kind).devices if get_kind(j.kind) else "any") for j in queued}
+        for job_id, slot in scheduler.assign(queued, free, kinds):
+            self._start_job(next(j for j in queued if j.id == job_id), self.supervisor.handles[slot])
+
+    def _start_job(self, job: JobRow, h: ExecutorHandle) -> None:
+        kind = get_kind(job.kind)
+        resume = bool(kind and kind.resumable and job.attempts > 0)
+        self.set_job_state(job, "running", f"started on {h.slot.name}" + (" (resuming)" if resume else ""),
+                           slot=h.slot.name)
+        h.job_id, h.state = job.id, "busy"
+        self._executor_state(h)
+        self._to_executor(h, {"op": "run", "job": job.id, "kind": job.kind, "spec": job.spec,
+                              "job_dir": str(self.job_dir(job.id)), "attempt": job.attempts + 1,
+                              "resume": resume, "device": h.slot.torch_device})
+
+    def cancel(self, job: JobRow, reason: str = "cancelled by the user") -> str:
+        if job.state in ("queued", "interrupted"):
+            self.set_job_state(job, "cancelled", reason)
+            self.job_log(job.id, f"cancelled while {job.state}")
+            return "cancelled"
+        h = self._handle_of_job(job.id)
+        if job.state == "running" and h is not None:
+            self._to_executor(h, {"op": "cancel", "job": job.id, "reason": reason})
+            self.cancel_deadlines.setdefault(job.id, time.monotonic() + self.settings.executor.cancel_grace_s)
+            self.job_log(job.id, "cancel requested")
+            return "cancelling"
+        raise P.ProtocolError(P.ErrorCode.CONFLICT, f"job {job.id} is {job.state}; only queued or running jobs "
+                              "can be cancelled")
+
+    def control(self, job: JobRow, name: str, args: dict[str, Any], envelope: list[bytes], req_id: str,
+                sock: zmq.Socket) -> None:
+        """Forward a control message to the job's executor; the reply is sent when the executor answers."""
+        h = self._handle_of_job(job.id)
+        if job.state != "running" or h is None:
+            raise P.ProtocolError(P.ErrorCode.CONFLICT, f"job {job.id} is {job.state}, not running")
+        token = uuid.uuid4().hex
+        self.pending[token] = Pending(envelope, req_id, sock, time.monotonic() + CONTROL_TIMEOUT_S)
+        self._to_executor(h, {"op": "control", "job": job.id, "name": name, "args": args, "token": token})
+
+    def _handle_of_job(self, job_id: int) -> ExecutorHandle | None:
+        return next((h for h in self.supervisor.handles.values() if h.job_id == job_id), None)
+
+    def _to_executor(self, h: ExecutorHandle, msg: dict[str, Any]) -> None:
+        try:
+            self.exec_sock.send_multipart([h.slot.name.encode(), P.dumps(msg)], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            log.warning("message to executor %s lost: %s", h.slot.name, exc)
+
+    # -- executor messages -------------------------------------------------------------------------------------
+
+    def _on_executor(self, frames: list[zmq.Frame]) -> None:
+        if len(frames) != 2:
+            return
+        slot = frames[0].bytes.decode(errors="replace")
+        try:
+            msg = json.loads(frames[1].bytes)
+        except ValueError:
+            log.warning("unreadable message from executor %s", slot)
+            return
+        h = self.supervisor.seen(slot, msg.get("pid"))
+        if h is None:
+            return
+        t = msg.get("type")
+        if t == "hello":
+            h.state = "ready"
+            self._executor_state(h)
+        elif t == "event":
+            self._on_job_event(int(msg["job"]), msg.get("event", ""), msg.get("data") or {})
+        elif t == "done":
+            self._on_job_done(h, int(msg["job"]), msg)
+        elif t == "control_reply":
+            p = self.pending.pop(msg.get("token") or "", None)
+            if p is not None:
+                if msg.get("ok"):
+                    r = P.Reply(re=p.request_id, ok=True, session=self.session, result=msg.get("result") or {})
+                else:
+                    r = P.Reply.failure(p.request_id, self.session,
+                                        P.ProtocolError(P.ErrorCode.CONFLICT, str(msg.get("error"))))
+                self._send_reply(p.socket, p.envelope, r)
+
+    def _on_job_event(self, job_id: int, type_: str, data: dict[str, Any]) -> None:
+        if type_ not in (P.EventType.JOB_PROGRESS, P.EventType.JOB_LOG, P.EventType.JOB_METRICS):
+            return
+        if type_ == P.EventType.JOB_PROGRESS:
+            self.store.set_progress(job_id, float(data.get("fraction") or 0.0), data.get("message"))
+        self.publish(P.job_topic(job_id), type_, data, job_id=job_id, store=type_ != P.EventType.JOB_LOG)
+
+    def _on_job_done(self, h: ExecutorHandle, job_id: int, msg: dict[str, Any]) -> None:
+        job = self.store.get(job_id)
+        self.cancel_deadlines.pop(job_id, None)
+        h.job_id, h.state = None, "ready"
+        self._executor_state(h)
+        if job is None or job.state != "running":
+            return
+        outcome, error = msg.get("outcome"), msg.get("error")
+        if outcome == "succeeded":
+            self.store.set_progress(job_id, 1.0, None)
+            self.set_job_state(job, "succeeded", "finished", result=msg.get("result") or {})
+        elif outcome == "cancelled" and self.stopping:
+            self.set_job_state(job, "interrupted", "the daemon is stopping")
+        elif outcome == "cancelled":
+            self.set_job_state(job, "cancelled", error or "cancelled")
+        else:
+            self.set_job_state(job, "failed", "the job raised an error", error=error or "unknown error")
+
+    def _executor_died(self, h: ExecutorHandle, reason: str) -> None:
+        if h.job_id is None:
+            return
+        job = self.store.get(h.job_id)
+        self.cancel_deadlines.pop(h.job_id, None)
+        if job is None or job.state != "running":
+            return
+        if self.stopping:
+            self.set_job_state(job, "interrupted", "the daemon is stopping")
+            return
+        cancelled = "of its cancel" in reason
+        text = f"the executor for {h.slot.name} (pid {h.pid}) died while running the job: {reason}"
+        self.job_log(job.id, text)
+        if cancelled:
+            self.set_job_state(job, "cancelled", reason)
+        else:
+            self.set_job_state(job, "failed", "executor died", error=text)
+
+    def _executor_state(self, h: ExecutorHandle) -> None:
+        self.publish(P.DAEMON_TOPIC, P.EventType.EXECUTOR_STATE, h.describe(), store=False)
+
+    # -- shared memory and shutdown ----------------------------------------------------------------------------
+
+    def sweep_shared_memory(self) -> None:
+        """Remove shared-memory segments left by daemons that died (see workers/shm.py)."""
+        try:
+            from workers.shm import sweep_orphans
+        except ImportError:  # the worker pool is not installed in this build
+            return
+        removed = sweep_orphans()
+        if removed:
+            log.info("removed %d shared-memory segments left by dead daemons", len(removed))
+
+    def request_stop(self, reason: str) -> None:
+        if not self.stopping:
+            self.stopping = reason
+
+    def _shutdown(self) -> None:
+        log.info("stopping: %s", self.stopping)
+        self.publish(P.DAEMON_TOPIC, P.EventType.DAEMON_STOPPING, {"reason": self.stopping})
+        self.supervisor.stop_all(self.settings.executor.cancel_grace_s,
+                                 lambda h: self._to_executor(h, {"op": "exit"}))
+        # what the executors did not report before exiting is interrupted, to resume at the next start
+        while True:
+            try:
+                frames = self.exec_sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            self._on_executor(frames)
+        for job in self.store.list(states=["running"], limit=1_000_000):
+            self.set_job_state(job, "interrupted", "the daemon stopped")
+        if self.curve:
+            self.curve.stop()
+        self.zctx.destroy(linger=0)
+        self.store.close()
+        for name in ("control.sock", "events.sock", "executors.sock"):
+            try:
+                (self.rundir / name).unlink()
+            except FileNotFoundError:
+                pass
+        log.info("stopped")
+
+
+def make_private_dir(path: Path) -> None:
+    """Create the runtime folder with mode 0700, or refuse one that others could enter."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.stat()
+    if st.st_uid != os.getuid():
+        raise DaemonError(f"{path} belongs to uid {st.st_uid}, not to you: refusing to put sockets there")
+    if st.st_mode & 0o077:
+        os.chmod(path, 0o700)
+
+
+def install_signal_handlers(d: Daemon) -> None:
+    signal.signal(signal.SIGTERM, lambda *_: d.request_stop("SIGTERM"))
+    signal.signal(signal.SIGINT, lambda *_: d.request_stop("SIGINT"))

@@ -1,0 +1,219 @@
+"""JobStore: the SQLite (WAL) record of every job, its state history and its events.
+
+Only the daemon's main process writes here, from its single event loop, so there is one connection and no locking
+beyond SQLite's own. Every state change is committed before the daemon acknowledges it to anyone: a reply or an event
+never announces something a crash could take back.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from client.protocol import JOB_STATES, TERMINAL_STATES
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind        TEXT NOT NULL,
+    name        TEXT,
+    state       TEXT NOT NULL,
+    priority    INTEGER NOT NULL DEFAULT 0,
+    device      TEXT NOT NULL DEFAULT 'auto',
+    spec        TEXT NOT NULL,
+    progress    REAL NOT NULL DEFAULT 0,
+    message     TEXT,
+    error       TEXT,
+    result      TEXT,
+    slot        TEXT,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    created     REAL NOT NULL,
+    started     REAL,
+    finished    REAL
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, priority DESC, id);
+CREATE TABLE IF NOT EXISTS job_history (
+    job_id  INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    time    REAL NOT NULL,
+    state   TEXT NOT NULL,
+    reason  TEXT
+);
+CREATE INDEX IF NOT EXISTS job_history_job ON job_history(job_id);
+CREATE TABLE IF NOT EXISTS events (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id  INTEGER,
+    time    REAL NOT NULL,
+    type    TEXT NOT NULL,
+    data    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_job ON events(job_id, seq);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class StoreError(RuntimeError):
+    """The job store cannot be opened or written (a full disk, a corrupt file): the message names the file."""
+
+
+@dataclass(frozen=True)
+class JobRow:
+    id: int
+    kind: str
+    name: str | None
+    state: str
+    priority: int
+    device: str
+    spec: dict[str, Any]
+    progress: float
+    message: str | None
+    error: str | None
+    result: dict[str, Any] | None
+    slot: str | None
+    attempts: int
+    created: float
+    started: float | None
+    finished: float | None
+
+    def summary(self) -> dict[str, Any]:
+        """What `jobs` lists and `show` starts with."""
+        return {"id": self.id, "kind": self.kind, "name": self.name, "state": self.state,
+                "priority": self.priority, "device": self.device, "slot": self.slot, "progress": self.progress,
+                "message": self.message, "error": self.error, "attempts": self.attempts, "created": self.created,
+                "started": self.started, "finished": self.finished}
+
+
+class JobStore:
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across a process crash
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the job store {path}: {exc}") from None
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- writes ------------------------------------------------------------------------------------------------
+
+    def _write(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run `work` in one immediate transaction; a failure (a full disk) rolls back and names the store."""
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            out = work(self.db)
+            self.db.execute("COMMIT")
+            return out
+        except sqlite3.Error as exc:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise StoreError(f"job store {self.path}: {exc}") from None
+
+    def _tx(self, statements: Iterable[tuple[str, tuple[Any, ...]]]) -> list[sqlite3.Cursor]:
+        return self._write(lambda db: [db.execute(sql, args) for sql, args in statements])
+
+    def add_job(self, kind: str, spec: dict[str, Any], priority: int, device: str, name: str | None) -> int:
+        now = time.time()
+
+        def work(db: sqlite3.Connection) -> int:
+            cur = db.execute(
+                "INSERT INTO jobs(kind, name, state, priority, device, spec, created) VALUES (?,?,?,?,?,?,?)",
+                (kind, name, "queued", priority, device, json.dumps(spec), now))
+            job_id = int(cur.lastrowid)
+            db.execute("INSERT INTO job_history(job_id, time, state, reason) VALUES (?,?,?,?)",
+                       (job_id, now, "queued", "submitted"))
+            return job_id
+
+        return self._write(work)
+
+    def set_state(self, job_id: int, state: str, reason: str | None = None, *, error: str | None = None,
+                  slot: str | None = None, result: dict[str, Any] | None = None) -> None:
+        """Move a job to `state`, recording the transition in its history in the same transaction."""
+        assert state in JOB_STATES, state
+        now = time.time()
+        sets = ["state=?"]
+        args: list[Any] = [state]
+        if state == "running":
+            sets += ["started=?", "slot=?", "attempts=attempts+1", "error=NULL"]
+            args += [now, slot]
+        if state == "queued":
+            sets += ["slot=NULL"]
+        if state in TERMINAL_STATES:
+            sets += ["finished=?", "error=?"]
+            args += [now, error]
+        if result is not None:
+            sets.append("result=?")
+            args.append(json.dumps(result))
+        args.append(job_id)
+        self._tx([(f"UPDATE jobs SET {', '.join(sets)} WHERE id=?", tuple(args)),
+                  ("INSERT INTO job_history(job_id, time, state, reason) VALUES (?,?,?,?)",
+                   (job_id, now, state, reason or error))])
+
+    def set_progress(self, job_id: int, fraction: float, message: str | None) -> None:
+        self._tx([("UPDATE jobs SET progress=?, message=COALESCE(?, message) WHERE id=?",
+                   (fraction, message, job_id))])
+
+    def add_event(self, job_id: int | None, type_: str, data: dict[str, Any], when: float) -> int:
+        cur = self._tx([("INSERT INTO events(job_id, time, type, data) VALUES (?,?,?,?)",
+                         (job_id, when, type_, json.dumps(data)))])[0]
+        return int(cur.lastrowid)
+
+    def meta_set(self, key: str, value: str) -> None:
+        self._tx([("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                   (key, value))])
+
+    # -- reads -------------------------------------------------------------------------------------------------
+
+    def meta_get(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def get(self, job_id: int) -> JobRow | None:
+        row = self.db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return _row(row) if row else None
+
+    def list(self, states: list[str] | None = None, kind: str | None = None, limit: int = 100) -> list[JobRow]:
+        where, args = [], []
+        if states:
+            where.append(f"state IN ({','.join('?' * len(states))})")
+            args += states
+        if kind:
+            where.append("kind=?")
+            args.append(kind)
+        sql = f"SELECT {_COLUMNS} FROM jobs {'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY id DESC LIMIT ?"
+        return [_row(r) for r in self.db.execute(sql, (*args, limit))]
+
+    def queued_in_order(self) -> list[JobRow]:
+        """The queue: highest priority first, then first come, first served."""
+        return [_row(r) for r in self.db.execute(
+            f"SELECT {_COLUMNS} FROM jobs WHERE state='queued' ORDER BY priority DESC, id ASC")]
+
+    def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(JOB_STATES, 0)
+        for state, n in self.db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state"):
+            counts[state] = n
+        return counts
+
+    def history(self, job_id: int) -> list[dict[str, Any]]:
+        return [{"time": t, "state": s, "reason": r} for t, s, r in self.db.execute(
+            "SELECT time, state, reason FROM job_history WHERE job_id=? ORDER BY rowid", (job_id,))]
+
+    def events(self, job_id: int, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+        return [{"seq": seq, "time": t, "type": ty, "data": json.loads(d)} for seq, t, ty, d in self.db.execute(
+            "SELECT seq, time, type, data FROM events WHERE job_id=? AND seq>? ORDER BY seq LIMIT ?",
+            (job_id, after, limit))]
+
+
+_COLUMNS = ("id, kind, name, state, priority, device, spec, progress, message, error, result, slot, attempts, "
+            "created, started, finished")
+
+
+def _row(r: tuple[Any, ...]) -> JobRow:
+    return JobRow(id=r[0], kind=r[1], name=r[2], state=r[3], priority=r[4], device=r[5], spec=json.loads(r[6]),
+                  progress=r[7], message=r[8], error=r[9], result=json.loads(r[10]) if r[10] else None,
+                  slot=r[11], attempts=r[12], created=r[13], started=r[14], finished=r[15])
