@@ -1,0 +1,135 @@
+"""Augmentation with a probability per operation, drawn as a plan from a generator seeded by (seed, epoch, k).
+
+An ``AugmentPlan`` is drawn for each crop before it is cut, because two operations change where the crop
+is cut: a small vertical shift moves the centre along the sample axis, and the inline/crossline swap of a
+vertical 2D crop cuts the other vertical section. The rest (flips, transpose, scaling, polarity, noise)
+are applied to the cut crop. Every plan consumes the same number of draws whatever the probabilities turn
+out, so one crop's luck never shifts the next crop's randomness.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from workers.crops import CropSpec
+
+_SWAPPED = {"inline": "crossline", "crossline": "inline"}
+
+
+class AugmentError(ValueError):
+    """An augmentation setting out of range."""
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Probabilities and ranges. All default to off (p = 0)."""
+
+    p_flip: float = 0.0            # each lateral axis flipped with this probability
+    p_swap: float = 0.0            # inline <-> crossline
+    p_scale: float = 0.0
+    scale_range: tuple[float, float] = (0.8, 1.25)
+    p_polarity: float = 0.0
+    p_noise: float = 0.0
+    noise_std: float = 0.1         # in units of the normalised amplitude
+    p_shift: float = 0.0
+    max_shift: int = 2             # samples
+
+    def __post_init__(self) -> None:
+        for name in ("p_flip", "p_swap", "p_scale", "p_polarity", "p_noise", "p_shift"):
+            p = getattr(self, name)
+            if not 0.0 <= p <= 1.0:
+                raise AugmentError(f"{name} must be a probability in [0, 1], got {p}")
+        lo, hi = self.scale_range
+        if not 0 < lo <= hi:
+            raise AugmentError(f"scale_range must be 0 < low <= high, got {self.scale_range}")
+        if self.max_shift < 0 or self.noise_std < 0:
+            raise AugmentError("max_shift and noise_std must be >= 0")
+
+
+@dataclass
+class AugmentPlan:
+    """What happens to one crop."""
+
+    flips: tuple[bool, ...] = ()   # one per crop axis (the sample axis never flips: time has a direction)
+    swap: bool = False
+    scale: float = 1.0
+    polarity: float = 1.0
+    noise: bool = False
+    shift: int = 0
+    noise_seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def _lateral_axes(spec: CropSpec) -> tuple[bool, ...]:
+    """Which crop axes are lateral (inline or crossline) and may be flipped."""
+    return tuple(ax != 2 for ax in spec.volume_axes)
+
+
+def draw_plan(aug: Augmentation | None, spec: CropSpec, rng: np.random.Generator) -> AugmentPlan:
+    """Draw the plan for one crop; always consumes the same number of draws."""
+    u = rng.random(9)
+    if aug is None:
+        return AugmentPlan(flips=tuple(False for _ in spec.size))
+    lateral = _lateral_axes(spec)
+    flips = tuple(bool(lat and u[i] < aug.p_flip) for i, lat in enumerate(lateral))
+    lo, hi = aug.scale_range
+    scale = lo + (hi - lo) * u[5] if u[4] < aug.p_scale else 1.0
+    shift = 0
+    if u[7] < aug.p_shift and aug.max_shift > 0:
+        shift = int(np.floor(u[8] * (2 * aug.max_shift + 1))) - aug.max_shift
+    return AugmentPlan(
+        flips=flips, swap=bool(u[3] < aug.p_swap and _can_swap(spec)), scale=float(scale),
+        polarity=-1.0 if u[6] < aug.p_polarity else 1.0, noise=bool(u[2] < aug.p_noise), shift=shift,
+        noise_seed=int(rng.integers(2**63)),
+    )
+
+
+def _can_swap(spec: CropSpec) -> bool:
+    if spec.orientation in _SWAPPED:
+        return True
+    # time slices and 3D crops swap by transposing, which needs equal inline and crossline sizes
+    return spec.size[0] == spec.size[1]
+
+
+def cut_spec(spec: CropSpec, plan: AugmentPlan) -> CropSpec:
+    """The spec to cut with: a swapped vertical crop is cut along the other direction."""
+    if plan.swap and spec.orientation in _SWAPPED:
+        return CropSpec(spec.size, _SWAPPED[spec.orientation])
+    return spec
+
+
+def shifted_center(center: tuple[int, int, int], plan: AugmentPlan) -> tuple[int, int, int]:
+    """Centre moved by the plan's vertical shift."""
+    return (int(center[0]), int(center[1]), int(center[2]) + plan.shift)
+
+
+def apply_geometry(a: np.ndarray, spec: CropSpec, plan: AugmentPlan, lead: int) -> np.ndarray:
+    """Flips and the transpose-swap, on the crop axes of ``a`` (after ``lead`` leading axes), in place."""
+    out = a
+    for i, flip in enumerate(plan.flips):
+        if flip:
+            out = np.flip(out, axis=lead + i)
+    if plan.swap and spec.orientation not in _SWAPPED:
+        out = np.swapaxes(out, lead, lead + 1)
+    if out is not a:
+        a[...] = out.copy()  # the views above alias ``a``; copy before writing back
+    return a
+
+
+def apply_amplitude(x: np.ndarray, plan: AugmentPlan, aug: Augmentation | None) -> None:
+    """Scaling, polarity and noise on the (normalised) input crop, in place."""
+    factor = plan.scale * plan.polarity
+    if factor != 1.0:
+        x *= np.float32(factor)
+    if plan.noise and aug is not None:
+        noise = np.random.default_rng(plan.noise_seed).standard_normal(x.shape, dtype=np.float32)
+        x += noise * np.float32(aug.noise_std)
+
+
+def normalise(x: np.ndarray, mean: float, std: float) -> None:
+    """(x - mean) / std in place, with the survey's statistics."""
+    if not std > 0:
+        raise AugmentError(f"normalisation std must be > 0, got {std} (is the volume constant?)")
+    x -= np.float32(mean)
+    x *= np.float32(1.0 / std)

@@ -1,0 +1,239 @@
+"""Samplers and the batch recipe: what batch k of epoch e contains, as a pure function of (seed, e, k).
+
+A ``BatchRecipe`` is a small picklable description (volume paths, crop spec, sampler, augmentation, batch
+size) that travels to each worker once. The worker calls ``open()`` after it has started: memory maps and
+HDF5 handles are per process and must not be inherited (an HDF5 handle shared over fork corrupts reads;
+under spawn it cannot be pickled at all). ``make_batch`` then fills a ring slot in place.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+import numpy as np
+
+from workers import augment as aug_ops
+from workers.augment import Augmentation
+from workers.crops import CropSpec, extract_crop
+
+
+class SamplingError(ValueError):
+    """A sampler or recipe that cannot produce batches."""
+
+
+def batch_rngs(seed: int, epoch: int, k: int) -> tuple[np.random.Generator, np.random.Generator]:
+    """Independent generators for sampling and augmentation; they depend only on (seed, epoch, k)."""
+    s_sample, s_aug = np.random.SeedSequence([int(seed), int(epoch), int(k)]).spawn(2)
+    return np.random.default_rng(s_sample), np.random.default_rng(s_aug)
+
+
+@dataclass(frozen=True)
+class RawVolume:
+    """A raw C-order [inline, crossline, sample] file (the survey cache format), memory-mapped read-only."""
+
+    path: str
+    shape: tuple[int, int, int]
+    dtype: str = "float32"
+    offset: int = 0
+
+    def open(self) -> np.ndarray:
+        """Map the file; pages are read on demand and shared with the page cache, never copied."""
+        return np.memmap(self.path, dtype=np.dtype(self.dtype), mode="r", shape=tuple(self.shape),
+                         offset=self.offset)
+
+
+@dataclass(frozen=True)
+class H5Volume:
+    """A 3D dataset in an HDF5 file; opened in the worker after start (h5py handles do not survive fork)."""
+
+    path: str
+    dataset: str
+
+    def open(self) -> np.ndarray:
+        import h5py  # imported here: workers that read raw volumes never pay for it
+
+        ds = h5py.File(self.path, "r")[self.dataset]
+        if ds.ndim != 3:
+            raise SamplingError(f"{self.path}:{self.dataset} has shape {ds.shape}; need 3D")
+        return ds
+
+
+VolumeSource = Union[RawVolume, H5Volume]
+
+
+@dataclass(frozen=True)
+class PickSampler:
+    """Crops centred on picks [N, 3] (inline, crossline, sample indices) with one class label each.
+
+    With ``balance`` each crop first draws a class uniformly and then a pick of that class, so rare facies are
+    seen as often as common ones; without it picks are drawn uniformly.
+    """
+
+    picks: np.ndarray
+    labels: np.ndarray
+    balance: bool = True
+
+    def __post_init__(self) -> None:
+        picks = np.asarray(self.picks, dtype=np.int64)
+        labels = np.asarray(self.labels, dtype=np.int64)
+        if picks.ndim != 2 or picks.shape[1] != 3 or len(picks) == 0:
+            raise SamplingError(f"picks must be a non-empty [N, 3] array of indices, got shape {picks.shape}")
+        if labels.shape != (len(picks),):
+            raise SamplingError(f"labels must have one entry per pick ({len(picks)}), got shape {labels.shape}")
+        object.__setattr__(self, "picks", picks)
+        object.__setattr__(self, "labels", labels)
+
+    @property
+    def per_voxel_labels(self) -> bool:
+        return False
+
+    def draw(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` centres [n, 3] and their labels [n]."""
+        if self.balance:
+            classes, inverse = np.unique(self.labels, return_inverse=True)
+            chosen = rng.integers(len(classes), size=n)
+            u = rng.random(n)
+            idx = np.empty(n, dtype=np.int64)
+            for c in range(len(classes)):
+                members = np.flatnonzero(inverse == c)
+                sel = chosen == c
+                idx[sel] = members[(u[sel] * len(members)).astype(np.int64)]
+        else:
+            idx = rng.integers(len(self.picks), size=n)
+        return self.picks[idx], self.labels[idx]
+
+
+@dataclass(frozen=True)
+class LabelVolumeSampler:
+    """Crops at random centres with per-voxel labels cut from a label volume (-1 = unlabelled).
+
+    ``slices`` restricts centres to some indices along one axis, e.g. ``(0, (339,))`` for one labelled inline.
+    """
+
+    labels: VolumeSource
+    shape: tuple[int, int, int]
+    slices: tuple[int, tuple[int, ...]] | None = None
+
+    @property
+    def per_voxel_labels(self) -> bool:
+        return True
+
+    def draw(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, None]:
+        u = rng.random((n, 3))
+        centers = (u * np.asarray(self.shape)).astype(np.int64)
+        if self.slices is not None:
+            axis, indices = self.slices
+            if not indices:
+                raise SamplingError("label sampler slices list is empty")
+            centers[:, axis] = np.asarray(indices, dtype=np.int64)[(u[:, axis] * len(indices)).astype(np.int64)]
+        return centers, None
+
+
+Sampler = Union[PickSampler, LabelVolumeSampler]
+
+
+def _inside_mask(center: tuple[int, int, int], spec: CropSpec, shape: tuple[int, ...]) -> np.ndarray:
+    """Boolean [*crop] mask of the crop cells inside the volume (same centring rule as extract_crop)."""
+    fixed = [ax for ax in range(3) if ax not in spec.volume_axes]
+    if fixed and not 0 <= center[fixed[0]] < shape[fixed[0]]:
+        return np.zeros(spec.size, dtype=bool)
+    masks = []
+    for size, ax in zip(spec.size, spec.volume_axes):
+        pos = center[ax] - size // 2 + np.arange(size)
+        masks.append((pos >= 0) & (pos < shape[ax]))
+    return np.logical_and.reduce(np.ix_(*masks)) if len(masks) > 1 else masks[0]
+
+
+@dataclass
+class BatchRecipe:
+    """Everything a worker needs to make batch (e, k): x float32 [B, C, *crop], y int64 [B] or [B, *crop].
+
+    Channels: for each volume, the crop itself, or with ``context`` > 0 (2D crops only) the 2*context + 1
+    neighbouring slices along the crop's normal, ordered from lower to higher index.
+    """
+
+    volumes: tuple[VolumeSource, ...]
+    crop: CropSpec
+    sampler: Sampler
+    batch_size: int
+    batches_per_epoch: int
+    context: int = 0
+    norm: tuple[tuple[float, float], ...] | None = None   # (mean, std) per volume
+    augment: Augmentation | None = None
+    _opened: list = field(default_factory=list, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.volumes = tuple(self.volumes)
+        if not self.volumes:
+            raise SamplingError("a recipe needs at least one input volume")
+        if self.batch_size < 1 or self.batches_per_epoch < 1:
+            raise SamplingError("batch_size and batches_per_epoch must be >= 1")
+        if self.context and self.crop.orientation == "3d":
+            raise SamplingError("neighbour context channels apply to 2D crops only; use context=0 for 3d")
+        if self.norm is not None and len(self.norm) != len(self.volumes):
+            raise SamplingError(f"norm needs one (mean, std) per volume ({len(self.volumes)}), got {len(self.norm)}")
+
+    def __getstate__(self) -> dict:
+        # Open maps never travel: each process opens its own after it starts.
+        state = dict(self.__dict__)
+        state["_opened"] = []
+        return state
+
+    @property
+    def channels(self) -> int:
+        return len(self.volumes) * (2 * self.context + 1)
+
+    @property
+    def x_shape(self) -> tuple[int, ...]:
+        return (self.batch_size, self.channels, *self.crop.size)
+
+    @property
+    def y_shape(self) -> tuple[int, ...]:
+        if self.sampler.per_voxel_labels:
+            return (self.batch_size, *self.crop.size)
+        return (self.batch_size,)
+
+    def open(self) -> None:
+        """Map the volumes in this process (idempotent)."""
+        if not self._opened:
+            vols = [v.open() for v in self.volumes]
+            if isinstance(self.sampler, LabelVolumeSampler):
+                vols.append(self.sampler.labels.open())
+            self._opened.extend(vols)
+
+    def make_batch(self, seed: int, epoch: int, k: int, x: np.ndarray, y: np.ndarray) -> None:
+        """Fill ``x`` and ``y`` (slot views) with batch ``k`` of ``epoch``; depends only on (seed, epoch, k)."""
+        self.open()
+        rng_sample, rng_aug = batch_rngs(seed, epoch, k)
+        centers, labels = self.sampler.draw(rng_sample, self.batch_size)
+        for i in range(self.batch_size):
+            plan = aug_ops.draw_plan(self.augment, self.crop, rng_aug)
+            self._fill_one(centers[i], plan, x[i], y, i, labels)
+
+    def _fill_one(self, center: np.ndarray, plan: aug_ops.AugmentPlan, xi: np.ndarray, y: np.ndarray,
+                  i: int, labels: np.ndarray | None) -> None:
+        spec = aug_ops.cut_spec(self.crop, plan)
+        c = aug_ops.shifted_center(tuple(center), plan)
+        self._cut_channels(c, spec, xi)
+        aug_ops.apply_geometry(xi, self.crop, plan, lead=1)
+        aug_ops.apply_amplitude(xi, plan, self.augment)
+        if labels is not None:
+            y[i] = labels[i]
+            return
+        lab_vol = self._opened[-1]
+        tmp = extract_crop(lab_vol, c, spec)
+        yi = np.where(_inside_mask(c, spec, lab_vol.shape), tmp, -1).astype(np.int64)
+        y[i] = aug_ops.apply_geometry(yi, self.crop, plan, lead=0)
+
+    def _cut_channels(self, c: tuple[int, int, int], spec: CropSpec, xi: np.ndarray) -> None:
+        fixed = next((ax for ax in range(3) if ax not in spec.volume_axes), None)
+        ch = 0
+        for v, vol in enumerate(self._opened[: len(self.volumes)]):
+            for d in range(-self.context, self.context + 1):
+                cc = list(c)
+                if fixed is not None:
+                    cc[fixed] += d
+                extract_crop(vol, tuple(cc), spec, out=xi[ch])
+                if self.norm is not None:
+                    aug_ops.normalise(xi[ch], *self.norm[v])
+                ch += 1
