@@ -10,6 +10,7 @@ resumed run and apply_block give the same output as one uninterrupted run.
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -379,6 +380,7 @@ def predict_volume(model: torch.nn.Module, volume, *, out_dir: str | Path, kind:
     shape = engine.reader.shape
     key = {"shape": list(shape), "n_classes": n_classes, "outputs": list(chosen),
            "spec": engine.spec.settings(), "model": model_fingerprint(model)}
+    key = json.loads(json.dumps(key))  # the form it has when read back from progress.json (lists, not tuples)
     record = ProgressRecord(out_dir / "progress.json")
     state = record.load() if resume else None
     if state is not None and not all((out_dir / f"{o}.npy").exists() for o in chosen):

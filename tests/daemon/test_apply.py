@@ -1,0 +1,188 @@
+"""predict_volume and apply_block with small models whose answers are computed here by hand."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from daemon.predict.apply import PredictError, apply_block, auto_batch_size, predict_volume
+from daemon.predict.outputs import load_outputs
+
+SHAPE = (9, 23, 31)
+MEANS_STDS = [(0.5, 2.0), (-1.0, 0.5)]
+
+
+@pytest.fixture(scope="module")
+def volumes() -> list[np.ndarray]:
+    rng = np.random.default_rng(7)
+    return [(rng.normal(size=SHAPE) * s + m).astype(np.float32) for m, s in MEANS_STDS]
+
+
+def pointwise(rank: int, n_in: int = 2, n_classes: int = 4) -> torch.nn.Module:
+    """A 1x1 convolution: its output at a voxel depends only on that voxel, so blending must be exact."""
+    torch.manual_seed(3)
+    return (torch.nn.Conv2d if rank == 2 else torch.nn.Conv3d)(n_in, n_classes, 1)
+
+
+def expected_probs(model: torch.nn.Module, volumes: list[np.ndarray]) -> np.ndarray:
+    """Softmax of the 1x1 conv applied voxel by voxel to the normalised volumes: [n_classes, ni, nx, ns]."""
+    x = np.stack([(v - m) / s for v, (m, s) in zip(volumes, MEANS_STDS)]).reshape(len(volumes), -1)
+    w = model.weight.detach().numpy().reshape(model.out_channels, -1)
+    logits = w @ x + model.bias.detach().numpy()[:, None]
+    e = np.exp(logits - logits.max(0))
+    return (e / e.sum(0)).reshape((-1,) + SHAPE)
+
+
+class CentreVoxel(torch.nn.Module):
+    """A patch classifier that looks only at the crop's centre voxel through a pointwise layer."""
+
+    def __init__(self, pointwise_conv: torch.nn.Module) -> None:
+        super().__init__()
+        self.conv = pointwise_conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        centre = x[(...,) + tuple(n // 2 for n in x.shape[2:])]
+        return self.conv(centre[(...,) + (None,) * (x.dim() - 2)]).flatten(1)
+
+
+@pytest.mark.parametrize("tile, overlap, orientation", [
+    ((16, 24), 6, "inline"), ((6, 16), (2, 4), "crossline"), ((8, 20), 3, "both"),
+    ((4, 16, 16), (1, 4, 4), "inline"), ((32, 64), 8, "inline")])
+def test_fcn_tiles_blend_to_the_pointwise_answer(tmp_path, volumes, tile, overlap, orientation) -> None:
+    model = pointwise(len(tile))
+    result = predict_volume(model, volumes, out_dir=tmp_path, tile=tile, overlap=overlap,
+                            orientation=orientation, normalisation=MEANS_STDS, chunk_inlines=4, batch_size=3,
+                            device="cpu")
+    assert result["status"] == "complete" and result["n_chunks"] == 3 and result["n_classes"] == 4
+    out = load_outputs(result)
+    ref = expected_probs(model, volumes)
+    np.testing.assert_allclose(out["probabilities"], ref, atol=2e-6)
+    top2 = np.sort(ref, axis=0)[-2:]
+    np.testing.assert_allclose(out["confidence"], top2[1] - top2[0], atol=4e-6)
+    clear = (top2[1] - top2[0]) > 1e-4          # ties can go either way
+    assert np.array_equal(out["labels"][clear], ref.argmax(0)[clear])
+    assert out["labels"].dtype == np.uint8
+
+
+@pytest.mark.parametrize("crop, orientation", [((7, 9), "inline"), ((6, 8), "crossline"), ((5, 5), "both"),
+                                               ((3, 5, 4), "inline")])
+def test_patch_crops_on_every_voxel_give_the_pointwise_answer(volumes, crop, orientation) -> None:
+    model = CentreVoxel(pointwise(len(crop)))
+    out = apply_block(model, volumes, kind="patch", crop=crop, orientation=orientation, normalisation=MEANS_STDS,
+                      chunk_inlines=4, batch_size=100, device="cpu")
+    np.testing.assert_allclose(out["probabilities"], expected_probs(model.conv, volumes), atol=2e-6)
+
+
+def test_patch_stride_fills_from_the_nearest_computed_voxel(volumes) -> None:
+    model = CentreVoxel(pointwise(2))
+    out = apply_block(model, volumes, kind="patch", crop=(5, 7), stride=3, normalisation=MEANS_STDS,
+                      outputs=["probabilities"], chunk_inlines=4, device="cpu")
+    ref = expected_probs(model.conv, volumes)
+    near = [np.minimum((np.arange(n) + 1) // 3 * 3, (n - 1) // 3 * 3) for n in SHAPE]
+    np.testing.assert_allclose(out["probabilities"], ref[:, near[0]][:, :, near[1]][:, :, :, near[2]], atol=2e-6)
+    assert set(out) == {"probabilities"}
+
+
+def context_model() -> torch.nn.Module:
+    """A 3x3 FCN with random weights: real spatial context, so tiles and blending matter."""
+    torch.manual_seed(5)
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 6, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(6, 3, 3, padding=1))
+
+
+def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path, volumes) -> None:
+    opts = dict(tile=(12, 16), overlap=4, orientation="both", normalisation=MEANS_STDS[0], chunk_inlines=2,
+                batch_size=4, device="cpu")
+    whole = predict_volume(context_model(), volumes[0], out_dir=tmp_path / "whole", **opts)
+    calls = iter(range(10_000))
+    stopped = predict_volume(context_model(), volumes[0], out_dir=tmp_path / "resumed",
+                             should_stop=lambda: next(calls) >= 25, **opts)
+    assert stopped["status"] == "stopped" and 0 < stopped["chunks_done"] < stopped["n_chunks"]
+    record = json.loads((tmp_path / "resumed" / "progress.json").read_text())
+    assert record["state"]["chunks_done"] == stopped["chunks_done"]
+    resumed = predict_volume(context_model(), volumes[0], out_dir=tmp_path / "resumed", **opts)
+    assert resumed["status"] == "complete" and resumed["resumed_from_chunk"] == stopped["chunks_done"]
+    a, b = load_outputs(whole), load_outputs(resumed)
+    for name in a:
+        assert np.array_equal(a[name], b[name]), name
+
+
+def test_resume_with_other_weights_is_refused(tmp_path, volumes) -> None:
+    opts = dict(tile=(12, 16), normalisation=MEANS_STDS[0], chunk_inlines=3, device="cpu")
+    predict_volume(context_model(), volumes[0], out_dir=tmp_path, should_stop=lambda: True, **opts)
+    other = context_model()
+    with torch.no_grad():
+        other[0].bias.add_(1.0)
+    with pytest.raises(PredictError, match="other settings or weights"):
+        predict_volume(other, volumes[0], out_dir=tmp_path, **opts)
+    fresh = predict_volume(other, volumes[0], out_dir=tmp_path, resume=False, **opts)
+    assert fresh["status"] == "complete" and fresh["resumed_from_chunk"] == 0
+
+
+def test_apply_block_equals_the_whole_volume_job(tmp_path, volumes) -> None:
+    opts = dict(tile=(12, 16), overlap=4, normalisation=MEANS_STDS[0], device="cpu")
+    job = load_outputs(predict_volume(context_model(), volumes[0], out_dir=tmp_path, **opts))
+    block = apply_block(context_model(), np.array(volumes[0]), **opts)
+    np.testing.assert_allclose(block["probabilities"], job["probabilities"], atol=1e-6)
+    np.testing.assert_allclose(block["confidence"], job["confidence"], atol=1e-6)
+
+
+def test_progress_reports_rising_fractions_up_to_one_with_an_eta(tmp_path, volumes) -> None:
+    seen: list[tuple[float, float | None, str]] = []
+    predict_volume(context_model(), volumes[0], out_dir=tmp_path, tile=(12, 16), chunk_inlines=3, device="cpu",
+                   progress=lambda f, eta, msg: seen.append((f, eta, msg)))
+    fractions = [f for f, _, _ in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+    assert all(eta is not None and eta >= 0 for _, eta, _ in seen)
+    assert "chunk 3/3" in seen[-1][2]
+
+
+def test_auto_batch_size_is_positive_and_capped() -> None:
+    assert 1 <= auto_batch_size("fcn", torch.device("cpu"), 128 * 128, 1) <= 8
+    assert auto_batch_size("fcn", torch.device("cpu"), 10 ** 12, 1) == 1
+    assert 1 <= auto_batch_size("patch", torch.device("cpu"), 65 * 65, 1) <= 256
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(kind="tiles", tile=(8, 8)), "kind must be"),
+    (dict(kind="fcn"), "needs tile"),
+    (dict(kind="patch", crop=(5,)), "needs crop"),
+    (dict(kind="patch", crop=(5, 5), stride=0), "stride"),
+    (dict(tile=(8, 8), normalisation=[(0, 1), (0, 1)]), "one \\(mean, std\\) per input volume"),
+    (dict(tile=(8, 8), normalisation=(0, 0)), "std"),
+    (dict(tile=(8, 8), outputs=["labels", "entropy"]), "outputs must be"),
+    (dict(tile=(8, 8), batch_size=0), "batch_size"),
+])
+def test_bad_options_are_refused_with_the_reason(volumes, kwargs, words) -> None:
+    with pytest.raises(PredictError, match=words):
+        apply_block(context_model(), volumes[0], device="cpu", **kwargs)
+
+
+def test_a_model_of_the_wrong_kind_is_named(volumes) -> None:
+    with pytest.raises(PredictError, match="check kind"):
+        apply_block(context_model(), volumes[0], kind="patch", crop=(5, 5), device="cpu")
+    with pytest.raises(PredictError, match=">= 2 classes"):
+        apply_block(torch.nn.Conv2d(1, 1, 1), volumes[0], tile=(8, 8), device="cpu")
+
+
+def test_real_f3_crop_through_the_survey_cache(tmp_path, shared_data) -> None:
+    """The F3 crop imported with workers.segy_import, predicted whole, with the survey's own statistics."""
+    from workers.segy_import import import_segy
+    survey = import_segy(shared_data / "segyio" / "f3.sgy", tmp_path / "f3")
+    stats = survey.stats("seismic")
+    result = predict_volume(context_model(), survey.volume("seismic"), out_dir=tmp_path / "pred", tile=(16, 32),
+                            normalisation=(stats["mean"], stats["std"]), chunk_inlines=8, device="cpu")
+    out = load_outputs(result)
+    assert out["labels"].shape == tuple(survey.shape) == (23, 18, 75)
+    np.testing.assert_allclose(out["probabilities"].sum(0), 1.0, atol=1e-5)
+    assert np.all(out["confidence"] >= 0) and np.all(out["confidence"] <= 1)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_gives_the_cpu_answer(volumes) -> None:
+    opts = dict(tile=(12, 16), overlap=4, normalisation=MEANS_STDS[0])
+    cpu = apply_block(context_model(), volumes[0], device="cpu", **opts)
+    gpu = apply_block(context_model(), volumes[0], device="cuda", **opts)
+    np.testing.assert_allclose(gpu["probabilities"], cpu["probabilities"], atol=1e-4)
