@@ -1,0 +1,103 @@
+"""Registry models build and run on 2D and 3D crops; submit-time checks need no torch; user model files."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from daemon.models import ModelParamsError, build_model, model_names, validate_model_params
+from daemon.models.user import check_user_model
+
+torch.set_num_threads(2)
+
+
+@pytest.mark.parametrize("shape", [(24, 24), (12, 12, 8), (16, 16, 1)])
+def test_patchcnn_classifies_2d_and_3d_crops(shape: tuple[int, ...]) -> None:
+    model = build_model("patchcnn", 3, 9, shape, {"filters": [4, 6, 8]})
+    out = model(torch.randn(2, 3, *shape))
+    assert out.shape == (2, 9)
+
+
+@pytest.mark.parametrize("shape", [(37, 50), (9, 13, 20), (32, 32)])
+def test_unet_keeps_any_spatial_size(shape: tuple[int, ...]) -> None:
+    model = build_model("unet", 2, 4, shape, {"base": 4, "depth": 3})
+    out = model(torch.randn(1, 2, *shape))
+    assert out.shape == (1, 4, *shape)
+    assert model.valid_input_size(37) == 40 and model.valid_input_size(32) == 32
+
+
+def test_unet_loss_learns_only_from_labelled_voxels() -> None:
+    torch.manual_seed(0)
+    model = build_model("unet", 1, 3, (16, 16), {"base": 4, "depth": 2, "norm": "none"})
+    x = torch.randn(1, 1, 16, 16)
+    y = torch.full((1, 16, 16), -1)
+    y[0, 5, 7] = 2
+    logits = model(x)
+    F.cross_entropy(logits, y, ignore_index=-1).backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    # the same loss computed from the one labelled voxel by hand: identical gradients
+    F.cross_entropy(model(x)[:, :, 5, 7], torch.tensor([2])).backward()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, grads[name], msg=name)
+    assert any(g.abs().sum() > 0 for g in grads.values())
+
+
+def test_validation_names_every_problem() -> None:
+    problems = validate_model_params("patchcnn", {"filters": [], "dropout": 2.0, "colour": "red"}, (24,))
+    text = "\n".join(problems)
+    assert "input.crop" in text and "model.params.filters" in text
+    assert "model.params.dropout" in text and "model.params.colour" in text
+    assert validate_model_params("resnet", {}, (8, 8))[0].startswith("model.name")
+    assert validate_model_params("unet", {"depth": 3}, (64, 64, 64)) == []
+    assert set(model_names()) == {"patchcnn", "unet", "user"}
+    with pytest.raises(ModelParamsError, match="kernel_size"):
+        build_model("patchcnn", 1, 2, (8, 8), {"kernel_size": "three"})
+
+
+def test_validation_runs_without_torch() -> None:
+    code = ("import sys; from daemon.models import validate_model_params; "
+            "from daemon.training.config import parse_sections; "
+            "assert validate_model_params('unet', {}, (8, 8)) == []; assert 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+USER_MODEL = """
+import torch
+from torch import nn
+
+def build_model(in_channels, n_classes, width=4):
+    return nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, n_classes, 1))
+"""
+
+
+def test_user_model_builds_and_checks_clean(tmp_path: Path) -> None:
+    path = tmp_path / "mymodel.py"
+    path.write_text(USER_MODEL)
+    assert validate_model_params("user", {"path": str(path), "width": 3}, (16, 16)) == []
+    model = build_model("user", 2, 5, (16, 16), {"path": str(path), "width": 3})
+    assert model(torch.zeros(1, 2, 16, 16)).shape == (1, 5, 16, 16)
+    assert check_user_model(path, in_channels=2, n_classes=5, params={"width": 3}) == []
+
+
+def test_user_model_problems_are_reported(tmp_path: Path) -> None:
+    missing = validate_model_params("user", {"path": str(tmp_path / "nope.py")}, (16, 16))
+    assert missing and "not found" in missing[0]
+    no_function = tmp_path / "empty.py"
+    no_function.write_text("x = 1\n")
+    assert "defines no build_model" in check_user_model(no_function)[0]
+    wrong_shape = tmp_path / "flat.py"
+    wrong_shape.write_text(textwrap.dedent("""
+        from torch import nn
+        def build_model(in_channels, n_classes):
+            return nn.Sequential(nn.Flatten(), nn.LazyLinear(n_classes + 1))
+    """))
+    assert "output should be" in check_user_model(wrong_shape)[0]
+    crashing = tmp_path / "crash.py"
+    crashing.write_text("raise SystemExit(3)\n")
+    assert check_user_model(crashing)  # a user file that exits at import is reported, not obeyed

@@ -1,0 +1,192 @@
+"""The training loop on tiny in-memory problems: learning, determinism, resume, transfer, outputs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from daemon.models import build_model
+from daemon.training.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from daemon.training.config import (ConfigError, EarlyStopConfig, OptimConfig, ScheduleConfig, TrainConfig,
+                                    parse_sections)
+from daemon.training.loop import TrainControl, train
+from daemon.training.optim import LRSchedule
+
+torch.set_num_threads(2)
+N_CLASSES = 3
+
+
+def _batches(seed: int, n_batches: int, size: int = 16) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Crops whose mean amplitude tells the class: separable, but only after learning it."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n_batches):
+        y = torch.randint(0, N_CLASSES, (size,), generator=gen)
+        x = torch.randn(size, 2, 8, 8, generator=gen) * 0.5
+        x[:, 0] += (y.float() - 1).view(-1, 1, 1) * 1.5
+        out.append((x, y))
+    return out
+
+
+def _model(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_model("patchcnn", 2, N_CLASSES, (8, 8), {"filters": [4, 8], "dropout": 0.2})
+
+
+def _cfg(**kw) -> TrainConfig:
+    base = dict(epochs=2, checkpoint_every_steps=None, checkpoint_every_minutes=None, log_every_steps=1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_loop_learns_a_separable_problem(tmp_path: Path) -> None:
+    model = _model()
+    result = train(model, _batches(1, 10), tmp_path, config=_cfg(epochs=3), val_batches=_batches(2, 3))
+    assert result.stopped == "finished" and result.step == 30
+    assert result.history[-1]["pixel_accuracy"] > 0.85  # chance is 1/3
+    assert result.report["classes"]["1"]["support"] > 0
+    with h5py.File(tmp_path / "summary.h5", "r") as h5:
+        assert h5["steps/loss"].shape == (30,) and h5["epochs/confusion"].shape == (3, N_CLASSES, N_CLASSES)
+        assert h5["epochs/confusion"][-1].sum() == 48
+
+
+def test_same_seed_gives_identical_loss_history(tmp_path: Path) -> None:
+    runs = [train(_model(), _batches(1, 6), tmp_path / str(i), config=_cfg(seed=7)).losses for i in range(2)]
+    assert runs[0] == runs[1] and len(runs[0]) == 12
+    other = train(_model(), _batches(1, 6), tmp_path / "other", config=_cfg(seed=8)).losses
+    assert other != runs[0]  # dropout masks follow the seed
+
+
+def test_resume_continues_exactly_where_it_stopped(tmp_path: Path) -> None:
+    data = _batches(1, 5)
+    whole = _model()
+    train(whole, data, tmp_path / "whole", config=_cfg())
+    steps = {"n": 0}
+
+    def cancel_after_7() -> bool:
+        steps["n"] += 1
+        return steps["n"] >= 7
+
+    part = _model()
+    first = train(part, data, tmp_path / "job", config=_cfg(), control=TrainControl(should_stop=cancel_after_7))
+    assert first.stopped == "cancelled" and first.step == 7
+    saved = load_checkpoint(tmp_path / "job" / "checkpoints" / "last.pt")
+    assert (saved["step"], saved["epoch"], saved["batch_index"]) == (7, 1, 2)
+    resumed_model = _model(seed=99)  # different initial weights: everything must come from the checkpoint
+    resumed = train(resumed_model, data, tmp_path / "job",
+                    config=_cfg(mode="resume", init_from=str(tmp_path / "job" / "checkpoints" / "last.pt")))
+    assert resumed.step == 10 and resumed.stopped == "finished"
+    for key, value in _params(whole).items():
+        torch.testing.assert_close(resumed_model.state_dict()[key], value, rtol=0, atol=0, msg=key)
+    with h5py.File(tmp_path / "job" / "summary.h5", "r") as h5:  # appended across resume, no duplicate steps
+        np.testing.assert_array_equal(h5["steps/step"][()], np.arange(10))
+
+
+def test_transfer_trains_only_the_last_layers(tmp_path: Path) -> None:
+    source = _model()
+    train(source, _batches(1, 4), tmp_path / "src", config=_cfg(epochs=1))
+    before = _params(source)
+    target = _model(seed=5)
+    train(target, _batches(3, 4), tmp_path / "dst",
+          config=_cfg(mode="transfer", init_from=str(tmp_path / "src" / "checkpoints" / "last.pt"),
+                      trainable_layers=1, epochs=1))
+    after = target.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"head.weight", "head.bias"}  # batch-norm statistics of frozen layers did not drift
+
+
+def test_early_stopping_keeps_a_copy_of_the_best_weights(tmp_path: Path) -> None:
+    model = _model()
+    # a huge rate makes later epochs worse than the first: the best weights must be restored
+    result = train(model, _batches(1, 4), tmp_path, optim=OptimConfig(lr=0.5, name="sgd"),
+                   config=_cfg(epochs=6, early_stop=EarlyStopConfig(patience=1, metric="val_loss")),
+                   val_batches=_batches(2, 2))
+    best = load_checkpoint(tmp_path / "checkpoints" / "best.pt")
+    assert best["epoch"] == result.best_epoch
+    for key, value in best["model"].items():
+        torch.testing.assert_close(model.state_dict()[key], value, rtol=0, atol=0)
+    last = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    if result.best_epoch != last["epoch"]:
+        assert any(not torch.equal(last["model"][k], best["model"][k]) for k in best["model"])
+
+
+def test_controls_progress_and_stop_after_epoch(tmp_path: Path) -> None:
+    reports = []
+    control = TrainControl(on_progress=reports.append, stop_after_epoch=lambda: True)
+    result = train(_model(), _batches(1, 6), tmp_path, config=_cfg(epochs=5, progress_interval_s=0.0),
+                   control=control)
+    assert result.stopped == "stop_after_epoch" and result.epoch == 1
+    assert reports and reports[-1].step == 6 and reports[-1].total_steps == 30
+    assert reports[-1].eta_s is not None and reports[-1].samples_per_s > 0
+
+
+def test_tensorboard_scalars_and_images_read_back(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    preview = lambda model: (np.random.rand(16, 20), np.random.randint(0, N_CLASSES, (16, 20)))  # noqa: E731
+    train(_model(), _batches(1, 4), tmp_path, config=_cfg(), val_batches=_batches(2, 1),
+          control=TrainControl(preview=preview))
+    acc = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"scalars": 0, "images": 0}).Reload()
+    assert [e.step for e in acc.Scalars("train/loss")] == list(range(1, 9))
+    assert len(acc.Scalars("val/macro_f1")) == 2
+    assert set(acc.Tags()["images"]) == {"val/confusion", "val/preview"}
+
+
+def test_segmentation_batches_with_sparse_labels(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build_model("unet", 1, 2, (16, 16), {"base": 4, "depth": 2})
+    x = torch.randn(4, 1, 16, 16)
+    y = torch.full((4, 16, 16), -1)
+    y[:, 8, :] = (x[:, 0, 8, :] > 0).long()  # one labelled row per crop
+    result = train(model, [(x, y)] * 3, tmp_path, config=_cfg(epochs=1), val_batches=[(x, y)])
+    assert result.step == 3 and result.report["support"] == 64
+
+
+def test_checkpoint_write_is_atomic(tmp_path: Path) -> None:
+    path = tmp_path / "checkpoints" / "last.pt"
+    save_checkpoint(path, {"step": 1})
+
+    def crash_before_rename(handle) -> None:
+        handle.write(b"half a checkpoint")
+        raise RuntimeError("simulated crash between write and rename")
+
+    with pytest.raises(RuntimeError, match="simulated"):
+        atomic_write(path, crash_before_rename)
+    assert load_checkpoint(path)["step"] == 1
+    assert [p.name for p in path.parent.iterdir()] == ["last.pt"]  # no temporary left behind
+
+
+def test_schedules() -> None:
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    warm = LRSchedule(opt, 1.0, ScheduleConfig(kind="step", warmup_steps=4, step_size=10, gamma=0.5), 100)
+    assert [warm.lr_at(s) for s in (0, 3, 4, 13, 14)] == [0.25, 1.0, 1.0, 1.0, 0.5]
+    cosine = LRSchedule(opt, 1.0, ScheduleConfig(kind="cosine", min_lr=0.1), 100)
+    assert cosine.lr_at(0) == 1.0 and cosine.lr_at(50) == pytest.approx(0.55) and cosine.lr_at(100) == 0.1
+    plateau = LRSchedule(opt, 1.0, ScheduleConfig(kind="plateau", plateau_patience=1, plateau_factor=0.5), 10)
+    for value in (0.5, 0.6, 0.6, 0.6):
+        plateau.end_epoch(value)
+    assert plateau.lr_at(3) == 0.5
+
+
+def test_config_sections_name_every_problem() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_sections({"name": "rmsprop", "lr": "fast"}, {"kind": "cosine"}, {"mode": "resume", "epochs": 1.5})
+    text = "\n".join(info.value.problems)
+    for expected in ("optim.name", "optim.lr", "train.epochs", "train.init_from"):
+        assert expected in text
+    o, s, t = parse_sections({"name": "adamw"}, None, {"early_stop": {"patience": 2}})
+    assert o.name == "adamw" and t.early_stop.patience == 2 and t.epochs == 30
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_mixed_precision_channels_last_on_cuda(tmp_path: Path) -> None:
+    result = train(_model(), _batches(1, 4), tmp_path, config=_cfg(), val_batches=_batches(2, 2), device="cuda")
+    assert result.step == 8 and np.isfinite(result.losses).all()
