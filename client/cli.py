@@ -1,0 +1,453 @@
+"""seisctl: the command-line client. Every command is a request over the same socket API anyone else uses.
+
+Exit codes (docs/cli.md):
+  0  success; for commands that wait for a job: it succeeded
+  1  the job failed
+  2  bad usage or input refused by the daemon (an invalid job file, a bad argument)
+  3  no daemon answered (not running, wrong home, or a tcp key it does not accept)
+  4  the job was cancelled
+  5  the daemon answered with another error (not found, conflict, internal)
+  6  the job was interrupted (the daemon stopped while watching); it resumes at the next start
+  130 interrupted by Ctrl-C (the job goes on)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from client import protocol as P
+from client.api import Client, DaemonUnavailable, SeisdError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_DAEMON, EXIT_CANCELLED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 5, 6
+OUTCOME_EXIT = {"succeeded": EXIT_OK, "failed": EXIT_FAILED, "cancelled": EXIT_CANCELLED,
+                "interrupted": EXIT_INTERRUPTED}
+COMMANDS: dict[str, Callable[[argparse.Namespace, "Out"], int]] = {}
+
+
+class Out:
+    """Human output on stdout, or exactly one JSON document with --json."""
+
+    def __init__(self, as_json: bool):
+        self.json = as_json
+
+    def emit(self, obj: Any, human: Callable[[], None]) -> None:
+        if self.json:
+            print(json.dumps(obj, indent=None, default=str))
+        else:
+            human()
+
+
+def command(name: str) -> Callable:
+    def deco(fn: Callable) -> Callable:
+        COMMANDS[name] = fn
+        return fn
+    return deco
+
+
+def client_of(a: argparse.Namespace) -> Client:
+    return Client(home=a.home, timeout=a.timeout)
+
+
+# -- daemon ----------------------------------------------------------------------------------------------------
+
+
+@command("daemon start")
+def cmd_daemon_start(a: argparse.Namespace, out: Out) -> int:
+    from client.launch import start_daemon
+    info = start_daemon(a.home, a.config, a.wait_s)
+    out.emit(info, lambda: print(f"seisd {'already running' if info['already_running'] else 'started'}: pid "
+                                 f"{info['pid']}, home {info['home']}"))
+    return EXIT_OK
+
+
+@command("daemon stop")
+def cmd_daemon_stop(a: argparse.Namespace, out: Out) -> int:
+    c = client_of(a)
+    try:
+        pid = c.status()["pid"]
+    except DaemonUnavailable:
+        out.emit({"stopped": False, "running": False}, lambda: print("seisd is not running"))
+        return EXIT_OK
+    c.shutdown()
+    deadline = time.monotonic() + a.wait_s
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.1)
+    stopped = not _alive(pid)
+    out.emit({"stopped": stopped, "pid": pid}, lambda: print(
+        f"seisd (pid {pid}) stopped" if stopped else f"seisd (pid {pid}) is still stopping"))
+    return EXIT_OK if stopped else EXIT_ERROR
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie waiting for its parent counts as gone
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+@command("daemon status")
+def cmd_daemon_status(a: argparse.Namespace, out: Out) -> int:
+    s = client_of(a).status()
+
+    def human() -> None:
+        up = time.time() - s["started"]
+        print(f"seisd {s['version']} (protocol {s['protocol']}), pid {s['pid']}, up {_duration(up)}")
+        print(f"home     {s['home']}")
+        print(f"session  {s['session']}")
+        print("jobs     " + ", ".join(f"{k} {v}" for k, v in s["jobs"].items()))
+        _print_devices(s["devices"])
+    out.emit(s, human)
+    return EXIT_OK
+
+
+def _print_devices(devices: list[dict[str, Any]]) -> None:
+    _table(["SLOT", "STATE", "JOB", "EXECUTOR", "RESTARTS", "DEVICE"],
+           [[d["slot"], d["state"], d["job"] or "-", d["executor_pid"] or "-", d["restarts"], d["description"]]
+            for d in devices])
+
+
+@command("devices")
+def cmd_devices(a: argparse.Namespace, out: Out) -> int:
+    devices = client_of(a).devices()
+    out.emit({"devices": devices}, lambda: _print_devices(devices))
+    return EXIT_OK
+
+
+# -- jobs ------------------------------------------------------------------------------------------------------
+
+
+@command("submit")
+def cmd_submit(a: argparse.Namespace, out: Out) -> int:
+    try:
+        job = yaml.safe_load(Path(a.file).read_text())
+    except OSError as exc:
+        print(f"seisctl: cannot read job file {a.file}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    except yaml.YAMLError as exc:
+        print(f"seisctl: {a.file} is not valid YAML: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if not isinstance(job, dict):
+        print(f"seisctl: {a.file} must hold a mapping of keys (kind: ..., ...)", file=sys.stderr)
+        return EXIT_USAGE
+    return submit_and_follow(a, out, job)
+
+
+def submit_and_follow(a: argparse.Namespace, out: Out, job: dict[str, Any]) -> int:
+    """Submit; with --detach print the id, else wait with a progress bar and exit with the job's outcome. Every
+    command that runs a job goes through here."""
+    c = client_of(a)
+    r = c.submit(job, priority=getattr(a, "priority", None))
+    if a.detach:
+        out.emit(r, lambda: print(r["id"]))
+        return EXIT_OK
+    if not out.json:
+        print(f"job {r['id']} queued ({job.get('kind')})", file=sys.stderr)
+    return follow(c, r["id"], out)
+
+
+def follow(c: Client, job_id: int, out: Out) -> int:
+    bar = ProgressBar(enabled=not out.json)
+    sub = c.subscribe(P.job_topic(job_id))
+    try:
+        job = c.show(job_id)
+        while job["state"] not in P.TERMINAL_STATES and job["state"] != "interrupted":
+            bar.update(job)
+            if sub.poll(1000):
+                while sub.poll(0):
+                    frames = sub.recv_multipart()
+                    if frames[0].decode() != P.job_topic(job_id):
+                        continue
+                    ev = P.Event.decode(frames)
+                    if ev.type == P.EventType.JOB_PROGRESS:
+                        job = {**job, "progress": ev.data.get("fraction", job["progress"]),
+                               "message": ev.data.get("message") or job.get("message"),
+                               "eta_s": ev.data.get("eta_s")}
+                        bar.update(job)
+                    elif ev.type == P.EventType.JOB_LOG and not out.json and bar.verbose:
+                        bar.line(f"  {ev.data.get('message')}")
+            fresh = c.show(job_id)
+            job = {**fresh, "eta_s": job.get("eta_s")} if fresh["state"] == job["state"] else fresh
+    except DaemonUnavailable:
+        bar.done()
+        print(f"seisctl: lost the daemon while watching job {job_id}; it resumes when the daemon starts again",
+              file=sys.stderr)
+        return EXIT_NO_DAEMON
+    finally:
+        sub.close(0)
+    bar.done()
+    out.emit(job, lambda: print(_outcome_line(job)))
+    return OUTCOME_EXIT.get(job["state"], EXIT_ERROR)
+
+
+def _outcome_line(job: dict[str, Any]) -> str:
+    took = (job["finished"] or time.time()) - (job["started"] or job["created"])
+    line = f"job {job['id']} {job['state']} after {_duration(took)}"
+    if job.get("error"):
+        line += f": {job['error']}"
+    return line
+
+
+class ProgressBar:
+    """One updating line on a terminal; on a pipe, a line every 10% or when the message changes."""
+
+    def __init__(self, enabled: bool, width: int = 30):
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty()
+        self.width = width
+        self.verbose = False
+        self.last_decile = -1
+        self.last_msg: str | None = None
+
+    def update(self, job: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        frac = float(job.get("progress") or 0.0)
+        msg = job.get("message") or job["state"]
+        eta = job.get("eta_s")
+        eta_s = f" ETA {_duration(eta)}" if eta else ""
+        filled = int(frac * self.width)
+        text = f"[{'#' * filled}{'.' * (self.width - filled)}] {frac * 100:5.1f}% {msg}{eta_s}"
+        if self.tty:
+            sys.stderr.write("\r" + text[:120].ljust(120))
+            sys.stderr.flush()
+        elif int(frac * 10) != self.last_decile or msg != self.last_msg:
+            self.last_decile, self.last_msg = int(frac * 10), msg
+            print(text, file=sys.stderr)
+
+    def line(self, text: str) -> None:
+        if self.tty:
+            sys.stderr.write("\r" + " " * 120 + "\r")
+        print(text, file=sys.stderr)
+
+    def done(self) -> None:
+        if self.enabled and self.tty:
+            sys.stderr.write("\n")
+
+
+@command("watch")
+def cmd_watch(a: argparse.Namespace, out: Out) -> int:
+    return follow(client_of(a), a.job, out)
+
+
+@command("jobs")
+def cmd_jobs(a: argparse.Namespace, out: Out) -> int:
+    rows = client_of(a).jobs(state=a.state, kind=a.kind, limit=a.limit)
+    out.emit({"jobs": rows}, lambda: _table(
+        ["ID", "KIND", "STATE", "PRIO", "PROGRESS", "SLOT", "NAME", "SUBMITTED", "ERROR"],
+        [[r["id"], r["kind"], r["state"], r["priority"], f"{r['progress'] * 100:.0f}%", r["slot"] or "-",
+          r["name"] or "-", time.strftime("%m-%d %H:%M:%S", time.localtime(r["created"])),
+          (r["error"] or "")[:60]] for r in rows]))
+    return EXIT_OK
+
+
+@command("show")
+def cmd_show(a: argparse.Namespace, out: Out) -> int:
+    j = client_of(a).show(a.job)
+
+    def human() -> None:
+        for key in ("id", "kind", "name", "state", "priority", "device", "slot", "progress", "message", "error",
+                    "attempts", "dir"):
+            value = j.get(key)
+            if key == "progress":
+                value = f"{value * 100:.1f}%"
+            print(f"{key:10} {value if value is not None else '-'}")
+        print("history:")
+        for h in j["history"]:
+            print(f"  {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(h['time']))}  {h['state']:11} "
+                  f"{h['reason'] or ''}")
+        if j.get("result"):
+            print("result:")
+            print("  " + yaml.safe_dump(j["result"], sort_keys=False).replace("\n", "\n  ").rstrip())
+    out.emit(j, human)
+    return EXIT_OK
+
+
+@command("cancel")
+def cmd_cancel(a: argparse.Namespace, out: Out) -> int:
+    r = client_of(a).cancel(a.job)
+    out.emit(r, lambda: print(f"job {a.job}: {r['state']}"))
+    return EXIT_OK
+
+
+@command("logs")
+def cmd_logs(a: argparse.Namespace, out: Out) -> int:
+    c = client_of(a)
+    offset, chunks = 0, []
+    while True:
+        r = c.logs(a.job, offset=offset)
+        if r["text"]:
+            if out.json:
+                chunks.append(r["text"])
+            else:
+                sys.stdout.write(r["text"])
+                sys.stdout.flush()
+        offset = r["offset"]
+        if r["offset"] < r["size"]:
+            continue  # more to read now
+        if not a.follow or r["state"] in P.TERMINAL_STATES:
+            break
+        time.sleep(0.5)
+    out.emit({"id": a.job, "text": "".join(chunks), "offset": offset}, lambda: None)
+    return EXIT_OK
+
+
+@command("workers")
+def cmd_workers(a: argparse.Namespace, out: Out) -> int:
+    r = client_of(a).workers(a.job, a.count)
+    out.emit(r, lambda: print(f"job {a.job}: {r}"))
+    return EXIT_OK
+
+
+# -- keys and doctor -------------------------------------------------------------------------------------------
+
+
+@command("keys create")
+def cmd_keys_create(a: argparse.Namespace, out: Out) -> int:
+    import zmq.auth
+    d = Path(a.dir).expanduser()
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    public, secret = zmq.auth.create_certificates(str(d), a.name)
+    os.chmod(secret, 0o600)
+    r = {"public": str(public), "secret": str(secret)}
+    out.emit(r, lambda: print(f"public key {public}\nsecret key {secret}  (keep it private)"))
+    return EXIT_OK
+
+
+@command("keys authorize")
+def cmd_keys_authorize(a: argparse.Namespace, out: Out) -> int:
+    import shutil
+
+    import zmq.auth
+    src = Path(a.public_key)
+    try:
+        zmq.auth.load_certificate(str(src))
+    except (OSError, ValueError) as exc:
+        print(f"seisctl: {src} is not a ZeroMQ public key file: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    home = Path(a.home).expanduser().resolve() if a.home else P.default_home()
+    dest_dir = home / "keys" / "authorized"
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    dest = dest_dir / src.name
+    shutil.copyfile(src, dest)
+    out.emit({"authorized": str(dest)}, lambda: print(f"authorised {src.name}: the daemon of {home} accepts it now"))
+    return EXIT_OK
+
+
+@command("doctor")
+def cmd_doctor(a: argparse.Namespace, out: Out) -> int:
+    from client.doctor import run_checks
+    checks = run_checks(a.home, a.timeout)
+    marks = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
+    out.emit({"checks": checks}, lambda: [print(f"[{marks[c['status']]}] {c['name']:16} {c['detail']}" +
+                                                (f"\n       fix: {c['fix']}" if c.get("fix") else ""))
+                                          for c in checks])
+    return EXIT_ERROR if any(c["status"] == "fail" for c in checks) else EXIT_OK
+
+
+# -- helpers ---------------------------------------------------------------------------------------------------
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> None:
+    cells = [[str(c) for c in r] for r in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
+    for r in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def _duration(s: float) -> str:
+    s = max(0, int(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="seisctl", description="Control a seisd daemon: jobs, devices, keys.")
+    ap.add_argument("--json", action="store_true", help="print one JSON document (for scripts)")
+    ap.add_argument("--home", help="the daemon's home (default: $SEISD_HOME, else ~/.local/share/seisd)")
+    ap.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each reply (default 10)")
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    d = sub.add_parser("daemon", help="start, stop or inspect the daemon").add_subparsers(dest="sub", required=True)
+    p = d.add_parser("start", help="start seisd in the background; returns once it answers")
+    p.add_argument("--config", help="settings file for the daemon")
+    p.add_argument("--wait-s", type=float, default=60.0)
+    p = d.add_parser("stop", help="stop seisd; running jobs resume at the next start")
+    p.add_argument("--wait-s", type=float, default=60.0)
+    d.add_parser("status", help="version, pid, session, devices and job counts")
+
+    p = sub.add_parser("submit", help="submit a job file (YAML); waits with a progress bar unless --detach")
+    p.add_argument("file")
+    p.add_argument("--priority", type=int, help="higher runs first (default: the file's, else 0)")
+    p.add_argument("--detach", action="store_true", help="print the job id and return at once")
+    p = sub.add_parser("jobs", help="list jobs")
+    p.add_argument("--state", action="append", choices=P.JOB_STATES, help="only jobs in this state (repeatable)")
+    p.add_argument("--kind")
+    p.add_argument("--limit", type=int, default=50)
+    for name, doc in (("show", "one job in detail"), ("watch", "follow a job until it ends; exits with its outcome"),
+                      ("cancel", "cancel a queued or running job")):
+        sub.add_parser(name, help=doc).add_argument("job", type=int)
+    p = sub.add_parser("logs", help="print a job's log")
+    p.add_argument("job", type=int)
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends")
+    p = sub.add_parser("workers", help="change the number of data workers of a running job")
+    p.add_argument("job", type=int)
+    p.add_argument("count", type=int)
+    sub.add_parser("devices", help="device slots and their executors")
+    sub.add_parser("doctor", help="check Python, packages, devices, /dev/shm, sockets and the daemon")
+
+    k = sub.add_parser("keys", help="CURVE keys for tcp access").add_subparsers(dest="sub", required=True)
+    p = k.add_parser("create", help="create a key pair NAME.key (public) and NAME.key_secret")
+    p.add_argument("name")
+    p.add_argument("--dir", default=".", help="where to write the pair (default: here)")
+    p = k.add_parser("authorize", help="let the holder of a public key connect over tcp")
+    p.add_argument("public_key")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    name = a.cmd + (f" {a.sub}" if getattr(a, "sub", None) else "")
+    out = Out(a.json)
+    try:
+        return COMMANDS[name](a, out)
+    except DaemonUnavailable as exc:
+        _error(out, "unavailable", exc.message)
+        return EXIT_NO_DAEMON
+    except SeisdError as exc:
+        _error(out, exc.code, exc.message, exc.details)
+        return EXIT_USAGE if exc.code in ("invalid_job", "bad_args") else EXIT_ERROR
+    except KeyboardInterrupt:
+        print("\nseisctl: interrupted (the job, if any, goes on)", file=sys.stderr)
+        return 130
+
+
+def _error(out: Out, code: str, message: str, details: dict[str, Any] | None = None) -> None:
+    if out.json:
+        print(json.dumps({"error": {"code": code, "message": message, "details": details or {}}}))
+        return
+    problems = (details or {}).get("problems")
+    if problems:
+        print(f"seisctl: {code}: refused, {len(problems)} problem{'s' if len(problems) > 1 else ''}:",
+              file=sys.stderr)
+        for p in problems:
+            print(f"  - {p}", file=sys.stderr)
+    else:
+        print(f"seisctl: {code}: {message}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
