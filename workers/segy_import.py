@@ -135,12 +135,41 @@ def _check_unique_positions(path: Path, ii: np.ndarray, xx: np.ndarray, nx: int,
                           "position (pass iline=/xline=)")
 
 
-def _coordinates(f: segyio.SegyFile) -> np.ndarray:
-    scalar = f.attributes(SCALAR_BYTE)[:].astype(np.float64)
-    factor = np.where(scalar < 0, 1.0 / np.abs(np.where(scalar == 0, 1, scalar)), np.where(scalar == 0, 1, scalar))
-    x = f.attributes(CDP_X_BYTE)[:].astype(np.float64) * factor
-    y = f.attributes(CDP_Y_BYTE)[:].astype(np.float64) * factor
-    return np.stack([x, y], axis=1)
+def _field_size(byte: int) -> int:
+    """Width of the trace header field starting at ``byte`` (SEG-Y rev 1 table, 1-based)."""
+    four = set(range(1, 29, 4)) | set(range(37, 69, 4)) | set(range(73, 89, 4)) | {181, 185, 189, 193, 197}
+    return 4 if byte in four else 2
+
+
+def _read_fields(raw: np.ndarray, bytes_: list[int], big: bool) -> list[np.ndarray]:
+    """Header fields of every trace, parsed from the raw trace records chunk by chunk (one pass, bounded memory)."""
+    n = raw.shape[0]
+    out = [np.empty(n, dtype=np.int64) for _ in bytes_]
+    step = 1 << 16
+    for a in range(0, n, step):
+        heads = np.array(raw[a:a + step, :240])
+        for arr, byte in zip(out, bytes_):
+            size = _field_size(byte)
+            dt = np.dtype(f"{'>' if big else '<'}i{size}")
+            arr[a:a + step] = np.ascontiguousarray(heads[:, byte - 1:byte - 1 + size]).view(dt).ravel()
+    return out
+
+
+def _coordinates(x: np.ndarray, y: np.ndarray, scalar: np.ndarray) -> np.ndarray:
+    """[n, 2] cdp x/y with the SEG-Y coordinate scalar applied (negative: divide, positive: multiply, 0: 1)."""
+    s = np.where(scalar == 0, 1, scalar).astype(np.float64)
+    factor = np.where(s < 0, 1.0 / np.abs(s), s)
+    return np.stack([x * factor, y * factor], axis=1)
+
+
+def _trace_layout(f: segyio.SegyFile, path: Path, ns: int) -> tuple[int, int]:
+    """(offset of the first trace, bytes per trace), checked against the file size."""
+    trace_bytes = 240 + ns * BYTES_PER_SAMPLE.get(int(f.bin[segyio.BinField.Format]), 4)
+    data_offset = 3600 + 3200 * max(int(f.ext_headers), 0)
+    if data_offset + f.tracecount * trace_bytes != path.stat().st_size:
+        raise _fail(path, f"file size {path.stat().st_size} does not match {f.tracecount} traces of "
+                          f"{trace_bytes} bytes")
+    return data_offset, trace_bytes
 
 
 def _scan(path: Path, iline: int, xline: int, endian: str, offset: int | None, unit: str) -> _Scan:
@@ -149,25 +178,25 @@ def _scan(path: Path, iline: int, xline: int, endian: str, offset: int | None, u
         n = f.tracecount
         if n == 0:
             raise _fail(path, "the file has no traces")
-        keep = _select_offset(path, f.attributes(OFFSET_BYTE)[:].astype(np.int64), offset)
-        il = f.attributes(iline)[:].astype(np.int64)
-        xl = f.attributes(xline)[:].astype(np.int64)
+        samples = np.asarray(f.samples, dtype=np.float64)
+        data_offset, trace_bytes = _trace_layout(f, path, len(samples))
+        raw = np.memmap(path, dtype=np.uint8, mode="r", offset=data_offset, shape=(n, trace_bytes))
+        il, xl, off, cx, cy, sc = _read_fields(raw, [iline, xline, OFFSET_BYTE, CDP_X_BYTE, CDP_Y_BYTE,
+                                                     SCALAR_BYTE], e == "big")
+        del raw
+        keep = _select_offset(path, off, offset)
         il_axis = _line_axis(path, il[keep], "inline", iline)
         xl_axis = _line_axis(path, xl[keep], "crossline", xline)
         ii = np.searchsorted(il_axis, il)
         xx = np.searchsorted(xl_axis, xl)
         _check_unique_positions(path, ii[keep], xx[keep], len(xl_axis), iline, xline)
-        samples = np.asarray(f.samples, dtype=np.float64)
         step = float(samples[1] - samples[0]) if len(samples) > 1 else max(f.bin[segyio.BinField.Interval], 1) / 1e3
         geometry = Geometry(tuple(il_axis), tuple(xl_axis), float(samples[0]), step, len(samples), unit)
-        trace_bytes = 240 + len(samples) * BYTES_PER_SAMPLE.get(int(f.bin[segyio.BinField.Format]), 4)
-        data_offset = 3600 + 3200 * max(int(f.ext_headers), 0)
-        if data_offset + n * trace_bytes != path.stat().st_size:
-            raise _fail(path, f"file size {path.stat().st_size} does not match {n} traces of {trace_bytes} bytes")
         sorting = {segyio.TraceSortingFormat.INLINE_SORTING: "inline",
                    segyio.TraceSortingFormat.CROSSLINE_SORTING: "crossline"}.get(f.sorting, "unstructured") \
             if regular else "unstructured"
-        return _Scan(f, path, e, sorting, geometry, keep, ii, xx, _coordinates(f), data_offset, trace_bytes)
+        return _Scan(f, path, e, sorting, geometry, keep, ii, xx, _coordinates(cx, cy, sc), data_offset,
+                     trace_bytes)
     except BaseException:
         f.close()
         raise
@@ -178,26 +207,51 @@ def _stream(scan: _Scan, vol: np.ndarray, headers: np.ndarray | None, report: _T
     """Copy traces into ``vol`` (and raw headers into ``headers``) chunk by chunk; returns (running sums, nan count)."""
     n, ns = scan.f.tracecount, scan.geometry.sample_count
     raw = np.memmap(scan.path, dtype=np.uint8, mode="r", offset=scan.data_offset, shape=(n, scan.trace_bytes))
+    flat_all = scan.ii * scan.geometry.shape[1] + scan.xx
+    fd = os.open(vol.filename, os.O_WRONLY) if isinstance(vol, np.memmap) and vol.filename else None
+    try:
+        return _copy_chunks(scan, vol, headers, report, cancel, raw, flat_all, fd)
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _copy_chunks(scan: _Scan, vol: np.ndarray, headers: np.ndarray | None, report: _Throttle, cancel: Cancel | None,
+                 raw: np.ndarray, flat_all: np.ndarray, fd: int | None) -> tuple[dict[str, float], int]:
+    """The chunk loop of _stream: segyio reads, NaN/inf zeroing, contiguous pwrite or scatter, running sums."""
+    n, ns = scan.f.tracecount, scan.geometry.sample_count
     chunk = max(1, CHUNK_BYTES // (ns * 8))
     acc = {"sum": 0.0, "sumsq": 0.0, "count": 0, "min": math.inf, "max": -math.inf}
     bad_total = 0
+    vol2d = vol.reshape(-1, ns)
+    heads2d = headers.reshape(-1, 240) if headers is not None else None
     for a in range(0, n, chunk):
         if cancel is not None and cancel():
             raise ImportCancelled(f"import of {scan.path} cancelled at trace {a} of {n}")
         b = min(a + chunk, n)
         keep = scan.keep[a:b]
-        data = np.asarray(scan.f.trace.raw[a:b], dtype=np.float32).reshape(b - a, ns)[keep]
-        bad = ~np.isfinite(data)
-        if bad.any():  # counted, zeroed and reported: a NaN would poison every normalisation downstream
+        data = np.asarray(scan.f.trace.raw[a:b], dtype=np.float32).reshape(b - a, ns)
+        heads = raw[a:b, :240]
+        flat = flat_all[a:b]
+        if not keep.all():
+            data, heads, flat = data[keep], heads[keep], flat[keep]
+        if not np.isfinite(data).all():  # counted, zeroed and reported: a NaN would poison every normalisation
+            bad = ~np.isfinite(data)
             bad_total += int(bad.sum())
             data[bad] = 0.0
-        vol[scan.ii[a:b][keep], scan.xx[a:b][keep]] = data
-        if headers is not None:
-            headers[scan.ii[a:b][keep], scan.xx[a:b][keep]] = raw[a:b, :240][keep]
+        # Sorted files map a chunk of traces onto consecutive cache rows: one slice copy instead of a scatter.
+        where = slice(int(flat[0]), int(flat[0]) + len(flat)) \
+            if len(flat) and flat[-1] - flat[0] == len(flat) - 1 and (np.diff(flat) == 1).all() else flat
+        if isinstance(where, slice) and fd is not None:
+            # pwrite into the page cache: cheaper than faulting in fresh memmap pages one 4 KiB page at a time
+            os.pwrite(fd, np.ascontiguousarray(data), where.start * ns * 4)
+        else:
+            vol2d[where] = data
+        if heads2d is not None:
+            heads2d[where] = heads
         if data.size:
-            d64 = data.astype(np.float64)
-            acc["sum"] += float(d64.sum())
-            acc["sumsq"] += float(np.square(d64).sum())
+            acc["sum"] += float(data.sum(dtype=np.float64))
+            acc["sumsq"] += float(np.einsum("ij,ij->", data, data, dtype=np.float64))
             acc["count"] += data.size
             acc["min"], acc["max"] = min(acc["min"], float(data.min())), max(acc["max"], float(data.max()))
         report(b / n, f"{b} of {n} traces")

@@ -140,10 +140,10 @@ def write_geometry_h5(path: Path, arrays: GeometryArrays) -> None:
         h5.create_dataset("binary_header", data=np.frombuffer(arrays.binary_header, dtype=np.uint8))
         if arrays.trace_headers is not None:
             th = arrays.trace_headers
-            ds = h5.create_dataset("trace_headers", shape=th.shape, dtype=np.uint8,
-                                   chunks=(1, th.shape[1], 240), compression="lzf")
-            for i in range(th.shape[0]):
-                ds[i] = th[i]
+            ds = h5.create_dataset("trace_headers", shape=th.shape, dtype=np.uint8, chunks=(1, th.shape[1], 240))
+            block = max(1, (64 << 20) // (th.shape[1] * 240))  # ~64 MB of inlines per write
+            for i in range(0, th.shape[0], block):
+                ds[i:i + block] = th[i:i + block]
 
 
 class Survey:
