@@ -41,8 +41,8 @@ def _trained_like(model: torch.nn.Module) -> torch.nn.Module:
     with torch.no_grad():
         for tensor in model.state_dict().values():
             if tensor.is_floating_point():
-                tensor.add_(torch.randn_like(tensor) * 0.1).abs_() if tensor.dim() == 1 else \
-                    tensor.add_(torch.randn_like(tensor) * 0.1)
+                # abs keeps running variances positive; other tensors just move away from their initial values
+                tensor.add_(torch.randn_like(tensor) * 0.1).abs_()
     return model.eval()
 
 
