@@ -8,7 +8,7 @@ out, so one crop's luck never shifts the next crop's randomness.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -58,7 +58,6 @@ class AugmentPlan:
     noise: bool = False
     shift: int = 0
     noise_seed: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 def _lateral_axes(spec: CropSpec) -> tuple[bool, ...]:

@@ -143,6 +143,7 @@ class WorkerPool:
         self._target = n_workers
         self._next_wid = 0
         self._restarts = 0
+        self._remade = 0
         self._deaths_in_a_row = 0
         self._delivered = 0
         self._wait_s = 0.0
@@ -209,6 +210,7 @@ class WorkerPool:
             "n_workers": len(self.worker_pids()),
             "target_workers": self._target,
             "restarts": self._restarts,
+            "remade": self._remade,
             "free_slots": self._state.ring.n_free,
         }
 
@@ -323,6 +325,7 @@ class WorkerPool:
             self._state.ring.release(slot)
             if pending is not None and e == epoch:
                 bisect.insort(pending, k)
+                self._remade += 1
         if not w.retiring:
             self._restarts += 1  # _apply_resize starts the replacement on the next turn
             self._deaths_in_a_row += 1

@@ -7,6 +7,7 @@ under spawn it cannot be pickled at all). ``make_batch`` then fills a ring slot 
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Union
 
@@ -38,6 +39,12 @@ class RawVolume:
 
     def open(self) -> np.ndarray:
         """Map the file; pages are read on demand and shared with the page cache, never copied."""
+        if not os.path.isfile(self.path):
+            raise SamplingError(f"volume file {self.path} does not exist (was the survey imported or moved?)")
+        need = self.offset + int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
+        if os.path.getsize(self.path) < need:
+            raise SamplingError(f"volume file {self.path} has {os.path.getsize(self.path)} bytes; shape "
+                                f"{tuple(self.shape)} of {self.dtype} needs {need}")
         return np.memmap(self.path, dtype=np.dtype(self.dtype), mode="r", shape=tuple(self.shape),
                          offset=self.offset)
 

@@ -52,7 +52,8 @@ def worker_main(recipe: BatchRecipe, seed: int, ring_name: str, layout: RingLayo
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         return
     ring = ShmRing.attach(ring_name, layout)
-    recipe.open()
+    # The volumes are opened by the first make_batch, in this process: a failure to open them is then
+    # reported to the consumer as an "error" reply with its traceback, not a silent exit.
     try:
         _serve(recipe, seed, ring, conn, parent_pid)
     finally:
