@@ -1,0 +1,31 @@
+# seisd: `make demo` and `make test` do all set-up on a fresh machine (a .venv beside this file).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+TORCH  := torch==2.13.0
+
+.PHONY: install demo test bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# torch first, pinned: an unpinned resolve would pull the CUDA build (gigabytes) on a CPU machine
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(PY) tools/demo.py $(DEMO_ARGS)
+
+test: install
+	$(PY) -m pytest -q $(TEST_ARGS)
+
+bench: install
+	@for b in tools/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf demo-out .pytest_cache
