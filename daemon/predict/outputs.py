@@ -118,16 +118,16 @@ def write_segy(survey, out_dir: str | Path, arrays: Mapping[str, np.ndarray],
         if int(np.max(arrays["labels"], initial=0)) > 127:
             raise OutputError("labels above 127 do not fit SEG-Y format 8 (int8); write HDF5 instead")
         paths["labels"] = out_dir / "labels.sgy"
-        write_like_survey(survey, paths["labels"], arrays["labels"].view(np.int8), np.int8)
+        write_like_survey(survey, paths["labels"], arrays["labels"].view(np.int8), "int8")
     if "confidence" in arrays:
         paths["confidence"] = out_dir / "confidence.sgy"
-        write_like_survey(survey, paths["confidence"], arrays["confidence"], np.float32)
+        write_like_survey(survey, paths["confidence"], arrays["confidence"], "float32")
     if "probabilities" in arrays:
         probs = arrays["probabilities"]
         for k, name in enumerate(_class_names(probs.shape[0], class_names)):
             key = f"probability_{name}"
             paths[key] = out_dir / f"{key}.sgy"
-            write_like_survey(survey, paths[key], probs[k], np.float32)
+            write_like_survey(survey, paths[key], probs[k], "float32")
     return paths
 
 
