@@ -148,7 +148,12 @@ def _inside_mask(center: tuple[int, int, int], spec: CropSpec, shape: tuple[int,
     for size, ax in zip(spec.size, spec.volume_axes):
         pos = center[ax] - size // 2 + np.arange(size)
         masks.append((pos >= 0) & (pos < shape[ax]))
-    return np.logical_and.reduce(np.ix_(*masks)) if len(masks) > 1 else masks[0]
+    inside = np.ones(spec.size, dtype=bool)
+    for axis, m in enumerate(masks):
+        shape_1d = [1] * len(masks)
+        shape_1d[axis] = -1
+        inside &= m.reshape(shape_1d)  # broadcasting the per-axis masks builds their outer product
+    return inside
 
 
 @dataclass
