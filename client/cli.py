@@ -312,6 +312,86 @@ def cmd_workers(a: argparse.Namespace, out: Out) -> int:
     return EXIT_OK
 
 
+# -- surveys, picks, example sets ------------------------------------------------------------------------------
+
+
+@command("survey import")
+def cmd_survey_import(a: argparse.Namespace, out: Out) -> int:
+    segy = {"file": str(Path(a.file).resolve()), "volume": a.volume, "add_volume": a.add, "iline": a.iline,
+            "xline": a.xline, "endian": a.endian, "sample_unit": a.sample_unit, "offset": a.offset}
+    return submit_and_follow(a, out, {"kind": "import", "survey": a.name, "segy": segy})
+
+
+@command("survey list")
+def cmd_survey_list(a: argparse.Namespace, out: Out) -> int:
+    rows = client_of(a).call("survey.list")["surveys"]
+    out.emit({"surveys": rows}, lambda: _table(
+        ["NAME", "SHAPE", "INLINES", "CROSSLINES", "SAMPLES", "VOLUMES", "PICKS"],
+        [[r["name"], " x ".join(map(str, r.get("shape", []))), "-".join(map(str, r.get("inlines", []))),
+          "-".join(map(str, r.get("crosslines", []))),
+          "-".join(f"{v:g}" for v in r.get("samples", [])) + f" {r.get('sample_unit', '')}",
+          ",".join(r.get("volumes", [])), ",".join(r.get("picks", [])) or "-"] for r in rows]))
+    return EXIT_OK
+
+
+@command("survey info")
+def cmd_survey_info(a: argparse.Namespace, out: Out) -> int:
+    r = client_of(a).call("survey.info", name=a.name)
+    out.emit(r, lambda: print(yaml.safe_dump(r, sort_keys=False, default_flow_style=None).rstrip()))
+    return EXIT_OK
+
+
+@command("survey rm")
+def cmd_survey_rm(a: argparse.Namespace, out: Out) -> int:
+    r = client_of(a).call("survey.rm", name=a.name)
+    out.emit(r, lambda: print(f"removed survey {a.name}"))
+    return EXIT_OK
+
+
+@command("picks import")
+def cmd_picks_import(a: argparse.Namespace, out: Out) -> int:
+    picks = {"files": [str(Path(f).resolve()) for f in a.files], "set": a.set, "z_unit": a.z_unit,
+             "drop_outside": a.drop_outside, "class_column": a.class_column}
+    if a.pattern:
+        picks["class_pattern"] = a.pattern
+    return submit_and_follow(a, out, {"kind": "import", "survey": a.survey, "picks": picks})
+
+
+@command("examples extract")
+def cmd_examples_extract(a: argparse.Namespace, out: Out) -> int:
+    job = {"kind": "extract", "examples": a.name, "notes": a.notes or "",
+           "sources": [{"survey": s, "picks": a.picks, "volumes": a.volume or ["seismic"]} for s in a.survey],
+           "crop": {"size": a.size, "orientation": a.orientation}}
+    return submit_and_follow(a, out, job)
+
+
+def _examples_action(action: str) -> Callable[[argparse.Namespace, Out], int]:
+    def run(a: argparse.Namespace, out: Out) -> int:
+        r = client_of(a).call("examples", action=action, name=getattr(a, "name", None),
+                              value=getattr(a, "value", None))
+        if action == "list":
+            out.emit(r, lambda: _table(["NAME", "EXAMPLES", "CROP", "CLASSES", "LOCKED", "DEFAULT", "NOTES"],
+                                       [[e["name"], e["count"], _crop_text(e["crop"]), len(e["classes"]),
+                                         "yes" if e["locked"] else "", "*" if e["default"] else "",
+                                         (e["notes"] or "")[:40]] for e in r["examples"]]))
+        elif action == "rm":
+            out.emit(r, lambda: print(f"removed example set {a.name}"))
+        else:
+            out.emit(r, lambda: print(yaml.safe_dump(r, sort_keys=False, default_flow_style=None).rstrip()))
+        return EXIT_OK
+    return run
+
+
+def _crop_text(crop: Any) -> str:
+    if isinstance(crop, dict):
+        return "x".join(map(str, crop.get("size", []))) + f" {crop.get('orientation', '')}"
+    return str(crop)
+
+
+for _action in ("list", "info", "rename", "lock", "unlock", "rm", "default", "note"):
+    COMMANDS[f"examples {_action}"] = _examples_action(_action)
+
+
 # -- keys and doctor -------------------------------------------------------------------------------------------
 
 
@@ -374,6 +454,12 @@ def _duration(s: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
 
 
+def _job_options(p: argparse.ArgumentParser) -> None:
+    """Options of every command that runs a job."""
+    p.add_argument("--priority", type=int, help="higher runs first (default: the job file's, else 0)")
+    p.add_argument("--detach", action="store_true", help="print the job id and return at once")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="seisctl", description="Control a seisd daemon: jobs, devices, keys.")
     ap.add_argument("--json", action="store_true", help="print one JSON document (for scripts)")
@@ -391,8 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("submit", help="submit a job file (YAML); waits with a progress bar unless --detach")
     p.add_argument("file")
-    p.add_argument("--priority", type=int, help="higher runs first (default: the file's, else 0)")
-    p.add_argument("--detach", action="store_true", help="print the job id and return at once")
+    _job_options(p)
     p = sub.add_parser("jobs", help="list jobs")
     p.add_argument("--state", action="append", choices=P.JOB_STATES, help="only jobs in this state (repeatable)")
     p.add_argument("--kind")
@@ -408,6 +493,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("count", type=int)
     sub.add_parser("devices", help="device slots and their executors")
     sub.add_parser("doctor", help="check Python, packages, devices, /dev/shm, sockets and the daemon")
+
+    s = sub.add_parser("survey", help="surveys: import SEG-Y, list, info, rm").add_subparsers(dest="sub", required=True)
+    p = s.add_parser("import", help="import a post-stack 3D SEG-Y as a survey (a job; waits unless --detach)")
+    p.add_argument("file")
+    p.add_argument("--name", required=True, help="survey name")
+    p.add_argument("--volume", default="seismic", help="volume (attribute) name (default seismic)")
+    p.add_argument("--add", action="store_true", help="add the volume to the existing survey NAME")
+    p.add_argument("--iline", type=int, default=189, help="inline number byte (default 189)")
+    p.add_argument("--xline", type=int, default=193, help="crossline number byte (default 193)")
+    p.add_argument("--endian", choices=["auto", "big", "little"], default="auto")
+    p.add_argument("--sample-unit", choices=["ms", "s", "m"], default="ms")
+    p.add_argument("--offset", type=int, help="import this one offset of a pre-stack file")
+    _job_options(p)
+    s.add_parser("list", help="surveys in the home")
+    for name, doc in (("info", "geometry, volumes, statistics, pick sets"), ("rm", "remove a survey")):
+        s.add_parser(name, help=doc).add_argument("name")
+
+    pk = sub.add_parser("picks", help="import picks into a survey").add_subparsers(dest="sub", required=True)
+    p = pk.add_parser("import", help="point files (inline, crossline, z): one per class, or with a class column")
+    p.add_argument("survey")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--set", default="default", help="pick set name (default: default)")
+    p.add_argument("--pattern", help="regex with (?P<name>...) taking the class from the file name "
+                   "(default multi_(?P<name>.+)_ilxl)")
+    p.add_argument("--class-column", type=int, help="0-based column of integer class ids")
+    p.add_argument("--z-unit", choices=["ms", "s", "sample", "auto"], default="auto")
+    p.add_argument("--drop-outside", action="store_true", help="drop points outside the survey instead of refusing")
+    _job_options(p)
+
+    e = sub.add_parser("examples", help="example sets: extract, list, info, rename, lock, unlock, rm, default, note"
+                       ).add_subparsers(dest="sub", required=True)
+    p = e.add_parser("extract", help="crops around picks into an example set (a job)")
+    p.add_argument("name")
+    p.add_argument("--survey", action="append", required=True, help="source survey (repeatable)")
+    p.add_argument("--picks", default="default", help="pick set of each survey")
+    p.add_argument("--volume", action="append", help="volume as a channel (repeatable; default seismic)")
+    p.add_argument("--size", type=int, nargs="+", required=True, help="crop size: 2 numbers, or 3 for 3d")
+    p.add_argument("--orientation", choices=["inline", "crossline", "time", "3d"], default="inline")
+    p.add_argument("--notes")
+    _job_options(p)
+    e.add_parser("list", help="example sets in the home")
+    for name, doc in (("info", "metadata"), ("lock", "protect from rm, rename, overwrite"), ("unlock", "unprotect"),
+                      ("rm", "remove"), ("default", "make it the default set")):
+        e.add_parser(name, help=doc).add_argument("name")
+    p = e.add_parser("rename", help="rename a set")
+    p.add_argument("name")
+    p.add_argument("value", metavar="new_name")
+    p = e.add_parser("note", help="replace a set's notes")
+    p.add_argument("name")
+    p.add_argument("value", metavar="text")
 
     k = sub.add_parser("keys", help="CURVE keys for tcp access").add_subparsers(dest="sub", required=True)
     p = k.add_parser("create", help="create a key pair NAME.key (public) and NAME.key_secret")

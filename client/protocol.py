@@ -101,7 +101,7 @@ class Operation:
 OPERATIONS: dict[str, Operation] = {}
 
 
-def _op(name: str, doc: str, **args: str) -> None:
+def _op(name: str, doc: str, /, **args: str) -> None:
     OPERATIONS[name] = Operation(name, dict(args), doc)
 
 
@@ -119,6 +119,15 @@ _op("events", "A job's stored events after a sequence number. Result: {events: [
 _op("devices", "The device slots and their executors. Result: {devices: [slot]}.")
 _op("workers", "Change the number of data worker processes of a running job (0..256). Result: what the job "
     "reports, e.g. {count}. A job that has no worker pool: error conflict.", id="int", count="int")
+_op("survey.list", "Surveys in the home. Result: {surveys: [summary]}.")
+_op("survey.info", "One survey: geometry, volumes with statistics, pick sets, source. Result: the survey.",
+    name="string")
+_op("survey.rm", "Remove a survey and its files; refused (conflict) while a queued or running job uses it. "
+    "Result: {removed}.", name="string")
+_op("examples", "Manage example sets: action list | info | rename | lock | unlock | rm | default | note; `value` "
+    "is the new name (rename) or the note text (note). A locked set refuses rm, rename and overwrite (conflict). "
+    "Result: {examples, default} for list, {removed} for rm, else the set.", action="string", name="string?",
+    value="string?")
 _op("shutdown", "Stop the daemon: running jobs are interrupted and resume at the next start. Result: {}.")
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import zmq
 
 from client import protocol as P
-from daemon import __version__, scheduler
+from daemon import __version__, catalog, scheduler
 from daemon.jobs import CheckContext, InvalidJob, validate_job
 from daemon.store import JobRow, StoreError
 
@@ -39,7 +39,7 @@ class Api:
             raise P.ProtocolError(P.ErrorCode.UNAVAILABLE, f"the daemon is stopping ({self.d.stopping})")
         self._envelope, self._sock, self._req = envelope, sock, req
         try:
-            out = getattr(self, "op_" + req.op)(**req.args)
+            out = getattr(self, "op_" + req.op.replace(".", "_"))(**req.args)
         except StoreError as exc:
             raise P.ProtocolError(P.ErrorCode.INTERNAL, str(exc)) from None
         if out is DEFERRED:
@@ -135,6 +135,27 @@ class Api:
         self.d.control(self._job(id), "workers", {"count": count}, self._envelope, self._req.id, self._sock)
         return DEFERRED
 
+    def op_survey_list(self) -> dict[str, Any]:
+        return {"surveys": catalog.list_surveys(self.d.home)}
+
+    def op_survey_info(self, name: str) -> dict[str, Any]:
+        return catalog.survey_info(self.d.home, name)
+
+    def op_survey_rm(self, name: str) -> dict[str, Any]:
+        users = [j.id for j in self.d.store.list(states=["queued", "running", "interrupted"], limit=100_000)
+                 if _uses_survey(j.spec, name)]
+        return catalog.remove_survey(self.d.home, name, users)
+
+    def op_examples(self, action: str, name: str | None = None, value: str | None = None) -> dict[str, Any]:
+        return catalog.examples_op(self.d.home, action, name, value)
+
     def op_shutdown(self) -> dict[str, Any]:
         self.d.request_stop("requested by a client")
         return {}
+
+
+def _uses_survey(spec: dict[str, Any], name: str) -> bool:
+    """Whether a job file names the survey (as `survey:` or in `sources:`)."""
+    if spec.get("survey") == name:
+        return True
+    return any(isinstance(s, dict) and s.get("survey") == name for s in spec.get("sources") or [])

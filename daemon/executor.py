@@ -168,8 +168,12 @@ class Executor:
         except JobCancelled as exc:
             outcome, error = "cancelled", str(exc)
         except Exception as exc:
-            outcome, error = "failed", f"{type(exc).__name__}: {exc}"
-            ctx.log.error("job failed: %s\n%s", error, traceback.format_exc())
+            if ctx.cancelled.is_set():  # whatever a library raises once cancel was asked, the job was cancelled
+                outcome, error = "cancelled", ctx.cancel_reason or "cancelled"
+                ctx.log.info("stopped by cancel (%s: %s)", type(exc).__name__, exc)
+            else:
+                outcome, error = "failed", f"{type(exc).__name__}: {exc}"
+                ctx.log.error("job failed: %s\n%s", error, traceback.format_exc())
         finally:
             ctx.log.info("job %d finished: %s%s", job_id, outcome, f" ({error})" if error else "")
             for h in list(ctx.log.handlers):
