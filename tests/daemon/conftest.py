@@ -1,0 +1,23 @@
+"""Fixtures for tests that run a real seisd (see tests/harness.py)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.harness import RunningDaemon
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[RunningDaemon]:
+    """A daemon of its own for one test: for tests that kill, restart or stop it."""
+    with RunningDaemon(tmp_path / "home") as d:
+        yield d
+
+
+@pytest.fixture(scope="module")
+def shared_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
+    """One daemon for a whole test module, for tests that leave it running and healthy."""
+    with RunningDaemon(tmp_path_factory.mktemp("seisd") / "home") as d:
+        yield d

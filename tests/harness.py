@@ -1,0 +1,236 @@
+"""RunningDaemon: a real `seisd` process in a temporary home, for tests and tools.
+
+    with RunningDaemon(tmp_path / "home") as d:
+        job = d.client.submit({"kind": "test.steps", "steps": 3})
+        d.client.wait(job["id"], timeout=30)
+
+The daemon runs as `python -m daemon.main --home HOME` with the test-only job kind `test.steps` loaded (SEISD_PLUGINS)
+and short timers, so cancel grace periods and executor restarts take a fraction of a second. Its sockets live in the
+runtime folder derived from the home (client.protocol.runtime_dir), so several daemons run side by side.
+
+NOTE on cleanup: executors start in their own sessions, so killing the daemon's process group does not reach them.
+The harness records every descendant of the daemon it has seen (psutil) whenever it looks, and on exit kills any that
+still live; a failing test leaves no process behind even when it killed the daemon itself with SIGKILL.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from client import protocol as P
+from client.api import Client, DaemonUnavailable
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Settings suited to tests: one CPU slot (deterministic scheduling), quick cancel and restart, frequent heartbeats.
+TEST_SETTINGS: dict[str, str] = {
+    "SEISD_DEVICES": "cpu",
+    "SEISD_PLUGINS": "[tests.daemon.testkinds]",
+    "SEISD_EXECUTOR__CANCEL_GRACE_S": "1",
+    "SEISD_EXECUTOR__RESTART_BACKOFF_S": "0.2",
+    "SEISD_EXECUTOR__HEARTBEAT_S": "0.2",
+    "SEISD_LOG_LEVEL": "info",
+}
+
+
+class DaemonDidNotStart(RuntimeError):
+    """The daemon exited at start or did not answer `status` in time; the message holds the end of its output."""
+
+
+def daemon_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a test daemon (and of a seisctl run against it): SEISD_HOME, PYTHONPATH, test settings.
+
+    Inherited SEISD_* variables are dropped so a developer's own settings cannot change what a test sees."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEISD_")}
+    env.update(TEST_SETTINGS)
+    env["SEISD_HOME"] = str(home)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+    env.update(extra or {})
+    return env
+
+
+class RunningDaemon:
+    """A real seisd process; a context manager that leaves no process behind."""
+
+    def __init__(self, home: Path, env: dict[str, str] | None = None, start_timeout: float = 30.0,
+                 client_timeout: float = 10.0):
+        self.home = Path(home).resolve()
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.env = daemon_env(self.home, env)
+        self.start_timeout = start_timeout
+        self.client_timeout = client_timeout
+        self.proc: subprocess.Popen | None = None
+        self.client: Client = Client(home=self.home, timeout=client_timeout)
+        self._seen: dict[int, psutil.Process] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------------------------------
+
+    def __enter__(self) -> "RunningDaemon":
+        try:
+            self.start()
+        except BaseException:
+            self.cleanup()
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.cleanup()
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, "the daemon is not started"
+        return self.proc.pid
+
+    @property
+    def out_path(self) -> Path:
+        return self.home / "logs" / "seisd.out"
+
+    def start(self) -> dict[str, Any]:
+        """Start the daemon and return its `status` once it answers (and its executors said hello)."""
+        (self.home / "logs").mkdir(parents=True, exist_ok=True)
+        with open(self.out_path, "ab") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "daemon.main", "--home", str(self.home)],
+                                         stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                         cwd=str(ROOT), env=self.env)
+        self._remember(self.proc.pid)
+        probe = Client(home=self.home, timeout=0.5)
+        deadline = time.monotonic() + self.start_timeout
+        try:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise DaemonDidNotStart(f"seisd exited with status {self.proc.returncode} at start:\n"
+                                            f"{self.output_tail()}")
+                try:
+                    status = probe.status()
+                except DaemonUnavailable:
+                    continue
+                if all(d["state"] == "ready" for d in status["devices"]):
+                    self.client = Client(home=self.home, timeout=self.client_timeout)
+                    self.snapshot()
+                    return status
+                time.sleep(0.05)
+        finally:
+            probe.close()
+        raise DaemonDidNotStart(f"seisd did not become ready within {self.start_timeout:g} s:\n"
+                                f"{self.output_tail()}")
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """Ask the daemon to shut down (`shutdown` op) and wait for it to exit; returns its exit status."""
+        assert self.proc is not None
+        self.snapshot()
+        self.client.shutdown()
+        code = self.proc.wait(timeout)
+        self.client.close()
+        return code
+
+    def kill9(self) -> list[int]:
+        """SIGKILL the daemon and reap it; returns the pids of its descendants just before the kill."""
+        assert self.proc is not None
+        children = self.snapshot()
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self.client.close()
+        return children
+
+    def restart(self) -> dict[str, Any]:
+        """Start a new daemon on the same home (after kill9 or stop); returns its status."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.stop()
+        return self.start()
+
+    # -- processes -------------------------------------------------------------------------------------------------
+
+    def _remember(self, pid: int) -> None:
+        try:
+            self._seen.setdefault(pid, psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            pass
+
+    def snapshot(self) -> list[int]:
+        """Record the daemon's live descendants (executors, workers) so cleanup can find them after the daemon dies."""
+        if self.proc is None or self.proc.poll() is not None:
+            return []
+        try:
+            kids = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+        for k in kids:
+            self._seen.setdefault(k.pid, k)
+        return [k.pid for k in kids]
+
+    def executor_pids(self) -> list[int]:
+        """Pids of the executors as the daemon reports them (`devices`)."""
+        pids = [d["executor_pid"] for d in self.client.devices() if d["executor_pid"]]
+        for p in pids:
+            self._remember(p)
+        return pids
+
+    def cleanup(self) -> None:
+        """Kill the daemon and everything it started that is still alive (psutil checks pid reuse)."""
+        self.snapshot()
+        self.client.close()
+        for p in self._seen.values():
+            try:
+                if p.is_running():
+                    p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        if self.proc is not None:
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+        psutil.wait_procs([p for p in self._seen.values() if _alive(p)], timeout=5)
+
+    def output_tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.out_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return "(no output)"
+
+
+def _alive(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def pid_alive(pid: int) -> bool:
+    """True when `pid` names a live process (a zombie counts as dead)."""
+    try:
+        return _alive(psutil.Process(pid))
+    except psutil.NoSuchProcess:
+        return False
+
+
+def wait_for(predicate: Any, timeout: float = 20.0, interval: float = 0.05, what: str = "condition") -> Any:
+    """Poll `predicate` until it returns something truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+def steps_job(steps: int = 3, step_s: float = 0.01, **extra: Any) -> dict[str, Any]:
+    """A `test.steps` job file."""
+    return {"kind": "test.steps", "steps": steps, "step_s": step_s, **extra}
+
+
+def wait_state(client: Client, job_id: int, states: tuple[str, ...] | str = P.TERMINAL_STATES,
+               timeout: float = 30.0) -> dict[str, Any]:
+    """Poll `show` until the job is in one of `states`; returns the record."""
+    wanted = (states,) if isinstance(states, str) else states
+    return wait_for(lambda: (lambda j: j if j["state"] in wanted else None)(client.show(job_id)), timeout,
+                    what=f"job {job_id} to reach {'/'.join(wanted)}")
