@@ -52,3 +52,19 @@ def test_batch_tensors_view_the_slot_without_copy(ring: ShmRing) -> None:
     assert batch.released and ring.n_free == 3
     batch.release()  # idempotent
     assert ring.n_free == 3
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_staging_copies_and_frees_the_slot(ring: ShmRing) -> None:
+    from workers.staging import CudaStager
+
+    stager = CudaStager("cuda:0", ring.layout)
+    for round_ in range(4):  # reuse the pinned buffers: each copy must finish before its buffer is rewritten
+        slot = ring.acquire()
+        x, y = ring.arrays(slot)
+        x[...] = round_
+        y[...] = round_
+        batch = stager.stage(0, round_, slot, x, y, ring.release)
+        assert batch.x.is_cuda and ring.n_free == 3
+        assert float(batch.x.float().mean()) == round_ and int(batch.y.sum()) == 2 * round_

@@ -18,6 +18,8 @@ from workers.shm import (SHM_DIR, ShmSegment, ShmSpaceError, list_segments, owne
                          segment_name, sweep_orphans)
 
 ROOT = Path(__file__).resolve().parents[2]
+# Our own prefix, so a daemon test running beside us (which sweeps "seisd") cannot take our orphans first.
+PREFIX = "seisdtestshm"
 
 
 def _dead_pid() -> int:
@@ -41,10 +43,10 @@ def test_segment_names_carry_the_owner_pid() -> None:
 
 
 def test_sweep_removes_dead_owners_only() -> None:
-    dead, alive = _dead_pid(), ShmSegment.create(segment_name(1 if pid_alive(1) else 0, "t"), 4096)
-    orphan = ShmSegment.create(segment_name(dead, "t"), 4096)
+    dead, alive = _dead_pid(), ShmSegment.create(segment_name(1, "t", PREFIX), 4096)
+    orphan = ShmSegment.create(segment_name(dead, "t", PREFIX), 4096)
     try:
-        removed = sweep_orphans()
+        removed = sweep_orphans(PREFIX)
         assert orphan.name in removed and alive.name not in removed
         assert not (SHM_DIR / orphan.name).exists() and (SHM_DIR / alive.name).exists()
     finally:
@@ -85,7 +87,7 @@ from workers.sampling import BatchRecipe, PickSampler, RawVolume
 if __name__ == "__main__":
     recipe = BatchRecipe((RawVolume(sys.argv[1], (10, 12, 14)),), CropSpec((8, 8), "inline"),
                          PickSampler(np.array([[5, 6, 7]]), np.array([0])), 4, 1000)
-    pool = WorkerPool(recipe, n_workers=2)
+    pool = WorkerPool(recipe, n_workers=2, prefix=sys.argv[2])
     it = pool.epoch(0)
     next(it).release()
     print(pool.segment_name, *pool.worker_pids(), flush=True)
@@ -97,7 +99,7 @@ def test_sigkilled_consumer_leaves_nothing_after_sweep(tmp_path) -> None:
     np.zeros((10, 12, 14), np.float32).tofile(tmp_path / "v.f32")
     script = tmp_path / "consumer.py"
     script.write_text(textwrap.dedent(CONSUMER))
-    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "v.f32")], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "v.f32"), PREFIX], cwd=ROOT,
                             stdout=subprocess.PIPE, text=True)
     name, *workers = proc.stdout.readline().split()
     proc.kill()
@@ -107,5 +109,5 @@ def test_sigkilled_consumer_leaves_nothing_after_sweep(tmp_path) -> None:
     while any(pid_alive(int(w)) for w in workers) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(pid_alive(int(w)) for w in workers), "workers outlived their consumer"
-    assert name in sweep_orphans()
+    assert name in sweep_orphans(PREFIX)
     assert not (SHM_DIR / name).exists()
