@@ -111,7 +111,8 @@ class RunningDaemon:
                     status = probe.status()
                 except DaemonUnavailable:
                     continue
-                if all(d["state"] == "ready" for d in status["devices"]):
+                # another daemon of this home may answer: only ours, with its executors ready, counts
+                if status["pid"] == self.proc.pid and all(d["state"] == "ready" for d in status["devices"]):
                     self.client = Client(home=self.home, timeout=self.client_timeout)
                     self.snapshot()
                     return status
