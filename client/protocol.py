@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sys
 import tempfile
@@ -164,7 +165,7 @@ def decode_array(desc: Any, buf: memoryview | bytes, index: int) -> np.ndarray:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"arrays[{index}].shape must be a list of at most 8 "
                             f"non-negative integers, got {shape!r}")
     dt = np.dtype(dtype).newbyteorder("<" if byteorder == "little" else ">")
-    expected = int(np.prod(shape, dtype=np.int64)) * dt.itemsize if shape else dt.itemsize
+    expected = math.prod(shape) * dt.itemsize  # Python integers: a lying shape cannot overflow to a small size
     if len(buf) != expected:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"array frame {index} has {len(buf)} bytes but its header says "
                             f"{dtype} {shape} ({expected} bytes)")
@@ -230,8 +231,9 @@ class Reply:
         return cls(re=re, ok=False, session=session, error=err.to_json())
 
 
-def _frame_of(a: np.ndarray) -> memoryview:
-    return memoryview(np.ascontiguousarray(a)).cast("B")
+def _frame_of(a: np.ndarray) -> memoryview | bytes:
+    a = np.ascontiguousarray(a)
+    return memoryview(a.reshape(-1).view(np.uint8)) if a.size else b""
 
 
 def dumps(obj: Any) -> bytes:
