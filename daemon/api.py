@@ -132,7 +132,7 @@ class Api:
     def op_workers(self, id: int, count: int) -> object:
         if count < 0 or count > 256:
             raise P.ProtocolError(P.ErrorCode.BAD_ARGS, f"count: expected 0..256, got {count}")
-        self.d.control(self._job(id), "workers", {"count": count}, self._envelope, self._req.id, self._sock)
+        self.d.send_control(self._job(id), "workers", {"count": count}, self._envelope, self._req.id, self._sock)
         return DEFERRED
 
     def op_survey_list(self) -> dict[str, Any]:

@@ -319,7 +319,7 @@ class Daemon:
         raise P.ProtocolError(P.ErrorCode.CONFLICT, f"job {job.id} is {job.state}; only queued or running jobs "
                               "can be cancelled")
 
-    def control(self, job: JobRow, name: str, args: dict[str, Any], envelope: list[bytes], req_id: str,
+    def send_control(self, job: JobRow, name: str, args: dict[str, Any], envelope: list[bytes], req_id: str,
                 sock: zmq.Socket) -> None:
         """Forward a control message to the job's executor; the reply is sent when the executor answers."""
         h = self._handle_of_job(job.id)
