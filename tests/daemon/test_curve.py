@@ -1,0 +1,138 @@
+"""tcp with CURVE: keys made and authorised with the real `seisctl`, then who gets answers and who does not."""
+from __future__ import annotations
+
+import json
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import zmq
+
+from client import protocol as P
+from client.api import Client, DaemonUnavailable, SeisdError
+from tests.harness import ROOT, RunningDaemon, daemon_env, steps_job, wait_state
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def seisctl(home: Path, *args: str) -> dict:
+    """Run the real seisctl with --json against `home`; returns its JSON output."""
+    r = subprocess.run([sys.executable, "-m", "client.cli", "--json", *args], cwd=ROOT, env=daemon_env(home),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+class Keys:
+    def __init__(self, root: Path, home: Path):
+        self.home = home
+        self.server = seisctl(home, "keys", "create", "server", "--dir", str(home / "keys"))
+        self.me = seisctl(home, "keys", "create", "me", "--dir", str(root / "client-keys"))
+        self.stranger = seisctl(home, "keys", "create", "stranger", "--dir", str(root / "other-keys"))
+        seisctl(home, "keys", "authorize", self.me["public"])
+
+
+@pytest.fixture(scope="module")
+def curve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningDaemon, Keys]]:
+    root = tmp_path_factory.mktemp("curve")
+    home = root / "home"
+    keys = Keys(root, home)
+    env = {"SEISD_TCP__ENDPOINT": f"tcp://127.0.0.1:{_free_port()}",
+           "SEISD_TCP__EVENTS_ENDPOINT": f"tcp://127.0.0.1:{_free_port()}"}
+    with RunningDaemon(home, env=env) as d:
+        yield d, keys
+
+
+def _tcp_client(d: RunningDaemon, client_key: str, timeout: float = 5.0) -> Client:
+    return Client(home=d.home, endpoint=d.client.status()["endpoints"]["tcp_control"], timeout=timeout,
+                  server_key=str(d.home / "keys" / "server.key"), client_key=client_key)
+
+
+def test_key_files_are_made_and_authorised(curve: tuple[RunningDaemon, Keys]) -> None:
+    d, keys = curve
+    assert keys.server["secret"] == str(d.home / "keys" / "server.key_secret")
+    assert stat.S_IMODE(Path(keys.me["secret"]).stat().st_mode) == 0o600
+    assert (d.home / "keys" / "authorized" / "me.key").is_file()
+
+
+def test_authorised_key_gets_answers_and_events(curve: tuple[RunningDaemon, Keys]) -> None:
+    d, keys = curve
+    with _tcp_client(d, keys.me["secret"]) as c:
+        s = c.status()
+        assert s["pid"] == d.pid and s["endpoints"]["tcp_control"].startswith("tcp://127.0.0.1:")
+        sub = c.subscribe("job.")
+        try:
+            assert sub.getsockopt_string(zmq.LAST_ENDPOINT).startswith("tcp://")
+            time.sleep(0.5)  # the CURVE handshake and subscription must complete before the event is published
+            job_id = c.submit(steps_job(steps=2))["id"]
+            assert wait_state(c, job_id)["state"] == "succeeded"
+            assert sub.poll(5000), "no event over tcp"
+            ev = P.Event.decode(sub.recv_multipart())
+            assert ev.topic == P.job_topic(job_id) and ev.type == P.EventType.JOB_STATE
+            assert ev.session == s["session"]
+        finally:
+            sub.close(0)
+
+
+def test_unauthorised_key_gets_no_answer(curve: tuple[RunningDaemon, Keys]) -> None:
+    d, keys = curve
+    with _tcp_client(d, keys.stranger["secret"], timeout=1.0) as c:
+        with pytest.raises(DaemonUnavailable) as err:
+            c.ping()
+    assert "does not accept your key" in err.value.message
+    assert d.client.ping()  # the daemon is unharmed
+
+
+def test_plain_tcp_gets_no_answer(curve: tuple[RunningDaemon, Keys]) -> None:
+    d, _ = curve
+    s = zmq.Context.instance().socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    try:
+        s.connect(d.client.status()["endpoints"]["tcp_control"])
+        s.send_multipart(P.Request(op="ping").encode())
+        assert not s.poll(1000)
+    finally:
+        s.close(0)
+    assert d.client.ping()
+
+
+def test_client_refuses_tcp_without_keys(curve: tuple[RunningDaemon, Keys]) -> None:
+    d, _ = curve
+    with pytest.raises(SeisdError) as err:
+        Client(home=d.home, endpoint=d.client.status()["endpoints"]["tcp_control"]).ping()
+    assert err.value.code == P.ErrorCode.BAD_ARGS and "CURVE" in str(err.value) and "seisctl keys create" in str(err.value)
+
+
+def test_runtime_dir_is_private(curve: tuple[RunningDaemon, Keys]) -> None:
+    d, _ = curve
+    rundir = P.runtime_dir(d.home)
+    assert stat.S_IMODE(rundir.stat().st_mode) == 0o700
+    assert (rundir / "control.sock").exists()
+
+
+def test_tcp_without_server_key_refuses_to_start(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    env = daemon_env(home, {"SEISD_TCP__ENDPOINT": f"tcp://127.0.0.1:{_free_port()}"})
+    r = subprocess.run([sys.executable, "-m", "daemon.main", "--home", str(home)], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    assert "server key" in r.stderr and "does not exist" in r.stderr and "seisctl keys create" in r.stderr
+    assert not (P.runtime_dir(home) / "control.sock").exists() or not _answers(home)
+
+
+def _answers(home: Path) -> bool:
+    try:
+        Client(home=home, timeout=0.5).ping()
+        return True
+    except DaemonUnavailable:
+        return False
