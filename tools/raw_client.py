@@ -1,0 +1,108 @@
+"""raw_client: send one seisd request built from docs/PROTOCOL.md alone, and print the reply header.
+
+    python tools/raw_client.py status
+    python tools/raw_client.py show '{"id": 3}'
+    python tools/raw_client.py --home /data/seisd jobs '{"state": ["running"]}'
+    python tools/raw_client.py --endpoint ipc:///tmp/seisd-1000-0123456789ab/control.sock ping
+
+It imports pyzmq and the standard library only, never seisd's own modules: it is the proof that the written
+specification is enough to talk to the daemon. It speaks ipc only (no CURVE) and sends no array frames.
+Exit status: 0 for an ok reply, 1 for an error reply, 2 for bad usage, 3 when no reply came within --timeout.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+PROTOCOL_VERSION = 1
+
+
+class UsageError(ValueError):
+    """The command line cannot be turned into a request (arguments that are not a JSON object)."""
+
+
+def home_dir(given: str | None) -> Path:
+    """The daemon's home: --home, else $SEISD_HOME, else $XDG_DATA_HOME/seisd, else ~/.local/share/seisd."""
+    if given:
+        return Path(given).expanduser().resolve()
+    if os.environ.get("SEISD_HOME"):
+        return Path(os.environ["SEISD_HOME"]).expanduser().resolve()
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return (Path(data) / "seisd").resolve()
+
+
+def control_endpoint(home: Path) -> str:
+    """PROTOCOL.md, "Endpoints": <$XDG_RUNTIME_DIR or /tmp>/seisd-<uid>-<sha1(home)[:12]>/control.sock."""
+    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    digest = hashlib.sha1(str(home).encode()).hexdigest()[:12]
+    return f"ipc://{base}/seisd-{os.getuid()}-{digest}/control.sock"
+
+
+def parse_args_json(text: str | None) -> dict[str, Any]:
+    """The operation's arguments: a JSON object, or nothing."""
+    if text is None:
+        return {}
+    try:
+        args = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"arguments are not JSON ({exc}); write them as an object, e.g. '{{\"id\": 3}}'") from None
+    if not isinstance(args, dict):
+        raise UsageError(f"arguments must be a JSON object, got {type(args).__name__}")
+    return args
+
+
+def request(endpoint: str, op: str, args: dict[str, Any], timeout_s: float) -> dict[str, Any] | None:
+    """Send one request on a fresh DEALER socket; return the reply header, or None after timeout_s of silence."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    rid = uuid.uuid4().hex[:16]
+    header = {"v": PROTOCOL_VERSION, "id": rid, "op": op, "args": args, "arrays": []}
+    sock.send(json.dumps(header).encode())
+    try:
+        while sock.poll(int(timeout_s * 1000)):
+            frames = sock.recv_multipart()
+            reply = json.loads(frames[0])
+            if reply.get("re") == rid:  # anything else is not ours (cannot happen on a fresh socket)
+                return reply
+        return None
+    finally:
+        sock.close(0)
+        ctx.term()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="raw_client.py", description="Send one seisd request; print the reply header.")
+    ap.add_argument("op", help="the operation, e.g. ping, status, jobs, show")
+    ap.add_argument("args", nargs="?", help="its arguments as one JSON object, e.g. '{\"id\": 3}'")
+    ap.add_argument("--home", help="the daemon's home (default: $SEISD_HOME, else ~/.local/share/seisd)")
+    ap.add_argument("--endpoint", help="an ipc:// endpoint, overriding the one derived from the home")
+    ap.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the reply (default 5)")
+    a = ap.parse_args(argv)
+    try:
+        args = parse_args_json(a.args)
+    except UsageError as exc:
+        print(f"raw_client: {exc}", file=sys.stderr)
+        return 2
+    endpoint = a.endpoint or control_endpoint(home_dir(a.home))
+    reply = request(endpoint, a.op, args, a.timeout)
+    if reply is None:
+        print(f"raw_client: no reply from {endpoint} within {a.timeout:g} s (is the daemon running?)",
+              file=sys.stderr)
+        return 3
+    print(json.dumps(reply, indent=2))
+    return 0 if reply.get("ok") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
