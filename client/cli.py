@@ -392,6 +392,39 @@ for _action in ("list", "info", "rename", "lock", "unlock", "rm", "default", "no
     COMMANDS[f"examples {_action}"] = _examples_action(_action)
 
 
+@command("stop-after-epoch")
+def cmd_stop_after_epoch(a: argparse.Namespace, out: Out) -> int:
+    r = client_of(a).call("stop_after_epoch", id=a.job)
+    out.emit(r, lambda: print(f"job {a.job} stops after its current epoch"))
+    return EXIT_OK
+
+
+@command("models list")
+def cmd_models_list(a: argparse.Namespace, out: Out) -> int:
+    rows = client_of(a).call("models.list")["models"]
+    out.emit({"models": rows}, lambda: _table(
+        ["NAME", "ARCHITECTURE", "CLASSES", "INPUT", "JOB", "CREATED"],
+        [[m["name"], m.get("architecture", "?"), len(m.get("classes") or []),
+          "x".join(map(str, m.get("input_shape") or [])) + f" x{m.get('in_channels', '?')}ch",
+          (m.get("provenance") or {}).get("job_id", "-"), (m.get("provenance") or {}).get("time_utc", "-")]
+         for m in rows]))
+    return EXIT_OK
+
+
+@command("models info")
+def cmd_models_info(a: argparse.Namespace, out: Out) -> int:
+    r = client_of(a).call("models.info", name=a.name)
+    out.emit(r, lambda: print(yaml.safe_dump(r, sort_keys=False, default_flow_style=None).rstrip()))
+    return EXIT_OK
+
+
+@command("models rm")
+def cmd_models_rm(a: argparse.Namespace, out: Out) -> int:
+    r = client_of(a).call("models.rm", name=a.name)
+    out.emit(r, lambda: print(f"removed model {a.name}"))
+    return EXIT_OK
+
+
 # -- keys and doctor -------------------------------------------------------------------------------------------
 
 
@@ -491,6 +524,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("workers", help="change the number of data workers of a running job")
     p.add_argument("job", type=int)
     p.add_argument("count", type=int)
+    sub.add_parser("stop-after-epoch", help="a training job stops at the end of its epoch, saving its model"
+                   ).add_argument("job", type=int)
+    m = sub.add_parser("models", help="trained models: list, info, rm").add_subparsers(dest="sub", required=True)
+    m.add_parser("list", help="models in the home")
+    for name, doc in (("info", "architecture, classes, input, training, metrics, provenance"),
+                      ("rm", "remove a model")):
+        m.add_parser(name, help=doc).add_argument("name")
     sub.add_parser("devices", help="device slots and their executors")
     sub.add_parser("doctor", help="check Python, packages, devices, /dev/shm, sockets and the daemon")
 

@@ -120,6 +120,14 @@ _op("events", "A job's stored events after a sequence number. Result: {events: [
 _op("devices", "The device slots and their executors. Result: {devices: [slot]}.")
 _op("workers", "Change the number of data worker processes of a running job (0..256). Result: what the job "
     "reports, e.g. {count}. A job that has no worker pool: error conflict.", id="int", count="int")
+_op("stop_after_epoch", "Ask a running training job to stop at the end of its current epoch (it saves its "
+    "checkpoint and model and succeeds). Result: what the job reports. A job without epochs: error conflict.",
+    id="int")
+_op("models.list", "Models in the home. Result: {models: [summary]}.")
+_op("models.info", "One model: architecture, classes, input specification, normalisation, training, metrics, "
+    "provenance. Result: the model.", name="string")
+_op("models.rm", "Remove a model file; refused (conflict) while a queued or running job uses it. Result: {removed}.",
+    name="string")
 _op("survey.list", "Surveys in the home. Result: {surveys: [summary]}.")
 _op("survey.info", "One survey: geometry, volumes with statistics, pick sets, source. Result: the survey.",
     name="string")

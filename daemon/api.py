@@ -135,6 +135,21 @@ class Api:
         self.d.send_control(self._job(id), "workers", {"count": count}, self._envelope, self._req.id, self._sock)
         return DEFERRED
 
+    def op_stop_after_epoch(self, id: int) -> object:
+        self.d.send_control(self._job(id), "stop_after_epoch", {}, self._envelope, self._req.id, self._sock)
+        return DEFERRED
+
+    def op_models_list(self) -> dict[str, Any]:
+        return {"models": catalog.list_models(self.d.home)}
+
+    def op_models_info(self, name: str) -> dict[str, Any]:
+        return catalog.model_info(self.d.home, name)
+
+    def op_models_rm(self, name: str) -> dict[str, Any]:
+        users = [j.id for j in self.d.store.list(states=["queued", "running", "interrupted"], limit=100_000)
+                 if _uses_model(j.spec, name)]
+        return catalog.remove_model(self.d.home, name, users)
+
     def op_survey_list(self) -> dict[str, Any]:
         return {"surveys": catalog.list_surveys(self.d.home)}
 
@@ -159,3 +174,10 @@ def _uses_survey(spec: dict[str, Any], name: str) -> bool:
     if spec.get("survey") == name:
         return True
     return any(isinstance(s, dict) and s.get("survey") == name for s in spec.get("sources") or [])
+
+
+def _uses_model(spec: dict[str, Any], name: str) -> bool:
+    """Whether a job file reads or writes the model (`model: NAME`, `output.model`, `init_from`)."""
+    def names(v: Any) -> list[Any]:
+        return [v.get("name"), v.get("model")] if isinstance(v, dict) else [v]
+    return name in (names(spec.get("model")) + names(spec.get("output")) + [spec.get("init_from")])

@@ -121,3 +121,48 @@ def examples_op(home: Path, action: str, name: str | None, value: str | None) ->
     except ex.ExampleSetError as exc:
         raise ProtocolError(ErrorCode.CONFLICT, str(exc)) from None
     return _example_json(ex.info(path), ex.get_default(folder))
+
+
+# -- models ----------------------------------------------------------------------------------------------------
+
+def _model_path(home: Path, name: str) -> Path:
+    path = home / "models" / f"{_checked_name('name', name)}.h5"
+    if not path.is_file():
+        raise ProtocolError(ErrorCode.NOT_FOUND, f"no model {name!r} in {home / 'models'}")
+    return path
+
+
+def _model_json(path: Path) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    from daemon.modelfile import ModelFileError, read_model_info
+
+    try:
+        info = asdict(read_model_info(path))
+    except ModelFileError as exc:
+        return {"name": path.stem, "error": str(exc)}
+    info.pop("user_source", None)
+    return {"name": path.stem, "architecture": info.pop("name"), "file": str(path),
+            "size_bytes": path.stat().st_size, **info}
+
+
+def list_models(home: Path) -> list[dict[str, Any]]:
+    out = []
+    for path in sorted((home / "models").glob("*.h5")):
+        m = _model_json(path)
+        out.append({k: m.get(k) for k in ("name", "architecture", "classes", "input_shape", "in_channels",
+                                          "provenance", "error") if k in m})
+    return out
+
+
+def model_info(home: Path, name: str) -> dict[str, Any]:
+    return _model_json(_model_path(home, name))
+
+
+def remove_model(home: Path, name: str, users: list[int]) -> dict[str, Any]:
+    path = _model_path(home, name)
+    if users:
+        raise ProtocolError(ErrorCode.CONFLICT, f"model {name!r} is used by queued or running jobs {users}; "
+                            "cancel them first", {"jobs": users})
+    path.unlink()
+    return {"removed": name}

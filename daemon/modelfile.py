@@ -19,14 +19,16 @@ import socket
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
-import torch
-from torch import nn
 
 from daemon.models import build_model
+
+if TYPE_CHECKING:  # torch is imported where weights are touched, so listings (in the daemon) stay torch-free
+    import torch
+    from torch import nn
 
 MODEL_FORMAT = "seisd-model"
 MODEL_FORMAT_VERSION = 1
@@ -63,6 +65,8 @@ class ModelInfo:
 
 def provenance(job_id: str | None = None) -> dict[str, Any]:
     """Who made a model, where, when and with what versions."""
+    import torch
+
     import daemon
 
     return {"job_id": job_id, "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -129,6 +133,8 @@ def read_model_info(path: str | Path) -> ModelInfo:
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """The state dict stored in a model file."""
+    import torch
+
     with h5py.File(path, "r") as h5:
         return {key: torch.from_numpy(np.asarray(ds[()])) for key, ds in h5["weights"].items()}
 
