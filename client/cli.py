@@ -269,6 +269,10 @@ def cmd_show(a: argparse.Namespace, out: Out) -> int:
         for h in j["history"]:
             print(f"  {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(h['time']))}  {h['state']:11} "
                   f"{h['reason'] or ''}")
+        if j.get("metrics"):
+            print("latest metrics:")
+            print("  " + yaml.safe_dump(j["metrics"], sort_keys=False, default_flow_style=None
+                                        ).replace("\n", "\n  ").rstrip())
         if j.get("result"):
             print("result:")
             print("  " + yaml.safe_dump(j["result"], sort_keys=False).replace("\n", "\n  ").rstrip())

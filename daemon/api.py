@@ -100,7 +100,7 @@ class Api:
     def op_show(self, id: int) -> dict[str, Any]:
         job = self._job(id)
         return {**job.summary(), "spec": job.spec, "result": job.result, "history": self.d.store.history(id),
-                "dir": str(self.d.job_dir(id))}
+                "metrics": self.d.store.last_event(id, P.EventType.JOB_METRICS), "dir": str(self.d.job_dir(id))}
 
     def op_cancel(self, id: int) -> dict[str, Any]:
         state = self.d.cancel(self._job(id))

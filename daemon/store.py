@@ -203,6 +203,12 @@ class JobStore:
         return [{"time": t, "state": s, "reason": r} for t, s, r in self.db.execute(
             "SELECT time, state, reason FROM job_history WHERE job_id=? ORDER BY rowid", (job_id,))]
 
+    def last_event(self, job_id: int, type_: str) -> dict[str, Any] | None:
+        """The data of a job's latest event of one type (e.g. its latest metrics), or None."""
+        row = self.db.execute("SELECT data FROM events WHERE job_id=? AND type=? ORDER BY seq DESC LIMIT 1",
+                              (job_id, type_)).fetchone()
+        return json.loads(row[0]) if row else None
+
     def events(self, job_id: int, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
         return [{"seq": seq, "time": t, "type": ty, "data": json.loads(d)} for seq, t, ty, d in self.db.execute(
             "SELECT seq, time, type, data FROM events WHERE job_id=? AND seq>? ORDER BY seq LIMIT ?",

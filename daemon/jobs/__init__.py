@@ -3,3 +3,4 @@ from daemon.jobs.registry import (CheckContext, InvalidJob, JobKind, JobSpec, ge
                                   load_plugins, register, validate_job)
 
 from daemon.jobs import data  # noqa: E402,F401  (registers import and extract)
+from daemon.jobs import predict, train  # noqa: E402,F401  (register train and predict)

@@ -1,0 +1,1 @@
+"""The `predict` job kind (being written)."""

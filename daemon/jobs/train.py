@@ -1,0 +1,1 @@
+"""The `train` job kind (being written)."""
