@@ -1,9 +1,11 @@
-"""SEG-Y -> survey cache. Reads with segyio, streams chunks of traces into a float32 memmap.
+"""SEG-Y -> survey cache: streams chunks of traces into a float32 volume, headers copied out in the same pass.
 
-Steps: open (endianness detected: big, then little; regular geometry first, then ``ignore_geometry=True`` so an
-irregular file can be told from a broken one), read the trace headers' inline/crossline/offset/coordinates, bin the
-traces into a regular grid (holes become dead traces, zero-filled), then stream the samples chunk by chunk. The
-survey is built in ``<folder>.partial`` and renamed at the end, so a failed or cancelled import leaves nothing.
+workers/segy_scan.py opens the file and bins its traces into a grid (holes become dead traces, zero-filled). The
+samples are then read straight from the file with numpy for IBM float (format 1, converted in numpy), IEEE float
+(5), float64 (6) and the integer formats (2, 3, 8, 16): a read-only memmap over the trace area with a structured
+dtype of [240-byte header, ns samples] in the file's byte order, converted a chunk of traces at a time. Other
+formats go through segyio's trace reads. The survey is built in ``<folder>.partial`` and renamed at the end, so a
+failed or cancelled import leaves nothing.
 """
 from __future__ import annotations
 
@@ -13,24 +15,25 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
-import segyio
 
-from workers.survey import Geometry, GeometryArrays, Survey, SurveyError, write_geometry_h5
+from workers.segy_scan import (CDP_X_BYTE, CDP_Y_BYTE, SCALAR_BYTE, TRACE_ID_BYTE, OFFSET_BYTE, SegyImportError,
+                               SegyScan, fail, scan_segy, trace_blocks)
+from workers.survey import GeometryArrays, Survey, SurveyError, write_geometry_h5
+
+__all__ = ["ImportCancelled", "ImportReport", "SegyImportError", "add_volume", "ibm_to_float32", "import_segy"]
 
 Progress = Callable[[float, str], None]
 Cancel = Callable[[], bool]
 
-BYTES_PER_SAMPLE = {1: 4, 2: 4, 3: 2, 5: 4, 6: 8, 8: 1, 9: 8, 10: 4, 11: 2, 12: 8, 15: 3, 16: 1}
-OFFSET_BYTE, SCALAR_BYTE, CDP_X_BYTE, CDP_Y_BYTE, TRACE_ID_BYTE = 37, 71, 181, 185, 29
-CHUNK_BYTES = 64 << 20      # samples read per step: bounds memory whatever the file size
+CHUNK_BYTES = 4 << 20       # raw trace bytes per step: bounds memory and keeps a chunk's buffers in cache
 STATS_TRACES = 2000         # traces sampled for the percentiles
-
-
-class SegyImportError(ValueError):
-    """A SEG-Y file that cannot be imported as a post-stack 3D survey; the message names the file and why."""
+# Sample formats read with numpy (code -> dtype without byte order); IBM (1) is read as words and converted.
+NUMPY_FORMATS = {1: "u4", 2: "i4", 3: "i2", 5: "f4", 6: "f8", 8: "i1", 16: "u1"}
+# IBM float: value = (-1)^sign * mantissa / 2^24 * 16^(exponent - 64); indexed by the word's top byte.
+_IBM_SCALE = np.array([(-1.0 if b & 0x80 else 1.0) * 2.0 ** (4 * ((b & 0x7F) - 64) - 24) for b in range(256)])
 
 
 class ImportCancelled(Exception):
@@ -48,23 +51,6 @@ class ImportReport:
     sorting: str
 
 
-@dataclass
-class _Scan:
-    """An opened SEG-Y with its traces binned into a grid."""
-
-    f: segyio.SegyFile
-    path: Path
-    endian: str
-    sorting: str
-    geometry: Geometry
-    keep: np.ndarray          # [n_traces] bool: traces that go into the volume (one offset)
-    ii: np.ndarray            # [n_traces] inline index of each trace
-    xx: np.ndarray            # [n_traces] crossline index of each trace
-    coords: np.ndarray        # [n_traces, 2] cdp x/y with the scalar applied
-    data_offset: int
-    trace_bytes: int
-
-
 class _Throttle:
     """Calls progress at most ``rate`` times a second (the last call always goes through)."""
 
@@ -78,201 +64,154 @@ class _Throttle:
             self.progress(fraction, message)
 
 
-def _fail(path: Path, why: str) -> SegyImportError:
-    return SegyImportError(f"cannot import {path}: {why}")
+def ibm_to_float32(words: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """IBM System/360 single-precision floats, given as uint32 words in any byte order, to IEEE float32.
 
-
-def _open(path: Path, iline: int, xline: int, endian: str) -> tuple[segyio.SegyFile, str, bool]:
-    """Open with segyio; returns (file, endian, regular). Irregular files come back with regular=False."""
-    if not path.is_file():
-        raise _fail(path, "no such file")
-    if path.stat().st_size <= 3600:
-        raise _fail(path, f"the file holds only {path.stat().st_size} bytes of headers and no traces")
-    endians = ("big", "little") if endian == "auto" else (endian,)
-    errors = []
-    for ignore in (False, True):
-        for e in endians:
-            try:
-                return segyio.open(str(path), "r", iline=iline, xline=xline, endian=e,
-                                   ignore_geometry=ignore), e, not ignore
-            except (RuntimeError, IndexError, ValueError) as exc:  # segyio's ways of saying "not this way"
-                errors.append(f"{e}-endian{' unstructured' if ignore else ''}: {exc}")
-    raise _fail(path, "truncated or not a SEG-Y file (no endianness gives a consistent trace count); "
-                      + "; ".join(errors[-len(endians):]))
-
-
-def _line_axis(path: Path, values: np.ndarray, label: str, byte: int) -> np.ndarray:
-    """Regular axis of line numbers covering ``values`` (step = gcd of the gaps; missing lines become dead)."""
-    uniq = np.unique(values)
-    step = int(np.gcd.reduce(np.diff(uniq))) if len(uniq) > 1 else 1
-    n = (int(uniq[-1]) - int(uniq[0])) // step + 1
-    if n > 100 * len(uniq) and n > 100_000:
-        raise _fail(path, f"{label} numbers (byte {byte}) {uniq[:5].tolist()}... do not form a grid; "
-                          f"check the {label} byte position")
-    return np.arange(int(uniq[0]), int(uniq[-1]) + 1, step, dtype=np.int64)
-
-
-def _select_offset(path: Path, offsets: np.ndarray, offset: int | None) -> np.ndarray:
-    uniq = np.unique(offsets)
-    if offset is None:
-        if len(uniq) > 1:
-            raise _fail(path, f"pre-stack data: {len(uniq)} offsets {uniq[:10].tolist()} (byte {OFFSET_BYTE}); "
-                              "seisd imports post-stack volumes; pass offset=<one of them> to import a single offset")
-        return np.ones(len(offsets), dtype=bool)
-    if offset not in uniq:
-        raise _fail(path, f"offset {offset} is not in the file; its offsets are {uniq[:10].tolist()}")
-    return offsets == offset
-
-
-def _check_unique_positions(path: Path, ii: np.ndarray, xx: np.ndarray, nx: int, iline: int, xline: int) -> None:
-    flat = ii * nx + xx
-    uniq, counts = np.unique(flat, return_counts=True)
-    if len(uniq) < len(flat):
-        k = int(np.argmax(counts))
-        raise _fail(path, f"not a post-stack 3D grid: {len(flat) - len(uniq)} traces repeat an inline/crossline "
-                          f"position (e.g. {int(counts[k])} traces at grid index {divmod(int(uniq[k]), nx)}) "
-                          f"with inline byte {iline} and crossline byte {xline}; a shot gather or a wrong byte "
-                          "position (pass iline=/xline=)")
-
-
-def _field_size(byte: int) -> int:
-    """Width of the trace header field starting at ``byte`` (SEG-Y rev 1 table, 1-based)."""
-    four = set(range(1, 29, 4)) | set(range(37, 69, 4)) | set(range(73, 89, 4)) | {181, 185, 189, 193, 197}
-    return 4 if byte in four else 2
-
-
-def _read_fields(raw: np.ndarray, bytes_: list[int], big: bool) -> list[np.ndarray]:
-    """Header fields of every trace, parsed from the raw trace records chunk by chunk (one pass, bounded memory)."""
-    n = raw.shape[0]
-    out = [np.empty(n, dtype=np.int64) for _ in bytes_]
-    step = 1 << 16
-    for a in range(0, n, step):
-        heads = np.array(raw[a:a + step, :240])
-        for arr, byte in zip(out, bytes_):
-            size = _field_size(byte)
-            dt = np.dtype(f"{'>' if big else '<'}i{size}")
-            arr[a:a + step] = np.ascontiguousarray(heads[:, byte - 1:byte - 1 + size]).view(dt).ravel()
+    Exact in float64 (24-bit mantissa times a power of two), then rounded to the nearest float32; values beyond
+    float32's range become +-inf (segyio makes them NaN; the importer zeroes and counts both).
+    """
+    w = words.astype(np.uint32)  # native byte order, own copy
+    scale = _IBM_SCALE[w >> 24]
+    np.bitwise_and(w, 0xFFFFFF, out=w)
+    np.multiply(scale, w, out=scale)
+    out = np.empty(words.shape, dtype=np.float32) if out is None else out
+    with np.errstate(over="ignore"):
+        np.copyto(out, scale, casting="same_kind")
     return out
 
 
-def _coordinates(x: np.ndarray, y: np.ndarray, scalar: np.ndarray) -> np.ndarray:
-    """[n, 2] cdp x/y with the SEG-Y coordinate scalar applied (negative: divide, positive: multiply, 0: 1)."""
-    s = np.where(scalar == 0, 1, scalar).astype(np.float64)
-    factor = np.where(s < 0, 1.0 / np.abs(s), s)
-    return np.stack([x * factor, y * factor], axis=1)
+def _record_dtype(scan: SegyScan) -> np.dtype:
+    """One trace record: 240 header bytes, then the samples (numpy formats) or opaque bytes (segyio formats)."""
+    ns = scan.geometry.sample_count
+    code = NUMPY_FORMATS.get(scan.sample_format)
+    samples = (f"{'>' if scan.endian == 'big' else '<'}{code}", (ns,)) if code else (f"V{scan.trace_bytes - 240}",)
+    return np.dtype([("h", np.uint8, (240,)), ("s", *samples)])
 
 
-def _trace_layout(f: segyio.SegyFile, path: Path, ns: int) -> tuple[int, int]:
-    """(offset of the first trace, bytes per trace), checked against the file size."""
-    trace_bytes = 240 + ns * BYTES_PER_SAMPLE.get(int(f.bin[segyio.BinField.Format]), 4)
-    data_offset = 3600 + 3200 * max(int(f.ext_headers), 0)
-    if data_offset + f.tracecount * trace_bytes != path.stat().st_size:
-        raise _fail(path, f"file size {path.stat().st_size} does not match {f.tracecount} traces of "
-                          f"{trace_bytes} bytes")
-    return data_offset, trace_bytes
+def _chunks(scan: SegyScan, chunk: int) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+    """(first, end, float32 samples [end - first, ns], raw headers [end - first, 240]) per chunk of traces.
+
+    Both arrays are buffers reused between chunks: use them before asking for the next chunk.
+    """
+    n, ns = scan.traces, scan.geometry.sample_count
+    buf = np.empty((min(chunk, n), ns), dtype=np.float32)
+    for a, b, records in trace_blocks(scan.path, scan.data_offset, n, _record_dtype(scan), chunk):
+        out = buf[:b - a]
+        if scan.sample_format == 1:
+            ibm_to_float32(records["s"], out)
+        elif scan.sample_format in NUMPY_FORMATS:
+            np.copyto(out, records["s"], casting="unsafe")  # byte swap and cast in one pass
+        else:  # formats numpy cannot read (e.g. 24-bit integers): segyio converts
+            np.copyto(out, scan.f.trace.raw[a:b].reshape(b - a, ns), casting="unsafe")
+        yield a, b, out, records["h"]
 
 
-def _scan(path: Path, iline: int, xline: int, endian: str, offset: int | None, unit: str) -> _Scan:
-    f, e, regular = _open(path, iline, xline, endian)
+class _Sums:
+    """Running sum, sum of squares, count, min and max of the live samples."""
+
+    def __init__(self) -> None:
+        self.sum = self.sumsq = 0.0
+        self.count = 0
+        self.min, self.max = math.inf, -math.inf
+
+    def add(self, data: np.ndarray) -> None:
+        """Fold in a [traces, ns] float32 block: per-trace float32 sums, accumulated in float64."""
+        if data.size:
+            self.sum += float(data.sum(axis=1).sum(dtype=np.float64))
+            self.sumsq += float(np.einsum("ij,ij->i", data, data).sum(dtype=np.float64))
+            self.count += data.size
+            self.min, self.max = min(self.min, float(data.min())), max(self.max, float(data.max()))
+
+
+def _zero_non_finite(data: np.ndarray) -> int:
+    """Replace NaN/inf by 0 in place and return how many there were (a NaN would poison every normalisation)."""
+    if data.size == 0 or (np.isfinite(data.min()) and np.isfinite(data.max())):  # min/max propagate NaN
+        return 0
+    bad = ~np.isfinite(data)
+    data[bad] = 0.0
+    return int(bad.sum())
+
+
+class _RowWriter:
+    """Writes rows of a [rows, width] memmap: a run of consecutive rows with one pwrite, other rows by scatter.
+
+    pwrite goes through the page cache, which is cheaper than faulting in fresh memmap pages 4 KiB at a time.
+    """
+
+    def __init__(self, target: np.memmap, width: int) -> None:
+        self.rows = target.reshape(-1, width)
+        self.base, self.row_bytes = int(target.offset), width * target.itemsize
+        self.fd = os.open(target.filename, os.O_WRONLY)
+
+    def write(self, where: slice | np.ndarray, data: np.ndarray) -> None:
+        """Rows ``where`` (a slice of consecutive rows, or row indices) get ``data``."""
+        if isinstance(where, slice):
+            os.pwrite(self.fd, np.ascontiguousarray(data), self.base + where.start * self.row_bytes)
+        else:
+            self.rows[where] = data
+
+    def close(self, sync: bool = False) -> None:
+        """Close the file, after an fsync when ``sync`` (the rows are on disk when this returns)."""
+        try:
+            if sync:
+                os.fsync(self.fd)
+        finally:
+            os.close(self.fd)
+
+
+def _stream(scan: SegyScan, vol: np.memmap, headers: np.memmap | None, report: _Throttle,
+            cancel: Cancel | None) -> tuple[_Sums, int]:
+    """Copy traces into ``vol`` (and raw headers into ``headers``) chunk by chunk; returns (sums, NaN/inf count)."""
+    ns = scan.geometry.sample_count
+    writers = [_RowWriter(vol, ns)] + ([_RowWriter(headers, 240)] if headers is not None else [])
+    ok = False
     try:
-        n = f.tracecount
-        if n == 0:
-            raise _fail(path, "the file has no traces")
-        samples = np.asarray(f.samples, dtype=np.float64)
-        data_offset, trace_bytes = _trace_layout(f, path, len(samples))
-        raw = np.memmap(path, dtype=np.uint8, mode="r", offset=data_offset, shape=(n, trace_bytes))
-        il, xl, off, cx, cy, sc = _read_fields(raw, [iline, xline, OFFSET_BYTE, CDP_X_BYTE, CDP_Y_BYTE,
-                                                     SCALAR_BYTE], e == "big")
-        del raw
-        keep = _select_offset(path, off, offset)
-        il_axis = _line_axis(path, il[keep], "inline", iline)
-        xl_axis = _line_axis(path, xl[keep], "crossline", xline)
-        ii = np.searchsorted(il_axis, il)
-        xx = np.searchsorted(xl_axis, xl)
-        _check_unique_positions(path, ii[keep], xx[keep], len(xl_axis), iline, xline)
-        step = float(samples[1] - samples[0]) if len(samples) > 1 else max(f.bin[segyio.BinField.Interval], 1) / 1e3
-        geometry = Geometry(tuple(il_axis), tuple(xl_axis), float(samples[0]), step, len(samples), unit)
-        sorting = {segyio.TraceSortingFormat.INLINE_SORTING: "inline",
-                   segyio.TraceSortingFormat.CROSSLINE_SORTING: "crossline"}.get(f.sorting, "unstructured") \
-            if regular else "unstructured"
-        return _Scan(f, path, e, sorting, geometry, keep, ii, xx, _coordinates(cx, cy, sc), data_offset,
-                     trace_bytes)
-    except BaseException:
-        f.close()
-        raise
-
-
-def _stream(scan: _Scan, vol: np.ndarray, headers: np.ndarray | None, report: _Throttle,
-            cancel: Cancel | None) -> tuple[dict[str, float], int]:
-    """Copy traces into ``vol`` (and raw headers into ``headers``) chunk by chunk; returns (running sums, nan count)."""
-    n, ns = scan.f.tracecount, scan.geometry.sample_count
-    raw = np.memmap(scan.path, dtype=np.uint8, mode="r", offset=scan.data_offset, shape=(n, scan.trace_bytes))
-    flat_all = scan.ii * scan.geometry.shape[1] + scan.xx
-    fd = os.open(vol.filename, os.O_WRONLY) if isinstance(vol, np.memmap) and vol.filename else None
-    try:
-        return _copy_chunks(scan, vol, headers, report, cancel, raw, flat_all, fd)
+        out = _copy_chunks(scan, writers, report, cancel)
+        ok = True
+        return out
     finally:
-        if fd is not None:
-            os.close(fd)
+        for k, w in enumerate(writers):
+            w.close(sync=ok and k == 0)  # the volume is on disk before the survey is renamed into place
 
 
-def _copy_chunks(scan: _Scan, vol: np.ndarray, headers: np.ndarray | None, report: _Throttle, cancel: Cancel | None,
-                 raw: np.ndarray, flat_all: np.ndarray, fd: int | None) -> tuple[dict[str, float], int]:
-    """The chunk loop of _stream: segyio reads, NaN/inf zeroing, contiguous pwrite or scatter, running sums."""
-    n, ns = scan.f.tracecount, scan.geometry.sample_count
-    chunk = max(1, CHUNK_BYTES // (ns * 8))
-    acc = {"sum": 0.0, "sumsq": 0.0, "count": 0, "min": math.inf, "max": -math.inf}
-    bad_total = 0
-    vol2d = vol.reshape(-1, ns)
-    heads2d = headers.reshape(-1, 240) if headers is not None else None
-    for a in range(0, n, chunk):
+def _copy_chunks(scan: SegyScan, writers: list[_RowWriter], report: _Throttle,
+                 cancel: Cancel | None) -> tuple[_Sums, int]:
+    """The chunk loop of _stream: decode, NaN/inf zeroing, write samples (and headers), running sums."""
+    n = scan.traces
+    flat_all = scan.ii * scan.geometry.shape[1] + scan.xx
+    sums, bad_total = _Sums(), 0
+    for a, b, data, heads in _chunks(scan, max(1, CHUNK_BYTES // scan.trace_bytes)):
         if cancel is not None and cancel():
             raise ImportCancelled(f"import of {scan.path} cancelled at trace {a} of {n}")
-        b = min(a + chunk, n)
-        keep = scan.keep[a:b]
-        data = np.asarray(scan.f.trace.raw[a:b], dtype=np.float32).reshape(b - a, ns)
-        heads = raw[a:b, :240]
-        flat = flat_all[a:b]
+        keep, flat = scan.keep[a:b], flat_all[a:b]
         if not keep.all():
             data, heads, flat = data[keep], heads[keep], flat[keep]
-        if not np.isfinite(data).all():  # counted, zeroed and reported: a NaN would poison every normalisation
-            bad = ~np.isfinite(data)
-            bad_total += int(bad.sum())
-            data[bad] = 0.0
-        # Sorted files map a chunk of traces onto consecutive cache rows: one slice copy instead of a scatter.
-        where = slice(int(flat[0]), int(flat[0]) + len(flat)) \
-            if len(flat) and flat[-1] - flat[0] == len(flat) - 1 and (np.diff(flat) == 1).all() else flat
-        if isinstance(where, slice) and fd is not None:
-            # pwrite into the page cache: cheaper than faulting in fresh memmap pages one 4 KiB page at a time
-            os.pwrite(fd, np.ascontiguousarray(data), where.start * ns * 4)
-        else:
-            vol2d[where] = data
-        if heads2d is not None:
-            heads2d[where] = heads
-        if data.size:
-            acc["sum"] += float(data.sum(dtype=np.float64))
-            acc["sumsq"] += float(np.einsum("ij,ij->", data, data, dtype=np.float64))
-            acc["count"] += data.size
-            acc["min"], acc["max"] = min(acc["min"], float(data.min())), max(acc["max"], float(data.max()))
+        bad_total += _zero_non_finite(data)
+        # Sorted files map a chunk of traces onto consecutive cache rows: one write instead of a scatter.
+        contiguous = len(flat) > 0 and int(flat[-1] - flat[0]) == len(flat) - 1 and bool((np.diff(flat) == 1).all())
+        where = slice(int(flat[0]), int(flat[0]) + len(flat)) if contiguous else flat
+        for w, rows in zip(writers, (data, heads)):
+            w.write(where, rows)
+        sums.add(data)
         report(b / n, f"{b} of {n} traces")
-    return acc, bad_total
+    return sums, bad_total
 
 
-def _stats(vol: np.ndarray, live: np.ndarray, acc: dict[str, float], nan_count: int) -> dict[str, float]:
+def _stats(vol: np.ndarray, live: np.ndarray, sums: _Sums, nan_count: int) -> dict[str, float]:
     """Exact mean/std/min/max over live traces; p01/p99 from up to STATS_TRACES evenly spread live traces."""
-    count = max(acc["count"], 1)
-    mean = acc["sum"] / count
-    std = math.sqrt(max(acc["sumsq"] / count - mean * mean, 0.0))
+    count = max(sums.count, 1)
+    mean = sums.sum / count
+    std = math.sqrt(max(sums.sumsq / count - mean * mean, 0.0))
     li, lx = np.nonzero(live)
     pick = np.linspace(0, len(li) - 1, min(STATS_TRACES, len(li))).astype(np.int64) if len(li) else []
-    sample = np.asarray(vol[li[pick], lx[pick]], dtype=np.float64) if len(li) else np.zeros(1)
-    p01, p99 = np.percentile(sample, [1, 99])
-    return {"mean": mean, "std": std, "min": acc["min"] if acc["count"] else 0.0,
-            "max": acc["max"] if acc["count"] else 0.0, "p01": float(p01), "p99": float(p99),
+    sample = vol[li[pick], lx[pick]].ravel() if len(li) else np.zeros(1, dtype=np.float32)  # a copy: ours
+    p01, p99 = np.percentile(sample, [1, 99], overwrite_input=True)  # partitions in place, float32: no extra copy
+    return {"mean": mean, "std": std, "min": sums.min if sums.count else 0.0,
+            "max": sums.max if sums.count else 0.0, "p01": float(p01), "p99": float(p99),
             "nan_count": nan_count}
 
 
-def _fill_dead(scan: _Scan, headers: np.ndarray, live: np.ndarray, iline: int, xline: int,
+def _fill_dead(scan: SegyScan, headers: np.ndarray, live: np.ndarray, iline: int, xline: int,
                cdp: np.ndarray) -> None:
     """Synthesise headers of dead traces: a live header with il/xl/coordinates set and trace id 2 (dead)."""
     dead_i, dead_x = np.nonzero(~live)
@@ -294,7 +233,7 @@ def _fill_dead(scan: _Scan, headers: np.ndarray, live: np.ndarray, iline: int, x
         headers[i, x] = h
 
 
-def _grid_coordinates(scan: _Scan, live: np.ndarray) -> np.ndarray:
+def _grid_coordinates(scan: SegyScan, live: np.ndarray) -> np.ndarray:
     """[ni, nx, 2] coordinates; dead positions from an affine fit (il, xl) -> (x, y) over the live traces."""
     ni, nx, _ = scan.geometry.shape
     cdp = np.zeros((ni, nx, 2), dtype=np.float64)
@@ -308,9 +247,9 @@ def _grid_coordinates(scan: _Scan, live: np.ndarray) -> np.ndarray:
     return cdp
 
 
-def _source_info(scan: _Scan, iline: int, xline: int, offset: int | None) -> dict:
-    return {"path": str(scan.path.resolve()), "format": int(scan.f.bin[segyio.BinField.Format]),
-            "endian": scan.endian, "sorting": scan.sorting, "traces": int(scan.f.tracecount),
+def _source_info(scan: SegyScan, iline: int, xline: int, offset: int | None) -> dict:
+    return {"path": str(scan.path.resolve()), "format": scan.sample_format,
+            "endian": scan.endian, "sorting": scan.sorting, "traces": scan.traces,
             "bytes": {"iline": iline, "xline": xline, "offset": OFFSET_BYTE, "cdp_x": CDP_X_BYTE,
                       "cdp_y": CDP_Y_BYTE, "scalar": SCALAR_BYTE},
             "offset": offset, "ext_headers": int(scan.f.ext_headers)}
@@ -332,7 +271,7 @@ def import_segy(path: str | os.PathLike, survey_folder: str | os.PathLike, name:
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)  # leftover of a crashed import
     report = _Throttle(progress)
-    scan = _scan(path, iline, xline, endian, offset, sample_unit)
+    scan = scan_segy(path, iline, xline, endian, offset, sample_unit)
     try:
         ni, nx, _ = scan.geometry.shape
         live = np.zeros((ni, nx), dtype=bool)
@@ -342,8 +281,7 @@ def import_segy(path: str | os.PathLike, survey_folder: str | os.PathLike, name:
                                source=_source_info(scan, iline, xline, offset))
         headers = np.lib.format.open_memmap(partial / "headers.tmp.npy", "w+", np.uint8, (ni, nx, 240))
         vol = survey.new_volume(volume)
-        acc, nan_count = _stream(scan, vol, headers, report, cancel)
-        vol.flush()
+        sums, nan_count = _stream(scan, vol, headers, report, cancel)
         _fill_dead(scan, headers, live, iline, xline, cdp)
         arrays = GeometryArrays(cdp[..., 0], cdp[..., 1], ~live, _text_headers(path, int(scan.f.ext_headers)),
                                 _binary_header(path), headers)
@@ -352,7 +290,7 @@ def import_segy(path: str | os.PathLike, survey_folder: str | os.PathLike, name:
         (partial / "headers.tmp.npy").unlink()
         survey.doc["has_geometry_h5"] = True
         survey.doc["source"]["dead_traces"] = int((~live).sum())
-        survey.register_volume(volume, _stats(vol, live, acc, nan_count))
+        survey.register_volume(volume, _stats(vol, live, sums, nan_count))
         del vol
         os.replace(partial, folder)
     except BaseException:
@@ -392,21 +330,20 @@ def add_volume(path: str | os.PathLike, survey_folder: str | os.PathLike, volume
     survey = Survey.open(survey_folder)
     if volume in survey.volumes:
         raise SurveyError(f"survey {survey.name!r} already has a volume {volume!r}; choose another name")
-    scan = _scan(Path(path), iline, xline, endian, offset, survey.geometry.sample_unit)
+    scan = scan_segy(Path(path), iline, xline, endian, offset, survey.geometry.sample_unit)
     tmp = survey.folder / f"{volume}.f32.partial"
     try:
         diff = scan.geometry.differences(survey.geometry)
         if diff:
-            raise _fail(Path(path), f"its grid differs from survey {survey.name!r}: " + "; ".join(diff))
+            raise fail(Path(path), f"its grid differs from survey {survey.name!r}: " + "; ".join(diff))
         ni, nx, ns = survey.shape
         live = np.zeros((ni, nx), dtype=bool)
         live[scan.ii[scan.keep], scan.xx[scan.keep]] = True
         with open(tmp, "wb") as fh:
             fh.truncate(ni * nx * ns * 4)
         vol = np.memmap(tmp, dtype=np.float32, mode="r+", shape=(ni, nx, ns))
-        acc, nan_count = _stream(scan, vol, None, _Throttle(progress), cancel)
-        vol.flush()
-        stats = _stats(vol, live, acc, nan_count)
+        sums, nan_count = _stream(scan, vol, None, _Throttle(progress), cancel)
+        stats = _stats(vol, live, sums, nan_count)
         del vol
         os.replace(tmp, survey.folder / f"{volume}.f32")
         survey.register_volume(volume, stats)
