@@ -94,6 +94,8 @@ class Client:
                     **args: Any) -> tuple[dict[str, Any], list[np.ndarray]]:
         """Like `call`, for operations that send or return binary arrays."""
         req = P.Request(op=op, args={k: v for k, v in args.items() if v is not None}, arrays=list(arrays))
+        if self.endpoint.startswith("ipc://") and not os.path.exists(self.endpoint[len("ipc://"):]):
+            raise DaemonUnavailable("unavailable", self._unreachable())  # no socket: do not wait for nobody
         s = self._socket()
         s.send_multipart(req.encode(), copy=False)
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)

@@ -60,7 +60,7 @@ class EventType:
     """Every event type published on the PUB socket. Topic `job.<id>` carries job.*, `viewer.<name>` viewer.*,
     and `daemon` carries daemon.*."""
 
-    JOB_STATE = "job.state"            # data: state, previous, reason, error
+    JOB_STATE = "job.state"            # data: id, state, previous, reason, error
     JOB_PROGRESS = "job.progress"      # data: fraction (0..1), message, eta_s, and kind-specific fields
     JOB_LOG = "job.log"                # data: level, message
     JOB_METRICS = "job.metrics"        # data: kind-specific figures (loss, accuracy, worker statistics ...)
@@ -107,7 +107,8 @@ def _op(name: str, doc: str, /, **args: str) -> None:
 
 
 _op("ping", "Cheapest round trip. Result: {session, version}.")
-_op("status", "The daemon's state. Result: {version, protocol, pid, session, started, home, devices, jobs, limits}.")
+_op("status", "The daemon's state. Result: {version, protocol, pid, session, started, home, python, stopping, "
+    "devices, jobs, endpoints, limits}.")
 _op("submit", "Validate and queue a job. Result: {id, state}. A bad job file: error invalid_job with "
     "details.problems, nothing queued.", job="object", priority="int?")
 _op("jobs", "List jobs, newest first. Result: {jobs: [summary]}.", state="array?", kind="string?", limit="int?")
@@ -128,6 +129,16 @@ _op("models.info", "One model: architecture, classes, input specification, norma
     "provenance. Result: the model.", name="string")
 _op("models.rm", "Remove a model file; refused (conflict) while a queued or running job uses it. Result: {removed}.",
     name="string")
+_op("stream.open", "Open a streaming-apply session: a model (by name, in the home's models/) is loaded in an "
+    "executor and kept warm for blocks. outputs: any of labels, probabilities, confidence (default labels); "
+    "device: auto | cpu | cuda | cuda:N; options: tile, overlap, stride. Result: {session, slot, model, classes, "
+    "input, outputs}.", model="string", outputs="array?", batch_size="int?", device="string?", options="object?")
+_op("stream.apply", "Apply the session's model to one block sent as one binary array frame (float32 or any "
+    "numeric dtype; [n_inlines, n_crosslines, n_samples], or [channels, ...] for multi-volume models). Result: "
+    "{outputs: [names]} and one array frame per output in that order. A block of the wrong shape or dtype gets "
+    "bad_args and the session stays usable.", session="string")
+_op("stream.close", "Close a streaming session and free its model. Result: {closed}.", session="string")
+_op("stream.list", "Open streaming sessions. Result: {sessions: [session]}.")
 _op("survey.list", "Surveys in the home. Result: {surveys: [summary]}.")
 _op("survey.info", "One survey: geometry, volumes with statistics, pick sets, source. Result: the survey.",
     name="string")
@@ -210,7 +221,7 @@ class Request:
     def encode(self) -> list[bytes | memoryview]:
         header = {"v": PROTOCOL_VERSION, "id": self.id, "op": self.op, "args": self.args,
                   "arrays": [array_descriptor(a) for a in self.arrays]}
-        return [dumps(header)] + [_frame_of(a) for a in self.arrays]
+        return [dumps(header)] + [frame_of(a) for a in self.arrays]
 
 
 @dataclass
@@ -232,14 +243,15 @@ class Reply:
         else:
             header["error"] = self.error
         header["arrays"] = [array_descriptor(a) for a in self.arrays]
-        return [dumps(header)] + [_frame_of(a) for a in self.arrays]
+        return [dumps(header)] + [frame_of(a) for a in self.arrays]
 
     @classmethod
     def failure(cls, re: str | None, session: str, err: ProtocolError) -> "Reply":
         return cls(re=re, ok=False, session=session, error=err.to_json())
 
 
-def _frame_of(a: np.ndarray) -> memoryview | bytes:
+def frame_of(a: np.ndarray) -> memoryview | bytes:
+    """The bytes of an array frame (C order, the array's own byte order), without a copy where possible."""
     a = np.ascontiguousarray(a)
     return memoryview(a.reshape(-1).view(np.uint8)) if a.size else b""
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import sys
+import time
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -18,10 +20,14 @@ from daemon import __version__, catalog, scheduler
 from daemon.jobs import CheckContext, InvalidJob, validate_job
 from daemon.store import JobRow, StoreError
 
+from daemon.server_types import CONTROL_TIMEOUT_S, Pending, StreamSession
+
 if TYPE_CHECKING:
     from daemon.server import Daemon
 
 DEFERRED = object()
+STREAM_OUTPUTS = ("labels", "probabilities", "confidence")
+STREAM_TIMEOUT_S = 300.0   # a large block on a CPU takes a while
 Result = tuple[dict[str, Any], list[np.ndarray]]
 
 
@@ -149,6 +155,62 @@ class Api:
         users = [j.id for j in self.d.store.list(states=["queued", "running", "interrupted"], limit=100_000)
                  if _uses_model(j.spec, name)]
         return catalog.remove_model(self.d.home, name, users)
+
+    def op_stream_open(self, model: str, outputs: list[Any] | None = None, batch_size: int | None = None,
+                       device: str | None = None, options: dict[str, Any] | None = None) -> object:
+        path = catalog.model_info_path(self.d.home, model)
+        bad = [o for o in outputs or [] if o not in STREAM_OUTPUTS]
+        if bad or (outputs is not None and not outputs):
+            raise P.ProtocolError(P.ErrorCode.BAD_ARGS, f"outputs: expected a non-empty list of "
+                                  f"{', '.join(STREAM_OUTPUTS)}; got {outputs}")
+        if batch_size is not None and not 1 <= batch_size <= 65536:
+            raise P.ProtocolError(P.ErrorCode.BAD_ARGS, f"batch_size: expected 1..65536, got {batch_size}")
+        h = self._stream_slot(device or "auto")
+        sid = uuid.uuid4().hex[:16]
+        self.d.streams[sid] = StreamSession(sid, h.slot.name, h.pid, model, time.time())
+
+        def forget_on_failure(ok: bool, result: Any) -> None:
+            if not ok:
+                self.d.streams.pop(sid, None)
+
+        args = {"model_path": str(path), "model": model, "outputs": outputs or ["labels"],
+                "batch_size": batch_size, "options": options or {}, "torch_device": h.slot.torch_device}
+        self.d.ask_executor(h, {"op": "stream_open", "session": sid, "args": args},
+                            Pending(self._envelope, self._req.id, self._sock, time.monotonic() + STREAM_TIMEOUT_S,
+                                    forget_on_failure))
+        return DEFERRED
+
+    def _stream_slot(self, device: str) -> Any:
+        live = [h for h in self.d.supervisor.handles.values() if h.state in ("ready", "busy")
+                and scheduler.slot_accepts(h.slot.name, device, "any")]
+        if not live:
+            raise P.ProtocolError(P.ErrorCode.UNAVAILABLE, f"no running executor for device {device!r} "
+                                  f"(slots: {', '.join(self.d.supervisor.handles)})")
+        load = {h.slot.name: sum(st.slot == h.slot.name for st in self.d.streams.values()) for h in live}
+        return min(live, key=lambda h: (h.slot.kind == "cpu", load[h.slot.name]))  # a GPU first, then the least used
+
+    def op_stream_apply(self, session: str) -> object:
+        st, h = self.d.stream_handle(session)
+        if len(self._req.arrays) != 1:
+            raise P.ProtocolError(P.ErrorCode.BAD_ARGS, f"stream.apply takes exactly one array frame (the block); "
+                                  f"got {len(self._req.arrays)}")
+        a = self._req.arrays[0]
+        self.d.ask_executor(h, {"op": "stream_apply", "session": session, "args": {},
+                                "arrays": [P.array_descriptor(a)]},
+                            Pending(self._envelope, self._req.id, self._sock, time.monotonic() + STREAM_TIMEOUT_S),
+                            [P.frame_of(a)])
+        return DEFERRED
+
+    def op_stream_close(self, session: str) -> object:
+        st, h = self.d.stream_handle(session)
+        del self.d.streams[session]
+        self.d.ask_executor(h, {"op": "stream_close", "session": session},
+                            Pending(self._envelope, self._req.id, self._sock, time.monotonic() + CONTROL_TIMEOUT_S))
+        return DEFERRED
+
+    def op_stream_list(self) -> dict[str, Any]:
+        return {"sessions": [{"session": st.id, "slot": st.slot, "model": st.model, "opened": st.opened}
+                             for st in self.d.streams.values()]}
 
     def op_survey_list(self) -> dict[str, Any]:
         return {"surveys": catalog.list_surveys(self.d.home)}

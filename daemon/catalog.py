@@ -155,6 +155,11 @@ def list_models(home: Path) -> list[dict[str, Any]]:
     return out
 
 
+def model_info_path(home: Path, name: str) -> Path:
+    """The file of a model by name, or not_found."""
+    return _model_path(home, name)
+
+
 def model_info(home: Path, name: str) -> dict[str, Any]:
     return _model_json(_model_path(home, name))
 

@@ -15,12 +15,18 @@ memory. A job's own worker processes watch the executor the same way.
 
 Messages (one JSON frame each; internal to seisd, not part of the public protocol):
   daemon -> executor  {"op": "run", "job", "kind", "spec", "job_dir", "attempt", "resume", "device"}
-                      {"op": "cancel", "job", "reason"}      {"op": "control", "job", "name", "args"}
+                      {"op": "cancel", "job", "reason"}      {"op": "control", "job", "name", "args", "token"}
+                      {"op": "stream_open" | "stream_apply" | "stream_close", "session", "args", "token"}
                       {"op": "exit"}
   executor -> daemon  {"type": "hello", "slot", "pid"}       {"type": "heartbeat", "pid", "job"}
                       {"type": "event", "job", "event", "data"}
                       {"type": "done", "job", "outcome": succeeded|failed|cancelled, "error", "result"}
-                      {"type": "control_reply", "job", "name", "ok", "result" | "error"}
+                      {"type": "reply", "token", "ok", "result" | "code" + "error"}
+A stream_apply request and its reply carry binary array frames after the JSON frame, exactly as on the public
+socket: the daemon relays them without copying into JSON.
+
+Streaming sessions (a host application applying a model to blocks it holds in memory) are served by a third thread,
+so a loaded model answers blocks while a job runs in the main thread; requests are served one at a time, in order.
 """
 from __future__ import annotations
 
@@ -40,11 +46,29 @@ from typing import Any
 
 import zmq
 
+from client.protocol import ProtocolError, array_descriptor, decode_array, frame_of
 from daemon import jobs as job_registry
 from daemon.jobs.context import EventLogHandler, JobCancelled, JobContext
 from daemon.settings import Settings, load_settings
 
 PR_SET_PDEATHSIG = 1
+log = logging.getLogger("seisd.executor")
+
+
+class StreamRequestError(Exception):
+    """A stream request that cannot be served; `code` is the protocol error code the client gets."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def decode_frame(desc: Any, buf: Any, index: int) -> Any:
+    """An array frame relayed by the daemon (already checked there) as a numpy array."""
+    try:
+        return decode_array(desc, buf, index)
+    except ProtocolError as exc:
+        raise StreamRequestError(exc.code, exc.message) from None
 
 
 def die_with_parent() -> None:
@@ -68,16 +92,19 @@ class Executor:
         self.sock.setsockopt(zmq.LINGER, 2000)
         self.sock.connect(endpoint)
         self.jobs: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self.outbox: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.outbox: queue.Queue[tuple[dict[str, Any], list[Any]]] = queue.Queue()
+        self.stream_requests: queue.Queue[tuple[dict[str, Any], list[Any]]] = queue.Queue()
+        self.streams: dict[str, Any] = {}
+        self.stream_thread = threading.Thread(target=self._stream_loop, name="executor-stream", daemon=True)
         self.current: JobContext | None = None
         self.stop = threading.Event()
         self.io_thread = threading.Thread(target=self._io_loop, name="executor-io", daemon=True)
 
     # -- I/O thread --------------------------------------------------------------------------------------------
 
-    def send(self, msg: dict[str, Any]) -> None:
-        """Thread-safe: queue a message for the I/O thread."""
-        self.outbox.put(msg)
+    def send(self, msg: dict[str, Any], arrays: list[Any] | None = None) -> None:
+        """Thread-safe: queue a message (and array frames) for the I/O thread."""
+        self.outbox.put((msg, arrays or []))
 
     def _io_loop(self) -> None:
         self.sock.send(json.dumps({"type": "hello", "slot": self.slot, "pid": os.getpid()}).encode())
@@ -86,12 +113,14 @@ class Executor:
         poller.register(self.sock, zmq.POLLIN)
         while not self.stop.is_set():
             if dict(poller.poll(20)).get(self.sock):
-                self._handle(json.loads(self.sock.recv()))
+                frames = self.sock.recv_multipart(copy=False)
+                self._handle(json.loads(frames[0].bytes), [f.buffer for f in frames[1:]])
             while True:
                 try:
-                    self.sock.send(json.dumps(self.outbox.get_nowait()).encode())
+                    msg, arrays = self.outbox.get_nowait()
                 except queue.Empty:
                     break
+                self.sock.send_multipart([json.dumps(msg).encode(), *arrays], copy=False)
             now = time.monotonic()
             if now >= next_beat:
                 next_beat = now + self.settings.executor.heartbeat_s
@@ -100,10 +129,12 @@ class Executor:
                 job = self.current.job_id if self.current else None
                 self.sock.send(json.dumps({"type": "heartbeat", "pid": os.getpid(), "job": job}).encode())
 
-    def _handle(self, msg: dict[str, Any]) -> None:
+    def _handle(self, msg: dict[str, Any], frames: list[Any]) -> None:
         op = msg.get("op")
         ctx = self.current
-        if op == "run":
+        if op in ("stream_open", "stream_apply", "stream_close"):
+            self.stream_requests.put((msg, frames))
+        elif op == "run":
             self.jobs.put(msg)
         elif op == "cancel" and ctx is not None and ctx.job_id == msg.get("job"):
             ctx.cancel_reason = msg.get("reason") or "cancelled"
@@ -117,21 +148,65 @@ class Executor:
             self.jobs.put(None)
 
     def _control(self, ctx: JobContext | None, msg: dict[str, Any]) -> None:
-        reply: dict[str, Any] = {"type": "control_reply", "job": msg.get("job"), "name": msg.get("name"),
-                                 "token": msg.get("token")}
+        reply: dict[str, Any] = {"type": "reply", "token": msg.get("token")}
         if ctx is None or ctx.job_id != msg.get("job"):
-            reply.update(ok=False, error=f"job {msg.get('job')} is not running on {self.slot}")
+            reply.update(ok=False, code="conflict", error=f"job {msg.get('job')} is not running on {self.slot}")
         else:
             try:
                 reply.update(ok=True, result=ctx.handle_control(msg["name"], msg.get("args") or {}))
+            except KeyError as exc:
+                reply.update(ok=False, code="conflict", error=str(exc.args[0]))
             except Exception as exc:  # reported to the requester, the job goes on
-                reply.update(ok=False, error=f"{type(exc).__name__}: {exc}")
-        self.outbox.put(reply)
+                reply.update(ok=False, code="bad_args", error=f"{type(exc).__name__}: {exc}")
+        self.send(reply)
+
+    # -- stream thread -----------------------------------------------------------------------------------------
+
+    def _stream_loop(self) -> None:
+        while True:
+            msg, frames = self.stream_requests.get()
+            reply: dict[str, Any] = {"type": "reply", "token": msg.get("token"), "ok": True}
+            arrays: list[Any] = []
+            try:
+                reply["result"], arrays = self._stream(msg, frames)
+            except StreamRequestError as exc:
+                reply.update(ok=False, code=exc.code, error=str(exc))
+            except Exception as exc:  # a failing block must not end the session or the executor
+                log.exception("stream request failed")
+                reply.update(ok=False, code="internal", error=f"{type(exc).__name__}: {exc}")
+            self.send(reply, arrays)
+
+    def _stream(self, msg: dict[str, Any], frames: list[Any]) -> tuple[dict[str, Any], list[Any]]:
+        from daemon.predict.stream import StreamSession, StreamInputError
+
+        op, sid, args = msg["op"], msg.get("session"), msg.get("args") or {}
+        if op == "stream_open":
+            try:
+                session = StreamSession.open(self.home, args, device=args.get("torch_device", "cpu"))
+            except StreamInputError as exc:
+                raise StreamRequestError("bad_args", str(exc)) from None
+            self.streams[sid] = session
+            return session.describe(), []
+        session = self.streams.get(sid)
+        if session is None:
+            raise StreamRequestError("not_found", f"no stream session {sid} on {self.slot}")
+        if op == "stream_close":
+            self.streams.pop(sid).close()
+            return {"closed": sid}, []
+        try:
+            outputs = session.apply([decode_frame(d, f, i) for i, (d, f) in
+                                     enumerate(zip(msg.get("arrays") or [], frames))], args)
+        except StreamInputError as exc:
+            raise StreamRequestError("bad_args", str(exc)) from None
+        names = list(outputs)
+        arrs = [outputs[n] for n in names]
+        return {"outputs": names, "arrays": [array_descriptor(a) for a in arrs]}, [frame_of(a) for a in arrs]
 
     # -- main thread -------------------------------------------------------------------------------------------
 
     def serve(self) -> None:
         self.io_thread.start()
+        self.stream_thread.start()
         while True:
             msg = self.jobs.get()
             if msg is None:
@@ -164,7 +239,6 @@ class Executor:
             ctx.log.info("job %d (%s) starting on %s, attempt %d%s", job_id, kind.name, self.slot, ctx.attempt,
                          ", resuming" if ctx.resume else "")
             result = kind.load_runner()(spec, ctx) or {}
-            ctx.flush_progress()
         except JobCancelled as exc:
             outcome, error = "cancelled", str(exc)
         except Exception as exc:
@@ -175,6 +249,7 @@ class Executor:
                 outcome, error = "failed", f"{type(exc).__name__}: {exc}"
                 ctx.log.error("job failed: %s\n%s", error, traceback.format_exc())
         finally:
+            ctx.flush_progress()  # the last progress, also of a job that failed or was cancelled half-way
             ctx.log.info("job %d finished: %s%s", job_id, outcome, f" ({error})" if error else "")
             for h in list(ctx.log.handlers):
                 ctx.log.removeHandler(h)

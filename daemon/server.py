@@ -17,7 +17,6 @@ import os
 import signal
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from daemon import __version__, api, scheduler
 from daemon.devices import discover
 from daemon.jobs import get_kind, load_plugins
 from daemon.security import CurveServer
+from daemon.server_types import CONTROL_TIMEOUT_S, Pending, StreamSession
 from daemon.settings import Settings
 from daemon.store import JobRow, JobStore
 from daemon.supervisor import ExecutorHandle, Supervisor
@@ -36,21 +36,10 @@ from daemon.supervisor import ExecutorHandle, Supervisor
 log = logging.getLogger("seisd")
 
 TICK_S = 0.05          # how often timers (supervision, dispatch, cancel deadlines) run at most
-CONTROL_TIMEOUT_S = 10.0
 
 
 class DaemonError(RuntimeError):
     """The daemon cannot start (another daemon owns the home, a socket cannot be bound ...)."""
-
-
-@dataclass
-class Pending:
-    """A request whose answer comes later from an executor (control messages such as `workers`)."""
-
-    envelope: list[bytes]
-    request_id: str
-    socket: zmq.Socket
-    deadline: float
 
 
 class Daemon:
@@ -63,6 +52,7 @@ class Daemon:
         self.stopping: str | None = None
         self.cancel_deadlines: dict[int, float] = {}
         self.pending: dict[str, Pending] = {}
+        self.streams: dict[str, StreamSession] = {}
         for sub in ("jobs", "logs", "surveys", "examples", "models", "keys"):
             (home / sub).mkdir(parents=True, exist_ok=True)
         self._lock_home()
@@ -197,6 +187,8 @@ class Daemon:
         for token, p in list(self.pending.items()):
             if now >= p.deadline:
                 del self.pending[token]
+                if p.on_reply is not None:
+                    p.on_reply(False, None)
                 self._send_reply(p.socket, p.envelope, P.Reply.failure(p.request_id, self.session, P.ProtocolError(
                     P.ErrorCode.UNAVAILABLE, "the executor did not answer in time")))
         if self.curve:
@@ -320,28 +312,48 @@ class Daemon:
                               "can be cancelled")
 
     def send_control(self, job: JobRow, name: str, args: dict[str, Any], envelope: list[bytes], req_id: str,
-                sock: zmq.Socket) -> None:
+                     sock: zmq.Socket) -> None:
         """Forward a control message to the job's executor; the reply is sent when the executor answers."""
         h = self._handle_of_job(job.id)
         if job.state != "running" or h is None:
             raise P.ProtocolError(P.ErrorCode.CONFLICT, f"job {job.id} is {job.state}, not running")
+        self.ask_executor(h, {"op": "control", "job": job.id, "name": name, "args": args},
+                          Pending(envelope, req_id, sock, time.monotonic() + CONTROL_TIMEOUT_S))
+
+    def ask_executor(self, h: ExecutorHandle, msg: dict[str, Any], pending: Pending,
+                     arrays: list[Any] | None = None) -> None:
+        """Send a request to an executor; its reply (and array frames) goes to the waiting client."""
         token = uuid.uuid4().hex
-        self.pending[token] = Pending(envelope, req_id, sock, time.monotonic() + CONTROL_TIMEOUT_S)
-        self._to_executor(h, {"op": "control", "job": job.id, "name": name, "args": args, "token": token})
+        self.pending[token] = pending
+        self._to_executor(h, {**msg, "token": token}, arrays)
+
+    def stream_handle(self, sid: str) -> tuple[StreamSession, ExecutorHandle]:
+        """The session and its live executor, or not_found naming why it is gone."""
+        st = self.streams.get(sid)
+        if st is None:
+            raise P.ProtocolError(P.ErrorCode.NOT_FOUND, f"no stream session {sid!r} (closed, or opened before "
+                                  "the daemon restarted); open a new one")
+        h = self.supervisor.handles[st.slot]
+        if h.pid != st.executor_pid or h.state in ("dead", "starting", "stopped"):
+            del self.streams[sid]
+            raise P.ProtocolError(P.ErrorCode.NOT_FOUND, f"stream session {sid} was lost: the executor for "
+                                  f"{st.slot} restarted; open a new session")
+        return st, h
 
     def _handle_of_job(self, job_id: int) -> ExecutorHandle | None:
         return next((h for h in self.supervisor.handles.values() if h.job_id == job_id), None)
 
-    def _to_executor(self, h: ExecutorHandle, msg: dict[str, Any]) -> None:
+    def _to_executor(self, h: ExecutorHandle, msg: dict[str, Any], arrays: list[Any] | None = None) -> None:
         try:
-            self.exec_sock.send_multipart([h.slot.name.encode(), P.dumps(msg)], zmq.NOBLOCK)
+            self.exec_sock.send_multipart([h.slot.name.encode(), P.dumps(msg), *(arrays or [])], zmq.NOBLOCK,
+                                          copy=False)
         except zmq.ZMQError as exc:
             log.warning("message to executor %s lost: %s", h.slot.name, exc)
 
     # -- executor messages -------------------------------------------------------------------------------------
 
     def _on_executor(self, frames: list[zmq.Frame]) -> None:
-        if len(frames) != 2:
+        if len(frames) < 2:
             return
         slot = frames[0].bytes.decode(errors="replace")
         try:
@@ -360,15 +372,31 @@ class Daemon:
             self._on_job_event(int(msg["job"]), msg.get("event", ""), msg.get("data") or {})
         elif t == "done":
             self._on_job_done(h, int(msg["job"]), msg)
-        elif t == "control_reply":
-            p = self.pending.pop(msg.get("token") or "", None)
-            if p is not None:
-                if msg.get("ok"):
-                    r = P.Reply(re=p.request_id, ok=True, session=self.session, result=msg.get("result") or {})
-                else:
-                    r = P.Reply.failure(p.request_id, self.session,
-                                        P.ProtocolError(P.ErrorCode.CONFLICT, str(msg.get("error"))))
-                self._send_reply(p.socket, p.envelope, r)
+        elif t == "reply":
+            self._relay_reply(msg, frames[2:])
+
+    def _relay_reply(self, msg: dict[str, Any], frames: list[zmq.Frame]) -> None:
+        """An executor answered a request a client is waiting for: pass the answer (and its arrays) on."""
+        p = self.pending.pop(msg.get("token") or "", None)
+        if p is None:
+            return  # the client's wait already timed out
+        ok = bool(msg.get("ok"))
+        if p.on_reply is not None:
+            p.on_reply(ok, msg.get("result"))
+        if ok:
+            result = dict(msg.get("result") or {})
+            descs = result.pop("arrays", [])
+            header = {"v": P.PROTOCOL_VERSION, "re": p.request_id, "ok": True, "session": self.session,
+                      "result": result, "arrays": descs}
+            try:
+                p.socket.send_multipart(p.envelope + [P.dumps(header)] + [f.buffer for f in frames], zmq.NOBLOCK,
+                                        copy=False)
+            except zmq.ZMQError as exc:
+                log.warning("reply not sent: %s", exc)
+            return
+        code = msg.get("code") if msg.get("code") in P.ErrorCode.ALL else P.ErrorCode.CONFLICT
+        self._send_reply(p.socket, p.envelope, P.Reply.failure(p.request_id, self.session,
+                                                               P.ProtocolError(code, str(msg.get("error")))))
 
     def _on_job_event(self, job_id: int, type_: str, data: dict[str, Any]) -> None:
         if type_ not in (P.EventType.JOB_PROGRESS, P.EventType.JOB_LOG, P.EventType.JOB_METRICS):
