@@ -199,8 +199,8 @@ def draw_layout(rng: np.random.Generator, ids: dict[str, int], shape: tuple[int,
         unit_tops = boundaries + fold[None]  # present-day depth of each boundary without faults
         channels = _draw_channels(rng, unit_tops, nil, nxl, ns, ref, pick_xl, max(3, (nil * nxl) // 6000))
     salt = _draw_salt(rng, nil, nxl, ns, fold, ref, pick_xl) if "salt" in ids else None
-    wavy = (rng.uniform(2.0, 3.0), rng.uniform(16, 24), rng.uniform(16, 24), *rng.uniform(0, 2 * np.pi, 2))
-    clino = (rng.uniform(0.45, 0.7), np.deg2rad(rng.uniform(30, 60) + 90 * rng.integers(0, 4)))
+    wavy = (rng.uniform(3.0, 4.5), rng.uniform(12, 18), rng.uniform(12, 18), *rng.uniform(0, 2 * np.pi, 2))
+    clino = (rng.uniform(0.8, 1.1), np.deg2rad(rng.uniform(30, 60) + 90 * rng.integers(0, 4)))
     return Layout(ids, fold, candidates[:n_faults], candidates, boundaries, primary, secondary, change,
                    rng.uniform(0.92, 1.08, len(primary)).astype(np.float32), series, tile, channels, salt,
                    wavy, clino)
