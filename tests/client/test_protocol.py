@@ -253,3 +253,11 @@ def test_runtime_dir_is_short_and_per_home(tmp_path) -> None:
     assert a != b and a == P.runtime_dir(tmp_path / ("x" * 200))
     assert len(P.control_endpoint(tmp_path / ("x" * 200))) < 100
     assert P.control_endpoint(tmp_path).startswith("ipc://") and P.events_endpoint(tmp_path).endswith("events.sock")
+
+
+def test_deeply_nested_json_is_a_bad_message_not_a_crash() -> None:
+    nested = b'{"v": 1, "id": "deep", "op": "ping", "args": {"x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}"
+    assert P.peek_request_id(nested) is None
+    with pytest.raises(P.ProtocolError) as err:
+        P.decode_request([nested])
+    assert err.value.code == P.ErrorCode.BAD_MESSAGE

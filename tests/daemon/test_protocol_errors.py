@@ -172,3 +172,26 @@ def test_request_with_valid_arrays_is_accepted(dealer: zmq.Socket) -> None:
     descs = [{"dtype": "int16", "shape": [3], "byteorder": "big"}, {"dtype": "float64", "shape": [], "byteorder": "little"}]
     reply = _exchange(dealer, [_j(_header(arrays=descs)), b"\0\1\0\2\0\3", b"\0" * 8])
     assert reply["ok"], reply
+
+
+# -- inputs that once took a handler or the whole daemon down: each on a daemon of its own ------------------------
+
+
+def test_deeply_nested_header_is_a_bad_message(daemon: RunningDaemon) -> None:
+    """200 KB of nested brackets (under the header limit) makes json recurse too deep; that is bad input, not a
+    reason for the daemon to exit."""
+    nested = b'{"v": 1, "id": "deep", "op": "ping", "args": {"x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}"
+    with _connect(daemon.home, zmq.DEALER) as s:
+        s.send_multipart([nested])
+        got_reply = s.poll(5000)
+        assert daemon.proc is not None and daemon.proc.poll() is None, "the daemon exited:\n" + daemon.output_tail()
+        assert got_reply, "no reply to a deeply nested header"
+        reply = json.loads(s.recv_multipart()[0])
+        assert reply["error"]["code"] == P.ErrorCode.BAD_MESSAGE
+        _still_answers(s, daemon.home)
+
+
+@pytest.mark.parametrize("op", ["show", "cancel", "logs", "events"])
+def test_job_id_beyond_64_bits_is_not_an_internal_error(op: str, dealer: zmq.Socket) -> None:
+    reply = _error(dealer, [_j(_header(op=op, args={"id": 2 ** 70}))])
+    assert reply["error"]["code"] in (P.ErrorCode.BAD_ARGS, P.ErrorCode.NOT_FOUND), reply["error"]
