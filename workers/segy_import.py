@@ -2,10 +2,10 @@
 
 workers/segy_scan.py opens the file and bins its traces into a grid (holes become dead traces, zero-filled). The
 samples are then read straight from the file with numpy for IBM float (format 1, converted in numpy), IEEE float
-(5), float64 (6) and the integer formats (2, 3, 8, 16): a read-only memmap over the trace area with a structured
-dtype of [240-byte header, ns samples] in the file's byte order, converted a chunk of traces at a time. Other
-formats go through segyio's trace reads. The survey is built in ``<folder>.partial`` and renamed at the end, so a
-failed or cancelled import leaves nothing.
+(5), float64 (6) and the integer formats (2, 3, 8, 9, 10, 11, 12, 16): sequential reads of blocks of trace records
+(a structured dtype of [240-byte header, ns samples] in the file's byte order), converted into the float32 cache a
+block at a time with the headers copied out in the same pass. Other formats go through segyio's trace reads.
+The survey is built in ``<folder>.partial`` and renamed at the end, so a failed or cancelled import leaves nothing.
 """
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ Cancel = Callable[[], bool]
 CHUNK_BYTES = 4 << 20       # raw trace bytes per step: bounds memory and keeps a chunk's buffers in cache
 STATS_TRACES = 2000         # traces sampled for the percentiles
 # Sample formats read with numpy (code -> dtype without byte order); IBM (1) is read as words and converted.
-NUMPY_FORMATS = {1: "u4", 2: "i4", 3: "i2", 5: "f4", 6: "f8", 8: "i1", 16: "u1"}
+NUMPY_FORMATS = {1: "u4", 2: "i4", 3: "i2", 5: "f4", 6: "f8", 8: "i1", 9: "i8", 10: "u4", 11: "u2", 12: "u8",
+                 16: "u1"}
 # IBM float: value = (-1)^sign * mantissa / 2^24 * 16^(exponent - 64); indexed by the word's top byte.
 _IBM_SCALE = np.array([(-1.0 if b & 0x80 else 1.0) * 2.0 ** (4 * ((b & 0x7F) - 64) - 24) for b in range(256)])
 
@@ -97,12 +98,12 @@ def _chunks(scan: SegyScan, chunk: int) -> Iterator[tuple[int, int, np.ndarray, 
     buf = np.empty((min(chunk, n), ns), dtype=np.float32)
     for a, b, records in trace_blocks(scan.path, scan.data_offset, n, _record_dtype(scan), chunk):
         out = buf[:b - a]
-        if scan.sample_format == 1:
-            ibm_to_float32(records["s"], out)
-        elif scan.sample_format in NUMPY_FORMATS:
-            np.copyto(out, records["s"], casting="unsafe")  # byte swap and cast in one pass
-        else:  # formats numpy cannot read (e.g. 24-bit integers): segyio converts
+        if scan.sample_format not in NUMPY_FORMATS:  # e.g. 24-bit integers: segyio converts
             np.copyto(out, scan.f.trace.raw[a:b].reshape(b - a, ns), casting="unsafe")
+        elif scan.sample_format == 1:
+            ibm_to_float32(records["s"], out)
+        else:
+            np.copyto(out, records["s"], casting="unsafe")  # byte swap and cast in one pass
         yield a, b, out, records["h"]
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import segyio
 
+from workers import segy_import
 from workers.segy_import import ImportCancelled, SegyImportError, add_volume, import_segy
 from workers.survey import Geometry, Survey, SurveyError
 
@@ -153,3 +154,68 @@ def test_survey_geometry_helpers(tmp_path: Path) -> None:
     assert g.differences(Geometry.regular((100, 750, 2), (300, 1250, 1), (4, 1848, 4)))[0].startswith("inlines")
     with pytest.raises(SurveyError, match="not a survey"):
         Survey.open(tmp_path)
+
+
+# Per format: what segyio stores it as, and values that use its range (floats span many magnitudes).
+FORMATS = {1: np.float32, 2: np.int32, 3: np.int16, 5: np.float32, 6: np.float64, 8: np.int8, 9: np.int64,
+           10: np.uint32, 11: np.uint16, 12: np.uint64, 16: np.uint8}
+
+
+def _format_values(fmt: int, shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    dtype = np.dtype(FORMATS[fmt])
+    if dtype.kind == "f":
+        values = rng.normal(size=shape) * 10.0 ** rng.uniform(-6, 7, size=shape)
+        values[0, :3] = [0.0, -1.0, 1.0]
+        return values.astype(dtype)
+    info = np.iinfo(dtype)
+    values = rng.integers(info.min, info.max, size=shape, dtype=dtype, endpoint=True)
+    values[0, :2] = [info.min, info.max]
+    return values
+
+
+def _write_format(path: Path, fmt: int, endian: str, ni: int = 3, nx: int = 4, ns: int = 50) -> None:
+    spec = segyio.spec()
+    spec.format, spec.endian, spec.samples, spec.tracecount = fmt, endian, list(range(0, 4 * ns, 4)), ni * nx
+    values = _format_values(fmt, (ni * nx, ns), np.random.default_rng(fmt))
+    with segyio.create(str(path), spec) as f:
+        for k in range(ni * nx):
+            f.header[k] = {segyio.TraceField.INLINE_3D: 10 + k // nx, segyio.TraceField.CROSSLINE_3D: 1 + k % nx}
+            f.trace[k] = values[k]
+
+
+@pytest.mark.parametrize("endian", ["big", "little"])
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_numpy_reader_agrees_with_segyio(tmp_path: Path, fmt: int, endian: str) -> None:
+    src = tmp_path / f"format{fmt}.sgy"
+    _write_format(src, fmt, endian)
+    survey = import_segy(src, tmp_path / "s")
+    assert survey.source["format"] == fmt and survey.import_report.endian == endian
+    with segyio.open(str(src), endian=endian) as f:
+        want = np.asarray(f.trace.raw[:]).astype(np.float32)
+    got = survey.volume().reshape(want.shape)
+    if fmt == 1:  # segyio truncates IBM -> IEEE, numpy rounds to nearest: within one float32 step
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    else:  # the same cast to float32 on both sides
+        np.testing.assert_array_equal(got, want)
+    assert np.abs(want).max() > 0 and len(np.unique(want)) > 100  # the file holds real, varied values
+
+
+def test_segyio_fallback_reads_the_same(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Formats numpy does not read go through segyio's trace reads: same values for a format both can read."""
+    src = tmp_path / "ibm.sgy"
+    _write_format(src, 1, "big")
+    fast = import_segy(src, tmp_path / "fast").volume()
+    monkeypatch.delitem(segy_import.NUMPY_FORMATS, 1)
+    slow = import_segy(src, tmp_path / "slow").volume()
+    with segyio.open(str(src)) as f:
+        np.testing.assert_array_equal(slow.reshape(f.tracecount, -1), f.trace.raw[:])
+    np.testing.assert_allclose(fast, slow, rtol=1e-6)
+
+
+def test_ibm_conversion_of_known_words() -> None:
+    # -118.625 = 0xC276A000 is the textbook example; 0x41100000 = 1.0; 0x00000000 = 0; 0x3F... are fractions
+    words = np.array([0xC276A000, 0x41100000, 0x00000000, 0x40800000, 0x42640000, 0x7FFFFFFF], dtype=">u4")
+    got = segy_import.ibm_to_float32(words)
+    np.testing.assert_array_equal(got[:5], [-118.625, 1.0, 0.0, 0.5, 100.0])
+    assert np.isinf(got[5])  # beyond float32: infinite (the importer zeroes and counts it)
+    np.testing.assert_array_equal(segy_import.ibm_to_float32(words.astype("<u4")), got)
