@@ -139,6 +139,16 @@ _op("stream.apply", "Apply the session's model to one block sent as one binary a
     "bad_args and the session stays usable.", session="string")
 _op("stream.close", "Close a streaming session and free its model. Result: {closed}.", session="string")
 _op("stream.list", "Open streaming sessions. Result: {sessions: [session]}.")
+_op("viewer.start", "Start a viewer server (name: tensorboard | examples), or return the running one. "
+    "args: for tensorboard {jobs: [ids]} (default all jobs). Result: the viewer {name, state, url, pid, port, "
+    "started, log}.", name="string", args="object?")
+_op("viewer.stop", "Stop a viewer; its log stays readable. Result: the viewer.", name="string")
+_op("viewer.restart", "Stop and start a viewer again (a new pid; the URL is reported). Result: the viewer.",
+    name="string", args="object?")
+_op("viewer.status", "One viewer, or all when name is absent. Result: the viewer, or {viewers: [viewer]}.",
+    name="string?")
+_op("viewer.logs", "A viewer's log from a byte offset (also after it stopped). Result: {text, offset, size, state}.",
+    name="string", offset="int?", max_bytes="int?")
 _op("survey.list", "Surveys in the home. Result: {surveys: [summary]}.")
 _op("survey.info", "One survey: geometry, volumes with statistics, pick sets, source. Result: the survey.",
     name="string")

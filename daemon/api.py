@@ -212,6 +212,22 @@ class Api:
         return {"sessions": [{"session": st.id, "slot": st.slot, "model": st.model, "opened": st.opened}
                              for st in self.d.streams.values()]}
 
+    def op_viewer_start(self, name: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self.d.viewers.start(name, args or {})
+
+    def op_viewer_stop(self, name: str) -> dict[str, Any]:
+        return self.d.viewers.stop(name)
+
+    def op_viewer_restart(self, name: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self.d.viewers.restart(name, args)
+
+    def op_viewer_status(self, name: str | None = None) -> dict[str, Any]:
+        return self.d.viewers.status(name) if name else {"viewers": self.d.viewers.status_all()}
+
+    def op_viewer_logs(self, name: str, offset: int | None = None, max_bytes: int | None = None) -> dict[str, Any]:
+        limit = self.d.settings.limits.max_log_read_bytes
+        return self.d.viewers.logs(name, max(0, offset or 0), max(0, min(max_bytes or limit, limit)))
+
     def op_survey_list(self) -> dict[str, Any]:
         return {"surveys": catalog.list_surveys(self.d.home)}
 

@@ -32,6 +32,7 @@ from daemon.server_types import CONTROL_TIMEOUT_S, Pending, StreamSession
 from daemon.settings import Settings
 from daemon.store import JobRow, JobStore
 from daemon.supervisor import ExecutorHandle, Supervisor
+from daemon.viewers.manager import ViewerManager
 
 log = logging.getLogger("seisd")
 
@@ -74,6 +75,7 @@ class Daemon:
             self.slots, f"ipc://{self.rundir / 'executors.sock'}", home, config_file, home / "logs",
             settings.executor.heartbeat_timeout_s, settings.executor.start_timeout_s,
             settings.executor.restart_backoff_s, on_death=self._executor_died, on_state=self._executor_state)
+        self.viewers = ViewerManager(home, settings.viewers, self.publish)
         self.api = api.Api(self)
 
     # -- start-up ----------------------------------------------------------------------------------------------
@@ -144,6 +146,7 @@ class Daemon:
         self.recover()
         self.sweep_shared_memory()
         self.supervisor.start_all()
+        self.viewers.adopt_or_clean()
         self.publish(P.DAEMON_TOPIC, P.EventType.DAEMON_STARTED,
                      {"version": __version__, "pid": os.getpid(), "session": self.session})
         log.info("seisd %s started: pid %d, home %s, session %s, slots %s", __version__, os.getpid(), self.home,
@@ -193,6 +196,7 @@ class Daemon:
                     P.ErrorCode.UNAVAILABLE, "the executor did not answer in time")))
         if self.curve:
             self.curve.reload_if_changed()
+        self.viewers.poll()
         self.dispatch()
 
     # -- requests ----------------------------------------------------------------------------------------------
@@ -463,6 +467,7 @@ class Daemon:
     def _shutdown(self) -> None:
         log.info("stopping: %s", self.stopping)
         self.publish(P.DAEMON_TOPIC, P.EventType.DAEMON_STOPPING, {"reason": self.stopping})
+        self.viewers.stop_all()
         self.supervisor.stop_all(self.settings.executor.cancel_grace_s,
                                  lambda h: self._to_executor(h, {"op": "exit"}))
         # what the executors did not report before exiting is interrupted, to resume at the next start

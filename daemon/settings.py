@@ -51,6 +51,13 @@ class WorkerSettings(_Section):
     default_count: int = Field(2, ge=0, le=256, description="data worker processes per training job")
 
 
+class ViewerSettings(_Section):
+    bind_address: str = Field("127.0.0.1", description="address viewers listen on; anything but loopback exposes "
+                              "them to the network (see docs/viewers.md for SSH tunnels instead)")
+    health_interval_s: float = Field(5.0, gt=0, description="how often a running viewer is health-checked")
+    start_timeout_s: float = Field(60.0, gt=0, description="how long a viewer may take to answer its first check")
+
+
 class Settings(_Section):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     devices: Literal["auto", "cpu"] | list[str] = Field(
@@ -61,6 +68,7 @@ class Settings(_Section):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     tcp: TcpSettings = Field(default_factory=TcpSettings)
     workers: WorkerSettings = Field(default_factory=WorkerSettings)
+    viewers: ViewerSettings = Field(default_factory=ViewerSettings)
 
 
 class SettingsError(ValueError):

@@ -1,0 +1,1 @@
+"""Viewer servers (TensorBoard, the example-set and survey viewer) supervised by the daemon."""
