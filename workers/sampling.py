@@ -115,17 +115,29 @@ class LabelVolumeSampler:
     """Crops at random centres with per-voxel labels cut from a label volume (-1 = unlabelled).
 
     ``slices`` restricts centres to some indices along one axis, e.g. ``(0, (339,))`` for one labelled inline.
+    ``centres`` [N, 3] instead draws each centre from these points (e.g. the picks), so that sparse labels
+    fall inside every crop; it takes precedence over ``slices``.
     """
 
     labels: VolumeSource
     shape: tuple[int, int, int]
     slices: tuple[int, tuple[int, ...]] | None = None
+    centres: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.centres is not None:
+            c = np.asarray(self.centres, dtype=np.int64)
+            if c.ndim != 2 or c.shape[1] != 3 or len(c) == 0:
+                raise SamplingError(f"centres must be a non-empty [N, 3] array of indices, got shape {c.shape}")
+            object.__setattr__(self, "centres", c)
 
     @property
     def per_voxel_labels(self) -> bool:
         return True
 
     def draw(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, None]:
+        if self.centres is not None:
+            return self.centres[rng.integers(len(self.centres), size=n)], None
         u = rng.random((n, 3))
         centers = (u * np.asarray(self.shape)).astype(np.int64)
         if self.slices is not None:

@@ -26,7 +26,8 @@ from torch import nn
 from daemon.training import metrics
 from daemon.training.checkpoint import save_checkpoint
 from daemon.training.config import OptimConfig, ScheduleConfig, TrainConfig, to_dict
-from daemon.training.modes import freeze_for_transfer, load_matching, read_start_state, set_train_mode
+from daemon.training.modes import (freeze_for_transfer, load_matching, parameter_layers, read_start_state,
+                                   set_train_mode)
 from daemon.training.optim import LRSchedule, build_optimizer
 from daemon.training.summary import SummaryFile, TensorBoardLog
 
@@ -56,6 +57,7 @@ class TrainControl:
     stop_after_epoch: Callable[[], bool] = lambda: False
     on_progress: Callable[[Progress], None] | None = None  # called at most once per config.progress_interval_s
     preview: Callable[[nn.Module], tuple[np.ndarray, np.ndarray]] | None = None  # -> (image, prediction) 2-D
+    on_epoch: Callable[[int, int, dict[str, float] | None], None] | None = None  # (epoch, step, val figures)
 
 
 @dataclass
@@ -70,6 +72,8 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)  # validation figures per epoch of this run
     losses: list[float] = field(default_factory=list)  # loss per step of this run
     report: dict[str, Any] | None = None  # last classification report
+    samples: int = 0  # samples trained on in this run
+    train_seconds: float = 0.0  # time inside the training epochs (batches and steps; no validation)
 
 
 def _unpack(batch: Any, device: torch.device, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,6 +124,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         if cfg.mode == "resume":
             self.model.load_state_dict(start["model"])
+            if start.get("transfer_trainable_layers"):  # resuming a transfer run: the same layers stay frozen
+                self.frozen = freeze_for_transfer(self.model, int(start["transfer_trainable_layers"]))
         elif cfg.mode == "transfer":
             load_matching(self.model, start["model"])
             self.frozen = freeze_for_transfer(self.model, cfg.trainable_layers)
@@ -186,13 +192,20 @@ class Trainer:
     def _run_epoch(self) -> bool:
         """Train one epoch from self.batch_index; False when the run must stop mid-epoch."""
         set_train_mode(self.model, self.frozen)
-        tick = time.monotonic()
+        tick = epoch_start = time.monotonic()
         samples_since = 0
+        try:
+            return self._epoch_steps(tick, samples_since)
+        finally:
+            self.result.train_seconds += time.monotonic() - epoch_start
+
+    def _epoch_steps(self, tick: float, samples_since: int) -> bool:
         for batch in _epoch_batches(self.train_batches, self.epoch, self.batch_index):
             x, y = _unpack(batch, self.device, self.cuda and self.cfg.channels_last)
             loss = self._train_step(x, y)
             self.batch_index += 1
             samples_since += x.shape[0]
+            self.result.samples += x.shape[0]
             self._last_batch_size = x.shape[0]
             if loss is None:
                 continue
@@ -260,6 +273,8 @@ class Trainer:
             self._track_best(figures)
             self.schedule.end_epoch(figures[self.cfg.early_stop.metric])
         self._save_last()
+        if self.control.on_epoch is not None:
+            self.control.on_epoch(self.epoch, self.step, figures)
         if partial:
             return
         if self.control.stop_after_epoch():
@@ -324,6 +339,12 @@ class Trainer:
         if due:
             self._save_last()
 
+    def _trainable_layers(self) -> int | None:
+        """How many last layers train when some are frozen (a transfer run), so a resume freezes the same."""
+        if not self.frozen:
+            return None
+        return len(parameter_layers(self.model)) - len(self.frozen)
+
     def _save_last(self) -> None:
         """Write checkpoints/last.pt with everything resume needs; flush the summary to match it."""
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -333,7 +354,8 @@ class Trainer:
                  "rng_cuda": torch.cuda.get_rng_state() if self.cuda else None,
                  "early_stop": {"best_value": self.best_value, "best_epoch": self.best_epoch,
                                 "bad_epochs": self.bad_epochs},
-                 "config": to_dict(self.optim_cfg, self.schedule_cfg, self.cfg)}
+                 "config": to_dict(self.optim_cfg, self.schedule_cfg, self.cfg),
+                 "transfer_trainable_layers": self._trainable_layers()}
         save_checkpoint(self.job_dir / "checkpoints" / "last.pt", state)
         self.summary.flush()
         self._last_checkpoint = time.monotonic()
