@@ -283,6 +283,8 @@ def _load_header(frame: bytes | memoryview, what: str) -> dict[str, Any]:
         obj = json.loads(bytes(frame).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"{what} header is not UTF-8 JSON: {exc}") from None
+    except RecursionError:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"{what} header is nested too deeply") from None
     if not isinstance(obj, dict):
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"{what} header must be a JSON object, got "
                             f"{type(obj).__name__}")
@@ -295,7 +297,7 @@ def peek_request_id(frame: bytes | memoryview) -> str | None:
         obj = json.loads(bytes(frame).decode("utf-8"))
         rid = obj.get("id") if isinstance(obj, dict) else None
         return rid if isinstance(rid, str) and len(rid) <= 128 else None
-    except (UnicodeDecodeError, json.JSONDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return None
 
 
@@ -351,6 +353,8 @@ def decode_reply(frames: list[bytes | memoryview]) -> Reply:
                  result=h.get("result"), error=h.get("error"), arrays=arrays)
 
 
+INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+
 _TYPES: dict[str, tuple[type, ...]] = {
     "int": (int,), "number": (int, float), "string": (str,), "bool": (bool,), "object": (dict,),
     "array": (list,), "any": (object,),
@@ -376,6 +380,8 @@ def check_args(op: Operation, args: dict[str, Any]) -> None:
             ok = False
         if not ok:
             problems.append(f"{key}: expected {base}, got {type(value).__name__}")
+        elif base == "int" and not INT64_MIN <= value <= INT64_MAX:
+            problems.append(f"{key}: {value} is outside the signed 64-bit range")
     if problems:
         raise ProtocolError(ErrorCode.BAD_ARGS, f"{op.name}: " + "; ".join(problems), {"problems": problems})
 
