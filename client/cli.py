@@ -429,6 +429,48 @@ def cmd_models_rm(a: argparse.Namespace, out: Out) -> int:
     return EXIT_OK
 
 
+# -- viewers ---------------------------------------------------------------------------------------------------
+
+
+def _viewer_line(v: dict[str, Any]) -> str:
+    where = v.get("url") or "-"
+    extra = f" ({v['reason']})" if v.get("reason") else ""
+    return f"{v['name']}: {v['state']} {where} pid {v.get('pid') or '-'}{extra}"
+
+
+def _viewer_action(op: str) -> Callable[[argparse.Namespace, Out], int]:
+    def run(a: argparse.Namespace, out: Out) -> int:
+        args = {"jobs": a.jobs} if getattr(a, "jobs", None) else None
+        if op in ("viewer.start", "viewer.restart"):
+            r = client_of(a).call(op, name=a.name, args=args)
+        else:
+            r = client_of(a).call(op, name=getattr(a, "name", None))
+        if "viewers" in r:
+            out.emit(r, lambda: [print(_viewer_line(v)) for v in r["viewers"]] or print("no viewers"))
+        else:
+            out.emit(r, lambda: print(_viewer_line(r)))
+        return EXIT_OK
+    return run
+
+
+for _op in ("start", "stop", "restart", "status"):
+    COMMANDS[f"viewer {_op}"] = _viewer_action(f"viewer.{_op}")
+
+
+@command("viewer logs")
+def cmd_viewer_logs(a: argparse.Namespace, out: Out) -> int:
+    c, offset, chunks = client_of(a), 0, []
+    while True:
+        r = c.call("viewer.logs", name=a.name, offset=offset)
+        chunks.append(r["text"])
+        offset = r["offset"]
+        if offset >= r["size"]:
+            break
+    text = "".join(chunks)
+    out.emit({"name": a.name, "text": text, "offset": offset}, lambda: sys.stdout.write(text))
+    return EXIT_OK
+
+
 # -- keys and doctor -------------------------------------------------------------------------------------------
 
 
@@ -535,6 +577,16 @@ def build_parser() -> argparse.ArgumentParser:
     for name, doc in (("info", "architecture, classes, input, training, metrics, provenance"),
                       ("rm", "remove a model")):
         m.add_parser(name, help=doc).add_argument("name")
+    v = sub.add_parser("viewer", help="viewer servers: tensorboard, examples (example sets and surveys)"
+                       ).add_subparsers(dest="sub", required=True)
+    for name, doc in (("start", "start a viewer (or get the running one) and print its URL"),
+                      ("restart", "stop and start a viewer again")):
+        p = v.add_parser(name, help=doc)
+        p.add_argument("name", choices=["tensorboard", "examples"])
+        p.add_argument("--jobs", type=int, nargs="+", help="tensorboard: only these jobs (default all)")
+    v.add_parser("stop", help="stop a viewer (its log stays)").add_argument("name")
+    v.add_parser("status", help="one viewer, or all").add_argument("name", nargs="?")
+    v.add_parser("logs", help="a viewer's log, also after it stopped").add_argument("name")
     sub.add_parser("devices", help="device slots and their executors")
     sub.add_parser("doctor", help="check Python, packages, devices, /dev/shm, sockets and the daemon")
 
