@@ -488,6 +488,10 @@ class Daemon:
                 (self.rundir / name).unlink()
             except FileNotFoundError:
                 pass
+        try:
+            self.rundir.rmdir()  # only when empty: something else of ours may still live there
+        except OSError:
+            pass
         log.info("stopped")
 
 
