@@ -148,12 +148,26 @@ def _check_data(d: DataSection, home: Path) -> tuple[list[str], int]:
         return problems, 0
     with np.load(picks_file) as z:
         cls, names = z["cls"], [str(n) for n in z["class_names"]]
+        points = np.stack([z["i"], z["x"], z["s"]], axis=1)
     present = np.unique(cls)
     if len(present) < 2:
         problems.append(f"data.picks: pick set {d.picks!r} has points of {len(present)} class"
                         f"{'' if len(present) == 1 else 'es'} ({', '.join(names[int(c)] for c in present)}); "
                         "training needs at least two")
+    problems += _split_problems(d, points)
     return problems, len(names)
+
+
+def _split_problems(d: DataSection, points: np.ndarray) -> list[str]:
+    """Try the split at submit (numpy only, fast) so a split that leaves no training points is refused here."""
+    from workers.crops import CropSpec
+    from workers.split import SplitError
+
+    try:
+        split_picks(points, d, CropSpec(tuple(d.crop.size), d.crop.orientation))
+    except SplitError as exc:
+        return [f"data.split: {exc}"]
+    return []
 
 
 def _survey_shape(doc: dict[str, Any]) -> tuple[int, int, int] | None:
@@ -163,6 +177,23 @@ def _survey_shape(doc: dict[str, Any]) -> tuple[int, int, int] | None:
         return Geometry.from_json(doc).shape
     except (KeyError, TypeError, ValueError):
         return None
+
+
+def default_gap(crop: CropSpec) -> int:
+    """Half the crop's extent in the inline-crossline plane: no training crop then covers a validation point."""
+    lateral = {"inline": crop.size[:1], "crossline": crop.size[:1], "time": crop.size, "3d": crop.size[:2]}
+    return max(lateral[crop.orientation]) // 2
+
+
+def split_picks(points: np.ndarray, d: Any, crop: Any) -> Any:
+    """The job's split of pick points: blocked (default) or random."""
+    from workers.split import block_split, random_split
+
+    s = d.split
+    if s.kind == "random":
+        return random_split(points, s.val_fraction, s.seed)
+    gap = default_gap(crop) if s.gap is None else s.gap
+    return block_split(points, s.block, gap, s.val_fraction, s.seed)
 
 
 def run_train(spec: TrainSpec, ctx: Any) -> dict[str, Any]:

@@ -18,8 +18,9 @@ from workers.augment import Augmentation
 from workers.crops import CropSpec
 from workers.picks import PickSet
 from workers.sampling import BatchRecipe, LabelVolumeSampler, PickSampler, RawVolume
-from workers.split import Split, block_split, random_split
 from workers.survey import Survey
+
+from daemon.jobs.train import split_picks
 
 VAL_SEED_OFFSET = 7919  # validation batches use their own seed, so they never repeat a training batch
 
@@ -35,21 +36,6 @@ class TrainData:
     split: dict[str, Any]
     preview_inline: int
     volumes: list[np.ndarray] = field(repr=False, default_factory=list)
-
-
-def default_gap(crop: CropSpec) -> int:
-    """Half the crop's extent in the inline-crossline plane: no training crop then covers a validation point."""
-    lateral = {"inline": crop.size[:1], "crossline": crop.size[:1], "time": crop.size, "3d": crop.size[:2]}
-    return max(lateral[crop.orientation]) // 2
-
-
-def split_picks(points: np.ndarray, d: Any, crop: CropSpec) -> Split:
-    """The job's split of pick points: blocked (default) or random."""
-    s = d.split
-    if s.kind == "random":
-        return random_split(points, s.val_fraction, s.seed)
-    gap = default_gap(crop) if s.gap is None else s.gap
-    return block_split(points, s.block, gap, s.val_fraction, s.seed)
 
 
 def prepare_data(d: Any, home: Path, job_dir: Path, seed: int, per_voxel: bool) -> TrainData:
