@@ -31,6 +31,7 @@ StopCallback = Callable[[], bool]
 ACTIVATION_FLOATS_PER_VOXEL = 96
 BATCH_CAPS = {("fcn", "cpu"): 8, ("fcn", "cuda"): 64, ("patch", "cpu"): 256, ("patch", "cuda"): 2048}
 CHUNK_BYTES_MAX = 1 << 30
+CPU_BATCH_VOXELS = 1 << 20
 
 
 class PredictError(ValueError):
@@ -115,6 +116,9 @@ def auto_batch_size(kind: str, device: torch.device, item_voxels: int, n_channel
         free = psutil.virtual_memory().available
     per_item = item_voxels * 4 * (n_channels + ACTIVATION_FLOATS_PER_VOXEL)
     cap = BATCH_CAPS[(kind, "cuda" if device.type == "cuda" else "cpu")]
+    if device.type == "cpu" and kind == "fcn":
+        # On a CPU a batch beyond ~1 M voxels only adds memory traffic: large tiles come one or two at a time.
+        cap = min(cap, max(1, CPU_BATCH_VOXELS // item_voxels))
     return int(max(1, min(cap, free // 4 // per_item)))
 
 
@@ -135,6 +139,7 @@ class _Engine:
     device: torch.device
     batch_size: int = 1
     on_batch: Callable[[float], None] = lambda fraction: None
+    memory_format: torch.memory_format | None = None
     _windows: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -153,6 +158,8 @@ class _Engine:
     def forward(self, batch: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Softmax probabilities of a batch, on the CPU, float32."""
         x = torch.as_tensor(batch).to(self.device, non_blocking=True)
+        if self.memory_format is not None and x.dim() in (4, 5):
+            x = x.contiguous(memory_format=self.memory_format)
         logits = self.model(x)
         expected = (x.shape[0], None) + (tuple(x.shape[2:]) if self.spec.kind == "fcn" else ())
         if logits.dim() != len(expected) or logits.shape[0] != x.shape[0] or tuple(logits.shape[2:]) != expected[2:]:
@@ -162,7 +169,8 @@ class _Engine:
         if logits.shape[1] < 2:
             raise PredictError(f"the model returns {logits.shape[1]} class channel; apply needs >= 2 classes "
                                "(softmax), e.g. background and target")
-        return torch.softmax(logits.float(), dim=1).cpu()
+        # Back to plain C order: the blending slices tiles and strided views of a channels-last tensor are slow.
+        return torch.softmax(logits.float(), dim=1).contiguous().cpu()
 
     def probe_classes(self) -> int:
         """Number of classes, from one forward pass on the first tile or crop."""
@@ -311,7 +319,20 @@ def _engine(model: torch.nn.Module, volumes: list[np.ndarray], device: str | tor
     spec = make_spec(kind, len(volumes), normalisation, tile, overlap, orientation, crop, stride)
     dev = resolve_device(device)
     model.to(dev).eval()
-    return _Engine(model, spec, VolumeReader(volumes, spec.normalisation), dev)
+    layout = _fast_layout(model, spec)
+    if layout is not None:
+        model.to(memory_format=layout)
+    return _Engine(model, spec, VolumeReader(volumes, spec.normalisation), dev, memory_format=layout)
+
+
+def _fast_layout(model: torch.nn.Module, spec: ApplySpec) -> torch.memory_format | None:
+    """Channels-last layout for convolutional models: oneDNN (CPU) and cuDNN run convolutions several times
+    faster in it (4x for the default unet on a 2-core CPU). None for models without convolutions."""
+    convs = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d))]
+    if not convs:
+        return None
+    rank = len(spec.tile if spec.kind == "fcn" else spec.crop)
+    return torch.channels_last if rank == 2 else torch.channels_last_3d
 
 
 def _sizes(engine: _Engine, n_classes: int, batch_size: int | str, chunk_inlines: int | None) -> tuple[int, int]:
@@ -436,16 +457,18 @@ def apply_block(model: torch.nn.Module, block, *, kind: str = "fcn", normalisati
                 outputs: Sequence[str] = OUTPUTS, tile: Sequence[int] | None = None,
                 overlap: int | Sequence[int] | None = None, orientation: str = "inline",
                 crop: Sequence[int] | None = None, stride: int = 1, batch_size: int | str = "auto",
-                device: str | torch.device = "auto", chunk_inlines: int | None = None) -> dict[str, np.ndarray]:
+                device: str | torch.device = "auto", chunk_inlines: int | None = None,
+                n_classes: int | None = None) -> dict[str, np.ndarray]:
     """Apply a model to an in-memory block [ni, nx, ns] (or a list of them as channels) and return arrays.
 
     Same options and same code path as predict_volume, so on the same data the numbers are the same;
     for streaming predict, where the model stays warm in the executor. Returns the chosen outputs by name.
+    n_classes, when known (the model file says it), saves the probing forward pass.
     """
     volumes = _as_volumes(block)
     chosen = _check_outputs(outputs)
     engine = _engine(model, volumes, device, kind, normalisation, tile, overlap, orientation, crop, stride)
-    n_classes = engine.probe_classes()
+    n_classes = n_classes or engine.probe_classes()
     engine.batch_size, chunk = _sizes(engine, n_classes, batch_size, chunk_inlines)
     shape = engine.reader.shape
     arrays = {"labels": np.empty(shape, np.uint8), "probabilities": np.empty((n_classes,) + shape, np.float32),

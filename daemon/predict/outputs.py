@@ -131,12 +131,10 @@ def write_segy(survey, out_dir: str | Path, arrays: Mapping[str, np.ndarray],
     return paths
 
 
-def score(labels_pred: np.ndarray, labels_true: np.ndarray, n_classes: int) -> dict[str, Any]:
-    """Pixel accuracy, mean class accuracy and confusion matrix (rows true, columns predicted).
+def confusion_matrix(labels_pred: np.ndarray, labels_true: np.ndarray, n_classes: int) -> np.ndarray:
+    """int64 [n_classes, n_classes] counts (rows true, columns predicted); true labels < 0 are ignored.
 
-    Voxels whose true label is negative (-1: unlabelled) are ignored. Mean class accuracy averages the classes
-    present in the truth. Returns plain Python numbers and lists (JSON-able).
-    """
+    Sums over blocks add up, so a large volume is scored a slab at a time."""
     pred = np.asarray(labels_pred).reshape(-1).astype(np.int64)
     true = np.asarray(labels_true).reshape(-1).astype(np.int64)
     if pred.shape != true.shape:
@@ -145,12 +143,27 @@ def score(labels_pred: np.ndarray, labels_true: np.ndarray, n_classes: int) -> d
     pred, true = pred[keep], true[keep]
     if true.size and (true.max() >= n_classes or pred.min() < 0 or pred.max() >= n_classes):
         raise OutputError(f"labels must lie in 0..{n_classes - 1} (or -1 for unlabelled truth)")
-    confusion = np.bincount(true * n_classes + pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+    return np.bincount(true * n_classes + pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def scores_of(confusion: np.ndarray) -> dict[str, Any]:
+    """Pixel accuracy, mean class accuracy (over classes present in the truth), per-class accuracy, confusion."""
+    confusion = np.asarray(confusion, dtype=np.int64)
+    total = int(confusion.sum())
     support = confusion.sum(axis=1)
     per_class = np.where(support > 0, np.diag(confusion) / np.maximum(support, 1), np.nan)
     present = support > 0
-    return {"n_scored": int(true.size),
-            "pixel_accuracy": float(np.trace(confusion) / true.size) if true.size else float("nan"),
+    return {"n_scored": total,
+            "pixel_accuracy": float(np.trace(confusion) / total) if total else float("nan"),
             "mean_class_accuracy": float(np.mean(per_class[present])) if present.any() else float("nan"),
             "per_class_accuracy": [None if np.isnan(a) else float(a) for a in per_class],
             "confusion": confusion.tolist()}
+
+
+def score(labels_pred: np.ndarray, labels_true: np.ndarray, n_classes: int) -> dict[str, Any]:
+    """Pixel accuracy, mean class accuracy and confusion matrix (rows true, columns predicted).
+
+    Voxels whose true label is negative (-1: unlabelled) are ignored. Mean class accuracy averages the classes
+    present in the truth. Returns plain Python numbers and lists (JSON-able).
+    """
+    return scores_of(confusion_matrix(labels_pred, labels_true, n_classes))
