@@ -17,7 +17,7 @@ import zmq
 
 from client import protocol as P
 from daemon import __version__, catalog, scheduler
-from daemon.jobs import CheckContext, InvalidJob, validate_job
+from daemon.jobs import InvalidJob, validate_job
 from daemon.store import JobRow, StoreError
 
 from daemon.server_types import CONTROL_TIMEOUT_S, Pending, StreamSession
@@ -80,7 +80,7 @@ class Api:
         if priority is not None:
             raw["priority"] = priority
         try:
-            kind, spec = validate_job(raw, CheckContext(home=self.d.home))
+            kind, spec = validate_job(raw, self.d.check_context)
         except InvalidJob as exc:
             raise P.ProtocolError(P.ErrorCode.INVALID_JOB, f"the job file has {len(exc.problems)} problem"
                                   f"{'s' if len(exc.problems) > 1 else ''}: " + "; ".join(exc.problems),

@@ -26,7 +26,7 @@ import zmq
 from client import protocol as P
 from daemon import __version__, api, scheduler
 from daemon.devices import discover
-from daemon.jobs import get_kind, load_plugins
+from daemon.jobs import CheckContext, get_kind, load_plugins
 from daemon.security import CurveServer
 from daemon.server_types import CONTROL_TIMEOUT_S, Pending, StreamSession
 from daemon.settings import Settings
@@ -75,6 +75,8 @@ class Daemon:
             self.slots, f"ipc://{self.rundir / 'executors.sock'}", home, config_file, home / "logs",
             settings.executor.heartbeat_timeout_s, settings.executor.start_timeout_s,
             settings.executor.restart_backoff_s, on_death=self._executor_died, on_state=self._executor_state)
+        roots = tuple(Path(r).expanduser().resolve() for r in settings.paths.inputs)
+        self.check_context = CheckContext(home=home, input_roots=roots + ((home.resolve(),) if roots else ()))
         self.viewers = ViewerManager(home, settings.viewers, self.publish)
         self.api = api.Api(self)
 

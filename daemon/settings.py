@@ -51,6 +51,12 @@ class WorkerSettings(_Section):
     default_count: int = Field(2, ge=0, le=256, description="data worker processes per training job")
 
 
+class PathSettings(_Section):
+    inputs: list[str] = Field(default_factory=list, description="folders job files may read from (SEG-Y, picks, "
+                              "user models); empty: anywhere the daemon's user may read. Set it when clients "
+                              "connect over tcp")
+
+
 class ViewerSettings(_Section):
     bind_address: str = Field("127.0.0.1", description="address viewers listen on; anything but loopback exposes "
                               "them to the network (see docs/viewers.md for SSH tunnels instead)")
@@ -69,6 +75,7 @@ class Settings(_Section):
     tcp: TcpSettings = Field(default_factory=TcpSettings)
     workers: WorkerSettings = Field(default_factory=WorkerSettings)
     viewers: ViewerSettings = Field(default_factory=ViewerSettings)
+    paths: PathSettings = Field(default_factory=PathSettings)
 
 
 class SettingsError(ValueError):

@@ -61,6 +61,11 @@ class ImportSpec(JobSpec):
     segy: SegySection | None = None
     picks: PicksSection | None = None
 
+    def input_files(self) -> list[tuple[str, str]]:
+        if self.segy is not None:
+            return [("segy.file", self.segy.file)]
+        return [(f"picks.files.{k}", f) for k, f in enumerate(self.picks.files if self.picks else [])]
+
     @model_validator(mode="after")
     def _one_source(self) -> "ImportSpec":
         if (self.segy is None) == (self.picks is None):

@@ -24,6 +24,10 @@ class JobSpec(BaseModel):
     priority: int = Field(0, ge=-1000, le=1000, description="higher runs first; equal priorities run in order")
     device: str = Field("auto", description="auto (a free GPU, else the CPU), cpu, cuda, or cuda:N")
 
+    def input_files(self) -> list[tuple[str, str]]:
+        """(key path, file) of every file outside the home this job reads; checked against paths.inputs."""
+        return []
+
     @field_validator("device")
     @classmethod
     def _device_form(cls, v: str) -> str:
@@ -34,9 +38,17 @@ class JobSpec(BaseModel):
 
 @dataclass(frozen=True)
 class CheckContext:
-    """What a submit-time check may look at: the daemon's home (surveys/, models/ ...), read-only."""
+    """What a submit-time check may look at: the daemon's home (surveys/, models/ ...), read-only, and the
+    folders job files may read from (empty: no restriction)."""
 
     home: Path
+    input_roots: tuple[Path, ...] = ()
+
+    def outside_roots(self, path: str) -> bool:
+        if not self.input_roots:
+            return False
+        real = Path(path).expanduser().resolve()  # resolves '..' and symbolic links
+        return not any(real == root or root in real.parents for root in self.input_roots)
 
 
 @dataclass(frozen=True)
@@ -99,6 +111,11 @@ def validate_job(raw: Any, ctx: CheckContext) -> tuple[JobKind, JobSpec]:
         spec = kind.spec.model_validate(raw)
     except ValidationError as exc:
         raise InvalidJob([_problem(e) for e in exc.errors()]) from None
+    problems = [f"{key}: {path} is outside the folders this daemon reads from "
+                f"({', '.join(map(str, ctx.input_roots))}; setting paths.inputs)"
+                for key, path in spec.input_files() if ctx.outside_roots(path)]
+    if problems:  # nothing else is looked at for a file the daemon must not read
+        raise InvalidJob(problems)
     problems = kind.check(spec, ctx) if kind.check else []
     if problems:
         raise InvalidJob(problems)
