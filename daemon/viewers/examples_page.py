@@ -1,0 +1,126 @@
+"""The example-set page (/examples?set=NAME&index=K): one example's input crop, as three orthogonal slices for 3D
+crops or as the image for 2D crops, with sliders for example, channel and slice positions, and the class name.
+
+Only the shown example is read (x[index], one HDF5 chunk), so a set of any size opens at once.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+from bokeh.document import Document
+from bokeh.layouts import column, row
+from bokeh.models import Div, Select, Slider
+
+from daemon.viewers.panels import PALETTES, SlicePanel
+
+AXIS_NAMES = ("inline", "crossline", "sample")
+CROP_AXES = {"inline": (1, 2), "crossline": (0, 2), "time": (0, 1), "3d": (0, 1, 2)}
+
+
+def slider(title: str, count: int, value: int = 0) -> Slider:
+    """An index slider over 0..count-1 (disabled when there is only one value: Bokeh needs start < end)."""
+    return Slider(title=title, start=0, end=max(count - 1, 1), value=min(value, max(count - 1, 0)), step=1,
+                  disabled=count <= 1)
+
+
+def query(doc: Document, key: str) -> str | None:
+    """A query-string argument of the page's URL."""
+    ctx = doc.session_context
+    values = ctx.request.arguments.get(key) if ctx is not None and ctx.request is not None else None
+    return values[0].decode() if values else None
+
+
+class ExampleSetPage:
+    """Widgets and panels of one browser session of /examples."""
+
+    def __init__(self, doc: Document, home: Path):
+        self.folder = home / "examples"
+        names = sorted(p.stem for p in self.folder.glob("*.h5"))
+        wanted = query(doc, "set")
+        self.choice = Select(title="example set", options=names or ["(none)"],
+                             value=wanted if wanted in names else (names[0] if names else "(none)"))
+        self.palette = Select(title="palette", options=list(PALETTES), value="seismic")
+        self.zoom = Slider(title="zoom (pixels per sample)", start=1, end=12, value=6, step=1)
+        self.info = Div(text="", width=420)
+        self.layout = column(row(self.choice, self.palette, self.zoom), self.info, name="examples")
+        doc.add_root(self.layout)
+        doc.title = "seisd example sets"
+        self.h5: h5py.File | None = None
+        doc.on_session_destroyed(lambda ctx: self.h5.close() if self.h5 is not None else None)
+        self.choice.on_change("value", lambda attr, old, new: self.open(new, 0))
+        self.palette.on_change("value", lambda attr, old, new: [p.set_palette(new) for p in self.panels])
+        self.zoom.on_change("value", lambda attr, old, new: [p.set_zoom(new) for p in self.panels])
+        self.panels: list[SlicePanel] = []
+        index = query(doc, "index")
+        self.open(self.choice.value, int(index) if index and index.isdigit() else 0)
+
+    def open(self, name: str, index: int) -> None:
+        """Show set `name` from example `index`: rebuild the sliders and panels for its crop shape."""
+        if self.h5 is not None:
+            self.h5.close()
+        path = self.folder / f"{name}.h5"
+        if not path.is_file():
+            self.layout.children = self.layout.children[:2]
+            self.info.text = f"<b>no example set</b> {name!r} in {self.folder}: extract one first"
+            return
+        self.h5 = h5py.File(path, "r")
+        self.meta = json.loads(self.h5.attrs["meta"])
+        self.x, n = self.h5["x"], int(self.h5["y"].shape[0])
+        self.crop_axes = CROP_AXES[self.meta["crop"]["orientation"]]
+        shape = self.x.shape[2:]
+        self.index = slider("example", n, index)
+        self.channel = slider(f"channel ({', '.join(self.meta.get('volumes', []))})", self.x.shape[1])
+        self.positions = [slider(f"{AXIS_NAMES[a]} slice", shape[k], shape[k] // 2)
+                          for k, a in enumerate(self.crop_axes)] if len(shape) == 3 else []
+        self.panels = self._make_panels()
+        for w in [self.index, self.channel, *self.positions]:
+            w.on_change("value", lambda attr, old, new: self.draw())
+        controls = column(self.index, self.channel, *self.positions)
+        self.layout.children = [self.layout.children[0], self.info, row(controls, *[p.fig for p in self.panels])]
+        self.draw()
+
+    def _make_panels(self) -> list[SlicePanel]:
+        axes = self.crop_axes
+        if len(axes) == 2:
+            pairs = [(None, axes)]
+        else:  # the slice across crop axis k shows the other two
+            pairs = [(k, tuple(a for j, a in enumerate(axes) if j != k)) for k in range(3)]
+        panels = []
+        for k, (u, v) in pairs:
+            title = "crop" if k is None else f"{AXIS_NAMES[axes[k]]} slice"
+            panels.append(SlicePanel(title, AXIS_NAMES[u], AXIS_NAMES[v], flip_y=v == 2, palette=self.palette.value))
+        return panels
+
+    def draw(self) -> None:
+        """Read the chosen example (one chunk) and redraw every panel."""
+        i, c = int(self.index.value), int(self.channel.value)
+        crop = np.asarray(self.x[i, c])
+        y = int(self.h5["y"][i])
+        names = self.meta.get("class_names", [])
+        label = names[y] if 0 <= y < len(names) else f"class {y}"
+        pos = self.h5["position"][i].tolist() if "position" in self.h5 else []
+        src = int(self.h5["source"][i]) if "source" in self.h5 else 0
+        survey = self.meta.get("surveys", [{}])[src].get("name", "?") if self.meta.get("surveys") else "?"
+        self.info.text = (f"<b>example {i}</b> of {self.x.shape[0]}: class <b>{label}</b> (id {y}); survey "
+                          f"{survey}, centre (inline, crossline, sample) index {pos}; crop "
+                          f"{self.meta['crop']['orientation']} {list(self.x.shape[2:])}")
+        if not self.positions:
+            self.panels[0].show(crop, f"example {i}: {label}")
+        else:
+            for k, panel in enumerate(self.panels):
+                cut = np.take(crop, int(self.positions[k].value), axis=k)
+                panel.show(cut, f"{AXIS_NAMES[self.crop_axes[k]]} {int(self.positions[k].value)}: {label}")
+        for p in self.panels:
+            p.set_palette(self.palette.value)
+            p.set_zoom(self.zoom.value)
+
+
+def make_document(home: Path) -> Any:
+    """The Bokeh handler for /examples."""
+    def build(doc: Document) -> None:
+        ExampleSetPage(doc, home)
+    return build
