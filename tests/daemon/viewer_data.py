@@ -25,7 +25,8 @@ def make_survey(home: Path, name: str = "tiny") -> Survey:
     survey.register_volume("seismic", {"mean": float(vol.mean()), "std": float(vol.std()), "min": float(vol.min()),
                                        "max": float(vol.max()), "p01": -1.5, "p99": 1.5, "nan_count": 0})
     labels = np.full(SHAPE[1:], -1, np.int32)
-    labels[::3, ::4] = (np.arange(SHAPE[2])[::4] * len(CLASSES) // SHAPE[2])[None, :]
+    # picks away from the edges, so crops hold data rather than edge padding
+    labels[4:-4:3, 6:-6:4] = (np.arange(SHAPE[2])[6:-6:4] * len(CLASSES) // SHAPE[2])[None, :]
     from_labelled_slice(survey, 100 + SHAPE[0] // 2, labels, CLASSES).save(survey.folder, "facies")
     return Survey.open(survey.folder)
 
