@@ -1,0 +1,187 @@
+"""The `train` job kind through a real seisd: submit checks, outputs, controls, cancel, transfer, resume after kill -9.
+
+A 32^3 synthetic survey (tools/synth.py) is imported through the client like a user would; jobs are tiny patchcnn
+runs (15x15 crops, batches of 16) so each takes seconds on two cores.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import h5py
+import numpy as np
+import pytest
+
+from tests.harness import ROOT, RunningDaemon, wait_for, wait_state
+
+sys.path.insert(0, str(ROOT / "tools"))
+import synth  # noqa: E402
+
+
+def import_demo(client: Any, folder: Path) -> None:
+    """A 32^3 synthetic survey 'demo' with its pick set 'default', and 'one' holding a single class."""
+    s = synth.generate(shape=(32, 32, 32), seed=0)
+    synth.write(s, folder)
+    jobs = [{"kind": "import", "survey": "demo", "segy": {"file": str(folder / "seismic.sgy")}}]
+    pts = sorted(str(p) for p in (folder / "picks").glob("*.pts"))
+    pattern = r"(?P<name>.+)\.pts"
+    jobs.append({"kind": "import", "survey": "demo", "picks": {"files": pts, "class_pattern": pattern}})
+    jobs.append({"kind": "import", "survey": "demo",
+                 "picks": {"files": [str(folder / "picks" / "salt.pts")], "class_pattern": pattern, "set": "one"}})
+    for job in jobs:
+        record = client.wait(client.submit(job)["id"], timeout=60)
+        assert record["state"] == "succeeded", record["error"]
+
+
+def train_job(output: str, *, epochs: int = 2, batches: int = 8, **train: Any) -> dict[str, Any]:
+    return {"kind": "train", "output": output,
+            "data": {"survey": "demo", "crop": {"size": [15, 15]}, "batch_size": 16, "batches_per_epoch": batches,
+                     "val_batches": 2, "split": {"block": 4}},
+            "model": {"name": "patchcnn", "params": {"filters": [8, 8, 8]}},
+            "train": {"epochs": epochs, "seed": 0, "checkpoint_every_steps": 5, "progress_interval_s": 0.1,
+                      "early_stop": {"enabled": False}, **train}}
+
+
+@pytest.fixture(scope="module")
+def demo(shared_daemon: RunningDaemon, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
+    import_demo(shared_daemon.client, tmp_path_factory.mktemp("synth"))
+    yield shared_daemon
+
+
+@pytest.fixture(scope="module")
+def trained(demo: RunningDaemon) -> dict[str, Any]:
+    """One finished training job, shared by the output tests."""
+    record = demo.client.wait(demo.client.submit(train_job("base"))["id"], timeout=120)
+    assert record["state"] == "succeeded", record["error"]
+    return record
+
+
+def last_step(client: Any, job_id: int) -> int:
+    steps = [e["data"].get("step") for e in client.job_events(job_id) if e["type"] == "job.progress"]
+    return max([s for s in steps if s is not None], default=0)
+
+
+def test_broken_job_files_are_refused_with_each_problem_named(demo: RunningDaemon) -> None:
+    from client.api import SeisdError as DaemonError
+
+    cases = [
+        ({"model": {"name": "resnet9000"}}, "model.name: unknown model 'resnet9000'"),
+        ({"data": {"crop": {"size": [15, 15, 15], "orientation": "inline"}}}, "data.crop"),
+        ({"data": {"crop": {"size": [15, 99]}}}, "data.crop.size: [15, 99] does not fit"),
+        ({"data": {"survey": "nowhere"}}, "data.survey: no survey 'nowhere'"),
+        ({"data": {"picks": "one"}}, "data.picks: pick set 'one' has points of 1 class"),
+    ]
+    before = len(demo.client.jobs())
+    for change, expected in cases:
+        job = train_job("refused")
+        for section, values in change.items():
+            job[section] = {**job[section], **values}
+        with pytest.raises(DaemonError) as err:
+            demo.client.submit(job)
+        assert expected in str(err.value) + json.dumps(err.value.details), (change, err.value)
+    assert len(demo.client.jobs()) == before  # nothing was queued
+
+
+def test_existing_model_name_is_refused_unless_overwrite(demo: RunningDaemon, trained: dict) -> None:
+    from client.api import SeisdError as DaemonError
+
+    with pytest.raises(DaemonError, match="output: a model 'base' already exists"):
+        demo.client.submit(train_job("base"))
+
+
+def test_outputs_model_file_summary_and_tensorboard(demo: RunningDaemon, trained: dict) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result, job_dir = trained["result"], Path(trained["dir"])
+    assert result["stopped"] == "finished" and result["step"] == 16 and result["epoch"] == 2
+    assert (job_dir / "checkpoints" / "last.pt").is_file() and (job_dir / "checkpoints" / "best.pt").is_file()
+    with h5py.File(job_dir / "summary.h5", "r") as h5:
+        assert list(h5["steps/step"][:]) == list(range(16))
+        assert len(h5["epochs/epoch"]) == 2
+    acc = EventAccumulator(str(job_dir / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()
+    assert {"val/pixel_accuracy", "val/macro_f1", "val/val_loss"} <= set(acc.Tags()["scalars"])
+    assert [e.step for e in acc.Scalars("val/pixel_accuracy")] == [8, 16]
+    assert {"val/confusion", "val/preview"} <= set(acc.Tags()["images"])
+    info = demo.client.call("models.info", name="base")
+    text = json.dumps(info)
+    for key in ("input_spec", "normalisation", "provenance", "classes"):
+        assert key in text
+    log = (job_dir / "log").read_text()
+    assert "validation" in log and "model written" in log  # the seisd.training logger reaches the job log
+    assert trained["metrics"] is not None
+
+
+def test_model_file_predicts_the_same_in_a_new_process(demo: RunningDaemon, trained: dict) -> None:
+    job_dir = Path(trained["dir"])
+    expected = np.load(job_dir / "preview_final.npy")
+    code = ("import sys, numpy as np; from daemon.jobs.train import predict_slice; "
+            "np.save(sys.argv[4], predict_slice(sys.argv[1], sys.argv[2], int(sys.argv[3]), stride=2))")
+    out = job_dir.parent / "fresh_prediction.npy"
+    subprocess.run([sys.executable, "-c", code, str(demo.home / "models" / "base.h5"),
+                    str(demo.home / "surveys" / "demo"), str(trained["result"]["preview_inline"]), str(out)],
+                   check=True, cwd=ROOT, timeout=120)
+    got = np.load(out)
+    assert got.shape == (32, 32) and np.array_equal(got, expected)
+
+
+def test_transfer_changes_only_unfrozen_parameters(demo: RunningDaemon, trained: dict) -> None:
+    c = demo.client
+    job = train_job("transferred", epochs=1, mode="transfer", init_from="models/base.h5", trainable_layers=1)
+    record = c.wait(c.submit(job)["id"], timeout=120)
+    assert record["state"] == "succeeded", record["error"]
+    with h5py.File(demo.home / "models" / "base.h5") as a, h5py.File(demo.home / "models" / "transferred.h5") as b:
+        keys = list(a["weights"])
+        changed = [k for k in keys if not np.array_equal(a["weights"][k][()], b["weights"][k][()])]
+    last_layer = sorted({k.rsplit(".", 1)[0] for k in keys if k.endswith("weight")})[-1]
+    assert changed and all(k.startswith(last_layer + ".") for k in changed), (last_layer, changed)
+
+
+def test_cancel_saves_a_checkpoint(demo: RunningDaemon) -> None:
+    c = demo.client
+    job_id = c.submit(train_job("cancelled", epochs=50, batches=1000, checkpoint_every_steps=100000))["id"]
+    wait_for(lambda: last_step(c, job_id) >= 3, timeout=60, what="training steps")
+    c.cancel(job_id)
+    record = wait_state(c, job_id, timeout=60)
+    assert record["state"] == "cancelled"
+    import torch
+
+    state = torch.load(Path(record["dir"]) / "checkpoints" / "last.pt", weights_only=True)
+    assert state["step"] >= 3
+    assert not (demo.home / "models" / "cancelled.h5").exists()
+
+
+def test_workers_resize_and_stop_after_epoch(demo: RunningDaemon) -> None:
+    c = demo.client
+    job_id = c.submit(train_job("stopped", epochs=50, batches=150))["id"]
+    wait_for(lambda: last_step(c, job_id) >= 2, timeout=60, what="training steps")
+    assert c.workers(job_id, 1) == {"count": 1}
+    wait_for(lambda: (c.show(job_id)["metrics"] or {}).get("workers") == 1, timeout=30,
+             what="the pool statistics to show one worker")
+    assert c.call("stop_after_epoch", id=job_id) == {"stopping": True}
+    record = wait_state(c, job_id, timeout=90)
+    assert record["state"] == "succeeded", record["error"]
+    assert record["result"]["stopped"] == "stop_after_epoch" and record["result"]["epoch"] < 50
+    assert (demo.home / "models" / "stopped.h5").is_file()
+
+
+def test_resume_after_kill9_continues_step_count_and_loss_history(daemon: RunningDaemon, tmp_path: Path) -> None:
+    c = daemon.client
+    import_demo(c, tmp_path / "synth")
+    job_id = c.submit(train_job("resumed", epochs=3, batches=60, checkpoint_every_steps=10))["id"]
+    job_dir = daemon.home / "jobs" / str(job_id)
+    wait_for(lambda: last_step(c, job_id) >= 25, timeout=90, what="training past two checkpoints")
+    daemon.kill9()
+    daemon.restart()
+    c = daemon.client
+    record = wait_state(c, job_id, timeout=120)
+    assert record["state"] == "succeeded", record["error"]
+    assert record["attempts"] == 2 and record["result"]["step"] == 180
+    assert "continuing from" in (job_dir / "log").read_text()
+    with h5py.File(job_dir / "summary.h5", "r") as h5:
+        steps, losses = h5["steps/step"][:], h5["steps/loss"][:]
+        assert list(steps) == list(range(180))  # no gap, no repeat across the restart
+        assert np.isfinite(losses).all() and list(h5["epochs/epoch"][:]) == [1, 2, 3]
