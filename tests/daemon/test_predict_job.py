@@ -180,7 +180,7 @@ def test_kill9_mid_job_resumes_without_redoing_chunks_and_matches(tmp_path: Path
     make_synth_survey(home)
     user_file = tmp_path / "slow_model.py"
     user_file.write_text(SLOW_MODEL)
-    save_model(home, "slow", model_name="user", params={"path": str(user_file), "delay_s": 0.08},
+    save_model(home, "slow", model_name="user", params={"path": str(user_file), "delay_s": 0.05},
                input_spec={"apply_kind": "fcn"})
     job = dict(outputs=["labels", "probabilities"], format="hdf5", chunk_inlines=1, batch_size=1,
                figures={"enabled": False})

@@ -1,0 +1,166 @@
+"""host_client: a host application (such as OpendTect) applying a seisd model to data it holds in memory.
+
+    python tools/host_client.py --model facies --segy cube.sgy
+    python tools/host_client.py --home /data/seisd --model facies --cache surveys/f3/seismic.f32 --shape 651,951,462
+
+The reference example for host developers: it uses pyzmq, numpy and json only (segyio just to read a SEG-Y),
+never seisd's own modules, and follows docs/PROTOCOL.md. It opens a streaming session (stream.open), sends the
+survey inline by inline as float32 binary frames (stream.apply), receives class labels and confidence frames,
+closes the session (stream.close), and prints what it measured: blocks per second and latency per block.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import zmq
+
+
+class DaemonError(RuntimeError):
+    """An error reply: `code` is the protocol's error code (switch on it), the message is for people."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+
+def home_dir(given: str | None) -> Path:
+    """The daemon's home: --home, else $SEISD_HOME, else $XDG_DATA_HOME/seisd, else ~/.local/share/seisd."""
+    text = given or os.environ.get("SEISD_HOME")
+    if not text:
+        text = str(Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "seisd")
+    return Path(text).expanduser().resolve()
+
+
+def control_endpoint(home: Path) -> str:
+    """PROTOCOL.md section 1: <$XDG_RUNTIME_DIR or tmp>/seisd-<uid>-<first 12 hex of sha1(home)>/control.sock."""
+    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    digest = hashlib.sha1(str(home).encode("utf-8")).hexdigest()[:12]
+    return f"ipc://{base}/seisd-{os.getuid()}-{digest}/control.sock"
+
+
+class Connection:
+    """One DEALER socket to the daemon; requests carry an id, and replies are matched on `re`."""
+
+    def __init__(self, endpoint: str, timeout_s: float = 60.0):
+        self.sock = zmq.Context.instance().socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)  # never hang at exit when the daemon is gone
+        self.sock.connect(endpoint)
+        self.timeout_ms = int(timeout_s * 1000)
+
+    def call(self, op: str, args: dict[str, Any], arrays: list[np.ndarray] = ()) -> tuple[dict, list[np.ndarray]]:
+        """Send [header, array frames...]; return (result, arrays) of the reply, or raise DaemonError."""
+        rid = uuid.uuid4().hex
+        # Each array is described in the header and travels as raw C-order bytes in its own frame.
+        descs = [{"dtype": a.dtype.name, "shape": list(a.shape), "byteorder": "little"} for a in arrays]
+        header = {"v": 1, "id": rid, "op": op, "args": args, "arrays": descs}
+        self.sock.send_multipart([json.dumps(header).encode()] + [np.ascontiguousarray(a) for a in arrays])
+        while True:
+            if not self.sock.poll(self.timeout_ms):
+                raise DaemonError("timeout", f"no reply to {op} in {self.timeout_ms / 1000:g} s (is seisd running?)")
+            frames = self.sock.recv_multipart()
+            reply = json.loads(frames[0])
+            if reply.get("re") == rid:
+                break  # anything else is a late reply to an earlier request
+        if not reply["ok"]:
+            raise DaemonError(reply["error"]["code"], reply["error"]["message"])
+        out = [np.frombuffer(f, dtype=np.dtype(d["dtype"]).newbyteorder("<" if d.get("byteorder", "little")
+                                                                        == "little" else ">")).reshape(d["shape"])
+               for d, f in zip(reply.get("arrays", []), frames[1:])]
+        return reply["result"], out
+
+
+def inlines_of_segy(path: Path) -> Iterator[np.ndarray]:
+    """The inlines of a regular post-stack SEG-Y, one [n_crosslines, n_samples] float32 array at a time."""
+    import segyio  # only this input path needs it
+
+    with segyio.open(path, "r") as f:
+        for number in f.ilines:
+            yield np.asarray(f.iline[number], dtype=np.float32)
+
+
+def inlines_of_cache(path: Path, shape: tuple[int, int, int]) -> Iterator[np.ndarray]:
+    """The inlines of a survey cache volume (surveys/<name>/<volume>.f32: float32, C order [il, xl, sample])."""
+    volume = np.memmap(path, dtype=np.float32, mode="r", shape=shape)
+    for i in range(shape[0]):
+        yield np.asarray(volume[i])
+
+
+def session_id(conn: Connection, result: dict[str, Any], before: set[str]) -> str:
+    """The session of a stream.open result; daemons that do not put it there list it in stream.list."""
+    if "session" in result:
+        return result["session"]
+    new = [s["session"] for s in conn.call("stream.list", {})[0]["sessions"] if s["session"] not in before]
+    if len(new) != 1:
+        raise DaemonError("internal", "cannot tell which stream session was opened")
+    return new[0]
+
+
+def stream(conn: Connection, model: str, inlines: Iterator[np.ndarray], outputs: list[str]) -> dict[str, Any]:
+    """Open a session, apply it to every inline, close it; returns the measurements."""
+    before = {s["session"] for s in conn.call("stream.list", {})[0]["sessions"]}
+    opened, _ = conn.call("stream.open", {"model": model, "outputs": outputs})
+    sid = session_id(conn, opened, before)
+    print(f"session {sid}: model {model}, classes {opened['classes']}, input {opened['input']}", file=sys.stderr)
+    latencies, counts = [], None
+    t0 = time.perf_counter()
+    try:
+        for section in inlines:
+            block = section[None]  # one inline: [1, n_crosslines, n_samples]
+            start = time.perf_counter()
+            result, arrays = conn.call("stream.apply", {"session": sid}, [block])
+            latencies.append(time.perf_counter() - start)
+            labels = dict(zip(result["outputs"], arrays))["labels"]
+            # A host would now display or store the labels; here we only count them per class.
+            hist = np.bincount(labels.ravel(), minlength=len(opened["classes"]))
+            counts = hist if counts is None else counts + hist
+    finally:
+        conn.call("stream.close", {"session": sid})
+    seconds = time.perf_counter() - t0
+    left = len(conn.call("stream.list", {})[0]["sessions"])
+    return {"model": model, "classes": opened["classes"], "blocks": len(latencies),
+            "blocks_per_s": len(latencies) / seconds if seconds else None,
+            "latency_ms_median": 1000 * statistics.median(latencies) if latencies else None,
+            "latency_ms_max": 1000 * max(latencies) if latencies else None,
+            "class_counts": [] if counts is None else counts.tolist(), "open_sessions_after": left}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--home", help="the daemon's home (default $SEISD_HOME or ~/.local/share/seisd)")
+    ap.add_argument("--model", required=True, help="model name in the home's models/")
+    source = ap.add_mutually_exclusive_group(required=True)
+    source.add_argument("--segy", type=Path, help="a post-stack 3D SEG-Y to stream")
+    source.add_argument("--cache", type=Path, help="a survey cache .f32 volume to stream (needs --shape)")
+    ap.add_argument("--shape", help="il,xl,samples of the --cache volume")
+    ap.add_argument("--outputs", default="labels,confidence")
+    ap.add_argument("--json", action="store_true", help="print the report as one JSON line")
+    a = ap.parse_args(argv)
+    if a.cache is not None and not a.shape:
+        ap.error("--cache needs --shape il,xl,samples")
+    inlines = (inlines_of_segy(a.segy) if a.segy else
+               inlines_of_cache(a.cache, tuple(int(n) for n in a.shape.split(","))))
+    conn = Connection(control_endpoint(home_dir(a.home)))
+    try:
+        report = stream(conn, a.model, inlines, a.outputs.split(","))
+    except DaemonError as exc:
+        print(f"host_client: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(report) if a.json else
+          f"{report['blocks']} inlines, {report['blocks_per_s']:.1f} blocks/s, median latency "
+          f"{report['latency_ms_median']:.1f} ms; class counts {report['class_counts']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
