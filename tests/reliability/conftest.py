@@ -52,3 +52,46 @@ def small_fs(tmp_path: Path) -> Iterator[Callable[[Path, int], Path]]:
     yield mount
     for folder in reversed(mounted):
         subprocess.run(["umount", "-l", str(folder)], capture_output=True, check=False)
+
+
+def _write_picks(folder: Path) -> list[Path]:
+    """Two small pick files (classes sand and shale) inside the F3 crop (inlines 111-133, crosslines 875-892)."""
+    files = []
+    for k, cls in enumerate(("sand", "shale")):
+        rows = [f"{111 + (3 * i + k) % 23}\t{875 + (5 * i) % 18}\t{8 + 4 * ((7 * i + k) % 60)}" for i in range(40)]
+        path = folder / f"multi_{cls}_ilxl.pts"
+        path.write_text("\n".join(rows) + "\n")
+        files.append(path)
+    return files
+
+
+@pytest.fixture(scope="module")
+def stocked_daemon(guarded_daemon: RunningDaemon, shared_data: Path) -> RunningDaemon:
+    """The guarded daemon with something to lose: survey f3 (from the real F3 crop) with pick set `two`, example
+    set `ex1`, and a small model file `m1`."""
+    import shutil
+
+    from tests.harness import wait_state
+
+    d, inputs = guarded_daemon, guarded_daemon.inputs  # type: ignore[attr-defined]
+    shutil.copy(shared_data / "segyio" / "f3.sgy", inputs / "f3.sgy")
+    c = d.client
+    jobs = [{"kind": "import", "survey": "f3", "segy": {"file": str(inputs / "f3.sgy")}},
+            {"kind": "import", "survey": "f3", "picks": {"files": [str(p) for p in _write_picks(inputs)],
+                                                          "set": "two"}},
+            {"kind": "extract", "examples": "ex1", "sources": [{"survey": "f3", "picks": "two"}],
+             "crop": {"size": [8, 8]}}]
+    for job in jobs:
+        done = wait_state(c, c.submit(job)["id"], timeout=120)
+        assert done["state"] == "succeeded", done
+    _save_small_model(d.home / "models" / "m1.h5")
+    return d
+
+
+def _save_small_model(path: Path) -> None:
+    from daemon.modelfile import ModelInfo, save_model_file
+    from daemon.models import build_model
+
+    model = build_model("patchcnn", 1, 2, [8, 8], {})
+    save_model_file(path, model, ModelInfo(name="patchcnn", params={}, in_channels=1, n_classes=2,
+                                           input_shape=[8, 8], classes=["sand", "shale"]))
