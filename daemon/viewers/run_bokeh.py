@@ -8,6 +8,7 @@ localhost:PORT and 127.0.0.1:PORT (and the --origin ones): through an SSH tunnel
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 from pathlib import Path
 
@@ -32,7 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     from daemon.viewers import examples_page, survey_page
     apps = {"/examples": Application(FunctionHandler(examples_page.make_document(a.home))),
             "/survey": Application(FunctionHandler(survey_page.make_document(a.home)))}
-    origins = [f"localhost:{a.port}", f"127.0.0.1:{a.port}", f"{a.host}:{a.port}", *a.origin]
+    hosts = {"localhost", "127.0.0.1", a.host}
+    if a.host in ("0.0.0.0", "::", ""):  # reachable by this machine's names too (the daemon reports the fqdn)
+        hosts |= {socket.getfqdn(), socket.gethostname()}
+    origins = [f"{h}:{a.port}" for h in sorted(hosts)] + a.origin
     server = Server(apps, address=a.host, port=a.port, allow_websocket_origin=origins, num_procs=1)
     server.start()
     print(f"example-set and survey viewer at http://{a.host}:{a.port}/ (pages /examples and /survey)", flush=True)
