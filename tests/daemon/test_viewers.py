@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -144,8 +145,6 @@ def test_viewers_die_with_a_killed_daemon_and_the_next_daemon_says_so(daemon: Ru
 
 def _viewer_by_hand(home: Path) -> tuple[subprocess.Popen, str]:
     """A viewer process not started by a daemon (--parent-pid 0), and its URL once it answers."""
-    port = 0
-    import socket
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
