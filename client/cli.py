@@ -440,11 +440,19 @@ def _viewer_line(v: dict[str, Any]) -> str:
 
 def _viewer_action(op: str) -> Callable[[argparse.Namespace, Out], int]:
     def run(a: argparse.Namespace, out: Out) -> int:
-        args = {"jobs": a.jobs} if getattr(a, "jobs", None) else None
+        c = client_of(a)
         if op in ("viewer.start", "viewer.restart"):
-            r = client_of(a).call(op, name=a.name, args=args)
+            args = {k: v for k, v in (("jobs", a.job), ("origins", a.origin)) if v}
+            r = c.call(op, name=a.name, args=args or None)
+            deadline = time.monotonic() + a.wait_s
+            while r["state"] == "starting" and time.monotonic() < deadline:
+                time.sleep(0.3)
+                r = c.call("viewer.status", name=a.name)
+            if r["state"] == "crashed":
+                out.emit(r, lambda: print(_viewer_line(r) + f"\n  see `seisctl viewer logs {a.name}`"))
+                return EXIT_FAILED
         else:
-            r = client_of(a).call(op, name=getattr(a, "name", None))
+            r = c.call(op, name=getattr(a, "name", None))
         if "viewers" in r:
             out.emit(r, lambda: [print(_viewer_line(v)) for v in r["viewers"]] or print("no viewers"))
         else:
@@ -583,7 +591,12 @@ def build_parser() -> argparse.ArgumentParser:
                       ("restart", "stop and start a viewer again")):
         p = v.add_parser(name, help=doc)
         p.add_argument("name", choices=["tensorboard", "examples"])
-        p.add_argument("--jobs", type=int, nargs="+", help="tensorboard: only these jobs (default all)")
+        p.add_argument("--job", type=int, action="append", help="tensorboard: only this job (repeatable; "
+                       "default all jobs)")
+        p.add_argument("--origin", action="append", metavar="HOST:PORT", help="examples: also accept pages "
+                       "opened through this address (an SSH tunnel on another port; repeatable)")
+        p.add_argument("--wait-s", type=float, default=60.0, help="wait until it answers (default 60 s; 0: "
+                       "return at once)")
     v.add_parser("stop", help="stop a viewer (its log stays)").add_argument("name")
     v.add_parser("status", help="one viewer, or all").add_argument("name", nargs="?")
     v.add_parser("logs", help="a viewer's log, also after it stopped").add_argument("name")

@@ -1,0 +1,154 @@
+"""`make demo`: the seed's story end to end, on embedded defaults, through the real daemon and the real seisctl.
+
+    python tools/demo.py [--out demo-out] [--shape 192 192 128] [--epochs N] [--keep-daemon]
+
+1. generate a synthetic survey with ground truth (tools/synth.py): SEG-Y, a label volume, picks on part of one inline
+2. start a daemon in OUT/home
+3. import the SEG-Y as survey `demo`, and the ground-truth labels as its volume `truth`
+4. import the picks (one file per class)
+5. train a network on crops around the picks (configs/train_facies_unet.yaml)
+6. predict the whole cube: labels and confidence as SEG-Y, figures of inline, crossline and time slices
+7. print pixel accuracy and mean class accuracy against the ground truth, with the time each stage took
+8. stop the daemon
+Every step is a seisctl command a user could type; the commands are printed before they run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "tools")]
+
+STAGES: list[tuple[str, float]] = []
+
+
+def stage(name: str, started: float) -> None:
+    took = time.monotonic() - started
+    STAGES.append((name, took))
+    print(f"    -> {name}: {took:.1f} s\n", flush=True)
+
+
+def seisctl(env: dict[str, str], *args: str, capture: bool = False) -> Any:
+    """Run the real seisctl; with capture, return its --json document."""
+    cmd = [sys.executable, "-m", "client.cli", *(["--json"] if capture else []), *args]
+    print("  $ seisctl " + " ".join(args), flush=True)
+    p = subprocess.run(cmd, env=env, text=True, capture_output=capture)
+    if p.returncode != 0:
+        if capture:
+            sys.stderr.write(p.stdout + p.stderr)
+        raise SystemExit(f"demo: `seisctl {' '.join(args)}` failed with exit code {p.returncode}")
+    return json.loads(p.stdout) if capture else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=ROOT / "demo-out", help="working folder (emptied first)")
+    ap.add_argument("--shape", type=int, nargs=3, default=(192, 192, 128), metavar=("IL", "XL", "NS"))
+    ap.add_argument("--epochs", type=int, help="training epochs (default: the job file's)")
+    ap.add_argument("--model", choices=["unet", "patchcnn"], default="unet")
+    ap.add_argument("--keep-daemon", action="store_true", help="leave the daemon running at the end")
+    a = ap.parse_args(argv)
+
+    out = a.out.resolve()
+    shutil.rmtree(out, ignore_errors=True)
+    data, home = out / "data", out / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEISD_")}
+    env.update(SEISD_HOME=str(home), SEISD_DEVICES="auto")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+    total = time.monotonic()
+
+    print(f"1. a synthetic survey {a.shape[0]} x {a.shape[1]} x {a.shape[2]} with 7 facies (tools/synth.py)")
+    t = time.monotonic()
+    import synth
+    survey = synth.generate(shape=tuple(a.shape), seed=0)
+    synth.write(survey, data, figure=True)
+    depth_only = synth.depth_only_baseline(survey.labels, survey.picks)
+    amplitude_only = synth.amplitude_only_baseline(survey.seismic, survey.labels, survey.picks)
+    print(f"   {data}: seismic.sgy, labels.sgy, picks/ ({len(survey.picks.class_id)} picks on inline "
+          f"{survey.inlines[survey.picks.inline_index[0]]}); baselines: depth only {depth_only:.3f}, amplitude "
+          f"only {amplitude_only:.3f}")
+    stage("generate", t)
+
+    print("2. start the daemon")
+    t = time.monotonic()
+    seisctl(env, "daemon", "start")
+    stage("daemon start", t)
+    try:
+        print("3. import the survey and its ground truth")
+        t = time.monotonic()
+        seisctl(env, "survey", "import", str(data / "seismic.sgy"), "--name", "demo")
+        seisctl(env, "survey", "import", str(data / "labels.sgy"), "--name", "demo", "--volume", "truth", "--add")
+        stage("import", t)
+
+        print("4. import the picks: one file per class on part of one inline")
+        t = time.monotonic()
+        picks = sorted(str(p) for p in (data / "picks").glob("*.pts"))
+        seisctl(env, "picks", "import", "demo", *picks, "--pattern", r"(?P<name>.+)\.pts")
+        stage("picks", t)
+
+        print(f"5. train ({a.model}) on crops around the picks")
+        t = time.monotonic()
+        config = ROOT / "configs" / ("train_facies_unet.yaml" if a.model == "unet" else "train_facies.yaml")
+        job = yaml.safe_load(config.read_text())
+        job.update(output="demo", overwrite=True)
+        if a.epochs:
+            job["train"]["epochs"] = a.epochs
+        job_path = out / "train.yaml"
+        job_path.write_text(yaml.safe_dump(job, sort_keys=False))
+        train = seisctl(env, "submit", str(job_path), capture=True)
+        print(f"   job {train['id']}: {train['state']}; {_train_summary(train)}")
+        stage("train", t)
+
+        print("6. predict the whole cube")
+        t = time.monotonic()
+        predict_job = {"kind": "predict", "model": "demo", "survey": "demo", "output": "demo", "overwrite": True,
+                       "outputs": ["labels", "confidence"], "format": "segy", "truth": "truth"}
+        job_path = out / "predict.yaml"
+        job_path.write_text(yaml.safe_dump(predict_job, sort_keys=False))
+        predict = seisctl(env, "submit", str(job_path), capture=True)
+        stage("predict", t)
+
+        print("7. how well")
+        result = predict.get("result") or {}
+        scores = result.get("scores") or {}
+        print(f"   pixel accuracy      {scores.get('pixel_accuracy', float('nan')):.3f}   (depth only "
+              f"{depth_only:.3f}, amplitude only {amplitude_only:.3f})")
+        print(f"   mean class accuracy {scores.get('mean_class_accuracy', float('nan')):.3f}")
+        voxels = 1
+        for n in result.get("shape") or [0]:
+            voxels *= n
+        print(f"   predicted {voxels:,} voxels in {result.get('seconds', 0):.1f} s "
+              f"({result.get('voxels_per_s', 0):,.0f} voxels/s)")
+        paths = result.get("paths") or {}
+        for f in paths.values() if isinstance(paths, dict) else paths:
+            print(f"   output: {f}")
+        for f in result.get("figures") or []:
+            print(f"   figure: {f}")
+    finally:
+        if not a.keep_daemon:
+            print("8. stop the daemon")
+            seisctl(env, "daemon", "stop")
+    print("\ntime per stage: " + ", ".join(f"{n} {s:.0f} s" for n, s in STAGES) +
+          f"; total {time.monotonic() - total:.0f} s")
+    return 0
+
+
+def _train_summary(job: dict[str, Any]) -> str:
+    r = job.get("result") or {}
+    keys = ("epochs", "steps", "stopped", "best_value", "samples_per_s")
+    return ", ".join(f"{k} {r[k]:.3g}" if isinstance(r.get(k), float) else f"{k} {r.get(k)}" for k in keys
+                     if k in r) or "no result"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
