@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from daemon.modelfile import ModelFileError, load_model_file
-from daemon.predict.apply import OUTPUTS, PredictError, apply_block, resolve_device
+from daemon.predict.apply import OUTPUTS, PredictError, apply_block, fast_layout, resolve_device
 from daemon.predict.recipe import recipe_of
 
 MAX_BLOCK_VOXELS = 64 * 1024 * 1024
@@ -67,6 +67,9 @@ class StreamSession:
         except (ModelFileError, PredictError, TypeError, ValueError) as exc:
             raise StreamInputError(f"model {args.get('model') or path.stem}: {exc}") from None
         model.to(dev).eval()
+        layout = fast_layout(model, len(recipe.crop))
+        if layout is not None:  # once here, so apply_block finds the model already in its fast layout
+            model.to(memory_format=layout)
         return cls(model, info, recipe, [o for o in OUTPUTS if o in outputs], batch, dev,
                    str(args.get("model") or path.stem), args.get("session"))
 
