@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -143,7 +144,29 @@ def cmd_submit(a: argparse.Namespace, out: Out) -> int:
     if not isinstance(job, dict):
         print(f"seisctl: {a.file} must hold a mapping of keys (kind: ..., ...)", file=sys.stderr)
         return EXIT_USAGE
+    bad = _unsendable(job)
+    if bad:
+        print(f"seisctl: {a.file}: {bad[0]}: {bad[1]} cannot go in a job file; quote dates and times, and use "
+              "finite numbers", file=sys.stderr)
+        return EXIT_USAGE
     return submit_and_follow(a, out, job)
+
+
+def _unsendable(value: Any, path: str = "") -> tuple[str, str] | None:
+    """The key path of the first value JSON cannot carry (YAML dates, .nan, .inf), or None."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            found = _unsendable(v, f"{path}.{k}" if path else str(k))
+            if found:
+                return found
+        return None
+    if isinstance(value, list):
+        return next((f for i, v in enumerate(value) if (f := _unsendable(v, f"{path}.{i}"))), None)
+    if isinstance(value, float) and not math.isfinite(value):
+        return path or "(top level)", repr(value)
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return None
+    return path or "(top level)", f"a {type(value).__name__} ({value})"
 
 
 def submit_and_follow(a: argparse.Namespace, out: Out, job: dict[str, Any]) -> int:

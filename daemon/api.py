@@ -173,7 +173,7 @@ class Api:
             if not ok:
                 self.d.streams.pop(sid, None)
 
-        args = {"model_path": str(path), "model": model, "outputs": outputs or ["labels"],
+        args = {"session": sid, "model_path": str(path), "model": model, "outputs": outputs or ["labels"],
                 "batch_size": batch_size, "options": options or {}, "torch_device": h.slot.torch_device}
         self.d.ask_executor(h, {"op": "stream_open", "session": sid, "args": args},
                             Pending(self._envelope, self._req.id, self._sock, time.monotonic() + STREAM_TIMEOUT_S,

@@ -116,11 +116,9 @@ def examples_op(home: Path, action: str, name: str | None, value: str | None) ->
             return {"removed": name}
         elif action != "info":
             raise ProtocolError(ErrorCode.BAD_ARGS, f"unknown examples action {action!r}")
-    except ex.ExampleSetLocked as exc:
+        return _example_json(ex.info(path), ex.get_default(folder))
+    except ex.ExampleSetError as exc:  # locked, damaged, name taken: the message says which
         raise ProtocolError(ErrorCode.CONFLICT, str(exc)) from None
-    except ex.ExampleSetError as exc:
-        raise ProtocolError(ErrorCode.CONFLICT, str(exc)) from None
-    return _example_json(ex.info(path), ex.get_default(folder))
 
 
 # -- models ----------------------------------------------------------------------------------------------------
@@ -161,7 +159,10 @@ def model_info_path(home: Path, name: str) -> Path:
 
 
 def model_info(home: Path, name: str) -> dict[str, Any]:
-    return _model_json(_model_path(home, name))
+    info = _model_json(_model_path(home, name))
+    if "error" in info:  # a listing shows a damaged file among the others; asked for alone, it is an error
+        raise ProtocolError(ErrorCode.CONFLICT, f"model {name!r}: {info['error']}")
+    return info
 
 
 def remove_model(home: Path, name: str, users: list[int]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ Sockets (all bound by this process):
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -18,7 +19,7 @@ import signal
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 import zmq
@@ -30,13 +31,14 @@ from daemon.jobs import CheckContext, get_kind, load_plugins
 from daemon.security import CurveServer
 from daemon.server_types import CONTROL_TIMEOUT_S, Pending, StreamSession
 from daemon.settings import Settings
-from daemon.store import JobRow, JobStore
+from daemon.store import JobRow, JobStore, StoreError
 from daemon.supervisor import ExecutorHandle, Supervisor
 from daemon.viewers.manager import ViewerManager
 
 log = logging.getLogger("seisd")
 
 TICK_S = 0.05          # how often timers (supervision, dispatch, cancel deadlines) run at most
+RECONCILE_S = 5.0      # how often the store's running jobs are checked against the executors
 
 
 class DaemonError(RuntimeError):
@@ -157,19 +159,34 @@ class Daemon:
         for s in self.control_sockets:
             poller.register(s, zmq.POLLIN)
         poller.register(self.exec_sock, zmq.POLLIN)
-        next_tick = 0.0
+        next_tick = next_reconcile = 0.0
         while not self.stopping:
             ready = dict(poller.poll(int(TICK_S * 1000)))
-            if ready.get(self.exec_sock):
-                self._drain(self.exec_sock, self._on_executor)
-            for s in self.control_sockets:
-                if ready.get(s):
-                    self._drain(s, lambda frames, s=s: self._on_request(s, frames))
             now = time.monotonic()
-            if now >= next_tick:
-                next_tick = now + TICK_S
-                self._tick(now)
+            # NOTE: a failed store write (a full disk) must not end the daemon: it is logged, the loop goes on, and
+            # the periodic reconciliation repairs jobs whose state could not be recorded.
+            with store_failures_logged():
+                if ready.get(self.exec_sock):
+                    self._drain(self.exec_sock, self._on_executor)
+                for s in self.control_sockets:
+                    if ready.get(s):
+                        self._drain(s, lambda frames, s=s: self._on_request(s, frames))
+                if now >= next_tick:
+                    next_tick = now + TICK_S
+                    self._tick(now)
+                if now >= next_reconcile:
+                    next_reconcile = now + RECONCILE_S
+                    self.reconcile()
         self._shutdown()
+
+    def reconcile(self) -> None:
+        """Jobs the store says are running but no executor runs (their end could not be written, say on a full
+        disk) are failed with that reason, so the queue never waits on a job that is gone."""
+        running = {h.job_id for h in self.supervisor.handles.values() if h.job_id is not None}
+        for job in self.store.list(states=["running"], limit=100_000):
+            if job.id not in running:
+                self.set_job_state(job, "failed", "lost", error="the job's end could not be recorded (the job "
+                                   "store was not writable, e.g. a full disk); run it again")
 
     def _drain(self, sock: zmq.Socket, handle: Any, budget: int = 256) -> None:
         """Handle what is waiting, a bounded number at a time so one busy socket cannot starve the others."""
@@ -304,12 +321,13 @@ class Daemon:
                               "resume": resume, "device": h.slot.torch_device})
 
     def cancel(self, job: JobRow, reason: str = "cancelled by the user") -> str:
-        if job.state in ("queued", "interrupted"):
+        h = self._handle_of_job(job.id)
+        if job.state in ("queued", "interrupted") or (job.state == "running" and h is None):
+            # (running without an executor: its end could not be recorded; nothing runs it any more)
             self.set_job_state(job, "cancelled", reason)
             self.job_log(job.id, f"cancelled while {job.state}")
             return "cancelled"
-        h = self._handle_of_job(job.id)
-        if job.state == "running" and h is not None:
+        if job.state == "running":
             self._to_executor(h, {"op": "cancel", "job": job.id, "reason": reason})
             self.cancel_deadlines.setdefault(job.id, time.monotonic() + self.settings.executor.cancel_grace_s)
             self.job_log(job.id, "cancel requested")
@@ -495,6 +513,14 @@ class Daemon:
         except OSError:
             pass
         log.info("stopped")
+
+
+@contextlib.contextmanager
+def store_failures_logged() -> Iterator[None]:
+    try:
+        yield
+    except StoreError as exc:
+        log.error("the job store could not be written (is the disk full?): %s", exc)
 
 
 def make_private_dir(path: Path) -> None:

@@ -194,7 +194,13 @@ def info(path: str | os.PathLike) -> ExampleSetInfo:
 def list_sets(folder: str | os.PathLike) -> list[ExampleSetInfo]:
     """Every example set in a folder, by name."""
     folder = Path(folder)
-    return [info(p) for p in sorted(folder.glob("*.h5"))] if folder.is_dir() else []
+    out = []
+    for p in sorted(folder.glob("*.h5")) if folder.is_dir() else []:
+        try:
+            out.append(info(p))
+        except ExampleSetError:  # one damaged file must not hide the others; `info` on it names the problem
+            continue
+    return out
 
 
 def _update_meta(path: str | os.PathLike, **changes: Any) -> ExampleSetInfo:
