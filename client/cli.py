@@ -174,6 +174,7 @@ def submit_and_follow(a: argparse.Namespace, out: Out, job: dict[str, Any]) -> i
     command that runs a job goes through here."""
     c = client_of(a)
     r = c.submit(job, priority=getattr(a, "priority", None))
+    a.job_id = r["id"]
     if a.detach:
         out.emit(r, lambda: print(r["id"]))
         return EXIT_OK
@@ -419,6 +420,37 @@ for _action in ("list", "info", "rename", "lock", "unlock", "rm", "default", "no
     COMMANDS[f"examples {_action}"] = _examples_action(_action)
 
 
+@command("predict")
+def cmd_predict(a: argparse.Namespace, out: Out) -> int:
+    job: dict[str, Any] = {"kind": "predict", "model": a.model, "survey": a.survey, "output": a.name or a.model,
+                           "outputs": a.outputs.split(","), "format": a.format, "stride": a.stride,
+                           "overwrite": a.overwrite, "keep_arrays": a.keep_arrays, "device": a.device}
+    figures: dict[str, Any] = {"enabled": not a.no_figures}
+    for key, values in (("inlines", a.figure_inline), ("crosslines", a.figure_crossline), ("times", a.figure_time)):
+        if values:
+            figures[key] = values
+    job["figures"] = figures
+    optional = {"truth": a.truth, "overlap": a.overlap, "orientation": a.orientation, "batch_size": a.batch_size,
+                "tile": [int(n) for n in a.tile.split(",")] if a.tile else None}
+    job.update({k: v for k, v in optional.items() if v is not None})
+    code = submit_and_follow(a, out, job)
+    if code == EXIT_OK and not out.json and not a.detach:
+        _print_prediction(client_of(a), a)
+    return code
+
+
+def _print_prediction(c: Client, a: argparse.Namespace) -> None:
+    r = c.show(a.job_id).get("result") or {}
+    paths = r.get("paths") or {}
+    for p in paths.values() if isinstance(paths, dict) else paths:
+        print(f"output  {p}")
+    for f in r.get("figures") or []:
+        print(f"figure  {f}")
+    if r.get("scores"):
+        s = r["scores"]
+        print(f"scores  pixel accuracy {s['pixel_accuracy']:.4f}, mean class accuracy {s['mean_class_accuracy']:.4f}")
+
+
 @command("stop-after-epoch")
 def cmd_stop_after_epoch(a: argparse.Namespace, out: Out) -> int:
     r = client_of(a).call("stop_after_epoch", id=a.job)
@@ -601,6 +633,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("workers", help="change the number of data workers of a running job")
     p.add_argument("job", type=int)
     p.add_argument("count", type=int)
+    p = sub.add_parser("predict", help="apply a model to a whole survey (a job): SEG-Y/HDF5 outputs and figures")
+    p.add_argument("model", help="model name (seisctl models list)")
+    p.add_argument("survey", help="survey name")
+    p.add_argument("--name", help="output name: predictions/NAME (default: the model's name)")
+    p.add_argument("--outputs", default="labels,confidence", help="comma-separated: labels, probabilities, "
+                   "confidence (default labels,confidence)")
+    p.add_argument("--format", choices=["segy", "hdf5", "both"], default="segy")
+    p.add_argument("--truth", metavar="VOLUME", help="a label volume of the survey to score against")
+    p.add_argument("--figure-inline", type=int, action="append", metavar="N", help="inline number to draw "
+                   "(repeatable; default the middle one)")
+    p.add_argument("--figure-crossline", type=int, action="append", metavar="N")
+    p.add_argument("--figure-time", type=float, action="append", metavar="T")
+    p.add_argument("--no-figures", action="store_true")
+    p.add_argument("--tile", help="fcn tile, e.g. 256,256")
+    p.add_argument("--overlap", type=int)
+    p.add_argument("--orientation", choices=["inline", "crossline", "both"])
+    p.add_argument("--stride", type=int, default=1, help="patch models: every n-th voxel, filled (quick preview)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--keep-arrays", action="store_true", help="keep the .npy working arrays")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier prediction of that name")
+    _job_options(p)
     sub.add_parser("stop-after-epoch", help="a training job stops at the end of its epoch, saving its model"
                    ).add_argument("job", type=int)
     m = sub.add_parser("models", help="trained models: list, info, rm").add_subparsers(dest="sub", required=True)

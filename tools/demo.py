@@ -111,11 +111,8 @@ def main(argv: list[str] | None = None) -> int:
 
         print("6. predict the whole cube")
         t = time.monotonic()
-        predict_job = {"kind": "predict", "model": "demo", "survey": "demo", "output": "demo", "overwrite": True,
-                       "outputs": ["labels", "confidence"], "format": "segy", "truth": "truth"}
-        job_path = out / "predict.yaml"
-        job_path.write_text(yaml.safe_dump(predict_job, sort_keys=False))
-        predict = seisctl(env, "submit", str(job_path), capture=True)
+        predict = seisctl(env, "predict", "demo", "demo", "--name", "demo", "--outputs", "labels,confidence",
+                          "--truth", "truth", capture=True)
         stage("predict", t)
 
         print("7. how well")
