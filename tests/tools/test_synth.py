@@ -174,3 +174,25 @@ def test_default_size_cube(tmp_path: Path):
     assert np.all(np.bincount(s.picks.class_id, minlength=7) > 100)
     assert synth.depth_only_baseline(s.labels, s.picks) <= 0.5
     assert synth.amplitude_only_baseline(s.seismic, s.labels, s.picks) <= 0.4
+
+
+def _load_check():
+    import synth_check
+    return synth_check
+
+
+def test_check_baselines_stay_under_the_limits_on_a_small_cube():
+    """tools/synth_check.py scores the network against these: depth-only <= 0.5, amplitude-only well under 0.85."""
+    check = _load_check()
+    for seed in (0, 2):
+        figures = check.baselines(synth.generate((96, 96, 64), seed=seed))
+        assert figures["depth_only"] <= 0.5 and figures["amplitude_only"] <= 0.5, (seed, figures)
+
+
+def test_check_runs_end_to_end_and_refuses_a_training_budget_past_ten_minutes():
+    check = _load_check()
+    with pytest.raises(check.CheckError, match="train-seconds"):
+        check.run_check((40, 40, 40), train_seconds=601)
+    out = check.run_check((40, 40, 40), seed=1, crop=16, train_seconds=5, epochs=1, stride=8)
+    assert set(out["recall"]) == set(synth.FACIES) and 0 <= out["pixel_accuracy"] <= 1
+    assert out["depth_only"] <= 0.5 and out["train"]["steps"] >= 1
