@@ -27,7 +27,7 @@ import numpy as np
 from synth_model import (LAYERED, Fault, convolve_traces, draw_layout, evaluate, fault_throw,  # noqa: F401
                          reflectivity, ricker)
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 # name -> display colour; the order is the default class id order.
 FACIES: dict[str, str] = {

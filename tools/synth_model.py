@@ -81,10 +81,11 @@ class Layout:
     base_imp: np.ndarray             # [n_units]
     series: dict[str, BlockySeries]
     tile: np.ndarray                 # periodic 3-D random texture for chaotic and salt interiors
+    warp: np.ndarray                 # periodic 3-D smooth field that contorts the chaotic reflectors
     channels: list[dict]
     salt: dict | None
-    wavy: tuple[float, ...]
-    clino: tuple[float, float]
+    wavy: tuple[float, ...]          # amplitude (samples), wavelengths along il and xl (traces), phases
+    clino: tuple[float, float]       # dip along il and along xl (samples per trace), both strong
 
 
 def _fold_field(rng: np.random.Generator, nil: int, nxl: int, ns: int) -> np.ndarray:
@@ -166,7 +167,7 @@ def _draw_channels(rng: np.random.Generator, layout_units: np.ndarray, nil: int,
         q0 = -i0 * np.sin(a) + j0 * np.cos(a) - amp * np.sin(2 * np.pi * p0 / wl + ph)
         k = int(rng.choice(inner)) if inner else 0
         channels.append(dict(angle=a, wavelength=wl, amplitude=amp, phase=ph, q0=q0, boundary=k,
-                             half_width=rng.uniform(9, 15), depth=max(6.0, rng.uniform(0.08, 0.12) * ns)))
+                             half_width=rng.uniform(12, 18), depth=max(8.0, rng.uniform(0.12, 0.16) * ns)))
     return channels
 
 
@@ -192,18 +193,22 @@ def draw_layout(rng: np.random.Generator, ids: dict[str, int], shape: tuple[int,
               "parallel_low": BlockySeries.draw(rng, lo, hi, (2.5, 6.0)),
               "wavy": BlockySeries.draw(rng, lo, hi, (3.0, 5.0)),
               "clinoforms": BlockySeries.draw(rng, lo - 3 * nil - 3 * nxl, hi + 3 * nil + 3 * nxl, (3.0, 5.0)),
-              "channel_fill": BlockySeries.draw(rng, -2.0 * ns, 2.0 * ns, (2.0, 4.0))}
+              "channel_fill": BlockySeries.draw(rng, -2.0 * ns, 2.0 * ns, (2.0, 4.0)),
+              "chaotic": BlockySeries.draw(rng, lo - 40, hi + 40, (2.0, 4.0))}
     tile = smooth_field(rng, (64, 64, 64), (2.5, 2.5, 1.0))
+    warp = smooth_field(rng, (64, 64, 64), (2.0, 2.0, 2.5))
     channels = []
     if "channel_fill" in ids:
         unit_tops = boundaries + fold[None]  # present-day depth of each boundary without faults
         channels = _draw_channels(rng, unit_tops, nil, nxl, ns, ref, pick_xl, max(3, (nil * nxl) // 6000))
     salt = _draw_salt(rng, nil, nxl, ns, fold, ref, pick_xl) if "salt" in ids else None
-    wavy = (rng.uniform(3.0, 4.5), rng.uniform(12, 18), rng.uniform(12, 18), *rng.uniform(0, 2 * np.pi, 2))
-    clino = (rng.uniform(0.8, 1.1), np.deg2rad(rng.uniform(30, 60) + 90 * rng.integers(0, 4)))
+    # undulation as a sum of one wave per axis: every inline and every crossline shows its full amplitude
+    wavy = (rng.uniform(2.5, 3.2), rng.uniform(9, 12), rng.uniform(9, 12), *rng.uniform(0, 2 * np.pi, 2))
+    # dip components along both axes, so the clinoforms dip clearly on inline and crossline sections alike
+    clino = tuple(float(v) for v in rng.uniform(0.8, 1.1, 2) * rng.choice([-1, 1], 2))
     return Layout(ids, fold, candidates[:n_faults], candidates, boundaries, primary, secondary, change,
-                   rng.uniform(0.92, 1.08, len(primary)).astype(np.float32), series, tile, channels, salt,
-                   wavy, clino)
+                   rng.uniform(0.92, 1.08, len(primary)).astype(np.float32), series, tile, warp, channels,
+                   salt, wavy, clino)
 
 
 def _layered_impedance(lay: Layout, name: str, ii: np.ndarray, jj: np.ndarray, z0: np.ndarray) -> np.ndarray:
@@ -214,13 +219,14 @@ def _layered_impedance(lay: Layout, name: str, ii: np.ndarray, jj: np.ndarray, z
         return 0.05 * lay.series[name](z0)
     if name == "wavy":
         a, li, lj, p1, p2 = lay.wavy
-        w = z0 + a * np.sin(2 * np.pi * ii / li + p1) * np.cos(2 * np.pi * jj / lj + p2)
+        w = z0 + a * (np.sin(2 * np.pi * ii / li + p1) + np.sin(2 * np.pi * jj / lj + p2))
         return 0.15 * lay.series[name](w)
     if name == "clinoforms":
-        slope, az = lay.clino
-        return 0.15 * lay.series[name](z0 - slope * (ii * np.cos(az) + jj * np.sin(az)))
-    t = lay.tile  # chaotic: short, discontinuous reflectors
-    return 0.16 * t[ii.astype(np.int64) % 64, jj.astype(np.int64) % 64, np.floor(z0).astype(np.int64) % 64]
+        di, dj = lay.clino
+        return 0.15 * lay.series[name](z0 - di * ii - dj * jj)
+    # chaotic: reflector segments contorted by a short-wavelength warp, broken up by random texture
+    at = (ii.astype(np.int64) % 64, jj.astype(np.int64) % 64, np.floor(z0).astype(np.int64) % 64)
+    return 0.13 * lay.series[name](z0 + 6.0 * lay.warp[at]) + 0.06 * lay.tile[at]
 
 
 def _channel_bodies(lay: Layout, unit_tops: np.ndarray, ii, jj, z0) -> tuple[np.ndarray, np.ndarray]:
@@ -235,7 +241,7 @@ def _channel_bodies(lay: Layout, unit_tops: np.ndarray, ii, jj, z0) -> tuple[np.
         depth_below = z0 - unit_tops[ch["boundary"]][..., None]
         profile = ch["depth"] * np.clip(1 - r ** 2, 0, None)
         inside = (depth_below >= 0) & (depth_below < profile)
-        fill = -0.12 + 0.08 * lay.series["channel_fill"](depth_below - 0.7 * profile)
+        fill = -0.12 + 0.12 * lay.series["channel_fill"](depth_below - 0.7 * profile)
         imp = np.where(inside, fill, imp)
         mask |= inside
     return mask, imp
