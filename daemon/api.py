@@ -82,17 +82,28 @@ class Api:
         try:
             kind, spec = validate_job(raw, self.d.check_context)
         except InvalidJob as exc:
-            raise P.ProtocolError(P.ErrorCode.INVALID_JOB, f"the job file has {len(exc.problems)} problem"
-                                  f"{'s' if len(exc.problems) > 1 else ''}: " + "; ".join(exc.problems),
-                                  {"problems": exc.problems}) from None
+            raise _invalid(exc.problems) from None
         slots = [s.name for s in self.d.slots]
         if not scheduler.device_available(spec.device, kind.devices, slots):
             raise P.ProtocolError(P.ErrorCode.INVALID_JOB, f"device: {spec.device!r} is not available here "
                                   f"(slots: {', '.join(slots)})", {"problems": [f"device: {spec.device!r} is not "
                                                                                 f"one of {', '.join(slots)}"]})
-        spec_json = spec.model_dump(mode="json")
-        job_id = self.d.submit(raw, kind.name, spec_json, spec.priority, spec.device, spec.name)
-        return {"id": job_id, "state": "queued"}
+        def accept() -> dict[str, Any]:
+            job_id = self.d.submit(raw, kind.name, spec.model_dump(mode="json"), spec.priority, spec.device,
+                                   spec.name)
+            return {"id": job_id, "state": "queued"}
+
+        if kind.slow_check is None:
+            return accept()
+
+        def finish(problems: list[str]) -> dict[str, Any]:
+            if problems:
+                raise _invalid(problems)
+            return accept()
+
+        self.d.off_loop(lambda: kind.slow_check(spec, self.d.check_context), finish, self._envelope, self._req.id,
+                        self._sock)
+        return DEFERRED
 
     def op_jobs(self, state: list[Any] | None = None, kind: str | None = None,
                 limit: int | None = None) -> dict[str, Any]:
@@ -245,6 +256,11 @@ class Api:
     def op_shutdown(self) -> dict[str, Any]:
         self.d.request_stop("requested by a client")
         return {}
+
+
+def _invalid(problems: list[str]) -> P.ProtocolError:
+    return P.ProtocolError(P.ErrorCode.INVALID_JOB, f"the job file has {len(problems)} problem"
+                           f"{'s' if len(problems) > 1 else ''}: " + "; ".join(problems), {"problems": problems})
 
 
 def _uses_survey(spec: dict[str, Any], name: str) -> bool:

@@ -19,7 +19,8 @@ import signal
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Iterator
 
 import yaml
 import zmq
@@ -56,6 +57,8 @@ class Daemon:
         self.cancel_deadlines: dict[int, float] = {}
         self.pending: dict[str, Pending] = {}
         self.streams: dict[str, StreamSession] = {}
+        self.background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="seisd-check")
+        self.off_loop_waiting: list[tuple[Future, Callable[[Any], dict[str, Any]], Pending]] = []
         for sub in ("jobs", "logs", "surveys", "examples", "models", "keys"):
             (home / sub).mkdir(parents=True, exist_ok=True)
         self._lock_home()
@@ -199,6 +202,8 @@ class Daemon:
 
     def _tick(self, now: float) -> None:
         self.supervisor.poll()
+        if self.off_loop_waiting:
+            self._finish_off_loop()
         for job_id, deadline in list(self.cancel_deadlines.items()):
             if now >= deadline:
                 h = self._handle_of_job(job_id)
@@ -241,6 +246,28 @@ class Daemon:
             reply = P.Reply.failure(rid, self.session, P.ProtocolError(
                 P.ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}"))
         self._send_reply(sock, envelope, reply)
+
+    def off_loop(self, work: Callable[[], Any], finish: Callable[[Any], dict[str, Any]], envelope: list[bytes],
+                 req_id: str, sock: zmq.Socket) -> None:
+        """Run slow, side-effect-free work (a submit-time check) in a thread; `finish(result)` then runs on the
+        loop and its return value (or ProtocolError) is the reply."""
+        self.off_loop_waiting.append((self.background.submit(work), finish, Pending(envelope, req_id, sock, 0.0)))
+
+    def _finish_off_loop(self) -> None:
+        waiting, self.off_loop_waiting = self.off_loop_waiting, []
+        for future, finish, p in waiting:
+            if not future.done():
+                self.off_loop_waiting.append((future, finish, p))
+                continue
+            try:
+                reply = P.Reply(re=p.request_id, ok=True, session=self.session, result=finish(future.result()))
+            except P.ProtocolError as exc:
+                reply = P.Reply.failure(p.request_id, self.session, exc)
+            except Exception as exc:  # noqa: BLE001 - a failing check is reported, the daemon goes on
+                log.exception("a background check failed")
+                reply = P.Reply.failure(p.request_id, self.session, P.ProtocolError(
+                    P.ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}"))
+            self._send_reply(p.socket, p.envelope, reply)
 
     def _send_reply(self, sock: zmq.Socket, envelope: list[bytes], reply: P.Reply) -> None:
         try:
@@ -501,6 +528,7 @@ class Daemon:
             self.set_job_state(job, "interrupted", "the daemon stopped")
         if self.curve:
             self.curve.stop()
+        self.background.shutdown(wait=False, cancel_futures=True)
         self.zctx.destroy(linger=0)
         self.store.close()
         for name in ("control.sock", "events.sock", "executors.sock"):

@@ -59,6 +59,9 @@ class JobKind:
     resumable: bool = False                       # True: an interrupted job continues from its checkpoint
     devices: Literal["any", "cpu"] = "any"        # "cpu": never occupies a GPU slot (e.g. SEG-Y import)
     check: Callable[[Any, CheckContext], list[str]] | None = None  # semantic problems (missing files ...)
+    # checks that take seconds (building a user model in a child process): run off the daemon's loop, after
+    # `check` passed; the submit is answered when they finish
+    slow_check: Callable[[Any, CheckContext], list[str]] | None = None
     doc: str = ""
 
     def load_runner(self) -> Callable[..., Any]:
