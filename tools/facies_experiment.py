@@ -80,7 +80,13 @@ def predict_cube(model_path: Path, survey_folder: Path, out_dir: Path) -> tuple[
     else:
         kw.update(crop=info.input_spec["crop"], stride=2)
     run = predict_volume(model, vols if len(vols) > 1 else vols[0], out_dir=out_dir, **kw)
-    return np.load(run["paths"]["labels"], mmap_mode="r"), run
+    return np.load(run["paths"]["labels"], mmap_mode="r"), run, info.classes
+
+
+def to_truth_ids(labels: np.ndarray, model_classes: list[str], truth_classes: list[str]) -> np.ndarray:
+    """Model class ids follow the pick set's class order (file names, sorted); the truth has synth's order."""
+    table = np.array([truth_classes.index(name) for name in model_classes], dtype=np.uint8)
+    return table[np.asarray(labels)]
 
 
 def one_run(client: Any, home: Path, s: Any, model: str, split: str, args: argparse.Namespace,
@@ -91,16 +97,19 @@ def one_run(client: Any, home: Path, s: Any, model: str, split: str, args: argpa
     t0 = time.monotonic()
     record = _wait_ok(client, job["id"], 3600)
     wall = time.monotonic() - t0
-    labels, run = predict_cube(home / "models" / f"facies_{split}.h5", home / "surveys" / "demo",
-                               work / f"pred_{split}")
+    labels, run, classes = predict_cube(home / "models" / f"facies_{split}.h5", home / "surveys" / "demo",
+                                        work / f"pred_{split}")
+    labels = to_truth_ids(labels, classes, list(s.class_names))
     cube = score(labels, s.labels, len(s.class_names))
+    p = s.picks
+    at_picks = float(np.mean(np.asarray(labels[p.inline_index, p.crossline_index, p.sample_index]) == p.class_id))
     r = record["result"]
     return {"split": split, "val": r["validation"], "best_epoch": r["best_epoch"], "epochs": r["epoch"],
             "steps": r["step"], "stopped": r["stopped"], "train_points": r["split"]["train_points"],
             "val_points": r["split"]["val_points"], "job_seconds": round(wall, 1),
             "train_seconds": round(r["train_seconds"], 1), "samples_per_s": r["samples_per_s"],
             "cube_pixel_accuracy": cube["pixel_accuracy"], "cube_mean_class_accuracy": cube["mean_class_accuracy"],
-            "cube_per_class_accuracy": cube["per_class_accuracy"], "predict_seconds": round(run["seconds"], 1)}
+            "cube_per_class_accuracy": cube["per_class_accuracy"], "accuracy_at_picks": at_picks, "predict_seconds": round(run["seconds"], 1)}
 
 
 def main(argv: list[str] | None = None) -> int:

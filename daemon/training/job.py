@@ -132,7 +132,8 @@ def _run(spec: TrainSpec, ctx: Any) -> dict[str, Any]:
         should_stop=lambda: (state.publish_pool_stats(), ctx.cancelled.is_set())[1],
         stop_after_epoch=state.stop_after_epoch.is_set,
         on_progress=lambda p: _progress(ctx, state, p),
-        preview=_preview_hook(data, how, ctx), on_epoch=lambda e, s, f: _on_epoch(ctx, state, e, s, f))
+        preview=_preview_hook(data, how, ctx), on_epoch=lambda e, s, f: _on_epoch(ctx, state, e, s, f),
+        class_names=data.classes)
     source = pool_batches(pool) if pool is not None else in_process_batches(data.recipe, cfg.seed)
     try:
         result = train(model, source, ctx.job_dir, optim=optim, schedule=schedule, config=cfg,

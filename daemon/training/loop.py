@@ -58,6 +58,7 @@ class TrainControl:
     on_progress: Callable[[Progress], None] | None = None  # called at most once per config.progress_interval_s
     preview: Callable[[nn.Module], tuple[np.ndarray, np.ndarray]] | None = None  # -> (image, prediction) 2-D
     on_epoch: Callable[[int, int, dict[str, float] | None], None] | None = None  # (epoch, step, val figures)
+    class_names: list[str] | None = None  # names in the validation report (default: class ids)
 
 
 @dataclass
@@ -301,7 +302,7 @@ class Trainer:
         set_train_mode(self.model, self.frozen)
         if cm is None:
             return None
-        report = metrics.classification_report(cm)
+        report = metrics.classification_report(cm, self.control.class_names)
         figures = {"val_loss": loss_sum / max(count, 1), "pixel_accuracy": report["pixel_accuracy"],
                    "mean_class_accuracy": report["mean_class_accuracy"], "macro_f1": report["macro_f1"],
                    "weighted_f1": report["weighted_f1"]}
