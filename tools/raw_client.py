@@ -6,7 +6,8 @@
     python tools/raw_client.py --endpoint ipc:///tmp/seisd-1000-0123456789ab/control.sock ping
 
 It imports pyzmq and the standard library only, never seisd's own modules: it is the proof that the written
-specification is enough to talk to the daemon. It speaks ipc only (no CURVE) and sends no array frames.
+specification is enough to talk to the daemon. It speaks ipc only (no CURVE) and sends no array frames; array
+frames of a reply are counted on stderr. --compact prints the header on one line, as it came over the wire.
 Exit status: 0 for an ok reply, 1 for an error reply, 2 for bad usage, 3 when no reply came within --timeout.
 """
 from __future__ import annotations
@@ -60,21 +61,22 @@ def parse_args_json(text: str | None) -> dict[str, Any]:
     return args
 
 
-def request(endpoint: str, op: str, args: dict[str, Any], timeout_s: float) -> dict[str, Any] | None:
-    """Send one request on a fresh DEALER socket; return the reply header, or None after timeout_s of silence."""
+def request(endpoint: str, op: str, args: dict[str, Any], timeout_s: float,
+            rid: str | None = None) -> tuple[bytes, list[bytes]] | None:
+    """Send one request on a fresh DEALER socket; return the reply's header frame and its array frames, or None
+    after timeout_s of silence."""
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(endpoint)
-    rid = uuid.uuid4().hex[:16]
+    rid = rid or uuid.uuid4().hex[:16]
     header = {"v": PROTOCOL_VERSION, "id": rid, "op": op, "args": args, "arrays": []}
     sock.send(json.dumps(header).encode())
     try:
         while sock.poll(int(timeout_s * 1000)):
             frames = sock.recv_multipart()
-            reply = json.loads(frames[0])
-            if reply.get("re") == rid:  # anything else is not ours (cannot happen on a fresh socket)
-                return reply
+            if json.loads(frames[0]).get("re") == rid:  # anything else is not ours (cannot happen on a fresh socket)
+                return frames[0], frames[1:]
         return None
     finally:
         sock.close(0)
@@ -88,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--home", help="the daemon's home (default: $SEISD_HOME, else ~/.local/share/seisd)")
     ap.add_argument("--endpoint", help="an ipc:// endpoint, overriding the one derived from the home")
     ap.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the reply (default 5)")
+    ap.add_argument("--id", help="the request id (default: 16 random hex characters)")
+    ap.add_argument("--compact", action="store_true", help="print the reply header on one line, as received")
     a = ap.parse_args(argv)
     try:
         args = parse_args_json(a.args)
@@ -95,12 +99,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"raw_client: {exc}", file=sys.stderr)
         return 2
     endpoint = a.endpoint or control_endpoint(home_dir(a.home))
-    reply = request(endpoint, a.op, args, a.timeout)
-    if reply is None:
+    if a.id is not None and not 1 <= len(a.id) <= 128:
+        print("raw_client: --id must have 1 to 128 characters", file=sys.stderr)
+        return 2
+    answer = request(endpoint, a.op, args, a.timeout, a.id)
+    if answer is None:
         print(f"raw_client: no reply from {endpoint} within {a.timeout:g} s (is the daemon running?)",
               file=sys.stderr)
         return 3
-    print(json.dumps(reply, indent=2))
+    header, arrays = answer
+    reply = json.loads(header)
+    print(header.decode() if a.compact else json.dumps(reply, indent=2))
+    for i, frame in enumerate(arrays):
+        print(f"array frame {i}: {len(frame)} bytes", file=sys.stderr)
     return 0 if reply.get("ok") else 1
 
 
