@@ -67,7 +67,8 @@ class EventType:
     VIEWER_STATE = "viewer.state"      # data: name, state, url, pid, reason
     DAEMON_STARTED = "daemon.started"  # data: version, pid, session
     DAEMON_STOPPING = "daemon.stopping"  # data: reason
-    EXECUTOR_STATE = "daemon.executor"  # data: slot, state (starting, ready, busy, dead), pid, reason
+    EXECUTOR_STATE = "daemon.executor"  # data: slot, kind, description, executor_pid, state (starting, ready,
+    #                                     busy, dead, stopped), job, restarts
 
     ALL = (JOB_STATE, JOB_PROGRESS, JOB_LOG, JOB_METRICS, VIEWER_STATE, DAEMON_STARTED, DAEMON_STOPPING,
            EXECUTOR_STATE)
@@ -119,7 +120,7 @@ _op("logs", "Read a job's log from a byte offset. Result: {text, offset, size, s
 _op("events", "A job's stored events after a sequence number. Result: {events: [event]}.", id="int",
     after="int?", limit="int?")
 _op("devices", "The device slots and their executors. Result: {devices: [slot]}.")
-_op("workers", "Change the number of data worker processes of a running job (0..256). Result: what the job "
+_op("workers", "Change the number of data worker processes of a running job (1..256). Result: what the job "
     "reports, e.g. {count}. A job that has no worker pool: error conflict.", id="int", count="int")
 _op("stop_after_epoch", "Ask a running training job to stop at the end of its current epoch (it saves its "
     "checkpoint and model and succeeds). Result: what the job reports. A job without epochs: error conflict.",
@@ -131,8 +132,8 @@ _op("models.rm", "Remove a model file; refused (conflict) while a queued or runn
     name="string")
 _op("stream.open", "Open a streaming-apply session: a model (by name, in the home's models/) is loaded in an "
     "executor and kept warm for blocks. outputs: any of labels, probabilities, confidence (default labels); "
-    "device: auto | cpu | cuda | cuda:N; options: tile, overlap, stride. Result: {session, slot, model, classes, "
-    "input, outputs}.", model="string", outputs="array?", batch_size="int?", device="string?", options="object?")
+    "device: auto | cpu | cuda | cuda:N; options: tile, overlap, stride, orientation. Result: {session, model, "
+    "classes, input, outputs, device, batch_size}.", model="string", outputs="array?", batch_size="int?", device="string?", options="object?")
 _op("stream.apply", "Apply the session's model to one block sent as one binary array frame (float32 or any "
     "numeric dtype; [n_inlines, n_crosslines, n_samples], or [channels, ...] for multi-volume models). Result: "
     "{outputs: [names]} and one array frame per output in that order. A block of the wrong shape or dtype gets "

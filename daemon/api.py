@@ -147,8 +147,8 @@ class Api:
         return {"devices": [h.describe() for h in self.d.supervisor.handles.values()]}
 
     def op_workers(self, id: int, count: int) -> object:
-        if count < 0 or count > 256:
-            raise P.ProtocolError(P.ErrorCode.BAD_ARGS, f"count: expected 0..256, got {count}")
+        if count < 1 or count > 256:
+            raise P.ProtocolError(P.ErrorCode.BAD_ARGS, f"count: expected 1..256, got {count}")
         self.d.send_control(self._job(id), "workers", {"count": count}, self._envelope, self._req.id, self._sock)
         return DEFERRED
 

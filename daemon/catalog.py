@@ -89,6 +89,9 @@ def _example_json(info: Any, default: str | None) -> dict[str, Any]:
             "notes": m.get("notes", ""), "file": str(info.path)}
 
 
+EXAMPLE_ACTIONS = ("list", "info", "rename", "lock", "unlock", "rm", "default", "note")
+
+
 def examples_op(home: Path, action: str, name: str | None, value: str | None) -> dict[str, Any]:
     """list, info, rename, lock, unlock, rm, default, note: one entry point so the rules live in one place."""
     from workers import examples as ex
@@ -97,6 +100,9 @@ def examples_op(home: Path, action: str, name: str | None, value: str | None) ->
     if action == "list":
         default = ex.get_default(folder)
         return {"examples": [_example_json(i, default) for i in ex.list_sets(folder)], "default": default}
+    if action not in EXAMPLE_ACTIONS:
+        raise ProtocolError(ErrorCode.BAD_ARGS, f"unknown examples action {action!r}; one of "
+                            f"{', '.join(EXAMPLE_ACTIONS)}")
     if name is None:
         raise ProtocolError(ErrorCode.BAD_ARGS, f"examples {action} needs a name")
     path = _example_path(home, name)
@@ -114,8 +120,6 @@ def examples_op(home: Path, action: str, name: str | None, value: str | None) ->
         elif action == "rm":
             ex.remove(path)
             return {"removed": name}
-        elif action != "info":
-            raise ProtocolError(ErrorCode.BAD_ARGS, f"unknown examples action {action!r}")
         return _example_json(ex.info(path), ex.get_default(folder))
     except ex.ExampleSetError as exc:  # locked, damaged, name taken: the message says which
         raise ProtocolError(ErrorCode.CONFLICT, str(exc)) from None

@@ -281,9 +281,10 @@ class Daemon:
 
     def publish(self, topic: str, type_: str, data: dict[str, Any], job_id: int | None = None,
                 store: bool = True) -> None:
-        """Record (unless store=False: log lines, which live in the job's log file) and publish an event."""
+        """Publish an event; a job's events are also recorded (unless store=False: log lines, which live in the
+        job's log file), so `events` and `show` can give them later."""
         when = time.time()
-        seq = self.store.add_event(job_id, type_, data, when) if store else 0
+        seq = self.store.add_event(job_id, type_, data, when) if store and job_id is not None else 0
         frames = P.Event(topic, type_, data, self.session, seq, when).encode()
         for s in (self.events, getattr(self, "tcp_events", None)):
             if s is not None:
@@ -375,6 +376,7 @@ class Daemon:
                      arrays: list[Any] | None = None) -> None:
         """Send a request to an executor; its reply (and array frames) goes to the waiting client."""
         token = uuid.uuid4().hex
+        pending.slot = h.slot.name
         self.pending[token] = pending
         self._to_executor(h, {**msg, "token": token}, arrays)
 
@@ -475,6 +477,16 @@ class Daemon:
             self.set_job_state(job, "failed", "the job raised an error", error=error or "unknown error")
 
     def _executor_died(self, h: ExecutorHandle, reason: str) -> None:
+        for token, p in list(self.pending.items()):  # nobody will answer these now
+            if p.slot == h.slot.name:
+                del self.pending[token]
+                if p.on_reply is not None:
+                    p.on_reply(False, None)
+                self._send_reply(p.socket, p.envelope, P.Reply.failure(p.request_id, self.session, P.ProtocolError(
+                    P.ErrorCode.NOT_FOUND, f"the executor for {h.slot.name} died ({reason}) before it answered; "
+                    "a stream session on it is lost")))
+        for sid in [sid for sid, st in self.streams.items() if st.slot == h.slot.name]:
+            del self.streams[sid]
         if h.job_id is None:
             return
         job = self.store.get(h.job_id)

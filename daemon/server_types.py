@@ -18,6 +18,7 @@ class Pending:
     socket: zmq.Socket
     deadline: float
     on_reply: Any = None      # called with (ok, result) before the reply goes out (e.g. forget a failed stream)
+    slot: str | None = None   # the executor that is to answer: its death answers the request at once
 
 
 @dataclass
