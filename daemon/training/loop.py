@@ -147,7 +147,7 @@ class Trainer:
         if cfg.mode == "resume":
             self._restore(start)
         else:
-            self.summary.truncate_after(0, 0)
+            self.summary.truncate_after(0, -1)  # a fresh run keeps no row of an earlier one
 
     def _restore(self, state: dict[str, Any]) -> None:
         """Continue optimiser, schedule, counters, random state and early stopping from a checkpoint."""

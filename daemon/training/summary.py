@@ -60,12 +60,16 @@ class SummaryFile:
         self._epochs.clear()
 
     def truncate_after(self, step: int, epoch: int) -> None:
-        """Drop rows for steps >= step and epochs >= epoch (resume re-trains them)."""
+        """Drop rows for steps >= step and epochs > epoch (resume re-trains them).
+
+        Epoch rows are numbered by completed epochs: a checkpoint at epoch e comes after epoch e's validation
+        row was written, so that row stays.
+        """
         if not self.path.is_file():
             return
         with h5py.File(self.path, "a") as h5:
             _truncate(h5.get("steps"), "step", lambda s: s < step)
-            _truncate(h5.get("epochs"), "epoch", lambda e: e < epoch)
+            _truncate(h5.get("epochs"), "epoch", lambda e: e <= epoch)
 
 
 def _append(group: h5py.Group, name: str, rows: np.ndarray) -> None:

@@ -171,17 +171,18 @@ def test_workers_resize_and_stop_after_epoch(demo: RunningDaemon) -> None:
 def test_resume_after_kill9_continues_step_count_and_loss_history(daemon: RunningDaemon, tmp_path: Path) -> None:
     c = daemon.client
     import_demo(c, tmp_path / "synth")
-    job_id = c.submit(train_job("resumed", epochs=3, batches=60, checkpoint_every_steps=10))["id"]
+    job_id = c.submit(train_job("resumed", epochs=3, batches=200, checkpoint_every_steps=10))["id"]
     job_dir = daemon.home / "jobs" / str(job_id)
-    wait_for(lambda: last_step(c, job_id) >= 25, timeout=90, what="training past two checkpoints")
+    # past the end of epoch 1 (step 200) and a later checkpoint: both the epoch row and the steps must continue
+    wait_for(lambda: last_step(c, job_id) >= 215, timeout=90, what="training past epoch 1 and a checkpoint")
     daemon.kill9()
     daemon.restart()
     c = daemon.client
     record = wait_state(c, job_id, timeout=120)
     assert record["state"] == "succeeded", record["error"]
-    assert record["attempts"] == 2 and record["result"]["step"] == 180
+    assert record["attempts"] == 2 and record["result"]["step"] == 600
     assert "continuing from" in (job_dir / "log").read_text()
     with h5py.File(job_dir / "summary.h5", "r") as h5:
         steps, losses = h5["steps/step"][:], h5["steps/loss"][:]
-        assert list(steps) == list(range(180))  # no gap, no repeat across the restart
+        assert list(steps) == list(range(600))  # no gap, no repeat across the restart
         assert np.isfinite(losses).all() and list(h5["epochs/epoch"][:]) == [1, 2, 3]
