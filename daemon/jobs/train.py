@@ -109,20 +109,28 @@ def check_train(spec: TrainSpec, ctx: CheckContext) -> list[str]:
             problems.append(f"train.init_from: {cfg.init_from} does not exist (relative paths start at the home)")
     except ConfigError as exc:
         problems += exc.problems
-    data_problems, n_classes = _check_data(spec.data, ctx.home)
+    data_problems, _ = _check_data(spec.data, ctx.home)
     problems += data_problems
     crop = list(spec.data.crop.size)
     problems += validate_model_params(spec.model.name, spec.model.params, crop)
     if spec.model.name == "patchcnn" and spec.data.crop.orientation != "3d" and min(crop) < 4:
         problems.append(f"data.crop.size: patchcnn needs crops of at least 4 x 4, got {crop}")
-    if spec.model.name == "user" and not problems:
-        from daemon.models.user import check_user_model
-
-        channels = len(spec.data.volumes) * (2 * spec.data.context + 1)
-        params = {k: v for k, v in spec.model.params.items() if k != "path"}
-        problems += [f"model.params.path: {p}" for p in
-                     check_user_model(spec.model.params["path"], channels, max(n_classes, 2), crop, params)]
     return problems
+
+
+def check_user_model_file(spec: TrainSpec, ctx: CheckContext) -> list[str]:
+    """A user model is built and run once on zeros in a child process (seconds: a slow check, off the loop)."""
+    if spec.model.name != "user":
+        return []
+    from daemon.models.user import check_user_model
+
+    d = spec.data
+    channels = len(d.volumes) * (2 * d.context + 1)
+    with np.load(survey_folder(ctx.home, d.survey) / "picks" / f"{d.picks}.npz") as z:
+        n_classes = max(len(z["class_names"]), 2)
+    params = {k: v for k, v in spec.model.params.items() if k != "path"}
+    return [f"model.params.path: {p}" for p in
+            check_user_model(spec.model.params["path"], channels, n_classes, list(d.crop.size), params)]
 
 
 def _check_data(d: DataSection, home: Path) -> tuple[list[str], int]:
@@ -215,4 +223,5 @@ def predict_slice(model_path: str | Path, survey: str | Path, inline: int, *, st
 
 
 register(JobKind(name="train", spec=TrainSpec, runner="daemon.jobs.train:run_train", resumable=True,
-                 check=check_train, doc="train a model on crops around picks (new, resume, transfer)"))
+                 check=check_train, slow_check=check_user_model_file,
+                 doc="train a model on crops around picks (new, resume, transfer)"))

@@ -85,6 +85,33 @@ def test_broken_job_files_are_refused_with_each_problem_named(demo: RunningDaemo
     assert len(demo.client.jobs()) == before  # nothing was queued
 
 
+USER_MODEL = """
+import torch
+
+
+def build_model(in_channels, n_classes, width=4):
+    return torch.nn.Sequential(torch.nn.Conv2d(in_channels, width, 3, padding=1), torch.nn.ReLU(),
+                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(width, n_classes))
+"""
+
+
+def test_user_model_is_checked_at_submit_and_trains(demo: RunningDaemon, tmp_path: Path) -> None:
+    from client.api import SeisdError
+
+    broken = tmp_path / "broken.py"
+    broken.write_text("def build_model(in_channels, n_classes):\n    raise RuntimeError('no model here')\n")
+    job = train_job("user_model", epochs=1)
+    job["model"] = {"name": "user", "params": {"path": str(broken)}}
+    with pytest.raises(SeisdError, match="model.params.path"):
+        demo.client.submit(job)
+    good = tmp_path / "small.py"
+    good.write_text(USER_MODEL)
+    job["model"] = {"name": "user", "params": {"path": str(good), "width": 6}}
+    record = demo.client.wait(demo.client.submit(job)["id"], timeout=120)
+    assert record["state"] == "succeeded", record["error"]
+    assert record["result"]["step"] == 8 and (demo.home / "models" / "user_model.h5").is_file()
+
+
 def test_existing_model_name_is_refused_unless_overwrite(demo: RunningDaemon, trained: dict) -> None:
     from client.api import SeisdError as DaemonError
 
