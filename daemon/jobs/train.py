@@ -86,6 +86,16 @@ class TrainSpec(JobSpec):
     schedule: dict[str, Any] = Field(default_factory=dict)
     train: dict[str, Any] = Field(default_factory=dict)
 
+    def input_files(self) -> list[tuple[str, str]]:
+        """A user model's file and an absolute init_from are read from outside the home: checked at submit."""
+        out = []
+        if self.model.name == "user" and isinstance(self.model.params.get("path"), str):
+            out.append(("model.params.path", self.model.params["path"]))
+        init = self.train.get("init_from")
+        if isinstance(init, str) and Path(init).expanduser().is_absolute():
+            out.append(("train.init_from", init))
+        return out
+
 
 def model_file(home: Path, name: str) -> Path:
     return home / "models" / f"{name}.h5"

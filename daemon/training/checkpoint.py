@@ -10,6 +10,8 @@ the new one, never a torn file.
 """
 from __future__ import annotations
 
+import io
+
 import os
 import tempfile
 from pathlib import Path
@@ -59,7 +61,9 @@ def _fsync_dir(folder: Path) -> None:
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """Save a training state dict atomically, tagged with the checkpoint format and version."""
     payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}
-    return atomic_write(path, lambda handle: torch.save(payload, handle))
+    buffer = io.BytesIO()  # serialised first, so a full disk surfaces as the OSError it is, not a torch error
+    torch.save(payload, buffer)
+    return atomic_write(path, lambda handle: handle.write(buffer.getbuffer()))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

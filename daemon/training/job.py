@@ -87,7 +87,7 @@ class RunState:
 def _progress(ctx: Any, state: RunState, p: Progress) -> None:
     fraction = p.step / p.total_steps if p.total_steps else 0.0
     ctx.progress(min(fraction, 0.999), f"epoch {p.epoch + 1} step {p.step} loss {p.loss:.4f}", eta_s=p.eta_s,
-                 epoch=p.epoch, step=p.step, loss=p.loss, samples_per_s=p.samples_per_s, lr=p.lr)
+                 epoch=p.epoch + 1, step=p.step, loss=p.loss, samples_per_s=p.samples_per_s, lr=p.lr)
     state.publish_pool_stats()
 
 
@@ -182,7 +182,8 @@ def _preview_hook(data: TrainData, how: SliceInput, ctx: Any):
 
 
 def _on_epoch(ctx: Any, state: RunState, epoch: int, step: int, figures: dict[str, float] | None) -> None:
-    ctx.metrics(epoch=epoch, step=step, **({f"val_{k}": v for k, v in figures.items()} if figures else {}))
+    named = {k if k.startswith("val_") else f"val_{k}": v for k, v in (figures or {}).items()}
+    ctx.metrics(epoch=epoch, step=step, **named)
     state.publish_pool_stats(force=True)
     ctx.log.info("epoch %d done at step %d%s", epoch, step, f": {figures}" if figures else "")
 
