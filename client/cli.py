@@ -362,20 +362,6 @@ def cmd_survey_list(a: argparse.Namespace, out: Out) -> int:
     return EXIT_OK
 
 
-@command("survey info")
-def cmd_survey_info(a: argparse.Namespace, out: Out) -> int:
-    r = client_of(a).call("survey.info", name=a.name)
-    out.emit(r, lambda: print(yaml.safe_dump(r, sort_keys=False, default_flow_style=None).rstrip()))
-    return EXIT_OK
-
-
-@command("survey rm")
-def cmd_survey_rm(a: argparse.Namespace, out: Out) -> int:
-    r = client_of(a).call("survey.rm", name=a.name)
-    out.emit(r, lambda: print(f"removed survey {a.name}"))
-    return EXIT_OK
-
-
 @command("picks import")
 def cmd_picks_import(a: argparse.Namespace, out: Out) -> int:
     picks = {"files": [str(Path(f).resolve()) for f in a.files], "set": a.set, "z_unit": a.z_unit,
@@ -470,18 +456,24 @@ def cmd_models_list(a: argparse.Namespace, out: Out) -> int:
     return EXIT_OK
 
 
-@command("models info")
-def cmd_models_info(a: argparse.Namespace, out: Out) -> int:
-    r = client_of(a).call("models.info", name=a.name)
-    out.emit(r, lambda: print(yaml.safe_dump(r, sort_keys=False, default_flow_style=None).rstrip()))
-    return EXIT_OK
+def _info_command(op: str) -> Callable[[argparse.Namespace, Out], int]:
+    def run(a: argparse.Namespace, out: Out) -> int:
+        r = client_of(a).call(op, name=a.name)
+        out.emit(r, lambda: print(yaml.safe_dump(r, sort_keys=False, default_flow_style=None).rstrip()))
+        return EXIT_OK
+    return run
 
 
-@command("models rm")
-def cmd_models_rm(a: argparse.Namespace, out: Out) -> int:
-    r = client_of(a).call("models.rm", name=a.name)
-    out.emit(r, lambda: print(f"removed model {a.name}"))
-    return EXIT_OK
+def _rm_command(op: str, noun: str) -> Callable[[argparse.Namespace, Out], int]:
+    def run(a: argparse.Namespace, out: Out) -> int:
+        r = client_of(a).call(op, name=a.name)
+        out.emit(r, lambda: print(f"removed {noun} {a.name}"))
+        return EXIT_OK
+    return run
+
+
+COMMANDS.update({"survey info": _info_command("survey.info"), "survey rm": _rm_command("survey.rm", "survey"),
+                 "models info": _info_command("models.info"), "models rm": _rm_command("models.rm", "model")})
 
 
 # -- viewers ---------------------------------------------------------------------------------------------------

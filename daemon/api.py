@@ -18,6 +18,7 @@ import zmq
 from client import protocol as P
 from daemon import __version__, catalog, scheduler
 from daemon.jobs import InvalidJob, validate_job
+from daemon.logfiles import read_chunk
 from daemon.store import JobRow, StoreError
 
 from daemon.server_types import CONTROL_TIMEOUT_S, Pending, StreamSession
@@ -59,6 +60,11 @@ class Api:
         if job is None:
             raise P.ProtocolError(P.ErrorCode.NOT_FOUND, f"no job {job_id}")
         return job
+
+    def _unfinished_jobs(self, uses: Any) -> list[int]:
+        """Ids of queued, running or interrupted jobs whose job file `uses(spec)` (removal is refused then)."""
+        return [j.id for j in self.d.store.list(states=["queued", "running", "interrupted"], limit=100_000)
+                if uses(j.spec)]
 
     # -- operations --------------------------------------------------------------------------------------------
 
@@ -125,19 +131,9 @@ class Api:
 
     def op_logs(self, id: int, offset: int | None = None, max_bytes: int | None = None) -> dict[str, Any]:
         job = self._job(id)
-        path = self.d.job_dir(id) / "log"
         limit = self.d.settings.limits.max_log_read_bytes
-        n = max(0, min(max_bytes or limit, limit))
-        start = max(0, offset or 0)
-        try:
-            size = path.stat().st_size
-            with open(path, "rb") as f:
-                f.seek(start)
-                data = f.read(n)
-        except FileNotFoundError:
-            size, data = 0, b""
-        return {"text": data.decode("utf-8", errors="replace"), "offset": start + len(data), "size": size,
-                "state": job.state}
+        chunk = read_chunk(self.d.job_dir(id) / "log", max(0, offset or 0), max(0, min(max_bytes or limit, limit)))
+        return {**chunk, "state": job.state}
 
     def op_events(self, id: int, after: int | None = None, limit: int | None = None) -> dict[str, Any]:
         self._job(id)
@@ -163,9 +159,7 @@ class Api:
         return catalog.model_info(self.d.home, name)
 
     def op_models_rm(self, name: str) -> dict[str, Any]:
-        users = [j.id for j in self.d.store.list(states=["queued", "running", "interrupted"], limit=100_000)
-                 if _uses_model(j.spec, name)]
-        return catalog.remove_model(self.d.home, name, users)
+        return catalog.remove_model(self.d.home, name, self._unfinished_jobs(lambda spec: _uses_model(spec, name)))
 
     def op_stream_open(self, model: str, outputs: list[Any] | None = None, batch_size: int | None = None,
                        device: str | None = None, options: dict[str, Any] | None = None) -> object:
@@ -246,9 +240,7 @@ class Api:
         return catalog.survey_info(self.d.home, name)
 
     def op_survey_rm(self, name: str) -> dict[str, Any]:
-        users = [j.id for j in self.d.store.list(states=["queued", "running", "interrupted"], limit=100_000)
-                 if _uses_survey(j.spec, name)]
-        return catalog.remove_survey(self.d.home, name, users)
+        return catalog.remove_survey(self.d.home, name, self._unfinished_jobs(lambda spec: _uses_survey(spec, name)))
 
     def op_examples(self, action: str, name: str | None = None, value: str | None = None) -> dict[str, Any]:
         return catalog.examples_op(self.d.home, action, name, value)

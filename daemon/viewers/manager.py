@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from client import protocol as P
+from daemon.logfiles import read_chunk
 from client.protocol import ErrorCode, ProtocolError
 from daemon.viewers.health import HealthChecker, check_url
 from daemon.viewers.kinds import KINDS, ViewerKind, kind_of, url_host
@@ -95,16 +96,7 @@ class ViewerManager:
     def logs(self, name: str, offset: int, max_bytes: int) -> dict[str, Any]:
         """The viewer's log from byte `offset` (all its runs, appended): {text, offset (next), size, state}."""
         kind_of(name)
-        path = Path(self.records[name].log)
-        try:
-            size = path.stat().st_size
-            with open(path, "rb") as f:
-                f.seek(offset)
-                data = f.read(max_bytes)
-        except FileNotFoundError:
-            size, data = 0, b""
-        return {"text": data.decode("utf-8", errors="replace"), "offset": offset + len(data), "size": size,
-                "state": self.records[name].state}
+        return {**read_chunk(Path(self.records[name].log), offset, max_bytes), "state": self.records[name].state}
 
     # -- the daemon's loop ---------------------------------------------------------------------------------------
 
