@@ -15,7 +15,7 @@ import numpy as np
 
 from workers import augment as aug_ops
 from workers.augment import Augmentation
-from workers.crops import CropSpec, extract_crop
+from workers.crops import CropSpec, CropWindows
 
 
 class SamplingError(ValueError):
@@ -151,23 +151,6 @@ class LabelVolumeSampler:
 Sampler = Union[PickSampler, LabelVolumeSampler]
 
 
-def _inside_mask(center: tuple[int, int, int], spec: CropSpec, shape: tuple[int, ...]) -> np.ndarray:
-    """Boolean [*crop] mask of the crop cells inside the volume (same centring rule as extract_crop)."""
-    fixed = [ax for ax in range(3) if ax not in spec.volume_axes]
-    if fixed and not 0 <= center[fixed[0]] < shape[fixed[0]]:
-        return np.zeros(spec.size, dtype=bool)
-    masks = []
-    for size, ax in zip(spec.size, spec.volume_axes):
-        pos = center[ax] - size // 2 + np.arange(size)
-        masks.append((pos >= 0) & (pos < shape[ax]))
-    inside = np.ones(spec.size, dtype=bool)
-    for axis, m in enumerate(masks):
-        shape_1d = [1] * len(masks)
-        shape_1d[axis] = -1
-        inside &= m.reshape(shape_1d)  # broadcasting the per-axis masks builds their outer product
-    return inside
-
-
 @dataclass
 class BatchRecipe:
     """Everything a worker needs to make batch (e, k): x float32 [B, C, *crop], y int64 [B] or [B, *crop].
@@ -230,34 +213,66 @@ class BatchRecipe:
         self.open()
         rng_sample, rng_aug = batch_rngs(seed, epoch, k)
         centers, labels = self.sampler.draw(rng_sample, self.batch_size)
-        for i in range(self.batch_size):
-            plan = aug_ops.draw_plan(self.augment, self.crop, rng_aug)
-            self._fill_one(centers[i], plan, x[i], y, i, labels)
+        self._fill_rows(centers, self._draw_plans(rng_aug, self.batch_size), x, y, labels)
 
-    def _fill_one(self, center: np.ndarray, plan: aug_ops.AugmentPlan, xi: np.ndarray, y: np.ndarray,
-                  i: int, labels: np.ndarray | None) -> None:
-        spec = aug_ops.cut_spec(self.crop, plan)
-        c = aug_ops.shifted_center(tuple(center), plan)
-        self._cut_channels(c, spec, xi)
-        aug_ops.apply_geometry(xi, self.crop, plan, lead=1)
-        aug_ops.apply_amplitude(xi, plan, self.augment)
+    def _draw_plans(self, rng: np.random.Generator, n: int) -> list[aug_ops.AugmentPlan]:
+        """The augmentation plans of the first ``n`` rows, in row order."""
+        if self.augment is None:
+            # Without augmentation every plan is the identity, whatever the generator, and rng_aug feeds
+            # nothing else: one plan for all rows changes no batch and saves a draw per crop.
+            return [aug_ops.draw_plan(None, self.crop, rng)] * n
+        return [aug_ops.draw_plan(self.augment, self.crop, rng) for _ in range(n)]
+
+    def _fill_rows(self, centers: np.ndarray, plans: list[aug_ops.AugmentPlan], x: np.ndarray, y: np.ndarray,
+                   labels: np.ndarray | None) -> None:
+        """Rows ``x[i]``, ``y[i]``: crop ``i`` around ``centers[i]`` with ``plans[i]``.
+
+        Crops are cut a whole group at a time (a group shares a cut spec: without augmentation the whole
+        batch, with the inline/crossline swap at most two groups), so the Python work per batch grows with
+        the channels; only geometry and amplitude, which differ per crop, are applied crop by crop.
+        """
+        if self.augment is None:
+            specs, cuts = [self.crop] * len(plans), np.asarray(centers, dtype=np.int64)
+        else:
+            specs = [aug_ops.cut_spec(self.crop, p) for p in plans]
+            cuts = np.array([aug_ops.shifted_center(tuple(c), p) for c, p in zip(centers, plans)], dtype=np.int64)
+        lab_vol = None if labels is not None else self._opened[-1]
+        for spec in dict.fromkeys(specs):
+            rows = [i for i, s in enumerate(specs) if s == spec]
+            whole = len(rows) == len(specs)
+            sel = slice(None) if whole else np.asarray(rows)
+            xs = x if whole else np.empty((len(rows), *x.shape[1:]), dtype=np.float32)
+            self._cut_channels(cuts[sel], spec, xs)
+            if not whole:
+                x[sel] = xs
+            if lab_vol is not None:
+                windows = CropWindows(lab_vol.shape, cuts[sel], spec)
+                # labels are read through float32 like the inputs, then -1 where the crop leaves the volume
+                y[sel] = np.where(windows.inside, windows.cut(lab_vol), -1)
         if labels is not None:
-            y[i] = labels[i]
+            y[:] = labels
+        if self.augment is None:
             return
-        lab_vol = self._opened[-1]
-        tmp = extract_crop(lab_vol, c, spec)
-        yi = np.where(_inside_mask(c, spec, lab_vol.shape), tmp, -1).astype(np.int64)
-        y[i] = aug_ops.apply_geometry(yi, self.crop, plan, lead=0)
+        for i, plan in enumerate(plans):
+            aug_ops.apply_geometry(x[i], self.crop, plan, lead=1)
+            aug_ops.apply_amplitude(x[i], plan, self.augment)
+            if lab_vol is not None:
+                aug_ops.apply_geometry(y[i], self.crop, plan, lead=0)
 
-    def _cut_channels(self, c: tuple[int, int, int], spec: CropSpec, xi: np.ndarray) -> None:
+    def _cut_channels(self, centers: np.ndarray, spec: CropSpec, x: np.ndarray) -> None:
+        """Channels of crops [n, C, *crop] around ``centers``: one CropWindows per (volume shape, context offset)."""
         fixed = next((ax for ax in range(3) if ax not in spec.volume_axes), None)
+        windows: dict[tuple, CropWindows] = {}
         ch = 0
         for v, vol in enumerate(self._opened[: len(self.volumes)]):
             for d in range(-self.context, self.context + 1):
-                cc = list(c)
-                if fixed is not None:
-                    cc[fixed] += d
-                extract_crop(vol, tuple(cc), spec, out=xi[ch])
+                key = (tuple(vol.shape), d)
+                if key not in windows:
+                    shifted = centers.copy()
+                    if fixed is not None:
+                        shifted[:, fixed] += d
+                    windows[key] = CropWindows(vol.shape, shifted, spec)
+                windows[key].cut(vol, out=x[:, ch])
                 if self.norm is not None:
-                    aug_ops.normalise(xi[ch], *self.norm[v])
+                    aug_ops.normalise(x[:, ch], *self.norm[v])
                 ch += 1
