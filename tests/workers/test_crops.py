@@ -6,7 +6,7 @@ import itertools
 import numpy as np
 import pytest
 
-from workers.crops import CropError, CropSpec, extract_crop
+from workers.crops import CropError, CropSpec, CropWindows, extract_crop, extract_crops
 
 
 def _reference(volume: np.ndarray, center: tuple[int, int, int], spec: CropSpec) -> np.ndarray:
@@ -73,3 +73,59 @@ def test_bad_specs_and_buffers_are_refused(volume: np.ndarray) -> None:
     with pytest.raises(CropError, match="float32"):
         extract_crop(volume, (1, 1, 1), CropSpec((3, 3)), out=np.zeros((3, 3), np.float64))
     assert CropSpec.from_dict(CropSpec((3, 4), "time").to_dict()) == CropSpec((3, 4), "time")
+
+
+# --- batched extraction: CropWindows / extract_crops must equal extract_crop crop by crop ---
+
+BATCH_SPECS = SPECS + [CropSpec((26, 26, 26), "3d"), CropSpec((200, 90), "time")]  # > gather limit: sliced
+
+
+def _all_centres(step: int = 1) -> np.ndarray:
+    """Centres in and just around the 7 x 9 x 11 volume (every edge, corner and fully-outside case)."""
+    return np.array(list(itertools.product(range(-2, 9, step), range(-2, 11, step), range(-2, 13, 2 * step))))
+
+
+@pytest.mark.parametrize("spec", BATCH_SPECS, ids=lambda s: f"{s.orientation}-{'x'.join(map(str, s.size))}")
+def test_batched_crops_equal_extract_crop_for_every_centre(volume: np.ndarray, spec: CropSpec) -> None:
+    centres = _all_centres(1 if np.prod(spec.size) < 1000 else 3)  # big crops: fewer centres, same edges
+    expected = np.stack([extract_crop(volume, tuple(c), spec) for c in centres])
+    np.testing.assert_array_equal(extract_crops(volume, centres, spec), expected)
+    windows = CropWindows(volume.shape, centres, spec)
+    ones = np.ones_like(volume)
+    np.testing.assert_array_equal(windows.inside, np.stack([extract_crop(ones, tuple(c), spec) for c in centres]) > 0)
+    # the same windows cut a second volume of the same shape, into a strided view of a channel-first batch
+    batch = np.full((len(centres), 3, *spec.size), 9.0, np.float32)
+    assert windows.cut(volume * 2, out=batch[:, 1]).base is not None
+    np.testing.assert_array_equal(batch[:, 1], 2 * expected)
+    assert (batch[:, 0] == 9.0).all() and (batch[:, 2] == 9.0).all()
+
+
+def test_batched_crops_cast_memmaps_and_fall_back_for_strided_and_hdf5(tmp_path, volume: np.ndarray) -> None:
+    import h5py
+
+    spec = CropSpec((3, 4), "crossline")
+    centres = _all_centres()
+    data = (volume * 100).astype(np.int16)
+    data.tofile(tmp_path / "v.i16")
+    mm = np.memmap(tmp_path / "v.i16", dtype=np.int16, mode="r", shape=data.shape)
+    expected = np.stack([extract_crop(data, tuple(c), spec) for c in centres])
+    got = extract_crops(mm, centres, spec)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, expected)
+    strided = np.asfortranarray(data)  # not C-ordered: cut crop by crop
+    np.testing.assert_array_equal(extract_crops(strided, centres, spec), expected)
+    with h5py.File(tmp_path / "v.h5", "w") as f:
+        f["v"] = data
+    with h5py.File(tmp_path / "v.h5", "r") as f:
+        np.testing.assert_array_equal(CropWindows(data.shape, centres, spec).cut(f["v"]), expected)
+
+
+def test_batched_crops_refuse_bad_centres_shapes_and_buffers(volume: np.ndarray) -> None:
+    spec = CropSpec((3, 3))
+    with pytest.raises(CropError, match=r"\[n, 3\]"):
+        extract_crops(volume, np.zeros((4, 2), int), spec)
+    with pytest.raises(CropError, match="differs from the planned"):
+        CropWindows((7, 9, 12), np.zeros((4, 3), int), spec).cut(volume)
+    with pytest.raises(CropError, match="float32"):
+        extract_crops(volume, np.zeros((4, 3), int), spec, out=np.zeros((4, 3, 3), np.float64))
+    assert extract_crops(volume, np.zeros((0, 3), int), spec).shape == (0, 3, 3)
