@@ -1,13 +1,16 @@
 """Samplers and splits: crops come from where they should, labels are balanced, held-out blocks keep their gap."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from workers.crops import CropSpec
-from workers.sampling import BatchRecipe, LabelVolumeSampler, PickSampler, RawVolume, SamplingError
+from workers import augment as aug_ops
+from workers.augment import Augmentation
+from workers.crops import CropSpec, extract_crop
+from workers.sampling import BatchRecipe, LabelVolumeSampler, PickSampler, RawVolume, SamplingError, batch_rngs
 from workers.split import SplitError, block_split, random_split
 
 SHAPE = (12, 14, 16)
@@ -102,3 +105,98 @@ def test_block_split_keeps_a_gap_between_train_and_validation() -> None:
     assert np.abs(pts[r.train][:, None, :2] - pts[r.val][None, :, :2]).max(axis=-1).min() <= 1
     with pytest.raises(SplitError, match="smaller blocks"):
         block_split(pts[:1], block=20, gap=6)
+
+
+# --- batched make_batch: the same batches as cutting crop by crop, and as before batching (digests) ---
+
+DSHAPE = (10, 12, 14)
+FULL_AUG = Augmentation(p_flip=0.5, p_swap=0.5, p_scale=0.5, p_polarity=0.5, p_noise=0.5, p_shift=0.5, max_shift=3)
+DIGEST_BATCHES = ((0, 0, 0), (5, 1, 2), (5, 2, 7))  # (seed, epoch, k)
+
+
+def _digest_recipes(folder: Path) -> dict[str, BatchRecipe]:
+    """Every orientation, with and without augmentation, context channels, normalisation, an int16 volume and
+    per-voxel labels; picks on the faces so that crops (and context slices, and shifts) leave the volume."""
+    rng = np.random.default_rng(7)
+    vols = []
+    for c, dtype in enumerate(("float32", "float32", "int16")):
+        (rng.standard_normal(DSHAPE) * 100).astype(dtype).tofile(folder / f"d{c}.raw")
+        vols.append(RawVolume(str(folder / f"d{c}.raw"), DSHAPE, dtype))
+    rng.integers(-1, 4, DSHAPE).astype(np.int32).tofile(folder / "lab.i32")
+    labels = LabelVolumeSampler(RawVolume(str(folder / "lab.i32"), DSHAPE, "int32"), DSHAPE)
+    picks = np.stack([rng.integers(0, s, 40) for s in DSHAPE], axis=1)
+    picks[:20:2, 0] = 0
+    picks[1:20:2, 1] = DSHAPE[1] - 1
+    picks[20:30, 2] = 0
+    picks[30:, 0] = DSHAPE[0] - 1
+    pick_sampler = PickSampler(picks, rng.integers(0, 3, 40))
+    norm = ((1.0, 50.0), (-2.0, 99.0), (0.5, 80.0))
+    out = {}
+    for o, size in (("inline", (6, 5)), ("crossline", (5, 8)), ("time", (6, 6)), ("3d", (4, 4, 5))):
+        ctx = 0 if o == "3d" else 1
+        out[f"{o}-plain"] = BatchRecipe(tuple(vols[:2]), CropSpec(size, o), pick_sampler, 24, 3, context=ctx)
+        out[f"{o}-aug-norm"] = BatchRecipe(tuple(vols), CropSpec(size, o), pick_sampler, 24, 3, norm=norm,
+                                           augment=FULL_AUG)
+        out[f"{o}-labels-aug"] = BatchRecipe((vols[0],), CropSpec(size, o), labels, 12, 3, context=ctx,
+                                             augment=FULL_AUG)
+    return out
+
+
+# sha256 (first 16 hex digits) of DIGEST_BATCHES' x and y, recorded with the crop-by-crop make_batch of commit
+# b939c7c, before batched extraction. A change on purpose to sampling or augmentation changes the stream for a
+# seed: record new digests then (print them from this test's `got`), and say so in the commit.
+RECORDED_DIGESTS = {
+    "inline-plain": "708486860e0a3a24", "inline-aug-norm": "b024705e32de4201",
+    "inline-labels-aug": "5f4813626ea1c31f", "crossline-plain": "d61e971b1abae944",
+    "crossline-aug-norm": "07608074222da7b3", "crossline-labels-aug": "31b02e1ff80014db",
+    "time-plain": "75cf2adda0e26acf", "time-aug-norm": "7344560ede90fab3", "time-labels-aug": "b2d0fdfe0afe280c",
+    "3d-plain": "1eceb0e056b70db0", "3d-aug-norm": "9c4aba7f62bd755e", "3d-labels-aug": "b4be8fe65bc040dc",
+}
+
+
+def _reference_batch(recipe: BatchRecipe, seed: int, epoch: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Batch (seed, epoch, k) made crop by crop and channel by channel with extract_crop (the pre-batching way)."""
+    recipe.open()
+    x, y = np.empty(recipe.x_shape, np.float32), np.empty(recipe.y_shape, np.int64)
+    rng_sample, rng_aug = batch_rngs(seed, epoch, k)
+    centers, labels = recipe.sampler.draw(rng_sample, recipe.batch_size)
+    vols = recipe._opened[: len(recipe.volumes)]
+    for i in range(recipe.batch_size):
+        plan = aug_ops.draw_plan(recipe.augment, recipe.crop, rng_aug)
+        spec, c = aug_ops.cut_spec(recipe.crop, plan), aug_ops.shifted_center(tuple(centers[i]), plan)
+        fixed = [ax for ax in range(3) if ax not in spec.volume_axes]
+        ch = 0
+        for v, vol in enumerate(vols):
+            for d in range(-recipe.context, recipe.context + 1):
+                cc = list(c)
+                if fixed:
+                    cc[fixed[0]] += d
+                extract_crop(vol, tuple(cc), spec, out=x[i, ch])
+                if recipe.norm is not None:
+                    aug_ops.normalise(x[i, ch], *recipe.norm[v])
+                ch += 1
+        aug_ops.apply_geometry(x[i], recipe.crop, plan, lead=1)
+        aug_ops.apply_amplitude(x[i], plan, recipe.augment)
+        if labels is not None:
+            y[i] = labels[i]
+            continue
+        lab = recipe._opened[-1]
+        inside = extract_crop(np.ones(lab.shape, np.float32), c, spec) > 0
+        y[i] = aug_ops.apply_geometry(np.where(inside, extract_crop(lab, c, spec), -1).astype(np.int64),
+                                      recipe.crop, plan, lead=0)
+    return x, y
+
+
+def test_batched_make_batch_equals_crop_by_crop_and_the_recorded_digests(tmp_path) -> None:
+    got = {}
+    for name, recipe in _digest_recipes(tmp_path).items():
+        h = hashlib.sha256()
+        for seed, epoch, k in DIGEST_BATCHES:
+            x, y = _batch(recipe, seed, epoch, k)
+            rx, ry = _reference_batch(recipe, seed, epoch, k)
+            np.testing.assert_array_equal(x, rx, err_msg=f"{name} x, batch {(seed, epoch, k)}")
+            np.testing.assert_array_equal(y, ry, err_msg=f"{name} y, batch {(seed, epoch, k)}")
+            h.update(x.tobytes())
+            h.update(y.tobytes())
+        got[name] = h.hexdigest()[:16]
+    assert got == RECORDED_DIGESTS
