@@ -167,6 +167,7 @@ class BatchRecipe:
     context: int = 0
     norm: tuple[tuple[float, float], ...] | None = None   # (mean, std) per volume
     augment: Augmentation | None = None
+    rows: tuple[int, int] | None = None  # make only rows [a, b) of each batch (one rank's share, data-parallel)
     _opened: list = field(default_factory=list, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -179,6 +180,8 @@ class BatchRecipe:
             raise SamplingError("neighbour context channels apply to 2D crops only; use context=0 for 3d")
         if self.norm is not None and len(self.norm) != len(self.volumes):
             raise SamplingError(f"norm needs one (mean, std) per volume ({len(self.volumes)}), got {len(self.norm)}")
+        if self.rows is not None and not 0 <= self.rows[0] < self.rows[1] <= self.batch_size:
+            raise SamplingError(f"rows {self.rows} must be a non-empty range inside the batch of {self.batch_size}")
 
     def __getstate__(self) -> dict:
         # Open maps never travel: each process opens its own after it starts.
@@ -191,14 +194,19 @@ class BatchRecipe:
         return len(self.volumes) * (2 * self.context + 1)
 
     @property
+    def rows_made(self) -> int:
+        """Rows per made batch: the whole batch, or this recipe's share of it."""
+        return self.rows[1] - self.rows[0] if self.rows else self.batch_size
+
+    @property
     def x_shape(self) -> tuple[int, ...]:
-        return (self.batch_size, self.channels, *self.crop.size)
+        return (self.rows_made, self.channels, *self.crop.size)
 
     @property
     def y_shape(self) -> tuple[int, ...]:
         if self.sampler.per_voxel_labels:
-            return (self.batch_size, *self.crop.size)
-        return (self.batch_size,)
+            return (self.rows_made, *self.crop.size)
+        return (self.rows_made,)
 
     def open(self) -> None:
         """Map the volumes in this process (idempotent)."""
@@ -213,7 +221,10 @@ class BatchRecipe:
         self.open()
         rng_sample, rng_aug = batch_rngs(seed, epoch, k)
         centers, labels = self.sampler.draw(rng_sample, self.batch_size)
-        self._fill_rows(centers, self._draw_plans(rng_aug, self.batch_size), x, y, labels)
+        first, stop = self.rows or (0, self.batch_size)
+        # Rows before `first` still draw their plans: row i's augmentation is the same in every share.
+        plans = self._draw_plans(rng_aug, stop)[first:]
+        self._fill_rows(centers[first:stop], plans, x, y, None if labels is None else labels[first:stop])
 
     def _draw_plans(self, rng: np.random.Generator, n: int) -> list[aug_ops.AugmentPlan]:
         """The augmentation plans of the first ``n`` rows, in row order."""

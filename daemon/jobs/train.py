@@ -117,6 +117,10 @@ def check_train(spec: TrainSpec, ctx: CheckContext) -> list[str]:
         _, _, cfg = parse_sections(spec.optim, spec.schedule, spec.train)
         if cfg.init_from and not resolve_in_home(ctx.home, cfg.init_from).is_file():
             problems.append(f"train.init_from: {cfg.init_from} does not exist (relative paths start at the home)")
+        world = cfg.distributed.world_size
+        if spec.data.batch_size % world:
+            problems.append(f"data.batch_size: {spec.data.batch_size} does not split evenly over "
+                            f"train.distributed.world_size {world} ranks; use a multiple of {world}")
     except ConfigError as exc:
         problems += exc.problems
     data_problems, _ = _check_data(spec.data, ctx.home)

@@ -47,6 +47,14 @@ class EarlyStopConfig:
 
 
 @dataclass
+class DistributedConfig:
+    """Data-parallel training: world_size ranks on the executor's machine, each taking B / world_size rows."""
+
+    world_size: int = 1
+    backend: str = "auto"  # auto (nccl on CUDA, gloo on CPU) | gloo | nccl
+
+
+@dataclass
 class TrainConfig:
     """How long to train, checkpoints, modes and device options."""
 
@@ -64,11 +72,14 @@ class TrainConfig:
     log_every_steps: int = 50
     class_weights: list[float] | None = None
     early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
 
 MODES = ("new", "resume", "transfer")
 OPTIMISERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "step", "cosine", "plateau")
+BACKENDS = ("auto", "gloo", "nccl")
+MAX_WORLD_SIZE = 64
 MONITORED = ("macro_f1", "pixel_accuracy", "mean_class_accuracy", "weighted_f1", "val_loss")
 
 
@@ -91,8 +102,11 @@ def _fill(cls: type, section: str, data: dict[str, Any] | None, problems: list[s
             problems.append(f"{section}.{key}: unknown key; expected one of {', '.join(known)}")
             continue
         default = getattr(defaults, key)
-        if isinstance(default, (EarlyStopConfig,)):
-            kwargs[key] = _fill(EarlyStopConfig, f"{section}.{key}", value, problems)
+        if isinstance(default, (EarlyStopConfig, DistributedConfig)):
+            if not isinstance(value, dict):
+                problems.append(f"{section}.{key}: expected a mapping, got {value!r}")
+                continue
+            kwargs[key] = _fill(type(default), f"{section}.{key}", value, problems)
             continue
         problem = _type_problem(default, value)
         if problem:
@@ -141,6 +155,10 @@ def parse_sections(optim: dict | None, schedule: dict | None, train: dict | None
         (t.trainable_layers >= 1, "train.trainable_layers: expected >= 1"),
         (t.early_stop.metric in MONITORED,
          f"train.early_stop.metric: expected one of {', '.join(MONITORED)}, got {t.early_stop.metric!r}"),
+        (1 <= t.distributed.world_size <= MAX_WORLD_SIZE,
+         f"train.distributed.world_size: expected 1..{MAX_WORLD_SIZE}, got {t.distributed.world_size}"),
+        (t.distributed.backend in BACKENDS,
+         f"train.distributed.backend: expected one of {', '.join(BACKENDS)}, got {t.distributed.backend!r}"),
     ]
     problems += [message for ok, message in checks if not ok]
     if problems:

@@ -13,6 +13,7 @@ NOTE [restart]
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -28,6 +29,8 @@ from daemon.jobs.train import TrainSpec, model_file, resolve_in_home
 from daemon.modelfile import ModelInfo, provenance, save_model_file
 from daemon.models import build_model
 from daemon.training.config import TrainConfig, parse_sections
+from daemon.training.distributed import (RankGroup, RankJob, rank_device, rank_rows, rendezvous_file,
+                                         resolve_backend, share_recipe)
 from daemon.training.job_data import TrainData, in_process_batches, pool_batches, prepare_data
 from daemon.training.loop import Progress, TrainControl, train, training_record
 from daemon.training.preview import PreviewUnsupported, SliceInput, apply_kind_of, predict_inline
@@ -53,6 +56,7 @@ class RunState:
     def __init__(self, ctx: Any, pool: Any) -> None:
         self.ctx, self.pool = ctx, pool
         self.stop_after_epoch = threading.Event()
+        self.workers_target = 0  # the last count asked for; data-parallel ranks follow it
         self.last_metrics = 0.0
         ctx.on_control("stop_after_epoch", self._on_stop_after_epoch)
         ctx.on_control("workers", self._on_workers)
@@ -69,8 +73,13 @@ class RunState:
         if not 1 <= count <= 256:
             raise ValueError(f"workers: count must be between 1 and 256, got {count}")
         self.pool.resize(count)
+        self.workers_target = count
         self.ctx.log.info("data workers: %d", count)
         return {"count": count}
+
+    def flags(self) -> tuple[bool, bool, int]:
+        """(cancelled, stop after epoch, workers wanted) as rank 0 relays them to the other ranks."""
+        return self.ctx.cancelled.is_set(), self.stop_after_epoch.is_set(), self.workers_target
 
     def publish_pool_stats(self, force: bool = False) -> None:
         """The pool's figures as a job.metrics event, at most every METRICS_INTERVAL_S."""
@@ -124,25 +133,37 @@ def _run(spec: TrainSpec, ctx: Any) -> dict[str, Any]:
     data = prepare_data(d, ctx.home, ctx.job_dir, cfg.seed, per_voxel=kind == "fcn")
     ctx.log.info("split %s; classes %s", data.split, data.classes)
     n_workers = d.workers if d.workers is not None else int(ctx.settings.workers.default_count)
-    pool = _make_pool(data, n_workers, cfg.seed, d.ring_slots, ctx) if n_workers > 0 else None
-    state = RunState(ctx, pool)
-    how = SliceInput(kind, tuple(d.crop.size), d.crop.orientation,
-                     tuple((v["mean"], v["std"]) for v in data.normalisation["volumes"]), d.context)
-    control = TrainControl(
-        should_stop=lambda: (state.publish_pool_stats(), ctx.cancelled.is_set())[1],
-        stop_after_epoch=state.stop_after_epoch.is_set,
-        on_progress=lambda p: _progress(ctx, state, p),
-        preview=_preview_hook(data, how, ctx), on_epoch=lambda e, s, f: _on_epoch(ctx, state, e, s, f),
-        class_names=data.classes)
-    source = pool_batches(pool) if pool is not None else in_process_batches(data.recipe, cfg.seed)
-    try:
-        result = train(model, source, ctx.job_dir, optim=optim, schedule=schedule, config=cfg,
-                       val_batches=data.val or None, control=control, steps_per_epoch=d.batches_per_epoch,
-                       device=ctx.device)
-        pool_stats = pool.stats() if pool is not None else None
-    finally:
-        if pool is not None:
-            pool.close()
+    world = cfg.distributed.world_size
+    group = (_rank_group(spec, ctx, (optim, schedule, cfg), data, (channels, n_classes), n_workers)
+             if world > 1 else contextlib.nullcontext())
+    with group:
+        recipe = share_recipe(data.recipe, 0, world) if world > 1 else data.recipe
+        pool = _make_pool(recipe, n_workers, cfg.seed, d.ring_slots, ctx) if n_workers > 0 else None
+        state = RunState(ctx, pool)
+        sync = group.sync(state.flags) if world > 1 else None
+        device = rank_device(ctx.device, 0) if sync is not None else ctx.device
+        if sync is not None:
+            ctx.log.info("data-parallel: %d ranks (%s), %d rows of each batch per rank", world, group.job.backend,
+                         recipe.rows_made)
+            model = _rank0_model(model, sync, device)
+        should_stop, stop_after_epoch = (sync.controls() if sync is not None
+                                         else (ctx.cancelled.is_set, state.stop_after_epoch.is_set))
+        how = SliceInput(kind, tuple(d.crop.size), d.crop.orientation,
+                         tuple((v["mean"], v["std"]) for v in data.normalisation["volumes"]), d.context)
+        control = TrainControl(
+            should_stop=lambda: (state.publish_pool_stats(), should_stop())[1], stop_after_epoch=stop_after_epoch,
+            on_progress=lambda p: _progress(ctx, state, p),
+            preview=_preview_hook(data, how, ctx), on_epoch=lambda e, s, f: _on_epoch(ctx, state, e, s, f),
+            class_names=data.classes)
+        source = pool_batches(pool) if pool is not None else in_process_batches(recipe, cfg.seed)
+        try:
+            result = train(model, source, ctx.job_dir, optim=optim, schedule=schedule, config=cfg,
+                           val_batches=data.val or None, control=control, steps_per_epoch=d.batches_per_epoch,
+                           device=device, sync=sync)
+            pool_stats = pool.stats() if pool is not None else None
+        finally:
+            if pool is not None:
+                pool.close()
     if result.stopped == "cancelled":
         ctx.log.info("cancelled at step %d; checkpoints/last.pt holds the state", result.step)
         raise JobCancelled(ctx.cancel_reason or "cancelled")
@@ -155,11 +176,35 @@ def _n_classes(home: Path, d: Any) -> int:
         return len(z["class_names"])
 
 
-def _make_pool(data: TrainData, n_workers: int, seed: int, ring_slots: int, ctx: Any) -> Any:
+def _rank_group(spec: TrainSpec, ctx: Any, configs: tuple, data: TrainData, sizes: tuple[int, int],
+                n_workers: int) -> RankGroup:
+    """Ranks 1..N-1 of a data-parallel run, spawned on this machine; this process joins as rank 0."""
+    cfg = configs[2]
+    job = RankJob(model_name=spec.model.name, model_params=dict(spec.model.params), channels=sizes[0],
+                  n_classes=sizes[1], crop=list(spec.data.crop.size), configs=configs, recipe=data.recipe,
+                  val=data.val, batches_per_epoch=spec.data.batches_per_epoch, n_workers=n_workers,
+                  ring_slots=spec.data.ring_slots, job_dir=str(ctx.job_dir), owner_pid=ctx.daemon_pid,
+                  device=str(ctx.device), world=cfg.distributed.world_size,
+                  backend=resolve_backend(cfg.distributed.backend, str(ctx.device)),
+                  init_file=rendezvous_file(ctx.job_dir))
+    rank_rows(spec.data.batch_size, 0, job.world)  # refuse an uneven split before spawning anything
+    return RankGroup(job)
+
+
+def _rank0_model(model: torch.nn.Module, sync: Any, device: str) -> torch.nn.Module:
+    """Rank 0's model, on its device, SyncBatchNorm on CUDA, its weights broadcast to every rank."""
+    if device.startswith("cuda"):
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(device)
+    sync.broadcast_parameters(model)
+    return model
+
+
+def _make_pool(recipe: Any, n_workers: int, seed: int, ring_slots: int, ctx: Any) -> Any:
     from workers.pool import WorkerPool
 
     device = ctx.device if str(ctx.device).startswith("cuda") else None
-    return WorkerPool(data.recipe, n_workers=n_workers, seed=seed, ring_slots=ring_slots, owner_pid=ctx.daemon_pid,
+    return WorkerPool(recipe, n_workers=n_workers, seed=seed, ring_slots=ring_slots, owner_pid=ctx.daemon_pid,
                       device=device)
 
 

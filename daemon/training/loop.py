@@ -29,7 +29,7 @@ from daemon.training.config import OptimConfig, ScheduleConfig, TrainConfig, to_
 from daemon.training.modes import (freeze_for_transfer, load_matching, parameter_layers, read_start_state,
                                    set_train_mode)
 from daemon.training.optim import LRSchedule, build_optimizer
-from daemon.training.summary import SummaryFile, TensorBoardLog
+from daemon.training.summary import SilentSummary, SilentTensorBoard, SummaryFile, TensorBoardLog
 
 log = logging.getLogger("seisd.training")
 
@@ -97,8 +97,13 @@ class Trainer:
     def __init__(self, model: nn.Module, train_batches: BatchSource, job_dir: str | Path,
                  optim: OptimConfig, schedule: ScheduleConfig, config: TrainConfig,
                  val_batches: BatchSource | None, control: TrainControl | None,
-                 steps_per_epoch: int | None, device: str | torch.device) -> None:
+                 steps_per_epoch: int | None, device: str | torch.device, sync: Any = None) -> None:
         self.model, self.train_batches, self.val_batches = model, train_batches, val_batches
+        # Data-parallel (daemon.training.distributed.RankSync): gradients and label counts are summed over the
+        # ranks each step; only rank 0 writes checkpoints, summary.h5 and TensorBoard.
+        self.sync = sync
+        self.writes = sync is None or sync.rank == 0
+        self.world = sync.world if sync is not None else 1
         self.job_dir = Path(job_dir)
         self.optim_cfg, self.schedule_cfg, self.cfg = optim, schedule, config
         self.control = control or TrainControl()
@@ -111,8 +116,8 @@ class Trainer:
         self.bad_epochs = 0
         self.best_state: dict[str, torch.Tensor] | None = None
         self.frozen: list[nn.Module] = []
-        self.summary = SummaryFile(self.job_dir / "summary.h5")
-        self.tb: TensorBoardLog | None = None
+        self.summary = SummaryFile(self.job_dir / "summary.h5") if self.writes else SilentSummary()
+        self.tb: TensorBoardLog | SilentTensorBoard | None = None
         self.result = TrainResult("finished", 0, 0, None, None)
         self.class_weights = (torch.tensor(config.class_weights, dtype=torch.float32, device=self.device)
                               if config.class_weights else None)
@@ -174,7 +179,7 @@ class Trainer:
     # ---- the run --------------------------------------------------------------------------------------------
     def run(self) -> TrainResult:
         """Train until the epochs or steps are done, early stopping triggers, or a control hook stops it."""
-        self.tb = TensorBoardLog(self.job_dir / "tensorboard")
+        self.tb = TensorBoardLog(self.job_dir / "tensorboard") if self.writes else SilentTensorBoard()
         self._last_checkpoint = time.monotonic()
         try:
             while self.epoch < self.cfg.epochs and self.result.stopped == "finished":
@@ -205,9 +210,10 @@ class Trainer:
             x, y = _unpack(batch, self.device, self.cuda and self.cfg.channels_last)
             loss = self._train_step(x, y)
             self.batch_index += 1
-            samples_since += x.shape[0]
-            self.result.samples += x.shape[0]
-            self._last_batch_size = x.shape[0]
+            rows = x.shape[0] * self.world  # every rank takes the same share of the global batch
+            samples_since += rows
+            self.result.samples += rows
+            self._last_batch_size = rows
             if loss is None:
                 continue
             now = time.monotonic()
@@ -228,6 +234,8 @@ class Trainer:
     def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> float | None:
         """One optimiser step; None (and no step) when the batch has no labelled sample."""
         labelled = int((y != -1).sum())
+        if self.sync is not None:
+            labelled = self.sync.exchange(labelled)  # the global count; also relays rank 0's controls
         if labelled == 0:
             log.debug("batch %d of epoch %d has no labels; skipped", self.batch_index, self.epoch)
             return None
@@ -240,6 +248,8 @@ class Trainer:
         loss = F.cross_entropy(logits.float(), y, weight=self.class_weights, ignore_index=-1,
                                reduction="sum") / labelled
         self.scaler.scale(loss).backward()
+        if self.sync is not None:  # sum of the ranks' gradients = the gradient of the whole batch
+            loss = self.sync.reduce_gradients(self.model, loss.detach())
         self.scaler.step(self.optimizer)
         self.scaler.update()
         value = float(loss.detach())
@@ -269,6 +279,8 @@ class Trainer:
         if not partial:
             self.epoch += 1
             self.batch_index = 0
+        if self.sync is not None:  # batch-norm statistics differ per rank: validate (and save) their mean
+            self.sync.average_buffers(self.model)
         figures = self._validate()
         if figures is not None:
             self._track_best(figures)
@@ -328,9 +340,10 @@ class Trainer:
         self.best_value, self.best_epoch, self.bad_epochs = value, self.epoch, 0
         # a copy, not a reference: later steps update the live tensors in place
         self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        save_checkpoint(self.job_dir / "checkpoints" / "best.pt",
-                        {"model": self.best_state, "step": self.step, "epoch": self.epoch, "value": value,
-                         "metric": self.cfg.early_stop.metric})
+        if self.writes:
+            save_checkpoint(self.job_dir / "checkpoints" / "best.pt",
+                            {"model": self.best_state, "step": self.step, "epoch": self.epoch, "value": value,
+                             "metric": self.cfg.early_stop.metric})
 
     # ---- checkpoints --------------------------------------------------------------------------------------
     def _maybe_checkpoint(self) -> None:
@@ -357,7 +370,8 @@ class Trainer:
                                 "bad_epochs": self.bad_epochs},
                  "config": to_dict(self.optim_cfg, self.schedule_cfg, self.cfg),
                  "transfer_trainable_layers": self._trainable_layers()}
-        save_checkpoint(self.job_dir / "checkpoints" / "last.pt", state)
+        if self.writes:
+            save_checkpoint(self.job_dir / "checkpoints" / "last.pt", state)
         self.summary.flush()
         self._last_checkpoint = time.monotonic()
 
@@ -366,14 +380,17 @@ def train(model: nn.Module, train_batches: BatchSource, job_dir: str | Path, *,
           optim: OptimConfig | None = None, schedule: ScheduleConfig | None = None,
           config: TrainConfig | None = None, val_batches: BatchSource | None = None,
           control: TrainControl | None = None, steps_per_epoch: int | None = None,
-          device: str | torch.device = "cpu") -> TrainResult:
+          device: str | torch.device = "cpu", sync: Any = None) -> TrainResult:
     """Train model on train_batches, writing checkpoints/, summary.h5 and tensorboard/ under job_dir.
+
+    With `sync` (a daemon.training.distributed.RankSync) this process is one rank of a data-parallel run: its
+    batches are its share of each global batch, and only rank 0 writes files.
 
     The model is changed in place (on return it holds the best weights when early stopping keeps them).
     Write the model file afterwards with daemon.modelfile.save_model_file and training_record(result, ...).
     """
     trainer = Trainer(model, train_batches, job_dir, optim or OptimConfig(), schedule or ScheduleConfig(),
-                      config or TrainConfig(), val_batches, control, steps_per_epoch, device)
+                      config or TrainConfig(), val_batches, control, steps_per_epoch, device, sync)
     return trainer.run()
 
 

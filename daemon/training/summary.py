@@ -141,3 +141,38 @@ class TensorBoardLog:
         """Flush and close the event file."""
         self.writer.flush()
         self.writer.close()
+
+
+class SilentSummary(SummaryFile):
+    """A summary that records nothing: data-parallel ranks other than 0 (rank 0 writes the job's history)."""
+
+    def __init__(self) -> None:
+        super().__init__(Path("/dev/null"))
+
+    def add_step(self, step: int, epoch: int, loss: float, lr: float) -> None:
+        """Nothing: rank 0 records the (globally reduced) loss."""
+
+    def add_epoch(self, epoch: int, figures: dict[str, float], confusion: np.ndarray | None) -> None:
+        """Nothing: rank 0 records validation."""
+
+    def flush(self) -> None:
+        """Nothing to write."""
+
+    def truncate_after(self, step: int, epoch: int) -> None:
+        """Nothing to drop."""
+
+
+class SilentTensorBoard:
+    """TensorBoardLog's interface, writing nothing (data-parallel ranks other than 0)."""
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        """Nothing."""
+
+    def confusion(self, step: int, cm: np.ndarray) -> None:
+        """Nothing."""
+
+    def preview(self, step: int, image: np.ndarray, prediction: np.ndarray, n_classes: int) -> None:
+        """Nothing."""
+
+    def close(self) -> None:
+        """Nothing."""
