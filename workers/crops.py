@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 ORIENTATIONS = ("inline", "crossline", "time", "3d")
 
@@ -120,8 +121,8 @@ def extract_crop(volume: np.ndarray, center: tuple[int, int, int], spec: CropSpe
     return out
 
 
-# Crops of at most this many cells are gathered with one fancy index per volume; bigger ones (64^3) are cut
-# with one slice per crop, which copies whole rows and beats any index array at that size.
+# Crops of at most this many cells are gathered from a flat view of the volume; bigger ones (64^3) are cut with
+# one slice per crop, which copies whole rows and beats any index array at that size.
 _GATHER_MAX_CELLS = 16384
 
 
@@ -130,8 +131,12 @@ class CropWindows:
 
     ``cut(volume)`` gives the same values as ``extract_crop`` for every centre (same centring, zero outside),
     but for small crops it costs one gather per volume instead of one slice per crop, so a batch's Python work
-    grows with its channels, not with crops x channels. The flat indices are clipped into the volume and the
-    cells outside it are zeroed afterwards.
+    grows with its channels, not with crops x channels.
+
+    The gather takes whole rows (the crop's last axis) through a strided window view of the flat volume, one
+    index per row rather than per cell: a row is kept inside the volume by clipping its start, and the crops
+    whose rows were moved get their cells shifted back. Cells outside the volume are then zeroed. A crop
+    longer than the volume along its last axis has no such row; it is gathered cell by cell.
     """
 
     def __init__(self, shape: tuple[int, ...], centers: np.ndarray, spec: CropSpec) -> None:
@@ -142,62 +147,99 @@ class CropWindows:
         if centers.ndim != 2 or centers.shape[1] != 3:
             raise CropError(f"crop centres must be an [n, 3] array of indices, got shape {centers.shape}")
         self.centers, self.spec = centers, spec
+        self._full = (len(centers), *spec.size)
+        self._strides = (self.shape[1] * self.shape[2], self.shape[2], 1)  # C order, in elements
+        last_axis = spec.volume_axes[-1]
+        if int(np.prod(spec.size)) > _GATHER_MAX_CELLS:
+            self.mode = "slices"
+        else:
+            self.mode = "rows" if spec.size[-1] <= self.shape[last_axis] else "cells"
         self._index: np.ndarray | None = None
-        self._outside: np.ndarray | None = None
-        if int(np.prod(spec.size)) <= _GATHER_MAX_CELLS:
-            self._index, inside = self._grids(with_index=True)
-            if not inside.all():
-                self._outside = ~inside
+        self._outside: np.ndarray | None = None     # flat positions in [n, *size] of the cells outside
+        self._moved: tuple[np.ndarray, np.ndarray] | None = None  # (to, from): cells of rows moved inside
+        if self.mode != "slices":
+            self._plan_gather()
 
-    def _grids(self, with_index: bool) -> tuple[np.ndarray | None, np.ndarray]:
-        """Flat indices (clipped into the volume) and the inside mask, both broadcast to [n, *size]."""
+    def _axis_terms(self) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+        """Offset of the fixed axis [n, 1..], clipped offsets per crop axis (broadcastable), inside mask."""
         axes, fixed = _AXES[self.spec.orientation]
         n, dims = len(self.centers), len(axes)
-        strides = (self.shape[1] * self.shape[2], self.shape[2], 1)  # C order, in elements
-        index = np.zeros((n,) + (1,) * dims, dtype=np.intp)
+        base = np.zeros((n,) + (1,) * dims, dtype=np.intp)
         inside = np.ones((n,) + (1,) * dims, dtype=bool)
         if fixed is not None:
-            c = self.centers[:, fixed].reshape(index.shape)
+            c = self.centers[:, fixed].reshape(base.shape)
             inside = inside & (c >= 0) & (c < self.shape[fixed])
-            index = index + np.clip(c, 0, self.shape[fixed] - 1) * strides[fixed]
+            base = base + np.clip(c, 0, self.shape[fixed] - 1) * self._strides[fixed]
+        terms = []
         for d, (size, axis) in enumerate(zip(self.spec.size, axes)):
             bshape = [n] + [1] * dims
             bshape[1 + d] = size
             pos = (self.centers[:, axis, None] - size // 2 + np.arange(size)).reshape(bshape)
             # broadcasting the per-axis offsets and masks builds the [n, *size] grids
             inside = inside & (pos >= 0) & (pos < self.shape[axis])
-            if with_index:
-                index = index + np.clip(pos, 0, self.shape[axis] - 1) * strides[axis]
-        return (index if with_index else None), np.broadcast_to(inside, (n, *self.spec.size))
+            terms.append(np.clip(pos, 0, self.shape[axis] - 1) * self._strides[axis])
+        return base, terms, np.broadcast_to(inside, self._full)
+
+    def _plan_gather(self) -> None:
+        base, terms, inside = self._axis_terms()
+        if not inside.all():
+            self._outside = np.flatnonzero(~inside)
+        if self.mode == "cells":
+            self._index = base + sum(terms)
+            return
+        size, axis = self.spec.size[-1], self.spec.volume_axes[-1]
+        start = self.centers[:, axis] - size // 2
+        first = np.clip(start, 0, self.shape[axis] - size)  # the row's first cell, moved inside the axis
+        lead = base + sum(terms[:-1], np.zeros((), np.intp)) + (first * self._strides[axis]).reshape(base.shape)
+        self._index = np.broadcast_to(lead, (*self._full[:-1], 1)).reshape(-1)
+        shift = start - first
+        moved = np.flatnonzero(shift)
+        if moved.size:
+            # cell j of a moved crop's row is cell j + shift of the row as read (clipped: those lie outside)
+            row_len = int(np.prod(self._full[1:]))
+            col = np.arange(size)
+            cols = np.clip(col + shift[moved, None], 0, size - 1)                  # [m, size]
+            rows0 = (moved * row_len)[:, None] + np.arange(0, row_len, size)[None, :]  # [m, rows]: row starts
+            self._moved = ((rows0[..., None] + col).reshape(-1), (rows0[..., None] + cols[:, None, :]).reshape(-1))
 
     @property
     def inside(self) -> np.ndarray:
         """Boolean [n, *size]: the crop cells that lie inside the volume."""
-        if self._index is None:
-            return self._grids(with_index=False)[1].copy()
-        if self._outside is None:
-            return np.ones((len(self.centers), *self.spec.size), dtype=bool)
-        return ~self._outside
+        if self.mode == "slices":
+            return self._axis_terms()[2].copy()
+        inside = np.ones(self._full, dtype=bool)
+        if self._outside is not None:
+            inside.reshape(-1)[self._outside] = False
+        return inside
 
     def cut(self, volume: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Crops [n, *size] float32 of ``volume`` into ``out`` (allocated when None; any strided view will do)."""
         if tuple(volume.shape) != self.shape:
             raise CropError(f"volume shape {tuple(volume.shape)} differs from the planned {self.shape}")
-        full = (len(self.centers), *self.spec.size)
         if out is None:
-            out = np.empty(full, dtype=np.float32)
+            out = np.empty(self._full, dtype=np.float32)
         else:
-            _check_out(out, full)
+            _check_out(out, self._full)
         # A gather needs a flat view: a C-ordered ndarray (np.memmap included). HDF5 datasets and strided
         # arrays are cut crop by crop, like big crops.
-        if self._index is None or not isinstance(volume, np.ndarray) or not volume.flags.c_contiguous:
+        if self.mode == "slices" or not isinstance(volume, np.ndarray) or not volume.flags.c_contiguous:
             for i, c in enumerate(self.centers):
                 extract_crop(volume, (int(c[0]), int(c[1]), int(c[2])), self.spec, out=out[i])
             return out
-        # the assignment casts to float32, as extract_crop does
-        out[...] = np.take(np.asarray(volume).reshape(-1), self._index)
+        flat = np.asarray(volume).reshape(-1)
+        if self.mode == "cells":
+            cells = np.take(flat, self._index).reshape(-1)
+        else:
+            size, step = self.spec.size[-1], self._strides[self.spec.volume_axes[-1]]
+            # row r of this view is flat[r], flat[r + step], ..., flat[r + (size - 1) * step]: no copy
+            rows = as_strided(flat, shape=(flat.size - (size - 1) * step, size),
+                              strides=(flat.itemsize, step * flat.itemsize), writeable=False)
+            cells = rows[self._index].reshape(-1)
+            if self._moved is not None:
+                cells[self._moved[0]] = cells[self._moved[1]]
         if self._outside is not None:
-            np.copyto(out, 0.0, where=self._outside)
+            cells[self._outside] = 0
+        out[...] = cells.reshape(self._full)  # the assignment casts to float32, as extract_crop does
         return out
 
 

@@ -77,7 +77,9 @@ def test_bad_specs_and_buffers_are_refused(volume: np.ndarray) -> None:
 
 # --- batched extraction: CropWindows / extract_crops must equal extract_crop crop by crop ---
 
-BATCH_SPECS = SPECS + [CropSpec((26, 26, 26), "3d"), CropSpec((200, 90), "time")]  # > gather limit: sliced
+# beyond SPECS: rows longer than the volume's axis (gathered cell by cell), and crops over the gather limit (sliced)
+BATCH_SPECS = SPECS + [CropSpec((3, 12), "inline"), CropSpec((2, 10), "time"), CropSpec((26, 26, 26), "3d"),
+                       CropSpec((200, 90), "time")]
 
 
 def _all_centres(step: int = 1) -> np.ndarray:
@@ -91,6 +93,8 @@ def test_batched_crops_equal_extract_crop_for_every_centre(volume: np.ndarray, s
     expected = np.stack([extract_crop(volume, tuple(c), spec) for c in centres])
     np.testing.assert_array_equal(extract_crops(volume, centres, spec), expected)
     windows = CropWindows(volume.shape, centres, spec)
+    longer_than_axis = spec.size[-1] > volume.shape[spec.volume_axes[-1]]
+    assert windows.mode == ("slices" if np.prod(spec.size) > 16384 else "cells" if longer_than_axis else "rows")
     ones = np.ones_like(volume)
     np.testing.assert_array_equal(windows.inside, np.stack([extract_crop(ones, tuple(c), spec) for c in centres]) > 0)
     # the same windows cut a second volume of the same shape, into a strided view of a channel-first batch
