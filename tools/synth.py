@@ -27,7 +27,7 @@ import numpy as np
 from synth_model import (LAYERED, Fault, convolve_traces, draw_layout, evaluate, fault_throw,  # noqa: F401
                          reflectivity, ricker)
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 
 # name -> display colour; the order is the default class id order.
 FACIES: dict[str, str] = {
@@ -125,20 +125,24 @@ def generate(shape: tuple[int, int, int] = (256, 256, 128), seed: int = 0, n_cla
              classes: Sequence[str] | None = None, noise: float = 0.2, n_faults: int = 2, peak_hz: float = 30.0,
              sample_interval_ms: float = 4.0, start_ms: float = 400.0, first_inline: int = 1000,
              inline_step: int = 1, first_crossline: int = 2000, crossline_step: int = 1,
-             pick_sample_step: int = 1) -> SynthSurvey:
-    """Generate a survey. `classes` (names from FACIES) overrides `n_classes` (the first n of FACIES).
+             pick_sample_step: int = 1, structure: bool = True) -> SynthSurvey:
+    """Generate a survey. `classes` (names from FACIES) overrides `n_classes` (the first n of FACIES); class ids
+    are the positions of the names in sorted order. `structure=False` gives the sanity case: a flat layer cake
+    (no folds, faults, thickness or lateral facies changes) with the same textures.
 
     The layout is redrawn (deterministically) until every class shows on the picked part of the middle inline.
     """
     shape = tuple(int(s) for s in shape)
-    names = tuple(classes) if classes is not None else tuple(list(FACIES)[:n_classes])
+    # Class ids follow the SORTED names: a tool that reads picks/<name>.pts in sorted file order (seisctl picks
+    # import with a shell glob, tools/demo.py) then gets the label volume's ids, and scores need no remapping.
+    names = tuple(sorted(classes if classes is not None else list(FACIES)[:n_classes]))
     _check_options(shape, names, noise, n_faults, sample_interval_ms, start_ms)
     nil, nxl, ns = shape
     ids = {n: i for i, n in enumerate(names)}
     ref_il, xl_range = pick_region(shape)
     ref = (ref_il, (xl_range[0] + xl_range[1]) // 2)
     for attempt in range(25):
-        lay = draw_layout(np.random.default_rng([seed, attempt]), ids, shape, n_faults, ref, xl_range)
+        lay = draw_layout(np.random.default_rng([seed, attempt]), ids, shape, n_faults, ref, xl_range, structure)
         # checked for every number of faults, so that n_faults never changes which layout is kept
         if all(_covers_all(evaluate(lay, np.array([ref_il]), nxl, ns, lay.candidates[:k])[0][0], xl_range,
                            len(ids)) for k in range(len(lay.candidates) + 1)):

@@ -133,9 +133,24 @@ def score(labels: np.ndarray, pred: np.ndarray, names: tuple[str, ...]) -> dict:
             "recall": {name: round(float(r), 3) for name, r in zip(names, recall)}}
 
 
+def lateral_profile(labels: np.ndarray, pred: np.ndarray, picks: "synth.PickSet") -> dict:
+    """Accuracy by inline distance from the picked inline (bands of 8), and on the picked inline inside and
+    outside the picked crossline range: tells whether what was learnt at the picks carries across the cube."""
+    il = int(picks.inline_index[0])
+    x0, x1 = int(picks.crossline_index.min()), int(picks.crossline_index.max()) + 1
+    hits = np.array([np.mean(np.asarray(pred[i]) == labels[i]) for i in range(labels.shape[0])])
+    dist = np.abs(np.arange(labels.shape[0]) - il)
+    bands = {f"{d}-{d + 7}": round(float(hits[(dist >= d) & (dist < d + 8)].mean()), 3)
+             for d in range(0, int(dist.max()) + 1, 8)}
+    line_hit = np.asarray(pred[il]) == labels[il]
+    outside = np.r_[line_hit[:x0].ravel(), line_hit[x1:].ravel()]
+    return {"by_inline_distance": bands, "picked_inline_inside": round(float(line_hit[x0:x1].mean()), 3),
+            "picked_inline_outside": round(float(outside.mean()), 3) if outside.size else None}
+
+
 def run_check(shape=(128, 128, 96), seed: int = 0, model_name: str = "patchcnn", crop: int = 32,
               train_seconds: float = 300.0, epochs: int = 30, stride: int = 4, noise: float = 0.2,
-              threads: int | None = None) -> dict:
+              threads: int | None = None, structure: bool = True) -> dict:
     """Generate, train, predict the whole cube and score it; returns the figures printed by the CLI."""
     if not 0 < train_seconds <= MAX_TRAIN_SECONDS:
         raise CheckError(f"--train-seconds must be in (0, {MAX_TRAIN_SECONDS:.0f}], got {train_seconds}")
@@ -147,7 +162,7 @@ def run_check(shape=(128, 128, 96), seed: int = 0, model_name: str = "patchcnn",
     if threads:
         torch.set_num_threads(threads)
     t0 = time.monotonic()
-    survey = synth.generate(tuple(shape), seed=seed, noise=noise)
+    survey = synth.generate(tuple(shape), seed=seed, noise=noise, structure=structure)
     gen_s = time.monotonic() - t0
     names = survey.class_names
     mean, std = float(survey.seismic.mean()), float(survey.seismic.std())
@@ -173,9 +188,11 @@ def run_check(shape=(128, 128, 96), seed: int = 0, model_name: str = "patchcnn",
                                  tile=(shape[1], shape[2]), device="cpu")
         pred = np.load(out["paths"]["labels"], mmap_mode="r")
         figures = score(survey.labels, np.asarray(pred), names)
+        figures["lateral"] = lateral_profile(survey.labels, pred, survey.picks)
         predict_s = time.monotonic() - t1
     shares = synth.class_shares(survey.labels, len(names))
     return {"check": "synth_check", "shape": list(shape), "seed": seed, "noise": noise, "model": model_name,
+            "structure": structure,
             "crop": crop if model_name == "patchcnn" else None, "stride": stride, **figures, **baselines(survey),
             "target_met": figures["pixel_accuracy"] >= 0.85,
             "class_share": {n: round(float(s), 3) for n, s in zip(names, shares)},
@@ -193,16 +210,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--stride", type=int, default=4, help="patchcnn: predict every stride-th voxel per axis")
     ap.add_argument("--noise", type=float, default=0.2)
+    ap.add_argument("--flat", action="store_true",
+                    help="sanity case: no folds, faults or lateral facies change (a flat layer cake)")
     ap.add_argument("--baselines-only", action="store_true", help="generate and print the baselines, no training")
     args = ap.parse_args(argv)
     shape = (256, 256, 128) if args.long else tuple(args.shape)
     try:
         if args.baselines_only:
-            survey = synth.generate(shape, seed=args.seed, noise=args.noise)
+            survey = synth.generate(shape, seed=args.seed, noise=args.noise, structure=not args.flat)
             print(json.dumps({"check": "synth_check", "shape": list(shape), "seed": args.seed, **baselines(survey)}))
             return 0
         print(json.dumps(run_check(shape, args.seed, args.model, args.crop, args.train_seconds, args.epochs,
-                                   args.stride, args.noise)))
+                                   args.stride, args.noise, structure=not args.flat)))
     except (CheckError, synth.SynthError) as exc:
         print(f"synth_check: {exc}", file=sys.stderr)
         return 2

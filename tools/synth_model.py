@@ -121,7 +121,8 @@ def _units(rng: np.random.Generator, ids: dict[str, int], nil: int, nxl: int, ns
     """Unit boundaries and facies: every layered class inside the window seen at the reference trace, random
     units above and below, laterally varying thickness (pinch-outs) and lateral facies changes."""
     layered = [ids[n] for n in LAYERED if n in ids]
-    top0, bot0 = -float(fold[ref]) + 2, ns - 3 - float(fold[ref])
+    # the window's first and last units are cut by the trace ends, so the five units are about ns / 4.2 thick
+    top0, bot0 = -float(fold[ref]) - 0.1 * ns, 1.1 * ns - float(fold[ref])
     shares = rng.uniform(0.7, 1.3, len(layered))
     window = list(rng.permutation(layered))
     thick = list(shares / shares.sum() * (bot0 - top0))
@@ -139,13 +140,14 @@ def _units(rng: np.random.Generator, ids: dict[str, int], nil: int, nxl: int, ns
     t_all = np.array([mean_t] * len(above) + thick + [mean_t] * len(below))
     # thickness multipliers equal 1 at the reference trace and vary laterally (clipped at 0: pinch-outs)
     var = np.stack([smooth_field(rng, (nil, nxl), (0.25 * nil, 0.25 * nxl)) for _ in t_all])
-    mult = np.clip(1 + 0.55 * (var - var[:, ref[0], ref[1]][:, None, None]), 0.0, None)
+    mult = np.clip(1 + 0.45 * (var - var[:, ref[0], ref[1]][:, None, None]), 0.0, None)
     tops = np.cumsum(t_all[:, None, None] * mult, axis=0)
     k_top = len(above)
     tops = tops - tops[k_top - 1] + top0 if k_top else tops - t_all[0] * mult[0] + top0
     boundaries = tops[:-1]  # boundary k is the top of unit k+1
     secondary = np.array([rng.choice([c for c in layered if c != p]) for p in primary])
-    change = np.stack([smooth_field(rng, (nil, nxl), (0.2 * nil, 0.2 * nxl)) > 0.9 for _ in primary])
+    # rare lateral facies changes (about 7 % of a unit's area): lateral variety comes mostly from the structure
+    change = np.stack([smooth_field(rng, (nil, nxl), (0.2 * nil, 0.2 * nxl)) > 1.5 for _ in primary])
     return boundaries.astype(np.float32), primary, secondary, change
 
 
@@ -167,7 +169,7 @@ def _draw_channels(rng: np.random.Generator, layout_units: np.ndarray, nil: int,
         q0 = -i0 * np.sin(a) + j0 * np.cos(a) - amp * np.sin(2 * np.pi * p0 / wl + ph)
         k = int(rng.choice(inner)) if inner else 0
         channels.append(dict(angle=a, wavelength=wl, amplitude=amp, phase=ph, q0=q0, boundary=k,
-                             half_width=rng.uniform(12, 18), depth=max(8.0, rng.uniform(0.12, 0.16) * ns)))
+                             half_width=rng.uniform(18, 26), depth=max(8.0, rng.uniform(0.17, 0.21) * ns)))
     return channels
 
 
@@ -181,7 +183,7 @@ def _draw_salt(rng: np.random.Generator, nil: int, nxl: int, ns: int, fold: np.n
 
 
 def draw_layout(rng: np.random.Generator, ids: dict[str, int], shape: tuple[int, int, int], n_faults: int,
-                 ref: tuple[int, int], pick_xl: tuple[int, int]) -> Layout:
+                 ref: tuple[int, int], pick_xl: tuple[int, int], structure: bool = True) -> Layout:
     """Draw a whole model from `rng`; `ref` is the reference trace (il, xl) and `pick_xl` the picked crosslines,
     which the window of layered units, the first channel and the salt body are placed to show on."""
     nil, nxl, ns = shape
@@ -193,19 +195,23 @@ def draw_layout(rng: np.random.Generator, ids: dict[str, int], shape: tuple[int,
               "parallel_low": BlockySeries.draw(rng, lo, hi, (2.5, 6.0)),
               "wavy": BlockySeries.draw(rng, lo, hi, (3.0, 5.0)),
               "clinoforms": BlockySeries.draw(rng, lo - 3 * nil - 3 * nxl, hi + 3 * nil + 3 * nxl, (3.0, 5.0)),
-              "channel_fill": BlockySeries.draw(rng, -2.0 * ns, 2.0 * ns, (2.0, 4.0)),
+              "channel_fill": BlockySeries.draw(rng, -2.0 * ns, 2.0 * ns, (3.0, 5.0)),
               "chaotic": BlockySeries.draw(rng, lo - 40, hi + 40, (2.0, 4.0))}
-    tile = smooth_field(rng, (64, 64, 64), (2.5, 2.5, 1.0))
+    tile = smooth_field(rng, (64, 64, 64), (1.2, 1.2, 0.8))
     warp = smooth_field(rng, (64, 64, 64), (2.0, 2.0, 2.5))
     channels = []
     if "channel_fill" in ids:
         unit_tops = boundaries + fold[None]  # present-day depth of each boundary without faults
-        channels = _draw_channels(rng, unit_tops, nil, nxl, ns, ref, pick_xl, max(3, (nil * nxl) // 6000))
+        channels = _draw_channels(rng, unit_tops, nil, nxl, ns, ref, pick_xl, max(2, (nil * nxl) // 20000))
     salt = _draw_salt(rng, nil, nxl, ns, fold, ref, pick_xl) if "salt" in ids else None
     # undulation as a sum of one wave per axis: every inline and every crossline shows its full amplitude
     wavy = (rng.uniform(2.5, 3.2), rng.uniform(9, 12), rng.uniform(9, 12), *rng.uniform(0, 2 * np.pi, 2))
     # dip components along both axes, so the clinoforms dip clearly on inline and crossline sections alike
     clino = tuple(float(v) for v in rng.uniform(0.8, 1.1, 2) * rng.choice([-1, 1], 2))
+    if not structure:  # the sanity case: a flat layer cake, same textures, no lateral change
+        fold, candidates = np.zeros_like(fold), ()
+        boundaries = np.broadcast_to(boundaries[:, ref[0], ref[1]][:, None, None], boundaries.shape).copy()
+        change = np.zeros_like(change)
     return Layout(ids, fold, candidates[:n_faults], candidates, boundaries, primary, secondary, change,
                    rng.uniform(0.92, 1.08, len(primary)).astype(np.float32), series, tile, warp, channels,
                    salt, wavy, clino)
@@ -216,7 +222,7 @@ def _layered_impedance(lay: Layout, name: str, ii: np.ndarray, jj: np.ndarray, z
     if name == "parallel_high":
         return 0.22 * lay.series[name](z0)
     if name == "parallel_low":
-        return 0.05 * lay.series[name](z0)
+        return 0.07 * lay.series[name](z0)
     if name == "wavy":
         a, li, lj, p1, p2 = lay.wavy
         w = z0 + a * (np.sin(2 * np.pi * ii / li + p1) + np.sin(2 * np.pi * jj / lj + p2))
@@ -226,7 +232,7 @@ def _layered_impedance(lay: Layout, name: str, ii: np.ndarray, jj: np.ndarray, z
         return 0.15 * lay.series[name](z0 - di * ii - dj * jj)
     # chaotic: reflector segments contorted by a short-wavelength warp, broken up by random texture
     at = (ii.astype(np.int64) % 64, jj.astype(np.int64) % 64, np.floor(z0).astype(np.int64) % 64)
-    return 0.13 * lay.series[name](z0 + 6.0 * lay.warp[at]) + 0.06 * lay.tile[at]
+    return 0.25 * lay.tile[at]
 
 
 def _channel_bodies(lay: Layout, unit_tops: np.ndarray, ii, jj, z0) -> tuple[np.ndarray, np.ndarray]:
@@ -241,7 +247,7 @@ def _channel_bodies(lay: Layout, unit_tops: np.ndarray, ii, jj, z0) -> tuple[np.
         depth_below = z0 - unit_tops[ch["boundary"]][..., None]
         profile = ch["depth"] * np.clip(1 - r ** 2, 0, None)
         inside = (depth_below >= 0) & (depth_below < profile)
-        fill = -0.12 + 0.12 * lay.series["channel_fill"](depth_below - 0.7 * profile)
+        fill = -0.12 + 0.2 * lay.series["channel_fill"](depth_below - 0.7 * profile)
         imp = np.where(inside, fill, imp)
         mask |= inside
     return mask, imp
