@@ -1,7 +1,9 @@
 """The executor: a long-lived process that owns one device slot and runs one job at a time.
 
 Started by the daemon's supervisor as `python -m daemon.executor --slot SLOT ...` with CUDA_VISIBLE_DEVICES already
-set, so torch (imported only here, never in the daemon) sees exactly its device.
+set, so torch (imported only here, never in the daemon) sees exactly its device. With the Ray backend a Ray task
+starts it with `--one-job` on some node of the cluster (daemon/backends/ray_backend.py): it runs the one job it is
+sent after its hello and exits; `--parent-pid` is then the Ray worker's, and over tcp it speaks CURVE.
 
 Threads and the one socket:
   - the main thread runs jobs, one after another, taking them from `self.jobs`;
@@ -81,15 +83,21 @@ def die_with_parent() -> None:
 
 
 class Executor:
-    def __init__(self, slot: str, endpoint: str, home: Path, settings: Settings, parent_pid: int):
+    def __init__(self, slot: str, endpoint: str, home: Path, settings: Settings, parent_pid: int,
+                 one_job: bool = False):
         self.slot = slot
         self.home = home
         self.settings = settings
         self.parent_pid = parent_pid
+        self.one_job = one_job  # started for one job (Ray backend): exit once it is done
         self.ctx_zmq = zmq.Context()
         self.sock = self.ctx_zmq.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.IDENTITY, slot.encode())
         self.sock.setsockopt(zmq.LINGER, 2000)
+        if endpoint.startswith("tcp://"):  # an executor on another node: CURVE with the keys in the shared home
+            from daemon.backends.keys import executor_keys
+
+            executor_keys(home).apply_client(self.sock)
         self.sock.connect(endpoint)
         self.jobs: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.outbox: queue.Queue[tuple[dict[str, Any], list[Any]]] = queue.Queue()
@@ -212,6 +220,8 @@ class Executor:
             if msg is None:
                 break
             self._run(msg)
+            if self.one_job:
+                break
         # let the I/O thread flush what the last job queued
         deadline = time.monotonic() + 2
         while not self.outbox.empty() and time.monotonic() < deadline:
@@ -265,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--home", required=True, type=Path)
     ap.add_argument("--config", type=Path)
     ap.add_argument("--parent-pid", type=int, required=True)
+    ap.add_argument("--one-job", action="store_true", help="exit after one job (executors started by Ray)")
     a = ap.parse_args(argv)
     die_with_parent()
     if os.getppid() != a.parent_pid:  # the daemon died before we could ask to die with it
@@ -274,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     job_registry.load_plugins(settings.plugins)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format=f"%(asctime)s executor[{a.slot}] %(levelname)s %(message)s")
-    Executor(a.slot, a.endpoint, a.home, settings, a.parent_pid).serve()
+    Executor(a.slot, a.endpoint, a.home, settings, a.parent_pid, a.one_job).serve()
     return 0
 
 

@@ -7,6 +7,9 @@ Sockets (all bound by this process):
   control  ROUTER  ipc://<runtime>/control.sock  (+ tcp with CURVE when configured)  requests and replies
   events   PUB     ipc://<runtime>/events.sock   (+ tcp with CURVE when configured)  events by topic
   exec     ROUTER  ipc://<runtime>/executors.sock                                   executors (internal)
+                   (+ ray.executor_endpoint over tcp with CURVE, for executors on other Ray nodes)
+
+Executors run where the backend puts them (daemon/backends/): one per local device slot, or one per job on Ray.
 """
 from __future__ import annotations
 
@@ -26,8 +29,11 @@ import yaml
 import zmq
 
 from client import protocol as P
-from daemon import __version__, api, scheduler
-from daemon.devices import discover
+from daemon import __version__, api
+from daemon.backends import BackendError, make_backend
+from daemon.backends.keys import executor_keys
+from daemon.backends.local import LaunchArgs
+from daemon.backends.ray_backend import shared_home
 from daemon.jobs import CheckContext, get_kind, load_plugins
 from daemon.security import CurveServer
 from daemon.server_types import CONTROL_TIMEOUT_S, Pending, StreamSession
@@ -40,6 +46,7 @@ log = logging.getLogger("seisd")
 
 TICK_S = 0.05          # how often timers (supervision, dispatch, cancel deadlines) run at most
 RECONCILE_S = 5.0      # how often the store's running jobs are checked against the executors
+RETRY_REASON = "its executor was lost; requeued to resume from its last checkpoint"
 
 
 class DaemonError(RuntimeError):
@@ -66,19 +73,25 @@ class Daemon:
         make_private_dir(self.rundir)
         load_plugins(settings.plugins)
         self.store = JobStore(home / "seisd.db")
-        self.slots = discover(settings.devices)
         self.zctx = zmq.Context()
         self.control = self._bind(zmq.ROUTER, P.control_endpoint(home))
         self.events = self._bind(zmq.PUB, P.events_endpoint(home))
-        self.exec_sock = self._bind(zmq.ROUTER, f"ipc://{self.rundir / 'executors.sock'}")
+        self.endpoints = {"control": P.control_endpoint(home), "events": P.events_endpoint(home)}
+        self.exec_curve: CurveServer | None = None
+        self.exec_sock, exec_endpoint = self._bind_executor_socket()
         self.control_sockets = [self.control]
         self.curve: CurveServer | None = None
-        self.endpoints = {"control": P.control_endpoint(home), "events": P.events_endpoint(home)}
         if settings.tcp.endpoint:
             self._bind_tcp()
+        exec_home = shared_home(settings, home) if settings.backend == "ray" else home
+        try:
+            self.backend = make_backend(settings, LaunchArgs(exec_endpoint, exec_home, config_file,
+                                                             exec_home / "logs"))
+        except BackendError as exc:
+            raise DaemonError(str(exc)) from None
+        self.slots = self.backend.device_names()  # what job files may ask for (checked at submit)
         self.supervisor = Supervisor(
-            self.slots, f"ipc://{self.rundir / 'executors.sock'}", home, config_file, home / "logs",
-            settings.executor.heartbeat_timeout_s, settings.executor.start_timeout_s,
+            self.backend.slots(), self.backend, settings.executor.heartbeat_timeout_s,
             settings.executor.restart_backoff_s, on_death=self._executor_died, on_state=self._executor_state)
         roots = tuple(Path(r).expanduser().resolve() for r in settings.paths.inputs)
         self.check_context = CheckContext(home=home, input_roots=roots + ((home.resolve(),) if roots else ()))
@@ -113,6 +126,30 @@ class Daemon:
         except zmq.ZMQError as exc:
             raise DaemonError(f"cannot bind {endpoint}: {exc}") from None
         return s
+
+    def _bind_executor_socket(self) -> tuple[zmq.Socket, str]:
+        """The executors' socket and the endpoint they connect to: ipc in the runtime folder, or over tcp with
+        CURVE (ray.executor_endpoint) for executors on other nodes. The tcp one has a ZeroMQ context of its own:
+        one context serves one authenticator, and the control socket's may be in use."""
+        endpoint = self.settings.ray.executor_endpoint if self.settings.backend == "ray" else None
+        if not endpoint:
+            ipc = f"ipc://{self.rundir / 'executors.sock'}"
+            return self._bind(zmq.ROUTER, ipc), ipc
+        keys = executor_keys(self.home).ensure()
+        self.exec_zctx = zmq.Context()
+        self.exec_curve = CurveServer(self.exec_zctx, keys.server_secret, keys.authorized)
+        s = self.exec_zctx.socket(zmq.ROUTER)
+        for opt, value in ((zmq.LINGER, 0), (zmq.ROUTER_HANDOVER, 1),
+                           (zmq.MAXMSGSIZE, 2 * self.settings.limits.max_message_bytes)):
+            s.setsockopt(opt, value)
+        self.exec_curve.apply(s)
+        try:
+            s.bind(endpoint)
+        except zmq.ZMQError as exc:
+            raise DaemonError(f"cannot bind ray.executor_endpoint {endpoint}: {exc}") from None
+        bound = s.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self.endpoints["executors"] = bound
+        return s, bound
 
     def _bind_tcp(self) -> None:
         t = self.settings.tcp
@@ -156,8 +193,8 @@ class Daemon:
         self.viewers.adopt_or_clean()
         self.publish(P.DAEMON_TOPIC, P.EventType.DAEMON_STARTED,
                      {"version": __version__, "pid": os.getpid(), "session": self.session})
-        log.info("seisd %s started: pid %d, home %s, session %s, slots %s", __version__, os.getpid(), self.home,
-                 self.session, ", ".join(s.name for s in self.slots))
+        log.info("seisd %s started: pid %d, home %s, session %s, backend %s, slots %s", __version__, os.getpid(),
+                 self.home, self.session, self.backend.name, ", ".join(self.supervisor.handles))
         poller = zmq.Poller()
         for s in self.control_sockets:
             poller.register(s, zmq.POLLIN)
@@ -327,15 +364,22 @@ class Daemon:
     def dispatch(self) -> None:
         if self.stopping:
             return
-        free = [h.slot.name for h in self.supervisor.handles.values() if h.idle]
+        free = [h for h in self.supervisor.handles.values() if h.idle]
         if not free:
             return
         queued = self.store.queued_in_order()
         if not queued:
             return
-        kinds = {j.id: (get_kind(j.kind).devices if get_kind(j.kind) else "any") for j in queued}
-        for job_id, slot in scheduler.assign(queued, free, kinds):
-            self._start_job(next(j for j in queued if j.id == job_id), self.supervisor.handles[slot])
+        # in order (priority, then age); a job no free slot accepts does not hold back those behind it
+        for job in queued:
+            kind = get_kind(job.kind)
+            h = next((h for h in free if self.backend.accepts(h.slot, job.device, kind.devices if kind else "any")),
+                     None)
+            if h is not None:
+                free.remove(h)
+                self._start_job(job, h)
+            if not free:
+                return
 
     def _start_job(self, job: JobRow, h: ExecutorHandle) -> None:
         kind = get_kind(job.kind)
@@ -344,9 +388,11 @@ class Daemon:
                            slot=h.slot.name)
         h.job_id, h.state = job.id, "busy"
         self._executor_state(h)
-        self._to_executor(h, {"op": "run", "job": job.id, "kind": job.kind, "spec": job.spec,
-                              "job_dir": str(self.job_dir(job.id)), "attempt": job.attempts + 1,
-                              "resume": resume, "device": h.slot.torch_device})
+        device = self.backend.torch_device(h.slot, job.device, kind.devices if kind else "any")
+        exec_dir = self.backend.launch_args.home / "jobs" / str(job.id)  # the job folder as the executor sees it
+        self.supervisor.begin_job(h, {"op": "run", "job": job.id, "kind": job.kind, "spec": job.spec,
+                                      "job_dir": str(exec_dir), "attempt": job.attempts + 1,
+                                      "resume": resume, "device": device}, self._to_executor)
 
     def cancel(self, job: JobRow, reason: str = "cancelled by the user") -> str:
         h = self._handle_of_job(job.id)
@@ -355,6 +401,12 @@ class Daemon:
             self.set_job_state(job, "cancelled", reason)
             self.job_log(job.id, f"cancelled while {job.state}")
             return "cancelled"
+        if job.state == "running" and h.state == "starting":
+            # its executor has not said hello yet (Ray is placing it): nothing to ask, stop the launch
+            self.supervisor.kill(h.slot.name, f"{reason}; its executor was stopped before it started, as part "
+                                 "of its cancel")
+            self.job_log(job.id, "cancel requested before the executor started")
+            return "cancelling"
         if job.state == "running":
             self._to_executor(h, {"op": "cancel", "job": job.id, "reason": reason})
             self.cancel_deadlines.setdefault(job.id, time.monotonic() + self.settings.executor.cancel_grace_s)
@@ -375,6 +427,12 @@ class Daemon:
     def ask_executor(self, h: ExecutorHandle, msg: dict[str, Any], pending: Pending,
                      arrays: list[Any] | None = None) -> None:
         """Send a request to an executor; its reply (and array frames) goes to the waiting client."""
+        if h.per_job:
+            if pending.on_reply is not None:
+                pending.on_reply(False, None)
+            raise P.ProtocolError(P.ErrorCode.UNAVAILABLE, f"{h.slot.name} runs one job at a time on "
+                                  f"{self.backend.name} and keeps no executor to ask; streaming sessions need "
+                                  "backend: local")
         token = uuid.uuid4().hex
         pending.slot = h.slot.name
         self.pending[token] = pending
@@ -398,7 +456,7 @@ class Daemon:
 
     def _to_executor(self, h: ExecutorHandle, msg: dict[str, Any], arrays: list[Any] | None = None) -> None:
         try:
-            self.exec_sock.send_multipart([h.slot.name.encode(), P.dumps(msg), *(arrays or [])], zmq.NOBLOCK,
+            self.exec_sock.send_multipart([h.identity.encode(), P.dumps(msg), *(arrays or [])], zmq.NOBLOCK,
                                           copy=False)
         except zmq.ZMQError as exc:
             log.warning("message to executor %s lost: %s", h.slot.name, exc)
@@ -419,8 +477,10 @@ class Daemon:
             return
         t = msg.get("type")
         if t == "hello":
-            h.state = "ready"
+            run = self.supervisor.hello(h)
             self._executor_state(h)
+            if run is not None:  # a per-job executor gets its job now
+                self._to_executor(h, run)
         elif t == "event":
             self._on_job_event(int(msg["job"]), msg.get("event", ""), msg.get("data") or {})
         elif t == "done":
@@ -461,7 +521,8 @@ class Daemon:
     def _on_job_done(self, h: ExecutorHandle, job_id: int, msg: dict[str, Any]) -> None:
         job = self.store.get(job_id)
         self.cancel_deadlines.pop(job_id, None)
-        h.job_id, h.state = None, "ready"
+        # a per-job executor exits after its job: its slot is free once the supervisor sees it gone
+        h.job_id, h.state = None, ("finishing" if h.per_job else "ready")
         self._executor_state(h)
         if job is None or job.state != "running":
             return
@@ -501,8 +562,24 @@ class Daemon:
         self.job_log(job.id, text)
         if cancelled:
             self.set_job_state(job, "cancelled", reason)
-        else:
+        elif not self._retry_lost(h, job, reason):
             self.set_job_state(job, "failed", "executor died", error=text)
+
+    def _retry_lost(self, h: ExecutorHandle, job: JobRow, reason: str) -> bool:
+        """A resumable job whose per-job executor (a Ray worker or node) was lost goes back to the queue to resume
+        from its checkpoint, at most ray.max_retries times; False when it is not to be retried."""
+        kind = get_kind(job.kind)
+        if not (h.per_job and kind and kind.resumable):
+            return False
+        done = sum((e["reason"] or "").startswith(RETRY_REASON) for e in self.store.history(job.id))
+        limit = self.settings.ray.max_retries
+        if done >= limit:
+            self.job_log(job.id, f"not retried: it was retried {done} time(s) already (ray.max_retries {limit})")
+            return False
+        self.set_job_state(job, "interrupted", f"{RETRY_REASON} ({reason})")
+        self.set_job_state(self.store.get(job.id), "queued", f"retry {done + 1} of {limit}")
+        self.job_log(job.id, f"requeued (retry {done + 1} of {limit}): {reason}")
+        return True
 
     def _executor_state(self, h: ExecutorHandle) -> None:
         self.publish(P.DAEMON_TOPIC, P.EventType.EXECUTOR_STATE, h.describe(), store=False)
@@ -529,6 +606,7 @@ class Daemon:
         self.viewers.stop_all()
         self.supervisor.stop_all(self.settings.executor.cancel_grace_s,
                                  lambda h: self._to_executor(h, {"op": "exit"}))
+        self.backend.shutdown()
         # what the executors did not report before exiting is interrupted, to resume at the next start
         while True:
             try:
@@ -538,8 +616,11 @@ class Daemon:
             self._on_executor(frames)
         for job in self.store.list(states=["running"], limit=1_000_000):
             self.set_job_state(job, "interrupted", "the daemon stopped")
-        if self.curve:
-            self.curve.stop()
+        for curve in (self.curve, self.exec_curve):
+            if curve:
+                curve.stop()
+        if hasattr(self, "exec_zctx"):
+            self.exec_zctx.destroy(linger=0)
         self.background.shutdown(wait=False, cancel_futures=True)
         self.zctx.destroy(linger=0)
         self.store.close()

@@ -64,10 +64,34 @@ class ViewerSettings(_Section):
     start_timeout_s: float = Field(60.0, gt=0, description="how long a viewer may take to answer its first check")
 
 
+class RaySettings(_Section):
+    address: str | None = Field(None, description="the Ray cluster: 'local' (start a Ray instance for this daemon "
+                                "and stop it with the daemon), 'auto' (the cluster this machine belongs to), "
+                                "'ray://HOST:10001' or 'HOST:6379'; null: Ray's own default (RAY_ADDRESS)")
+    slots: int = Field(2, ge=1, le=1024, description="jobs seisd runs on Ray at once")
+    num_cpus_per_job: float = Field(1.0, ge=0, description="CPUs a job asks Ray for")
+    num_gpus_per_job: float = Field(0.0, ge=0, description="GPUs a job asks Ray for (0: jobs run on CPUs; jobs "
+                                    "asking for device cpu, and CPU-only kinds such as import, always ask for none)")
+    local_num_cpus: int | None = Field(None, ge=1, description="CPUs of the instance started with address 'local' "
+                                       "(null: all of this machine's)")
+    max_retries: int = Field(1, ge=0, le=100, description="times a resumable job (train, predict) is requeued "
+                             "from its last checkpoint when its Ray worker or node is lost; others fail at once")
+    start_timeout_s: float = Field(300.0, gt=0, description="how long a job may wait for Ray to place and start "
+                                   "its executor (cluster resources may be busy)")
+    executor_endpoint: str | None = Field(None, description="tcp endpoint the daemon binds for executors on other "
+                                          "nodes, e.g. tcp://0.0.0.0:5770 (CURVE, keys made in the home); null: "
+                                          "the ipc socket, enough when Ray runs on this machine only")
+    shared_home: str | None = Field(None, description="the daemon's home as every Ray node sees it (a shared file "
+                                    "system); null: the same path as here")
+
+
 class Settings(_Section):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     devices: Literal["auto", "cpu"] | list[str] = Field(
         "auto", description="'auto' (every CUDA device, and the CPU), 'cpu', or a list such as [cuda:0, cpu]")
+    backend: Literal["local", "ray"] = Field("local", description="where executors run: 'local' (one per device "
+                                             "of this machine) or 'ray' (one per job on a Ray cluster, see "
+                                             "docs/scale-out.md)")
     plugins: list[str] = Field(default_factory=list, description="modules imported at start that register extra "
                                "job kinds (tests use this)")
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
@@ -76,6 +100,7 @@ class Settings(_Section):
     workers: WorkerSettings = Field(default_factory=WorkerSettings)
     viewers: ViewerSettings = Field(default_factory=ViewerSettings)
     paths: PathSettings = Field(default_factory=PathSettings)
+    ray: RaySettings = Field(default_factory=RaySettings)
 
 
 class SettingsError(ValueError):

@@ -1,37 +1,41 @@
-"""Supervisor: starts the executors, watches them, and restarts the ones that die.
+"""Supervisor: starts the executors through a backend, watches them, and restarts the ones that die.
 
-It never blocks: `poll()` is called from the daemon's loop and only looks (Popen.poll, clocks). What a death means
-for a job is the daemon's business; the supervisor reports it through `on_death(handle, reason)`.
+It never blocks: `poll()` is called from the daemon's loop and only looks (ExecutorProcess.poll, clocks). What a
+death means for a job is the daemon's business; the supervisor reports it through `on_death(handle, reason)`.
+WHERE an executor runs is the backend's business (daemon/backends/): the local backend keeps one long-lived
+executor per device slot; the Ray backend starts one per job, on a node Ray picks, and it exits after the job.
 
 NOTE on the ways an executor ends:
-  - exits or is killed (SIGKILL, OOM killer, segfault in a native library): Popen.poll() sees the status; the job it
-    ran fails with that reason and a new executor is started after `restart_backoff_s`;
-  - hangs (no heartbeat for `heartbeat_timeout_s`): it is SIGKILLed, then handled as above;
+  - exits or is killed (SIGKILL, OOM killer, segfault in a native library, a lost Ray worker or node): poll() sees
+    it; the job it ran fails with that reason (or is requeued, see Daemon._executor_died); a long-lived executor is
+    started again after `restart_backoff_s`, a per-job one leaves its slot free;
+  - a per-job executor that exits cleanly after reporting `done` just frees its slot; one that exits cleanly with its
+    job's `done` still missing gets DONE_GRACE_S for that message to arrive, then counts as died;
+  - hangs (no heartbeat for `heartbeat_timeout_s`, or no hello within the backend's start timeout): it is killed,
+    then handled as above;
   - a cancelled job that does not stop within `cancel_grace_s`: the daemon asks for a kill (`kill(slot, reason)`);
   - the daemon stops: `stop_all()` asks each to exit, then kills what is left. If the daemon is killed instead, the
-    executors die with it (PR_SET_PDEATHSIG, see daemon/executor.py).
+    executors die with it (PR_SET_PDEATHSIG, see daemon/executor.py; on Ray, with the worker that started them).
 """
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
+from daemon.backends import Ended, ExecutorBackend, ExecutorProcess
 from daemon.devices import DeviceSlot
 
 log = logging.getLogger("seisd.supervisor")
+
+DONE_GRACE_S = 2.0   # a per-job executor's `done` may arrive just after its process is seen to have ended
 
 
 @dataclass
 class ExecutorHandle:
     slot: DeviceSlot
-    proc: subprocess.Popen | None = None
+    proc: ExecutorProcess | None = None
     pid: int | None = None
     state: str = "stopped"            # starting, ready, busy, dead, stopped
     job_id: int | None = None
@@ -40,12 +44,21 @@ class ExecutorHandle:
     restart_at: float = 0.0
     kill_reason: str | None = None
     restarts: int = 0
-    log_path: Path | None = None
+    launches: int = 0                 # per-job executors: which launch may speak for the slot (its identity)
+    per_job: bool = False
+    pending_run: dict[str, Any] | None = None   # the run message a per-job executor gets after its hello
+    ended_at: float | None = None
     extra: dict = field(default_factory=dict)
 
     @property
     def idle(self) -> bool:
         return self.state == "ready" and self.job_id is None
+
+    @property
+    def identity(self) -> str:
+        """The executor's socket identity: the slot name, and for per-job executors the launch number, so a
+        message from an executor of an earlier job on the slot is never taken for the current one's."""
+        return f"{self.slot.name}#{self.launches}" if self.per_job else self.slot.name
 
     def describe(self) -> dict:
         return {"slot": self.slot.name, "kind": self.slot.kind, "description": self.slot.description,
@@ -53,43 +66,59 @@ class ExecutorHandle:
 
 
 class Supervisor:
-    def __init__(self, slots: list[DeviceSlot], endpoint: str, home: Path, config: Path | None,
-                 logs_dir: Path, heartbeat_timeout_s: float, start_timeout_s: float, restart_backoff_s: float,
-                 on_death: Callable[[ExecutorHandle, str], None], on_state: Callable[[ExecutorHandle], None]):
-        self.handles = {s.name: ExecutorHandle(s) for s in slots}
-        self.endpoint = endpoint
-        self.home = home
-        self.config = config
-        self.logs_dir = logs_dir
+    def __init__(self, slots: list[DeviceSlot], backend: ExecutorBackend, heartbeat_timeout_s: float,
+                 restart_backoff_s: float, on_death: Callable[[ExecutorHandle, str], None],
+                 on_state: Callable[[ExecutorHandle], None]):
+        self.backend = backend
+        self.handles = {s.name: ExecutorHandle(s, per_job=not backend.long_lived) for s in slots}
         self.heartbeat_timeout_s = heartbeat_timeout_s
-        self.start_timeout_s = start_timeout_s
         self.restart_backoff_s = restart_backoff_s
         self.on_death = on_death
         self.on_state = on_state
 
     def start_all(self) -> None:
         for h in self.handles.values():
-            self._start(h)
+            if h.per_job:
+                h.state = "ready"  # nothing runs until a job comes
+                self.on_state(h)
+            else:
+                self._start(h)
 
-    def _start(self, h: ExecutorHandle) -> None:
-        env = dict(os.environ, **h.slot.env())
-        cmd = [sys.executable, "-m", "daemon.executor", "--slot", h.slot.name, "--endpoint", self.endpoint,
-               "--home", str(self.home), "--parent-pid", str(os.getpid())]
-        if self.config:
-            cmd += ["--config", str(self.config)]
-        h.log_path = self.logs_dir / f"executor-{h.slot.name.replace(':', '')}.log"
-        with open(h.log_path, "ab") as out:
-            h.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                      cwd=str(self.home), env=env, start_new_session=True)
-        h.pid, h.state, h.job_id, h.kill_reason = h.proc.pid, "starting", None, None
+    def _start(self, h: ExecutorHandle, job: dict[str, Any] | None = None) -> None:
+        h.launches += 1
+        h.proc = self.backend.launch(h.slot, h.identity, job)
+        h.pid, h.state, h.kill_reason, h.ended_at = h.proc.pid, "starting", None, None
+        if not h.per_job:
+            h.job_id = None
         h.started = h.last_seen = time.monotonic()
-        log.info("executor for %s started, pid %d", h.slot.name, h.pid)
+        log.info("executor for %s launched (%s)%s", h.slot.name, self.backend.name,
+                 f", pid {h.pid}" if h.pid else "")
         self.on_state(h)
 
-    def seen(self, slot: str, pid: int | None) -> ExecutorHandle | None:
+    def begin_job(self, h: ExecutorHandle, run: dict[str, Any], send: Callable[[ExecutorHandle, dict], None]) -> None:
+        """Hand a run message to the slot: at once to a long-lived executor, after its hello to a per-job one."""
+        if h.per_job:
+            h.pending_run = run
+            self._start(h, run)
+        else:
+            send(h, run)
+
+    def hello(self, h: ExecutorHandle) -> dict[str, Any] | None:
+        """An executor said hello: returns the run message it is to get now (per-job executors), if any."""
+        run, h.pending_run = h.pending_run, None
+        h.state = "busy" if run is not None else "ready"
+        return run
+
+    def seen(self, identity: str, pid: int | None) -> ExecutorHandle | None:
         """A message arrived from an executor; returns its handle, or None when it is from a dead incarnation."""
-        h = self.handles.get(slot)
-        if h is None or (pid is not None and pid != h.pid) or h.state in ("dead", "stopped"):
+        name, _, launch = identity.partition("#")
+        h = self.handles.get(name)
+        if h is None or h.state in ("dead", "stopped") or h.proc is None or launch != (
+                str(h.launches) if h.per_job else ""):
+            return None
+        if h.pid is None and pid is not None:
+            h.pid = h.proc.pid = pid  # a Ray executor's pid is learnt from its first message
+        if pid is not None and pid != h.pid:
             return None
         h.last_seen = time.monotonic()
         return h
@@ -110,18 +139,38 @@ class Supervisor:
                 continue
             if h.proc is None or h.state == "stopped":
                 continue
-            code = h.proc.poll()
-            if code is None:
-                limit = self.start_timeout_s if h.state == "starting" else self.heartbeat_timeout_s
+            ended = h.proc.poll()
+            if ended is None:
+                limit = self.backend.start_timeout_s if h.state == "starting" else self.heartbeat_timeout_s
                 if now - h.last_seen > limit:
-                    self.kill(h.slot.name, f"no heartbeat for {now - h.last_seen:.0f} s")
+                    self.kill(h.slot.name, f"no {'hello' if h.state == 'starting' else 'heartbeat'} for "
+                                           f"{now - h.last_seen:.0f} s")
                 continue
-            reason = h.kill_reason or _exit_reason(code)
-            log.warning("executor for %s (pid %d) ended: %s", h.slot.name, h.pid, reason)
-            h.state, h.restart_at = "dead", now + self.restart_backoff_s
-            self.on_death(h, reason)
-            h.job_id = None
-            self.on_state(h)
+            if h.per_job and ended.code == 0 and h.kill_reason is None:
+                if h.job_id is None or h.state == "ready":
+                    self._free(h)
+                    continue
+                h.ended_at = h.ended_at or now
+                if now - h.ended_at < DONE_GRACE_S:
+                    continue
+            self._died(h, ended, now)
+
+    def _died(self, h: ExecutorHandle, ended: Ended, now: float) -> None:
+        reason = h.kill_reason or ended.reason
+        log.warning("executor for %s (pid %s) ended: %s", h.slot.name, h.pid, reason)
+        h.state, h.restart_at = "dead", now + self.restart_backoff_s
+        self.on_death(h, reason)
+        if h.per_job:
+            h.restarts += 1
+            self._free(h)
+            return
+        h.job_id = None
+        self.on_state(h)
+
+    def _free(self, h: ExecutorHandle) -> None:
+        """A per-job executor is gone: its slot takes the next job."""
+        h.proc, h.pid, h.job_id, h.pending_run, h.state = None, None, None, None, "ready"
+        self.on_state(h)
 
     def stop_all(self, grace_s: float, send_exit: Callable[[ExecutorHandle], None]) -> None:
         live = [h for h in self.handles.values() if h.proc is not None and h.proc.poll() is None]
@@ -129,21 +178,12 @@ class Supervisor:
             send_exit(h)
         deadline = time.monotonic() + grace_s
         for h in live:
-            try:
-                h.proc.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
+            if not h.proc.wait(deadline - time.monotonic()):
                 h.proc.kill()
-                h.proc.wait()
+                h.proc.wait(5.0)
+            h.state = "stopped"
+        for h in self.handles.values():
             h.state = "stopped"
 
     def pids(self) -> list[int]:
-        return [h.pid for h in self.handles.values() if h.proc is not None and h.proc.poll() is None]
-
-
-def _exit_reason(code: int) -> str:
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exited with status {code}"
+        return [h.pid for h in self.handles.values() if h.proc is not None and h.pid and h.proc.poll() is None]

@@ -4,3 +4,4 @@ from daemon.jobs.registry import (CheckContext, InvalidJob, JobKind, JobSpec, ge
 
 from daemon.jobs import data  # noqa: E402,F401  (registers import and extract)
 from daemon.jobs import predict, train  # noqa: E402,F401  (register train and predict)
+from daemon.jobs import custom  # noqa: E402,F401  (registers custom: user scripts and notebooks)

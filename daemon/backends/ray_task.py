@@ -1,0 +1,27 @@
+"""The Ray task that runs one executor: it lives in a Ray worker process on whichever node Ray chose.
+
+Kept apart from ray_backend.py so the worker imports nothing of the daemon's side. The executor runs as a child of
+the Ray worker and asks for SIGKILL when that worker dies (PR_SET_PDEATHSIG, daemon/executor.py), so a
+`ray.cancel(force=True)`, a crashed worker or a lost node ends the executor and its job's data workers with it.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+
+def run_executor(arguments: list[str], env: dict[str, str], log_path: str, cwd: str) -> int:
+    """Start `python -m daemon.executor ARGUMENTS --parent-pid <this worker>` and return its exit status.
+
+    `env` overrides the worker's environment (seisd settings, PYTHONPATH); CUDA_VISIBLE_DEVICES is the one Ray set
+    for the GPUs it gave this task, or empty when it gave none (so torch cannot take a GPU it was not given)."""
+    full = dict(os.environ, **env)
+    if not os.environ.get("CUDA_VISIBLE_DEVICES"):
+        full["CUDA_VISIBLE_DEVICES"] = ""
+    cmd = [sys.executable, "-m", "daemon.executor", *arguments, "--parent-pid", str(os.getpid())]
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=full,
+                                cwd=cwd if os.path.isdir(cwd) else None)
+    return proc.wait()

@@ -1,0 +1,178 @@
+"""The Ray backend through a real seisd that starts a real local Ray instance (loopback, 2 CPUs).
+
+One Ray daemon and one local daemon serve the whole module (Ray takes seconds to start). Executors connect back
+over tcp with CURVE on loopback, as they would from other nodes. Train and predict run on both backends and must
+agree (states, logs, events, model weights, predictions); cancel, a killed Ray worker (retried from the checkpoint,
+then failed), a script job on Ray, and a stop that leaves no Ray process behind.
+"""
+from __future__ import annotations
+
+import os
+import re
+import signal
+from pathlib import Path
+from typing import Any, Iterator
+
+import h5py
+import numpy as np
+import psutil
+import pytest
+
+pytest.importorskip("ray")
+
+from tests.daemon.test_train_job import import_demo, train_job  # noqa: E402
+from tests.harness import RunningDaemon, pid_alive, steps_job, wait_for, wait_state  # noqa: E402
+
+RAY_ENV = {"SEISD_BACKEND": "ray", "SEISD_RAY__ADDRESS": "local", "SEISD_RAY__LOCAL_NUM_CPUS": "2",
+           "SEISD_RAY__SLOTS": "2", "SEISD_RAY__NUM_CPUS_PER_JOB": "1", "SEISD_RAY__MAX_RETRIES": "1",
+           "SEISD_RAY__EXECUTOR_ENDPOINT": "tcp://127.0.0.1:*"}
+
+
+@pytest.fixture(scope="module")
+def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("synth")
+
+
+@pytest.fixture(scope="module")
+def ray_daemon(tmp_path_factory: pytest.TempPathFactory, synth_dir: Path) -> Iterator[RunningDaemon]:
+    with RunningDaemon(tmp_path_factory.mktemp("ray") / "home", env=RAY_ENV, start_timeout=90) as d:
+        import_demo(d.client, synth_dir)  # the imports run on Ray too (CPU-only kind)
+        yield d
+
+
+@pytest.fixture(scope="module")
+def local_daemon(tmp_path_factory: pytest.TempPathFactory, ray_daemon: RunningDaemon,
+                 synth_dir: Path) -> Iterator[RunningDaemon]:
+    # Ray runs a 1-CPU task with OMP_NUM_THREADS=1: the local executor uses one thread too, so sums add alike
+    with RunningDaemon(tmp_path_factory.mktemp("local") / "home", env={"OMP_NUM_THREADS": "1"}) as d:
+        import_demo(d.client, tmp_path_factory.mktemp("synth-local"))
+        yield d
+
+
+def run_ok(d: RunningDaemon, job: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
+    jid = d.client.submit(job)["id"]
+    rec = wait_state(d.client, jid, timeout=timeout)
+    assert rec["state"] == "succeeded", (rec, d.client.logs(jid)["text"])
+    return rec
+
+
+def log_shape(text: str) -> list[str]:
+    """The job's log lines without times, figures, pids and slot names: what both backends must say alike."""
+    lines = [re.sub(r"^[\d\-: ,]+", "", ln) for ln in text.splitlines()]
+    return [re.sub(r"(ray:\d+(#\d+)?|cpu)\b", "SLOT", re.sub(r"[\d.e+-]+", "N", ln)) for ln in lines]
+
+
+def weights(path: Path) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    with h5py.File(path) as h5:
+        h5.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    return out
+
+
+def test_train_and_predict_on_ray_match_the_local_backend(ray_daemon: RunningDaemon,
+                                                          local_daemon: RunningDaemon) -> None:
+    job = train_job("m", epochs=1, batches=6)
+    recs = {name: run_ok(d, job) for name, d in (("ray", ray_daemon), ("local", local_daemon))}
+    assert recs["ray"]["slot"].startswith("ray:") and recs["local"]["slot"] == "cpu"
+    states = {n: [h["state"] for h in r["history"]] for n, r in recs.items()}
+    assert states["ray"] == states["local"] == ["queued", "running", "succeeded"]
+    assert recs["ray"]["result"]["step"] == recs["local"]["result"]["step"] == 6
+    events = {n: d.client.job_events(recs[n]["id"]) for n, d in (("ray", ray_daemon), ("local", local_daemon))}
+    assert {e["type"] for e in events["ray"]} == {e["type"] for e in events["local"]}
+    # per-step figures alike (worker statistics come at times of their own, so they are not counted)
+    steps = {n: [e["data"]["step"] for e in ev if e["type"] == "job.metrics" and e["data"].get("step")]
+             for n, ev in events.items()}
+    assert steps["ray"] == steps["local"] and steps["ray"]
+    logs = {n: log_shape(d.client.logs(recs[n]["id"])["text"]) for n, d in (("ray", ray_daemon),
+                                                                              ("local", local_daemon))}
+    assert logs["ray"][0] == logs["local"][0] and logs["ray"][-1] == logs["local"][-1]
+    assert len(logs["ray"]) == len(logs["local"])
+    wr, wl = weights(ray_daemon.home / "models" / "m.h5"), weights(local_daemon.home / "models" / "m.h5")
+    assert wr.keys() == wl.keys() and wr
+    for name in wr:  # thread counts differ (Ray gives the task 1 CPU): sums may round differently
+        if wr[name].dtype.kind == "f":
+            np.testing.assert_allclose(wr[name], wl[name], rtol=1e-3, atol=1e-4, err_msg=name)
+
+    pjob = {"kind": "predict", "model": "m", "survey": "demo", "output": "p", "outputs": ["labels", "probabilities"],
+            "format": "hdf5", "figures": {"enabled": False}}
+    preds = {n: Path(run_ok(d, pjob)["result"]["output"]) for n, d in (("ray", ray_daemon), ("local", local_daemon))}
+    with h5py.File(preds["ray"] / "prediction.h5") as a, h5py.File(preds["local"] / "prediction.h5") as b:
+        np.testing.assert_allclose(a["probabilities"][()], b["probabilities"][()], atol=1e-3)
+        assert np.mean(a["labels"][()] == b["labels"][()]) > 0.999
+
+
+def test_devices_and_job_files_on_ray(ray_daemon: RunningDaemon) -> None:
+    from client.api import SeisdError
+
+    devices = ray_daemon.client.devices()
+    assert [d["slot"] for d in devices] == ["ray:0", "ray:1"] and {d["kind"] for d in devices} == {"ray"}
+    with pytest.raises(SeisdError, match="device: 'cuda:0' is not available"):
+        ray_daemon.client.submit(steps_job(device="cuda:0"))  # no GPUs are given to jobs here
+    assert run_ok(ray_daemon, steps_job(steps=2, device="cpu"))["slot"].startswith("ray:")
+
+
+def _ray_worker_of(d: RunningDaemon, job_id: int) -> tuple[int, int]:
+    """(executor pid, pid of the Ray worker that started it) of a running job."""
+    slot = wait_for(lambda: next((s for s in d.client.devices() if s["job"] == job_id and s["executor_pid"]
+                                  and s["state"] == "busy"), None), what=f"job {job_id}'s executor")
+    return slot["executor_pid"], psutil.Process(slot["executor_pid"]).ppid()
+
+
+def test_cancel_stops_the_job_on_ray(ray_daemon: RunningDaemon) -> None:
+    c = ray_daemon.client
+    jid = c.submit(steps_job(steps=3000, step_s=0.01))["id"]
+    wait_for(lambda: c.show(jid)["progress"] > 0, timeout=60, what="the job to start")
+    executor, _ = _ray_worker_of(ray_daemon, jid)
+    assert c.cancel(jid)["state"] == "cancelling"
+    rec = wait_state(c, jid, timeout=30)
+    assert rec["state"] == "cancelled" and rec["progress"] < 1.0
+    wait_for(lambda: not pid_alive(executor), timeout=10, what="the executor to exit")
+    # a job that ignores its cancel: its Ray task is cancelled with force after the grace
+    jid = c.submit(steps_job(steps=3000, step_s=0.01, ignore_cancel=True))["id"]
+    wait_for(lambda: c.show(jid)["progress"] > 0, timeout=60, what="the job to start")
+    executor, worker = _ray_worker_of(ray_daemon, jid)
+    c.cancel(jid)
+    rec = wait_state(c, jid, timeout=30)
+    assert rec["state"] == "cancelled" and "did not stop within 1 s" in rec["history"][-1]["reason"]
+    wait_for(lambda: not pid_alive(executor) and not pid_alive(worker), timeout=15, what="executor and worker to end")
+    wait_for(lambda: all(d["state"] == "ready" for d in c.devices()), timeout=15, what="the slots to be free")
+
+
+def test_killed_ray_worker_retries_from_checkpoint_then_fails(ray_daemon: RunningDaemon) -> None:
+    c = ray_daemon.client
+    jid = c.submit(steps_job(steps=2000, step_s=0.02))["id"]
+    wait_for(lambda: c.show(jid)["progress"] >= 0.01, timeout=60, what="the job to checkpoint")
+    executor, worker = _ray_worker_of(ray_daemon, jid)
+    os.kill(worker, signal.SIGKILL)
+    wait_for(lambda: not pid_alive(executor), timeout=10, what="the executor to die with its Ray worker")
+    # retried (ray.max_retries: 1): requeued, running again, resuming from the checkpoint
+    wait_for(lambda: c.show(jid)["attempts"] == 2 and c.show(jid)["state"] == "running", timeout=60,
+             what="the job to be retried")
+    history = c.show(jid)["history"]
+    lost = next(h for h in history if h["state"] == "interrupted")
+    assert "executor was lost" in lost["reason"] and "Ray worker or node was lost" in lost["reason"]
+    assert [h["state"] for h in history] == ["queued", "running", "interrupted", "queued", "running"]
+    executor2, worker2 = _ray_worker_of(ray_daemon, jid)
+    assert "resuming" in history[-1]["reason"]
+    os.kill(worker2, signal.SIGKILL)
+    rec = wait_state(c, jid, timeout=60)
+    assert rec["state"] == "failed" and "died while running the job" in rec["error"]
+    assert "Ray worker or node was lost" in rec["error"]
+    assert "not retried" in c.logs(jid)["text"]
+    assert run_ok(ray_daemon, steps_job(steps=2))["state"] == "succeeded"  # the slots still work
+
+
+def test_script_job_runs_on_ray(ray_daemon: RunningDaemon, tmp_path: Path) -> None:
+    script = tmp_path / "s.py"
+    script.write_text("import os\nprint('on ray', os.environ['SEISJOB_DEVICE'])\n"
+                      "open(os.path.join(os.environ['SEISJOB_OUTPUTS'], 'done.txt'), 'w').write('yes')\n")
+    rec = run_ok(ray_daemon, {"kind": "custom", "script": str(script), "outputs": ["done.txt"]})
+    assert rec["slot"].startswith("ray:") and (Path(rec["result"]["outputs"]) / "done.txt").read_text() == "yes"
+    assert "on ray cpu" in ray_daemon.client.logs(rec["id"])["text"]
+
+
+def test_stop_leaves_no_ray_process_behind(ray_daemon: RunningDaemon) -> None:
+    ray_pids = [p for p in ray_daemon.snapshot()]
+    assert any("raylet" in " ".join(psutil.Process(p).cmdline()) for p in ray_pids if pid_alive(p))
+    assert ray_daemon.stop() == 0
+    wait_for(lambda: not any(pid_alive(p) for p in ray_pids), timeout=30, what="every Ray process to exit")
