@@ -63,17 +63,22 @@ def plan_kills(seed: int, count: int) -> list[tuple[Kill, Kill | None]]:
     predict job); the seed picks the order and each moment (a fraction of the job's progress, 0.1 to 0.8).
 
     Data workers exist only in train jobs (predict applies the model in the executor), so worker kills go to
-    train slots; the other kinds fill the remaining train and predict slots in a seeded order."""
+    train slots; daemon and executor kills alternate between the two jobs (each resumes differently in train and
+    predict), and viewer kills fill the slots left."""
     rng = random.Random(seed)
-    targets = [KINDS[i % len(KINDS)] for i in range(count)]
-    rng.shuffle(targets)
-    n_rounds = (count + 1) // 2
-    others = [t for t in targets if t != "worker"]
-    train = [t for t in targets if t == "worker"] + others[: n_rounds - targets.count("worker")]
-    rest = others[n_rounds - targets.count("worker"):]
+    n_train = (count + 1) // 2
+    per_kind = {k: count // len(KINDS) + (i < count % len(KINDS)) for i, k in enumerate(KINDS)}
+    train, predict = ["worker"] * per_kind["worker"], []
+    for i in range(max(per_kind["daemon"], per_kind["executor"])):
+        for kind in ("daemon", "executor"):
+            if i < per_kind[kind]:
+                (train if i % 2 == 0 and len(train) < n_train else predict).append(kind)
+    for _ in range(per_kind["viewer"]):
+        (train if len(train) < n_train else predict).append("viewer")
     rng.shuffle(train)
+    rng.shuffle(predict)
     moment = lambda: round(rng.uniform(0.1, 0.8), 3)  # noqa: E731
-    return [(Kill(t, "train", moment()), Kill(rest[i], "predict", moment()) if i < len(rest) else None)
+    return [(Kill(t, "train", moment()), Kill(predict[i], "predict", moment()) if i < len(predict) else None)
             for i, t in enumerate(train)]
 
 
@@ -121,6 +126,11 @@ class DescendantWatch:
                 self.seen[k.pid] = k
                 self.d._seen.setdefault(k.pid, k)  # the harness kills leftovers when a test fails
         return kids
+
+    @property
+    def owner_pids(self) -> set[int]:
+        """Every pid a segment of these daemons may be named after (the daemons', or their children's)."""
+        return self.daemon_pids | set(self.seen)
 
     def alive(self, exclude: set[int] = frozenset()) -> list[str]:
         """Recorded processes still alive (psutil tells pid reuse apart), as 'pid cmdline' strings."""
@@ -237,7 +247,7 @@ def build_model(in_channels, n_classes, delay_s=0.1):
 '''
 
 
-def stock_home(home: Path, work: Path, delay_s: float = 0.08) -> None:
+def stock_home(home: Path, work: Path, delay_s: float = 0.05) -> None:
     """Survey `fi` (synthetic, SHAPE) with pick set `default` on its middle inline, and model file `slow`."""
     import sys
 
@@ -273,12 +283,12 @@ def stock_home(home: Path, work: Path, delay_s: float = 0.08) -> None:
 
 
 def train_job(output: str, **train: Any) -> dict[str, Any]:
-    """A tiny patchcnn run: 3 epochs of 12 batches of 32 crops, a checkpoint every 4 steps, two data workers."""
+    """A tiny patchcnn run: 2 epochs of 12 batches of 32 crops, a checkpoint every 4 steps, two data workers."""
     return {"kind": "train", "output": output,
             "data": {"survey": "fi", "crop": {"size": [15, 15]}, "batch_size": 32, "batches_per_epoch": 12,
                      "val_batches": 2, "split": {"block": 4}, "workers": 2},
             "model": {"name": "patchcnn", "params": {"filters": [8, 8, 8]}},
-            "train": {"epochs": 3, "seed": 0, "checkpoint_every_steps": 4, "progress_interval_s": 0.05,
+            "train": {"epochs": 2, "seed": 0, "checkpoint_every_steps": 4, "progress_interval_s": 0.05,
                       "early_stop": {"enabled": False}, **train}}
 
 
@@ -383,12 +393,14 @@ class FaultRun:
 
     def _kill_daemon(self, chain: Chain) -> None:
         self.watch.sample()
+        before = segments_of(self.watch.owner_pids)
         self.d.kill9()
         # its children watch the daemon and exit (PDEATHSIG); those still alive later are counted as orphans
         deadline = time.monotonic() + 10
         while self.watch.alive() and time.monotonic() < deadline:
             time.sleep(0.05)
         self.d.restart()
+        self._segments_gone(before, chain.kill)
         self.start_viewer()
 
     def _executor_pid(self, job_id: int) -> int:
@@ -400,8 +412,11 @@ class FaultRun:
 
     def _kill_executor(self, chain: Chain) -> None:
         job_id = chain.jobs[-1][0]
-        psutil.Process(self._executor_pid(job_id)).kill()
+        pid = self._executor_pid(job_id)
+        before = segments_of(self.watch.owner_pids)
+        psutil.Process(pid).kill()
         rec = wait_state(self.d.client, job_id, timeout=60)
+        self._segments_gone(before, chain.kill)
         chain.jobs[-1] = (job_id, "failed")
         if rec["state"] != "failed" or "executor" not in (rec["error"] or "") or "died" not in rec["error"]:
             return  # _check_chain reports it
@@ -413,6 +428,18 @@ class FaultRun:
         else:
             job = predict_job(chain.output, overwrite=True)
         chain.jobs.append((self.d.client.submit(job)["id"], "succeeded"))
+
+    def _segments_gone(self, before: list[str], kill: Kill, within: float = 5.0) -> None:
+        """The segments of the jobs a kill ended must go (by the daemon's start-up sweep, or when the daemon sees
+        the executor die) while the daemon runs on: a leaked ring is memory nobody frees until the next restart."""
+        deadline = time.monotonic() + within
+        while (left := set(before) & set(segments_of(self.watch.owner_pids))) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if left - self.leaked:
+            self.leaked |= left
+            self.figures.shm_leaked = len(self.leaked)
+            self.figures.findings.append(f"{kill.describe()}: the killed job's segments stay in /dev/shm after the "
+                                         f"job ended and the daemon went on: {sorted(left)}")
 
     def _kill_worker(self, chain: Chain) -> None:
         pid = self._executor_pid(chain.jobs[-1][0])
@@ -483,7 +510,7 @@ class FaultRun:
 
     def _check_leftovers(self, when: str) -> None:
         """No segment of these daemons in /dev/shm, no process they started beyond the allowed ones."""
-        leaked = set(segments_of(self.watch.daemon_pids)) - self.leaked
+        leaked = set(segments_of(self.watch.owner_pids)) - self.leaked
         if leaked:
             self.leaked |= leaked
             self.figures.findings.append(f"{when}: segments left in /dev/shm: {sorted(leaked)}")

@@ -27,6 +27,8 @@ def test_plan_spreads_kills_over_every_kind_and_keeps_workers_in_training() -> N
         kills = [k for r in rounds for k in r if k is not None]
         assert len(kills) == KILLS and {k.target for k in kills} == set(KINDS)
         assert all(k.job == "train" for k in kills if k.target == "worker")
+        pairs = {(k.target, k.job) for k in kills}
+        assert {(t, j) for t in ("daemon", "executor") for j in ("train", "predict")} <= pairs
         assert all(0.1 <= k.at <= 0.8 for k in kills)
     assert plan_kills(SEED, KILLS) == plan_kills(SEED, KILLS)  # the seed alone decides
 
@@ -46,6 +48,6 @@ def test_seeded_kills_lose_no_job_and_leave_nothing_behind(tmp_path: Path) -> No
     print("faults:", json.dumps(out))
     assert out["kills"] == KILLS, out["findings"]
     assert all(n > 0 for n in out["kills_by_kind"].values())
+    assert (out["kills_survived"], out["jobs_lost"], out["wrong_outputs"]) == (KILLS, 0, 0), out["findings"]
+    assert (out["shm_leaked"], out["orphan_processes"]) == (0, 0), out["findings"]
     assert out["findings"] == []
-    assert (out["kills_survived"], out["jobs_lost"], out["wrong_outputs"]) == (KILLS, 0, 0)
-    assert (out["shm_leaked"], out["orphan_processes"]) == (0, 0)
