@@ -47,6 +47,8 @@ class PredictSpec(JobSpec):
     stride: int = Field(1, ge=1, le=64, description="patch models: every n-th voxel per axis, filled (preview)")
     batch_size: int | Literal["auto"] = "auto"
     chunk_inlines: int | None = Field(None, ge=1, description="inlines per resumable chunk; default by memory")
+    shards: int = Field(1, ge=1, le=64, description="inline ranges predicted by parallel processes into the same "
+                        "outputs (1: in the executor itself)")
     figures: FiguresSection = Field(default_factory=FiguresSection)
     truth: str | None = Field(None, description="a label volume of the survey (-1 = unlabelled) to score against")
     keep_arrays: bool = Field(False, description="keep the .npy working arrays after export")

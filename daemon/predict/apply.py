@@ -20,7 +20,7 @@ import numpy as np
 import psutil
 import torch
 
-from daemon.predict.outputs import ProgressRecord, model_fingerprint
+from daemon.predict.outputs import ProgressRecord, done_chunks, model_fingerprint
 from daemon.predict.tiling import TilePlan, TilingError, VolumeReader, nearest_grid
 
 OUTPUTS = ("labels", "probabilities", "confidence")
@@ -388,7 +388,7 @@ def predict_volume(model: torch.nn.Module, volume, *, out_dir: str | Path, kind:
                    crop: Sequence[int] | None = None, stride: int = 1, batch_size: int | str = "auto",
                    device: str | torch.device = "auto", chunk_inlines: int | None = None,
                    progress: ProgressCallback | None = None, should_stop: StopCallback | None = None,
-                   resume: bool = True) -> dict:
+                   resume: bool = True, chunks: Sequence[int] | None = None) -> dict:
     """Apply a model to a whole volume and write the chosen outputs as .npy memmaps under out_dir.
 
     volume: one [ni, nx, ns] array (a survey memmap) or a list of them as input channels; normalisation:
@@ -397,6 +397,10 @@ def predict_volume(model: torch.nn.Module, volume, *, out_dir: str | Path, kind:
     between by nearest neighbour. The model is moved to `device` ('auto': CUDA when available) and set to eval.
     With resume=True an earlier interrupted run in out_dir with the same settings and weights continues from its
     last finished chunk. Returns status ('complete' or 'stopped'), paths, n_classes, shape, timing figures.
+
+    chunks: only these chunk indices (one shard of a sharded job, daemon.predict.sharding); several processes may
+    run disjoint chunk lists into the same out_dir at once. A shard needs the outputs and the progress record to
+    exist: make them first with chunks=[] (which plans and runs nothing; the result's `done` lists finished chunks).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -416,46 +420,56 @@ def predict_volume(model: torch.nn.Module, volume, *, out_dir: str | Path, kind:
         raise PredictError(f"{out_dir} holds a partial prediction made with other settings or weights; "
                            "choose another out_dir, or pass resume=False to start it over")
     if state is None:
+        if chunks:
+            raise PredictError(f"{out_dir} has no progress record: a shard's outputs must be made first "
+                               "(predict_volume with chunks=[])")
         batch, chunk = _sizes(engine, n_classes, batch_size, chunk_inlines)
-        state = {"key": key, "batch_size": batch, "chunk_inlines": chunk, "chunks_done": 0}
+        state = {"key": key, "batch_size": batch, "chunk_inlines": chunk, "chunks_done": 0, "done": []}
         arrays = _open_outputs(out_dir, chosen, shape, n_classes, fresh=True)
         record.save(state)
     else:
         arrays = _open_outputs(out_dir, chosen, shape, n_classes, fresh=False)
     engine.batch_size, chunk = state["batch_size"], state["chunk_inlines"]
     bounds = [(i, min(i + chunk, shape[0])) for i in range(0, shape[0], chunk)]
-    first = state["chunks_done"]
-    clock = _ProgressClock(progress, shape[0], bounds[first][0] if first < len(bounds) else shape[0])
+    scope = list(range(len(bounds))) if chunks is None else [int(k) for k in chunks]
+    if any(not 0 <= k < len(bounds) for k in scope):
+        raise PredictError(f"chunks {scope} outside 0..{len(bounds) - 1}")
+    done_before = set(done_chunks(state))
+    todo = [k for k in scope if k not in done_before]
+    inlines = lambda ks: sum(bounds[k][1] - bounds[k][0] for k in ks)  # noqa: E731
+    base = inlines([k for k in scope if k in done_before])
+    clock = _ProgressClock(progress, max(inlines(scope), 1), base)
     t0 = time.monotonic()
-    status = "complete"
+    status, ran = "complete", []
     try:
-        for k in range(first, len(bounds)):
+        for k in todo:
             i0, i1 = bounds[k]
-            engine.on_batch = _batch_hook(clock, should_stop, i0, i1, k, len(bounds))
+            engine.on_batch = _batch_hook(clock, should_stop, base, i1 - i0, k, len(bounds))
             _write_chunk(arrays, engine.chunk(i0, i1), i0, i1)
             for a in arrays.values():
                 a.flush()
             # Recorded only after the chunk's outputs are on disk: a crash before this line redoes the chunk.
-            state["chunks_done"] = k + 1
-            record.save(state)
-            clock.report(i1, f"chunk {k + 1}/{len(bounds)} written (inlines {i0}-{i1 - 1})", force=True)
+            state = record.mark_done(k)
+            ran.append(k)
+            base += i1 - i0
+            clock.report(base, f"chunk {k + 1}/{len(bounds)} written (inlines {i0}-{i1 - 1})", force=True)
     except _Stopped:
         status = "stopped"
     seconds = time.monotonic() - t0
-    done_voxels = sum(b - a for a, b in bounds[first:state["chunks_done"]]) * shape[1] * shape[2]
+    done_voxels = inlines(ran) * shape[1] * shape[2]
     return {"status": status, "out_dir": str(out_dir), "paths": {o: str(out_dir / f"{o}.npy") for o in chosen},
-            "shape": list(shape), "n_classes": n_classes, "chunks_done": state["chunks_done"],
-            "n_chunks": len(bounds), "resumed_from_chunk": first, "batch_size": engine.batch_size,
-            "chunk_inlines": chunk, "device": str(engine.device), "seconds": seconds,
-            "voxels_per_s": done_voxels / seconds if seconds > 0 else None}
+            "shape": list(shape), "n_classes": n_classes, "chunks_done": len(done_chunks(state)),
+            "done": done_chunks(state), "n_chunks": len(bounds), "resumed_from_chunk": len(done_before),
+            "batch_size": engine.batch_size, "chunk_inlines": chunk, "device": str(engine.device),
+            "seconds": seconds, "voxels_per_s": done_voxels / seconds if seconds > 0 else None}
 
 
-def _batch_hook(clock: _ProgressClock, should_stop: StopCallback | None, i0: int, i1: int, k: int,
+def _batch_hook(clock: _ProgressClock, should_stop: StopCallback | None, base: int, depth: int, k: int,
                 n_chunks: int) -> Callable[[float], None]:
     def hook(fraction: float) -> None:
         if should_stop is not None and should_stop():
             raise _Stopped()
-        clock.report(i0 + fraction * (i1 - i0), f"chunk {k + 1}/{n_chunks}: {fraction:.0%}")
+        clock.report(base + fraction * depth, f"chunk {k + 1}/{n_chunks}: {fraction:.0%}")
     return hook
 
 

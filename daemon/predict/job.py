@@ -25,6 +25,7 @@ from daemon.predict.apply import predict_volume
 from daemon.predict.figures import SurveyAxes, slice_figures
 from daemon.predict.outputs import confusion_matrix, load_outputs, scores_of, write_hdf5, write_segy
 from daemon.predict.recipe import ApplyRecipe, recipe_of
+from daemon.predict.sharding import ShardPlan, predict_sharded
 from workers.survey import Survey
 
 APPLY_SHARE = 0.9   # of the progress bar; exports and figures take the rest
@@ -45,11 +46,18 @@ def run_predict_job(spec: PredictSpec, ctx: Any) -> dict[str, Any]:
     computed = sorted(set(spec.outputs) | {"labels"}, key=["labels", "probabilities", "confidence"].index)
     ctx.log.info("predicting survey %s %s with model %s (%s, %s) on %s", spec.survey, survey.shape, spec.model,
                  recipe.kind, recipe.apply_kwargs(survey.shape), ctx.device)
-    result = predict_volume(model, volumes if len(volumes) > 1 else volumes[0], out_dir=out / "arrays",
-                            outputs=computed, batch_size=spec.batch_size, device=ctx.device,
-                            chunk_inlines=spec.chunk_inlines, resume=True, should_stop=ctx.cancelled.is_set,
-                            progress=lambda f, eta, msg: ctx.progress(APPLY_SHARE * f, msg, eta_s=eta),
-                            **recipe.apply_kwargs(survey.shape))
+    report = lambda f, eta, msg: ctx.progress(APPLY_SHARE * f, msg, eta_s=eta)  # noqa: E731
+    if spec.shards > 1:
+        plan = ShardPlan(str(model_path(ctx.home, spec.model)), str(survey.folder), tuple(recipe.volumes),
+                         str(out / "arrays"), tuple(computed), recipe.apply_kwargs(survey.shape), spec.batch_size,
+                         spec.chunk_inlines, str(ctx.device))
+        result = predict_sharded(plan, spec.shards, model=model, progress=report, should_stop=ctx.cancelled.is_set)
+        ctx.log.info("sharded over %d processes: %s", len(result["shards"]), result["shards"])
+    else:
+        result = predict_volume(model, volumes if len(volumes) > 1 else volumes[0], out_dir=out / "arrays",
+                                outputs=computed, batch_size=spec.batch_size, device=ctx.device,
+                                chunk_inlines=spec.chunk_inlines, resume=True, should_stop=ctx.cancelled.is_set,
+                                progress=report, **recipe.apply_kwargs(survey.shape))
     if result["status"] != "complete":
         ctx.check_cancel()
         raise RuntimeError(f"prediction stopped at chunk {result['chunks_done']} of {result['n_chunks']}")
@@ -67,7 +75,7 @@ def run_predict_job(spec: PredictSpec, ctx: Any) -> dict[str, Any]:
                "seconds": result["seconds"], "voxels_per_s": result["voxels_per_s"],
                "resumed_from_chunk": result["resumed_from_chunk"], "n_chunks": result["n_chunks"],
                "chunk_inlines": result["chunk_inlines"], "batch_size": result["batch_size"],
-               "device": result["device"], "scores": scores}
+               "device": result["device"], "shards": result.get("shards"), "scores": scores}
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=_jsonable))
     if not spec.keep_arrays:
         del arrays, exported

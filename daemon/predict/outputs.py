@@ -1,11 +1,13 @@
 """What a prediction leaves on disk: the resume record, HDF5 and SEG-Y exports, and scores against known labels."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import h5py
 import numpy as np
@@ -21,7 +23,10 @@ class OutputError(ValueError):
 
 
 class ProgressRecord:
-    """progress.json beside the outputs: settings key, batch and chunk sizes, and how many chunks are done.
+    """progress.json beside the outputs: settings key, batch and chunk sizes, and which chunks are done.
+
+    `done` lists the chunk indices on disk (any order: the shards of a sharded job finish chunks in parallel);
+    `chunks_done` is their count. Updates go through mark_done, under a file lock beside the record.
 
     Saved atomically (temporary file, fsync, rename), so a crash leaves either the old or the new record.
     """
@@ -42,6 +47,27 @@ class ProgressRecord:
                               "delete it to start the prediction over")
         return doc["state"]
 
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Exclusive access across processes (the shards of one prediction share the record)."""
+        with open(self.path.with_name(self.path.name + ".lock"), "a") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    def mark_done(self, chunk: int) -> dict[str, Any]:
+        """Add one chunk to the record's done set (read, merge, save under the lock); returns the new state."""
+        with self.locked():
+            state = self.load()
+            if state is None:
+                raise OutputError(f"{self.path} disappeared while the prediction ran; start it over")
+            done = sorted(set(done_chunks(state)) | {int(chunk)})
+            state["done"], state["chunks_done"] = done, len(done)
+            self.save(state)
+        return state
+
     def save(self, state: Mapping[str, Any]) -> None:
         """Replace the record with `state` atomically."""
         tmp = self.path.with_name(self.path.name + ".tmp")
@@ -50,6 +76,13 @@ class ProgressRecord:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
+
+
+def done_chunks(state: Mapping[str, Any]) -> list[int]:
+    """Indices of the chunks on disk. Records written before sharding hold only a count of leading chunks."""
+    if "done" in state:
+        return [int(k) for k in state["done"]]
+    return list(range(int(state["chunks_done"])))
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:

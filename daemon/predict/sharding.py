@@ -1,0 +1,240 @@
+"""Sharded prediction: one whole-volume predict split into inline ranges run by parallel processes.
+
+    result = predict_sharded(ShardPlan(model_file, survey_folder, volumes, out_dir, outputs, apply_kwargs,
+                                       batch_size, chunk_inlines, device), shards=4,
+                             progress=..., should_stop=...)
+
+Steps:
+  1. The caller's process plans the prediction with predict_volume(chunks=[]): it fixes batch and chunk sizes,
+     creates the output memmaps and progress.json (or finds them, on resume) and runs nothing.
+  2. The chunks not yet done are cut into `shards` contiguous inline ranges. One spawned process per range
+     loads the model file, maps the survey and runs predict_volume(chunks=its range) into the SAME outputs; each
+     chunk is marked done in progress.json under a file lock (ProgressRecord.mark_done), so a kill at any moment
+     leaves a record that a resume (sharded or not) continues from.
+  3. The caller relays the shards' progress as one figure and a cancel as a stop event; exports happen once,
+     afterwards, in the job runner.
+
+A chunk's numbers depend only on the chunk, the settings and the batch size, so the outputs are the same bytes
+whether the chunks ran in one process or in several (labels bit for bit; probabilities too on one machine, as
+the same kernels run on the same inputs; across machines with other CPUs or GPUs, allclose).
+
+NOTE [failure]
+  A shard that raises sends its traceback and exits 1; one that is killed just exits. Either way the caller stops
+  the other shards (stop event, then kill after SHARD_STOP_GRACE_S) and raises ShardError naming the shard, its
+  inline range and its exit. Shards arm PR_SET_PDEATHSIG: they die with the executor.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import multiprocessing.connection
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from daemon.predict.apply import ProgressCallback, StopCallback, predict_volume
+
+SHARD_STOP_GRACE_S = 10.0
+POLL_S = 0.1
+
+
+class ShardError(RuntimeError):
+    """A shard of a sharded prediction failed; the message names it, its inlines and its error."""
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """Everything a shard process needs to apply the model to its chunks (picklable: no arrays, no model)."""
+
+    model_file: str
+    survey_folder: str
+    volumes: tuple[str, ...]
+    out_dir: str
+    outputs: tuple[str, ...]
+    apply_kwargs: dict[str, Any] = field(default_factory=dict)
+    batch_size: int | str = "auto"
+    chunk_inlines: int | None = None
+    device: str = "cpu"
+
+
+def split_chunks(todo: Sequence[int], shards: int) -> list[list[int]]:
+    """Contiguous, non-empty runs of the remaining chunks, as even as possible, at most `shards` of them."""
+    return [list(map(int, part)) for part in np.array_split(np.asarray(todo, dtype=np.int64), shards) if len(part)]
+
+
+def shard_device(device: str, shard: int) -> str:
+    """CUDA: shards take the visible devices in turn; CPU: every shard on the CPU."""
+    if str(device).startswith("cuda") and torch.cuda.device_count() > 1:
+        return f"cuda:{shard % torch.cuda.device_count()}"
+    return str(device)
+
+
+def _volumes(plan: ShardPlan) -> Any:
+    from workers.survey import Survey
+
+    survey = Survey.open(Path(plan.survey_folder))
+    volumes = [survey.volume(v) for v in plan.volumes]
+    return volumes if len(volumes) > 1 else volumes[0]
+
+
+def _load_model(plan: ShardPlan) -> torch.nn.Module:
+    from daemon.modelfile import load_model_file
+
+    return load_model_file(Path(plan.model_file))[0]
+
+
+def _apply(plan: ShardPlan, model: torch.nn.Module, chunks: list[int], device: str,
+           progress: ProgressCallback | None = None, should_stop: StopCallback | None = None) -> dict:
+    return predict_volume(model, _volumes(plan), out_dir=plan.out_dir, outputs=plan.outputs,
+                          batch_size=plan.batch_size, device=device, chunk_inlines=plan.chunk_inlines,
+                          resume=True, chunks=chunks, progress=progress, should_stop=should_stop,
+                          **plan.apply_kwargs)
+
+
+def shard_main(plan: ShardPlan, shard: int, chunks: list[int], threads: int, conn: Any, stop: Any) -> None:
+    """Entry of a shard process: predict its chunks; send ('progress', fraction) messages, then one result."""
+    from workers.worker import arm_parent_death_signal
+
+    arm_parent_death_signal()
+    torch.set_num_threads(threads)
+    try:
+        result = _apply(plan, _load_model(plan), chunks, shard_device(plan.device, shard),
+                        progress=lambda f, eta, msg: conn.send(("progress", f)), should_stop=stop.is_set)
+        conn.send(("result", result))
+    except BaseException:
+        conn.send(("error", traceback.format_exc()))
+        raise SystemExit(1)
+    finally:
+        conn.close()
+
+
+@dataclass
+class _Shard:
+    index: int
+    chunks: list[int]
+    inlines: tuple[int, int]
+    proc: Any
+    conn: Any
+    fraction: float = 0.0
+    result: dict | None = None
+    error: str | None = None
+
+
+def predict_sharded(plan: ShardPlan, shards: int, model: torch.nn.Module | None = None,
+                    progress: ProgressCallback | None = None, should_stop: StopCallback | None = None) -> dict:
+    """Predict the whole volume with `shards` processes; returns predict_volume's result form plus `shards`.
+
+    `model` (optional) is the already loaded model, used only to plan; the shards load the model file.
+    """
+    t0 = time.monotonic()
+    model = model if model is not None else _load_model(plan)
+    planned = _apply(plan, model, [], plan.device)
+    done = set(planned["done"])
+    step, (ni, nx, ns) = planned["chunk_inlines"], planned["shape"]
+    parts = split_chunks([k for k in range(planned["n_chunks"]) if k not in done], shards)
+    stop = mp.get_context("spawn").Event()
+    started = _start(plan, parts, step, ni, stop)
+    done_inlines = sum(min(k * step + step, ni) - k * step for k in done)
+    stopped = _watch(started, stop, ni, done_inlines, progress, should_stop)
+    final = _apply(plan, model, [], plan.device)
+    seconds = time.monotonic() - t0
+    ran = sum(min(k * step + step, ni) - k * step for k in set(final["done"]) - done)
+    status = "complete" if len(final["done"]) == final["n_chunks"] else "stopped"
+    return final | {"status": "stopped" if stopped and status != "complete" else status,
+                    "resumed_from_chunk": len(done), "seconds": seconds,
+                    "voxels_per_s": ran * nx * ns / seconds if seconds > 0 else None,
+                    "shards": [{"shard": s.index, "inlines": list(s.inlines), "chunks": len(s.chunks)}
+                               for s in started]}
+
+
+def _start(plan: ShardPlan, parts: list[list[int]], step: int, ni: int, stop: Any) -> list[_Shard]:
+    from workers.pool import _main_module_hidden
+
+    ctx = mp.get_context("spawn")
+    threads = max(1, (os.cpu_count() or 1) // max(1, len(parts)))
+    shards = []
+    with _main_module_hidden():  # shards import what they need; they must not re-run the executor's main
+        for i, chunks in enumerate(parts):
+            parent, child = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=shard_main, args=(plan, i, chunks, threads, child, stop),
+                               name=f"seisd-shard-{i}")
+            proc.start()
+            child.close()  # ours; EOF on the parent end then means the shard is gone
+            inlines = (chunks[0] * step, min(chunks[-1] * step + step, ni) - 1)
+            shards.append(_Shard(i, chunks, inlines, proc, parent))
+    return shards
+
+
+def _watch(shards: list[_Shard], stop: Any, ni: int, done_inlines: int, progress: ProgressCallback | None,
+           should_stop: StopCallback | None) -> bool:
+    """Relay progress and cancel until every shard has ended; True when stopped by should_stop."""
+    t0, last, stopped = time.monotonic(), 0.0, False
+    try:
+        while any(s.proc.is_alive() for s in shards):
+            waitables = [s.conn for s in shards if not s.conn.closed] + [s.proc.sentinel for s in shards]
+            mp.connection.wait(waitables, timeout=POLL_S)
+            _check(shards)
+            if should_stop is not None and not stopped and should_stop():
+                stopped = True
+                stop.set()
+            now = time.monotonic()
+            if progress is not None and now - last >= 0.5:
+                last = now
+                ran = sum(s.fraction * (s.inlines[1] - s.inlines[0] + 1) for s in shards)
+                rate = ran / (now - t0) if now > t0 else 0.0
+                eta = (ni - done_inlines - ran) / rate if rate > 0 else None
+                progress((done_inlines + ran) / ni, eta, f"{len(shards)} shards: {done_inlines + ran:.0f} of "
+                         f"{ni} inlines")
+        _check(shards)
+    finally:
+        _stop_all(shards, stop)
+    return stopped
+
+
+def _check(shards: list[_Shard]) -> None:
+    """Take the shards' messages; raise ShardError for the first that failed."""
+    for s in shards:
+        _drain(s)
+    for s in shards:
+        if s.error is not None or (s.proc.exitcode not in (None, 0)):
+            raise ShardError(_describe(s))
+
+
+def _drain(s: _Shard) -> None:
+    """Read every message a shard has sent."""
+    try:
+        while not s.conn.closed and s.conn.poll():
+            kind, value = s.conn.recv()
+            if kind == "progress":
+                s.fraction = float(value)
+            elif kind == "result":
+                s.result, s.fraction = value, 1.0
+            else:
+                s.error = value
+    except (EOFError, OSError):
+        s.conn.close()
+
+
+def _describe(s: _Shard) -> str:
+    why = s.error or f"the process ended with exit code {s.proc.exitcode} (killed?)"
+    return (f"shard {s.index} (inlines {s.inlines[0]}-{s.inlines[1]}) failed: {why}. Chunks already written are "
+            "kept in progress.json; rerun the job (or let the daemon retry it) to continue from them")
+
+
+def _stop_all(shards: list[_Shard], stop: Any) -> None:
+    """Ask the shards still running to stop, then kill those that do not within SHARD_STOP_GRACE_S."""
+    if any(s.proc.is_alive() for s in shards):
+        stop.set()
+    deadline = time.monotonic() + SHARD_STOP_GRACE_S
+    for s in shards:
+        s.proc.join(max(0.0, deadline - time.monotonic()))
+        if s.proc.is_alive():
+            s.proc.kill()
+            s.proc.join(5.0)
+        if not s.conn.closed:
+            s.conn.close()
