@@ -8,6 +8,7 @@ per crop), so a read-only np.memmap is never copied as a whole.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -212,8 +213,14 @@ class CropWindows:
             inside.reshape(-1)[self._outside] = False
         return inside
 
-    def cut(self, volume: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """Crops [n, *size] float32 of ``volume`` into ``out`` (allocated when None; any strided view will do)."""
+    def cut(self, volume: np.ndarray, out: np.ndarray | None = None,
+            transform: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
+        """Crops [n, *size] float32 of ``volume`` into ``out`` (allocated when None; any strided view will do).
+
+        ``transform`` (e.g. normalisation) is applied in place to the float32 crops, zeroed cells included,
+        before they are written to ``out``: on a gathered batch that happens in a private contiguous buffer,
+        so ``out`` (a shared-memory slot) is written once.
+        """
         if tuple(volume.shape) != self.shape:
             raise CropError(f"volume shape {tuple(volume.shape)} differs from the planned {self.shape}")
         if out is None:
@@ -225,6 +232,8 @@ class CropWindows:
         if self.mode == "slices" or not isinstance(volume, np.ndarray) or not volume.flags.c_contiguous:
             for i, c in enumerate(self.centers):
                 extract_crop(volume, (int(c[0]), int(c[1]), int(c[2])), self.spec, out=out[i])
+            if transform is not None:
+                transform(out)
             return out
         flat = np.asarray(volume).reshape(-1)
         if self.mode == "cells":
@@ -239,7 +248,11 @@ class CropWindows:
                 cells[self._moved[0]] = cells[self._moved[1]]
         if self._outside is not None:
             cells[self._outside] = 0
-        out[...] = cells.reshape(self._full)  # the assignment casts to float32, as extract_crop does
+        cells = cells.reshape(self._full)
+        if transform is not None:
+            cells = cells.astype(np.float32, copy=False)  # the cast extract_crop makes, before the transform
+            transform(cells)
+        out[...] = cells  # the assignment casts to float32, as extract_crop does
         return out
 
 

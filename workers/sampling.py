@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Callable, Union
 
 import numpy as np
 
@@ -283,7 +283,12 @@ class BatchRecipe:
                     if fixed is not None:
                         shifted[:, fixed] += d
                     windows[key] = CropWindows(vol.shape, shifted, spec)
-                windows[key].cut(vol, out=x[:, ch])
-                if self.norm is not None:
-                    aug_ops.normalise(x[:, ch], *self.norm[v])
+                windows[key].cut(vol, out=x[:, ch], transform=self._normaliser(v))
                 ch += 1
+
+    def _normaliser(self, v: int) -> Callable[[np.ndarray], None] | None:
+        """Normalisation of volume ``v``'s crops with the survey's statistics, in place (None without norm)."""
+        if self.norm is None:
+            return None
+        mean, std = self.norm[v]
+        return lambda crops: aug_ops.normalise(crops, mean, std)

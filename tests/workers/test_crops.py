@@ -102,6 +102,9 @@ def test_batched_crops_equal_extract_crop_for_every_centre(volume: np.ndarray, s
     assert windows.cut(volume * 2, out=batch[:, 1]).base is not None
     np.testing.assert_array_equal(batch[:, 1], 2 * expected)
     assert (batch[:, 0] == 9.0).all() and (batch[:, 2] == 9.0).all()
+    # a transform sees every cell, the zeroed ones too, before the crops reach ``out``
+    shifted = windows.cut(volume, out=batch[:, 2], transform=lambda crops: np.add(crops, 1, out=crops))
+    np.testing.assert_array_equal(shifted, expected + 1)
 
 
 def test_batched_crops_cast_memmaps_and_fall_back_for_strided_and_hdf5(tmp_path, volume: np.ndarray) -> None:
@@ -116,6 +119,8 @@ def test_batched_crops_cast_memmaps_and_fall_back_for_strided_and_hdf5(tmp_path,
     got = extract_crops(mm, centres, spec)
     assert got.dtype == np.float32
     np.testing.assert_array_equal(got, expected)
+    halved = CropWindows(data.shape, centres, spec).cut(mm, transform=lambda crops: np.multiply(crops, 0.5, out=crops))
+    np.testing.assert_array_equal(halved, expected * np.float32(0.5))  # cast to float32 before the transform
     strided = np.asfortranarray(data)  # not C-ordered: cut crop by crop
     np.testing.assert_array_equal(extract_crops(strided, centres, spec), expected)
     with h5py.File(tmp_path / "v.h5", "w") as f:
