@@ -19,6 +19,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import psutil
@@ -29,6 +30,9 @@ from workers.augment import Augmentation
 from workers.crops import CropSpec
 from workers.pool import WorkerPool
 from workers.sampling import BatchRecipe, PickSampler, RawVolume
+
+
+_PREFETCH = 4  # batches queued per worker, the same for the pool and DataLoader
 
 
 class _RecipeBatches(Dataset):
@@ -84,50 +88,56 @@ class _Single:
     def close(self) -> None:
         pass
 
-    def run(self, epoch: int) -> tuple[float, float]:
-        """(wall seconds, CPU seconds spent making batches) for one epoch."""
+    def run(self, epoch: int) -> tuple[float, float, float]:
+        """(wall seconds, CPU seconds of workers, CPU seconds of the consumer) for one epoch."""
         t0, c0 = time.perf_counter(), time.process_time()
         for k in range(self.recipe.batches_per_epoch):
             self.recipe.make_batch(0, epoch, k, self.x, self.y)
             _consume(torch.from_numpy(self.x))
-        return time.perf_counter() - t0, time.process_time() - c0
+        return time.perf_counter() - t0, time.process_time() - c0, 0.0
+
+
+def _timed(worker_pids: list[int], batches: Iterator[torch.Tensor]) -> tuple[float, float, float]:
+    """Consume ``batches``: (wall seconds, CPU seconds of the workers, CPU seconds of this process)."""
+    t0, c0, w0 = time.perf_counter(), time.process_time(), _cpu_seconds(worker_pids)
+    for x in batches:
+        _consume(x)
+    return time.perf_counter() - t0, _cpu_seconds(worker_pids) - w0, time.process_time() - c0
 
 
 class _Pool:
     def __init__(self, recipe: BatchRecipe, workers: int) -> None:
-        self.pool = WorkerPool(recipe, n_workers=workers, ring_slots=4 * workers)
+        # as many batches in flight per worker as DataLoader's prefetch_factor, plus slots for the consumer
+        self.pool = WorkerPool(recipe, n_workers=workers, ring_slots=_PREFETCH * workers + 2, depth=_PREFETCH)
         for b in self.pool.epoch(0, stop=2):  # start-up is not throughput
             b.release()
 
     def close(self) -> None:
         self.pool.close()
 
-    def run(self, epoch: int) -> tuple[float, float]:
-        """(wall seconds, CPU seconds of the workers) for one epoch."""
-        pids = self.pool.worker_pids()
-        t0, c0 = time.perf_counter(), _cpu_seconds(pids)
+    def _batches(self, epoch: int) -> Iterator[torch.Tensor]:
         for b in self.pool.epoch(epoch):
             with b:
-                _consume(b.x)
-        return time.perf_counter() - t0, _cpu_seconds(pids) - c0
+                yield b.x
+
+    def run(self, epoch: int) -> tuple[float, float, float]:
+        return _timed(self.pool.worker_pids(), self._batches(epoch))
 
 
 class _Loader:
     def __init__(self, recipe: BatchRecipe, workers: int) -> None:
         self.loader = DataLoader(_RecipeBatches(recipe, 0), batch_size=None, num_workers=workers,
-                                 multiprocessing_context="spawn", persistent_workers=True, prefetch_factor=4)
+                                 multiprocessing_context="spawn", persistent_workers=True, prefetch_factor=_PREFETCH)
         it = iter(self.loader)
         for _ in range(2):  # start-up is not throughput
             next(it)
+        self.pids = [w.pid for w in it._workers]  # private, but the only handle on DataLoader's processes
 
     def close(self) -> None:
         del self.loader  # persistent workers end with their iterator
 
-    def run(self, epoch: int) -> tuple[float, float]:
-        t0 = time.perf_counter()
-        for x, _ in self.loader:
-            _consume(x)
-        return time.perf_counter() - t0, float("nan")
+    def run(self, epoch: int) -> tuple[float, float, float]:
+        return _timed(self.pids, (x for x, _ in self.loader))
 
 
 def _case(recipe: BatchRecipe, workers: int, rounds: int) -> dict:
@@ -136,7 +146,7 @@ def _case(recipe: BatchRecipe, workers: int, rounds: int) -> dict:
     runners = {"single": _Single(recipe), "pool": _Pool(recipe, workers), "loader": _Loader(recipe, workers)}
     if workers != 1:
         runners["pool_1"] = _Pool(recipe, 1)
-    times: dict[str, list[tuple[float, float]]] = {name: [] for name in runners}
+    times: dict[str, list[tuple[float, float, float]]] = {name: [] for name in runners}
     try:
         for r in range(rounds):
             for name, runner in runners.items():
@@ -145,18 +155,21 @@ def _case(recipe: BatchRecipe, workers: int, rounds: int) -> dict:
         for runner in runners.values():
             runner.close()
     crops = recipe.batches_per_epoch * recipe.batch_size
-    rate = {name: crops / min(wall for wall, _ in t) for name, t in times.items()}
-    cpu = {name: min(c for _, c in t) / crops for name, t in times.items()}  # CPU seconds per crop
+    rate = {name: crops / min(t[0] for t in ts) for name, ts in times.items()}
+    # CPU seconds per crop, of the workers and of the whole (workers + consumer): load slows these far less
+    # than wall time, and on a machine the pipeline keeps busy, throughput goes as 1 / whole.
+    worker_cpu = {name: min(t[1] for t in ts) / crops for name, ts in times.items()}
+    whole_cpu = {name: min(t[1] + t[2] for t in ts) / crops for name, ts in times.items()}
     rate.setdefault("pool_1", rate["pool"])
-    cpu.setdefault("pool_1", cpu["pool"])
     return {
         "crops_per_s_pool": round(rate["pool"], 1), "crops_per_s_dataloader": round(rate["loader"], 1),
         "crops_per_s_single_process": round(rate["single"], 1), "crops_per_s_pool_1_worker": round(rate["pool_1"], 1),
         "pool_vs_dataloader": round(rate["pool"] / rate["loader"], 3),
         "pool_1_worker_vs_single": round(rate["pool_1"] / rate["single"], 3),
         "pool_per_worker_vs_single": round(rate["pool"] / workers / rate["single"], 3),
-        # CPU a worker spends per crop vs the single process: the pool's own cost, whatever the load
-        "worker_cpu_per_crop_vs_single": round(cpu["pool"] / cpu["single"], 3),
+        "cpu_us_per_crop": {name: round(v * 1e6, 1) for name, v in whole_cpu.items()},
+        "pool_vs_dataloader_cpu": round(whole_cpu["loader"] / whole_cpu["pool"], 3),
+        "worker_cpu_per_crop_vs_single": round(worker_cpu["pool"] / worker_cpu["single"], 3),
     }
 
 
