@@ -197,7 +197,7 @@ def draw_layout(rng: np.random.Generator, ids: dict[str, int], shape: tuple[int,
               "clinoforms": BlockySeries.draw(rng, lo - 3 * nil - 3 * nxl, hi + 3 * nil + 3 * nxl, (3.0, 5.0)),
               "channel_fill": BlockySeries.draw(rng, -2.0 * ns, 2.0 * ns, (3.0, 5.0)),
               "chaotic": BlockySeries.draw(rng, lo - 40, hi + 40, (2.0, 4.0))}
-    tile = smooth_field(rng, (64, 64, 64), (1.2, 1.2, 0.8))
+    tile = smooth_field(rng, (64, 64, 64), (1.2, 1.2, 1.0))
     warp = smooth_field(rng, (64, 64, 64), (2.0, 2.0, 2.5))
     channels = []
     if "channel_fill" in ids:
@@ -232,7 +232,7 @@ def _layered_impedance(lay: Layout, name: str, ii: np.ndarray, jj: np.ndarray, z
         return 0.15 * lay.series[name](z0 - di * ii - dj * jj)
     # chaotic: reflector segments contorted by a short-wavelength warp, broken up by random texture
     at = (ii.astype(np.int64) % 64, jj.astype(np.int64) % 64, np.floor(z0).astype(np.int64) % 64)
-    return 0.25 * lay.tile[at]
+    return 0.08 * lay.tile[at]
 
 
 def _channel_bodies(lay: Layout, unit_tops: np.ndarray, ii, jj, z0) -> tuple[np.ndarray, np.ndarray]:
