@@ -1,6 +1,7 @@
 """Samplers and splits: crops come from where they should, labels are balanced, held-out blocks keep their gap."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -200,3 +201,14 @@ def test_batched_make_batch_equals_crop_by_crop_and_the_recorded_digests(tmp_pat
             h.update(y.tobytes())
         got[name] = h.hexdigest()[:16]
     assert got == RECORDED_DIGESTS
+
+
+def test_a_share_of_rows_is_those_rows_of_the_whole_batch(tmp_path) -> None:
+    # data-parallel ranks make rows [a, b) of the same batch: the batched cut must not depend on the share
+    for name, recipe in _digest_recipes(tmp_path).items():
+        x, y = _batch(recipe, 5, 1, 2)
+        for first, stop in ((0, 5), (5, recipe.batch_size), (3, 4)):
+            share = dataclasses.replace(recipe, rows=(first, stop))
+            xs, ys = _batch(share, 5, 1, 2)
+            np.testing.assert_array_equal(xs, x[first:stop], err_msg=f"{name} rows {first}:{stop}")
+            np.testing.assert_array_equal(ys, y[first:stop], err_msg=f"{name} rows {first}:{stop}")
