@@ -6,10 +6,14 @@
   one by one: files, jobs that ended in a clear refusal or failure, daemon crashes (skipped without ../shared/data);
 - load: 50 concurrent clients (threads, one Client each) for S seconds while a job runs: requests, errors, p50/p99
   latency over all and per operation; the baseline is `ping` p50 from one client alone in the same run;
-- kills survived, jobs lost, shm leaked, orphan processes: null until fault injection of jobs exists.
+- faults: seeded SIGKILLs of the daemon, an executor, a data worker and a viewer while tiny train and predict jobs
+  run, each followed by what a user does (tests/reliability/faults.py), in a second daemon of its own: kills
+  (by kind), kills survived, jobs accepted and lost, wrong outputs, shm segments leaked, orphan processes, and
+  whether resumed training gave bit-identical weights; the baseline is the undisturbed run of the same jobs.
 
-    python tools/bench_reliability.py              # 3,300 fuzz cases (10,000+ messages), load 5 s: under a minute
-    python tools/bench_reliability.py --long       # 10,000 fuzz cases (30,000+ messages), load for 60 s
+    python tools/bench_reliability.py              # 3,300 fuzz cases (10,000+ messages), load 5 s, 8 kills
+    python tools/bench_reliability.py --long       # 10,000 fuzz cases (30,000+ messages), load 60 s, 52 kills
+    python tools/bench_reliability.py --parts faults --kills 52 --seed 7   # one part only; the others print null
 """
 from __future__ import annotations
 
@@ -95,35 +99,75 @@ def load(d: RunningDaemon, seconds: float, clients: int) -> dict[str, Any]:
     return figures
 
 
+def faults(tmp: Path, kills: int, seed: int) -> dict[str, Any]:
+    from tests.reliability.faults import DescendantWatch, FaultRun, plan_kills, stock_home
+
+    home = tmp / "faults-home"
+    home.mkdir()
+    stock_home(home, tmp)
+    t0 = time.perf_counter()
+    with RunningDaemon(home) as d, DescendantWatch(d) as watch:
+        run = FaultRun(d, watch, seed, log=lambda line: print(line, file=sys.stderr))
+        run.reference()
+        for i, (train_kill, predict_kill) in enumerate(plan_kills(seed, kills)):
+            run.round(i, train_kill, predict_kill)
+        out = run.finish().as_json()
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+PARTS = ("fuzz", "corpus", "load", "faults")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--long", action="store_true", help="30,000+ fuzzed messages and a minute of load")
     ap.add_argument("--cases", type=int, help="fuzz cases (default 3,300; --long 10,000)")
     ap.add_argument("--seconds", type=float, help="load duration (default 5; --long 60)")
     ap.add_argument("--clients", type=int, default=50)
+    ap.add_argument("--kills", type=int, help="seeded kills (default 8; --long 52)")
+    ap.add_argument("--seed", type=int, default=20240611, help="seed of the kill plan")
+    ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     a = ap.parse_args()
+    parts = set(a.parts.split(","))
+    if parts - set(PARTS):
+        ap.error(f"--parts: unknown {sorted(parts - set(PARTS))}; choose from {', '.join(PARTS)}")
+    kills = a.kills or (52 if a.long else 8)
     cases = a.cases or (10_000 if a.long else 3_300)
     seconds = a.seconds or (60.0 if a.long else 5.0)
     tmp = Path(tempfile.mkdtemp(prefix="bench-rel-"))
     inputs = tmp / "inputs"
     inputs.mkdir()
     try:
-        with RunningDaemon(tmp / "home", env={"SEISD_PATHS__INPUTS": f"[{inputs}]"}) as d:
-            f = fuzz(d, cases)
-            c = corpus(d, inputs)
-            lo = load(d, seconds, a.clients)
-            alive(d)
+        f: dict[str, Any] = {}
+        c: dict[str, Any] = {}
+        lo: dict[str, Any] = {}
+        if parts & {"fuzz", "corpus", "load"}:
+            with RunningDaemon(tmp / "home", env={"SEISD_PATHS__INPUTS": f"[{inputs}]"}) as d:
+                f = fuzz(d, cases) if "fuzz" in parts else {}
+                c = corpus(d, inputs) if "corpus" in parts else {}
+                lo = load(d, seconds, a.clients) if "load" in parts else {}
+                alive(d)
+        k = faults(tmp, kills, a.seed) if "faults" in parts else {}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(json.dumps({"bench": "reliability", "fuzz_cases": cases, "fuzz_messages": f["messages"],
-                      "fuzz_internal": f["internal"], "fuzz_malformed": f["malformed"],
-                      "fuzz_crashes": int(f["crashed"]), "fuzz_s": f["seconds"],
-                      "corpus_files": c["files"], "corpus_clear": c["clear"], "corpus_crashes": c["crashes"],
-                      "load_clients": a.clients, "load_s": seconds, "load_requests": lo["requests"],
-                      "load_errors": lo["errors"], "load_p50_ms": lo["p50_ms"], "load_p99_ms": lo["p99_ms"],
-                      "baseline_ping_p50_ms": lo["baseline_ping_p50_ms"], "p99_over_baseline": lo["p99_over_baseline"],
-                      "load_ops": lo["ops"], "kills_survived": None, "jobs_lost": None, "shm_leaked": None,
-                      "orphan_processes": None}))
+    print(json.dumps({"bench": "reliability", "fuzz_cases": cases if f else None, "fuzz_messages": f.get("messages"),
+                      "fuzz_internal": f.get("internal"), "fuzz_malformed": f.get("malformed"),
+                      "fuzz_crashes": int(f["crashed"]) if f else None, "fuzz_s": f.get("seconds"),
+                      "corpus_files": c.get("files"), "corpus_clear": c.get("clear"),
+                      "corpus_crashes": c.get("crashes"), "load_clients": a.clients if lo else None,
+                      "load_s": seconds if lo else None, "load_requests": lo.get("requests"),
+                      "load_errors": lo.get("errors"), "load_p50_ms": lo.get("p50_ms"), "load_p99_ms": lo.get("p99_ms"),
+                      "baseline_ping_p50_ms": lo.get("baseline_ping_p50_ms"),
+                      "p99_over_baseline": lo.get("p99_over_baseline"), "load_ops": lo.get("ops"),
+                      "kills": k.get("kills"), "kills_by_kind": k.get("kills_by_kind"),
+                      "kills_survived": k.get("kills_survived"), "jobs_accepted": k.get("jobs_accepted"),
+                      "jobs_lost": k.get("jobs_lost"), "wrong_outputs": k.get("wrong_outputs"),
+                      "shm_leaked": k.get("shm_leaked"), "orphan_processes": k.get("orphan_processes"),
+                      "train_resumes_bit_exact": k.get("train_resumes_bit_exact"),
+                      "train_resumes_inexact": k.get("train_resumes_inexact"),
+                      "max_weight_diff": k.get("max_weight_diff"), "fault_seed": a.seed if k else None,
+                      "faults_s": k.get("seconds"), "fault_findings": k.get("findings")}))
     return 0
 
 
