@@ -26,13 +26,13 @@ NOTE [failure]
 from __future__ import annotations
 
 import multiprocessing as mp
-import multiprocessing.connection
+import multiprocessing.connection  # noqa: F401 (loads mp.connection)
 import os
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch

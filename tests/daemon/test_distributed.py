@@ -7,7 +7,6 @@ With batch norm (per-rank statistics on CPU) the curves only stay close; that ca
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any, Iterator
 
