@@ -12,8 +12,8 @@
   whether resumed training gave bit-identical weights; the baseline is the undisturbed run of the same jobs.
 
     python tools/bench_reliability.py              # 3,300 fuzz cases (10,000+ messages), load 5 s, 8 kills
-    python tools/bench_reliability.py --long       # 10,000 fuzz cases (30,000+ messages), load 60 s, 52 kills
-    python tools/bench_reliability.py --parts faults --kills 52 --seed 7   # one part only; the others print null
+    python tools/bench_reliability.py --long       # 10,000 fuzz cases (30,000+ messages), load 60 s, 56 kills
+    python tools/bench_reliability.py --parts faults --kills 56 --seed 7   # one part only; the others print null
 """
 from __future__ import annotations
 
@@ -125,14 +125,14 @@ def main() -> int:
     ap.add_argument("--cases", type=int, help="fuzz cases (default 3,300; --long 10,000)")
     ap.add_argument("--seconds", type=float, help="load duration (default 5; --long 60)")
     ap.add_argument("--clients", type=int, default=50)
-    ap.add_argument("--kills", type=int, help="seeded kills (default 8; --long 52)")
+    ap.add_argument("--kills", type=int, help="seeded kills (default 8; --long 56)")
     ap.add_argument("--seed", type=int, default=20240611, help="seed of the kill plan")
     ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     a = ap.parse_args()
     parts = set(a.parts.split(","))
     if parts - set(PARTS):
         ap.error(f"--parts: unknown {sorted(parts - set(PARTS))}; choose from {', '.join(PARTS)}")
-    kills = a.kills or (52 if a.long else 8)
+    kills = a.kills or (56 if a.long else 8)
     cases = a.cases or (10_000 if a.long else 3_300)
     seconds = a.seconds or (60.0 if a.long else 5.0)
     tmp = Path(tempfile.mkdtemp(prefix="bench-rel-"))

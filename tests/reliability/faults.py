@@ -60,7 +60,7 @@ class Kill:
 
 def plan_kills(seed: int, count: int) -> list[tuple[Kill, Kill | None]]:
     """`count` kills spread evenly over the four kinds, in rounds of (a kill in the train job, a kill in the
-    predict job); the seed picks the order and each moment (a fraction of the job's progress, 0.1 to 0.8).
+    predict job); the seed picks the order and each moment (a fraction of the job's progress, 0.1 to 0.75).
 
     Data workers exist only in train jobs (predict applies the model in the executor), so worker kills go to
     train slots; daemon and executor kills alternate between the two jobs (each resumes differently in train and
@@ -77,7 +77,7 @@ def plan_kills(seed: int, count: int) -> list[tuple[Kill, Kill | None]]:
         (train if len(train) < n_train else predict).append("viewer")
     rng.shuffle(train)
     rng.shuffle(predict)
-    moment = lambda: round(rng.uniform(0.1, 0.8), 3)  # noqa: E731
+    moment = lambda: round(rng.uniform(0.1, 0.75), 3)  # noqa: E731
     return [(Kill(t, "train", moment()), Kill(predict[i], "predict", moment()) if i < len(predict) else None)
             for i, t in enumerate(train)]
 
@@ -357,11 +357,11 @@ class FaultRun:
     def round(self, i: int, train_kill: Kill, predict_kill: Kill | None) -> None:
         c = self.d.client
         chains = {"train": Chain(train_kill, f"t{i}"), "predict": Chain(predict_kill, f"p{i}")}
+        # the predict job is submitted once the train job's kill and the user's answer to it are done, so a
+        # user's wait (or the daemon's restart) never lets it run to its end before its own planned moment
         for name, chain in chains.items():
             job = train_job(chain.output) if name == "train" else predict_job(chain.output)
             chain.jobs.append((c.submit(job)["id"], "succeeded"))
-        for name in ("train", "predict"):
-            chain = chains[name]
             if chain.kill is not None:
                 self._kill_in(chain)
         for name, chain in chains.items():

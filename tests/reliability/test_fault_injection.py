@@ -3,7 +3,7 @@ predict job run (tests/reliability/faults.py). After each kill the user's restar
 accepted job must reach its right final state with outputs equal to an undisturbed run's, no /dev/shm segment may
 stay, and no process the daemons started may outlive what needs it.
 
-By default 8 kills (2 of each kind); SEISD_LONG_TESTS=1 runs 52 (13 of each). SEISD_FAULT_SEED picks another plan.
+By default 8 kills (2 of each kind); SEISD_LONG_TESTS=1 runs 56 (14 of each). SEISD_FAULT_SEED picks another plan.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from tests.reliability.conftest import LONG
 from tests.reliability.faults import KINDS, DescendantWatch, FaultRun, plan_kills, stock_home
 
 SEED = int(os.environ.get("SEISD_FAULT_SEED", "20240611"))
-KILLS = 52 if LONG else 8
+KILLS = 56 if LONG else 8
 
 
 def test_plan_spreads_kills_over_every_kind_and_keeps_workers_in_training() -> None:
@@ -29,7 +29,7 @@ def test_plan_spreads_kills_over_every_kind_and_keeps_workers_in_training() -> N
         assert all(k.job == "train" for k in kills if k.target == "worker")
         pairs = {(k.target, k.job) for k in kills}
         assert {(t, j) for t in ("daemon", "executor") for j in ("train", "predict")} <= pairs
-        assert all(0.1 <= k.at <= 0.8 for k in kills)
+        assert all(0.1 <= k.at <= 0.75 for k in kills)
     assert plan_kills(SEED, KILLS) == plan_kills(SEED, KILLS)  # the seed alone decides
 
 
