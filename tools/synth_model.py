@@ -50,13 +50,17 @@ class BlockySeries:
     step: float = 0.25
 
     @classmethod
-    def draw(cls, rng: np.random.Generator, lo: float, hi: float, thick: tuple[float, float]) -> "BlockySeries":
-        """Layers of thickness uniform in `thick` samples covering depths [lo, hi)."""
+    def draw(cls, rng: np.random.Generator, lo: float, hi: float, thick: tuple[float, float],
+             alternate: bool = False) -> "BlockySeries":
+        """Layers of thickness uniform in `thick` samples covering depths [lo, hi); `alternate`: layer values
+        alternate in sign with magnitudes 0.8-1.2, so every interface is a strong reflector (parallel facies)."""
         n_fine = int((hi - lo) / 0.25) + 1
         edges = np.cumsum(rng.uniform(*thick, size=int((hi - lo) / thick[0]) + 2) / 0.25).astype(int)
         layer_of = np.searchsorted(edges, np.arange(n_fine), side="right")
         amp = rng.standard_normal(len(edges) + 1)
         amp = np.sign(amp) * (0.5 + 0.5 * np.abs(amp))  # avoid near-zero contrasts
+        if alternate:
+            amp = np.where(np.arange(len(amp)) % 2 == 0, 1.0, -1.0) * rng.uniform(0.8, 1.2, len(amp))
         return cls(values=amp[layer_of].astype(np.float32), origin=lo)
 
     def __call__(self, depth: np.ndarray) -> np.ndarray:
@@ -191,8 +195,8 @@ def draw_layout(rng: np.random.Generator, ids: dict[str, int], shape: tuple[int,
     candidates = _draw_faults(rng, nil, nxl, ns)
     boundaries, primary, secondary, change = _units(rng, ids, nil, nxl, ns, fold, ref)
     lo, hi = -3.0 * ns, 4.0 * ns
-    series = {"parallel_high": BlockySeries.draw(rng, lo, hi, (2.5, 6.0)),
-              "parallel_low": BlockySeries.draw(rng, lo, hi, (2.5, 6.0)),
+    series = {"parallel_high": BlockySeries.draw(rng, lo, hi, (2.5, 6.0), alternate=True),
+              "parallel_low": BlockySeries.draw(rng, lo, hi, (2.5, 6.0), alternate=True),
               "wavy": BlockySeries.draw(rng, lo, hi, (3.0, 5.0)),
               "clinoforms": BlockySeries.draw(rng, lo - 3 * nil - 3 * nxl, hi + 3 * nil + 3 * nxl, (3.0, 5.0)),
               "channel_fill": BlockySeries.draw(rng, -2.0 * ns, 2.0 * ns, (3.0, 5.0)),
@@ -205,7 +209,7 @@ def draw_layout(rng: np.random.Generator, ids: dict[str, int], shape: tuple[int,
         channels = _draw_channels(rng, unit_tops, nil, nxl, ns, ref, pick_xl, max(2, (nil * nxl) // 20000))
     salt = _draw_salt(rng, nil, nxl, ns, fold, ref, pick_xl) if "salt" in ids else None
     # undulation as a sum of one wave per axis: every inline and every crossline shows its full amplitude
-    wavy = (rng.uniform(2.5, 3.2), rng.uniform(9, 12), rng.uniform(9, 12), *rng.uniform(0, 2 * np.pi, 2))
+    wavy = (rng.uniform(3.5, 4.2), rng.uniform(10, 13), rng.uniform(10, 13), *rng.uniform(0, 2 * np.pi, 2))
     # dip components along both axes, so the clinoforms dip clearly on inline and crossline sections alike
     clino = tuple(float(v) for v in rng.uniform(0.8, 1.1, 2) * rng.choice([-1, 1], 2))
     if not structure:  # the sanity case: a flat layer cake, same textures, no lateral change
@@ -220,9 +224,9 @@ def draw_layout(rng: np.random.Generator, ids: dict[str, int], shape: tuple[int,
 def _layered_impedance(lay: Layout, name: str, ii: np.ndarray, jj: np.ndarray, z0: np.ndarray) -> np.ndarray:
     """Texture of one layered facies (impedance perturbation) at paleo positions."""
     if name == "parallel_high":
-        return 0.22 * lay.series[name](z0)
+        return 0.16 * lay.series[name](z0)
     if name == "parallel_low":
-        return 0.07 * lay.series[name](z0)
+        return 0.05 * lay.series[name](z0)
     if name == "wavy":
         a, li, lj, p1, p2 = lay.wavy
         w = z0 + a * (np.sin(2 * np.pi * ii / li + p1) + np.sin(2 * np.pi * jj / lj + p2))

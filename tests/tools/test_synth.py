@@ -196,3 +196,25 @@ def test_check_runs_end_to_end_and_refuses_a_training_budget_past_ten_minutes():
     out = check.run_check((40, 40, 40), seed=1, crop=16, train_seconds=5, epochs=1, stride=8)
     assert set(out["recall"]) == set(synth.FACIES) and 0 <= out["pixel_accuracy"] <= 1
     assert out["depth_only"] <= 0.5 and out["train"]["steps"] >= 1
+
+
+def test_class_ids_follow_sorted_pick_file_names(small: synth.SynthSurvey, written: Path):
+    # a reader that takes picks/*.pts in sorted order (shell glob, tools/demo.py) must get labels.sgy's ids
+    files = sorted((written / "picks").glob("*.pts"))
+    assert [p.stem for p in files] == list(small.class_names)
+    for cid, path in enumerate(files):
+        rows = _read_pts(path)
+        j = np.searchsorted(small.crosslines, rows[:, 1].astype(int))
+        k = np.rint((rows[:, 2] - small.start_ms) / small.sample_interval_ms).astype(int)
+        assert np.all(small.labels[small.labels.shape[0] // 2, j, k] == cid)
+
+
+def test_flat_sanity_case_has_no_structure():
+    s = synth.generate((48, 48, 48), seed=1, structure=False)
+    assert s.faults == ()
+    # away from the channels and the salt body, a layer cake: every trace has the same labels
+    bodies = np.isin(s.labels, [s.class_names.index("channel_fill"), s.class_names.index("salt")])
+    ref = s.labels[0, 0]
+    same = (s.labels == ref[None, None, :]) | bodies | bodies[0, 0][None, None, :]
+    assert same.all()
+    assert synth.depth_only_baseline(s.labels, s.picks) > 0.6
