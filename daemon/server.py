@@ -41,6 +41,7 @@ from daemon.settings import Settings
 from daemon.store import JobRow, JobStore, StoreError
 from daemon.supervisor import ExecutorHandle, Supervisor
 from daemon.viewers.manager import ViewerManager
+from workers.shm import sweep_orphans
 
 log = logging.getLogger("seisd")
 
@@ -538,6 +539,7 @@ class Daemon:
             self.set_job_state(job, "failed", "the job raised an error", error=error or "unknown error")
 
     def _executor_died(self, h: ExecutorHandle, reason: str) -> None:
+        self.sweep_shared_memory()  # the dead executor's rings: nobody else will unlink them
         for token, p in list(self.pending.items()):  # nobody will answer these now
             if p.slot == h.slot.name:
                 del self.pending[token]
@@ -587,14 +589,11 @@ class Daemon:
     # -- shared memory and shutdown ----------------------------------------------------------------------------
 
     def sweep_shared_memory(self) -> None:
-        """Remove shared-memory segments left by daemons that died (see workers/shm.py)."""
-        try:
-            from workers.shm import sweep_orphans
-        except ImportError:  # the worker pool is not installed in this build
-            return
+        """Remove shared-memory segments whose daemon or creating executor died (the rule in workers/shm.py)."""
         removed = sweep_orphans()
         if removed:
-            log.info("removed %d shared-memory segments left by dead daemons", len(removed))
+            log.info("removed %d shared-memory segments left by dead processes: %s", len(removed),
+                     ", ".join(removed))
 
     def request_stop(self, reason: str) -> None:
         if not self.stopping:

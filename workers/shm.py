@@ -4,9 +4,10 @@ Why not multiprocessing.shared_memory: before Python 3.13 every attach registers
 resource tracker, which then unlinks it (with warnings) when any attaching process exits. Our segments have
 one owner (the consumer) and a hygiene rule of their own, so we open /dev/shm files directly.
 
-Hygiene rule: a segment is named ``<prefix>-<owner_pid>-<token>-<role>``. The owner unlinks it on close; if
-the owner was killed (SIGKILL leaves no chance to clean up), ``sweep_orphans`` run at daemon start removes
-every segment whose owner pid is no longer alive.
+Hygiene rule: a segment is named ``<prefix>-<owner_pid>-<creator_pid>x<token>-<role>``: the owner is the daemon
+(standalone use: the creating process itself), the creator the process that made it and unlinks it on close. If
+either was killed (SIGKILL leaves no chance to clean up), ``sweep_orphans`` removes the segment: the daemon runs it
+at start (its predecessor is dead) and when one of its executors dies (the creator is dead, the daemon lives on).
 """
 from __future__ import annotations
 
@@ -62,18 +63,30 @@ def check_free_space(needed: int, name: str, free_bytes: int | None = None) -> N
 
 
 def segment_name(owner_pid: int, role: str, prefix: str = DEFAULT_PREFIX) -> str:
-    """A fresh segment name that carries the owner's pid (see the hygiene rule above)."""
+    """A fresh segment name that carries the owner's and this (creating) process's pids (the hygiene rule)."""
     if "-" in prefix or "/" in prefix or "-" in role or "/" in role:
         raise ValueError(f"prefix {prefix!r} and role {role!r} must not contain '-' or '/'")
-    return f"{prefix}-{int(owner_pid)}-{secrets.token_hex(4)}-{role}"
+    return f"{prefix}-{int(owner_pid)}-{os.getpid()}x{secrets.token_hex(4)}-{role}"
+
+
+def _pids(name: str, prefix: str) -> tuple[int, int | None] | None:
+    parts = name.split("-")
+    if len(parts) != 4 or parts[0] != prefix or not parts[1].isdigit():
+        return None
+    creator = parts[2].split("x", 1)[0]
+    return int(parts[1]), (int(creator) if "x" in parts[2] and creator.isdigit() else None)
 
 
 def owner_pid_of(name: str, prefix: str = DEFAULT_PREFIX) -> int | None:
     """The owner pid encoded in a segment name, or None if the name is not one of ours."""
-    parts = name.split("-")
-    if len(parts) != 4 or parts[0] != prefix or not parts[1].isdigit():
-        return None
-    return int(parts[1])
+    pids = _pids(name, prefix)
+    return pids[0] if pids else None
+
+
+def creator_pid_of(name: str, prefix: str = DEFAULT_PREFIX) -> int | None:
+    """The pid of the process that made the segment (None for names without one)."""
+    pids = _pids(name, prefix)
+    return pids[1] if pids else None
 
 
 @dataclass
@@ -150,11 +163,12 @@ def list_segments(prefix: str = DEFAULT_PREFIX) -> list[str]:
 
 
 def sweep_orphans(prefix: str = DEFAULT_PREFIX) -> list[str]:
-    """Remove segments whose owner pid is dead; return the names removed. The daemon calls this at start."""
+    """Remove segments whose owner or creator is dead; return the names removed. The daemon calls this at start and
+    when an executor dies."""
     removed = []
     for name in list_segments(prefix):
-        pid = owner_pid_of(name, prefix)
-        if pid is not None and not pid_alive(pid):
+        pids = _pids(name, prefix)
+        if pids is not None and not all(pid_alive(p) for p in pids if p is not None):
             try:
                 (SHM_DIR / name).unlink()
             except FileNotFoundError:

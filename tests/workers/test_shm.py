@@ -1,6 +1,7 @@
 """Shared-memory hygiene: pid-named segments, free-space check, clean close, and the sweep after a SIGKILL."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -14,8 +15,8 @@ from workers.crops import CropSpec
 from workers.pool import WorkerPool
 from workers.ring import RingLayout, ShmRing
 from workers.sampling import BatchRecipe, PickSampler, RawVolume
-from workers.shm import (SHM_DIR, ShmSegment, ShmSpaceError, list_segments, owner_pid_of, pid_alive,
-                         segment_name, sweep_orphans)
+from workers.shm import (SHM_DIR, ShmSegment, ShmSpaceError, creator_pid_of, list_segments, owner_pid_of,
+                         pid_alive, segment_name, sweep_orphans)
 
 ROOT = Path(__file__).resolve().parents[2]
 # Our own prefix, so a daemon test running beside us (which sweeps "seisd") cannot take our orphans first.
@@ -52,6 +53,29 @@ def test_sweep_removes_dead_owners_only() -> None:
     finally:
         orphan.buffer.close()
         alive.close()
+
+
+def test_sweep_removes_segments_of_a_dead_creator_while_the_owner_lives() -> None:
+    """An executor (the creator) killed while its daemon (the owner) runs on: its ring must not stay behind."""
+    code = textwrap.dedent(f"""
+        import os, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from workers.shm import ShmSegment, segment_name
+        seg = ShmSegment.create(segment_name({os.getpid()}, "ring", {PREFIX!r}), 4096)
+        print(seg.name, flush=True)
+        os.kill(os.getpid(), 9)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    name = proc.stdout.strip()
+    assert proc.returncode == -9 and (SHM_DIR / name).exists(), proc.stderr
+    assert owner_pid_of(name, PREFIX) == os.getpid() and creator_pid_of(name, PREFIX) != os.getpid()
+    assert name in sweep_orphans(PREFIX)
+    assert not (SHM_DIR / name).exists()
+    mine = ShmSegment.create(segment_name(os.getpid(), "ring", PREFIX), 4096)
+    try:
+        assert mine.name not in sweep_orphans(PREFIX)  # owner and creator alive: kept
+    finally:
+        mine.close()
 
 
 def test_too_small_dev_shm_is_a_clear_error(tmp_path, monkeypatch) -> None:
