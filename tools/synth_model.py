@@ -236,7 +236,7 @@ def _layered_impedance(lay: Layout, name: str, ii: np.ndarray, jj: np.ndarray, z
         return 0.15 * lay.series[name](z0 - di * ii - dj * jj)
     # chaotic: reflector segments contorted by a short-wavelength warp, broken up by random texture
     at = (ii.astype(np.int64) % 64, jj.astype(np.int64) % 64, np.floor(z0).astype(np.int64) % 64)
-    return 0.08 * lay.tile[at]
+    return 0.13 * lay.tile[at]
 
 
 def _channel_bodies(lay: Layout, unit_tops: np.ndarray, ii, jj, z0) -> tuple[np.ndarray, np.ndarray]:
@@ -251,7 +251,7 @@ def _channel_bodies(lay: Layout, unit_tops: np.ndarray, ii, jj, z0) -> tuple[np.
         depth_below = z0 - unit_tops[ch["boundary"]][..., None]
         profile = ch["depth"] * np.clip(1 - r ** 2, 0, None)
         inside = (depth_below >= 0) & (depth_below < profile)
-        fill = -0.12 + 0.2 * lay.series["channel_fill"](depth_below - 0.7 * profile)
+        fill = -0.12 + 0.14 * lay.series["channel_fill"](depth_below - 0.7 * profile)
         imp = np.where(inside, fill, imp)
         mask |= inside
     return mask, imp
