@@ -40,6 +40,9 @@ FACIES: dict[str, str] = {
     "salt": "#7f3c8d",
 }
 MIN_CLASSES = 6
+# every class covers at least this share of the picks (a sliver cannot be learnt from); cubes under 96 crosslines or
+# samples (tests) cannot fit seven classes that large on their picked part and keep the old 1.5 %
+MIN_PICK_SHARE, MIN_PICK_SHARE_SMALL = 0.06, 0.015
 _CHUNK = 16  # inlines evaluated at a time: keeps temporaries small and cache friendly
 
 
@@ -118,7 +121,8 @@ def pick_region(shape: tuple[int, int, int]) -> tuple[int, tuple[int, int]]:
 
 def _covers_all(labels_line: np.ndarray, xl_range: tuple[int, int], n_classes: int) -> bool:
     counts = np.bincount(labels_line[xl_range[0]:xl_range[1]].ravel(), minlength=n_classes)
-    return bool(np.all(counts >= max(5, 0.015 * counts.sum())))
+    share = MIN_PICK_SHARE if min(labels_line.shape) >= 96 else MIN_PICK_SHARE_SMALL
+    return bool(np.all(counts >= max(5, share * counts.sum())))
 
 
 def generate(shape: tuple[int, int, int] = (256, 256, 128), seed: int = 0, n_classes: int = len(FACIES),
@@ -141,7 +145,7 @@ def generate(shape: tuple[int, int, int] = (256, 256, 128), seed: int = 0, n_cla
     ids = {n: i for i, n in enumerate(names)}
     ref_il, xl_range = pick_region(shape)
     ref = (ref_il, (xl_range[0] + xl_range[1]) // 2)
-    for attempt in range(25):
+    for attempt in range(60):
         lay = draw_layout(np.random.default_rng([seed, attempt]), ids, shape, n_faults, ref, xl_range, structure)
         # checked for every number of faults, so that n_faults never changes which layout is kept
         if all(_covers_all(evaluate(lay, np.array([ref_il]), nxl, ns, lay.candidates[:k])[0][0], xl_range,
