@@ -53,7 +53,7 @@ def seisctl(env: dict[str, str], *args: str, capture: bool = False) -> Any:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=ROOT / "demo-out", help="working folder (emptied first)")
-    ap.add_argument("--shape", type=int, nargs=3, default=(192, 192, 128), metavar=("IL", "XL", "NS"))
+    ap.add_argument("--shape", type=int, nargs=3, default=(256, 256, 128), metavar=("IL", "XL", "NS"))
     ap.add_argument("--epochs", type=int, help="training epochs (default: the job file's)")
     ap.add_argument("--model", choices=["unet", "patchcnn"], default="unet")
     ap.add_argument("--keep-daemon", action="store_true", help="leave the daemon running at the end")
