@@ -26,6 +26,8 @@ from typing import Any
 
 import psutil
 
+from daemon.backends.local import exit_reason  # one wording of exit statuses for every child we run
+
 STATES = ("running", "stopped", "crashed", "starting")
 PUBLIC_KEYS = ("name", "state", "url", "pid", "port", "started", "log", "reason")
 
@@ -65,16 +67,6 @@ class ViewerRecord:
             return cls(**known)
         except (OSError, ValueError, TypeError):
             return None
-
-
-def exit_reason(code: int) -> str:
-    """'killed by SIGKILL' or 'exited with status 3' for a Popen return code."""
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exited with status {code}"
 
 
 class ViewerProcess:
