@@ -382,7 +382,8 @@ class FaultRun:
                      else predict_job(chain.output, overwrite=True))
             chain.jobs.append((self.d.client.submit(again)["id"], "succeeded"))
         else:
-            self.figures.findings.append(f"{kill.describe()}: the moment was missed {tries} times; no kill")
+            self.figures.findings.append(f"missed: {kill.describe()}: the job passed its moment {tries} times "
+                                         "unseen; no kill")
             chain.kill = None
             return
         self.log(f"{kill.describe()} (job {job_id})")
@@ -434,7 +435,7 @@ class FaultRun:
         if chain.kill.job == "train":
             last = Path(rec["dir"]) / "checkpoints" / "last.pt"
             extra = {"mode": "resume", "init_from": str(last.relative_to(self.d.home))} if last.is_file() else {}
-            job = train_job(chain.output, **extra)
+            job = dict(train_job(chain.output, **extra), overwrite=True)  # a rerun may have written the model
         else:
             job = predict_job(chain.output, overwrite=True)
         chain.jobs.append((self.d.client.submit(job)["id"], "succeeded"))
