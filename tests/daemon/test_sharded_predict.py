@@ -15,7 +15,8 @@ import numpy as np
 import psutil
 import pytest
 
-from tests.daemon.test_predict_job import SHAPE, SLOW_MODEL, make_synth_survey, predict_job, run_job, save_model
+from tests.daemon.predict_data import (SHAPE, SLOW_JOB, home_with_unet, make_synth_survey, predict_job, run_job,
+                                       save_slow_model)
 from tests.harness import RunningDaemon, wait_for, wait_state
 
 OUTPUTS = dict(outputs=["labels", "probabilities", "confidence"], format="hdf5", chunk_inlines=4,
@@ -26,9 +27,7 @@ OUTPUTS = dict(outputs=["labels", "probabilities", "confidence"], format="hdf5",
 def prepared(tmp_path_factory: pytest.TempPathFactory):
     home = (tmp_path_factory.mktemp("sharded") / "home").resolve()
     home.mkdir(parents=True)
-    made = make_synth_survey(home)
-    stats = made["survey"].stats("seismic")
-    save_model(home, "unet1", stats=(stats["mean"], stats["std"]))
+    home_with_unet(home)
     with RunningDaemon(home) as d:
         yield d
 
@@ -79,12 +78,8 @@ def test_killed_shard_fails_the_job_and_kill9_of_the_daemon_resumes_sharded(tmp_
     home = (tmp_path / "home").resolve()
     home.mkdir()
     make_synth_survey(home)
-    user_file = tmp_path / "slow_model.py"
-    user_file.write_text(SLOW_MODEL)
-    save_model(home, "slow", model_name="user", params={"path": str(user_file), "delay_s": 0.05},
-               input_spec={"apply_kind": "fcn"})
-    job = dict(outputs=["labels", "probabilities"], format="hdf5", chunk_inlines=1, batch_size=1,
-               figures={"enabled": False})
+    save_slow_model(home, tmp_path)
+    job = SLOW_JOB
     with RunningDaemon(home) as d:
         # a shard killed: the job fails and names the shard
         jid = d.client.submit(predict_job("slow", "synth", "lost", shards=2, **job))["id"]

@@ -19,7 +19,7 @@ import zmq
 from client.api import SeisdError
 from client.protocol import runtime_dir
 from daemon.predict.stream import StreamInputError, StreamSession
-from tests.daemon.test_predict_job import make_synth_survey, predict_job, run_job, save_model
+from tests.daemon.predict_data import home_with_unet, predict_job, run_job, save_model
 from tests.harness import RunningDaemon
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,9 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def prepared(tmp_path_factory: pytest.TempPathFactory):
     home = (tmp_path_factory.mktemp("stream") / "home").resolve()
     home.mkdir(parents=True)
-    made = make_synth_survey(home)
-    stats = made["survey"].stats("seismic")
-    save_model(home, "unet1", stats=(stats["mean"], stats["std"]))
+    made = home_with_unet(home)
     with RunningDaemon(home) as d:
         yield d, made
 

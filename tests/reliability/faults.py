@@ -226,25 +226,7 @@ SHAPE = (32, 32, 32)   # inlines, crosslines, samples (tools/synth.py makes no l
 N_CLASSES = 6   # tools/synth.py makes at least 6
 
 # Predict applies a model that sleeps in each forward pass, so a job lasts long enough to be killed half-way.
-SLOW_MODEL = '''
-import time
-from torch import nn
-
-
-class SlowConv(nn.Module):
-    def __init__(self, in_channels, n_classes, delay_s):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, n_classes, 3, padding=1)
-        self.delay_s = delay_s
-
-    def forward(self, x):
-        time.sleep(self.delay_s)
-        return self.conv(x)
-
-
-def build_model(in_channels, n_classes, delay_s=0.1):
-    return SlowConv(in_channels, n_classes, delay_s)
-'''
+from tests.daemon.predict_data import SLOW_MODEL  # noqa: E402  (the one slow user model of the tests)
 
 
 def stock_home(home: Path, work: Path, delay_s: float = 0.05) -> None:
