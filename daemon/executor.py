@@ -33,12 +33,10 @@ so a loaded model answers blocks while a job runs in the main thread; requests a
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import logging
 import os
 import queue
-import signal
 import sys
 import threading
 import time
@@ -50,10 +48,10 @@ import zmq
 
 from client.protocol import ProtocolError, array_descriptor, decode_array, frame_of
 from daemon import jobs as job_registry
+from daemon.lifeline import die_with_parent, ignore_sigint
 from daemon.jobs.context import EventLogHandler, JobCancelled, JobContext
 from daemon.settings import Settings, load_settings
 
-PR_SET_PDEATHSIG = 1
 log = logging.getLogger("seisd.executor")
 
 
@@ -71,15 +69,6 @@ def decode_frame(desc: Any, buf: Any, index: int) -> Any:
         return decode_array(desc, buf, index)
     except ProtocolError as exc:
         raise StreamRequestError(exc.code, exc.message) from None
-
-
-def die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when its parent exits (no-op elsewhere)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass
 
 
 class Executor:
@@ -277,10 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--parent-pid", type=int, required=True)
     ap.add_argument("--one-job", action="store_true", help="exit after one job (executors started by Ray)")
     a = ap.parse_args(argv)
-    die_with_parent()
-    if os.getppid() != a.parent_pid:  # the daemon died before we could ask to die with it
-        return 3
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in the daemon's terminal is the daemon's to handle
+    die_with_parent(a.parent_pid)  # exits at once when the parent is already gone
+    ignore_sigint()
     settings = load_settings(a.home, a.config)
     job_registry.load_plugins(settings.plugins)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,

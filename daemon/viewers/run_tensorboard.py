@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from daemon.viewers.child import die_with_parent, ignore_sigint
+from daemon.lifeline import die_with_parent, ignore_sigint
 
 REFRESH_S = 3.0
 

@@ -1,9 +1,9 @@
-"""What every viewer process does first: die with the daemon that started it.
+"""What every child of the daemon (an executor, a viewer) does first: die with the process that started it.
 
-NOTE on dying with the daemon (the same two guards as daemon/executor.py, kept here so a viewer process imports
-nothing of the daemon's):
+Standard library only, so a child imports nothing heavy before it is guarded.
+NOTE on dying with the parent:
   1. PR_SET_PDEATHSIG: the kernel sends SIGKILL when the parent *thread* that forked us exits. The daemon starts
-     viewers from its main thread, so that is the daemon's death.
+     its children from its main thread, so that is the daemon's death.
   2. A watcher thread compares os.getppid() with the pid the daemon passed us, once a second; this covers the
      window before prctl ran and systems without prctl.
 `--parent-pid 0` turns both off: for running a viewer by hand (debugging, or a viewer a later daemon may adopt).
@@ -31,7 +31,7 @@ def die_with_parent(parent_pid: int) -> None:
     except OSError:  # not Linux: the watcher thread alone guards
         pass
     if os.getppid() != parent_pid:  # the daemon died before prctl took effect
-        sys.stderr.write(f"viewer: parent {parent_pid} is gone; exiting\n")
+        sys.stderr.write(f"seisd child {os.getpid()}: parent {parent_pid} is gone; exiting\n")
         os._exit(3)
     threading.Thread(target=_watch_parent, args=(parent_pid,), name="parent-watch", daemon=True).start()
 
@@ -40,7 +40,7 @@ def _watch_parent(parent_pid: int) -> None:
     while True:
         time.sleep(PARENT_CHECK_S)
         if os.getppid() != parent_pid:
-            sys.stderr.write(f"viewer: parent {parent_pid} is gone; exiting\n")
+            sys.stderr.write(f"seisd child {os.getpid()}: parent {parent_pid} is gone; exiting\n")
             sys.stderr.flush()
             os._exit(3)
 
