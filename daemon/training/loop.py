@@ -360,7 +360,10 @@ class Trainer:
         return len(parameter_layers(self.model)) - len(self.frozen)
 
     def _save_last(self) -> None:
-        """Write checkpoints/last.pt with everything resume needs; flush the summary to match it."""
+        """Write checkpoints/last.pt with everything resume needs, after the summary rows up to it.
+
+        The summary is flushed first: a kill between the two then leaves rows past the checkpoint (a resume truncates
+        them), never a checkpoint past the rows (a gap in the loss history)."""
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "schedule": self.schedule.state_dict(), "scaler": self.scaler.state_dict(),
                  "step": self.step, "epoch": self.epoch, "batch_index": self.batch_index,
@@ -370,9 +373,9 @@ class Trainer:
                                 "bad_epochs": self.bad_epochs},
                  "config": to_dict(self.optim_cfg, self.schedule_cfg, self.cfg),
                  "transfer_trainable_layers": self._trainable_layers()}
+        self.summary.flush()
         if self.writes:
             save_checkpoint(self.job_dir / "checkpoints" / "last.pt", state)
-        self.summary.flush()
         self._last_checkpoint = time.monotonic()
 
 
