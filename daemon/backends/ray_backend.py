@@ -73,6 +73,8 @@ class RayBackend:
     long_lived = False
 
     def __init__(self, settings: Settings, launch: LaunchArgs):
+        if settings.ray.address == "local":
+            keep_local_ray_on_loopback()
         try:
             import ray
         except ImportError:
@@ -103,8 +105,18 @@ class RayBackend:
             self.ray.init(**kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise BackendError(f"ray.address {s.address!r}: cannot start or reach Ray: {exc}") from None
+        if self.started_instance:
+            self._check_loopback()
         log.info("Ray %s: %s", "started" if self.started_instance else "connected",
                  self.ray.cluster_resources())
+
+    def _check_loopback(self) -> None:
+        """Refuse a private instance that came up on a reachable address (its servers would listen there)."""
+        node_ip = self.ray.util.get_node_ip_address()
+        if not node_ip.startswith("127.") and node_ip != "::1":
+            self.ray.shutdown()
+            raise BackendError(f"ray.address 'local': Ray started on {node_ip}, not on loopback; was ray imported "
+                               f"before the backend set {LOOPBACK_ENV}=0? (see docs/security.md, Ray)")
 
     def _slot_description(self) -> str:
         s = self.settings
@@ -155,6 +167,20 @@ class RayBackend:
             self.ray.shutdown()  # stops the instance when this daemon started it (address: local)
         except Exception as exc:  # noqa: BLE001 - the daemon is stopping anyway; say what failed
             log.warning("ray.shutdown failed: %s: %s", type(exc).__name__, exc)
+
+
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def keep_local_ray_on_loopback() -> None:
+    """Make the Ray instance this process starts use the loopback address only.
+
+    Ray turns `_node_ip_address="127.0.0.1"` into the machine's reachable address (resolve_ip_for_localhost) unless
+    Ray clusters are switched off, as on macOS: with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 the node address is
+    loopback, and then the GCS, the raylet, the workers' gRPC servers, the object manager and the agents all bind
+    127.0.0.1 (checked by tests/daemon/test_ray_backend.py::test_local_ray_listens_on_loopback_only). Ray reads the
+    variable when it is imported, so this runs before `import ray`; Ray's own processes inherit it."""
+    os.environ[LOOPBACK_ENV] = "0"
 
 
 def connect_endpoint(bound: str, node_ip: str) -> str:

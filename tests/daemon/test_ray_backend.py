@@ -7,8 +7,10 @@ then failed), a script job on Ray, and a stop that leaves no Ray process behind.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+import socket
 import signal
 from pathlib import Path
 from typing import Any, Iterator
@@ -169,6 +171,40 @@ def test_script_job_runs_on_ray(ray_daemon: RunningDaemon, tmp_path: Path) -> No
     rec = run_ok(ray_daemon, {"kind": "custom", "script": str(script), "outputs": ["done.txt"]})
     assert rec["slot"].startswith("ray:") and (Path(rec["result"]["outputs"]) / "done.txt").read_text() == "yes"
     assert "on ray cpu" in ray_daemon.client.logs(rec["id"])["text"]
+
+
+def _loopback(ip: str) -> bool:
+    addr = ipaddress.ip_address(ip.split("%")[0])
+    mapped = getattr(addr, "ipv4_mapped", None)  # ::ffff:127.0.0.1, an IPv6 socket bound to IPv4 loopback
+    return addr.is_loopback or bool(mapped and mapped.is_loopback)
+
+
+def _open_to_the_network(proc: psutil.Process) -> list[str]:
+    """The inet sockets of `proc` that wait for peers (tcp LISTEN, unconnected udp) on a non-loopback address."""
+    found = []
+    try:
+        conns = proc.net_connections(kind="inet")
+    except psutil.NoSuchProcess:  # a worker that ended meanwhile listens nowhere
+        return []
+    for conn in conns:  # unix sockets are not inet: reachable from this machine only
+        waiting = conn.status == psutil.CONN_LISTEN or (conn.type == socket.SOCK_DGRAM and not conn.raddr)
+        if waiting and conn.laddr and not _loopback(conn.laddr.ip):
+            found.append(f"{proc.pid} {proc.name()} {conn.laddr.ip}:{conn.laddr.port}")
+    return found
+
+
+def test_local_ray_listens_on_loopback_only(ray_daemon: RunningDaemon) -> None:
+    run_ok(ray_daemon, steps_job(steps=2))  # Ray workers exist (they listen too)
+    daemon = psutil.Process(ray_daemon.pid)
+    procs = [daemon, *daemon.children(recursive=True)]
+    names = " ".join(" ".join(p.cmdline()) for p in procs if p.is_running())
+    for part in ("gcs_server", "raylet", "ray::"):  # the head, the node manager, workers and agents are covered
+        assert part in names, f"no Ray process with {part!r} under the daemon"
+    listening = [p for p in procs if p.is_running() and any(c.status == psutil.CONN_LISTEN
+                                                            for c in p.net_connections(kind="inet"))]
+    assert len(listening) >= 3, "Ray's servers were not found listening"
+    exposed = [line for p in procs for line in _open_to_the_network(p)]
+    assert exposed == [], f"sockets open beyond loopback: {exposed}"
 
 
 def test_stop_leaves_no_ray_process_behind(ray_daemon: RunningDaemon) -> None:
