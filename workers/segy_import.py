@@ -9,24 +9,26 @@ The survey is built in ``<folder>.partial`` and renamed at the end, so a failed 
 """
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, TypeVar
 
 import numpy as np
 
-from workers.segy_scan import (CDP_X_BYTE, CDP_Y_BYTE, SCALAR_BYTE, TRACE_ID_BYTE, OFFSET_BYTE, SegyImportError,
-                               SegyScan, fail, scan_segy, trace_blocks)
+from workers.segy_scan import (CDP_X_BYTE, CDP_Y_BYTE, SCALAR_BYTE, TRACE_ID_BYTE, OFFSET_BYTE,
+                               ProvisionalGridError, SegyImportError, SegyScan, fail, scan_segy, trace_blocks)
 from workers.survey import GeometryArrays, Survey, SurveyError, write_geometry_h5
 
 __all__ = ["ImportCancelled", "ImportReport", "SegyImportError", "add_volume", "ibm_to_float32", "import_segy"]
 
 Progress = Callable[[float, str], None]
 Cancel = Callable[[], bool]
+T = TypeVar("T")
 
 CHUNK_BYTES = 4 << 20       # raw trace bytes per step: bounds memory and keeps a chunk's buffers in cache
 STATS_TRACES = 2000         # traces sampled for the percentiles
@@ -97,6 +99,8 @@ def _chunks(scan: SegyScan, chunk: int) -> Iterator[tuple[int, int, np.ndarray, 
     n, ns = scan.traces, scan.geometry.sample_count
     buf = np.empty((min(chunk, n), ns), dtype=np.float32)
     for a, b, records in trace_blocks(scan.path, scan.data_offset, n, _record_dtype(scan), chunk):
+        if scan.provisional:
+            scan.check_headers(a, b, records)
         out = buf[:b - a]
         if scan.sample_format not in NUMPY_FORMATS:  # e.g. 24-bit integers: segyio converts
             np.copyto(out, scan.f.trace.raw[a:b].reshape(b - a, ns), casting="unsafe")
@@ -112,31 +116,51 @@ class _Sums:
 
     def __init__(self) -> None:
         self.sum = self.sumsq = 0.0
-        self.count = 0
+        self.count = self.non_finite = 0
         self.min, self.max = math.inf, -math.inf
 
     def add(self, data: np.ndarray) -> None:
-        """Fold in a [traces, ns] float32 block: per-trace float32 sums, accumulated in float64."""
-        if data.size:
-            self.sum += float(data.sum(axis=1).sum(dtype=np.float64))
-            self.sumsq += float(np.einsum("ij,ij->i", data, data).sum(dtype=np.float64))
-            self.count += data.size
-            self.min, self.max = min(self.min, float(data.min())), max(self.max, float(data.max()))
+        """Fold in a [traces, ns] float32 block: per-trace float32 sums, accumulated in float64.
+
+        NaN and inf are replaced by 0 in place first and counted (one would poison every normalisation); the
+        block's min and max tell whether there are any, so a clean block costs no extra pass.
+        """
+        if not data.size:
+            return
+        lo, hi = float(data.min()), float(data.max())  # min/max propagate NaN
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            bad = ~np.isfinite(data)
+            data[bad] = 0.0
+            self.non_finite += int(bad.sum())
+            lo, hi = float(data.min()), float(data.max())
+        self.sum += float(data.sum(axis=1).sum(dtype=np.float64))
+        self.sumsq += float(np.einsum("ij,ij->i", data, data).sum(dtype=np.float64))
+        self.count += data.size
+        self.min, self.max = min(self.min, lo), max(self.max, hi)
 
 
-def _zero_non_finite(data: np.ndarray) -> int:
-    """Replace NaN/inf by 0 in place and return how many there were (a NaN would poison every normalisation)."""
-    if data.size == 0 or (np.isfinite(data.min()) and np.isfinite(data.max())):  # min/max propagate NaN
-        return 0
-    bad = ~np.isfinite(data)
-    data[bad] = 0.0
-    return int(bad.sum())
+def _start_writeback() -> Callable[[int, int, int], None]:
+    """sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE) where libc has it (Linux), else a no-op.
+
+    It starts writing dirty pages to disk without waiting, so the disk writes the cache while the import reads
+    and converts the next block, and the final fsync has little left to do.
+    """
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (AttributeError, OSError):
+        return lambda fd, offset, length: None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    return lambda fd, offset, length: fn(fd, offset, length, 2)  # 2: SYNC_FILE_RANGE_WRITE
+
+
+_writeback = _start_writeback()
 
 
 class _RowWriter:
     """Writes rows of a [rows, width] memmap: a run of consecutive rows with one pwrite, other rows by scatter.
 
-    pwrite goes through the page cache, which is cheaper than faulting in fresh memmap pages 4 KiB at a time.
+    pwrite goes through the page cache, which is cheaper than faulting in fresh memmap pages 4 KiB at a time;
+    each run's writeback to disk is started at once (_writeback).
     """
 
     def __init__(self, target: np.memmap, width: int) -> None:
@@ -147,7 +171,12 @@ class _RowWriter:
     def write(self, where: slice | np.ndarray, data: np.ndarray) -> None:
         """Rows ``where`` (a slice of consecutive rows, or row indices) get ``data``."""
         if isinstance(where, slice):
-            os.pwrite(self.fd, np.ascontiguousarray(data), self.base + where.start * self.row_bytes)
+            offset = self.base + where.start * self.row_bytes
+            view = memoryview(np.ascontiguousarray(data)).cast("B")
+            done = 0
+            while done < len(view):  # pwrite may write less than asked
+                done += os.pwrite(self.fd, view[done:], offset + done)
+            _writeback(self.fd, offset, done)
         else:
             self.rows[where] = data
 
@@ -180,22 +209,21 @@ def _copy_chunks(scan: SegyScan, writers: list[_RowWriter], report: _Throttle,
     """The chunk loop of _stream: decode, NaN/inf zeroing, write samples (and headers), running sums."""
     n = scan.traces
     flat_all = scan.ii * scan.geometry.shape[1] + scan.xx
-    sums, bad_total = _Sums(), 0
+    sums = _Sums()
     for a, b, data, heads in _chunks(scan, max(1, CHUNK_BYTES // scan.trace_bytes)):
         if cancel is not None and cancel():
             raise ImportCancelled(f"import of {scan.path} cancelled at trace {a} of {n}")
         keep, flat = scan.keep[a:b], flat_all[a:b]
         if not keep.all():
             data, heads, flat = data[keep], heads[keep], flat[keep]
-        bad_total += _zero_non_finite(data)
+        sums.add(data)  # before the write: zeroes NaN/inf in place
         # Sorted files map a chunk of traces onto consecutive cache rows: one write instead of a scatter.
         contiguous = len(flat) > 0 and int(flat[-1] - flat[0]) == len(flat) - 1 and bool((np.diff(flat) == 1).all())
         where = slice(int(flat[0]), int(flat[0]) + len(flat)) if contiguous else flat
         for w, rows in zip(writers, (data, heads)):
             w.write(where, rows)
-        sums.add(data)
         report(b / n, f"{b} of {n} traces")
-    return sums, bad_total
+    return sums, sums.non_finite
 
 
 def _stats(vol: np.ndarray, live: np.ndarray, sums: _Sums, nan_count: int) -> dict[str, float]:
@@ -269,23 +297,49 @@ def import_segy(path: str | os.PathLike, survey_folder: str | os.PathLike, name:
     path, folder = Path(path), Path(survey_folder)
     if folder.exists():
         raise SurveyError(f"{folder} already exists; remove it or choose another survey folder")
+    report = _Throttle(progress)
+    scan, (live, nan_count) = _scanned(path, iline, xline, endian, offset, sample_unit, lambda scan: _import_once(
+        scan, folder, name, volume, iline, xline, offset, report, cancel))
+    ni, nx, ns = scan.geometry.shape
+    report(1.0, f"imported {path.name}: {ni} x {nx} x {ns}", force=True)
+    out = Survey.open(folder)
+    out.import_report = ImportReport(int(scan.keep.sum()), int((~live).sum()), nan_count, scan.endian, scan.sorting)
+    return out
+
+
+def _scanned(path: Path, iline: int, xline: int, endian: str, offset: int | None, unit: str,
+             attempt: Callable[[SegyScan], T]) -> tuple[SegyScan, T]:
+    """(scan, attempt(scan)) with the file scanned, again with every header read if a provisional grid fails."""
+    scan = scan_segy(path, iline, xline, endian, offset, unit)
+    try:
+        try:
+            return scan, attempt(scan)
+        except ProvisionalGridError:  # segyio's regular grid was wrong about some trace: bin every header
+            scan.f.close()
+            scan = scan_segy(path, iline, xline, endian, offset, unit, full=True)
+            return scan, attempt(scan)
+    finally:
+        scan.f.close()
+
+
+def _import_once(scan: SegyScan, folder: Path, name: str | None, volume: str, iline: int, xline: int,
+                 offset: int | None, report: _Throttle, cancel: Cancel | None) -> tuple[np.ndarray, int]:
+    """One attempt of import_segy on an open scan, built in ``<folder>.partial``; returns (live mask, NaN count)."""
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)  # leftover of a crashed import
-    report = _Throttle(progress)
-    scan = scan_segy(path, iline, xline, endian, offset, sample_unit)
     try:
         ni, nx, _ = scan.geometry.shape
         live = np.zeros((ni, nx), dtype=bool)
         live[scan.ii[scan.keep], scan.xx[scan.keep]] = True
-        cdp = _grid_coordinates(scan, live)
         survey = Survey.create(partial, scan.geometry, name=name or folder.name,
                                source=_source_info(scan, iline, xline, offset))
         headers = np.lib.format.open_memmap(partial / "headers.tmp.npy", "w+", np.uint8, (ni, nx, 240))
         vol = survey.new_volume(volume)
         sums, nan_count = _stream(scan, vol, headers, report, cancel)
+        cdp = _grid_coordinates(scan, live)  # after the stream: a provisional scan takes coordinates there
         _fill_dead(scan, headers, live, iline, xline, cdp)
-        arrays = GeometryArrays(cdp[..., 0], cdp[..., 1], ~live, _text_headers(path, int(scan.f.ext_headers)),
-                                _binary_header(path), headers)
+        arrays = GeometryArrays(cdp[..., 0], cdp[..., 1], ~live, _text_headers(scan.path, int(scan.f.ext_headers)),
+                                _binary_header(scan.path), headers)
         write_geometry_h5(partial / "geometry.h5", arrays)
         del headers
         (partial / "headers.tmp.npy").unlink()
@@ -297,12 +351,7 @@ def import_segy(path: str | os.PathLike, survey_folder: str | os.PathLike, name:
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    finally:
-        scan.f.close()
-    report(1.0, f"imported {path.name}: {ni} x {nx} x {scan.geometry.sample_count}", force=True)
-    out = Survey.open(folder)
-    out.import_report = ImportReport(int(scan.keep.sum()), int((~live).sum()), nan_count, scan.endian, scan.sorting)
-    return out
+    return live, nan_count
 
 
 def _binary_header(path: Path) -> bytes:
@@ -331,8 +380,18 @@ def add_volume(path: str | os.PathLike, survey_folder: str | os.PathLike, volume
     survey = Survey.open(survey_folder)
     if volume in survey.volumes:
         raise SurveyError(f"survey {survey.name!r} already has a volume {volume!r}; choose another name")
-    scan = scan_segy(Path(path), iline, xline, endian, offset, survey.geometry.sample_unit)
     tmp = survey.folder / f"{volume}.f32.partial"
+    scan, (live, nan_count) = _scanned(Path(path), iline, xline, endian, offset, survey.geometry.sample_unit,
+                                       lambda scan: _add_once(scan, survey, volume, tmp, progress, cancel))
+    survey.import_report = ImportReport(int(scan.keep.sum()), int((~live).sum()), nan_count, scan.endian,
+                                        scan.sorting)
+    return survey
+
+
+def _add_once(scan: SegyScan, survey: Survey, volume: str, tmp: Path, progress: Progress | None,
+              cancel: Cancel | None) -> tuple[np.ndarray, int]:
+    """One attempt of add_volume on an open scan; returns (live mask, NaN count)."""
+    path = scan.path
     try:
         diff = scan.geometry.differences(survey.geometry)
         if diff:
@@ -351,8 +410,4 @@ def add_volume(path: str | os.PathLike, survey_folder: str | os.PathLike, volume
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    finally:
-        scan.f.close()
-    survey.import_report = ImportReport(int(scan.keep.sum()), int((~live).sum()), nan_count, scan.endian,
-                                        scan.sorting)
-    return survey
+    return live, nan_count

@@ -4,6 +4,11 @@ segyio opens the file (endianness detected: big, then little; regular geometry f
 so an irregular file can be told from a broken one) and checks that the file size is a whole number of traces. The
 header fields are then read with numpy from blocks of trace records (a structured dtype over the raw bytes), read
 sequentially. workers/segy_import.py streams the samples once the grid is known.
+
+A file segyio reads as a regular sorted post-stack cube (every inline x crossline once, one offset) is not read
+twice: its grid comes from segyio's line numbers (``SegyScan.provisional``), and the importer checks every trace's
+inline/crossline against that grid and takes the coordinates while it streams the samples. A file that breaks the
+promise (a trace out of place) raises ``ProvisionalGridError`` there and is imported again after a full scan.
 """
 from __future__ import annotations
 
@@ -26,6 +31,10 @@ class SegyImportError(ValueError):
     """A SEG-Y file that cannot be imported as a post-stack 3D survey; the message names the file and why."""
 
 
+class ProvisionalGridError(Exception):
+    """A trace is not where segyio's regular geometry puts it: the importer falls back to a full header scan."""
+
+
 @dataclass
 class SegyScan:
     """An opened SEG-Y with its traces binned into a grid."""
@@ -42,6 +51,21 @@ class SegyScan:
     coords: np.ndarray        # [n_traces, 2] cdp x/y with the scalar applied
     data_offset: int          # byte offset of the first trace header
     trace_bytes: int          # 240 + samples per trace * bytes per sample
+    provisional: bool = False  # grid from segyio's geometry: check il/xl and fill coords while streaming
+    fields: tuple[int, ...] = ()  # header bytes read by check_headers: inline, crossline, cdp x, cdp y, scalar
+
+    def check_headers(self, a: int, b: int, records: np.ndarray) -> None:
+        """For a provisional scan: check traces [a, b) lie where the grid says, and take their coordinates.
+
+        ``records`` are the raw trace records of those traces (any structured dtype of itemsize trace_bytes).
+        Raises ProvisionalGridError on the first trace out of place.
+        """
+        block = records.view(fields_dtype(self.fields, self.endian == "big", self.trace_bytes))
+        il_axis, xl_axis = self.geometry.inlines, self.geometry.crosslines
+        if not (np.array_equal(block["f0"], np.asarray(il_axis)[self.ii[a:b]])
+                and np.array_equal(block["f1"], np.asarray(xl_axis)[self.xx[a:b]])):
+            raise ProvisionalGridError(f"{self.path}: traces {a}..{b} are not in segyio's regular order")
+        self.coords[a:b] = _coordinates(block["f2"], block["f3"], block["f4"])
 
     @property
     def traces(self) -> int:
@@ -127,6 +151,9 @@ def trace_blocks(path: Path, data_offset: int, n: int, record: np.dtype,
         fh.seek(data_offset)
         for a in range(0, n, chunk):
             b = min(a + chunk, n)
+            # Ask for the next block now: the disk reads it while the caller converts and writes this one.
+            ahead = data_offset + b * record.itemsize
+            os.posix_fadvise(fh.fileno(), ahead, chunk * record.itemsize, os.POSIX_FADV_WILLNEED)
             view = memoryview(raw[:b - a]).cast("B")
             got = 0
             while got < len(view):
@@ -137,13 +164,19 @@ def trace_blocks(path: Path, data_offset: int, n: int, record: np.dtype,
             yield a, b, buf[:b - a]
 
 
+def fields_dtype(bytes_: tuple[int, ...] | list[int], big: bool, trace_bytes: int) -> np.dtype:
+    """A trace record with the header fields at 1-based byte positions ``bytes_`` named f0, f1, ..."""
+    order = ">" if big else "<"
+    return np.dtype({"names": [f"f{k}" for k in range(len(bytes_))],
+                     "formats": [f"{order}i{field_size(b)}" for b in bytes_],
+                     "offsets": [b - 1 for b in bytes_], "itemsize": trace_bytes})
+
+
 def read_fields(path: Path, data_offset: int, n: int, trace_bytes: int, bytes_: list[int],
                 big: bool) -> list[np.ndarray]:
     """Header fields (1-based byte positions) of every trace as int64, read block by block (bounded memory)."""
-    order = ">" if big else "<"
-    names = [f"f{k}" for k in range(len(bytes_))]
-    record = np.dtype({"names": names, "formats": [f"{order}i{field_size(b)}" for b in bytes_],
-                       "offsets": [b - 1 for b in bytes_], "itemsize": trace_bytes})
+    record = fields_dtype(bytes_, big, trace_bytes)
+    names = list(record.names)
     out = [np.empty(n, dtype=np.int64) for _ in bytes_]
     for a, b, block in trace_blocks(path, data_offset, n, record, max(1, BLOCK_BYTES // trace_bytes)):
         for arr, name in zip(out, names):
@@ -175,11 +208,44 @@ def _sorting(f: segyio.SegyFile, regular: bool) -> str:
             segyio.TraceSortingFormat.CROSSLINE_SORTING: "crossline"}.get(f.sorting, "unstructured")
 
 
-def scan_segy(path: Path, iline: int, xline: int, endian: str, offset: int | None, unit: str) -> SegyScan:
+def _sample_axis(f: segyio.SegyFile, samples: np.ndarray) -> tuple[float, float]:
+    """(first sample, step) of the sample axis."""
+    step = float(samples[1] - samples[0]) if len(samples) > 1 else max(f.bin[segyio.BinField.Interval], 1) / 1e3
+    return float(samples[0]), step
+
+
+def _provisional(f: segyio.SegyFile, path: Path, e: str, regular: bool, offset: int | None, unit: str,
+                 iline: int, xline: int, data_offset: int, trace_bytes: int) -> SegyScan | None:
+    """The grid of a regular sorted single-offset file from segyio's line numbers, or None when it has none.
+
+    The traces' own headers are checked against it while the importer streams them (SegyScan.check_headers).
+    """
+    sorting = _sorting(f, regular)
+    if sorting == "unstructured" or offset is not None or len(f.offsets) != 1:
+        return None
+    ilines, xlines = np.asarray(f.ilines, dtype=np.int64), np.asarray(f.xlines, dtype=np.int64)
+    ni, nx = len(ilines), len(xlines)
+    il_axis = _line_axis(path, ilines, "inline", iline)
+    xl_axis = _line_axis(path, xlines, "crossline", xline)
+    if len(il_axis) != ni or len(xl_axis) != nx or ni * nx != f.tracecount:
+        return None
+    rows, cols = np.divmod(np.arange(ni * nx, dtype=np.int64), nx if sorting == "inline" else ni)
+    il_pos, xl_pos = np.searchsorted(il_axis, ilines), np.searchsorted(xl_axis, xlines)
+    ii, xx = (il_pos[rows], xl_pos[cols]) if sorting == "inline" else (il_pos[cols], xl_pos[rows])
+    samples = np.asarray(f.samples, dtype=np.float64)
+    geometry = Geometry(tuple(il_axis), tuple(xl_axis), *_sample_axis(f, samples), len(samples), unit)
+    return SegyScan(f, path, e, int(f.bin[segyio.BinField.Format]), sorting, geometry,
+                    np.ones(ni * nx, dtype=bool), ii, xx, np.zeros((ni * nx, 2)), data_offset, trace_bytes,
+                    provisional=True, fields=(iline, xline, CDP_X_BYTE, CDP_Y_BYTE, SCALAR_BYTE))
+
+
+def scan_segy(path: Path, iline: int, xline: int, endian: str, offset: int | None, unit: str,
+              full: bool = False) -> SegyScan:
     """Open ``path`` and bin its traces into a regular grid; the caller closes ``scan.f``.
 
-    Raises SegyImportError for truncated files, pre-stack data without ``offset``, repeated positions (shot
-    gathers, wrong byte positions) and line numbers that form no grid.
+    Unless ``full``, a regular sorted post-stack file gets a provisional grid (see the module doc) instead of a
+    read of every header. Raises SegyImportError for truncated files, pre-stack data without ``offset``, repeated
+    positions (shot gathers, wrong byte positions) and line numbers that form no grid.
     """
     f, e, regular = open_segy(path, iline, xline, endian)
     try:
@@ -188,6 +254,10 @@ def scan_segy(path: Path, iline: int, xline: int, endian: str, offset: int | Non
             raise fail(path, "the file has no traces")
         samples = np.asarray(f.samples, dtype=np.float64)
         data_offset, trace_bytes = _trace_layout(f, path, len(samples))
+        quick = None if full else _provisional(f, path, e, regular, offset, unit, iline, xline, data_offset,
+                                               trace_bytes)
+        if quick is not None:
+            return quick
         il, xl, off, cx, cy, sc = read_fields(path, data_offset, n, trace_bytes, [
             iline, xline, OFFSET_BYTE, CDP_X_BYTE, CDP_Y_BYTE, SCALAR_BYTE], e == "big")
         keep = _select_offset(path, off, offset)
@@ -196,8 +266,7 @@ def scan_segy(path: Path, iline: int, xline: int, endian: str, offset: int | Non
         ii = np.searchsorted(il_axis, il)
         xx = np.searchsorted(xl_axis, xl)
         _check_unique_positions(path, ii[keep], xx[keep], len(xl_axis), iline, xline)
-        step = float(samples[1] - samples[0]) if len(samples) > 1 else max(f.bin[segyio.BinField.Interval], 1) / 1e3
-        geometry = Geometry(tuple(il_axis), tuple(xl_axis), float(samples[0]), step, len(samples), unit)
+        geometry = Geometry(tuple(il_axis), tuple(xl_axis), *_sample_axis(f, samples), len(samples), unit)
         return SegyScan(f, path, e, int(f.bin[segyio.BinField.Format]), _sorting(f, regular), geometry, keep, ii,
                         xx, _coordinates(cx, cy, sc), data_offset, trace_bytes)
     except BaseException:

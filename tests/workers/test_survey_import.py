@@ -122,6 +122,44 @@ def test_crossline_sorted_file(tmp_path: Path) -> None:
         np.testing.assert_array_equal(survey.volume(), np.stack([f.iline[il] for il in f.ilines]))
 
 
+def test_trace_out_of_place_in_a_regular_file_is_binned_by_its_headers(tmp_path: Path) -> None:
+    """segyio infers a regular grid from a few headers; one swapped pair in a later line breaks the promise, and
+    the import must notice while streaming, rescan every header and still put each trace where its header says."""
+    positions = [(il, xl) for il in (5, 6, 7, 8) for xl in (30, 31, 32, 33, 34)]
+    k1, k2 = positions.index((7, 31)), positions.index((7, 33))
+    positions[k1], positions[k2] = positions[k2], positions[k1]
+    data = np.random.default_rng(2).normal(size=(len(positions), 7)).astype(np.float32)
+    _write_segy(tmp_path / "swap.sgy", positions, data)
+    with segyio.open(str(tmp_path / "swap.sgy")) as f:  # the premise: segyio calls it regular, inline sorted
+        assert f.sorting == segyio.TraceSortingFormat.INLINE_SORTING
+    survey = import_segy(tmp_path / "swap.sgy", tmp_path / "s")
+    vol = survey.volume()
+    cx, cy = survey.cdp_xy()
+    for k, (il, xl) in enumerate(positions):
+        i, x = survey.index_of(il, xl)
+        np.testing.assert_array_equal(vol[i, x], data[k])
+        assert (cx[i, x], cy[i, x]) == (1000 + 10 * il, 5000 + 20 * xl)
+    assert survey.import_report.dead_traces == 0 and not (tmp_path / "s.partial").exists()
+
+
+def test_regular_file_takes_coordinates_while_streaming(tmp_path: Path) -> None:
+    """The single-pass path (no separate header scan) gives the same coordinates and headers as the full scan."""
+    positions = [(il, xl) for il in (100, 102, 104) for xl in (7, 8, 9, 10)]
+    data = np.random.default_rng(3).normal(size=(len(positions), 5)).astype(np.float32)
+    _write_segy(tmp_path / "reg.sgy", positions, data)
+    scan = segy_import.scan_segy(tmp_path / "reg.sgy", 189, 193, "auto", None, "ms")
+    scan.f.close()
+    assert scan.provisional  # the premise of the test: the quick path is taken
+    survey = import_segy(tmp_path / "reg.sgy", tmp_path / "s")
+    cx, cy = survey.cdp_xy()
+    heads = survey.geometry_arrays().trace_headers
+    for k, (il, xl) in enumerate(positions):
+        i, x = survey.index_of(il, xl)
+        assert (cx[i, x], cy[i, x]) == (1000 + 10 * il, 5000 + 20 * xl)
+        assert int.from_bytes(heads[i, x][188:192].tobytes(), "big") == il
+        np.testing.assert_array_equal(survey.volume()[i, x], data[k])
+
+
 def test_progress_cancel_and_add_volume(shared_data: Path, tmp_path: Path) -> None:
     calls: list[tuple[float, str]] = []
     survey = import_segy(shared_data / "segyio" / "f3.sgy", tmp_path / "f3", progress=lambda f, m: calls.append((f, m)))
