@@ -14,6 +14,8 @@ import math
 import os
 import shutil
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
@@ -31,6 +33,7 @@ Cancel = Callable[[], bool]
 T = TypeVar("T")
 
 CHUNK_BYTES = 4 << 20       # raw trace bytes per step: bounds memory and keeps a chunk's buffers in cache
+WRITES_IN_FLIGHT = 2        # chunks handed to the writer thread and not yet written
 STATS_TRACES = 2000         # traces sampled for the percentiles
 # Sample formats read with numpy (code -> dtype without byte order); IBM (1) is read as words and converted.
 NUMPY_FORMATS = {1: "u4", 2: "i4", 3: "i2", 5: "f4", 6: "f8", 8: "i1", 9: "i8", 10: "u4", 11: "u2", 12: "u8",
@@ -91,17 +94,17 @@ def _record_dtype(scan: SegyScan) -> np.dtype:
     return np.dtype([("h", np.uint8, (240,)), ("s", *samples)])
 
 
-def _chunks(scan: SegyScan, chunk: int) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+def _chunks(scan: SegyScan, chunk: int, buffers: int) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
     """(first, end, float32 samples [end - first, ns], raw headers [end - first, 240]) per chunk of traces.
 
-    Both arrays are buffers reused between chunks: use them before asking for the next chunk.
+    Both arrays are ``buffers`` buffers used in turn: a chunk's stay valid while the next ``buffers - 1`` are made.
     """
     n, ns = scan.traces, scan.geometry.sample_count
-    buf = np.empty((min(chunk, n), ns), dtype=np.float32)
-    for a, b, records in trace_blocks(scan.path, scan.data_offset, n, _record_dtype(scan), chunk):
+    bufs = [np.empty((min(chunk, n), ns), dtype=np.float32) for _ in range(buffers)]
+    for a, b, records in trace_blocks(scan.path, scan.data_offset, n, _record_dtype(scan), chunk, buffers):
         if scan.provisional:
             scan.check_headers(a, b, records)
-        out = buf[:b - a]
+        out = bufs[(a // chunk) % buffers][:b - a]
         if scan.sample_format not in NUMPY_FORMATS:  # e.g. 24-bit integers: segyio converts
             np.copyto(out, scan.f.trace.raw[a:b].reshape(b - a, ns), casting="unsafe")
         elif scan.sample_format == 1:
@@ -206,24 +209,42 @@ def _stream(scan: SegyScan, vol: np.memmap, headers: np.memmap | None, report: _
 
 def _copy_chunks(scan: SegyScan, writers: list[_RowWriter], report: _Throttle,
                  cancel: Cancel | None) -> tuple[_Sums, int]:
-    """The chunk loop of _stream: decode, NaN/inf zeroing, write samples (and headers), running sums."""
+    """The chunk loop of _stream: decode, NaN/inf zeroing, write samples (and headers), running sums.
+
+    A writer thread writes chunk k while this one reads and decodes chunk k + 1 (both wait in system calls that
+    release the GIL), so reading the file and filling the cache overlap; WRITES_IN_FLIGHT bounds the buffers.
+    """
     n = scan.traces
     flat_all = scan.ii * scan.geometry.shape[1] + scan.xx
     sums = _Sums()
-    for a, b, data, heads in _chunks(scan, max(1, CHUNK_BYTES // scan.trace_bytes)):
-        if cancel is not None and cancel():
-            raise ImportCancelled(f"import of {scan.path} cancelled at trace {a} of {n}")
-        keep, flat = scan.keep[a:b], flat_all[a:b]
-        if not keep.all():
-            data, heads, flat = data[keep], heads[keep], flat[keep]
-        sums.add(data)  # before the write: zeroes NaN/inf in place
-        # Sorted files map a chunk of traces onto consecutive cache rows: one write instead of a scatter.
-        contiguous = len(flat) > 0 and int(flat[-1] - flat[0]) == len(flat) - 1 and bool((np.diff(flat) == 1).all())
-        where = slice(int(flat[0]), int(flat[0]) + len(flat)) if contiguous else flat
-        for w, rows in zip(writers, (data, heads)):
-            w.write(where, rows)
-        report(b / n, f"{b} of {n} traces")
+    in_flight: deque[Future] = deque()
+    with ThreadPoolExecutor(1, thread_name_prefix="segy-write") as pool:
+        try:
+            for a, b, data, heads in _chunks(scan, max(1, CHUNK_BYTES // scan.trace_bytes), WRITES_IN_FLIGHT + 1):
+                if cancel is not None and cancel():
+                    raise ImportCancelled(f"import of {scan.path} cancelled at trace {a} of {n}")
+                keep, flat = scan.keep[a:b], flat_all[a:b]
+                if not keep.all():
+                    data, heads, flat = data[keep], heads[keep], flat[keep]
+                sums.add(data)  # before the write: zeroes NaN/inf in place
+                in_flight.append(pool.submit(_write_rows, writers, flat, (data, heads)))
+                if len(in_flight) > WRITES_IN_FLIGHT:
+                    in_flight.popleft().result()  # its buffers are reused by the next chunk
+                report(b / n, f"{b} of {n} traces")
+            while in_flight:
+                in_flight.popleft().result()
+        finally:
+            for f in in_flight:
+                f.cancel()
     return sums, sums.non_finite
+
+
+def _write_rows(writers: list[_RowWriter], flat: np.ndarray, blocks: tuple[np.ndarray, ...]) -> None:
+    """Write one chunk's blocks at cache rows ``flat``: sorted files give a run of consecutive rows, one write."""
+    contiguous = len(flat) > 0 and int(flat[-1] - flat[0]) == len(flat) - 1 and bool((np.diff(flat) == 1).all())
+    where = slice(int(flat[0]), int(flat[0]) + len(flat)) if contiguous else flat
+    for w, rows in zip(writers, blocks):
+        w.write(where, rows)
 
 
 def _stats(vol: np.ndarray, live: np.ndarray, sums: _Sums, nan_count: int) -> dict[str, float]:

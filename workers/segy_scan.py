@@ -137,15 +137,17 @@ def field_size(byte: int) -> int:
     return 4 if byte in four else 2
 
 
-def trace_blocks(path: Path, data_offset: int, n: int, record: np.dtype,
-                 chunk: int) -> Iterator[tuple[int, int, np.ndarray]]:
+def trace_blocks(path: Path, data_offset: int, n: int, record: np.dtype, chunk: int,
+                 buffers: int = 1) -> Iterator[tuple[int, int, np.ndarray]]:
     """(first, end, records [end - first] of dtype ``record``) for every block of ``chunk`` traces, read in order.
 
-    Plain sequential reads into one reused buffer: the kernel's readahead keeps a cold file streaming while the
-    caller converts the previous block, and memory stays at one block whatever the file size.
+    Plain sequential reads into ``buffers`` buffers used in turn (a block stays valid while the next
+    ``buffers - 1`` are read): memory stays at that many blocks whatever the file size. Each block's successor is
+    requested from the disk (WILLNEED) before the block is handed out, so a cold file streams while the caller
+    converts.
     """
-    raw = np.empty((min(chunk, n), record.itemsize), dtype=np.uint8)
-    buf = raw.view(record)[:, 0]  # fields may be out of order: only the uint8 buffer is handed to readinto
+    raws = [np.empty((min(chunk, n), record.itemsize), dtype=np.uint8) for _ in range(buffers)]
+    bufs = [raw.view(record)[:, 0] for raw in raws]  # fields may be out of order: readinto gets the uint8 buffer
     with open(path, "rb", buffering=0) as fh:
         os.posix_fadvise(fh.fileno(), data_offset, 0, os.POSIX_FADV_SEQUENTIAL)  # larger readahead window
         fh.seek(data_offset)
@@ -154,6 +156,7 @@ def trace_blocks(path: Path, data_offset: int, n: int, record: np.dtype,
             # Ask for the next block now: the disk reads it while the caller converts and writes this one.
             ahead = data_offset + b * record.itemsize
             os.posix_fadvise(fh.fileno(), ahead, chunk * record.itemsize, os.POSIX_FADV_WILLNEED)
+            raw, buf = raws[(a // chunk) % buffers], bufs[(a // chunk) % buffers]
             view = memoryview(raw[:b - a]).cast("B")
             got = 0
             while got < len(view):
