@@ -5,13 +5,15 @@ so an irregular file can be told from a broken one) and checks that the file siz
 header fields are then read with numpy from blocks of trace records (a structured dtype over the raw bytes), read
 sequentially. workers/segy_import.py streams the samples once the grid is known.
 
-A file segyio reads as a regular sorted post-stack cube (every inline x crossline once, one offset) is not read
-twice: its grid comes from segyio's line numbers (``SegyScan.provisional``), and the importer checks every trace's
-inline/crossline against that grid and takes the coordinates while it streams the samples. A file that breaks the
-promise (a trace out of place) raises ``ProvisionalGridError`` there and is imported again after a full scan.
+A file that looks like a complete sorted post-stack cube (every inline x crossline once, one offset) is not read
+twice: its grid is guessed from a few dozen headers (``SegyScan.provisional``), and the importer checks every
+trace's inline/crossline against that grid and takes the coordinates while it streams the samples. A file that
+breaks the promise (a trace out of place, a second offset) raises ``ProvisionalGridError`` there and is imported
+again after a full scan, which also gives the errors for files that cannot be imported.
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,7 +169,8 @@ def trace_blocks(path: Path, data_offset: int, n: int, record: np.dtype, chunk: 
             yield a, b, buf[:b - a]
 
 
-def fields_dtype(bytes_: tuple[int, ...] | list[int], big: bool, trace_bytes: int) -> np.dtype:
+@functools.lru_cache(maxsize=32)
+def fields_dtype(bytes_: tuple[int, ...], big: bool, trace_bytes: int) -> np.dtype:
     """A trace record with the header fields at 1-based byte positions ``bytes_`` named f0, f1, ..."""
     order = ">" if big else "<"
     return np.dtype({"names": [f"f{k}" for k in range(len(bytes_))],
@@ -178,7 +181,7 @@ def fields_dtype(bytes_: tuple[int, ...] | list[int], big: bool, trace_bytes: in
 def read_fields(path: Path, data_offset: int, n: int, trace_bytes: int, bytes_: list[int],
                 big: bool) -> list[np.ndarray]:
     """Header fields (1-based byte positions) of every trace as int64, read block by block (bounded memory)."""
-    record = fields_dtype(bytes_, big, trace_bytes)
+    record = fields_dtype(tuple(bytes_), big, trace_bytes)
     names = list(record.names)
     out = [np.empty(n, dtype=np.int64) for _ in bytes_]
     for a, b, block in trace_blocks(path, data_offset, n, record, max(1, BLOCK_BYTES // trace_bytes)):
@@ -217,29 +220,103 @@ def _sample_axis(f: segyio.SegyFile, samples: np.ndarray) -> tuple[float, float]
     return float(samples[0]), step
 
 
-def _provisional(f: segyio.SegyFile, path: Path, e: str, regular: bool, offset: int | None, unit: str,
-                 iline: int, xline: int, data_offset: int, trace_bytes: int) -> SegyScan | None:
-    """The grid of a regular sorted single-offset file from segyio's line numbers, or None when it has none.
+class _HeaderProbe:
+    """Inline/crossline numbers of single traces, each read with one pread of its 240-byte header."""
 
-    The traces' own headers are checked against it while the importer streams them (SegyScan.check_headers).
+    def __init__(self, path: Path, data_offset: int, trace_bytes: int, iline: int, xline: int, big: bool) -> None:
+        self.fd = os.open(path, os.O_RDONLY)
+        self.data_offset, self.trace_bytes = data_offset, trace_bytes
+        self.record = fields_dtype((iline, xline), big, 240)
+
+    def __call__(self, k: int) -> tuple[int, int]:
+        h = np.frombuffer(os.pread(self.fd, 240, self.data_offset + k * self.trace_bytes), dtype=self.record)[0]
+        return int(h["f0"]), int(h["f1"])
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _guess_grid(probe: _HeaderProbe, n: int) -> tuple[str, np.ndarray, np.ndarray] | None:
+    """(sorting, inline numbers, crossline numbers of every trace) if the file looks like a complete sorted grid.
+
+    A few dozen header reads: the first two traces give the fast axis, a binary search the length of the first
+    line, the last trace the number of lines. Only a guess: the importer checks every trace (check_headers).
     """
-    sorting = _sorting(f, regular)
-    if sorting == "unstructured" or offset is not None or len(f.offsets) != 1:
+    il0, xl0 = probe(0)
+    if n == 1:
+        return "inline", np.array([il0]), np.array([xl0])
+    il1, xl1 = probe(1)
+    if il1 == il0 and xl1 != xl0:
+        sorting, slow, fast_step = "inline", 0, xl1 - xl0
+    elif xl1 == xl0 and il1 != il0:
+        sorting, slow, fast_step = "crossline", 1, il1 - il0
+    else:
         return None
-    ilines, xlines = np.asarray(f.ilines, dtype=np.int64), np.asarray(f.xlines, dtype=np.int64)
-    ni, nx = len(ilines), len(xlines)
-    il_axis = _line_axis(path, ilines, "inline", iline)
-    xl_axis = _line_axis(path, xlines, "crossline", xline)
-    if len(il_axis) != ni or len(xl_axis) != nx or ni * nx != f.tracecount:
+    lo, hi = 1, n  # the first line ends where the slow number first changes: in (lo, hi]
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if probe(mid)[slow] == (il0, xl0)[slow] else (lo, mid)
+    length = hi
+    if n % length:
         return None
-    rows, cols = np.divmod(np.arange(ni * nx, dtype=np.int64), nx if sorting == "inline" else ni)
-    il_pos, xl_pos = np.searchsorted(il_axis, ilines), np.searchsorted(xl_axis, xlines)
-    ii, xx = (il_pos[rows], xl_pos[cols]) if sorting == "inline" else (il_pos[cols], xl_pos[rows])
+    lines = n // length
+    slow_step = (probe(length)[slow] - (il0, xl0)[slow]) if lines > 1 else 1
+    last = probe(n - 1)
+    fast0, slow0 = (xl0, il0) if slow == 0 else (il0, xl0)
+    want_last = (slow0 + slow_step * (lines - 1), fast0 + fast_step * (length - 1))
+    if slow_step == 0 or (last[slow], last[1 - slow]) != want_last:
+        return None
+    fast_numbers = fast0 + fast_step * np.arange(length, dtype=np.int64)
+    slow_numbers = slow0 + slow_step * np.arange(lines, dtype=np.int64)
+    fast_all, slow_all = np.tile(fast_numbers, lines), np.repeat(slow_numbers, length)
+    return (sorting, slow_all, fast_all) if slow == 0 else (sorting, fast_all, slow_all)
+
+
+def _provisional(path: Path, iline: int, xline: int, endian: str, unit: str) -> SegyScan | None:
+    """A scan of a complete sorted post-stack grid guessed from a few headers, or None when the file is not one.
+
+    The file is opened without segyio's geometry inference (which reads a header per line); the traces' own
+    headers are checked against the guess while the importer streams them (SegyScan.check_headers).
+    """
+    for e in (("big", "little") if endian == "auto" else (endian,)):
+        try:
+            f = segyio.open(str(path), "r", iline=iline, xline=xline, endian=e, ignore_geometry=True)
+        except (RuntimeError, IndexError, ValueError):
+            continue
+        try:
+            scan = _provisional_scan(f, path, e, iline, xline, unit)
+        except (SegyImportError, OSError, ValueError):
+            scan = None
+        if scan is not None:
+            return scan
+        f.close()
+    return None
+
+
+def _provisional_scan(f: segyio.SegyFile, path: Path, e: str, iline: int, xline: int,
+                      unit: str) -> SegyScan | None:
+    n = f.tracecount
     samples = np.asarray(f.samples, dtype=np.float64)
+    if n == 0 or len(samples) == 0:
+        return None
+    data_offset, trace_bytes = _trace_layout(f, path, len(samples))
+    probe = _HeaderProbe(path, data_offset, trace_bytes, iline, xline, e == "big")
+    try:
+        guess = _guess_grid(probe, n)
+    finally:
+        probe.close()
+    if guess is None:
+        return None
+    sorting, il_all, xl_all = guess
+    il_axis, xl_axis = np.unique(il_all), np.unique(xl_all)
+    if len(il_axis) * len(xl_axis) != n or (len(il_axis) > 1 and len(np.unique(np.diff(il_axis))) > 1) \
+            or (len(xl_axis) > 1 and len(np.unique(np.diff(xl_axis))) > 1):
+        return None
+    ii, xx = np.searchsorted(il_axis, il_all), np.searchsorted(xl_axis, xl_all)
     geometry = Geometry(tuple(il_axis), tuple(xl_axis), *_sample_axis(f, samples), len(samples), unit)
-    return SegyScan(f, path, e, int(f.bin[segyio.BinField.Format]), sorting, geometry,
-                    np.ones(ni * nx, dtype=bool), ii, xx, np.zeros((ni * nx, 2)), data_offset, trace_bytes,
-                    provisional=True, fields=(iline, xline, CDP_X_BYTE, CDP_Y_BYTE, SCALAR_BYTE))
+    return SegyScan(f, path, e, int(f.bin[segyio.BinField.Format]), sorting, geometry, np.ones(n, dtype=bool), ii,
+                    xx, np.zeros((n, 2)), data_offset, trace_bytes, provisional=True,
+                    fields=(iline, xline, CDP_X_BYTE, CDP_Y_BYTE, SCALAR_BYTE))
 
 
 def scan_segy(path: Path, iline: int, xline: int, endian: str, offset: int | None, unit: str,
@@ -250,6 +327,10 @@ def scan_segy(path: Path, iline: int, xline: int, endian: str, offset: int | Non
     read of every header. Raises SegyImportError for truncated files, pre-stack data without ``offset``, repeated
     positions (shot gathers, wrong byte positions) and line numbers that form no grid.
     """
+    if not full and offset is None and path.is_file() and path.stat().st_size > 3600:
+        quick = _provisional(path, iline, xline, endian, unit)
+        if quick is not None:
+            return quick
     f, e, regular = open_segy(path, iline, xline, endian)
     try:
         n = f.tracecount
@@ -257,10 +338,6 @@ def scan_segy(path: Path, iline: int, xline: int, endian: str, offset: int | Non
             raise fail(path, "the file has no traces")
         samples = np.asarray(f.samples, dtype=np.float64)
         data_offset, trace_bytes = _trace_layout(f, path, len(samples))
-        quick = None if full else _provisional(f, path, e, regular, offset, unit, iline, xline, data_offset,
-                                               trace_bytes)
-        if quick is not None:
-            return quick
         il, xl, off, cx, cy, sc = read_fields(path, data_offset, n, trace_bytes, [
             iline, xline, OFFSET_BYTE, CDP_X_BYTE, CDP_Y_BYTE, SCALAR_BYTE], e == "big")
         keep = _select_offset(path, off, offset)
