@@ -153,10 +153,17 @@ class RayBackend:
         env = {k: v for k, v in os.environ.items() if k.startswith("SEISD_") or k == "PYTHONPATH"}
         env["SEISD_HOME"] = str(a.home)
         name = f"seisd-job-{job['job']}" if job else f"seisd-{identity}"
-        ref = self._task.options(num_cpus=self.settings.num_cpus_per_job, num_gpus=gpus, max_retries=0,
+        ref = self._task.options(num_cpus=self._cpus(job), num_gpus=gpus, max_retries=0,
                                  name=name).remote(a.arguments(identity, one_job=True), env,
                                                    str(a.log_path(slot.name)), str(a.home))
         return RayProcess(self.ray, ref)
+
+    def _cpus(self, job: dict[str, Any] | None) -> float:
+        """A sharded predict job's executor only plans, waits and exports: its shards, Ray tasks of their own, ask
+        for the CPUs (daemon/backends/ray_shards.py). Holding CPUs meanwhile could leave none for its shards."""
+        if job and job.get("kind") == "predict" and int((job.get("spec") or {}).get("shards") or 1) > 1:
+            return 0.0
+        return self.settings.num_cpus_per_job
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "address": self.settings.address, "slots": self.settings.slots,

@@ -25,7 +25,7 @@ from daemon.predict.apply import predict_volume
 from daemon.predict.figures import SurveyAxes, slice_figures
 from daemon.predict.outputs import confusion_matrix, load_outputs, scores_of, write_hdf5, write_segy
 from daemon.predict.recipe import ApplyRecipe, recipe_of
-from daemon.predict.sharding import ShardPlan, predict_sharded
+from daemon.predict.sharding import ShardPlan, ShardRunner, predict_sharded
 from workers.survey import Survey
 
 APPLY_SHARE = 0.9   # of the progress bar; exports and figures take the rest
@@ -51,8 +51,10 @@ def run_predict_job(spec: PredictSpec, ctx: Any) -> dict[str, Any]:
         plan = ShardPlan(str(model_path(ctx.home, spec.model)), str(survey.folder), tuple(recipe.volumes),
                          str(out / "arrays"), tuple(computed), recipe.apply_kwargs(survey.shape), spec.batch_size,
                          spec.chunk_inlines, str(ctx.device))
-        result = predict_sharded(plan, spec.shards, model=model, progress=report, should_stop=ctx.cancelled.is_set)
-        ctx.log.info("sharded over %d processes: %s", len(result["shards"]), result["shards"])
+        runner, where = _shard_runner(ctx)
+        result = predict_sharded(plan, spec.shards, model=model, progress=report, should_stop=ctx.cancelled.is_set,
+                                 runner=runner)
+        ctx.log.info("sharded over %d %s: %s", len(result["shards"]), where, result["shards"])
     else:
         result = predict_volume(model, volumes if len(volumes) > 1 else volumes[0], out_dir=out / "arrays",
                                 outputs=computed, batch_size=spec.batch_size, device=ctx.device,
@@ -82,6 +84,15 @@ def run_predict_job(spec: PredictSpec, ctx: Any) -> dict[str, Any]:
         shutil.rmtree(out / "arrays", ignore_errors=True)
     ctx.progress(1.0, "done")
     return json.loads(json.dumps(summary, default=_jsonable))
+
+
+def _shard_runner(ctx: Any) -> tuple[ShardRunner | None, str]:
+    """Ray tasks on the Ray backend (any node, shared storage); else processes of this executor."""
+    if getattr(ctx.settings, "backend", "local") == "ray":
+        from daemon.backends.ray_shards import RayShardRunner
+
+        return RayShardRunner.for_job(ctx.settings.ray, str(ctx.device)), "Ray tasks"
+    return None, "processes"
 
 
 def _export(spec: PredictSpec, survey: Survey, out: Path, arrays: dict[str, np.ndarray], recipe: ApplyRecipe,

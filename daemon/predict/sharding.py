@@ -14,6 +14,9 @@ Steps:
   3. The caller relays the shards' progress as one figure and a cancel as a stop event; exports happen once,
      afterwards, in the job runner.
 
+Who runs the shards is a `ShardRunner`: by default processes spawned here (`run_shard_processes`, on this
+machine, used by the local backend); on the Ray backend, Ray tasks on any node (daemon/backends/ray_shards.py).
+
 A chunk's numbers depend only on the chunk, the settings and the batch size, so the outputs are the same bytes
 whether the chunks ran in one process or in several (labels bit for bit; probabilities too on one machine, as
 the same kernels run on the same inputs; across machines with other CPUs or GPUs, allclose).
@@ -32,7 +35,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -67,6 +70,33 @@ def split_chunks(todo: Sequence[int], shards: int) -> list[list[int]]:
     return [list(map(int, part)) for part in np.array_split(np.asarray(todo, dtype=np.int64), shards) if len(part)]
 
 
+@dataclass(frozen=True)
+class ShardRange:
+    """One shard: its index, its chunks and the inlines they cover (first, last)."""
+
+    index: int
+    chunks: list[int]
+    inlines: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class ShardLayout:
+    """What a runner needs to turn chunks into inlines for progress: chunk size, inline count, inlines done."""
+
+    chunk_inlines: int
+    n_inlines: int
+    done_inlines: int
+
+    def inlines_of(self, chunks: Sequence[int]) -> int:
+        step, ni = self.chunk_inlines, self.n_inlines
+        return sum(min(k * step + step, ni) - k * step for k in chunks)
+
+
+# (plan, shards, layout, progress, should_stop) -> True when stopped by should_stop; raises ShardError on failure
+ShardRunner = Callable[[ShardPlan, list[ShardRange], ShardLayout, ProgressCallback | None, StopCallback | None],
+                       bool]
+
+
 def shard_device(device: str, shard: int) -> str:
     """CUDA: shards take the visible devices in turn; CPU: every shard on the CPU."""
     if str(device).startswith("cuda") and torch.cuda.device_count() > 1:
@@ -96,6 +126,13 @@ def _apply(plan: ShardPlan, model: torch.nn.Module, chunks: list[int], device: s
                           **plan.apply_kwargs)
 
 
+def run_shard(plan: ShardPlan, shard: int, chunks: list[int], progress: ProgressCallback | None = None,
+              should_stop: StopCallback | None = None) -> dict:
+    """Predict one shard's chunks into the plan's outputs (in whatever process runs the shard)."""
+    return _apply(plan, _load_model(plan), chunks, shard_device(plan.device, shard), progress=progress,
+                  should_stop=should_stop)
+
+
 def shard_main(plan: ShardPlan, shard: int, chunks: list[int], threads: int, conn: Any, stop: Any) -> None:
     """Entry of a shard process: predict its chunks; send ('progress', fraction) messages, then one result."""
     from workers.worker import arm_parent_death_signal
@@ -103,8 +140,8 @@ def shard_main(plan: ShardPlan, shard: int, chunks: list[int], threads: int, con
     arm_parent_death_signal()
     torch.set_num_threads(threads)
     try:
-        result = _apply(plan, _load_model(plan), chunks, shard_device(plan.device, shard),
-                        progress=lambda f, eta, msg: conn.send(("progress", f)), should_stop=stop.is_set)
+        result = run_shard(plan, shard, chunks, progress=lambda f, eta, msg: conn.send(("progress", f)),
+                           should_stop=stop.is_set)
         conn.send(("result", result))
     except BaseException:
         conn.send(("error", traceback.format_exc()))
@@ -126,10 +163,12 @@ class _Shard:
 
 
 def predict_sharded(plan: ShardPlan, shards: int, model: torch.nn.Module | None = None,
-                    progress: ProgressCallback | None = None, should_stop: StopCallback | None = None) -> dict:
-    """Predict the whole volume with `shards` processes; returns predict_volume's result form plus `shards`.
+                    progress: ProgressCallback | None = None, should_stop: StopCallback | None = None,
+                    runner: ShardRunner | None = None) -> dict:
+    """Predict the whole volume in `shards` parts; returns predict_volume's result form plus `shards`.
 
     `model` (optional) is the already loaded model, used only to plan; the shards load the model file.
+    `runner` runs the shards (default: processes of this one, run_shard_processes).
     """
     t0 = time.monotonic()
     model = model if model is not None else _load_model(plan)
@@ -137,36 +176,43 @@ def predict_sharded(plan: ShardPlan, shards: int, model: torch.nn.Module | None 
     done = set(planned["done"])
     step, (ni, nx, ns) = planned["chunk_inlines"], planned["shape"]
     parts = split_chunks([k for k in range(planned["n_chunks"]) if k not in done], shards)
-    stop = mp.get_context("spawn").Event()
-    started = _start(plan, parts, step, ni, stop)
-    done_inlines = sum(min(k * step + step, ni) - k * step for k in done)
-    stopped = _watch(started, stop, ni, done_inlines, progress, should_stop)
+    ranges = [ShardRange(i, chunks, (chunks[0] * step, min(chunks[-1] * step + step, ni) - 1))
+              for i, chunks in enumerate(parts)]
+    layout = ShardLayout(step, ni, ShardLayout(step, ni, 0).inlines_of(sorted(done)))
+    stopped = (runner or run_shard_processes)(plan, ranges, layout, progress, should_stop)
     final = _apply(plan, model, [], plan.device)
     seconds = time.monotonic() - t0
-    ran = sum(min(k * step + step, ni) - k * step for k in set(final["done"]) - done)
+    ran = layout.inlines_of(sorted(set(final["done"]) - done))
     status = "complete" if len(final["done"]) == final["n_chunks"] else "stopped"
     return final | {"status": "stopped" if stopped and status != "complete" else status,
                     "resumed_from_chunk": len(done), "seconds": seconds,
                     "voxels_per_s": ran * nx * ns / seconds if seconds > 0 else None,
-                    "shards": [{"shard": s.index, "inlines": list(s.inlines), "chunks": len(s.chunks)}
-                               for s in started]}
+                    "shards": [{"shard": r.index, "inlines": list(r.inlines), "chunks": len(r.chunks)}
+                               for r in ranges]}
 
 
-def _start(plan: ShardPlan, parts: list[list[int]], step: int, ni: int, stop: Any) -> list[_Shard]:
+def run_shard_processes(plan: ShardPlan, ranges: list[ShardRange], layout: ShardLayout,
+                        progress: ProgressCallback | None, should_stop: StopCallback | None) -> bool:
+    """The default ShardRunner: one spawned process per shard on this machine; True when stopped."""
+    stop = mp.get_context("spawn").Event()
+    started = _start(plan, ranges, stop)
+    return _watch(started, stop, layout.n_inlines, layout.done_inlines, progress, should_stop)
+
+
+def _start(plan: ShardPlan, ranges: list[ShardRange], stop: Any) -> list[_Shard]:
     from workers.pool import _main_module_hidden
 
     ctx = mp.get_context("spawn")
-    threads = max(1, (os.cpu_count() or 1) // max(1, len(parts)))
+    threads = max(1, (os.cpu_count() or 1) // max(1, len(ranges)))
     shards = []
     with _main_module_hidden():  # shards import what they need; they must not re-run the executor's main
-        for i, chunks in enumerate(parts):
+        for r in ranges:
             parent, child = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=shard_main, args=(plan, i, chunks, threads, child, stop),
-                               name=f"seisd-shard-{i}")
+            proc = ctx.Process(target=shard_main, args=(plan, r.index, r.chunks, threads, child, stop),
+                               name=f"seisd-shard-{r.index}")
             proc.start()
             child.close()  # ours; EOF on the parent end then means the shard is gone
-            inlines = (chunks[0] * step, min(chunks[-1] * step + step, ni) - 1)
-            shards.append(_Shard(i, chunks, inlines, proc, parent))
+            shards.append(_Shard(r.index, r.chunks, r.inlines, proc, parent))
     return shards
 
 
@@ -221,8 +267,13 @@ def _drain(s: _Shard) -> None:
 
 
 def _describe(s: _Shard) -> str:
-    why = s.error or f"the process ended with exit code {s.proc.exitcode} (killed?)"
-    return (f"shard {s.index} (inlines {s.inlines[0]}-{s.inlines[1]}) failed: {why}. Chunks already written are "
+    return shard_failure(s.index, s.inlines, s.error or f"the process ended with exit code {s.proc.exitcode} "
+                         "(killed?)")
+
+
+def shard_failure(index: int, inlines: tuple[int, int], why: str) -> str:
+    """The message of a ShardError: which shard, its inlines, why, and what to do."""
+    return (f"shard {index} (inlines {inlines[0]}-{inlines[1]}) failed: {why}. Chunks already written are "
             "kept in progress.json; rerun the job (or let the daemon retry it) to continue from them")
 
 

@@ -22,6 +22,7 @@ import pytest
 
 pytest.importorskip("ray")
 
+from tests.daemon.predict_data import SLOW_JOB, home_with_unet, predict_job, save_slow_model  # noqa: E402
 from tests.daemon.test_train_job import import_demo, train_job  # noqa: E402
 from tests.harness import RunningDaemon, pid_alive, steps_job, wait_for, wait_state  # noqa: E402
 
@@ -171,6 +172,52 @@ def test_script_job_runs_on_ray(ray_daemon: RunningDaemon, tmp_path: Path) -> No
     rec = run_ok(ray_daemon, {"kind": "custom", "script": str(script), "outputs": ["done.txt"]})
     assert rec["slot"].startswith("ray:") and (Path(rec["result"]["outputs"]) / "done.txt").read_text() == "yes"
     assert "on ray cpu" in ray_daemon.client.logs(rec["id"])["text"]
+
+
+SHARD_OUTPUTS = dict(outputs=["labels", "probabilities", "confidence"], format="hdf5", chunk_inlines=4,
+                     figures={"enabled": False})
+
+
+def _shard_workers(d: RunningDaemon) -> list[psutil.Process]:
+    """Ray workers running a shard task now (Ray names the worker process after the task)."""
+    out = []
+    for p in psutil.Process(d.pid).children(recursive=True):
+        try:
+            if "seisd-shard" in " ".join(p.cmdline()):
+                out.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def test_sharded_predict_on_ray_matches_the_unsharded_job(ray_daemon: RunningDaemon) -> None:
+    home_with_unet(ray_daemon.home)  # survey synth (32 inlines, chunks of 4) and model unet1
+    c = ray_daemon.client
+    one = run_ok(ray_daemon, predict_job("unet1", "synth", "whole", **SHARD_OUTPUTS))
+    two = run_ok(ray_daemon, predict_job("unet1", "synth", "halves", shards=2, **SHARD_OUTPUTS))
+    assert one["result"]["shards"] is None and [s["inlines"] for s in two["result"]["shards"]] == [[0, 15], [16, 31]]
+    assert "sharded over 2 Ray tasks" in c.logs(two["id"])["text"]
+    messages = [e["data"].get("message") or "" for e in c.job_events(two["id"]) if e["type"] == "job.progress"]
+    assert any("shards on Ray" in m for m in messages), messages
+    with h5py.File(one["result"]["paths"]["hdf5"]) as a, h5py.File(two["result"]["paths"]["hdf5"]) as b:
+        for name in ("labels", "probabilities", "confidence"):
+            assert np.array_equal(a[name][()], b[name][()]), name  # exactly: same kernels, one thread each
+        assert np.ptp(a["confidence"][()]) > 0.01  # a prediction worth comparing
+
+
+def test_cancel_stops_the_shards_on_ray(ray_daemon: RunningDaemon, tmp_path: Path) -> None:
+    save_slow_model(ray_daemon.home, tmp_path)
+    c = ray_daemon.client
+    jid = c.submit(predict_job("slow", "synth", "cancelled", shards=2, **SLOW_JOB))["id"]
+    workers = wait_for(lambda: len(_shard_workers(ray_daemon)) == 2 and _shard_workers(ray_daemon),
+                       timeout=60, what="two shard tasks running")
+    wait_for(lambda: c.show(jid)["progress"] > 0, timeout=60, what="progress from the shards")
+    c.cancel(jid)
+    rec = wait_state(c, jid, timeout=60)
+    assert rec["state"] == "cancelled", rec
+    # the shard tasks end (their workers go back to Ray's pool or exit): none runs a shard any more
+    wait_for(lambda: not _shard_workers(ray_daemon), timeout=30, what="the shard tasks to end")
+    assert all(not p.is_running() or "seisd-shard" not in " ".join(p.cmdline()) for p in workers)
 
 
 def _loopback(ip: str) -> bool:
