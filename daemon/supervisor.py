@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from daemon import scheduler
 from daemon.backends import Ended, ExecutorBackend, ExecutorProcess
 from daemon.devices import DeviceSlot
 
@@ -47,12 +48,13 @@ class ExecutorHandle:
     launches: int = 0                 # per-job executors: which launch may speak for the slot (its identity)
     per_job: bool = False
     pending_run: dict[str, Any] | None = None   # the run message a per-job executor gets after its hello
+    held_by: tuple[str, int] | None = None   # (first slot, job): lent to a job running there, busy meanwhile
     ended_at: float | None = None
     extra: dict = field(default_factory=dict)
 
     @property
     def idle(self) -> bool:
-        return self.state == "ready" and self.job_id is None
+        return self.state == "ready" and self.job_id is None and self.held_by is None
 
     @property
     def identity(self) -> str:
@@ -88,12 +90,43 @@ class Supervisor:
         h.launches += 1
         h.proc = self.backend.launch(h.slot, h.identity, job)
         h.pid, h.state, h.kill_reason, h.ended_at = h.proc.pid, "starting", None, None
-        if not h.per_job:
+        if not h.per_job and h.held_by is None:
             h.job_id = None
         h.started = h.last_seen = time.monotonic()
         log.info("executor for %s launched (%s)%s", h.slot.name, self.backend.name,
                  f", pid {h.pid}" if h.pid else "")
         self.on_state(h)
+
+    def placements(self, queued: list[Any], kind_devices: Callable[[Any], str],
+                   wants: Callable[[Any], int] = lambda job: 1) -> list[tuple[Any, list[ExecutorHandle]]]:
+        """The queued jobs (in order) to start now, each with its slots' handles: the first runs the job, the
+        others (a data-parallel job's further GPUs, `wants`) are held for it (scheduler.assign, all or none)."""
+        free = [h.slot.name for h in self.handles.values() if h.idle]
+        if not free or not queued:
+            return []
+        by_id = {job.id: job for job in queued}
+        slot_of = {h.slot.name: h.slot for h in self.handles.values()}
+        pairs = scheduler.assign(queued, free, {job.id: kind_devices(job) for job in queued},
+                                 {job.id: max(1, int(wants(job))) for job in queued},
+                                 accepts=lambda s, w, k: self.backend.accepts(slot_of[s], w, k))
+        return [(by_id[jid], [self.handles[s] for s in slots]) for jid, slots in scheduler.groups(pairs).items()]
+
+    def hold(self, h: ExecutorHandle, helpers: list[ExecutorHandle], job_id: int) -> list[int]:
+        """Lend `helpers` to the job starting on `h`: they show busy with that job until it leaves `h`.
+        Returns the CUDA indices of all the job's devices, `h`'s first (for its ranks)."""
+        for o in helpers:
+            o.job_id, o.state, o.held_by = job_id, "busy", (h.slot.name, job_id)
+            self.on_state(o)
+        return [s.index for s in (h.slot, *(o.slot for o in helpers)) if s.index is not None]
+
+    def _release_held(self) -> None:
+        """Slots lent to a job that has left its first slot are free again."""
+        for o in self.handles.values():
+            if o.held_by is not None and self.handles[o.held_by[0]].job_id != o.held_by[1]:
+                o.job_id, o.held_by = None, None
+                if o.state == "busy":  # its idle executor (or, per job, none) takes jobs again
+                    o.state = "ready"
+                self.on_state(o)
 
     def begin_job(self, h: ExecutorHandle, run: dict[str, Any], send: Callable[[ExecutorHandle, dict], None]) -> None:
         """Hand a run message to the slot: at once to a long-lived executor, after its hello to a per-job one."""
@@ -106,7 +139,7 @@ class Supervisor:
     def hello(self, h: ExecutorHandle) -> dict[str, Any] | None:
         """An executor said hello: returns the run message it is to get now (per-job executors), if any."""
         run, h.pending_run = h.pending_run, None
-        h.state = "busy" if run is not None else "ready"
+        h.state = "busy" if run is not None or h.held_by is not None else "ready"
         return run
 
     def seen(self, identity: str, pid: int | None) -> ExecutorHandle | None:
@@ -131,6 +164,7 @@ class Supervisor:
 
     def poll(self) -> None:
         now = time.monotonic()
+        self._release_held()
         for h in self.handles.values():
             if h.state == "dead":
                 if now >= h.restart_at:
@@ -159,6 +193,9 @@ class Supervisor:
         reason = h.kill_reason or ended.reason
         log.warning("executor for %s (pid %s) ended: %s", h.slot.name, h.pid, reason)
         h.state, h.restart_at = "dead", now + self.restart_backoff_s
+        if h.held_by is not None:  # a lent slot's own idle executor: restarted, the job it is lent to runs on
+            self.on_state(h)
+            return
         self.on_death(h, reason)
         if h.per_job:
             h.restarts += 1

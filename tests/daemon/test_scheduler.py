@@ -1,0 +1,99 @@
+"""The scheduler's pure logic: single-slot order, multi-slot jobs (all or none) and the reservation against
+starving them. No daemon: `assign` is a function of the queue and the free slots."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from daemon.scheduler import assign, device_available, group_accepts, groups, slots_wanted
+
+GPUS4 = ["cuda:0", "cuda:1", "cuda:2", "cuda:3"]
+
+
+@dataclass
+class Job:
+    id: int
+    device: str = "auto"
+
+
+def test_single_slot_jobs_take_gpus_first_then_the_cpu_and_do_not_block_each_other() -> None:
+    queued = [Job(1, "cuda:1"), Job(2, "auto"), Job(3, "cpu"), Job(4, "cuda")]
+    pairs = assign(queued, ["cuda:0", "cpu"], {})
+    assert pairs == [(2, "cuda:0"), (3, "cpu")]  # job 1's GPU is busy: it does not hold back 2 and 3
+    assert assign([Job(1, "cuda"), Job(2, "auto")], ["cpu"], {}) == [(2, "cpu")]
+    assert assign([Job(1, "auto")], ["cuda:0", "cpu"], {1: "cpu"}) == [(1, "cpu")]  # a CPU-only kind
+
+
+def test_a_multi_slot_job_takes_all_its_gpus_at_once_first_slot_first() -> None:
+    pairs = assign([Job(1, "cuda"), Job(2, "auto")], GPUS4 + ["cpu"], {}, wants={1: 3})
+    assert pairs == [(1, "cuda:0"), (1, "cuda:1"), (1, "cuda:2"), (2, "cuda:3")]
+    assert groups(pairs) == {1: ["cuda:0", "cuda:1", "cuda:2"], 2: ["cuda:3"]}
+    # never the CPU as one of several slots, even for device auto
+    assert assign([Job(1, "auto")], ["cuda:0", "cpu"], {}, wants={1: 2}) == []
+
+
+def test_all_or_none_and_the_waiting_group_reserves_against_starving() -> None:
+    queue = [Job(1, "cuda"), Job(2, "auto"), Job(3, "cpu"), Job(4, "auto")]
+    # two GPUs busy: job 1 (4 GPUs) waits, and holds the two free ones; job 2 may use the CPU only
+    pairs = assign(queue, ["cuda:2", "cuda:3", "cpu"], {}, wants={1: 4})
+    assert pairs == [(2, "cpu")]
+    # the busy GPUs free up: job 1 starts on all four before anything behind it
+    assert assign(queue, GPUS4, {}, wants={1: 4}) == [(1, s) for s in GPUS4]
+
+
+def test_only_the_first_waiting_group_reserves_and_higher_order_single_jobs_go_first() -> None:
+    # a single job ahead of the group takes its GPU (order decides); the group then waits with what is left
+    queue = [Job(9, "cuda"), Job(1, "cuda"), Job(5, "cuda"), Job(2, "cuda")]
+    pairs = assign(queue, ["cuda:0", "cuda:1", "cuda:2"], {}, wants={1: 3, 5: 2})
+    assert pairs == [(9, "cuda:0")]  # 1 reserves cuda:1, cuda:2; 5 (2 GPUs) and 2 find nothing unreserved
+    # without the reservation job 2 would have taken a GPU now, and again each time one frees
+    pairs = assign([Job(1, "cuda"), Job(2, "cuda")], ["cuda:1"], {}, wants={1: 2})
+    assert pairs == []
+
+
+def test_slots_wanted_and_submit_check() -> None:
+    train2 = {"train": {"distributed": {"world_size": 2}}}
+    slots = GPUS4[:2] + ["cpu"]
+    assert slots_wanted("train", train2, "cuda", slots) == 2
+    assert slots_wanted("train", train2, "auto", slots) == 2
+    assert slots_wanted("train", train2, "auto", ["cpu"]) == 1   # Gloo ranks share the CPU slot
+    assert slots_wanted("train", train2, "cpu", slots) == 1
+    assert slots_wanted("train", train2, "cuda:1", slots) == 1   # one named device: its ranks cannot spread
+    assert slots_wanted("predict", train2, "cuda", slots) == 1
+    assert slots_wanted("train", {"train": {}}, "cuda", slots) == 1
+    assert device_available("cuda", "any", slots, count=2)
+    assert not device_available("cuda", "any", slots, count=3)     # 3 GPUs on a 2-GPU machine: refused
+    assert not device_available("cuda", "any", ["cpu"], count=2)
+    assert device_available("cpu", "any", ["cpu"]) and not device_available("cuda:3", "any", slots)
+    assert not group_accepts("cuda:0", "cpu", "any", 2) and group_accepts("cuda:0", "auto", "any", 2)
+
+
+def test_supervisor_places_a_group_holds_its_slots_busy_and_frees_them_when_the_job_leaves(tmp_path) -> None:
+    """The supervisor's side, without executors: slots marked ready as running executors would leave them."""
+    from daemon.backends.local import LaunchArgs, LocalBackend
+    from daemon.devices import DeviceSlot
+    from daemon.settings import Settings
+    from daemon.supervisor import Supervisor
+
+    slots = [DeviceSlot(f"cuda:{i}", "cuda", i, "GPU") for i in range(3)] + [DeviceSlot("cpu", "cpu", None, "CPU")]
+    backend = LocalBackend(Settings(devices="cpu"), LaunchArgs("ipc://none", tmp_path, None, tmp_path))
+    changes: list[tuple[str, str, int | None]] = []
+    sup = Supervisor(slots, backend, 30.0, 1.0, on_death=lambda h, why: None,
+                     on_state=lambda h: changes.append((h.slot.name, h.state, h.job_id)))
+    for h in sup.handles.values():
+        h.state = "ready"
+    queue = [Job(7, "cuda"), Job(8, "auto")]
+    placed = sup.placements(queue, kind_devices=lambda j: "any", wants=lambda j: 2 if j.id == 7 else 1)
+    assert [(job.id, [h.slot.name for h in hs]) for job, hs in placed] == [(7, ["cuda:0", "cuda:1"]),
+                                                                           (8, ["cuda:2"])]
+    first, helper = placed[0][1]
+    first.job_id, first.state = 7, "busy"  # what the daemon does when it starts the job on its first slot
+    assert sup.hold(first, [helper], 7) == [0, 1]  # the ranks' CUDA devices, the first slot's first
+    assert (helper.describe()["state"], helper.describe()["job"]) == ("busy", 7)  # what `devices` shows
+    assert not helper.idle and ("cuda:1", "busy", 7) in changes
+    assert [(j.id, [h.slot.name for h in hs]) for j, hs in sup.placements([Job(9, "cuda")], lambda j: "any")] \
+        == [(9, ["cuda:2"])]  # the held slot is not free
+    sup.poll()
+    assert helper.job_id == 7  # still held while the job runs on its first slot
+    first.job_id, first.state = None, "ready"  # the job finished
+    sup.poll()
+    assert helper.idle and helper.describe()["job"] is None and helper.describe()["state"] == "ready"
