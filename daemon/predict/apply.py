@@ -190,7 +190,9 @@ class _Engine:
         key = (tile.orientation, tile.size, tuple(a > 0 for a in tile.start),
                tuple(b < n for b, n in zip(tile.stop, self.reader.shape)))
         if key not in self._windows:
-            self._windows[key] = torch.from_numpy(self.plan.window(tile))
+            w = self.plan.window(tile)
+            # None for an all-ones window (a tile with no overlapping neighbour, e.g. a whole section): plain adds
+            self._windows[key] = None if bool((w == 1).all()) else torch.from_numpy(w)
         return self._windows[key]
 
     def _fcn_chunk(self, i0: int, i1: int) -> torch.Tensor:
@@ -202,7 +204,7 @@ class _Engine:
         for b in range(n_batches):
             batch = tiles[b * self.batch_size:(b + 1) * self.batch_size]
             inputs = np.stack([self.reader.tile_input(t, self.plan.input_shape) for t in batch])
-            probs = self.forward(inputs)
+            probs = self.forward(inputs).contiguous()  # channels-last output: one copy, then class planes are dense
             if acc is None:
                 acc = torch.zeros((probs.shape[1], i1 - i0, nx, ns), dtype=torch.float32)
             for tile, p in zip(batch, probs):
@@ -219,10 +221,16 @@ class _Engine:
         elif tile.orientation == "crossline":
             valid = valid[:, :, None]
         a, b = max(tile.start[0], i0), min(tile.stop[0], i1)
-        w = self._window(tile)[a - tile.start[0]:b - tile.start[0]]
         region = (slice(a - i0, b - i0), slice(tile.start[1], tile.stop[1]), slice(tile.start[2], tile.stop[2]))
-        acc[(slice(None),) + region] += valid[:, a - tile.start[0]:b - tile.start[0]] * w
-        wsum[region] += w
+        valid = valid[:, a - tile.start[0]:b - tile.start[0]]
+        w = self._window(tile)
+        if w is None:
+            acc[(slice(None),) + region].add_(valid)
+            wsum[region] += 1.0
+        else:
+            w = w[a - tile.start[0]:b - tile.start[0]]
+            acc[(slice(None),) + region].addcmul_(valid, w)  # in place: no temporary of the tile's size
+            wsum[region] += w
 
     def _patch_chunk(self, i0: int, i1: int) -> torch.Tensor:
         orientations = ("inline", "crossline") if self.spec.orientation == "both" else (self.spec.orientation,)
