@@ -7,13 +7,15 @@ Per-worker efficiency is reported twice, because N workers plus the consumer can
 machine with fewer than N + 1 cores:
   pool_1_worker_vs_single: one worker feeding the consumer through the ring vs one process cutting the same
       crops with no transport. This is what the "80% of the single-process rate per worker" target refers to:
-      the cost of the pool per worker, with the worker on a core of its own.
+      the cost of the pool per worker, with the worker on a core of its own, run as training runs it (the
+      pool's default depth of batches in flight; the DataLoader comparison uses its prefetch_factor of 4).
   pool_per_worker_vs_single: N workers' rate / N vs one process; bounded by cores_per_worker_bound
       (cpu_count / N, at most 1) and by whatever else runs on the machine (see the load averages).
 """
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import tempfile
@@ -33,6 +35,8 @@ from workers.sampling import BatchRecipe, PickSampler, RawVolume
 
 
 _PREFETCH = 4  # batches queued per worker, the same for the pool and DataLoader
+# The one-worker figure runs the pool as training runs it (daemon/training/job.py): WorkerPool's default depth.
+_POOL_DEPTH = inspect.signature(WorkerPool).parameters["depth"].default
 
 
 class _RecipeBatches(Dataset):
@@ -106,9 +110,10 @@ def _timed(worker_pids: list[int], batches: Iterator[torch.Tensor]) -> tuple[flo
 
 
 class _Pool:
-    def __init__(self, recipe: BatchRecipe, workers: int) -> None:
-        # as many batches in flight per worker as DataLoader's prefetch_factor, plus slots for the consumer
-        self.pool = WorkerPool(recipe, n_workers=workers, ring_slots=_PREFETCH * workers + 2, depth=_PREFETCH)
+    def __init__(self, recipe: BatchRecipe, workers: int, depth: int = _PREFETCH) -> None:
+        # ``depth`` batches in flight per worker (DataLoader's prefetch_factor for the comparison with it, the
+        # pool's own default for the per-worker figure), plus slots for the consumer
+        self.pool = WorkerPool(recipe, n_workers=workers, ring_slots=depth * workers + 2, depth=depth)
         for b in self.pool.epoch(0, stop=2):  # start-up is not throughput
             b.release()
 
@@ -143,9 +148,8 @@ class _Loader:
 def _case(recipe: BatchRecipe, workers: int, rounds: int) -> dict:
     """Every way, interleaved round by round so that a change in the machine's load hits all of them alike;
     the best round of each counts (other work on the machine only ever slows a round down)."""
-    runners = {"single": _Single(recipe), "pool": _Pool(recipe, workers), "loader": _Loader(recipe, workers)}
-    if workers != 1:
-        runners["pool_1"] = _Pool(recipe, 1)
+    runners = {"single": _Single(recipe), "pool": _Pool(recipe, workers), "loader": _Loader(recipe, workers),
+               "pool_1": _Pool(recipe, 1, depth=_POOL_DEPTH)}
     times: dict[str, list[tuple[float, float, float]]] = {name: [] for name in runners}
     try:
         for r in range(rounds):
@@ -160,7 +164,6 @@ def _case(recipe: BatchRecipe, workers: int, rounds: int) -> dict:
     # than wall time, and on a machine the pipeline keeps busy, throughput goes as 1 / whole.
     worker_cpu = {name: min(t[1] for t in ts) / crops for name, ts in times.items()}
     whole_cpu = {name: min(t[1] + t[2] for t in ts) / crops for name, ts in times.items()}
-    rate.setdefault("pool_1", rate["pool"])
     return {
         "crops_per_s_pool": round(rate["pool"], 1), "crops_per_s_dataloader": round(rate["loader"], 1),
         "crops_per_s_single_process": round(rate["single"], 1), "crops_per_s_pool_1_worker": round(rate["pool_1"], 1),
@@ -170,6 +173,7 @@ def _case(recipe: BatchRecipe, workers: int, rounds: int) -> dict:
         "cpu_us_per_crop": {name: round(v * 1e6, 1) for name, v in whole_cpu.items()},
         "pool_vs_dataloader_cpu": round(whole_cpu["loader"] / whole_cpu["pool"], 3),
         "worker_cpu_per_crop_vs_single": round(worker_cpu["pool"] / worker_cpu["single"], 3),
+        "pool_1_worker_cpu_per_crop_vs_single": round(worker_cpu["pool_1"] / worker_cpu["single"], 3),
     }
 
 
