@@ -152,8 +152,11 @@ class RayBackend:
         gpus = self.settings.num_gpus_per_job if job and str(job.get("device", "")).startswith("cuda") else 0.0
         env = {k: v for k, v in os.environ.items() if k.startswith("SEISD_") or k == "PYTHONPATH"}
         env["SEISD_HOME"] = str(a.home)
+        cpus = self._cpus(job)
+        # what the job's further tasks ask for (a train job's ranks): as much as a job gets
+        env["SEISJOB_RAY_CPUS"], env["SEISJOB_RAY_GPUS"] = str(self.settings.num_cpus_per_job), str(gpus)
         name = f"seisd-job-{job['job']}" if job else f"seisd-{identity}"
-        ref = self._task.options(num_cpus=self._cpus(job), num_gpus=gpus, max_retries=0,
+        ref = self._task.options(num_cpus=cpus, num_gpus=gpus, max_retries=0,
                                  name=name).remote(a.arguments(identity, one_job=True), env,
                                                    str(a.log_path(slot.name)), str(a.home))
         return RayProcess(self.ray, ref)

@@ -4,7 +4,8 @@
     result = predict_sharded(plan, shards=4, runner=runner, progress=..., should_stop=...)
 
 The executor (a child of the Ray worker that runs the job's task, daemon/backends/ray_task.py) finds the cluster
-through RAY_ADDRESS, which that task sets to its own cluster's GCS address, and submits one task per inline range.
+through SEISJOB_RAY_ADDRESS, which that task sets to its own cluster's GCS address, and submits one task per
+inline range.
 Each task loads the model file, maps the survey and writes its chunks into the ONE output in the job's prediction
 folder, which every node sees (the shared home, docs/scale-out.md); chunks are recorded in progress.json under its
 file lock, as with local shard processes. The runner reads that record for progress.
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from daemon.backends.ray_ranks import connect
 from daemon.predict.apply import ProgressCallback, StopCallback
 from daemon.predict.sharding import (SHARD_STOP_GRACE_S, ShardError, ShardLayout, ShardPlan, ShardRange,
                                      shard_failure)
@@ -52,7 +54,6 @@ class RayShardRunner:
 
     num_cpus: float
     num_gpus: float = 0.0
-    address: str | None = None   # None: RAY_ADDRESS, which the job's Ray task sets
 
     @classmethod
     def for_job(cls, ray_settings: Any, device: str) -> "RayShardRunner":
@@ -62,7 +63,7 @@ class RayShardRunner:
 
     def __call__(self, plan: ShardPlan, ranges: list[ShardRange], layout: ShardLayout,
                  progress: ProgressCallback | None, should_stop: StopCallback | None) -> bool:
-        ray = _connect(self.address)
+        ray = connect()
         stop_file = Path(plan.out_dir) / STOP_FILE
         stop_file.unlink(missing_ok=True)  # a stop left by an earlier, cancelled attempt
         task = ray.remote(ray_shard_main)
@@ -74,19 +75,6 @@ class RayShardRunner:
         finally:
             _stop_all(ray, list(refs), stop_file)
             stop_file.unlink(missing_ok=True)
-
-
-def _connect(address: str | None) -> Any:
-    """The Ray client of this process, connected once to the cluster that runs the job."""
-    import ray
-
-    if not ray.is_initialized():
-        address = address or os.environ.get("RAY_ADDRESS")
-        if not address:
-            raise ShardError("sharded prediction on Ray needs the cluster's address: RAY_ADDRESS is not set in the "
-                             "executor (it is set by the job's Ray task; run the job through seisd's Ray backend)")
-        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING, namespace="seisd")
-    return ray
 
 
 def _watch(ray: Any, refs: dict[Any, ShardRange], layout: ShardLayout, out_dir: Path, stop_file: Path,

@@ -14,15 +14,15 @@ import sys
 def run_executor(arguments: list[str], env: dict[str, str], log_path: str, cwd: str) -> int:
     """Start `python -m daemon.executor ARGUMENTS --parent-pid <this worker>` and return its exit status.
 
-    `env` overrides the worker's environment (seisd settings, PYTHONPATH); RAY_ADDRESS names this task's cluster;
-    CUDA_VISIBLE_DEVICES is the one Ray set
-    for the GPUs it gave this task, or empty when it gave none (so torch cannot take a GPU it was not given)."""
-    full = dict(os.environ, **env)
-    if not full.get("RAY_ADDRESS"):
-        # the executor may submit Ray tasks of its own (shards of a predict job): to this same cluster
-        import ray
+    `env` overrides the worker's environment (seisd settings, PYTHONPATH, the resources SEISJOB_RAY_CPUS and
+    SEISJOB_RAY_GPUS of further tasks); RAY_ADDRESS and SEISJOB_RAY_ADDRESS name this task's cluster;
+    CUDA_VISIBLE_DEVICES is the one Ray set for the GPUs it gave this task, or empty when it gave none (so torch
+    cannot take a GPU it was not given)."""
+    import ray
 
-        full["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+    full = dict(os.environ, **env)
+    # the executor may submit Ray tasks of its own (a predict job's shards, a train job's ranks): to this cluster
+    full["RAY_ADDRESS"] = full["SEISJOB_RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
     if not os.environ.get("CUDA_VISIBLE_DEVICES"):
         full["CUDA_VISIBLE_DEVICES"] = ""
     cmd = [sys.executable, "-m", "daemon.executor", *arguments, "--parent-pid", str(os.getpid())]

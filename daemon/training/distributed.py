@@ -2,7 +2,8 @@
 
 Rank 0 is the executor's own process: it owns the job context (events, controls, cancel), the checkpoints,
 summary.h5, TensorBoard and the model file. Ranks 1..N-1 are spawned by rank 0 on the same machine
-(`RankGroup.start`) and report only through it.
+(`RankGroup`) and report only through it; for an executor on the Ray backend they are Ray tasks instead, on any
+node (daemon/backends/ray_ranks.py), meeting rank 0 through the same file rendezvous on the shared home.
 
 How the batch is shared: the global batch B of step k is the deterministic batch k of the stream (seed, epoch, k);
 rank r makes only rows [r*B/N, (r+1)*B/N) of it (BatchRecipe.rows, with its own worker pool). Each rank computes
@@ -202,7 +203,7 @@ def rank_main(job: RankJob, rank: int) -> None:
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     try:
-        _train_share(job, rank)
+        train_share(job, rank)
     except BaseException:
         log.error("rank %d failed:\n%s", rank, traceback.format_exc())
         raise SystemExit(1)
@@ -211,12 +212,13 @@ def rank_main(job: RankJob, rank: int) -> None:
             dist.destroy_process_group()
 
 
-def _train_share(job: RankJob, rank: int) -> None:
+def train_share(job: RankJob, rank: int, device: str | None = None, threads: int | None = None) -> None:
+    """Train rank `rank`'s rows of every batch in lockstep with rank 0 (on `device`, default cuda:rank or cpu)."""
     from daemon.training.job_data import in_process_batches, pool_batches
     from daemon.training.loop import TrainControl, train
 
-    torch.set_num_threads(rank_threads(job.world))
-    device = rank_device(job.device, rank)
+    torch.set_num_threads(threads or rank_threads(job.world))
+    device = device or rank_device(job.device, rank)
     init_group(job, rank)
     model = build_rank_model(job, device)
     recipe = share_recipe(job.recipe, rank, job.world)
@@ -251,10 +253,25 @@ class RankGroup:
 
     def __init__(self, job: RankJob) -> None:
         self.job = job
-        self.procs: list[mp.process.BaseProcess] = []
+        self.procs: list[Any] = []  # spawned processes, or ray_ranks.RayRank (the same four members)
         self._threads = torch.get_num_threads()
 
     def __enter__(self) -> "RankGroup":
+        from daemon.backends import ray_ranks
+
+        if ray_ranks.on_ray():
+            self.procs = ray_ranks.start_ray_ranks(self.job)  # they answer like processes (exitcode, join, kill)
+        else:
+            self._spawn()
+        try:
+            torch.set_num_threads(rank_threads(self.job.world))
+            init_group(self.job, 0)
+        except BaseException:
+            self._stop_ranks(kill=True)
+            raise
+        return self
+
+    def _spawn(self) -> None:
         from workers.pool import _main_module_hidden
 
         ctx = mp.get_context("spawn")
@@ -263,13 +280,6 @@ class RankGroup:
                 proc = ctx.Process(target=rank_main, args=(self.job, rank), name=f"seisd-rank-{rank}")
                 proc.start()
                 self.procs.append(proc)
-        try:
-            torch.set_num_threads(rank_threads(self.job.world))
-            init_group(self.job, 0)
-        except BaseException:
-            self._stop_ranks(kill=True)
-            raise
-        return self
 
     def sync(self, local_flags: Callable[[], tuple[bool, bool, int]]) -> RankSync:
         """Rank 0's collectives, fed with the job's control flags."""
@@ -314,7 +324,9 @@ class RankGroup:
         for r in ranks:
             path = Path(self.job.job_dir) / f"rank{r}.log"
             tail = path.read_text()[-2000:] if path.is_file() else "(no log)"
-            parts.append(f"rank {r} exited with code {self.procs[r - 1].exitcode}; end of {path.name}:\n{tail}")
+            error = getattr(self.procs[r - 1], "error", None)  # a Ray rank: why its task failed
+            parts.append(f"rank {r} exited with code {self.procs[r - 1].exitcode}"
+                         f"{f' ({error})' if error else ''}; end of {path.name}:\n{tail}")
         return "data-parallel training lost a rank: " + "\n".join(parts)
 
 

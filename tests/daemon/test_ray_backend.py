@@ -3,7 +3,8 @@
 One Ray daemon and one local daemon serve the whole module (Ray takes seconds to start). Executors connect back
 over tcp with CURVE on loopback, as they would from other nodes. Train and predict run on both backends and must
 agree (states, logs, events, model weights, predictions); cancel, a killed Ray worker (retried from the checkpoint,
-then failed), a script job on Ray, and a stop that leaves no Ray process behind.
+then failed), a script job on Ray, data-parallel ranks and predict shards as Ray tasks, every Ray socket on
+loopback, and a stop that leaves no Ray process behind.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import pytest
 pytest.importorskip("ray")
 
 from tests.daemon.predict_data import SLOW_JOB, home_with_unet, predict_job, save_slow_model  # noqa: E402
+from tests.daemon.test_distributed import job as ddp_job, losses  # noqa: E402
 from tests.daemon.test_train_job import import_demo, train_job  # noqa: E402
 from tests.harness import RunningDaemon, pid_alive, steps_job, wait_for, wait_state  # noqa: E402
 
@@ -174,20 +176,50 @@ def test_script_job_runs_on_ray(ray_daemon: RunningDaemon, tmp_path: Path) -> No
     assert "on ray cpu" in ray_daemon.client.logs(rec["id"])["text"]
 
 
+def test_data_parallel_training_on_ray_runs_its_ranks_as_ray_tasks(ray_daemon: RunningDaemon) -> None:
+    c = ray_daemon.client
+    single = c.show(run_ok(ray_daemon, ddp_job("ray-single", 1), timeout=180)["id"])
+    double = c.show(run_ok(ray_daemon, ddp_job("ray-double", 2), timeout=180)["id"])
+    a, b = losses(single), losses(double)
+    assert len(a) == len(b) == 12
+    np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)  # the tolerance of test_distributed.py
+    assert double["result"]["samples"] == single["result"]["samples"] == 12 * 16
+    rank1 = (Path(double["dir"]) / "rank1.log").read_text()
+    assert "rank 1 on Ray node 127.0.0.1" in rank1 and "rank 1 done" in rank1, rank1
+    assert not list((Path(double["dir"]) / "rendezvous").iterdir())
+
+
+def _ray_tasks_named(d: RunningDaemon, name: str) -> list[psutil.Process]:
+    """Ray workers under the daemon running a task called `name` now (Ray titles the worker after the task)."""
+    out = []
+    for p in psutil.Process(d.pid).children(recursive=True):
+        try:
+            if name in " ".join(p.cmdline()):
+                out.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def test_a_killed_ray_rank_fails_the_job_naming_it(ray_daemon: RunningDaemon) -> None:
+    c = ray_daemon.client
+    jid = c.submit(ddp_job("ray-lost", 2, epochs=50, batches=100))["id"]
+    wait_for(lambda: any(e["data"].get("step", 0) >= 2 for e in c.job_events(jid) if e["type"] == "job.progress"),
+             timeout=90, what="training steps")
+    rank = wait_for(lambda: _ray_tasks_named(ray_daemon, "seisd-rank-1"), timeout=10, what="rank 1's worker")
+    rank[0].kill()
+    rec = wait_state(c, jid, timeout=120)
+    assert rec["state"] == "failed" and "lost a rank" in rec["error"] and "rank 1" in rec["error"], rec["error"]
+    assert not ray_daemon.home.joinpath("models", "ray-lost.h5").exists()
+    wait_for(lambda: not _ray_tasks_named(ray_daemon, "seisd-rank-"), timeout=30, what="no rank task left")
+
+
 SHARD_OUTPUTS = dict(outputs=["labels", "probabilities", "confidence"], format="hdf5", chunk_inlines=4,
                      figures={"enabled": False})
 
 
 def _shard_workers(d: RunningDaemon) -> list[psutil.Process]:
-    """Ray workers running a shard task now (Ray names the worker process after the task)."""
-    out = []
-    for p in psutil.Process(d.pid).children(recursive=True):
-        try:
-            if "seisd-shard" in " ".join(p.cmdline()):
-                out.append(p)
-        except psutil.NoSuchProcess:
-            pass
-    return out
+    return _ray_tasks_named(d, "seisd-shard")
 
 
 def test_sharded_predict_on_ray_matches_the_unsharded_job(ray_daemon: RunningDaemon) -> None:
