@@ -1,9 +1,13 @@
 """Device slots: each CUDA device, and the CPU. Found without importing torch (the daemon never does)."""
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
+
+JOB_DEVICES_FILE = "devices.json"  # in a job's folder: the CUDA devices of the slots it holds, its first slot's first
 
 
 @dataclass(frozen=True)
@@ -57,3 +61,22 @@ def discover(setting: str | list[str]) -> list[DeviceSlot]:
         else:
             raise ValueError(f"devices: {name!r} is not present (found: {', '.join(by_name) or 'no CUDA device'})")
     return slots
+
+
+def write_job_devices(job_dir: Path, cuda_indices: list[int]) -> Path:
+    """Record the CUDA devices a job holds (its slots, first slot first) where its ranks will read them."""
+    path = Path(job_dir) / JOB_DEVICES_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"cuda": [int(i) for i in cuda_indices]}))
+    return path
+
+
+def read_job_devices(job_dir: Path) -> list[int]:
+    """The CUDA devices recorded for a job (write_job_devices); empty when it holds one slot or none was recorded."""
+    path = Path(job_dir) / JOB_DEVICES_FILE
+    try:
+        return [int(i) for i in json.loads(path.read_text())["cuda"]]
+    except FileNotFoundError:
+        return []
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path} is not a device record ({exc}); delete it and rerun the job") from None

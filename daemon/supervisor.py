@@ -22,11 +22,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from daemon import scheduler
 from daemon.backends import Ended, ExecutorBackend, ExecutorProcess
-from daemon.devices import DeviceSlot
+from daemon.devices import DeviceSlot, write_job_devices
 
 log = logging.getLogger("seisd.supervisor")
 
@@ -111,13 +112,18 @@ class Supervisor:
                                  accepts=lambda s, w, k: self.backend.accepts(slot_of[s], w, k))
         return [(by_id[jid], [self.handles[s] for s in slots]) for jid, slots in scheduler.groups(pairs).items()]
 
-    def hold(self, h: ExecutorHandle, helpers: list[ExecutorHandle], job_id: int) -> list[int]:
+    def hold(self, h: ExecutorHandle, helpers: list[ExecutorHandle], job_id: int,
+             job_dir: Path | None = None) -> list[int]:
         """Lend `helpers` to the job starting on `h`: they show busy with that job until it leaves `h`.
-        Returns the CUDA indices of all the job's devices, `h`'s first (for its ranks)."""
+        Returns the CUDA indices of all the job's devices, `h`'s first; with `job_dir`, records them there
+        (devices.json) for the job's ranks: rank r runs on the r-th (daemon/training/distributed.py)."""
         for o in helpers:
             o.job_id, o.state, o.held_by = job_id, "busy", (h.slot.name, job_id)
             self.on_state(o)
-        return [s.index for s in (h.slot, *(o.slot for o in helpers)) if s.index is not None]
+        indices = [s.index for s in (h.slot, *(o.slot for o in helpers)) if s.index is not None]
+        if job_dir is not None and helpers:
+            write_job_devices(job_dir, indices)
+        return indices
 
     def _release_held(self) -> None:
         """Slots lent to a job that has left its first slot are free again."""

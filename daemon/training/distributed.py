@@ -78,6 +78,21 @@ def resolve_backend(backend: str, device: str) -> str:
     return backend
 
 
+def rank_visible_devices(job_dir: str | Path, device: str, world: int) -> list[str | None]:
+    """CUDA_VISIBLE_DEVICES for each rank: with the devices the job's slots hold (devices.json, one per rank, the
+    executor's own first), rank r sees only the r-th and uses it as cuda:0; otherwise None (inherit the
+    executor's, rank r on cuda:r)."""
+    from daemon.devices import read_job_devices
+
+    held = read_job_devices(Path(job_dir)) if str(device).startswith("cuda") else []
+    if not held:
+        return [None] * world
+    if len(held) < world:
+        raise DistributedError(f"train.distributed.world_size {world} needs {world} CUDA devices; the job holds "
+                               f"{len(held)} ({held})")
+    return [str(i) for i in held[:world]]
+
+
 def rank_device(device: str, rank: int) -> str:
     """CUDA: one rank per visible device (rank r on cuda:r); CPU: every rank on the CPU."""
     if not str(device).startswith("cuda"):
@@ -193,17 +208,20 @@ def rank_threads(world: int) -> int:
     return max(1, (os.cpu_count() or 1) // world)
 
 
-def rank_main(job: RankJob, rank: int) -> None:
-    """Entry of a spawned rank (1..N-1): train its share in lockstep with rank 0; write nothing but its log."""
+def rank_main(job: RankJob, rank: int, visible: str | None = None) -> None:
+    """Entry of a spawned rank (1..N-1): train its share in lockstep with rank 0; write nothing but its log.
+    `visible`: the one CUDA device this rank sees (as cuda:0), set before CUDA starts in this process."""
     from workers.worker import arm_parent_death_signal
 
     arm_parent_death_signal()
+    if visible is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = visible
     handler = logging.FileHandler(Path(job.job_dir) / f"rank{rank}.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     try:
-        train_share(job, rank)
+        train_share(job, rank, device="cuda:0" if visible is not None else None)
     except BaseException:
         log.error("rank %d failed:\n%s", rank, traceback.format_exc())
         raise SystemExit(1)
@@ -275,9 +293,10 @@ class RankGroup:
         from workers.pool import _main_module_hidden
 
         ctx = mp.get_context("spawn")
+        visible = rank_visible_devices(self.job.job_dir, self.job.device, self.job.world)
         with _main_module_hidden():  # ranks import what they need; they must not re-run the executor's main
             for rank in range(1, self.job.world):
-                proc = ctx.Process(target=rank_main, args=(self.job, rank), name=f"seisd-rank-{rank}")
+                proc = ctx.Process(target=rank_main, args=(self.job, rank, visible[rank]), name=f"seisd-rank-{rank}")
                 proc.start()
                 self.procs.append(proc)
 

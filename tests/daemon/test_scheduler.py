@@ -70,7 +70,7 @@ def test_slots_wanted_and_submit_check() -> None:
 def test_supervisor_places_a_group_holds_its_slots_busy_and_frees_them_when_the_job_leaves(tmp_path) -> None:
     """The supervisor's side, without executors: slots marked ready as running executors would leave them."""
     from daemon.backends.local import LaunchArgs, LocalBackend
-    from daemon.devices import DeviceSlot
+    from daemon.devices import DeviceSlot, read_job_devices
     from daemon.settings import Settings
     from daemon.supervisor import Supervisor
 
@@ -87,7 +87,8 @@ def test_supervisor_places_a_group_holds_its_slots_busy_and_frees_them_when_the_
                                                                            (8, ["cuda:2"])]
     first, helper = placed[0][1]
     first.job_id, first.state = 7, "busy"  # what the daemon does when it starts the job on its first slot
-    assert sup.hold(first, [helper], 7) == [0, 1]  # the ranks' CUDA devices, the first slot's first
+    assert sup.hold(first, [helper], 7, tmp_path / "job7") == [0, 1]  # the ranks' devices, the first slot's first
+    assert read_job_devices(tmp_path / "job7") == [0, 1]  # recorded where the job's ranks read them
     assert (helper.describe()["state"], helper.describe()["job"]) == ("busy", 7)  # what `devices` shows
     assert not helper.idle and ("cuda:1", "busy", 7) in changes
     assert [(j.id, [h.slot.name for h in hs]) for j, hs in sup.placements([Job(9, "cuda")], lambda j: "any")] \
