@@ -222,8 +222,16 @@ def _shard_workers(d: RunningDaemon) -> list[psutil.Process]:
     return _ray_tasks_named(d, "seisd-shard")
 
 
-def test_sharded_predict_on_ray_matches_the_unsharded_job(ray_daemon: RunningDaemon) -> None:
-    home_with_unet(ray_daemon.home)  # survey synth (32 inlines, chunks of 4) and model unet1
+@pytest.fixture(scope="module")
+def shard_models(ray_daemon: RunningDaemon, tmp_path_factory: pytest.TempPathFactory) -> RunningDaemon:
+    """Survey synth (32 inlines, chunks of 4), model unet1 and the slow user model `slow` in the Ray daemon's home."""
+    home_with_unet(ray_daemon.home)
+    save_slow_model(ray_daemon.home, tmp_path_factory.mktemp("slow"))
+    return ray_daemon
+
+
+def test_sharded_predict_on_ray_matches_the_unsharded_job(shard_models: RunningDaemon) -> None:
+    ray_daemon = shard_models
     c = ray_daemon.client
     one = run_ok(ray_daemon, predict_job("unet1", "synth", "whole", **SHARD_OUTPUTS))
     two = run_ok(ray_daemon, predict_job("unet1", "synth", "halves", shards=2, **SHARD_OUTPUTS))
@@ -237,8 +245,8 @@ def test_sharded_predict_on_ray_matches_the_unsharded_job(ray_daemon: RunningDae
         assert np.ptp(a["confidence"][()]) > 0.01  # a prediction worth comparing
 
 
-def test_cancel_stops_the_shards_on_ray(ray_daemon: RunningDaemon, tmp_path: Path) -> None:
-    save_slow_model(ray_daemon.home, tmp_path)
+def test_cancel_stops_the_shards_on_ray(shard_models: RunningDaemon) -> None:
+    ray_daemon = shard_models
     c = ray_daemon.client
     jid = c.submit(predict_job("slow", "synth", "cancelled", shards=2, **SLOW_JOB))["id"]
     workers = wait_for(lambda: len(_shard_workers(ray_daemon)) == 2 and _shard_workers(ray_daemon),
@@ -250,6 +258,19 @@ def test_cancel_stops_the_shards_on_ray(ray_daemon: RunningDaemon, tmp_path: Pat
     # the shard tasks end (their workers go back to Ray's pool or exit): none runs a shard any more
     wait_for(lambda: not _shard_workers(ray_daemon), timeout=30, what="the shard tasks to end")
     assert all(not p.is_running() or "seisd-shard" not in " ".join(p.cmdline()) for p in workers)
+
+
+def test_a_killed_shard_worker_fails_the_job_naming_the_shard(shard_models: RunningDaemon) -> None:
+    ray_daemon = shard_models
+    c = ray_daemon.client
+    jid = c.submit(predict_job("slow", "synth", "lost-shard", shards=2, **SLOW_JOB))["id"]
+    workers = wait_for(lambda: len(_shard_workers(ray_daemon)) == 2 and _shard_workers(ray_daemon),
+                       timeout=60, what="two shard tasks running")
+    workers[-1].kill()
+    rec = wait_state(c, jid, timeout=60)
+    assert rec["state"] == "failed", rec
+    assert re.search(r"shard \d \(inlines \d+-\d+\) failed: its Ray task failed", rec["error"]), rec["error"]
+    wait_for(lambda: not _shard_workers(ray_daemon), timeout=30, what="the other shard task to end")
 
 
 def _loopback(ip: str) -> bool:
