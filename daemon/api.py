@@ -90,6 +90,12 @@ class Api:
         except InvalidJob as exc:
             raise _invalid(exc.problems) from None
         slots = [s.name for s in self.d.slots]
+        count = scheduler.slots_wanted(kind.name, spec.model_dump(mode="json"), spec.device, slots) \
+            if self.d.backend.long_lived else 1
+        if count > 1 and not scheduler.device_available(spec.device, kind.devices, slots, count):
+            problem = (f"train.distributed.world_size {count} needs {count} GPU slots; this machine has "
+                       f"{sum(s != 'cpu' for s in slots)} (slots: {', '.join(slots)})")
+            raise P.ProtocolError(P.ErrorCode.INVALID_JOB, problem, {"problems": [problem]})
         if not scheduler.device_available(spec.device, kind.devices, slots):
             raise P.ProtocolError(P.ErrorCode.INVALID_JOB, f"device: {spec.device!r} is not available here "
                                   f"(slots: {', '.join(slots)})", {"problems": [f"device: {spec.device!r} is not "

@@ -29,7 +29,7 @@ import yaml
 import zmq
 
 from client import protocol as P
-from daemon import __version__, api
+from daemon import __version__, api, scheduler
 from daemon.backends import BackendError, make_backend
 from daemon.backends.keys import executor_keys
 from daemon.backends.local import LaunchArgs
@@ -363,32 +363,32 @@ class Daemon:
         return job_id
 
     def dispatch(self) -> None:
-        if self.stopping:
-            return
-        free = [h for h in self.supervisor.handles.values() if h.idle]
-        if not free:
+        if self.stopping or not any(h.idle for h in self.supervisor.handles.values()):
             return
         queued = self.store.queued_in_order()
-        if not queued:
-            return
-        # in order (priority, then age); a job no free slot accepts does not hold back those behind it
-        for job in queued:
-            kind = get_kind(job.kind)
-            h = next((h for h in free if self.backend.accepts(h.slot, job.device, kind.devices if kind else "any")),
-                     None)
-            if h is not None:
-                free.remove(h)
-                self._start_job(job, h)
-            if not free:
-                return
+        # in order (priority, then age); a job no free slot accepts does not hold back those behind it; a job
+        # taking several GPU slots gets them all at once (daemon/scheduler.py)
+        for job, handles in self.supervisor.placements(queued, self._kind_devices, self._slots_wanted):
+            self._start_job(job, handles[0], handles[1:])
 
-    def _start_job(self, job: JobRow, h: ExecutorHandle) -> None:
+    def _kind_devices(self, job: JobRow) -> str:
+        kind = get_kind(job.kind)
+        return kind.devices if kind else "any"
+
+    def _slots_wanted(self, job: JobRow) -> int:
+        if not self.backend.long_lived:  # on Ray a job's further ranks are Ray tasks, not slots
+            return 1
+        return scheduler.slots_wanted(job.kind, job.spec, job.device, [s.name for s in self.slots])
+
+    def _start_job(self, job: JobRow, h: ExecutorHandle, helpers: list[ExecutorHandle] | None = None) -> None:
         kind = get_kind(job.kind)
         resume = bool(kind and kind.resumable and job.attempts > 0)
         self.set_job_state(job, "running", f"started on {h.slot.name}" + (" (resuming)" if resume else ""),
                            slot=h.slot.name)
         h.job_id, h.state = job.id, "busy"
         self._executor_state(h)
+        if helpers:
+            self.supervisor.hold(h, helpers, job.id, self.job_dir(job.id))
         device = self.backend.torch_device(h.slot, job.device, kind.devices if kind else "any")
         exec_dir = self.backend.launch_args.home / "jobs" / str(job.id)  # the job folder as the executor sees it
         self.supervisor.begin_job(h, {"op": "run", "job": job.id, "kind": job.kind, "spec": job.spec,
@@ -453,7 +453,7 @@ class Daemon:
         return st, h
 
     def _handle_of_job(self, job_id: int) -> ExecutorHandle | None:
-        return next((h for h in self.supervisor.handles.values() if h.job_id == job_id), None)
+        return next((h for h in self.supervisor.handles.values() if h.job_id == job_id and h.held_by is None), None)
 
     def _to_executor(self, h: ExecutorHandle, msg: dict[str, Any], arrays: list[Any] | None = None) -> None:
         try:

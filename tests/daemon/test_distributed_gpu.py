@@ -67,3 +67,39 @@ def test_a_two_gpu_job_takes_two_slots_and_follows_the_one_gpu_curve(tmp_path: P
         assert len(a) == len(b) == 60
         np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-5)  # GPU kernels: a looser bound than on the CPU
         assert "rank 1 done" in (Path(d.client.show(jid)["dir"]) / "rank1.log").read_text()
+
+
+def test_slots_are_placed_and_freed_together_without_gpus(tmp_path: Path) -> None:
+    """The dispatch path of a multi-GPU job on any machine: two GPU slots (a stand-in nvidia-smi lists two
+    boards; there is no GPU behind them), a world_size 2 job takes both at once and records them, fails at start
+    for want of CUDA, and frees both; a world_size 3 job is refused at submit naming the slots it lacks."""
+    import os
+    import stat
+
+    from tests.daemon.test_distributed import job
+    from tests.daemon.test_train_job import import_demo
+    from tests.harness import RunningDaemon, wait_for
+
+    if _cuda_count() > 0:
+        pytest.skip("this machine has CUDA: the two-GPU test above covers the real path")
+    smi = tmp_path / "bin" / "nvidia-smi"  # what daemon/devices.py asks the driver tool for
+    smi.parent.mkdir()
+    smi.write_text("#!/bin/sh\necho '0, Stand-in GPU, 1024 MiB'\necho '1, Stand-in GPU, 1024 MiB'\n")
+    smi.chmod(smi.stat().st_mode | stat.S_IXUSR)
+    env = {"SEISD_DEVICES": "[cuda:0, cuda:1, cpu]", "PATH": f"{smi.parent}{os.pathsep}{os.environ['PATH']}"}
+    with RunningDaemon(tmp_path / "home", env=env) as d:
+        import_demo(d.client, tmp_path / "synth")
+        three = job("gpu3", 3)
+        three.update(device="cuda")
+        three["data"]["batch_size"] = 18
+        with pytest.raises(Exception, match="world_size 3 needs 3 GPU slots; this machine has 2"):
+            d.client.submit(three)
+        two = job("gpu2", 2)
+        two.update(device="cuda")
+        jid = d.client.submit(two)["id"]
+        record = d.client.wait(jid, timeout=120)
+        assert record["state"] == "failed" and "CUDA" in record["error"], record["error"]
+        assert read_job_devices(Path(record["dir"])) == [0, 1]  # both slots were held for it
+        assert any("started on cuda:0" in h.get("reason", "") for h in record["history"]), record["history"]
+        wait_for(lambda: all(s["job"] is None and s["state"] == "ready" for s in d.client.devices()), timeout=30,
+                 what="both GPU slots free again")
