@@ -2,9 +2,10 @@
 
 An ``AugmentPlan`` is drawn for each crop before it is cut, because two operations change where the crop
 is cut: a small vertical shift moves the centre along the sample axis, and the inline/crossline swap of a
-vertical 2D crop cuts the other vertical section. The rest (flips, transpose, scaling, polarity, noise)
-are applied to the cut crop. Every plan consumes the same number of draws whatever the probabilities turn
-out, so one crop's luck never shifts the next crop's randomness.
+vertical 2D crop cuts the other vertical section. The rest (flips, transpose, vertical stretch, scaling,
+polarity, noise) are applied to the cut crop. Every plan consumes the same number of draws whatever the
+probabilities turn out, so one crop's luck never shifts the next crop's randomness; the stretch's two draws
+are taken only when ``p_stretch`` > 0, so settings without it make the same batches as before it existed.
 """
 from __future__ import annotations
 
@@ -34,15 +35,23 @@ class Augmentation:
     noise_std: float = 0.1         # in units of the normalised amplitude
     p_shift: float = 0.0
     max_shift: int = 2             # samples
+    p_stretch: float = 0.0         # vertical stretch or squeeze of the crop about its centre
+    stretch_range: tuple[float, float] = (0.7, 1.4)   # layers look this many times thicker (log-uniform)
 
     def __post_init__(self) -> None:
-        for name in ("p_flip", "p_swap", "p_scale", "p_polarity", "p_noise", "p_shift"):
+        for name in ("p_flip", "p_swap", "p_scale", "p_polarity", "p_noise", "p_shift", "p_stretch"):
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
                 raise AugmentError(f"{name} must be a probability in [0, 1], got {p}")
         lo, hi = self.scale_range
         if not 0 < lo <= hi:
             raise AugmentError(f"scale_range must be 0 < low <= high, got {self.scale_range}")
+        lo, hi = self.stretch_range
+        if not 0 < lo <= hi:
+            raise AugmentError(f"stretch_range must be 0 < low <= high, got {self.stretch_range}")
+        if lo < 0.5 or hi > 2.0:
+            # beyond these a single mirror at the crop's ends no longer covers the squeezed crop
+            raise AugmentError(f"stretch_range must lie within [0.5, 2.0], got {self.stretch_range}")
         if self.max_shift < 0 or self.noise_std < 0:
             raise AugmentError("max_shift and noise_std must be >= 0")
 
@@ -58,6 +67,7 @@ class AugmentPlan:
     noise: bool = False
     shift: int = 0
     noise_seed: int = 0
+    stretch: float = 1.0           # > 1: layers thicker (zoom in along the sample axis); < 1: thinner
 
 
 def _lateral_axes(spec: CropSpec) -> tuple[bool, ...]:
@@ -77,11 +87,17 @@ def draw_plan(aug: Augmentation | None, spec: CropSpec, rng: np.random.Generator
     shift = 0
     if u[7] < aug.p_shift and aug.max_shift > 0:
         shift = int(np.floor(u[8] * (2 * aug.max_shift + 1))) - aug.max_shift
-    return AugmentPlan(
+    plan = AugmentPlan(
         flips=flips, swap=bool(u[3] < aug.p_swap and _can_swap(spec)), scale=float(scale),
         polarity=-1.0 if u[6] < aug.p_polarity else 1.0, noise=bool(u[2] < aug.p_noise), shift=shift,
         noise_seed=int(rng.integers(2**63)),
     )
+    if aug.p_stretch > 0:
+        v = rng.random(2)
+        lo, hi = aug.stretch_range
+        if v[0] < aug.p_stretch and 2 in spec.volume_axes:
+            plan.stretch = float(lo * (hi / lo) ** v[1])  # log-uniform: squeeze by 1/f as likely as stretch by f
+    return plan
 
 
 def _can_swap(spec: CropSpec) -> bool:
@@ -104,16 +120,50 @@ def shifted_center(center: tuple[int, int, int], plan: AugmentPlan) -> tuple[int
 
 
 def apply_geometry(a: np.ndarray, spec: CropSpec, plan: AugmentPlan, lead: int) -> np.ndarray:
-    """Flips and the transpose-swap, on the crop axes of ``a`` (after ``lead`` leading axes), in place."""
+    """Flips, the transpose-swap and the vertical stretch, on the crop axes of ``a`` (after ``lead`` leading
+    axes), in place. Float arrays (inputs) are resampled linearly, integer arrays (labels) by nearest sample."""
     out = a
     for i, flip in enumerate(plan.flips):
         if flip:
             out = np.flip(out, axis=lead + i)
     if plan.swap and spec.orientation not in _SWAPPED:
         out = np.swapaxes(out, lead, lead + 1)
-    if out is not a:
+    if plan.stretch != 1.0:
+        # the resampled array is new memory, so it is written back without another copy
+        a[...] = stretch_axis(out, lead + spec.volume_axes.index(2), plan.stretch)
+    elif out is not a:
         a[...] = out.copy()  # the views above alias ``a``; copy before writing back
     return a
+
+
+def stretch_positions(n: int, factor: float) -> np.ndarray:
+    """Where each of n output samples reads the input when stretching by ``factor`` about the centre.
+
+    A squeeze (factor < 1) reads past the crop's ends; those positions are mirrored back into the crop, so the
+    crop keeps its texture there (a reflector sequence read backwards) instead of a constant edge value.
+    """
+    c = (n - 1) / 2.0
+    pos = c + (np.arange(n, dtype=np.float64) - c) / factor
+    pos = np.where(pos < 0, -pos, pos)
+    pos = np.where(pos > n - 1, 2 * (n - 1) - pos, pos)
+    return np.clip(pos, 0, n - 1)
+
+
+def stretch_axis(a: np.ndarray, axis: int, factor: float) -> np.ndarray:
+    """``a`` stretched along ``axis`` by ``factor`` (new array): linear for floats, nearest for integers."""
+    n = a.shape[axis]
+    pos = stretch_positions(n, factor)
+    if not np.issubdtype(a.dtype, np.floating):
+        return np.take(a, np.rint(pos).astype(np.intp), axis=axis)
+    i0 = np.floor(pos).astype(np.intp)
+    i1 = np.minimum(i0 + 1, n - 1)
+    shape = [1] * a.ndim
+    shape[axis] = n
+    w = (pos - i0).astype(a.dtype).reshape(shape)
+    lo = np.take(a, i0, axis=axis)
+    lo *= 1 - w
+    lo += np.take(a, i1, axis=axis) * w
+    return lo
 
 
 def apply_amplitude(x: np.ndarray, plan: AugmentPlan, aug: Augmentation | None) -> None:
