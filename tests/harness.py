@@ -56,6 +56,9 @@ def daemon_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str
     return env
 
 
+_UP = {"ready", "busy", "finishing"}  # executor states after its hello
+
+
 class RunningDaemon:
     """A real seisd process; a context manager that leaves no process behind."""
 
@@ -111,8 +114,9 @@ class RunningDaemon:
                     status = probe.status()
                 except DaemonUnavailable:
                     continue
-                # another daemon of this home may answer: only ours, with its executors ready, counts
-                if status["pid"] == self.proc.pid and all(d["state"] == "ready" for d in status["devices"]):
+                # another daemon of this home may answer: only ours, with its executors up, counts (busy too: a
+                # restart may hand a requeued job to an executor at once, and it stays busy until that job ends)
+                if status["pid"] == self.proc.pid and all(d["state"] in _UP for d in status["devices"]):
                     self.client = Client(home=self.home, timeout=self.client_timeout)
                     self.snapshot()
                     return status

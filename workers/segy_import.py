@@ -160,34 +160,44 @@ _writeback = _start_writeback()
 
 
 class _RowWriter:
-    """Writes rows of a [rows, width] memmap: a run of consecutive rows with one pwrite, other rows by scatter.
+    """Writes rows of a [rows, width] memmap's file with pwrite: one call per run of consecutive rows.
 
-    pwrite goes through the page cache, which is cheaper than faulting in fresh memmap pages 4 KiB at a time;
-    each run's writeback to disk is started at once (_writeback).
+    pwrite goes through the page cache, which is cheaper than faulting in fresh memmap pages 4 KiB at a time, and
+    a full disk is an OSError naming the file (a store through a memory map would be a SIGBUS); each run's
+    writeback to disk is started at once (_writeback).
     """
 
     def __init__(self, target: np.memmap, width: int) -> None:
-        self.rows = target.reshape(-1, width)
+        self.path = str(target.filename)
         self.base, self.row_bytes = int(target.offset), width * target.itemsize
-        self.fd = os.open(target.filename, os.O_WRONLY)
+        self.fd = os.open(self.path, os.O_WRONLY)
 
-    def write(self, where: slice | np.ndarray, data: np.ndarray) -> None:
-        """Rows ``where`` (a slice of consecutive rows, or row indices) get ``data``."""
-        if isinstance(where, slice):
-            offset = self.base + where.start * self.row_bytes
-            view = memoryview(np.ascontiguousarray(data)).cast("B")
-            done = 0
+    def write(self, rows: np.ndarray, data: np.ndarray) -> None:
+        """Row ``rows[i]`` gets ``data[i]``; sorted files give one run of consecutive rows, so one call."""
+        if not len(rows):
+            return
+        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+        for a, b in zip(np.r_[0, breaks], np.r_[breaks, len(rows)]):
+            self._pwrite(int(rows[a]), data[a:b])
+
+    def _pwrite(self, row: int, block: np.ndarray) -> None:
+        offset = self.base + row * self.row_bytes
+        view = memoryview(np.ascontiguousarray(block)).cast("B")
+        done = 0
+        try:
             while done < len(view):  # pwrite may write less than asked
                 done += os.pwrite(self.fd, view[done:], offset + done)
-            _writeback(self.fd, offset, done)
-        else:
-            self.rows[where] = data
+        except OSError as exc:
+            raise OSError(exc.errno, f"{exc.strerror} (writing {self.path})") from exc
+        _writeback(self.fd, offset, done)
 
     def close(self, sync: bool = False) -> None:
         """Close the file, after an fsync when ``sync`` (the rows are on disk when this returns)."""
         try:
             if sync:
                 os.fsync(self.fd)
+        except OSError as exc:
+            raise OSError(exc.errno, f"{exc.strerror} (writing {self.path})") from exc
         finally:
             os.close(self.fd)
 
@@ -240,11 +250,9 @@ def _copy_chunks(scan: SegyScan, writers: list[_RowWriter], report: _Throttle,
 
 
 def _write_rows(writers: list[_RowWriter], flat: np.ndarray, blocks: tuple[np.ndarray, ...]) -> None:
-    """Write one chunk's blocks at cache rows ``flat``: sorted files give a run of consecutive rows, one write."""
-    contiguous = len(flat) > 0 and int(flat[-1] - flat[0]) == len(flat) - 1 and bool((np.diff(flat) == 1).all())
-    where = slice(int(flat[0]), int(flat[0]) + len(flat)) if contiguous else flat
+    """Write one chunk's blocks at cache rows ``flat``."""
     for w, rows in zip(writers, blocks):
-        w.write(where, rows)
+        w.write(flat, rows)
 
 
 def _stats(vol: np.ndarray, live: np.ndarray, sums: _Sums, nan_count: int) -> dict[str, float]:
