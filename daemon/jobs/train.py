@@ -45,6 +45,9 @@ class AugmentSection(_Section):
     noise_std: float = Field(0.1, ge=0)
     p_shift: float = Field(0.0, ge=0, le=1)
     max_shift: int = Field(2, ge=0)
+    p_stretch: float = Field(0.0, ge=0, le=1, description="vertical stretch or squeeze about the crop centre")
+    stretch_range: tuple[float, float] = Field((0.7, 1.4), description="layers look this many times thicker "
+                                               "(log-uniform; within 0.5-2.0)")
 
 
 class DataSection(_Section):
@@ -125,11 +128,24 @@ def check_train(spec: TrainSpec, ctx: CheckContext) -> list[str]:
         problems += exc.problems
     data_problems, _ = _check_data(spec.data, ctx.home)
     problems += data_problems
+    problems += _augment_problems(spec.data.augment)
     crop = list(spec.data.crop.size)
     problems += validate_model_params(spec.model.name, spec.model.params, crop)
     if spec.model.name == "patchcnn" and spec.data.crop.orientation != "3d" and min(crop) < 4:
         problems.append(f"data.crop.size: patchcnn needs crops of at least 4 x 4, got {crop}")
     return problems
+
+
+def _augment_problems(section: AugmentSection | None) -> list[str]:
+    """Ranges the schema cannot express (e.g. stretch_range inside 0.5-2.0), as the workers will check them."""
+    from workers.augment import AugmentError, Augmentation
+
+    try:
+        if section is not None:
+            Augmentation(**section.model_dump())
+    except AugmentError as exc:
+        return [f"data.augment: {exc}"]
+    return []
 
 
 def check_user_model_file(spec: TrainSpec, ctx: CheckContext) -> list[str]:
