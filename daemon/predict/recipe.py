@@ -77,10 +77,13 @@ class ApplyRecipe:
 
 
 def recipe_of(info: Any, tile: Sequence[int] | None = None, overlap: int | Sequence[int] | None = None,
-              orientation: str | None = None, stride: int = 1) -> ApplyRecipe:
+              orientation: str | None = None, stride: int = 1, whole_volume: bool = True) -> ApplyRecipe:
     """The recipe of a model file's info (daemon.modelfile.ModelInfo), with optional overrides.
 
-    Raises PredictError naming the problem when the model cannot be applied by the engine.
+    Without an ``orientation``, a whole volume is applied the way the model file advises (``apply_orientation``:
+    ``both`` for a 2D model trained on inline and crossline sections), blocks of a stream
+    (``whole_volume=False``) along the model's training orientation. Raises PredictError naming the problem
+    when the model cannot be applied by the engine.
     """
     spec = dict(info.input_spec or {})
     kind = spec.get("apply_kind") or KIND_OF_MODEL.get(info.name)
@@ -91,7 +94,8 @@ def recipe_of(info: Any, tile: Sequence[int] | None = None, overlap: int | Seque
         raise PredictError("the model was trained with context slices as extra channels; the apply engine does "
                            "not support context yet (train with data.context: 0)")
     crop = tuple(int(c) for c in (spec.get("crop") or info.input_shape))
-    own = spec.get("orientation") or ("3d" if len(crop) == 3 else "inline")
+    own = (spec.get("apply_orientation") if whole_volume else None) or spec.get("orientation") or (
+        "3d" if len(crop) == 3 else "inline")
     if own == "time":
         raise PredictError("the model was trained on time slices; the apply engine applies inline, crossline "
                            "or 3d models")

@@ -62,7 +62,7 @@ class StreamSession:
         try:
             model, info = load_model_file(path)
             recipe = recipe_of(info, options.get("tile"), options.get("overlap"), options.get("orientation"),
-                               int(options.get("stride", 1)))
+                               int(options.get("stride", 1)), whole_volume=False)
             dev = resolve_device(device)
         except (ModelFileError, PredictError, TypeError, ValueError) as exc:
             raise StreamInputError(f"model {args.get('model') or path.stem}: {exc}") from None

@@ -233,6 +233,14 @@ def _on_epoch(ctx: Any, state: RunState, epoch: int, step: int, figures: dict[st
     ctx.log.info("epoch %d done at step %d%s", epoch, step, f": {figures}" if figures else "")
 
 
+def _apply_orientation(d: Any) -> str:
+    """How a whole volume is best applied: a 2D model that trained on inline and crossline sections (the swap
+    augmentation) predicts both ways and averages (daemon/predict), else along its training orientation."""
+    if d.crop.orientation in ("inline", "crossline") and d.augment.p_swap > 0:
+        return "both"
+    return d.crop.orientation
+
+
 def _write_model(spec: TrainSpec, ctx: Any, model: torch.nn.Module, data: TrainData, how: SliceInput,
                  configs: tuple, result: Any) -> Path:
     """models/<output>.h5 with everything needed to apply it, and the final preview (for checks) in the job."""
@@ -242,8 +250,8 @@ def _write_model(spec: TrainSpec, ctx: Any, model: torch.nn.Module, data: TrainD
         name=spec.model.name, params=dict(spec.model.params), in_channels=data.recipe.channels,
         n_classes=len(data.classes), input_shape=list(d.crop.size), classes=data.classes,
         input_spec={"channels": data.recipe.channels, "crop": list(d.crop.size), "orientation": d.crop.orientation,
-                    "volumes": list(d.volumes), "context": d.context, "apply_kind": how.kind,
-                    "survey": d.survey, "picks": d.picks},
+                    "apply_orientation": _apply_orientation(d), "volumes": list(d.volumes), "context": d.context,
+                    "apply_kind": how.kind, "survey": d.survey, "picks": d.picks},
         normalisation=data.normalisation, training={**training, "split": data.split},
         metrics=metrics, provenance=provenance(str(ctx.job_id)))
     path = save_model_file(model_file(ctx.home, spec.output), model, info)

@@ -73,6 +73,7 @@ def test_broken_job_files_are_refused_with_each_problem_named(demo: RunningDaemo
         ({"data": {"crop": {"size": [15, 99]}}}, "data.crop.size: [15, 99] does not fit"),
         ({"data": {"survey": "nowhere"}}, "data.survey: no survey 'nowhere'"),
         ({"data": {"picks": "one"}}, "data.picks: pick set 'one' has points of 1 class"),
+        ({"data": {"augment": {"p_stretch": 0.5, "stretch_range": [0.2, 3.0]}}}, "data.augment: stretch_range"),
     ]
     before = len(demo.client.jobs())
     for change, expected in cases:

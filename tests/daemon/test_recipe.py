@@ -1,0 +1,35 @@
+"""How a model file's input_spec becomes an apply recipe: the orientation a whole volume and a stream get."""
+from __future__ import annotations
+
+import pytest
+
+from daemon.modelfile import ModelInfo
+from daemon.predict.recipe import recipe_of
+from daemon.training.job import _apply_orientation
+from daemon.jobs.train import DataSection
+
+
+def _info(**spec: object) -> ModelInfo:
+    return ModelInfo(name="unet", params={}, in_channels=1, n_classes=3, input_shape=[64, 64],
+                     input_spec={"apply_kind": "fcn", "crop": [64, 64], "volumes": ["seismic"], **spec})
+
+
+def _data(orientation: str, p_swap: float) -> DataSection:
+    return DataSection(survey="s", crop={"size": [64, 64], "orientation": orientation},
+                       augment={"p_swap": p_swap})
+
+
+@pytest.mark.parametrize(("orientation", "p_swap", "want"), [
+    ("inline", 0.5, "both"), ("crossline", 0.1, "both"), ("inline", 0.0, "inline"), ("crossline", 0.0, "crossline"),
+])
+def test_train_jobs_advise_both_orientations_after_swapped_crops(orientation: str, p_swap: float, want: str) -> None:
+    assert _apply_orientation(_data(orientation, p_swap)) == want
+
+
+def test_whole_volumes_follow_the_advice_streams_and_overrides_do_not() -> None:
+    info = _info(orientation="inline", apply_orientation="both")
+    assert recipe_of(info).orientation == "both"
+    assert recipe_of(info, whole_volume=False).orientation == "inline"  # a stream's block: the training way
+    assert recipe_of(info, orientation="crossline").orientation == "crossline"
+    assert recipe_of(_info(orientation="crossline")).orientation == "crossline"  # older files: no advice
+    assert recipe_of(_info()).orientation == "inline"
