@@ -44,6 +44,7 @@ class EarlyStopConfig:
     patience: int = 5
     min_delta: float = 0.0
     restore_best: bool = True
+    min_epochs: int = 0  # no early stop before this epoch: a noisy validation strip can peak early by chance
 
 
 @dataclass
@@ -153,6 +154,7 @@ def parse_sections(optim: dict | None, schedule: dict | None, train: dict | None
         (t.epochs >= 1, "train.epochs: expected >= 1"),
         (t.max_steps is None or t.max_steps >= 1, "train.max_steps: expected >= 1 or null"),
         (t.trainable_layers >= 1, "train.trainable_layers: expected >= 1"),
+        (t.early_stop.min_epochs >= 0, "train.early_stop.min_epochs: expected >= 0"),
         (t.early_stop.metric in MONITORED,
          f"train.early_stop.metric: expected one of {', '.join(MONITORED)}, got {t.early_stop.metric!r}"),
         (1 <= t.distributed.world_size <= MAX_WORLD_SIZE,

@@ -292,7 +292,8 @@ class Trainer:
             return
         if self.control.stop_after_epoch():
             self.result.stopped = "stop_after_epoch"
-        elif self.cfg.early_stop.enabled and figures is not None and self.bad_epochs >= self.cfg.early_stop.patience:
+        elif (self.cfg.early_stop.enabled and figures is not None and self.bad_epochs >= self.cfg.early_stop.patience
+              and self.epoch >= self.cfg.early_stop.min_epochs):
             log.info("early stop after epoch %d: no gain in %s for %d epochs", self.epoch,
                      self.cfg.early_stop.metric, self.bad_epochs)
             self.result.stopped = "early_stop"

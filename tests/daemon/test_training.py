@@ -117,6 +117,21 @@ def test_early_stopping_keeps_a_copy_of_the_best_weights(tmp_path: Path) -> None
         assert any(not torch.equal(last["model"][k], best["model"][k]) for k in best["model"])
 
 
+def test_early_stopping_waits_for_min_epochs(tmp_path: Path) -> None:
+    """The same diverging run: patience 1 alone stops it early; with min_epochs 5 it runs to epoch 5 at least,
+    and still restores the best weights."""
+    runs = {}
+    for min_epochs in (0, 5):
+        runs[min_epochs] = train(_model(), _batches(1, 4), tmp_path / str(min_epochs),
+                                 optim=OptimConfig(lr=0.5, name="sgd"), val_batches=_batches(2, 2),
+                                 config=_cfg(epochs=6, early_stop=EarlyStopConfig(patience=1, metric="val_loss",
+                                                                                  min_epochs=min_epochs)))
+    assert runs[0].stopped == "early_stop" and runs[0].epoch < 5  # the premise: this run does stop early
+    assert runs[5].epoch >= 5 and runs[5].best_epoch <= runs[5].epoch
+    with pytest.raises(ConfigError, match="min_epochs"):
+        parse_sections(None, None, {"early_stop": {"min_epochs": -1}})
+
+
 def test_controls_progress_and_stop_after_epoch(tmp_path: Path) -> None:
     reports = []
     control = TrainControl(on_progress=reports.append, stop_after_epoch=lambda: True)
