@@ -138,6 +138,7 @@ class _Engine:
     reader: VolumeReader
     device: torch.device
     batch_size: int = 1
+    n_classes: int | None = None   # when known: every batch's class count is checked against it
     on_batch: Callable[[float], None] = lambda fraction: None
     memory_format: torch.memory_format | None = None
     _windows: dict = field(default_factory=dict)
@@ -169,11 +170,18 @@ class _Engine:
         if logits.shape[1] < 2:
             raise PredictError(f"the model returns {logits.shape[1]} class channel; apply needs >= 2 classes "
                                "(softmax), e.g. background and target")
+        if self.n_classes is not None and logits.shape[1] != self.n_classes:
+            raise PredictError(f"the model returns {logits.shape[1]} class channels; its file names "
+                               f"{self.n_classes} classes")
         # Back to plain C order: the blending slices tiles and strided views of a channels-last tensor are slow.
         return torch.softmax(logits.float(), dim=1).contiguous().cpu()
 
-    def probe_classes(self) -> int:
-        """Number of classes, from one forward pass on the first tile or crop."""
+    def probe_classes(self, known: int | None = None) -> int:
+        """Number of classes: ``known`` (the model file's, checked on every batch), else from one forward pass
+        on the first tile or crop."""
+        if known is not None:
+            self.n_classes = int(known)
+            return self.n_classes
         with torch.inference_mode():
             if self.spec.kind == "fcn":
                 first = self.reader.tile_input(self.plan.tiles[0], self.plan.input_shape)
@@ -396,7 +404,7 @@ def predict_volume(model: torch.nn.Module, volume, *, out_dir: str | Path, kind:
                    crop: Sequence[int] | None = None, stride: int = 1, batch_size: int | str = "auto",
                    device: str | torch.device = "auto", chunk_inlines: int | None = None,
                    progress: ProgressCallback | None = None, should_stop: StopCallback | None = None,
-                   resume: bool = True, chunks: Sequence[int] | None = None) -> dict:
+                   resume: bool = True, chunks: Sequence[int] | None = None, n_classes: int | None = None) -> dict:
     """Apply a model to a whole volume and write the chosen outputs as .npy memmaps under out_dir.
 
     volume: one [ni, nx, ns] array (a survey memmap) or a list of them as input channels; normalisation:
@@ -409,13 +417,14 @@ def predict_volume(model: torch.nn.Module, volume, *, out_dir: str | Path, kind:
     chunks: only these chunk indices (one shard of a sharded job, daemon.predict.sharding); several processes may
     run disjoint chunk lists into the same out_dir at once. A shard needs the outputs and the progress record to
     exist: make them first with chunks=[] (which plans and runs nothing; the result's `done` lists finished chunks).
+    n_classes, when known (the model file says it), saves the probing forward pass.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     volumes = _as_volumes(volume)
     chosen = _check_outputs(outputs)
     engine = _engine(model, volumes, device, kind, normalisation, tile, overlap, orientation, crop, stride)
-    n_classes = engine.probe_classes()
+    n_classes = engine.probe_classes(n_classes)
     shape = engine.reader.shape
     key = {"shape": list(shape), "n_classes": n_classes, "outputs": list(chosen),
            "spec": engine.spec.settings(), "model": model_fingerprint(model)}
@@ -497,7 +506,7 @@ def apply_block(model: torch.nn.Module, block, *, kind: str = "fcn", normalisati
     chosen = _check_outputs(outputs)
     mark = _layout_mark(model)
     engine = _engine(model, volumes, device, kind, normalisation, tile, overlap, orientation, crop, stride)
-    n_classes = n_classes or engine.probe_classes()
+    n_classes = engine.probe_classes(n_classes)
     engine.batch_size, chunk = _sizes(engine, n_classes, batch_size, chunk_inlines)
     shape = engine.reader.shape
     arrays = {"labels": np.empty(shape, np.uint8), "probabilities": np.empty((n_classes,) + shape, np.float32),

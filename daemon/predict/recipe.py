@@ -59,7 +59,7 @@ class ApplyRecipe:
 
     def apply_kwargs(self, shape: Sequence[int]) -> dict[str, Any]:
         """Keyword arguments for apply_block / predict_volume on a volume or block of this shape."""
-        kw: dict[str, Any] = {"kind": self.kind, "normalisation": self.normalisation}
+        kw: dict[str, Any] = {"kind": self.kind, "normalisation": self.normalisation, "n_classes": len(self.classes)}
         orientation = "inline" if self.orientation == "3d" else self.orientation
         if self.kind == "patch":
             kw.update(crop=self.crop, orientation=orientation, stride=self.stride)

@@ -92,7 +92,7 @@ class StreamSession:
         channels = self.check_block(arrays)
         try:
             out = apply_block(self.model, channels if len(channels) > 1 else channels[0], outputs=self.outputs,
-                              batch_size=self.batch_size, device=self.device, n_classes=self.info.n_classes,
+                              batch_size=self.batch_size, device=self.device,
                               **self.recipe.apply_kwargs(channels[0].shape))
         except PredictError as exc:
             raise StreamInputError(str(exc)) from None

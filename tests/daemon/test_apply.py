@@ -166,6 +166,16 @@ def test_a_model_of_the_wrong_kind_is_named(volumes) -> None:
         apply_block(torch.nn.Conv2d(1, 1, 1), volumes[0], tile=(8, 8), device="cpu")
 
 
+def test_known_class_count_skips_the_probe_and_is_checked(tmp_path, volumes) -> None:
+    opts = dict(tile=(12, 16), overlap=4, normalisation=MEANS_STDS[0], device="cpu")
+    probed = load_outputs(predict_volume(context_model(), volumes[0], out_dir=tmp_path / "a", **opts))
+    n = probed["probabilities"].shape[0]
+    told = predict_volume(context_model(), volumes[0], out_dir=tmp_path / "b", n_classes=n, **opts)
+    np.testing.assert_array_equal(load_outputs(told)["labels"], probed["labels"])
+    with pytest.raises(PredictError, match="its file names 7 classes"):
+        predict_volume(context_model(), volumes[0], out_dir=tmp_path / "c", n_classes=7, **opts)
+
+
 def test_real_f3_crop_through_the_survey_cache(tmp_path, shared_data) -> None:
     """The F3 crop imported with workers.segy_import, predicted whole, with the survey's own statistics."""
     from workers.segy_import import import_segy
