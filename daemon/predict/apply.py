@@ -212,13 +212,13 @@ class _Engine:
         for b in range(n_batches):
             batch = tiles[b * self.batch_size:(b + 1) * self.batch_size]
             inputs = np.stack([self.reader.tile_input(t, self.plan.input_shape) for t in batch])
-            probs = self.forward(inputs).contiguous()  # channels-last output: one copy, then class planes are dense
+            probs = self.forward(inputs)
             if acc is None:
                 acc = torch.zeros((probs.shape[1], i1 - i0, nx, ns), dtype=torch.float32)
             for tile, p in zip(batch, probs):
                 self._accumulate(acc, wsum, tile, p, i0, i1)
             self.on_batch((b + 1) / n_batches)
-        return acc / wsum
+        return acc.div_(wsum)  # in place: no second chunk-sized tensor
 
     def _accumulate(self, acc: torch.Tensor, wsum: torch.Tensor, tile, p: torch.Tensor, i0: int, i1: int) -> None:
         # Crop the padded model output back to the tile, restore the slab axis, keep the chunk's inlines.
