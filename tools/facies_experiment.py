@@ -64,22 +64,20 @@ def job_file(model: str, output: str, split: str, epochs: int | None, quick: boo
 
 
 def predict_cube(model_path: Path, survey_folder: Path, out_dir: Path) -> tuple[np.ndarray, dict[str, Any]]:
-    """Labels of the whole cube from a model file (patch models on a stride-2 grid, filled by nearest)."""
+    """Labels of the whole cube from a model file, applied the way a predict job applies it (the model file's
+    recipe: whole sections, both orientations for a model trained on both; patch models on a stride-2 grid)."""
     from daemon.modelfile import load_model_file
     from daemon.predict import predict_volume
+    from daemon.predict.recipe import recipe_of
     from workers.survey import Survey
 
     model, info = load_model_file(model_path)
     survey = Survey.open(survey_folder)
-    vols = [survey.volume(v) for v in info.input_spec["volumes"]]
-    norm = [(v["mean"], v["std"]) for v in info.normalisation["volumes"]]
-    kw: dict[str, Any] = {"kind": info.input_spec["apply_kind"], "normalisation": norm, "outputs": ["labels"],
-                          "device": "cpu", "orientation": "inline"}
-    if kw["kind"] == "fcn":
-        kw["tile"] = [min(128, n) for n in survey.shape[1:]]
-    else:
-        kw.update(crop=info.input_spec["crop"], stride=2)
-    run = predict_volume(model, vols if len(vols) > 1 else vols[0], out_dir=out_dir, **kw)
+    recipe = recipe_of(info, stride=2 if info.input_spec["apply_kind"] == "patch" else 1)
+    vols = [survey.volume(v) for v in recipe.volumes]
+    run = predict_volume(model, vols if len(vols) > 1 else vols[0], out_dir=out_dir, outputs=["labels"],
+                         device="cpu", **recipe.apply_kwargs(survey.shape))
+    run["orientation"] = recipe.orientation
     return np.load(run["paths"]["labels"], mmap_mode="r"), run, info.classes
 
 
@@ -109,7 +107,8 @@ def one_run(client: Any, home: Path, s: Any, model: str, split: str, args: argpa
             "val_points": r["split"]["val_points"], "job_seconds": round(wall, 1),
             "train_seconds": round(r["train_seconds"], 1), "samples_per_s": r["samples_per_s"],
             "cube_pixel_accuracy": cube["pixel_accuracy"], "cube_mean_class_accuracy": cube["mean_class_accuracy"],
-            "cube_per_class_accuracy": cube["per_class_accuracy"], "accuracy_at_picks": at_picks, "predict_seconds": round(run["seconds"], 1)}
+            "cube_per_class_accuracy": cube["per_class_accuracy"], "accuracy_at_picks": at_picks, "predict_seconds": round(run["seconds"], 1),
+            "predict_orientation": run["orientation"]}
 
 
 def main(argv: list[str] | None = None) -> int:
