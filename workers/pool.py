@@ -147,6 +147,8 @@ class WorkerPool:
         self._deaths_in_a_row = 0
         self._delivered = 0
         self._wait_s = 0.0
+        self._startup_s = 0.0                # the wait for the first batch (spawning workers, opening volumes)
+        self._first_at: float | None = None  # when the first batch was handed out
         self._t0 = time.perf_counter()
         self._epoch: int | None = None
         self._apply_resize()
@@ -190,7 +192,13 @@ class WorkerPool:
                         self._check_not_starved(k, ready)
                         t0 = time.perf_counter()
                         self._collect(epoch, pending, ready)
-                        self._wait_s += time.perf_counter() - t0
+                        waited = time.perf_counter() - t0
+                        if self._first_at is None:
+                            self._startup_s += waited  # workers starting up: not the pipeline's steady rate
+                        else:
+                            self._wait_s += waited
+                if self._first_at is None:
+                    self._first_at = time.perf_counter()
                 self._delivered += 1
                 yield self._make_batch(epoch, k, ready.pop(k))
         finally:
@@ -198,14 +206,21 @@ class WorkerPool:
             self._epoch = None
 
     def stats(self) -> dict:
-        """Batches per second, each worker's busy fraction, and the consumer's wait fraction."""
+        """Batches per second, each worker's busy fraction, and the consumer's wait fraction.
+
+        ``consumer_wait_fraction`` is the share of the time since the first batch that the consumer waited for
+        data; the wait for the first batch (workers starting up) is ``startup_wait_s``, apart, as it does not
+        grow with the job.
+        """
         now = time.perf_counter()
         elapsed = max(now - self._t0, 1e-9)
+        running = max(now - self._first_at, 1e-9) if self._first_at is not None else elapsed
         busy = {w.wid: round(w.busy_s / max(now - w.started, 1e-9), 4) for w in self._state.workers.values()}
         return {
             "batches_per_s": self._delivered / elapsed,
             "delivered": self._delivered,
-            "consumer_wait_fraction": self._wait_s / elapsed,
+            "consumer_wait_fraction": self._wait_s / running,
+            "startup_wait_s": self._startup_s,
             "worker_busy_fraction": busy,
             "n_workers": len(self.worker_pids()),
             "target_workers": self._target,

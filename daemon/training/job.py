@@ -272,4 +272,5 @@ def _result(spec: TrainSpec, result: Any, out: Path, data: TrainData, pool_stats
             "validation": figures, "samples": result.samples, "train_seconds": result.train_seconds,
             "samples_per_s": rate, "workers": n_workers, "split": data.split,
             "data_wait_fraction": pool_stats["consumer_wait_fraction"] if pool_stats else None,
+            "data_startup_s": pool_stats["startup_wait_s"] if pool_stats else None,
             "preview_inline": data.preview_inline}
