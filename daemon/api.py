@@ -90,8 +90,7 @@ class Api:
         except InvalidJob as exc:
             raise _invalid(exc.problems) from None
         slots = [s.name for s in self.d.slots]
-        count = scheduler.slots_wanted(kind.name, spec.model_dump(mode="json"), spec.device, slots) \
-            if self.d.backend.long_lived else 1
+        count = self.d.slots_wanted(kind.name, spec.model_dump(mode="json"), spec.device)
         if count > 1 and not scheduler.device_available(spec.device, kind.devices, slots, count):
             problem = (f"train.distributed.world_size {count} needs {count} GPU slots; this machine has "
                        f"{sum(s != 'cpu' for s in slots)} (slots: {', '.join(slots)})")

@@ -5,7 +5,8 @@ yet (its device is busy) does not block jobs behind it that can run on another f
 same slot, order decides.
 
 Most jobs take one slot. A data-parallel train job on CUDA (`train.distributed.world_size: N`, see `slots_wanted`)
-takes N GPU slots at once, all or none: its executor sees the N devices and runs one rank on each.
+takes N GPU slots at once, all or none: rank 0 runs in the first slot's executor, rank r in a process that sees
+only the r-th slot's device (daemon/training/distributed.py).
 
 NOTE [no starving]
   A job wanting N slots while fewer than N it accepts are free would never start if the jobs behind it kept taking

@@ -368,17 +368,20 @@ class Daemon:
         queued = self.store.queued_in_order()
         # in order (priority, then age); a job no free slot accepts does not hold back those behind it; a job
         # taking several GPU slots gets them all at once (daemon/scheduler.py)
-        for job, handles in self.supervisor.placements(queued, self._kind_devices, self._slots_wanted):
+        for job, handles in self.supervisor.placements(queued, self._kind_devices,
+                                                       lambda job: self.slots_wanted(job.kind, job.spec, job.device)):
             self._start_job(job, handles[0], handles[1:])
 
     def _kind_devices(self, job: JobRow) -> str:
         kind = get_kind(job.kind)
         return kind.devices if kind else "any"
 
-    def _slots_wanted(self, job: JobRow) -> int:
-        if not self.backend.long_lived:  # on Ray a job's further ranks are Ray tasks, not slots
+    def slots_wanted(self, kind: str, spec: dict[str, Any], device: str) -> int:
+        """Slots a job takes here (scheduler.slots_wanted); always 1 on Ray, where a job's further ranks are Ray
+        tasks, not slots. The one rule for submit (refusing what can never be placed) and dispatch."""
+        if not self.backend.long_lived:
             return 1
-        return scheduler.slots_wanted(job.kind, job.spec, job.device, [s.name for s in self.slots])
+        return scheduler.slots_wanted(kind, spec, device, [s.name for s in self.slots])
 
     def _start_job(self, job: JobRow, h: ExecutorHandle, helpers: list[ExecutorHandle] | None = None) -> None:
         kind = get_kind(job.kind)

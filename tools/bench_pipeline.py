@@ -15,7 +15,6 @@ machine with fewer than N + 1 cores:
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import tempfile
@@ -30,13 +29,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from workers.augment import Augmentation
 from workers.crops import CropSpec
-from workers.pool import WorkerPool
+from workers.pool import DEFAULT_DEPTH, WorkerPool
 from workers.sampling import BatchRecipe, PickSampler, RawVolume
 
 
 _PREFETCH = 4  # batches queued per worker, the same for the pool and DataLoader
-# The one-worker figure runs the pool as training runs it (daemon/training/job.py): WorkerPool's default depth.
-_POOL_DEPTH = inspect.signature(WorkerPool).parameters["depth"].default
 
 
 class _RecipeBatches(Dataset):
@@ -149,7 +146,7 @@ def _case(recipe: BatchRecipe, workers: int, rounds: int) -> dict:
     """Every way, interleaved round by round so that a change in the machine's load hits all of them alike;
     the best round of each counts (other work on the machine only ever slows a round down)."""
     runners = {"single": _Single(recipe), "pool": _Pool(recipe, workers), "loader": _Loader(recipe, workers),
-               "pool_1": _Pool(recipe, 1, depth=_POOL_DEPTH)}
+               "pool_1": _Pool(recipe, 1, depth=DEFAULT_DEPTH)}  # as training runs it
     times: dict[str, list[tuple[float, float, float]]] = {name: [] for name in runners}
     try:
         for r in range(rounds):

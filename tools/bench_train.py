@@ -5,8 +5,9 @@
 Starts a real daemon in a temporary home, imports a synthetic survey (tools/synth.py) through the client, runs a
 train job (no validation, so only training steps are timed) and reads samples/s and the fraction of time the loop
 waited for data from the job's result. Then, in this process, builds the same model (same seed) and optimiser and
-trains it on the same batches made in memory beforehand, with no data pipeline at all. The two alternate for
---rounds rounds (default 3) and the best round of each counts, as in bench_pipeline. Prints one JSON line.
+trains it on the same batches made in memory beforehand, with no data pipeline at all. Each way runs --rounds
+times (default 3; the jobs first, then the bare loops, so a bare run never shares the machine with a job's
+workers) and the best round of each counts. Prints one JSON line.
 Targets: ratio >= 0.9, data wait < 0.05. Default well under a minute; --long runs more steps.
 """
 from __future__ import annotations
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--long", action="store_true", help="more steps and a larger survey")
     ap.add_argument("--workers", type=int, default=None, help="data workers (default: the daemon's default, 2)")
     ap.add_argument("--model", choices=["patchcnn", "unet"], default="patchcnn")
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best of each way counts")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of each way; the best of each counts")
     a = ap.parse_args(argv)
     epochs, batches = (4, 100) if a.long else (2, 30)
     shape = (128, 128, 96) if a.long else (64, 64, 64)

@@ -38,8 +38,15 @@ class Augmentation:
     p_stretch: float = 0.0         # vertical stretch or squeeze of the crop about its centre
     stretch_range: tuple[float, float] = (0.7, 1.4)   # layers look this many times thicker (log-uniform)
 
+    PROBABILITIES = ("p_flip", "p_swap", "p_scale", "p_polarity", "p_noise", "p_shift", "p_stretch")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any operation can happen (else every plan is the identity)."""
+        return any(getattr(self, name) > 0 for name in self.PROBABILITIES)
+
     def __post_init__(self) -> None:
-        for name in ("p_flip", "p_swap", "p_scale", "p_polarity", "p_noise", "p_shift", "p_stretch"):
+        for name in self.PROBABILITIES:
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
                 raise AugmentError(f"{name} must be a probability in [0, 1], got {p}")

@@ -118,6 +118,9 @@ class _PoolState:
         self.ring.close()
 
 
+DEFAULT_DEPTH = 2  # batches in flight per worker unless asked otherwise (what training runs with)
+
+
 class WorkerPool:
     """Deterministic, resizable, self-healing batch stream over a shared-memory ring.
 
@@ -126,7 +129,7 @@ class WorkerPool:
     """
 
     def __init__(self, recipe: BatchRecipe, n_workers: int = 2, seed: int = 0, ring_slots: int = 8,
-                 owner_pid: int | None = None, prefix: str = DEFAULT_PREFIX, depth: int = 2,
+                 owner_pid: int | None = None, prefix: str = DEFAULT_PREFIX, depth: int = DEFAULT_DEPTH,
                  device: str | None = None, shm_free_bytes: int | None = None) -> None:
         if n_workers < 1:
             raise ValueError(f"n_workers must be >= 1, got {n_workers}")

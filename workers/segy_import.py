@@ -18,7 +18,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, TypeVar
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -30,7 +30,6 @@ __all__ = ["ImportCancelled", "ImportReport", "SegyImportError", "add_volume", "
 
 Progress = Callable[[float, str], None]
 Cancel = Callable[[], bool]
-T = TypeVar("T")
 
 CHUNK_BYTES = 4 << 20       # raw trace bytes per step: bounds memory and keeps a chunk's buffers in cache
 WRITES_IN_FLIGHT = 2        # chunks handed to the writer thread and not yet written
@@ -188,7 +187,7 @@ class _RowWriter:
             while done < len(view):  # pwrite may write less than asked
                 done += os.pwrite(self.fd, view[done:], offset + done)
         except OSError as exc:
-            raise OSError(exc.errno, f"{exc.strerror} (writing {self.path})") from exc
+            raise self._named(exc) from exc
         _writeback(self.fd, offset, done)
 
     def close(self, sync: bool = False) -> None:
@@ -197,14 +196,19 @@ class _RowWriter:
             if sync:
                 os.fsync(self.fd)
         except OSError as exc:
-            raise OSError(exc.errno, f"{exc.strerror} (writing {self.path})") from exc
+            raise self._named(exc) from exc
         finally:
             os.close(self.fd)
 
+    def _named(self, exc: OSError) -> OSError:
+        """The error with this file named (a full disk must say which file it was writing)."""
+        return OSError(exc.errno, f"{exc.strerror} (writing {self.path})")
+
 
 def _stream(scan: SegyScan, vol: np.memmap, headers: np.memmap | None, report: _Throttle,
-            cancel: Cancel | None) -> tuple[_Sums, int]:
-    """Copy traces into ``vol`` (and raw headers into ``headers``) chunk by chunk; returns (sums, NaN/inf count)."""
+            cancel: Cancel | None) -> _Sums:
+    """Copy traces into ``vol`` (and raw headers into ``headers``) chunk by chunk; returns the running sums (their
+    ``non_finite`` counts the NaN/inf samples zeroed)."""
     ns = scan.geometry.sample_count
     writers = [_RowWriter(vol, ns)] + ([_RowWriter(headers, 240)] if headers is not None else [])
     ok = False
@@ -218,7 +222,7 @@ def _stream(scan: SegyScan, vol: np.memmap, headers: np.memmap | None, report: _
 
 
 def _copy_chunks(scan: SegyScan, writers: list[_RowWriter], report: _Throttle,
-                 cancel: Cancel | None) -> tuple[_Sums, int]:
+                 cancel: Cancel | None) -> _Sums:
     """The chunk loop of _stream: decode, NaN/inf zeroing, write samples (and headers), running sums.
 
     A writer thread writes chunk k while this one reads and decodes chunk k + 1 (both wait in system calls that
@@ -246,7 +250,7 @@ def _copy_chunks(scan: SegyScan, writers: list[_RowWriter], report: _Throttle,
         finally:
             for f in in_flight:
                 f.cancel()
-    return sums, sums.non_finite
+    return sums
 
 
 def _write_rows(writers: list[_RowWriter], flat: np.ndarray, blocks: tuple[np.ndarray, ...]) -> None:
@@ -255,7 +259,7 @@ def _write_rows(writers: list[_RowWriter], flat: np.ndarray, blocks: tuple[np.nd
         w.write(flat, rows)
 
 
-def _stats(vol: np.ndarray, live: np.ndarray, sums: _Sums, nan_count: int) -> dict[str, float]:
+def _stats(vol: np.ndarray, live: np.ndarray, sums: _Sums) -> dict[str, float]:
     """Exact mean/std/min/max over live traces; p01/p99 from up to STATS_TRACES evenly spread live traces."""
     count = max(sums.count, 1)
     mean = sums.sum / count
@@ -266,7 +270,7 @@ def _stats(vol: np.ndarray, live: np.ndarray, sums: _Sums, nan_count: int) -> di
     p01, p99 = np.percentile(sample, [1, 99], overwrite_input=True)  # partitions in place, float32: no extra copy
     return {"mean": mean, "std": std, "min": sums.min if sums.count else 0.0,
             "max": sums.max if sums.count else 0.0, "p01": float(p01), "p99": float(p99),
-            "nan_count": nan_count}
+            "nan_count": sums.non_finite}
 
 
 def _fill_dead(scan: SegyScan, headers: np.ndarray, live: np.ndarray, iline: int, xline: int,
@@ -327,28 +331,29 @@ def import_segy(path: str | os.PathLike, survey_folder: str | os.PathLike, name:
     if folder.exists():
         raise SurveyError(f"{folder} already exists; remove it or choose another survey folder")
     report = _Throttle(progress)
-    scan, (live, nan_count) = _scanned(path, iline, xline, endian, offset, sample_unit, lambda scan: _import_once(
+    import_report = _scanned(path, iline, xline, endian, offset, sample_unit, lambda scan: _import_once(
         scan, folder, name, volume, iline, xline, offset, report, cancel))
-    ni, nx, ns = scan.geometry.shape
-    report(1.0, f"imported {path.name}: {ni} x {nx} x {ns}", force=True)
     out = Survey.open(folder)
-    out.import_report = ImportReport(int(scan.keep.sum()), int((~live).sum()), nan_count, scan.endian, scan.sorting)
+    report(1.0, f"imported {path.name}: {' x '.join(map(str, out.shape))}", force=True)
+    out.import_report = import_report
     return out
 
 
 def _scanned(path: Path, iline: int, xline: int, endian: str, offset: int | None, unit: str,
-             attempt: Callable[[SegyScan], T]) -> tuple[SegyScan, T]:
-    """(scan, attempt(scan)) with the file scanned, again with every header read if a provisional grid fails."""
+             attempt: Callable[[SegyScan], tuple[np.ndarray, int]]) -> ImportReport:
+    """Scan the file and run ``attempt(scan)`` -> (live mask, NaN count), again after reading every header if the
+    provisional grid fails; returns what the import found."""
     scan = scan_segy(path, iline, xline, endian, offset, unit)
     try:
         try:
-            return scan, attempt(scan)
-        except ProvisionalGridError:  # segyio's regular grid was wrong about some trace: bin every header
+            live, nan_count = attempt(scan)
+        except ProvisionalGridError:  # the guessed grid was wrong about some trace: bin every header
             scan.f.close()
             scan = scan_segy(path, iline, xline, endian, offset, unit, full=True)
-            return scan, attempt(scan)
+            live, nan_count = attempt(scan)
     finally:
         scan.f.close()
+    return ImportReport(int(scan.keep.sum()), int((~live).sum()), nan_count, scan.endian, scan.sorting)
 
 
 def _import_once(scan: SegyScan, folder: Path, name: str | None, volume: str, iline: int, xline: int,
@@ -358,13 +363,12 @@ def _import_once(scan: SegyScan, folder: Path, name: str | None, volume: str, il
     shutil.rmtree(partial, ignore_errors=True)  # leftover of a crashed import
     try:
         ni, nx, _ = scan.geometry.shape
-        live = np.zeros((ni, nx), dtype=bool)
-        live[scan.ii[scan.keep], scan.xx[scan.keep]] = True
+        live = scan.live_mask()
         survey = Survey.create(partial, scan.geometry, name=name or folder.name,
                                source=_source_info(scan, iline, xline, offset))
         headers = np.lib.format.open_memmap(partial / "headers.tmp.npy", "w+", np.uint8, (ni, nx, 240))
         vol = survey.new_volume(volume)
-        sums, nan_count = _stream(scan, vol, headers, report, cancel)
+        sums = _stream(scan, vol, headers, report, cancel)
         cdp = _grid_coordinates(scan, live)  # after the stream: a provisional scan takes coordinates there
         _fill_dead(scan, headers, live, iline, xline, cdp)
         arrays = GeometryArrays(cdp[..., 0], cdp[..., 1], ~live, _text_headers(scan.path, int(scan.f.ext_headers)),
@@ -374,13 +378,13 @@ def _import_once(scan: SegyScan, folder: Path, name: str | None, volume: str, il
         (partial / "headers.tmp.npy").unlink()
         survey.doc["has_geometry_h5"] = True
         survey.doc["source"]["dead_traces"] = int((~live).sum())
-        survey.register_volume(volume, _stats(vol, live, sums, nan_count))
+        survey.register_volume(volume, _stats(vol, live, sums))
         del vol
         os.replace(partial, folder)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    return live, nan_count
+    return live, sums.non_finite
 
 
 def _binary_header(path: Path) -> bytes:
@@ -410,10 +414,8 @@ def add_volume(path: str | os.PathLike, survey_folder: str | os.PathLike, volume
     if volume in survey.volumes:
         raise SurveyError(f"survey {survey.name!r} already has a volume {volume!r}; choose another name")
     tmp = survey.folder / f"{volume}.f32.partial"
-    scan, (live, nan_count) = _scanned(Path(path), iline, xline, endian, offset, survey.geometry.sample_unit,
-                                       lambda scan: _add_once(scan, survey, volume, tmp, progress, cancel))
-    survey.import_report = ImportReport(int(scan.keep.sum()), int((~live).sum()), nan_count, scan.endian,
-                                        scan.sorting)
+    survey.import_report = _scanned(Path(path), iline, xline, endian, offset, survey.geometry.sample_unit,
+                                    lambda scan: _add_once(scan, survey, volume, tmp, progress, cancel))
     return survey
 
 
@@ -426,17 +428,16 @@ def _add_once(scan: SegyScan, survey: Survey, volume: str, tmp: Path, progress: 
         if diff:
             raise fail(Path(path), f"its grid differs from survey {survey.name!r}: " + "; ".join(diff))
         ni, nx, ns = survey.shape
-        live = np.zeros((ni, nx), dtype=bool)
-        live[scan.ii[scan.keep], scan.xx[scan.keep]] = True
+        live = scan.live_mask()
         with open(tmp, "wb") as fh:
             fh.truncate(ni * nx * ns * 4)
         vol = np.memmap(tmp, dtype=np.float32, mode="r+", shape=(ni, nx, ns))
-        sums, nan_count = _stream(scan, vol, None, _Throttle(progress), cancel)
-        stats = _stats(vol, live, sums, nan_count)
+        sums = _stream(scan, vol, None, _Throttle(progress), cancel)
+        stats = _stats(vol, live, sums)
         del vol
         os.replace(tmp, survey.folder / f"{volume}.f32")
         survey.register_volume(volume, stats)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return live, nan_count
+    return live, sums.non_finite

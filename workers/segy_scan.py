@@ -34,7 +34,7 @@ class SegyImportError(ValueError):
 
 
 class ProvisionalGridError(Exception):
-    """A trace is not where segyio's regular geometry puts it: the importer falls back to a full header scan."""
+    """A trace is not where the guessed grid puts it: the importer falls back to a full header scan."""
 
 
 @dataclass
@@ -53,7 +53,7 @@ class SegyScan:
     coords: np.ndarray        # [n_traces, 2] cdp x/y with the scalar applied
     data_offset: int          # byte offset of the first trace header
     trace_bytes: int          # 240 + samples per trace * bytes per sample
-    provisional: bool = False  # grid from segyio's geometry: check il/xl and fill coords while streaming
+    provisional: bool = False  # grid guessed from a few headers: check il/xl and fill coords while streaming
     fields: tuple[int, ...] = ()  # header bytes read by check_headers: inline, crossline, cdp x, cdp y, scalar
 
     def check_headers(self, a: int, b: int, records: np.ndarray) -> None:
@@ -63,11 +63,23 @@ class SegyScan:
         Raises ProvisionalGridError on the first trace out of place.
         """
         block = records.view(fields_dtype(self.fields, self.endian == "big", self.trace_bytes))
-        il_axis, xl_axis = self.geometry.inlines, self.geometry.crosslines
-        if not (np.array_equal(block["f0"], np.asarray(il_axis)[self.ii[a:b]])
-                and np.array_equal(block["f1"], np.asarray(xl_axis)[self.xx[a:b]])):
-            raise ProvisionalGridError(f"{self.path}: traces {a}..{b} are not in segyio's regular order")
+        il_axis, xl_axis = self._line_numbers
+        if not (np.array_equal(block["f0"], il_axis[self.ii[a:b]])
+                and np.array_equal(block["f1"], xl_axis[self.xx[a:b]])):
+            raise ProvisionalGridError(f"{self.path}: traces {a}..{b} are not where the guessed grid puts them")
         self.coords[a:b] = _coordinates(block["f2"], block["f3"], block["f4"])
+
+    @functools.cached_property
+    def _line_numbers(self) -> tuple[np.ndarray, np.ndarray]:
+        """The grid's inline and crossline numbers as arrays (made once, not per block)."""
+        return np.asarray(self.geometry.inlines), np.asarray(self.geometry.crosslines)
+
+    def live_mask(self) -> np.ndarray:
+        """[ni, nx] bool: grid positions that a kept trace fills (the others are dead traces)."""
+        ni, nx, _ = self.geometry.shape
+        live = np.zeros((ni, nx), dtype=bool)
+        live[self.ii[self.keep], self.xx[self.keep]] = True
+        return live
 
     @property
     def traces(self) -> int:

@@ -25,7 +25,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from daemon.backends import BackendError, Ended
+from daemon.backends import BackendError, Ended, ray_ranks
 from daemon.backends.local import LaunchArgs, exit_reason
 from daemon.devices import DeviceSlot
 from daemon.settings import Settings
@@ -154,7 +154,7 @@ class RayBackend:
         env["SEISD_HOME"] = str(a.home)
         cpus = self._cpus(job)
         # what the job's further tasks ask for (a train job's ranks): as much as a job gets
-        env["SEISJOB_RAY_CPUS"], env["SEISJOB_RAY_GPUS"] = str(self.settings.num_cpus_per_job), str(gpus)
+        env[ray_ranks.CPUS_ENV], env[ray_ranks.GPUS_ENV] = str(self.settings.num_cpus_per_job), str(gpus)
         name = f"seisd-job-{job['job']}" if job else f"seisd-{identity}"
         ref = self._task.options(num_cpus=cpus, num_gpus=gpus, max_retries=0,
                                  name=name).remote(a.arguments(identity, one_job=True), env,

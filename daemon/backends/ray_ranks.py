@@ -28,6 +28,20 @@ CPUS_ENV = "SEISJOB_RAY_CPUS"
 GPUS_ENV = "SEISJOB_RAY_GPUS"
 
 
+def task_resources(device: str) -> tuple[float, float]:
+    """(CPUs, GPUs) a further task of this executor's job asks for (a rank, a shard): what the job's own task
+    asked for (the backend sets them), GPUs only for a CUDA job."""
+    cpus = float(os.environ.get(CPUS_ENV) or 1)
+    gpus = float(os.environ.get(GPUS_ENV) or 0) if str(device).startswith("cuda") else 0.0
+    return cpus, gpus
+
+
+def task_threads() -> int:
+    """Intra-op threads inside a Ray task: Ray sets OMP_NUM_THREADS to the CPUs it gave; torch follows it only
+    when told."""
+    return max(1, int(os.environ.get("OMP_NUM_THREADS") or 1))
+
+
 def on_ray() -> bool:
     """Whether this executor was started by seisd's Ray backend (its ranks and shards then go to Ray too)."""
     return bool(os.environ.get(ADDRESS_ENV))
@@ -58,9 +72,8 @@ def ray_rank_main(job: Any, rank: int) -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
-    # Ray shows the task its GPUs as cuda:0.. and sets OMP_NUM_THREADS to the CPUs it gave
-    device = "cuda:0" if str(job.device).startswith("cuda") else "cpu"
-    threads = max(1, int(os.environ.get("OMP_NUM_THREADS") or 1))
+    device = "cuda:0" if str(job.device).startswith("cuda") else "cpu"  # Ray shows the task its GPUs from cuda:0
+    threads = task_threads()
     log.info("rank %d on Ray node %s, pid %d, %s, %d threads", rank, ray.util.get_node_ip_address(), os.getpid(),
              device, threads)
     try:
@@ -109,8 +122,7 @@ class RayRank:
 def start_ray_ranks(job: Any) -> list[RayRank]:
     """Submit ranks 1..world-1 of `job` as Ray tasks; they wait for rank 0 at the rendezvous."""
     ray = connect()
-    cpus = float(os.environ.get(CPUS_ENV) or 1)
-    gpus = float(os.environ.get(GPUS_ENV) or 0) if str(job.device).startswith("cuda") else 0.0
+    cpus, gpus = task_resources(job.device)
     task = ray.remote(max_calls=1)(ray_rank_main)
     return [RayRank(ray, task.options(num_cpus=cpus, num_gpus=gpus, max_retries=0,
                                       name=f"seisd-rank-{rank}").remote(job, rank))

@@ -1,6 +1,6 @@
 """The shards of a sharded predict job as Ray tasks: the ShardRunner of the Ray backend.
 
-    runner = RayShardRunner.for_job(settings.ray, device)     # inside the job's executor, itself started by Ray
+    runner = RayShardRunner(*task_resources(device))     # inside the job's executor, itself started by Ray
     result = predict_sharded(plan, shards=4, runner=runner, progress=..., should_stop=...)
 
 The executor (a child of the Ray worker that runs the job's task, daemon/backends/ray_task.py) finds the cluster
@@ -21,14 +21,12 @@ NOTE [stop and failure]
 """
 from __future__ import annotations
 
-import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from daemon.backends.ray_ranks import connect
+from daemon.backends.ray_ranks import connect, task_threads
 from daemon.predict.apply import ProgressCallback, StopCallback
 from daemon.predict.sharding import (SHARD_STOP_GRACE_S, ShardError, ShardLayout, ShardPlan, ShardRange,
                                      shard_failure)
@@ -43,23 +41,16 @@ def ray_shard_main(plan: ShardPlan, shard: int, chunks: list[int], stop_path: st
 
     from daemon.predict.sharding import run_shard
 
-    # Ray sets OMP_NUM_THREADS to the CPUs it gave the task; torch follows it only when told
-    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1") or 1)))
+    torch.set_num_threads(task_threads())
     return run_shard(plan, shard, chunks, should_stop=Path(stop_path).exists)
 
 
 @dataclass
 class RayShardRunner:
-    """Runs each shard as a Ray task asking for `num_cpus` CPUs and `num_gpus` GPUs."""
+    """Runs each shard as a Ray task asking for `num_cpus` CPUs and `num_gpus` GPUs (ray_ranks.task_resources)."""
 
     num_cpus: float
     num_gpus: float = 0.0
-
-    @classmethod
-    def for_job(cls, ray_settings: Any, device: str) -> "RayShardRunner":
-        """The runner of a job on `device`: the resources the settings give a job, GPUs only for a CUDA job."""
-        gpus = ray_settings.num_gpus_per_job if str(device).startswith("cuda") else 0.0
-        return cls(num_cpus=ray_settings.num_cpus_per_job, num_gpus=gpus)
 
     def __call__(self, plan: ShardPlan, ranges: list[ShardRange], layout: ShardLayout,
                  progress: ProgressCallback | None, should_stop: StopCallback | None) -> bool:
@@ -91,11 +82,8 @@ def _watch(ray: Any, refs: dict[Any, ShardRange], layout: ShardLayout, out_dir: 
             stopped = True
             stop_file.touch()
         if progress is not None:
-            done = layout.inlines_of((record.load() or {}).get("done", []))
-            ran = done - layout.done_inlines
-            rate = ran / (time.monotonic() - t0) if ran > 0 else 0.0
-            eta = (layout.n_inlines - done) / rate if rate > 0 else None
-            progress(done / layout.n_inlines, eta, f"{len(refs)} shards on Ray: {done} of {layout.n_inlines} inlines")
+            ran = layout.inlines_of((record.load() or {}).get("done", [])) - layout.done_inlines
+            layout.report(progress, ran, time.monotonic() - t0, f"{len(refs)} shards on Ray")
     return stopped
 
 

@@ -10,6 +10,8 @@ import os
 import subprocess
 import sys
 
+from daemon.backends.ray_ranks import ADDRESS_ENV  # standard library only, like this module
+
 
 def run_executor(arguments: list[str], env: dict[str, str], log_path: str, cwd: str) -> int:
     """Start `python -m daemon.executor ARGUMENTS --parent-pid <this worker>` and return its exit status.
@@ -22,7 +24,7 @@ def run_executor(arguments: list[str], env: dict[str, str], log_path: str, cwd: 
 
     full = dict(os.environ, **env)
     # the executor may submit Ray tasks of its own (a predict job's shards, a train job's ranks): to this cluster
-    full["RAY_ADDRESS"] = full["SEISJOB_RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+    full["RAY_ADDRESS"] = full[ADDRESS_ENV] = ray.get_runtime_context().gcs_address
     if not os.environ.get("CUDA_VISIBLE_DEVICES"):
         full["CUDA_VISIBLE_DEVICES"] = ""
     cmd = [sys.executable, "-m", "daemon.executor", *arguments, "--parent-pid", str(os.getpid())]

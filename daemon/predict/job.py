@@ -88,10 +88,12 @@ def run_predict_job(spec: PredictSpec, ctx: Any) -> dict[str, Any]:
 
 def _shard_runner(ctx: Any) -> tuple[ShardRunner | None, str]:
     """Ray tasks on the Ray backend (any node, shared storage); else processes of this executor."""
-    if getattr(ctx.settings, "backend", "local") == "ray":
+    from daemon.backends import ray_ranks
+
+    if ray_ranks.on_ray():  # this executor was started by the Ray backend: the same test as a train job's ranks
         from daemon.backends.ray_shards import RayShardRunner
 
-        return RayShardRunner.for_job(ctx.settings.ray, str(ctx.device)), "Ray tasks"
+        return RayShardRunner(*ray_ranks.task_resources(str(ctx.device))), "Ray tasks"
     return None, "processes"
 
 

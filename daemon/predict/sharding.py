@@ -79,6 +79,11 @@ class ShardRange:
     inlines: tuple[int, int]
 
 
+def chunks_inlines(chunks: Sequence[int], step: int, ni: int) -> int:
+    """How many inlines chunks of `step` inlines cover in a volume of `ni` inlines (the last chunk may be short)."""
+    return sum(min(k * step + step, ni) - k * step for k in chunks)
+
+
 @dataclass(frozen=True)
 class ShardLayout:
     """What a runner needs to turn chunks into inlines for progress: chunk size, inline count, inlines done."""
@@ -88,8 +93,14 @@ class ShardLayout:
     done_inlines: int
 
     def inlines_of(self, chunks: Sequence[int]) -> int:
-        step, ni = self.chunk_inlines, self.n_inlines
-        return sum(min(k * step + step, ni) - k * step for k in chunks)
+        return chunks_inlines(chunks, self.chunk_inlines, self.n_inlines)
+
+    def report(self, progress: ProgressCallback, ran: float, seconds: float, what: str) -> None:
+        """One progress call for `ran` inlines predicted in `seconds` by this run, on top of those done before."""
+        rate = ran / seconds if seconds > 0 and ran > 0 else 0.0
+        done = self.done_inlines + ran
+        eta = (self.n_inlines - done) / rate if rate > 0 else None
+        progress(done / self.n_inlines, eta, f"{what}: {done:.0f} of {self.n_inlines} inlines")
 
 
 # (plan, shards, layout, progress, should_stop) -> True when stopped by should_stop; raises ShardError on failure
@@ -178,11 +189,11 @@ def predict_sharded(plan: ShardPlan, shards: int, model: torch.nn.Module | None 
     parts = split_chunks([k for k in range(planned["n_chunks"]) if k not in done], shards)
     ranges = [ShardRange(i, chunks, (chunks[0] * step, min(chunks[-1] * step + step, ni) - 1))
               for i, chunks in enumerate(parts)]
-    layout = ShardLayout(step, ni, ShardLayout(step, ni, 0).inlines_of(sorted(done)))
+    layout = ShardLayout(step, ni, chunks_inlines(done, step, ni))
     stopped = (runner or run_shard_processes)(plan, ranges, layout, progress, should_stop)
     final = _apply(plan, model, [], plan.device)
     seconds = time.monotonic() - t0
-    ran = layout.inlines_of(sorted(set(final["done"]) - done))
+    ran = layout.inlines_of(set(final["done"]) - done)
     status = "complete" if len(final["done"]) == final["n_chunks"] else "stopped"
     return final | {"status": "stopped" if stopped and status != "complete" else status,
                     "resumed_from_chunk": len(done), "seconds": seconds,
@@ -196,7 +207,7 @@ def run_shard_processes(plan: ShardPlan, ranges: list[ShardRange], layout: Shard
     """The default ShardRunner: one spawned process per shard on this machine; True when stopped."""
     stop = mp.get_context("spawn").Event()
     started = _start(plan, ranges, stop)
-    return _watch(started, stop, layout.n_inlines, layout.done_inlines, progress, should_stop)
+    return _watch(started, stop, layout, progress, should_stop)
 
 
 def _start(plan: ShardPlan, ranges: list[ShardRange], stop: Any) -> list[_Shard]:
@@ -216,7 +227,7 @@ def _start(plan: ShardPlan, ranges: list[ShardRange], stop: Any) -> list[_Shard]
     return shards
 
 
-def _watch(shards: list[_Shard], stop: Any, ni: int, done_inlines: int, progress: ProgressCallback | None,
+def _watch(shards: list[_Shard], stop: Any, layout: ShardLayout, progress: ProgressCallback | None,
            should_stop: StopCallback | None) -> bool:
     """Relay progress and cancel until every shard has ended; True when stopped by should_stop."""
     t0, last, stopped = time.monotonic(), 0.0, False
@@ -232,10 +243,7 @@ def _watch(shards: list[_Shard], stop: Any, ni: int, done_inlines: int, progress
             if progress is not None and now - last >= 0.5:
                 last = now
                 ran = sum(s.fraction * (s.inlines[1] - s.inlines[0] + 1) for s in shards)
-                rate = ran / (now - t0) if now > t0 else 0.0
-                eta = (ni - done_inlines - ran) / rate if rate > 0 else None
-                progress((done_inlines + ran) / ni, eta, f"{len(shards)} shards: {done_inlines + ran:.0f} of "
-                         f"{ni} inlines")
+                layout.report(progress, ran, now - t0, f"{len(shards)} shards")
         _check(shards)
     finally:
         _stop_all(shards, stop)

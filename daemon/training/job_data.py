@@ -50,8 +50,7 @@ def prepare_data(d: Any, home: Path, job_dir: Path, seed: int, per_voxel: bool) 
     norm = tuple((float(s["mean"]), float(s["std"]) or 1.0) for s in stats)
     volumes = tuple(RawVolume(str(folder / survey.doc["volumes"][v]["file"]), survey.shape) for v in d.volumes)
     aug = Augmentation(**d.augment.model_dump())
-    aug = aug if any(getattr(aug, k) > 0 for k in ("p_flip", "p_swap", "p_scale", "p_polarity", "p_noise",
-                                                   "p_shift", "p_stretch")) else None
+    aug = aug if aug.enabled else None
     common = dict(volumes=volumes, crop=crop, batch_size=d.batch_size, context=d.context, norm=norm)
     if per_voxel:
         train_sampler = _label_sampler(job_dir / "labels_train.f32", survey.shape, points, labels, split.train)

@@ -245,12 +245,18 @@ def test_sharded_predict_on_ray_matches_the_unsharded_job(shard_models: RunningD
         assert np.ptp(a["confidence"][()]) > 0.01  # a prediction worth comparing
 
 
+def _slow_shards_running(ray_daemon: RunningDaemon, name: str) -> tuple[int, list[psutil.Process]]:
+    """Submit the slow model's predict job in 2 shards; (job id, the two shard workers) once both run."""
+    jid = ray_daemon.client.submit(predict_job("slow", "synth", name, shards=2, **SLOW_JOB))["id"]
+    workers = wait_for(lambda: len(_shard_workers(ray_daemon)) == 2 and _shard_workers(ray_daemon),
+                       timeout=60, what="two shard tasks running")
+    return jid, workers
+
+
 def test_cancel_stops_the_shards_on_ray(shard_models: RunningDaemon) -> None:
     ray_daemon = shard_models
     c = ray_daemon.client
-    jid = c.submit(predict_job("slow", "synth", "cancelled", shards=2, **SLOW_JOB))["id"]
-    workers = wait_for(lambda: len(_shard_workers(ray_daemon)) == 2 and _shard_workers(ray_daemon),
-                       timeout=60, what="two shard tasks running")
+    jid, workers = _slow_shards_running(ray_daemon, "cancelled")
     wait_for(lambda: c.show(jid)["progress"] > 0, timeout=60, what="progress from the shards")
     c.cancel(jid)
     rec = wait_state(c, jid, timeout=60)
@@ -263,9 +269,7 @@ def test_cancel_stops_the_shards_on_ray(shard_models: RunningDaemon) -> None:
 def test_a_killed_shard_worker_fails_the_job_naming_the_shard(shard_models: RunningDaemon) -> None:
     ray_daemon = shard_models
     c = ray_daemon.client
-    jid = c.submit(predict_job("slow", "synth", "lost-shard", shards=2, **SLOW_JOB))["id"]
-    workers = wait_for(lambda: len(_shard_workers(ray_daemon)) == 2 and _shard_workers(ray_daemon),
-                       timeout=60, what="two shard tasks running")
+    jid, workers = _slow_shards_running(ray_daemon, "lost-shard")
     workers[-1].kill()
     rec = wait_state(c, jid, timeout=60)
     assert rec["state"] == "failed", rec
