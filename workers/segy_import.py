@@ -9,7 +9,6 @@ The survey is built in ``<folder>.partial`` and renamed at the end, so a failed 
 """
 from __future__ import annotations
 
-import ctypes
 import math
 import os
 import shutil
@@ -24,16 +23,18 @@ import numpy as np
 
 from workers.segy_scan import (CDP_X_BYTE, CDP_Y_BYTE, SCALAR_BYTE, TRACE_ID_BYTE, OFFSET_BYTE,
                                ProvisionalGridError, SegyImportError, SegyScan, fail, scan_segy, trace_blocks)
-from workers.survey import GeometryArrays, Survey, SurveyError, write_geometry_h5
+from workers.survey import (GeometryArrays, Survey, SurveyError, mark_unsynced, reserve_trace_headers,
+                            write_geometry_h5)
 
 __all__ = ["ImportCancelled", "ImportReport", "SegyImportError", "add_volume", "ibm_to_float32", "import_segy"]
 
 Progress = Callable[[float, str], None]
 Cancel = Callable[[], bool]
 
-CHUNK_BYTES = 4 << 20       # raw trace bytes per step: bounds memory and keeps a chunk's buffers in cache
+CHUNK_BYTES = 1 << 20       # raw trace bytes per step: bounds memory; a chunk stays in a 1 MB L2 cache
 WRITES_IN_FLIGHT = 2        # chunks handed to the writer thread and not yet written
-STATS_TRACES = 2000         # traces sampled for the percentiles
+STATS_TRACES = 2000         # traces sampled (evenly, in the stream) for the percentiles ...
+STATS_DEPTHS = 128          # ... at about this many depths each
 # Sample formats read with numpy (code -> dtype without byte order); IBM (1) is read as words and converted.
 NUMPY_FORMATS = {1: "u4", 2: "i4", 3: "i2", 5: "f4", 6: "f8", 8: "i1", 9: "i8", 10: "u4", 11: "u2", 12: "u8",
                  16: "u1"}
@@ -94,15 +95,13 @@ def _record_dtype(scan: SegyScan) -> np.dtype:
 
 
 def _chunks(scan: SegyScan, chunk: int, buffers: int) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
-    """(first, end, float32 samples [end - first, ns], raw headers [end - first, 240]) per chunk of traces.
+    """(first, end, float32 samples [end - first, ns], raw trace records [end - first]) per chunk of traces.
 
     Both arrays are ``buffers`` buffers used in turn: a chunk's stay valid while the next ``buffers - 1`` are made.
     """
     n, ns = scan.traces, scan.geometry.sample_count
     bufs = [np.empty((min(chunk, n), ns), dtype=np.float32) for _ in range(buffers)]
     for a, b, records in trace_blocks(scan.path, scan.data_offset, n, _record_dtype(scan), chunk, buffers):
-        if scan.provisional:
-            scan.check_headers(a, b, records)
         out = bufs[(a // chunk) % buffers][:b - a]
         if scan.sample_format not in NUMPY_FORMATS:  # e.g. 24-bit integers: segyio converts
             np.copyto(out, scan.f.trace.raw[a:b].reshape(b - a, ns), casting="unsafe")
@@ -110,19 +109,22 @@ def _chunks(scan: SegyScan, chunk: int, buffers: int) -> Iterator[tuple[int, int
             ibm_to_float32(records["s"], out)
         else:
             np.copyto(out, records["s"], casting="unsafe")  # byte swap and cast in one pass
-        yield a, b, out, records["h"]
+        yield a, b, out, records
 
 
 class _Sums:
-    """Running sum, sum of squares, count, min and max of the live samples."""
+    """Running sum, sum of squares, count, min and max of the live samples, and an even sample of them (every
+    ``traces // STATS_TRACES``-th trace at about STATS_DEPTHS depths) for the percentiles."""
 
-    def __init__(self) -> None:
+    def __init__(self, traces: int) -> None:
         self.sum = self.sumsq = 0.0
         self.count = self.non_finite = 0
         self.min, self.max = math.inf, -math.inf
+        self.every, self.seen = max(1, traces // STATS_TRACES), 0
+        self.sample: list[np.ndarray] = []
 
     def add(self, data: np.ndarray) -> None:
-        """Fold in a [traces, ns] float32 block: per-trace float32 sums, accumulated in float64.
+        """Fold in a [traces, ns] float32 block (C-contiguous): float32 partial sums, accumulated in float64.
 
         NaN and inf are replaced by 0 in place first and counted (one would poison every normalisation); the
         block's min and max tell whether there are any, so a clean block costs no extra pass.
@@ -135,35 +137,25 @@ class _Sums:
             data[bad] = 0.0
             self.non_finite += int(bad.sum())
             lo, hi = float(data.min()), float(data.max())
-        self.sum += float(data.sum(axis=1).sum(dtype=np.float64))
-        self.sumsq += float(np.einsum("ij,ij->i", data, data).sum(dtype=np.float64))
+        # Per-trace sums as a matrix-vector product (BLAS: several times numpy's own sum); the sum of squares as
+        # one dot product (float32 partial sums: relative error ~1e-6, plenty for a standard deviation).
+        self.sum += float((data @ np.ones(data.shape[1], dtype=np.float32)).sum(dtype=np.float64))
+        flat = data.reshape(-1)
+        self.sumsq += float(np.dot(flat, flat))
         self.count += data.size
         self.min, self.max = min(self.min, lo), max(self.max, hi)
-
-
-def _start_writeback() -> Callable[[int, int, int], None]:
-    """sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE) where libc has it (Linux), else a no-op.
-
-    It starts writing dirty pages to disk without waiting, so the disk writes the cache while the import reads
-    and converts the next block, and the final fsync has little left to do.
-    """
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (AttributeError, OSError):
-        return lambda fd, offset, length: None
-    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    return lambda fd, offset, length: fn(fd, offset, length, 2)  # 2: SYNC_FILE_RANGE_WRITE
-
-
-_writeback = _start_writeback()
+        step = max(1, data.shape[1] // STATS_DEPTHS)
+        self.sample.append(data[(-self.seen) % self.every::self.every, ::step].ravel())  # a copy: ours
+        self.seen += len(data)
 
 
 class _RowWriter:
     """Writes rows of a [rows, width] memmap's file with pwrite: one call per run of consecutive rows.
 
     pwrite goes through the page cache, which is cheaper than faulting in fresh memmap pages 4 KiB at a time, and
-    a full disk is an OSError naming the file (a store through a memory map would be a SIGBUS); each run's
-    writeback to disk is started at once (_writeback).
+    a full disk is an OSError naming the file (a store through a memory map would be a SIGBUS). Nothing waits for
+    the disk here: the kernel writes the pages back while the import goes on reading (workers/survey.py's
+    .unsynced markers say how that stays safe across a crash).
     """
 
     def __init__(self, target: np.memmap, width: int) -> None:
@@ -188,17 +180,9 @@ class _RowWriter:
                 done += os.pwrite(self.fd, view[done:], offset + done)
         except OSError as exc:
             raise self._named(exc) from exc
-        _writeback(self.fd, offset, done)
 
-    def close(self, sync: bool = False) -> None:
-        """Close the file, after an fsync when ``sync`` (the rows are on disk when this returns)."""
-        try:
-            if sync:
-                os.fsync(self.fd)
-        except OSError as exc:
-            raise self._named(exc) from exc
-        finally:
-            os.close(self.fd)
+    def close(self) -> None:
+        os.close(self.fd)
 
     def _named(self, exc: OSError) -> OSError:
         """The error with this file named (a full disk must say which file it was writing)."""
@@ -211,37 +195,37 @@ def _stream(scan: SegyScan, vol: np.memmap, headers: np.memmap | None, report: _
     ``non_finite`` counts the NaN/inf samples zeroed)."""
     ns = scan.geometry.sample_count
     writers = [_RowWriter(vol, ns)] + ([_RowWriter(headers, 240)] if headers is not None else [])
-    ok = False
     try:
-        out = _copy_chunks(scan, writers, report, cancel)
-        ok = True
-        return out
+        return _copy_chunks(scan, writers, report, cancel)
     finally:
-        for k, w in enumerate(writers):
-            w.close(sync=ok and k == 0)  # the volume is on disk before the survey is renamed into place
+        for w in writers:
+            w.close()
 
 
 def _copy_chunks(scan: SegyScan, writers: list[_RowWriter], report: _Throttle,
                  cancel: Cancel | None) -> _Sums:
     """The chunk loop of _stream: decode, NaN/inf zeroing, write samples (and headers), running sums.
 
-    A writer thread writes chunk k while this one reads and decodes chunk k + 1 (both wait in system calls that
-    release the GIL), so reading the file and filling the cache overlap; WRITES_IN_FLIGHT bounds the buffers.
+    A writer thread checks a provisional grid against chunk k's headers and writes it while this one reads,
+    decodes and sums chunk k + 1 (system calls and numpy release the GIL), so the two halves of the work overlap;
+    WRITES_IN_FLIGHT bounds the buffers. A wrong guess surfaces (ProvisionalGridError) a chunk or two later, from
+    the writer's future: nothing written by then is kept.
     """
     n = scan.traces
     flat_all = scan.ii * scan.geometry.shape[1] + scan.xx
-    sums = _Sums()
+    sums = _Sums(int(scan.keep.sum()))
     in_flight: deque[Future] = deque()
     with ThreadPoolExecutor(1, thread_name_prefix="segy-write") as pool:
         try:
-            for a, b, data, heads in _chunks(scan, max(1, CHUNK_BYTES // scan.trace_bytes), WRITES_IN_FLIGHT + 1):
+            for a, b, data, records in _chunks(scan, max(1, CHUNK_BYTES // scan.trace_bytes),
+                                               WRITES_IN_FLIGHT + 1):
                 if cancel is not None and cancel():
                     raise ImportCancelled(f"import of {scan.path} cancelled at trace {a} of {n}")
-                keep, flat = scan.keep[a:b], flat_all[a:b]
+                keep, flat, heads = scan.keep[a:b], flat_all[a:b], records["h"]
                 if not keep.all():
                     data, heads, flat = data[keep], heads[keep], flat[keep]
                 sums.add(data)  # before the write: zeroes NaN/inf in place
-                in_flight.append(pool.submit(_write_rows, writers, flat, (data, heads)))
+                in_flight.append(pool.submit(_write_chunk, scan, a, b, records, writers, flat, (data, heads)))
                 if len(in_flight) > WRITES_IN_FLIGHT:
                     in_flight.popleft().result()  # its buffers are reused by the next chunk
                 report(b / n, f"{b} of {n} traces")
@@ -253,20 +237,22 @@ def _copy_chunks(scan: SegyScan, writers: list[_RowWriter], report: _Throttle,
     return sums
 
 
-def _write_rows(writers: list[_RowWriter], flat: np.ndarray, blocks: tuple[np.ndarray, ...]) -> None:
-    """Write one chunk's blocks at cache rows ``flat``."""
+def _write_chunk(scan: SegyScan, a: int, b: int, records: np.ndarray, writers: list[_RowWriter], flat: np.ndarray,
+                 blocks: tuple[np.ndarray, ...]) -> None:
+    """Writer thread: check traces [a, b) against a provisional grid, then write the chunk's blocks at rows
+    ``flat``."""
+    if scan.provisional:
+        scan.check_headers(a, b, records)
     for w, rows in zip(writers, blocks):
         w.write(flat, rows)
 
 
-def _stats(vol: np.ndarray, live: np.ndarray, sums: _Sums) -> dict[str, float]:
-    """Exact mean/std/min/max over live traces; p01/p99 from up to STATS_TRACES evenly spread live traces."""
+def _stats(sums: _Sums) -> dict[str, float]:
+    """Exact mean/std/min/max over the live samples; p01/p99 from the stream's even sample of them."""
     count = max(sums.count, 1)
     mean = sums.sum / count
     std = math.sqrt(max(sums.sumsq / count - mean * mean, 0.0))
-    li, lx = np.nonzero(live)
-    pick = np.linspace(0, len(li) - 1, min(STATS_TRACES, len(li))).astype(np.int64) if len(li) else []
-    sample = vol[li[pick], lx[pick]].ravel() if len(li) else np.zeros(1, dtype=np.float32)  # a copy: ours
+    sample = np.concatenate(sums.sample) if sums.sample else np.zeros(1, dtype=np.float32)
     p01, p99 = np.percentile(sample, [1, 99], overwrite_input=True)  # partitions in place, float32: no extra copy
     return {"mean": mean, "std": std, "min": sums.min if sums.count else 0.0,
             "max": sums.max if sums.count else 0.0, "p01": float(p01), "p99": float(p99),
@@ -333,7 +319,7 @@ def import_segy(path: str | os.PathLike, survey_folder: str | os.PathLike, name:
     report = _Throttle(progress)
     import_report = _scanned(path, iline, xline, endian, offset, sample_unit, lambda scan: _import_once(
         scan, folder, name, volume, iline, xline, offset, report, cancel))
-    out = Survey.open(folder)
+    out = Survey.open(folder, settle=False)  # the first use fsyncs (workers/survey.py)
     report(1.0, f"imported {path.name}: {' x '.join(map(str, out.shape))}", force=True)
     out.import_report = import_report
     return out
@@ -366,19 +352,19 @@ def _import_once(scan: SegyScan, folder: Path, name: str | None, volume: str, il
         live = scan.live_mask()
         survey = Survey.create(partial, scan.geometry, name=name or folder.name,
                                source=_source_info(scan, iline, xline, offset))
-        headers = np.lib.format.open_memmap(partial / "headers.tmp.npy", "w+", np.uint8, (ni, nx, 240))
+        mark_unsynced(partial, f"{volume}.f32", "geometry.h5")
+        headers = reserve_trace_headers(partial / "geometry.h5", ni, nx)
         vol = survey.new_volume(volume)
         sums = _stream(scan, vol, headers, report, cancel)
         cdp = _grid_coordinates(scan, live)  # after the stream: a provisional scan takes coordinates there
         _fill_dead(scan, headers, live, iline, xline, cdp)
+        del headers  # written in place in geometry.h5; the rest goes beside it
         arrays = GeometryArrays(cdp[..., 0], cdp[..., 1], ~live, _text_headers(scan.path, int(scan.f.ext_headers)),
-                                _binary_header(scan.path), headers)
-        write_geometry_h5(partial / "geometry.h5", arrays)
-        del headers
-        (partial / "headers.tmp.npy").unlink()
+                                _binary_header(scan.path))
+        write_geometry_h5(partial / "geometry.h5", arrays, mode="a")
         survey.doc["has_geometry_h5"] = True
         survey.doc["source"]["dead_traces"] = int((~live).sum())
-        survey.register_volume(volume, _stats(vol, live, sums))
+        survey.register_volume(volume, _stats(sums))
         del vol
         os.replace(partial, folder)
     except BaseException:
@@ -433,8 +419,9 @@ def _add_once(scan: SegyScan, survey: Survey, volume: str, tmp: Path, progress: 
             fh.truncate(ni * nx * ns * 4)
         vol = np.memmap(tmp, dtype=np.float32, mode="r+", shape=(ni, nx, ns))
         sums = _stream(scan, vol, None, _Throttle(progress), cancel)
-        stats = _stats(vol, live, sums)
+        stats = _stats(sums)
         del vol
+        mark_unsynced(survey.folder, f"{volume}.f32")
         os.replace(tmp, survey.folder / f"{volume}.f32")
         survey.register_volume(volume, stats)
     except BaseException:

@@ -156,20 +156,16 @@ def trace_blocks(path: Path, data_offset: int, n: int, record: np.dtype, chunk: 
     """(first, end, records [end - first] of dtype ``record``) for every block of ``chunk`` traces, read in order.
 
     Plain sequential reads into ``buffers`` buffers used in turn (a block stays valid while the next
-    ``buffers - 1`` are read): memory stays at that many blocks whatever the file size. Each block's successor is
-    requested from the disk (WILLNEED) before the block is handed out, so a cold file streams while the caller
-    converts.
+    ``buffers - 1`` are read): memory stays at that many blocks whatever the file size. The kernel's own
+    readahead streams a cold file while the caller converts; asking for more (POSIX_FADV_SEQUENTIAL plus WILLNEED
+    of the next block) measured half as fast here (tools/bench_import.py).
     """
     raws = [np.empty((min(chunk, n), record.itemsize), dtype=np.uint8) for _ in range(buffers)]
     bufs = [raw.view(record)[:, 0] for raw in raws]  # fields may be out of order: readinto gets the uint8 buffer
     with open(path, "rb", buffering=0) as fh:
-        os.posix_fadvise(fh.fileno(), data_offset, 0, os.POSIX_FADV_SEQUENTIAL)  # larger readahead window
         fh.seek(data_offset)
         for a in range(0, n, chunk):
             b = min(a + chunk, n)
-            # Ask for the next block now: the disk reads it while the caller converts and writes this one.
-            ahead = data_offset + b * record.itemsize
-            os.posix_fadvise(fh.fileno(), ahead, chunk * record.itemsize, os.POSIX_FADV_WILLNEED)
             raw, buf = raws[(a // chunk) % buffers], bufs[(a // chunk) % buffers]
             view = memoryview(raw[:b - a]).cast("B")
             got = 0

@@ -6,8 +6,16 @@ Layout (docs/formats.md has the full description)::
     <folder>/<volume>.f32    native float32, C order [inline, crossline, sample]
     <folder>/geometry.h5     cdp_x, cdp_y, dead mask, text/binary/trace headers of the source SEG-Y
     <folder>/picks/          imported pick sets
+    <folder>/<file>.unsynced marker: <file> was written through the page cache and may not be on disk yet
 
 ``survey.json`` is always replaced atomically (write a temporary file, then rename), so a reader never sees half.
+
+The importer does not wait for the disk (an fsync of a cache as large as the SEG-Y would make the import write it
+while it still reads the file, and the two share the disk). It leaves a ``.unsynced`` marker, on disk before the data
+is written, holding the kernel's boot id. The first Survey.open after that fsyncs the file (by then the kernel has
+usually written it back: a cheap call) and removes the marker. A marker from an earlier boot means the machine went
+down before the data reached the disk: open refuses the survey and says to import it again, instead of serving a
+cache that may hold zeros where the data was.
 """
 from __future__ import annotations
 
@@ -123,15 +131,60 @@ class GeometryArrays:
     trace_headers: np.ndarray | None = None   # [ni, nx, 240] uint8; may be an np.memmap
 
 
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")  # Linux: changes at every boot
+UNSYNCED = ".unsynced"
+
+
+def boot_id() -> str:
+    """This boot's id ('' where the kernel does not give one: markers then cannot tell a restart)."""
+    try:
+        return BOOT_ID.read_text().strip()
+    except OSError:
+        return ""
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def mark_unsynced(folder: Path, *files: str) -> None:
+    """Leave a durable marker for each file of ``folder`` about to be written without an fsync (see the module
+    docstring); Survey.open settles them."""
+    for name in files:
+        marker = folder / (name + UNSYNCED)
+        with open(marker, "w") as fh:
+            json.dump({"boot_id": boot_id(), "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+    _fsync_path(folder)
+
+
 def _write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(doc, indent=1))
     os.replace(tmp, path)
 
 
-def write_geometry_h5(path: Path, arrays: GeometryArrays) -> None:
-    """Write geometry.h5; trace headers are copied inline by inline so a memmap source stays out of memory."""
+def reserve_trace_headers(path: Path, ni: int, nx: int) -> np.memmap:
+    """Create geometry.h5 holding only an allocated, contiguous ``trace_headers`` dataset [ni, nx, 240] uint8 and
+    return a writable memmap of its bytes in the file: an importer fills it in place (no second copy), then
+    write_geometry_h5(path, arrays without trace_headers, mode="a") adds the rest."""
     with h5py.File(path, "w") as h5:
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)  # the bytes exist (at a fixed offset) before any write
+        space = h5py.h5s.create_simple((ni, nx, 240))
+        offset = h5py.h5d.create(h5.id, b"trace_headers", h5py.h5t.NATIVE_UINT8, space, dcpl=dcpl).get_offset()
+    return np.memmap(path, dtype=np.uint8, mode="r+", offset=offset, shape=(ni, nx, 240))
+
+
+def write_geometry_h5(path: Path, arrays: GeometryArrays, mode: str = "w") -> None:
+    """Write geometry.h5 (``mode="a"``: add to one made by reserve_trace_headers); trace headers are copied inline
+    by inline so a memmap source stays out of memory."""
+    with h5py.File(path, mode) as h5:
         h5.create_dataset("cdp_x", data=np.asarray(arrays.cdp_x, dtype=np.float64))
         h5.create_dataset("cdp_y", data=np.asarray(arrays.cdp_y, dtype=np.float64))
         h5.create_dataset("dead", data=np.asarray(arrays.dead, dtype=bool))
@@ -156,8 +209,12 @@ class Survey:
 
     # ---- opening and creating -------------------------------------------------------------------------------
     @classmethod
-    def open(cls, folder: str | os.PathLike) -> "Survey":
-        """Open an existing survey folder; SurveyError names what is missing."""
+    def open(cls, folder: str | os.PathLike, settle: bool = True) -> "Survey":
+        """Open an existing survey folder; SurveyError names what is missing.
+
+        With ``settle``, files the importer left unsynced are fsynced now, or the survey is refused if the machine
+        restarted before they reached the disk (module docstring).
+        """
         folder = Path(folder)
         meta = folder / "survey.json"
         if not meta.is_file():
@@ -169,7 +226,35 @@ class Survey:
         if doc.get("format_version") != FORMAT_VERSION:
             raise SurveyError(f"{meta} has format_version {doc.get('format_version')!r}; this seisd reads "
                               f"{FORMAT_VERSION}")
-        return cls(folder, doc)
+        survey = cls(folder, doc)
+        if settle:
+            survey._settle()
+        return survey
+
+    def _settle(self) -> None:
+        """fsync each file with an .unsynced marker of this boot and drop the marker; refuse one of another boot."""
+        for marker in sorted(self.folder.glob("*" + UNSYNCED)):
+            target = marker.with_name(marker.name[:-len(UNSYNCED)])
+            try:
+                mark = json.loads(marker.read_text() or "{}")
+            except FileNotFoundError:  # another process settled it meanwhile
+                continue
+            except (OSError, json.JSONDecodeError):
+                mark = {}
+            same_boot = mark.get("boot_id") == boot_id()
+            if not target.exists():  # an add_volume still writing (this boot), or one that never finished
+                if not same_boot:
+                    marker.unlink(missing_ok=True)
+                continue
+            if not same_boot:
+                source = self.source.get("path", "the source SEG-Y")
+                raise SurveyError(
+                    f"survey {self.name!r}: {target.name} was still being written to disk when the machine "
+                    f"restarted (written {mark.get('written', 'at an unknown time')}), so it may hold zeros where "
+                    f"data should be; import it again (seisctl survey rm {self.name}, then seisctl survey import "
+                    f"{source} --name {self.name})")
+            _fsync_path(target)
+            marker.unlink(missing_ok=True)
 
     @classmethod
     def create(cls, folder: str | os.PathLike, geometry: Geometry, name: str | None = None,

@@ -1,6 +1,7 @@
 """SEG-Y import into the survey cache, against segyio's own reading of the real segyio test files."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import segyio
 
 from workers import segy_import
 from workers.segy_import import ImportCancelled, SegyImportError, add_volume, import_segy
-from workers.survey import Geometry, Survey, SurveyError
+from workers.survey import Geometry, Survey, SurveyError, boot_id
 
 GOOD = ["f3.sgy", "f3-lsb.sgy", "Format1msb.sgy", "Format1lsb.sgy", "Format2msb.sgy", "Format3msb.sgy",
         "Format5msb.sgy", "Format5lsb.sgy", "Format6msb.sgy", "Format8msb.sgy", "Format16msb.sgy", "small.sgy",
@@ -257,3 +258,39 @@ def test_ibm_conversion_of_known_words() -> None:
     np.testing.assert_array_equal(got[:5], [-118.625, 1.0, 0.0, 0.5, 100.0])
     assert np.isinf(got[5])  # beyond float32: infinite (the importer zeroes and counts it)
     np.testing.assert_array_equal(segy_import.ibm_to_float32(words.astype("<u4")), got)
+
+
+def test_import_leaves_unsynced_markers_that_the_first_open_settles(shared_data: Path, tmp_path: Path) -> None:
+    """The import does not wait for the disk: markers (holding this boot's id) name what it wrote; the first open
+    fsyncs those files and removes the markers."""
+    src = shared_data / "segyio" / "small.sgy"
+    import_segy(src, tmp_path / "s")
+    markers = sorted(p.name for p in (tmp_path / "s").glob("*.unsynced"))
+    assert markers == ["geometry.h5.unsynced", "seismic.f32.unsynced"]
+    assert json.loads((tmp_path / "s" / "seismic.f32.unsynced").read_text())["boot_id"] == boot_id()
+    survey = Survey.open(tmp_path / "s")
+    assert not list((tmp_path / "s").glob("*.unsynced"))
+    cube, f = _segyio_cube(src, "big")
+    with f:
+        np.testing.assert_array_equal(survey.volume(), cube)
+    add_volume(src, tmp_path / "s", "second")
+    assert [p.name for p in (tmp_path / "s").glob("*.unsynced")] == ["second.f32.unsynced"]
+    Survey.open(tmp_path / "s")
+    assert not list((tmp_path / "s").glob("*.unsynced"))
+
+
+def test_a_cache_written_before_a_restart_is_refused_with_the_fix(shared_data: Path, tmp_path: Path) -> None:
+    """A marker from another boot: the data may never have reached the disk, so the survey is refused with the
+    re-import command; a marker of another boot whose file never came to be is dropped; one of this boot whose file
+    does not exist yet (an add_volume still writing) is left alone."""
+    import_segy(shared_data / "segyio" / "small.sgy", tmp_path / "s", name="small")
+    (tmp_path / "s" / "geometry.h5.unsynced").unlink()
+    (tmp_path / "s" / "seismic.f32.unsynced").write_text(json.dumps({"boot_id": "another-boot", "written": "then"}))
+    with pytest.raises(SurveyError, match=r"seismic\.f32 was still being written to disk when the machine restarted"
+                                          r".*seisctl survey rm small, then seisctl survey import .*small\.sgy"):
+        Survey.open(tmp_path / "s")
+    (tmp_path / "s" / "seismic.f32.unsynced").unlink()
+    (tmp_path / "s" / "gone.f32.unsynced").write_text(json.dumps({"boot_id": "another-boot"}))
+    (tmp_path / "s" / "coming.f32.unsynced").write_text(json.dumps({"boot_id": boot_id()}))
+    Survey.open(tmp_path / "s")
+    assert [p.name for p in (tmp_path / "s").glob("*.unsynced")] == ["coming.f32.unsynced"]
