@@ -206,21 +206,25 @@ class _Engine:
     def _fcn_chunk(self, i0: int, i1: int) -> torch.Tensor:
         tiles = self.plan.tiles_touching(i0, i1)
         _, nx, ns = self.reader.shape
+        # Tiles without an overlapping neighbour (all-ones windows, e.g. whole sections) cover each voxel once:
+        # their outputs are copied into place, with no weight sum and no division.
+        blend = any(self._window(t) is not None for t in tiles)
         acc: torch.Tensor | None = None
-        wsum = torch.zeros((i1 - i0, nx, ns), dtype=torch.float32)
+        wsum = torch.zeros((i1 - i0, nx, ns), dtype=torch.float32) if blend else None
         n_batches = -(-len(tiles) // self.batch_size)
         for b in range(n_batches):
             batch = tiles[b * self.batch_size:(b + 1) * self.batch_size]
             inputs = np.stack([self.reader.tile_input(t, self.plan.input_shape) for t in batch])
             probs = self.forward(inputs)
             if acc is None:
-                acc = torch.zeros((probs.shape[1], i1 - i0, nx, ns), dtype=torch.float32)
+                acc = (torch.zeros if blend else torch.empty)((probs.shape[1], i1 - i0, nx, ns), dtype=torch.float32)
             for tile, p in zip(batch, probs):
                 self._accumulate(acc, wsum, tile, p, i0, i1)
             self.on_batch((b + 1) / n_batches)
-        return acc.div_(wsum)  # in place: no second chunk-sized tensor
+        return acc.div_(wsum) if blend else acc  # in place: no second chunk-sized tensor
 
-    def _accumulate(self, acc: torch.Tensor, wsum: torch.Tensor, tile, p: torch.Tensor, i0: int, i1: int) -> None:
+    def _accumulate(self, acc: torch.Tensor, wsum: torch.Tensor | None, tile, p: torch.Tensor, i0: int,
+                    i1: int) -> None:
         # Crop the padded model output back to the tile, restore the slab axis, keep the chunk's inlines.
         axes = tile.model_axes()
         valid = p[(slice(None),) + tuple(slice(0, tile.size[a]) for a in axes)]
@@ -232,7 +236,9 @@ class _Engine:
         region = (slice(a - i0, b - i0), slice(tile.start[1], tile.stop[1]), slice(tile.start[2], tile.stop[2]))
         valid = valid[:, a - tile.start[0]:b - tile.start[0]]
         w = self._window(tile)
-        if w is None:
+        if wsum is None:  # no tile of the chunk overlaps another
+            acc[(slice(None),) + region].copy_(valid)
+        elif w is None:
             acc[(slice(None),) + region].add_(valid)
             wsum[region] += 1.0
         else:
@@ -286,9 +292,21 @@ class _Engine:
 
 
 def _finish(probs: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Labels (uint8 argmax) and confidence (top-1 minus top-2 probability) of [n_classes, ...] probabilities."""
-    top = torch.topk(probs, 2, dim=0)
-    return top.indices[0].to(torch.uint8).numpy(), (top.values[0] - top.values[1]).numpy()
+    """Labels (uint8 argmax, the first class on a tie) and confidence (top-1 minus top-2 probability) of
+    [n_classes, ...] probabilities.
+
+    A running top-2 over the classes, in place (three element-wise passes per class): half the time of
+    torch.topk along the class axis, which sorts a short strided axis for every voxel.
+    """
+    top1 = probs[0].clone()
+    top2 = torch.full_like(top1, -torch.inf)
+    labels = torch.zeros(top1.shape, dtype=torch.uint8)
+    for c in range(1, probs.shape[0]):
+        p = probs[c]
+        labels.masked_fill_(p > top1, c)
+        torch.maximum(top2, torch.minimum(top1, p), out=top2)
+        torch.maximum(top1, p, out=top1)
+    return labels.numpy(), top1.sub_(top2).numpy()
 
 
 class _ProgressClock:
