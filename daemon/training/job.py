@@ -270,7 +270,8 @@ def _result(spec: TrainSpec, result: Any, out: Path, data: TrainData, pool_stats
     return {"model": spec.output, "file": str(out), "stopped": result.stopped, "step": result.step,
             "epoch": result.epoch, "best_value": result.best_value, "best_epoch": result.best_epoch,
             "validation": figures, "samples": result.samples, "train_seconds": result.train_seconds,
-            "samples_per_s": rate, "workers": n_workers, "split": data.split,
+            "samples_per_s": rate, "epoch_samples_per_s": [round(r, 2) for r in result.epoch_rates],
+            "workers": n_workers, "split": data.split,
             "data_wait_fraction": pool_stats["consumer_wait_fraction"] if pool_stats else None,
             "data_startup_s": pool_stats["startup_wait_s"] if pool_stats else None,
             "preview_inline": data.preview_inline}

@@ -75,6 +75,7 @@ class TrainResult:
     report: dict[str, Any] | None = None  # last classification report
     samples: int = 0  # samples trained on in this run
     train_seconds: float = 0.0  # time inside the training epochs (batches and steps; no validation)
+    epoch_rates: list[float] = field(default_factory=list)  # samples/s of each (whole or partial) epoch of this run
 
 
 def _unpack(batch: Any, device: torch.device, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -199,11 +200,14 @@ class Trainer:
         """Train one epoch from self.batch_index; False when the run must stop mid-epoch."""
         set_train_mode(self.model, self.frozen)
         tick = epoch_start = time.monotonic()
-        samples_since = 0
+        samples_before = self.result.samples
         try:
-            return self._epoch_steps(tick, samples_since)
+            return self._epoch_steps(tick, 0)
         finally:
-            self.result.train_seconds += time.monotonic() - epoch_start
+            seconds = time.monotonic() - epoch_start
+            self.result.train_seconds += seconds
+            if seconds > 0:
+                self.result.epoch_rates.append((self.result.samples - samples_before) / seconds)
 
     def _epoch_steps(self, tick: float, samples_since: int) -> bool:
         for batch in _epoch_batches(self.train_batches, self.epoch, self.batch_index):
