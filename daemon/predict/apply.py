@@ -156,8 +156,9 @@ class _Engine:
         """Voxels of one model input."""
         return int(np.prod(self.spec.tile if self.spec.kind == "fcn" else self.spec.crop))
 
-    def forward(self, batch: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Softmax probabilities of a batch, on the CPU, float32."""
+    def forward(self, batch: np.ndarray | torch.Tensor, c_order: bool = True) -> torch.Tensor:
+        """Softmax probabilities of a batch, on the CPU, float32; in C order unless ``c_order`` is False (then
+        in the model's layout, e.g. channels-last, saving a copy for a caller that only copies them out)."""
         x = torch.as_tensor(batch).to(self.device, non_blocking=True)
         if self.memory_format is not None and x.dim() in (4, 5):
             x = x.contiguous(memory_format=self.memory_format)
@@ -173,8 +174,9 @@ class _Engine:
         if self.n_classes is not None and logits.shape[1] != self.n_classes:
             raise PredictError(f"the model returns {logits.shape[1]} class channels; its file names "
                                f"{self.n_classes} classes")
+        probs = torch.softmax(logits.float(), dim=1)
         # Back to plain C order: the blending slices tiles and strided views of a channels-last tensor are slow.
-        return torch.softmax(logits.float(), dim=1).contiguous().cpu()
+        return (probs.contiguous() if c_order else probs).cpu()
 
     def probe_classes(self, known: int | None = None) -> int:
         """Number of classes: ``known`` (the model file's, checked on every batch), else from one forward pass
@@ -215,7 +217,7 @@ class _Engine:
         for b in range(n_batches):
             batch = tiles[b * self.batch_size:(b + 1) * self.batch_size]
             inputs = np.stack([self.reader.tile_input(t, self.plan.input_shape) for t in batch])
-            probs = self.forward(inputs)
+            probs = self.forward(inputs, c_order=blend)  # copied straight into place when nothing blends
             if acc is None:
                 acc = (torch.zeros if blend else torch.empty)((probs.shape[1], i1 - i0, nx, ns), dtype=torch.float32)
             for tile, p in zip(batch, probs):
