@@ -43,7 +43,7 @@ from workers.ring import RingExhaustedError, RingLayout, ShmRing
 from workers.sampling import BatchRecipe
 from workers.shm import DEFAULT_PREFIX
 from workers.staging import Batch, CudaStager
-from workers.worker import worker_main
+from workers.worker import DEFAULT_NICE, worker_main
 
 _JOIN_TIMEOUT_S = 5.0
 _WAIT_TICK_S = 0.1  # how often the loop looks at resize requests while waiting
@@ -130,12 +130,13 @@ class WorkerPool:
 
     def __init__(self, recipe: BatchRecipe, n_workers: int = 2, seed: int = 0, ring_slots: int = 8,
                  owner_pid: int | None = None, prefix: str = DEFAULT_PREFIX, depth: int = DEFAULT_DEPTH,
-                 device: str | None = None, shm_free_bytes: int | None = None) -> None:
+                 device: str | None = None, shm_free_bytes: int | None = None, nice: int = DEFAULT_NICE) -> None:
         if n_workers < 1:
             raise ValueError(f"n_workers must be >= 1, got {n_workers}")
         self.recipe = recipe
         self.seed = int(seed)
         self.depth = max(1, depth)
+        self.nice = int(nice)  # the workers' (workers.worker.run_in_background)
         self._ctx = mp.get_context("spawn")
         self._layout = RingLayout(ring_slots, recipe.x_shape, recipe.y_shape)
         ring = ShmRing.create(self._layout, owner_pid or os.getpid(), prefix, shm_free_bytes)
@@ -247,7 +248,7 @@ class WorkerPool:
         parent, child = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(
             target=worker_main, name=f"seisd-worker-{self._next_wid}", daemon=True,
-            args=(self.recipe, self.seed, self.segment_name, self._layout, child, os.getpid()))
+            args=(self.recipe, self.seed, self.segment_name, self._layout, child, os.getpid(), self.nice))
         with _main_module_hidden():
             proc.start()
         child.close()  # our copy; the worker holds its own, so EOF on ours means the worker is gone

@@ -7,7 +7,7 @@ NOTE [worker protocol]
   1. The consumer starts the process with a picklable recipe, the seed, the ring's name and layout, and
      its end of a private duplex pipe. Nothing else is shared: no queue with a lock that a killed worker
      could leave held.
-  2. The worker arms PR_SET_PDEATHSIG, then attaches the ring and opens the volumes (memory maps, HDF5)
+  2. The worker arms PR_SET_PDEATHSIG, lowers its priority (run_in_background), then attaches the ring and opens the volumes (memory maps, HDF5)
      itself, after start: handles must belong to the process that reads through them.
   3. Loop: a message is either ``(epoch, k, slot)`` or ``None``. For a work item it fills the slot and
      sends ``("done", epoch, k, slot, busy_seconds)``; if the recipe raises it sends
@@ -32,6 +32,28 @@ from workers.sampling import BatchRecipe
 
 _PR_SET_PDEATHSIG = 1
 _IDLE_POLL_S = 1.0
+DEFAULT_NICE = 5  # workers fill the time the training step leaves; see run_in_background
+
+
+def run_in_background(nice: int) -> None:
+    """Lower this process below the training process that it feeds by ``nice`` (0: leave it as it is).
+
+    SCHED_BATCH (Linux): a worker woken by a request does not preempt the trainer on its core (the default policy
+    runs the just-woken worker at once, stalling the Python thread between two steps or one of torch's intra-op
+    threads mid-step); nice 5: when both want a core, the trainer gets about three times the share. A worker needs
+    a few percent of a core (a unet batch of 8 crops is about 1 ms), so it is not starved: the consumer's data
+    wait would show it. Settings: ``workers.nice``.
+    """
+    if nice <= 0:
+        return
+    try:
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    except (AttributeError, OSError):
+        pass
+    try:
+        os.nice(nice)
+    except OSError:
+        pass
 
 
 def arm_parent_death_signal() -> None:
@@ -46,11 +68,12 @@ def arm_parent_death_signal() -> None:
 
 
 def worker_main(recipe: BatchRecipe, seed: int, ring_name: str, layout: RingLayout, conn: Connection,
-                parent_pid: int) -> None:
+                parent_pid: int, nice: int = DEFAULT_NICE) -> None:
     """Entry point of a worker process (see the protocol note at the top of this module)."""
     arm_parent_death_signal()
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         return
+    run_in_background(nice)
     ring = ShmRing.attach(ring_name, layout)
     # The volumes are opened by the first make_batch, in this process: a failure to open them is then
     # reported to the consumer as an "error" reply with its traceback, not a silent exit.

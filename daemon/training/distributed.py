@@ -173,6 +173,7 @@ class RankJob:
     batches_per_epoch: int
     n_workers: int
     ring_slots: int
+    worker_nice: int
     job_dir: str
     owner_pid: int | None
     device: str
@@ -245,7 +246,8 @@ def train_share(job: RankJob, rank: int, device: str | None = None, threads: int
         from workers.pool import WorkerPool
 
         pool = WorkerPool(recipe, n_workers=job.n_workers, seed=job.configs[2].seed, ring_slots=job.ring_slots,
-                          owner_pid=job.owner_pid, device=device if device.startswith("cuda") else None)
+                          owner_pid=job.owner_pid, device=device if device.startswith("cuda") else None,
+                          nice=job.worker_nice)
     sync = RankSync(rank, job.world, device, on_workers=pool.resize if pool is not None else None)
     sync.broadcast_parameters(model.to(device))
     should_stop, stop_after_epoch = sync.controls()

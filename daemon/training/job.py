@@ -183,7 +183,8 @@ def _rank_group(spec: TrainSpec, ctx: Any, configs: tuple, data: TrainData, size
     job = RankJob(model_name=spec.model.name, model_params=dict(spec.model.params), channels=sizes[0],
                   n_classes=sizes[1], crop=list(spec.data.crop.size), configs=configs, recipe=data.recipe,
                   val=data.val, batches_per_epoch=spec.data.batches_per_epoch, n_workers=n_workers,
-                  ring_slots=spec.data.ring_slots, job_dir=str(ctx.job_dir), owner_pid=ctx.daemon_pid,
+                  ring_slots=spec.data.ring_slots, worker_nice=ctx.settings.workers.nice,
+                  job_dir=str(ctx.job_dir), owner_pid=ctx.daemon_pid,
                   device=str(ctx.device), world=cfg.distributed.world_size,
                   backend=resolve_backend(cfg.distributed.backend, str(ctx.device)),
                   init_file=rendezvous_file(ctx.job_dir))
@@ -205,7 +206,7 @@ def _make_pool(recipe: Any, n_workers: int, seed: int, ring_slots: int, ctx: Any
 
     device = ctx.device if str(ctx.device).startswith("cuda") else None
     return WorkerPool(recipe, n_workers=n_workers, seed=seed, ring_slots=ring_slots, owner_pid=ctx.daemon_pid,
-                      device=device)
+                      device=device, nice=ctx.settings.workers.nice)
 
 
 def _preview_hook(data: TrainData, how: SliceInput, ctx: Any):

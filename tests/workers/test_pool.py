@@ -152,3 +152,17 @@ def test_real_f3_segy_through_the_pool(shared_data, tmp_path) -> None:
     recipe = _recipe(str(path), cube.shape, batches=6)
     with WorkerPool(recipe, n_workers=2, seed=11) as pool:
         _assert_same(_collect(pool, 0), _reference(recipe, 0, seed=11))
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux-only")
+def test_workers_run_below_the_consumer(recipe: BatchRecipe) -> None:
+    """Workers take the nice value asked for and SCHED_BATCH (they never preempt the training thread); nice 0
+    leaves them as the consumer is. Both make the same batches."""
+    ref = _reference(recipe, 0)
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    for nice, policy in ((7, os.SCHED_BATCH), (0, os.sched_getscheduler(0))):
+        with WorkerPool(recipe, n_workers=2, seed=0, nice=nice) as pool:
+            _assert_same(_collect(pool, 0), ref)  # the workers have started and served
+            for pid in pool.worker_pids():
+                assert os.getpriority(os.PRIO_PROCESS, pid) == min(own + nice, 19)
+                assert os.sched_getscheduler(pid) == policy
