@@ -48,6 +48,7 @@ import zmq
 
 from client.protocol import ProtocolError, array_descriptor, decode_array, frame_of
 from daemon import jobs as job_registry
+from daemon import malloc
 from daemon.lifeline import die_with_parent, ignore_sigint
 from daemon.jobs.context import EventLogHandler, JobCancelled, JobContext
 from daemon.settings import Settings, load_settings
@@ -254,6 +255,7 @@ class Executor:
                 ctx.log.removeHandler(h)
                 h.close()
             self.current = None
+            malloc.release()
         self.send({"type": "done", "job": job_id, "outcome": outcome, "error": error, "result": result})
 
 
@@ -268,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     die_with_parent(a.parent_pid)  # exits at once when the parent is already gone
     ignore_sigint()
+    malloc.tune()
     settings = load_settings(a.home, a.config)
     job_registry.load_plugins(settings.plugins)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,

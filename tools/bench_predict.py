@@ -9,7 +9,8 @@ Prints one JSON line:
             blocks applied in-process by StreamSession.
 The ratios are medians over 5 rounds (an end-to-end run, then the forward passes alone) of the round's
 forward-only / end-to-end time; ``ratio_best_vs_best`` compares the best round of each side. The vps figures are
-the best rounds. Data and the daemon's home are made in a temp folder. --long uses bigger volumes and more blocks.
+the best rounds; this process takes the executors' malloc settings (daemon/malloc.py) first. Data and the
+daemon's home are made in a temp folder. --long uses bigger volumes and more blocks.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from daemon import malloc  # noqa: E402
 from daemon.modelfile import ModelInfo, save_model_file  # noqa: E402
 from daemon.models import build_model  # noqa: E402
 from daemon.predict.apply import _engine, predict_volume  # noqa: E402
@@ -162,6 +164,7 @@ def main() -> None:
     parser.add_argument("--long", action="store_true", help="bigger volumes and more blocks (a few minutes)")
     parser.add_argument("--skip-stream", action="store_true", help="no daemon: whole-volume figures only")
     args = parser.parse_args()
+    malloc.tune()  # as in the executor that runs predict jobs (daemon/malloc.py)
     scale = 4 if args.long else 1
     torch.manual_seed(0)
     out = {"bench": "predict", "device": "cpu", "threads": torch.get_num_threads()}

@@ -13,7 +13,9 @@ a second of CPU on this 2-core machine, which a 3-second run would otherwise cou
 training of minutes it is nothing), for the bare loop its allocator and kernel warm-up. The job's rate over every
 epoch is ``seisd_all_epochs_samples_per_s``. ``ratio`` is the median over rounds of job / bare of the same round
 (this VM's speed drifts by 20-40 % over seconds; neighbours in time see the same machine); ``ratio_best``
-compares the best round of each way. Prints one JSON line.
+compares the best round of each way. The bare loop runs with the malloc settings seisd's executors use
+(daemon/malloc.py; without them a plain loop here is 20-35 % slower), so the ratio measures the pipeline, not
+the allocator. Prints one JSON line.
 Targets: ratio >= 0.9, data wait < 0.05. Default under a minute; --long runs more steps.
 """
 from __future__ import annotations
@@ -96,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", choices=["patchcnn", "unet"], default="patchcnn")
     ap.add_argument("--rounds", type=int, default=5, help="rounds, each a job then a bare loop")
     a = ap.parse_args(argv)
+    from daemon import malloc
+    malloc.tune()  # the same allocator settings as the executor that runs the job
     epochs, batches = (4, 100) if a.long else (3, 20)
     shape = (128, 128, 96) if a.long else (64, 64, 64)
     with tempfile.TemporaryDirectory(prefix="seisd-bench-train-") as tmp:

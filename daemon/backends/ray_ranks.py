@@ -65,7 +65,10 @@ def ray_rank_main(job: Any, rank: int) -> None:
     import ray
     import torch.distributed as dist
 
+    from daemon import malloc
     from daemon.training import distributed
+
+    malloc.tune()
 
     log = distributed.log
     handler = logging.FileHandler(Path(job.job_dir) / f"rank{rank}.log")

@@ -39,8 +39,10 @@ def ray_shard_main(plan: ShardPlan, shard: int, chunks: list[int], stop_path: st
     """Body of one shard's Ray task: predict `chunks` into the plan's outputs; stop when `stop_path` exists."""
     import torch
 
+    from daemon import malloc
     from daemon.predict.sharding import run_shard
 
+    malloc.tune()
     torch.set_num_threads(task_threads())
     return run_shard(plan, shard, chunks, should_stop=Path(stop_path).exists)
 

@@ -146,9 +146,11 @@ def run_shard(plan: ShardPlan, shard: int, chunks: list[int], progress: Progress
 
 def shard_main(plan: ShardPlan, shard: int, chunks: list[int], threads: int, conn: Any, stop: Any) -> None:
     """Entry of a shard process: predict its chunks; send ('progress', fraction) messages, then one result."""
+    from daemon import malloc
     from workers.worker import arm_parent_death_signal
 
     arm_parent_death_signal()
+    malloc.tune()
     torch.set_num_threads(threads)
     try:
         result = run_shard(plan, shard, chunks, progress=lambda f, eta, msg: conn.send(("progress", f)),

@@ -212,7 +212,10 @@ def rank_threads(world: int) -> int:
 def rank_main(job: RankJob, rank: int, visible: str | None = None) -> None:
     """Entry of a spawned rank (1..N-1): train its share in lockstep with rank 0; write nothing but its log.
     `visible`: the one CUDA device this rank sees (as cuda:0), set before CUDA starts in this process."""
+    from daemon import malloc
     from workers.worker import arm_parent_death_signal
+
+    malloc.tune()
 
     arm_parent_death_signal()
     if visible is not None:
