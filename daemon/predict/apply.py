@@ -208,9 +208,12 @@ class _Engine:
     def _fcn_chunk(self, i0: int, i1: int) -> torch.Tensor:
         tiles = self.plan.tiles_touching(i0, i1)
         _, nx, ns = self.reader.shape
-        # Tiles without an overlapping neighbour (all-ones windows, e.g. whole sections) cover each voxel once:
-        # their outputs are copied into place, with no weight sum and no division.
-        blend = any(self._window(t) is not None for t in tiles)
+        # Tiles that cover each voxel of the chunk once (whole sections of one orientation, say) are copied into
+        # place, with no weight sum and no division; any voxel under two tiles (overlaps, a last tile moved back to
+        # fit, the two orientations of "both") makes it a weighted blend. The plan covers every voxel, so the
+        # tiles' volumes adding up to the chunk's means no voxel is covered twice.
+        blend = sum((min(t.stop[0], i1) - max(t.start[0], i0)) * (t.stop[1] - t.start[1]) * (t.stop[2] - t.start[2])
+                    for t in tiles) > (i1 - i0) * nx * ns
         acc: torch.Tensor | None = None
         wsum = torch.zeros((i1 - i0, nx, ns), dtype=torch.float32) if blend else None
         n_batches = -(-len(tiles) // self.batch_size)

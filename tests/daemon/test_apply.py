@@ -66,6 +66,20 @@ def test_fcn_tiles_blend_to_the_pointwise_answer(tmp_path, volumes, tile, overla
     assert out["labels"].dtype == np.uint8
 
 
+def test_both_orientations_average_the_inline_and_crossline_answers(tmp_path, volumes) -> None:
+    """A 3x3 convolution sees different neighbours in inline and crossline sections, so the two orientations give
+    different answers and "both" must be their mean at every voxel (each voxel lies under two whole-section tiles,
+    while one orientation alone covers it once and copies its tile into place)."""
+    torch.manual_seed(5)
+    model = torch.nn.Conv2d(2, 4, 3, padding=1)
+    runs = {o: load_outputs(predict_volume(model, volumes, out_dir=tmp_path / o, tile=(32, 32), overlap=0,
+                                           orientation=o, normalisation=MEANS_STDS, chunk_inlines=4,
+                                           device="cpu"))["probabilities"]
+            for o in ("inline", "crossline", "both")}
+    assert np.abs(runs["inline"] - runs["crossline"]).max() > 0.05  # the test means something
+    np.testing.assert_allclose(runs["both"], (runs["inline"] + runs["crossline"]) / 2, atol=2e-6)
+
+
 @pytest.mark.parametrize("crop, orientation", [((7, 9), "inline"), ((6, 8), "crossline"), ((5, 5), "both"),
                                                ((3, 5, 4), "inline")])
 def test_patch_crops_on_every_voxel_give_the_pointwise_answer(volumes, crop, orientation) -> None:
