@@ -6,7 +6,7 @@ Starts a real daemon in a temporary home, imports a synthetic survey (tools/synt
 train job (no validation, so only training steps are timed) and reads samples/s and the fraction of time the loop
 waited for data from the job's result. Then, in this process, builds the same model (same seed) and optimiser and
 trains it on the same batches made in memory beforehand, with no data pipeline at all. The two alternate for
---rounds rounds (default 5; a bare run starts after the job has ended, so it never shares the machine with the
+--rounds rounds (default 7; a bare run starts after the job has ended, so it never shares the machine with the
 job's workers). Both ways are timed epoch by epoch and the first epoch is a warm-up on both sides, left out of
 the rate: for the job it holds the worker processes' start (spawning Python, importing numpy and torch: about
 a second of CPU on this 2-core machine, which a 3-second run would otherwise count as pipeline cost; over a real
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--long", action="store_true", help="more steps and a larger survey")
     ap.add_argument("--workers", type=int, default=None, help="data workers (default: the daemon's default, 2)")
     ap.add_argument("--model", choices=["patchcnn", "unet"], default="patchcnn")
-    ap.add_argument("--rounds", type=int, default=5, help="rounds, each a job then a bare loop")
+    ap.add_argument("--rounds", type=int, default=7, help="rounds, each a job then a bare loop")
     a = ap.parse_args(argv)
     from daemon import malloc
     malloc.tune()  # the same allocator settings as the executor that runs the job

@@ -48,8 +48,9 @@ def _wait_ok(client: Any, job_id: int, timeout: float) -> dict[str, Any]:
     return record
 
 
-def job_file(model: str, output: str, split: str, epochs: int | None, quick: bool) -> dict[str, Any]:
-    job = yaml.safe_load(CONFIGS[model].read_text())
+def job_file(model: str, output: str, split: str, epochs: int | None, quick: bool,
+             config: Path | None = None) -> dict[str, Any]:
+    job = yaml.safe_load((config or CONFIGS[model]).read_text())
     job["output"], job["overwrite"] = output, True
     job["data"]["split"]["kind"] = split
     if epochs:
@@ -91,7 +92,7 @@ def one_run(client: Any, home: Path, s: Any, model: str, split: str, args: argpa
             work: Path) -> dict[str, Any]:
     from daemon.predict import score
 
-    job = client.submit(job_file(model, f"facies_{split}", split, args.epochs, args.quick))
+    job = client.submit(job_file(model, f"facies_{split}", split, args.epochs, args.quick, args.config))
     t0 = time.monotonic()
     record = _wait_ok(client, job["id"], 3600)
     wall = time.monotonic() - t0
@@ -119,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shape", type=int, nargs=3, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--splits", nargs="+", default=["block", "random"], choices=["block", "random"])
+    ap.add_argument("--config", type=Path, default=None, help="a train job file to use instead of the model's "
+                    "configs/ file (output, overwrite and the split kind are still set here)")
     args = ap.parse_args(argv)
     shape = tuple(args.shape or ((64, 64, 64) if args.quick else (256, 256, 128)))
     with tempfile.TemporaryDirectory(prefix="seisd-facies-") as tmp:
