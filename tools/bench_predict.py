@@ -7,7 +7,7 @@ Prints one JSON line:
   patchcnn  crops/s end to end (stride 2 preview) vs the forward pass alone on as many crops;
   stream    blocks/s and latency of stream.apply through a real daemon (one inline per block) vs the same
             blocks applied in-process by StreamSession.
-The ratios are medians over 5 rounds (an end-to-end run, then the forward passes alone) of the round's
+The ratios are medians over 7 rounds (an end-to-end run, then the forward passes alone) of the round's
 forward-only / end-to-end time; ``ratio_best_vs_best`` compares the best round of each side. The vps figures are
 the best rounds; this process takes the executors' malloc settings (daemon/malloc.py) first. Data and the
 daemon's home are made in a temp folder. --long uses bigger volumes and more blocks.
@@ -36,7 +36,7 @@ from daemon.predict.recipe import recipe_of  # noqa: E402
 
 UNET = {"base": 8, "depth": 3, "norm": "batch"}
 N_CLASSES = 4
-REPEATS = 5  # rounds of end-to-end then forward-only: this VM varies +-15 % from one run to the next
+REPEATS = 7  # rounds of end-to-end then forward-only: this VM varies +-15 % from one run to the next
 
 
 def forward_only(model: torch.nn.Module, inputs: np.ndarray, batch: int, layout=None) -> float:
