@@ -141,6 +141,8 @@ class _Sums:
         # one dot product (float32 partial sums: relative error ~1e-6, plenty for a standard deviation).
         self.sum += float((data @ np.ones(data.shape[1], dtype=np.float32)).sum(dtype=np.float64))
         flat = data.reshape(-1)
+        if max(-lo, hi) > 1e15:  # squares could overflow float32 (e.g. 8-byte integer samples): float64
+            flat = flat.astype(np.float64)
         self.sumsq += float(np.dot(flat, flat))
         self.count += data.size
         self.min, self.max = min(self.min, lo), max(self.max, hi)

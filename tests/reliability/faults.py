@@ -264,8 +264,13 @@ def stock_home(home: Path, work: Path, delay_s: float = 0.05) -> None:
     save_model_file(home / "models" / "slow.h5", model, info)
 
 
+class _JobEnded(Exception):
+    """The job to kill something in ended before the kill could land."""
+
+
 def train_job(output: str, **train: Any) -> dict[str, Any]:
-    """A tiny patchcnn run: 2 epochs of 12 batches of 32 crops, a checkpoint every 4 steps, two data workers."""
+    """A tiny patchcnn run: 2 epochs of 20 batches of 32 crops, a checkpoint every 4 steps, two data workers (long
+    enough that a kill's moment is seen before the job ends, most of the time)."""
     return {"kind": "train", "output": output,
             "data": {"survey": "fi", "crop": {"size": [15, 15]}, "batch_size": 32, "batches_per_epoch": 12,
                      "val_batches": 2, "split": {"block": 4}, "workers": 2},
@@ -356,21 +361,23 @@ class FaultRun:
         for attempt in range(tries):
             job_id = chain.jobs[-1][0]
             if self._wait_moment(job_id, kill.at):
-                break
+                try:
+                    getattr(self, f"_kill_{kill.target}")(chain)
+                except _JobEnded:
+                    pass  # it ended between its moment and the kill: as if the moment had passed unseen
+                else:
+                    self.log(f"{kill.describe()} (job {job_id})")
+                    self.figures.kills[kill.target] += 1
+                    return
             # progress events are coalesced, so a short job can pass its moment unseen: run it again (the user's
             # rerun with overwrite gives the same output) and aim at it once more
             self.log(f"{kill.describe()}: job {job_id} ended before the moment; running it again")
             again = (dict(train_job(chain.output), overwrite=True) if kill.job == "train"
                      else predict_job(chain.output, overwrite=True))
             chain.jobs.append((self.d.client.submit(again)["id"], "succeeded"))
-        else:
-            self.figures.findings.append(f"missed: {kill.describe()}: the job passed its moment {tries} times "
-                                         "unseen; no kill")
-            chain.kill = None
-            return
-        self.log(f"{kill.describe()} (job {job_id})")
-        self.figures.kills[kill.target] += 1
-        getattr(self, f"_kill_{kill.target}")(chain)
+        self.figures.findings.append(f"missed: {kill.describe()}: the job passed its moment {tries} times "
+                                     "unseen; no kill")
+        chain.kill = None
 
     def _wait_moment(self, job_id: int, at: float) -> bool:
         """Poll until the job runs at progress >= at; False when it ended first."""
@@ -435,8 +442,18 @@ class FaultRun:
                                          f"job ended and the daemon went on: {sorted(left)}")
 
     def _kill_worker(self, chain: Chain) -> None:
-        pid = self._executor_pid(chain.jobs[-1][0])
-        workers = wait_for(lambda: data_workers(pid), 10, 0.02, "a data worker")
+        job_id = chain.jobs[-1][0]
+        pid = self._executor_pid(job_id)
+
+        def workers_or_end() -> Any:
+            found = data_workers(pid)
+            if found:
+                return found
+            if self.d.client.show(job_id)["state"] != "running":
+                raise _JobEnded(job_id)
+            return None
+
+        workers = wait_for(workers_or_end, 10, 0.02, "a data worker")
         self.watch.sample()
         self.rng.choice(workers).kill()
 
