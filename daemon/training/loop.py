@@ -171,9 +171,16 @@ class Trainer:
             early = state["early_stop"]
             self.best_value, self.best_epoch, self.bad_epochs = early["best_value"], early["best_epoch"], \
                 early["bad_epochs"]
-            best_file = self.job_dir / "checkpoints" / "best.pt"
+            # best.pt lies beside the checkpoint resumed from: this job's own after a requeue, another job's when a
+            # user resumes from it (train.init_from). Without it a run resumed after its last epoch would end with
+            # its last weights instead of the best ones. Copied here, so a later resume of this job finds it too.
+            best_file = Path(self.cfg.init_from).parent / "best.pt"
             if best_file.is_file():
-                self.best_state = read_start_state(best_file)["model"]
+                best = read_start_state(best_file)
+                self.best_state = best["model"]
+                own = self.job_dir / "checkpoints" / "best.pt"
+                if self.writes and best_file.resolve() != own.resolve():
+                    save_checkpoint(own, best)
         self.summary.truncate_after(self.step, self.epoch)
         log.info("resuming at step %d, epoch %d, batch %d", self.step, self.epoch, self.batch_index)
 

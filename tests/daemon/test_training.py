@@ -89,6 +89,30 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path: Path) -> None:
         np.testing.assert_array_equal(h5["steps/step"][()], np.arange(10))
 
 
+def test_resume_from_another_jobs_checkpoint_keeps_its_best_weights(tmp_path: Path) -> None:
+    """A user resumes (train.init_from) from a failed job's last.pt written after its last epoch: nothing is left to
+    train, and the model must still end with the best weights (best.pt beside that checkpoint), not the last ones;
+    best.pt is copied into the new job's checkpoints, so resuming the new job finds it too."""
+    data, val = _batches(1, 5), _batches(2, 2)
+    # min_delta so large that only the first epoch counts as better: the best weights are epoch 1's, not the last
+    cfg = dict(epochs=3, early_stop=EarlyStopConfig(enabled=False, metric="val_loss", min_delta=1e9))
+    ref = _model()
+    first = train(ref, data, tmp_path / "failed", config=_cfg(**cfg), val_batches=val)
+    assert first.best_epoch == 1 and first.step == 15
+    best = load_checkpoint(tmp_path / "failed" / "checkpoints" / "best.pt")
+    last = load_checkpoint(tmp_path / "failed" / "checkpoints" / "last.pt")
+    assert any(not torch.equal(best["model"][k], last["model"][k]) for k in best["model"])  # they differ
+    resumed_model = _model(seed=99)
+    resumed = train(resumed_model, data, tmp_path / "again", val_batches=val, config=_cfg(
+        **cfg, mode="resume", init_from=str(tmp_path / "failed" / "checkpoints" / "last.pt")))
+    assert resumed.step == 15
+    for key, value in _params(ref).items():  # ref ended with its best (epoch 1) weights restored
+        torch.testing.assert_close(resumed_model.state_dict()[key], value, rtol=0, atol=0, msg=key)
+        torch.testing.assert_close(best["model"][key], value, rtol=0, atol=0, msg=key)
+    copied = load_checkpoint(tmp_path / "again" / "checkpoints" / "best.pt")
+    assert all(torch.equal(copied["model"][k], best["model"][k]) for k in best["model"])
+
+
 def test_transfer_trains_only_the_last_layers(tmp_path: Path) -> None:
     source = _model()
     train(source, _batches(1, 4), tmp_path / "src", config=_cfg(epochs=1))
