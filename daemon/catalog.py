@@ -27,7 +27,7 @@ def _survey(home: Path, name: str) -> Any:
     if not (folder / "survey.json").is_file():
         raise ProtocolError(ErrorCode.NOT_FOUND, f"no survey {name!r} in {home / 'surveys'}")
     try:
-        return Survey.open(folder)
+        return Survey.open(folder, sync=False)  # the daemon answers at once; the first job to use it fsyncs
     except SurveyError as exc:
         raise ProtocolError(ErrorCode.INTERNAL, f"survey {name!r} is damaged: {exc}") from None
 

@@ -321,7 +321,7 @@ def import_segy(path: str | os.PathLike, survey_folder: str | os.PathLike, name:
     report = _Throttle(progress)
     import_report = _scanned(path, iline, xline, endian, offset, sample_unit, lambda scan: _import_once(
         scan, folder, name, volume, iline, xline, offset, report, cancel))
-    out = Survey.open(folder, settle=False)  # the first use fsyncs (workers/survey.py)
+    out = Survey.open(folder, sync=False)  # the first use fsyncs (workers/survey.py)
     report(1.0, f"imported {path.name}: {' x '.join(map(str, out.shape))}", force=True)
     out.import_report = import_report
     return out

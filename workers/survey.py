@@ -12,8 +12,8 @@ Layout (docs/formats.md has the full description)::
 
 The importer does not wait for the disk (an fsync of a cache as large as the SEG-Y would make the import write it
 while it still reads the file, and the two share the disk). It leaves a ``.unsynced`` marker, on disk before the data
-is written, holding the kernel's boot id. The first Survey.open after that fsyncs the file (by then the kernel has
-usually written it back: a cheap call) and removes the marker. A marker from an earlier boot means the machine went
+is written, holding the kernel's boot id. The first Survey.open after that (with ``sync``, as jobs open it) fsyncs
+the file (by then the kernel has usually written it back: a cheap call) and removes the marker. A marker from an earlier boot means the machine went
 down before the data reached the disk: open refuses the survey and says to import it again, instead of serving a
 cache that may hold zeros where the data was.
 """
@@ -209,11 +209,12 @@ class Survey:
 
     # ---- opening and creating -------------------------------------------------------------------------------
     @classmethod
-    def open(cls, folder: str | os.PathLike, settle: bool = True) -> "Survey":
+    def open(cls, folder: str | os.PathLike, sync: bool = True) -> "Survey":
         """Open an existing survey folder; SurveyError names what is missing.
 
-        With ``settle``, files the importer left unsynced are fsynced now, or the survey is refused if the machine
-        restarted before they reached the disk (module docstring).
+        A survey the importer left unsynced is refused if the machine restarted before its files reached the disk
+        (module docstring); with ``sync`` those files are fsynced now and their markers dropped. Without it (the
+        daemon's catalog, which must answer at once; the importer itself) they are only checked.
         """
         folder = Path(folder)
         meta = folder / "survey.json"
@@ -227,12 +228,12 @@ class Survey:
             raise SurveyError(f"{meta} has format_version {doc.get('format_version')!r}; this seisd reads "
                               f"{FORMAT_VERSION}")
         survey = cls(folder, doc)
-        if settle:
-            survey._settle()
+        survey._settle(sync)
         return survey
 
-    def _settle(self) -> None:
-        """fsync each file with an .unsynced marker of this boot and drop the marker; refuse one of another boot."""
+    def _settle(self, sync: bool) -> None:
+        """Refuse the survey for a marker of another boot; with ``sync``, fsync each file with a marker of this boot
+        and drop the marker."""
         for marker in sorted(self.folder.glob("*" + UNSYNCED)):
             target = marker.with_name(marker.name[:-len(UNSYNCED)])
             try:
@@ -253,8 +254,9 @@ class Survey:
                     f"restarted (written {mark.get('written', 'at an unknown time')}), so it may hold zeros where "
                     f"data should be; import it again (seisctl survey rm {self.name}, then seisctl survey import "
                     f"{source} --name {self.name})")
-            _fsync_path(target)
-            marker.unlink(missing_ok=True)
+            if sync:
+                _fsync_path(target)
+                marker.unlink(missing_ok=True)
 
     @classmethod
     def create(cls, folder: str | os.PathLike, geometry: Geometry, name: str | None = None,

@@ -290,6 +290,13 @@ def test_a_cache_written_before_a_restart_is_refused_with_the_fix(shared_data: P
                                           r".*seisctl survey rm small, then seisctl survey import .*small\.sgy"):
         Survey.open(tmp_path / "s")
     (tmp_path / "s" / "seismic.f32.unsynced").unlink()
+    (tmp_path / "s" / "seismic.f32.unsynced").write_text(json.dumps({"boot_id": boot_id()}))
+    Survey.open(tmp_path / "s", sync=False)  # the daemon's catalog: checks, leaves this boot's marker alone
+    assert (tmp_path / "s" / "seismic.f32.unsynced").exists()
+    (tmp_path / "s" / "seismic.f32.unsynced").write_text(json.dumps({"boot_id": "another-boot"}))
+    with pytest.raises(SurveyError, match="restarted"):
+        Survey.open(tmp_path / "s", sync=False)  # ... and still refuses a survey cut by a restart
+    (tmp_path / "s" / "seismic.f32.unsynced").unlink()
     (tmp_path / "s" / "gone.f32.unsynced").write_text(json.dumps({"boot_id": "another-boot"}))
     (tmp_path / "s" / "coming.f32.unsynced").write_text(json.dumps({"boot_id": boot_id()}))
     Survey.open(tmp_path / "s")
