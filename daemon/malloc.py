@@ -16,7 +16,7 @@ variables win: the settings are not applied when one is set.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import os
 
 MMAP_THRESHOLD = 32 << 20
@@ -24,9 +24,11 @@ TRIM_THRESHOLD = 1 << 30
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
 
 
+@functools.cache
 def _glibc() -> ctypes.CDLL | None:
+    """The C library this process runs with, when it is glibc (looked up once)."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL(None)  # the symbols already loaded into this process
         libc.gnu_get_libc_version  # present in glibc only
         return libc
     except (OSError, AttributeError):

@@ -49,6 +49,7 @@ class TcpSettings(_Section):
 
 class WorkerSettings(_Section):
     default_count: int = Field(2, ge=0, le=256, description="data worker processes per training job")
+    # 5: as workers.worker.DEFAULT_NICE, WorkerPool's default (the daemon's settings import nothing of workers/)
     nice: int = Field(5, ge=0, le=19, description="nice value of data workers (Linux: also SCHED_BATCH), so they "
                       "fill the time training leaves and never preempt it or the desktop; 0 for equal footing")
 

@@ -328,25 +328,26 @@ def import_segy(path: str | os.PathLike, survey_folder: str | os.PathLike, name:
 
 
 def _scanned(path: Path, iline: int, xline: int, endian: str, offset: int | None, unit: str,
-             attempt: Callable[[SegyScan], tuple[np.ndarray, int]]) -> ImportReport:
-    """Scan the file and run ``attempt(scan)`` -> (live mask, NaN count), again after reading every header if the
-    provisional grid fails; returns what the import found."""
+             attempt: Callable[[SegyScan], int]) -> ImportReport:
+    """Scan the file and run ``attempt(scan)`` -> NaN count, again after reading every header if the provisional
+    grid fails; returns what the import found."""
     scan = scan_segy(path, iline, xline, endian, offset, unit)
     try:
         try:
-            live, nan_count = attempt(scan)
+            nan_count = attempt(scan)
         except ProvisionalGridError:  # the guessed grid was wrong about some trace: bin every header
             scan.f.close()
             scan = scan_segy(path, iline, xline, endian, offset, unit, full=True)
-            live, nan_count = attempt(scan)
+            nan_count = attempt(scan)
     finally:
         scan.f.close()
-    return ImportReport(int(scan.keep.sum()), int((~live).sum()), nan_count, scan.endian, scan.sorting)
+    return ImportReport(int(scan.keep.sum()), int((~scan.live_mask()).sum()), nan_count, scan.endian,
+                        scan.sorting)
 
 
 def _import_once(scan: SegyScan, folder: Path, name: str | None, volume: str, iline: int, xline: int,
-                 offset: int | None, report: _Throttle, cancel: Cancel | None) -> tuple[np.ndarray, int]:
-    """One attempt of import_segy on an open scan, built in ``<folder>.partial``; returns (live mask, NaN count)."""
+                 offset: int | None, report: _Throttle, cancel: Cancel | None) -> int:
+    """One attempt of import_segy on an open scan, built in ``<folder>.partial``; returns the NaN count."""
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)  # leftover of a crashed import
     try:
@@ -363,7 +364,7 @@ def _import_once(scan: SegyScan, folder: Path, name: str | None, volume: str, il
         del headers  # written in place in geometry.h5; the rest goes beside it
         arrays = GeometryArrays(cdp[..., 0], cdp[..., 1], ~live, _text_headers(scan.path, int(scan.f.ext_headers)),
                                 _binary_header(scan.path))
-        write_geometry_h5(partial / "geometry.h5", arrays, mode="a")
+        write_geometry_h5(partial / "geometry.h5", arrays)
         survey.doc["has_geometry_h5"] = True
         survey.doc["source"]["dead_traces"] = int((~live).sum())
         survey.register_volume(volume, _stats(sums))
@@ -372,7 +373,7 @@ def _import_once(scan: SegyScan, folder: Path, name: str | None, volume: str, il
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    return live, sums.non_finite
+    return sums.non_finite
 
 
 def _binary_header(path: Path) -> bytes:
@@ -398,7 +399,7 @@ def add_volume(path: str | os.PathLike, survey_folder: str | os.PathLike, volume
 
     Refused with SegyImportError naming the difference when the grid does not match the survey's.
     """
-    survey = Survey.open(survey_folder)
+    survey = Survey.open(survey_folder, sync=False)  # the first job to use it fsyncs what is still unsynced
     if volume in survey.volumes:
         raise SurveyError(f"survey {survey.name!r} already has a volume {volume!r}; choose another name")
     tmp = survey.folder / f"{volume}.f32.partial"
@@ -408,15 +409,14 @@ def add_volume(path: str | os.PathLike, survey_folder: str | os.PathLike, volume
 
 
 def _add_once(scan: SegyScan, survey: Survey, volume: str, tmp: Path, progress: Progress | None,
-              cancel: Cancel | None) -> tuple[np.ndarray, int]:
-    """One attempt of add_volume on an open scan; returns (live mask, NaN count)."""
+              cancel: Cancel | None) -> int:
+    """One attempt of add_volume on an open scan; returns the NaN count."""
     path = scan.path
     try:
         diff = scan.geometry.differences(survey.geometry)
         if diff:
             raise fail(Path(path), f"its grid differs from survey {survey.name!r}: " + "; ".join(diff))
         ni, nx, ns = survey.shape
-        live = scan.live_mask()
         with open(tmp, "wb") as fh:
             fh.truncate(ni * nx * ns * 4)
         vol = np.memmap(tmp, dtype=np.float32, mode="r+", shape=(ni, nx, ns))
@@ -429,4 +429,4 @@ def _add_once(scan: SegyScan, survey: Survey, volume: str, tmp: Path, progress: 
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return live, sums.non_finite
+    return sums.non_finite

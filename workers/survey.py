@@ -13,12 +13,13 @@ Layout (docs/formats.md has the full description)::
 The importer does not wait for the disk (an fsync of a cache as large as the SEG-Y would make the import write it
 while it still reads the file, and the two share the disk). It leaves a ``.unsynced`` marker, on disk before the data
 is written, holding the kernel's boot id. The first Survey.open after that (with ``sync``, as jobs open it) fsyncs
-the file (by then the kernel has usually written it back: a cheap call) and removes the marker. A marker from an earlier boot means the machine went
-down before the data reached the disk: open refuses the survey and says to import it again, instead of serving a
-cache that may hold zeros where the data was.
+the file (by then the kernel has usually written it back: a cheap call) and removes the marker. A marker from an
+earlier boot means the machine went down before the data reached the disk: open refuses the survey and says to
+import it again, instead of serving a cache that may hold zeros where the data was.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -135,8 +136,9 @@ BOOT_ID = Path("/proc/sys/kernel/random/boot_id")  # Linux: changes at every boo
 UNSYNCED = ".unsynced"
 
 
+@functools.cache
 def boot_id() -> str:
-    """This boot's id ('' where the kernel does not give one: markers then cannot tell a restart)."""
+    """This boot's id ('' where the kernel does not give one: markers then cannot tell a restart); read once."""
     try:
         return BOOT_ID.read_text().strip()
     except OSError:
@@ -164,7 +166,7 @@ def mark_unsynced(folder: Path, *files: str) -> None:
 
 
 def _write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(doc, indent=1))
     os.replace(tmp, path)
 
@@ -172,7 +174,7 @@ def _write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
 def reserve_trace_headers(path: Path, ni: int, nx: int) -> np.memmap:
     """Create geometry.h5 holding only an allocated, contiguous ``trace_headers`` dataset [ni, nx, 240] uint8 and
     return a writable memmap of its bytes in the file: an importer fills it in place (no second copy), then
-    write_geometry_h5(path, arrays without trace_headers, mode="a") adds the rest."""
+    write_geometry_h5 adds the rest."""
     with h5py.File(path, "w") as h5:
         dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
         dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)  # the bytes exist (at a fixed offset) before any write
@@ -181,22 +183,16 @@ def reserve_trace_headers(path: Path, ni: int, nx: int) -> np.memmap:
     return np.memmap(path, dtype=np.uint8, mode="r+", offset=offset, shape=(ni, nx, 240))
 
 
-def write_geometry_h5(path: Path, arrays: GeometryArrays, mode: str = "w") -> None:
-    """Write geometry.h5 (``mode="a"``: add to one made by reserve_trace_headers); trace headers are copied inline
-    by inline so a memmap source stays out of memory."""
-    with h5py.File(path, mode) as h5:
+def write_geometry_h5(path: Path, arrays: GeometryArrays) -> None:
+    """Add the per-trace geometry and the source's text and binary headers to a geometry.h5 made by
+    reserve_trace_headers (whose trace headers the importer has written in place)."""
+    with h5py.File(path, "a") as h5:
         h5.create_dataset("cdp_x", data=np.asarray(arrays.cdp_x, dtype=np.float64))
         h5.create_dataset("cdp_y", data=np.asarray(arrays.cdp_y, dtype=np.float64))
         h5.create_dataset("dead", data=np.asarray(arrays.dead, dtype=bool))
         h5.create_dataset("text_headers", data=np.array([np.void(t) for t in arrays.text_headers])
                           if arrays.text_headers else np.zeros(0, dtype="V3200"))
         h5.create_dataset("binary_header", data=np.frombuffer(arrays.binary_header, dtype=np.uint8))
-        if arrays.trace_headers is not None:
-            th = arrays.trace_headers
-            ds = h5.create_dataset("trace_headers", shape=th.shape, dtype=np.uint8, chunks=(1, th.shape[1], 240))
-            block = max(1, (64 << 20) // (th.shape[1] * 240))  # ~64 MB of inlines per write
-            for i in range(0, th.shape[0], block):
-                ds[i:i + block] = th[i:i + block]
 
 
 class Survey:
@@ -260,7 +256,7 @@ class Survey:
 
     @classmethod
     def create(cls, folder: str | os.PathLike, geometry: Geometry, name: str | None = None,
-               arrays: GeometryArrays | None = None, source: dict[str, Any] | None = None) -> "Survey":
+               source: dict[str, Any] | None = None) -> "Survey":
         """Create a new survey folder (which must not exist yet) with no volumes; add them with new_volume."""
         folder = Path(folder)
         if folder.exists():
@@ -268,9 +264,7 @@ class Survey:
         folder.mkdir(parents=True)
         doc = {"format_version": FORMAT_VERSION, "name": name or folder.name, **geometry.to_json(),
                "volumes": {}, "source": source or {}, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-               "has_geometry_h5": arrays is not None}
-        if arrays is not None:
-            write_geometry_h5(folder / "geometry.h5", arrays)
+               "has_geometry_h5": False}  # an importer adds geometry.h5 and sets it
         _write_json_atomic(folder / "survey.json", doc)
         return cls(folder, doc)
 

@@ -7,8 +7,9 @@ NOTE [worker protocol]
   1. The consumer starts the process with a picklable recipe, the seed, the ring's name and layout, and
      its end of a private duplex pipe. Nothing else is shared: no queue with a lock that a killed worker
      could leave held.
-  2. The worker arms PR_SET_PDEATHSIG, lowers its priority (run_in_background), then attaches the ring and opens the volumes (memory maps, HDF5)
-     itself, after start: handles must belong to the process that reads through them.
+  2. The worker arms PR_SET_PDEATHSIG, lowers its priority (run_in_background), then attaches the ring and
+     opens the volumes (memory maps, HDF5) itself, after start: handles must belong to the process that reads
+     through them.
   3. Loop: a message is either ``(epoch, k, slot)`` or ``None``. For a work item it fills the slot and
      sends ``("done", epoch, k, slot, busy_seconds)``; if the recipe raises it sends
      ``("error", epoch, k, slot, traceback_text)`` and carries on. ``None`` means retire: it has already
@@ -32,7 +33,7 @@ from workers.sampling import BatchRecipe
 
 _PR_SET_PDEATHSIG = 1
 _IDLE_POLL_S = 1.0
-DEFAULT_NICE = 5  # workers fill the time the training step leaves; see run_in_background
+DEFAULT_NICE = 5  # WorkerPool's default, the same as the daemon setting workers.nice; see run_in_background
 
 
 def run_in_background(nice: int) -> None:
@@ -68,7 +69,7 @@ def arm_parent_death_signal() -> None:
 
 
 def worker_main(recipe: BatchRecipe, seed: int, ring_name: str, layout: RingLayout, conn: Connection,
-                parent_pid: int, nice: int = DEFAULT_NICE) -> None:
+                parent_pid: int, nice: int) -> None:
     """Entry point of a worker process (see the protocol note at the top of this module)."""
     arm_parent_death_signal()
     if os.getppid() != parent_pid:  # the parent died before prctl took effect

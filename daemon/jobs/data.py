@@ -116,9 +116,10 @@ def _import_segy(spec: ImportSpec, s: SegySection, folder: Path, ctx: Any) -> di
 
     from workers.survey import Survey
 
-    if ctx.resume and (folder / "survey.json").is_file() and s.volume in Survey.open(folder).volumes:
+    done = Survey.open(folder) if ctx.resume and (folder / "survey.json").is_file() else None
+    if done is not None and s.volume in done.volumes:
         ctx.log.info("survey %s volume %s was completed by an earlier attempt", spec.survey, s.volume)
-        return _survey_result(spec, s, Survey.open(folder), None, ctx)
+        return _survey_result(spec, s, done, None, ctx)
     kw = dict(iline=s.iline, xline=s.xline, endian=s.endian, offset=s.offset,
               progress=lambda f, m: ctx.progress(f, m), cancel=ctx.cancelled.is_set)
     ctx.log.info("importing %s as %s of survey %s", s.file, s.volume, spec.survey)

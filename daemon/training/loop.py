@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from daemon.training import metrics
-from daemon.training.checkpoint import save_checkpoint
+from daemon.training.checkpoint import atomic_write, save_checkpoint
 from daemon.training.config import OptimConfig, ScheduleConfig, TrainConfig, to_dict
 from daemon.training.modes import (freeze_for_transfer, load_matching, parameter_layers, read_start_state,
                                    set_train_mode)
@@ -155,6 +155,11 @@ class Trainer:
         else:
             self.summary.truncate_after(0, -1)  # a fresh run keeps no row of an earlier one
 
+    @property
+    def _best_path(self) -> Path:
+        """checkpoints/best.pt of this job (the best weights so far, written when they improve)."""
+        return self.job_dir / "checkpoints" / "best.pt"
+
     def _restore(self, state: dict[str, Any]) -> None:
         """Continue optimiser, schedule, counters, random state and early stopping from a checkpoint."""
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
@@ -176,11 +181,9 @@ class Trainer:
             # its last weights instead of the best ones. Copied here, so a later resume of this job finds it too.
             best_file = Path(self.cfg.init_from).parent / "best.pt"
             if best_file.is_file():
-                best = read_start_state(best_file)
-                self.best_state = best["model"]
-                own = self.job_dir / "checkpoints" / "best.pt"
-                if self.writes and best_file.resolve() != own.resolve():
-                    save_checkpoint(own, best)
+                self.best_state = read_start_state(best_file)["model"]
+                if self.writes and best_file.resolve() != self._best_path.resolve():
+                    atomic_write(self._best_path, lambda handle: handle.write(best_file.read_bytes()))
         self.summary.truncate_after(self.step, self.epoch)
         log.info("resuming at step %d, epoch %d, batch %d", self.step, self.epoch, self.batch_index)
 
@@ -206,17 +209,18 @@ class Trainer:
     def _run_epoch(self) -> bool:
         """Train one epoch from self.batch_index; False when the run must stop mid-epoch."""
         set_train_mode(self.model, self.frozen)
-        tick = epoch_start = time.monotonic()
+        epoch_start = time.monotonic()
         samples_before = self.result.samples
         try:
-            return self._epoch_steps(tick, 0)
+            return self._epoch_steps()
         finally:
             seconds = time.monotonic() - epoch_start
             self.result.train_seconds += seconds
             if seconds > 0:
                 self.result.epoch_rates.append((self.result.samples - samples_before) / seconds)
 
-    def _epoch_steps(self, tick: float, samples_since: int) -> bool:
+    def _epoch_steps(self) -> bool:
+        tick, samples_since = time.monotonic(), 0  # the window of the progress rate
         for batch in _epoch_batches(self.train_batches, self.epoch, self.batch_index):
             x, y = _unpack(batch, self.device, self.cuda and self.cfg.channels_last)
             loss = self._train_step(x, y)
@@ -353,7 +357,7 @@ class Trainer:
         # a copy, not a reference: later steps update the live tensors in place
         self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         if self.writes:
-            save_checkpoint(self.job_dir / "checkpoints" / "best.pt",
+            save_checkpoint(self._best_path,
                             {"model": self.best_state, "step": self.step, "epoch": self.epoch, "value": value,
                              "metric": self.cfg.early_stop.metric})
 

@@ -269,8 +269,7 @@ class _JobEnded(Exception):
 
 
 def train_job(output: str, **train: Any) -> dict[str, Any]:
-    """A tiny patchcnn run: 2 epochs of 20 batches of 32 crops, a checkpoint every 4 steps, two data workers (long
-    enough that a kill's moment is seen before the job ends, most of the time)."""
+    """A tiny patchcnn run: 2 epochs of 12 batches of 32 crops, a checkpoint every 4 steps, two data workers."""
     return {"kind": "train", "output": output,
             "data": {"survey": "fi", "crop": {"size": [15, 15]}, "batch_size": 32, "batches_per_epoch": 12,
                      "val_batches": 2, "split": {"block": 4}, "workers": 2},
