@@ -158,7 +158,7 @@ def check_user_model_file(spec: TrainSpec, ctx: CheckContext) -> list[str]:
     channels = len(d.volumes) * (2 * d.context + 1)
     with np.load(survey_folder(ctx.home, d.survey) / "picks" / f"{d.picks}.npz") as z:
         n_classes = max(len(z["class_names"]), 2)
-    params = {k: v for k, v in spec.model.params.items() if k != "path"}
+    params = {k: v for k, v in spec.model.params.items() if k not in ("path", "members")}  # members: ours
     return [f"model.params.path: {p}" for p in
             check_user_model(spec.model.params["path"], channels, n_classes, list(d.crop.size), params)]
 
@@ -217,7 +217,7 @@ def _survey_shape(doc: dict[str, Any]) -> tuple[int, int, int] | None:
         return None
 
 
-def default_gap(crop: CropSpec) -> int:
+def default_gap(crop: CropSection) -> int:
     """Half the crop's extent in the inline-crossline plane: no training crop then covers a validation point."""
     lateral = {"inline": crop.size[:1], "crossline": crop.size[:1], "time": crop.size, "3d": crop.size[:2]}
     return max(lateral[crop.orientation]) // 2

@@ -21,14 +21,23 @@ class ModelParamsError(ValueError):
 
 def build_model(name: str, in_channels: int, n_classes: int, input_shape: Sequence[int],
                 params: dict[str, Any] | None = None) -> "nn.Module":
-    """Build registry model `name` for crops [in_channels, *input_shape] and n_classes outputs."""
+    """Build registry model `name` for crops [in_channels, *input_shape] and n_classes outputs; with
+    params["members"] > 1, an Ensemble of that many (daemon/models/ensemble.py)."""
     problems = validate_model_params(name, params, input_shape)
     if in_channels < 1 or n_classes < 2:
         problems.append(f"need in_channels >= 1 and n_classes >= 2, got {in_channels} and {n_classes}")
     if problems:
         raise ModelParamsError("; ".join(problems))
     full = resolved_params(name, params)
+    members = int(full.pop("members", 1))
     shape = [int(n) for n in input_shape]
+    if members > 1:
+        from daemon.models.ensemble import Ensemble
+        return Ensemble(lambda: _build_one(name, in_channels, n_classes, shape, full), members)
+    return _build_one(name, in_channels, n_classes, shape, full)
+
+
+def _build_one(name: str, in_channels: int, n_classes: int, shape: list[int], full: dict[str, Any]) -> "nn.Module":
     if name == "patchcnn":
         from daemon.models import patchcnn
         return patchcnn.build(in_channels, n_classes, shape, full)

@@ -88,6 +88,13 @@ MODEL_SPECS: dict[str, ModelSpec] = {
 }
 
 
+# Parameters every model takes (the registry's and user models alike); build_model consumes them.
+COMMON_PARAMS: dict[str, ParamSpec] = {
+    "members": ParamSpec(int, 1, "models of this architecture trained side by side from different initial weights, "
+                         "their probabilities averaged when predicting (1: a single model)", _in_range(1, 16)),
+}
+
+
 def model_names() -> list[str]:
     """Names accepted by build_model, sorted."""
     return sorted(MODEL_SPECS)
@@ -109,11 +116,11 @@ def validate_model_params(name: str, params: dict[str, Any] | None, input_shape:
     problems = _check_input_shape(spec, input_shape)
     params = dict(params or {})
     for key, value in params.items():
-        pspec = spec.params.get(key)
+        pspec = spec.params.get(key) or COMMON_PARAMS.get(key)
         if pspec is None:
             if not spec.open_params:
                 problems.append(f"model.params.{key}: unknown parameter for {name}; "
-                                f"expected one of {', '.join(sorted(spec.params))}")
+                                f"expected one of {', '.join(sorted([*spec.params, *COMMON_PARAMS]))}")
             continue
         problems.extend(_check_value(key, value, pspec))
     if name == "user":

@@ -26,8 +26,7 @@ from torch import nn
 from daemon.training import metrics
 from daemon.training.checkpoint import atomic_write, save_checkpoint
 from daemon.training.config import OptimConfig, ScheduleConfig, TrainConfig, to_dict
-from daemon.training.modes import (freeze_for_transfer, load_matching, parameter_layers, read_start_state,
-                                   set_train_mode)
+from daemon.training.modes import freeze_for_transfer, load_matching, read_start_state, set_train_mode
 from daemon.training.optim import LRSchedule, build_optimizer
 from daemon.training.summary import SilentSummary, SilentTensorBoard, SummaryFile, TensorBoardLog
 
@@ -86,6 +85,16 @@ def _unpack(batch: Any, device: torch.device, channels_last: bool) -> tuple[torc
     return x, y.to(device, non_blocking=True).long()
 
 
+def sparse_loss(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None, labelled: int) -> torch.Tensor:
+    """Cross-entropy summed over the labelled samples (y != -1) / their count: their mean, and 0-safe.
+
+    Logits with one axis more than a single model's, [M, B, n_classes, ...], are an ensemble's members in training
+    mode (daemon/models/ensemble.py): each member is trained on its own loss, and the loss is their mean."""
+    if logits.dim() == y.dim() + 2:
+        return sum(sparse_loss(member, y, weight, labelled) for member in logits) / logits.shape[0]
+    return F.cross_entropy(logits.float(), y, weight=weight, ignore_index=-1, reduction="sum") / labelled
+
+
 def _epoch_batches(source: BatchSource, epoch: int, start: int) -> Iterator[Any]:
     if callable(source) and not hasattr(source, "__iter__"):
         return iter(source(epoch, start))
@@ -117,6 +126,7 @@ class Trainer:
         self.bad_epochs = 0
         self.best_state: dict[str, torch.Tensor] | None = None
         self.frozen: list[nn.Module] = []
+        self.trainable_layers: int | None = None  # a transfer run's, kept in checkpoints so a resume freezes the same
         self.summary = SummaryFile(self.job_dir / "summary.h5") if self.writes else SilentSummary()
         self.tb: TensorBoardLog | SilentTensorBoard | None = None
         self.result = TrainResult("finished", 0, 0, None, None)
@@ -132,10 +142,12 @@ class Trainer:
         if cfg.mode == "resume":
             self.model.load_state_dict(start["model"])
             if start.get("transfer_trainable_layers"):  # resuming a transfer run: the same layers stay frozen
-                self.frozen = freeze_for_transfer(self.model, int(start["transfer_trainable_layers"]))
+                self.trainable_layers = int(start["transfer_trainable_layers"])
         elif cfg.mode == "transfer":
             load_matching(self.model, start["model"])
-            self.frozen = freeze_for_transfer(self.model, cfg.trainable_layers)
+            self.trainable_layers = cfg.trainable_layers
+        if self.trainable_layers is not None:
+            self.frozen = freeze_for_transfer(self.model, self.trainable_layers)
         self.model.to(self.device)
         if self.cuda and cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -259,9 +271,7 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16,
                             enabled=self.amp_dtype is not None):
             logits = self.model(x)
-        # sum over labelled samples / their count: the mean over labelled ones, and 0-safe
-        loss = F.cross_entropy(logits.float(), y, weight=self.class_weights, ignore_index=-1,
-                               reduction="sum") / labelled
+        loss = sparse_loss(logits, y, self.class_weights, labelled)
         self.scaler.scale(loss).backward()
         if self.sync is not None:  # sum of the ranks' gradients = the gradient of the whole batch
             loss = self.sync.reduce_gradients(self.model, loss.detach())
@@ -369,12 +379,6 @@ class Trainer:
         if due:
             self._save_last()
 
-    def _trainable_layers(self) -> int | None:
-        """How many last layers train when some are frozen (a transfer run), so a resume freezes the same."""
-        if not self.frozen:
-            return None
-        return len(parameter_layers(self.model)) - len(self.frozen)
-
     def _save_last(self) -> None:
         """Write checkpoints/last.pt with everything resume needs, after the summary rows up to it.
 
@@ -388,7 +392,7 @@ class Trainer:
                  "early_stop": {"best_value": self.best_value, "best_epoch": self.best_epoch,
                                 "bad_epochs": self.bad_epochs},
                  "config": to_dict(self.optim_cfg, self.schedule_cfg, self.cfg),
-                 "transfer_trainable_layers": self._trainable_layers()}
+                 "transfer_trainable_layers": self.trainable_layers if self.frozen else None}
         self.summary.flush()
         if self.writes:
             save_checkpoint(self.job_dir / "checkpoints" / "last.pt", state)

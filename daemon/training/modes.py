@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from daemon.models.ensemble import Ensemble
 from daemon.training.checkpoint import load_checkpoint
 
 log = logging.getLogger("seisd.training")
@@ -38,6 +39,9 @@ def load_matching(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]
     initialised (and trainable, being the last layer).
     """
     own = model.state_dict()
+    if isinstance(model, Ensemble) and not any(k.startswith("members.") for k in state):
+        # a single model's weights start every member (their freshly initialised heads still differ)
+        state = {f"members.{i}.{k}": v for i in range(len(model.members)) for k, v in state.items()}
     fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     skipped = sorted(set(own) - set(fitting))
     own.update(fitting)
@@ -55,13 +59,16 @@ def parameter_layers(model: nn.Module) -> list[nn.Module]:
 
 
 def freeze_for_transfer(model: nn.Module, trainable_layers: int) -> list[nn.Module]:
-    """Freeze every parameterised layer except the last `trainable_layers`; return the frozen ones."""
-    layers = parameter_layers(model)
-    if trainable_layers >= len(layers):
-        log.warning("transfer: trainable_layers=%d covers all %d layers; nothing is frozen",
-                    trainable_layers, len(layers))
-        return []
-    frozen = layers[:len(layers) - trainable_layers]
+    """Freeze every parameterised layer except the last `trainable_layers` (of each member of an ensemble);
+    return the frozen ones."""
+    frozen: list[nn.Module] = []
+    for unit in (model.members if isinstance(model, Ensemble) else [model]):
+        layers = parameter_layers(unit)
+        if trainable_layers >= len(layers):
+            log.warning("transfer: trainable_layers=%d covers all %d layers; nothing is frozen",
+                        trainable_layers, len(layers))
+            return []
+        frozen += layers[:len(layers) - trainable_layers]
     for module in frozen:
         for p in module.parameters(recurse=False):
             p.requires_grad_(False)

@@ -55,7 +55,8 @@ def _round_trip(tmp_path: Path, model: torch.nn.Module, info: ModelInfo, x: torc
 
 
 @pytest.mark.parametrize("name,params,shape", [("patchcnn", {"filters": [4, 6]}, [12, 12]),
-                                                ("unet", {"base": 4, "depth": 2}, [10, 12, 8])])
+                                                ("unet", {"base": 4, "depth": 2}, [10, 12, 8]),
+                                                ("unet", {"base": 4, "depth": 2, "members": 2}, [16, 12])])
 def test_round_trip_in_a_new_process_predicts_identically(tmp_path: Path, name: str, params: dict,
                                                           shape: list[int]) -> None:
     torch.manual_seed(0)

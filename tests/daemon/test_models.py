@@ -83,6 +83,10 @@ def test_user_model_builds_and_checks_clean(tmp_path: Path) -> None:
     model = build_model("user", 2, 5, (16, 16), {"path": str(path), "width": 3})
     assert model(torch.zeros(1, 2, 16, 16)).shape == (1, 5, 16, 16)
     assert check_user_model(path, in_channels=2, n_classes=5, params={"width": 3}) == []
+    # members is seisd's: an ensemble of the user's model, and the file's build_model never sees the key
+    assert validate_model_params("user", {"path": str(path), "members": 2}, (16, 16)) == []
+    ensemble = build_model("user", 2, 5, (16, 16), {"path": str(path), "width": 3, "members": 2})
+    assert len(ensemble.members) == 2 and ensemble.eval()(torch.zeros(1, 2, 16, 16)).shape == (1, 5, 16, 16)
 
 
 def test_user_model_problems_are_reported(tmp_path: Path) -> None:
@@ -101,3 +105,30 @@ def test_user_model_problems_are_reported(tmp_path: Path) -> None:
     crashing = tmp_path / "crash.py"
     crashing.write_text("raise SystemExit(3)\n")
     assert check_user_model(crashing)  # a user file that exits at import is reported, not obeyed
+
+
+def test_ensemble_averages_its_members_probabilities() -> None:
+    torch.manual_seed(0)
+    model = build_model("unet", 2, 4, (16, 24), {"base": 4, "depth": 2, "members": 3})
+    assert len(model.members) == 3
+    first, second = (dict(m.named_parameters())["head.weight"] for m in model.members[:2])
+    assert not torch.equal(first, second)  # members start from different weights
+    x = torch.randn(2, 2, 16, 24)
+    assert model.train()(x).shape == (3, 2, 4, 16, 24)  # training: every member's logits, for their own losses
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+        mean = torch.stack([torch.softmax(m(x), dim=1) for m in model.members]).mean(0)
+    assert out.shape == (2, 4, 16, 24)
+    torch.testing.assert_close(torch.softmax(out, dim=1), mean)
+    patch = build_model("patchcnn", 1, 3, (12, 12), {"filters": [4], "members": 2}).eval()
+    assert patch(torch.randn(5, 1, 12, 12)).shape == (5, 3)
+    assert type(build_model("unet", 2, 4, (16, 16), {"members": 1})).__name__ == "UNet"
+
+
+def test_ensemble_size_is_checked_at_submit() -> None:
+    for bad in (0, 17, "3", 2.0):
+        problems = validate_model_params("unet", {"members": bad}, (32, 32))
+        assert len(problems) == 1 and problems[0].startswith("model.params.members"), (bad, problems)
+    assert validate_model_params("patchcnn", {"members": 4}, (17, 17)) == []
+    assert "members" in validate_model_params("unet", {"colour": 1}, (8, 8))[0]  # listed among the accepted keys

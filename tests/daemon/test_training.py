@@ -229,3 +229,42 @@ def test_config_sections_name_every_problem() -> None:
 def test_mixed_precision_channels_last_on_cuda(tmp_path: Path) -> None:
     result = train(_model(), _batches(1, 4), tmp_path, config=_cfg(), val_batches=_batches(2, 2), device="cuda")
     assert result.step == 8 and np.isfinite(result.losses).all()
+
+
+def _ensemble(seed: int = 0, members: int = 3) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_model("patchcnn", 2, N_CLASSES, (8, 8), {"filters": [4, 8], "dropout": 0.2, "members": members})
+
+
+def test_ensemble_members_learn_on_their_own_losses(tmp_path: Path) -> None:
+    model = _ensemble()
+    result = train(model, _batches(1, 10), tmp_path, config=_cfg(epochs=3), val_batches=_batches(2, 3))
+    assert result.history[-1]["pixel_accuracy"] > 0.85
+    x, y = _batches(2, 1, size=64)[0]
+    model.eval()
+    with torch.no_grad():  # every member learnt the problem by itself, not only their average
+        for member in model.members:
+            assert float((member(x).argmax(1) == y).float().mean()) > 0.8
+    # the loss is the members' mean: the same run's first loss equals the mean of the members' own first losses
+    fresh = _ensemble()
+    x0, y0 = _batches(1, 1)[0]
+    fresh.train()
+    torch.manual_seed(_cfg().seed)  # the loop seeds its run after the model is built: the same dropout masks
+    expected = float(sum(torch.nn.functional.cross_entropy(m(x0), y0) for m in fresh.members) / 3)
+    assert result.losses[0] == pytest.approx(expected, rel=1e-5)
+
+
+def test_ensemble_transfer_freezes_the_same_layers_in_every_member(tmp_path: Path) -> None:
+    source = _model()  # a single model starts every member of the new ensemble
+    train(source, _batches(1, 4), tmp_path / "src", config=_cfg(epochs=1))
+    target = _ensemble(seed=5, members=2)
+    before = {k: v.clone() for k, v in source.state_dict().items()}
+    train(target, _batches(3, 4), tmp_path / "dst",
+          config=_cfg(mode="transfer", init_from=str(tmp_path / "src" / "checkpoints" / "last.pt"),
+                      trainable_layers=1, epochs=1))
+    after = target.state_dict()
+    changed = {k for k in after if not torch.equal(before[k.split(".", 2)[2]], after[k])}
+    assert changed == {f"members.{i}.head.{p}" for i in range(2) for p in ("weight", "bias")}
+    # resumed, the transfer run keeps the same layers frozen
+    last = load_checkpoint(tmp_path / "dst" / "checkpoints" / "last.pt")
+    assert last["transfer_trainable_layers"] == 1
