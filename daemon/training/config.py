@@ -64,6 +64,7 @@ class TrainConfig:
     trainable_layers: int = 1  # transfer: how many of the last parameterised layers stay trainable
     epochs: int = 30
     max_steps: int | None = None  # stop after this many optimiser steps in all (overrides epochs when reached)
+    max_minutes: float | None = None  # a time budget: no epoch is begun that would end past it (resume included)
     seed: int = 0
     checkpoint_every_steps: int | None = 500
     checkpoint_every_minutes: float | None = 10.0
@@ -153,6 +154,7 @@ def parse_sections(optim: dict | None, schedule: dict | None, train: dict | None
          f"train.init_from: mode {t.mode!r} needs a checkpoint (.pt) or model file (.h5) to start from"),
         (t.epochs >= 1, "train.epochs: expected >= 1"),
         (t.max_steps is None or t.max_steps >= 1, "train.max_steps: expected >= 1 or null"),
+        (t.max_minutes is None or t.max_minutes > 0, "train.max_minutes: expected a positive number or null"),
         (t.trainable_layers >= 1, "train.trainable_layers: expected >= 1"),
         (t.early_stop.min_epochs >= 0, "train.early_stop.min_epochs: expected >= 0"),
         (t.early_stop.metric in MONITORED,

@@ -153,6 +153,12 @@ class RankSync:
         for t in list(model.parameters()) + list(model.buffers()):
             dist.broadcast(t.data, src=0)
 
+    def any_rank(self, flag: bool) -> bool:
+        """True on every rank when any rank says True (all ranks call it at the same point of the run)."""
+        t = torch.tensor([int(flag)], dtype=torch.int64, device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
     def controls(self) -> tuple[Callable[[], bool], Callable[[], bool]]:
         """(should_stop, stop_after_epoch) for TrainControl: the flags as all ranks saw them at the last step."""
         return (lambda: self.cancel), (lambda: self.stop_after_epoch)

@@ -64,7 +64,7 @@ class TrainControl:
 class TrainResult:
     """How a run ended."""
 
-    stopped: str  # finished | max_steps | early_stop | cancelled | stop_after_epoch
+    stopped: str  # finished | max_steps | time_limit | early_stop | cancelled | stop_after_epoch
     step: int
     epoch: int  # epochs completed
     best_value: float | None
@@ -121,6 +121,8 @@ class Trainer:
         self.cuda = self.device.type == "cuda"
         self.steps_per_epoch = steps_per_epoch or (len(train_batches) if hasattr(train_batches, "__len__") else None)
         self.step = self.epoch = self.batch_index = 0
+        self.elapsed_before = 0.0  # seconds this run had trained before a resume (train.max_minutes counts them)
+        self._run_start = time.monotonic()
         self.best_value: float | None = None
         self.best_epoch: int | None = None
         self.bad_epochs = 0
@@ -176,6 +178,7 @@ class Trainer:
         """Continue optimiser, schedule, counters, random state and early stopping from a checkpoint."""
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
         self.batch_index = int(state.get("batch_index", 0))
+        self.elapsed_before = float(state.get("elapsed_s", 0.0))
         if state.get("from_model_file"):
             log.info("resume from a model file: weights and counters restored, optimiser state starts afresh")
         else:
@@ -203,7 +206,7 @@ class Trainer:
     def run(self) -> TrainResult:
         """Train until the epochs or steps are done, early stopping triggers, or a control hook stops it."""
         self.tb = TensorBoardLog(self.job_dir / "tensorboard") if self.writes else SilentTensorBoard()
-        self._last_checkpoint = time.monotonic()
+        self._last_checkpoint = self._run_start = self._epoch_end = time.monotonic()
         try:
             while self.epoch < self.cfg.epochs and self.result.stopped == "finished":
                 if not self._run_epoch():
@@ -317,11 +320,29 @@ class Trainer:
             return
         if self.control.stop_after_epoch():
             self.result.stopped = "stop_after_epoch"
+        elif self._out_of_time():
+            log.info("time limit: another epoch would end past train.max_minutes=%g after %.0f s",
+                     self.cfg.max_minutes, self.elapsed())
+            self.result.stopped = "time_limit"
         elif (self.cfg.early_stop.enabled and figures is not None and self.bad_epochs >= self.cfg.early_stop.patience
               and self.epoch >= self.cfg.early_stop.min_epochs):
             log.info("early stop after epoch %d: no gain in %s for %d epochs", self.epoch,
                      self.cfg.early_stop.metric, self.bad_epochs)
             self.result.stopped = "early_stop"
+
+    def elapsed(self) -> float:
+        """Seconds of this run so far, validation and checkpoints included, and before a resume."""
+        return self.elapsed_before + time.monotonic() - self._run_start
+
+    def _out_of_time(self) -> bool:
+        """train.max_minutes: would one more epoch, as long as the last one, end past the budget? Decided on
+        every rank together in a data-parallel run (any rank out of time stops them all)."""
+        now = time.monotonic()
+        last_epoch, self._epoch_end = now - self._epoch_end, now
+        if self.cfg.max_minutes is None or self.epoch >= self.cfg.epochs:
+            return False
+        late = self.elapsed() + last_epoch > self.cfg.max_minutes * 60
+        return self.sync.any_rank(late) if self.sync is not None else late
 
     def _validate(self) -> dict[str, float] | None:
         """Validation figures and confusion matrix, logged everywhere; None without validation batches."""
@@ -387,7 +408,7 @@ class Trainer:
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "schedule": self.schedule.state_dict(), "scaler": self.scaler.state_dict(),
                  "step": self.step, "epoch": self.epoch, "batch_index": self.batch_index,
-                 "rng_cpu": torch.get_rng_state(),
+                 "rng_cpu": torch.get_rng_state(), "elapsed_s": self.elapsed(),
                  "rng_cuda": torch.cuda.get_rng_state() if self.cuda else None,
                  "early_stop": {"best_value": self.best_value, "best_epoch": self.best_epoch,
                                 "bad_epochs": self.bad_epochs},

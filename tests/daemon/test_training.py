@@ -268,3 +268,21 @@ def test_ensemble_transfer_freezes_the_same_layers_in_every_member(tmp_path: Pat
     # resumed, the transfer run keeps the same layers frozen
     last = load_checkpoint(tmp_path / "dst" / "checkpoints" / "last.pt")
     assert last["transfer_trainable_layers"] == 1
+
+
+def test_time_budget_begins_no_epoch_that_would_end_past_it(tmp_path: Path) -> None:
+    model = _model()
+    result = train(model, _batches(1, 4), tmp_path / "tight", config=_cfg(epochs=5, max_minutes=1e-4),
+                   val_batches=_batches(2, 1))
+    assert (result.stopped, result.epoch, result.step) == ("time_limit", 1, 4)
+    assert load_checkpoint(tmp_path / "tight" / "checkpoints" / "last.pt")["elapsed_s"] > 0  # a resume counts it
+    resumed = train(_model(), _batches(1, 4), tmp_path / "tight",
+                    config=_cfg(epochs=5, max_minutes=60, mode="resume",
+                                init_from=str(tmp_path / "tight" / "checkpoints" / "last.pt")),
+                    val_batches=_batches(2, 1))
+    assert (resumed.stopped, resumed.epoch) == ("finished", 5)  # a larger budget on resume: the rest of the run
+    roomy = train(_model(), _batches(1, 4), tmp_path / "roomy", config=_cfg(epochs=3, max_minutes=60),
+                  val_batches=_batches(2, 1))
+    assert (roomy.stopped, roomy.epoch) == ("finished", 3)
+    with pytest.raises(ConfigError, match="train.max_minutes"):
+        parse_sections(None, None, {"max_minutes": 0})
