@@ -137,3 +137,9 @@ def test_rank_shares_of_a_batch_are_its_rows(tmp_path: Path) -> None:
     assert all(p[0].shape[0] == 2 for p in parts)
     assert np.array_equal(np.concatenate([p[0] for p in parts]), whole[0].numpy())
     assert np.array_equal(np.concatenate([p[1] for p in parts]), whole[1].numpy())
+
+
+def test_time_budget_stops_every_rank_together(demo: RunningDaemon) -> None:
+    record = run(demo, job("budget2", 2, epochs=50, batches=4, max_minutes=1e-3))
+    assert record["result"]["stopped"] == "time_limit" and record["result"]["epoch"] == 1
+    assert (demo.home / "models" / "budget2.h5").is_file()
