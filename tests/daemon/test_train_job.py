@@ -111,6 +111,18 @@ def test_user_model_is_checked_at_submit_and_trains(demo: RunningDaemon, tmp_pat
     record = demo.client.wait(demo.client.submit(job)["id"], timeout=120)
     assert record["state"] == "succeeded", record["error"]
     assert record["result"]["step"] == 8 and (demo.home / "models" / "user_model.h5").is_file()
+    # an ensemble of the user's model: `members` is checked and consumed by seisd, never passed to the file; the
+    # model file predicts through a predict job like any other
+    job["model"]["params"]["members"] = 2
+    job["output"] = "user_ensemble"
+    record = demo.client.wait(demo.client.submit(job)["id"], timeout=120)
+    assert record["state"] == "succeeded", record["error"]
+    with h5py.File(demo.home / "models" / "user_ensemble.h5", "r") as h5:
+        keys = list(h5["weights"])
+        assert all(k.startswith("members.") for k in keys) and {k.split(".")[1] for k in keys} == {"0", "1"}
+    predicted = demo.client.wait(demo.client.submit({"kind": "predict", "model": "user_ensemble", "survey": "demo",
+                                                     "output": "user_ensemble_pred"})["id"], timeout=120)
+    assert predicted["state"] == "succeeded", predicted["error"]
 
 
 def test_existing_model_name_is_refused_unless_overwrite(demo: RunningDaemon, trained: dict) -> None:
