@@ -416,6 +416,8 @@ class FaultRun:
         psutil.Process(pid).kill()
         rec = wait_state(self.d.client, job_id, timeout=60)
         self._segments_gone(before, chain.kill)
+        if rec["state"] == "succeeded":  # progress is reported at intervals: the job may end before the kill lands
+            raise _JobEnded(job_id)
         chain.jobs[-1] = (job_id, "failed")
         if rec["state"] != "failed" or "executor" not in (rec["error"] or "") or "died" not in rec["error"]:
             return  # _check_chain reports it
@@ -479,7 +481,7 @@ class FaultRun:
                 self.figures.jobs_lost += 1
                 right = False
                 self.figures.findings.append(f"{name} job {job_id} ({chain.kill.describe() if chain.kill else 'no kill'}"
-                                             f"): {rec['state']} (want {want}): {rec['error'] or rec['reason']}"[:300])
+                                             f"): {rec['state']} (want {want}): {rec.get('error') or rec.get('reason')}"[:300])
         if right and not self._output_right(name, chain):
             self.figures.wrong_outputs += 1
             right = False
