@@ -152,13 +152,14 @@ def check_user_model_file(spec: TrainSpec, ctx: CheckContext) -> list[str]:
     """A user model is built and run once on zeros in a child process (seconds: a slow check, off the loop)."""
     if spec.model.name != "user":
         return []
+    from daemon.models.specs import COMMON_PARAMS
     from daemon.models.user import check_user_model
 
     d = spec.data
     channels = len(d.volumes) * (2 * d.context + 1)
     with np.load(survey_folder(ctx.home, d.survey) / "picks" / f"{d.picks}.npz") as z:
         n_classes = max(len(z["class_names"]), 2)
-    params = {k: v for k, v in spec.model.params.items() if k not in ("path", "members")}  # members: ours
+    params = {k: v for k, v in spec.model.params.items() if k != "path" and k not in COMMON_PARAMS}  # seisd's keys
     return [f"model.params.path: {p}" for p in
             check_user_model(spec.model.params["path"], channels, n_classes, list(d.crop.size), params)]
 

@@ -29,7 +29,7 @@ def build_model(name: str, in_channels: int, n_classes: int, input_shape: Sequen
     if problems:
         raise ModelParamsError("; ".join(problems))
     full = resolved_params(name, params)
-    members = int(full.pop("members", 1))
+    members = int(full.pop("members"))
     shape = [int(n) for n in input_shape]
     if members > 1:
         from daemon.models.ensemble import Ensemble

@@ -101,9 +101,11 @@ def model_names() -> list[str]:
 
 
 def resolved_params(name: str, params: dict[str, Any] | None) -> dict[str, Any]:
-    """The parameters with defaults filled in (no validation; call validate_model_params first)."""
+    """The parameters with defaults filled in, COMMON_PARAMS included (no validation; call validate_model_params
+    first)."""
     spec = MODEL_SPECS[name]
-    out = {key: (list(p.default) if isinstance(p.default, list) else p.default) for key, p in spec.params.items()}
+    out = {key: (list(p.default) if isinstance(p.default, list) else p.default)
+           for key, p in {**spec.params, **COMMON_PARAMS}.items()}
     out.update(params or {})
     return out
 

@@ -122,7 +122,6 @@ class Trainer:
         self.steps_per_epoch = steps_per_epoch or (len(train_batches) if hasattr(train_batches, "__len__") else None)
         self.step = self.epoch = self.batch_index = 0
         self.elapsed_before = 0.0  # seconds this run had trained before a resume (train.max_minutes counts them)
-        self._run_start = time.monotonic()
         self.best_value: float | None = None
         self.best_epoch: int | None = None
         self.bad_epochs = 0
@@ -307,6 +306,8 @@ class Trainer:
         if not partial:
             self.epoch += 1
             self.batch_index = 0
+        now = time.monotonic()
+        last_epoch, self._epoch_end = now - self._epoch_end, now  # training and validation of this epoch
         if self.sync is not None:  # batch-norm statistics differ per rank: validate (and save) their mean
             self.sync.average_buffers(self.model)
         figures = self._validate()
@@ -320,7 +321,7 @@ class Trainer:
             return
         if self.control.stop_after_epoch():
             self.result.stopped = "stop_after_epoch"
-        elif self._out_of_time():
+        elif self._out_of_time(last_epoch):
             log.info("time limit: another epoch would end past train.max_minutes=%g after %.0f s",
                      self.cfg.max_minutes, self.elapsed())
             self.result.stopped = "time_limit"
@@ -334,11 +335,9 @@ class Trainer:
         """Seconds of this run so far, validation and checkpoints included, and before a resume."""
         return self.elapsed_before + time.monotonic() - self._run_start
 
-    def _out_of_time(self) -> bool:
+    def _out_of_time(self, last_epoch: float) -> bool:
         """train.max_minutes: would one more epoch, as long as the last one, end past the budget? Decided on
         every rank together in a data-parallel run (any rank out of time stops them all)."""
-        now = time.monotonic()
-        last_epoch, self._epoch_end = now - self._epoch_end, now
         if self.cfg.max_minutes is None or self.epoch >= self.cfg.epochs:
             return False
         late = self.elapsed() + last_epoch > self.cfg.max_minutes * 60
