@@ -28,7 +28,7 @@ def start_daemon(home: str | Path | None = None, config: str | Path | None = Non
         pass
     (home_path / "logs").mkdir(parents=True, exist_ok=True)
     out_path = home_path / "logs" / "seisd.out"
-    cmd = [sys.executable, "-m", "daemon.main", "--home", str(home_path)]
+    cmd = [sys.executable, "-m", "daemon.server.main", "--home", str(home_path)]
     if config:
         cmd += ["--config", str(Path(config).resolve())]
     with open(out_path, "ab") as out:

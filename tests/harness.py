@@ -4,7 +4,7 @@
         job = d.client.submit({"kind": "test.steps", "steps": 3})
         d.client.wait(job["id"], timeout=30)
 
-The daemon runs as `python -m daemon.main --home HOME` with the test-only job kind `test.steps` loaded (SEISD_PLUGINS)
+The daemon runs as `python -m daemon.server.main --home HOME` with the test-only job kind `test.steps` loaded (SEISD_PLUGINS)
 and short timers, so cancel grace periods and executor restarts take a fraction of a second. Its sockets live in the
 runtime folder derived from the home (client.protocol.runtime_dir), so several daemons run side by side.
 
@@ -99,7 +99,7 @@ class RunningDaemon:
         """Start the daemon and return its `status` once it answers (and its executors said hello)."""
         (self.home / "logs").mkdir(parents=True, exist_ok=True)
         with open(self.out_path, "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "daemon.main", "--home", str(self.home)],
+            self.proc = subprocess.Popen([sys.executable, "-m", "daemon.server.main", "--home", str(self.home)],
                                          stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                          cwd=str(ROOT), env=self.env)
         self._remember(self.proc.pid)

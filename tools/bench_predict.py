@@ -9,7 +9,7 @@ Prints one JSON line:
             blocks applied in-process by StreamSession.
 The ratios are medians over 7 rounds (an end-to-end run, then the forward passes alone) of the round's
 forward-only / end-to-end time; ``ratio_best_vs_best`` compares the best round of each side. The vps figures are
-the best rounds; this process takes the executors' malloc settings (daemon/malloc.py) first. Data and the
+the best rounds; this process takes the executors' malloc settings (daemon/common/malloc.py) first. Data and the
 daemon's home are made in a temp folder. --long uses bigger volumes and more blocks.
 """
 from __future__ import annotations
@@ -28,11 +28,11 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from daemon import malloc  # noqa: E402
-from daemon.modelfile import ModelInfo, save_model_file  # noqa: E402
-from daemon.models import build_model  # noqa: E402
-from daemon.predict.apply import _engine, predict_volume  # noqa: E402
-from daemon.predict.recipe import recipe_of  # noqa: E402
+from daemon.common import malloc  # noqa: E402
+from daemon.executor.modelfile import ModelInfo, save_model_file  # noqa: E402
+from daemon.executor.models import build_model  # noqa: E402
+from daemon.executor.predict.apply import _engine, predict_volume  # noqa: E402
+from daemon.executor.predict.recipe import recipe_of  # noqa: E402
 
 UNET = {"base": 8, "depth": 3, "norm": "batch"}
 N_CLASSES = 4
@@ -127,7 +127,7 @@ def paired_ratio(forward_s: list[float], end_to_end_s: list[float]) -> float:
 
 
 def bench_stream(folder: Path, section: tuple[int, int], blocks: int) -> dict:
-    from daemon.predict.stream import StreamSession
+    from daemon.executor.predict.stream import StreamSession
     from tests.harness import RunningDaemon
 
     home = (folder / "home").resolve()
@@ -164,7 +164,7 @@ def main() -> None:
     parser.add_argument("--long", action="store_true", help="bigger volumes and more blocks (a few minutes)")
     parser.add_argument("--skip-stream", action="store_true", help="no daemon: whole-volume figures only")
     args = parser.parse_args()
-    malloc.tune()  # as in the executor that runs predict jobs (daemon/malloc.py)
+    malloc.tune()  # as in the executor that runs predict jobs (daemon/common/malloc.py)
     scale = 4 if args.long else 1
     torch.manual_seed(0)
     out = {"bench": "predict", "device": "cpu", "threads": torch.get_num_threads()}

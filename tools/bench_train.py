@@ -14,7 +14,7 @@ training of minutes it is nothing), for the bare loop its allocator and kernel w
 epoch is ``seisd_all_epochs_samples_per_s``. ``ratio`` is the median over rounds of job / bare of the same round
 (this VM's speed drifts by 20-40 % over seconds; neighbours in time see the same machine); ``ratio_best``
 compares the best round of each way. The bare loop runs with the malloc settings seisd's executors use
-(daemon/malloc.py; without them a plain loop here is 20-35 % slower), so the ratio measures the pipeline, not
+(daemon/common/malloc.py; without them a plain loop here is 20-35 % slower), so the ratio measures the pipeline, not
 the allocator. Prints one JSON line.
 Targets: ratio >= 0.9, data wait < 0.05. Default under a minute; --long runs more steps.
 """
@@ -53,9 +53,9 @@ class BareLoop:
     """The same model, optimiser and batches, trained from tensors already in memory (batches made once)."""
 
     def __init__(self, job: dict[str, Any], home: Path, work: Path) -> None:
-        from daemon.jobs.train import TrainSpec
-        from daemon.training.config import parse_sections
-        from daemon.training.job_data import make_batch, prepare_data
+        from daemon.kinds.train import TrainSpec
+        from daemon.kinds.train_config import parse_sections
+        from daemon.executor.training.job_data import make_batch, prepare_data
 
         self.spec = TrainSpec.model_validate(job)
         self.optim, _, self.cfg = parse_sections(self.spec.optim, self.spec.schedule, self.spec.train)
@@ -71,8 +71,8 @@ class BareLoop:
         import torch
         import torch.nn.functional as F
 
-        from daemon.models import build_model
-        from daemon.training.optim import build_optimizer
+        from daemon.executor.models import build_model
+        from daemon.executor.training.optim import build_optimizer
 
         d = self.spec.data
         torch.manual_seed(self.cfg.seed)
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", choices=["patchcnn", "unet"], default="patchcnn")
     ap.add_argument("--rounds", type=int, default=7, help="rounds, each a job then a bare loop")
     a = ap.parse_args(argv)
-    from daemon import malloc
+    from daemon.common import malloc
     malloc.tune()  # the same allocator settings as the executor that runs the job
     epochs, batches = (4, 100) if a.long else (3, 20)
     shape = (128, 128, 96) if a.long else (64, 64, 64)

@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from daemon.models import build_model
+from daemon.executor.models import build_model
 
 
 def _rate(model: torch.nn.Module, x: torch.Tensor, reps: int, fast: bool) -> float:

@@ -5,7 +5,7 @@
 Makes a synthetic survey (tools/synth.py) in a temporary folder, starts a real daemon there, imports the SEG-Y
 and the picks through the client, and runs the job file configs/train_facies_unet.yaml (or train_facies.yaml)
 twice: with the blocked validation split (the default) and with a random point split. Each trained model file is
-loaded and applied to the whole cube with daemon.predict.predict_volume, and scored against the ground truth next
+loaded and applied to the whole cube with daemon.executor.predict.predict_volume, and scored against the ground truth next
 to the depth-only and amplitude-only baselines. Prints one JSON line with every figure.
 """
 from __future__ import annotations
@@ -67,9 +67,9 @@ def job_file(model: str, output: str, split: str, epochs: int | None, quick: boo
 def predict_cube(model_path: Path, survey_folder: Path, out_dir: Path) -> tuple[np.ndarray, dict[str, Any]]:
     """Labels of the whole cube from a model file, applied the way a predict job applies it (the model file's
     recipe: whole sections, both orientations for a model trained on both; patch models on a stride-2 grid)."""
-    from daemon.modelfile import load_model_file
-    from daemon.predict import predict_volume
-    from daemon.predict.recipe import recipe_of
+    from daemon.executor.modelfile import load_model_file
+    from daemon.executor.predict import predict_volume
+    from daemon.executor.predict.recipe import recipe_of
     from workers.survey import Survey
 
     model, info = load_model_file(model_path)
@@ -90,7 +90,7 @@ def to_truth_ids(labels: np.ndarray, model_classes: list[str], truth_classes: li
 
 def one_run(client: Any, home: Path, s: Any, model: str, split: str, args: argparse.Namespace,
             work: Path) -> dict[str, Any]:
-    from daemon.predict import score
+    from daemon.executor.predict import score
 
     job = client.submit(job_file(model, f"facies_{split}", split, args.epochs, args.quick, args.config))
     t0 = time.monotonic()

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Can the project's own network learn the synthetic facies? The central story, measured end to end on CPU.
 
-Generate a survey with tools/synth.py, train daemon.models' `patchcnn` on inline crops around the picks (part of one
+Generate a survey with tools/synth.py, train daemon.executor.models' `patchcnn` on inline crops around the picks (part of one
 inline, class-balanced sampling, crops normalised by the cube's mean and std) or a 2-D `unet` on slabs of the
 picked inline with sparse labels (-1 away from the picks), predict the WHOLE cube with
-daemon.predict.apply.predict_volume, and score it against the true labels (the array written as labels.sgy) with
-daemon.training.metrics. Prints ONE JSON line: pixel accuracy, mean class accuracy, per-class recall, the
+daemon.executor.predict.apply.predict_volume, and score it against the true labels (the array written as labels.sgy) with
+daemon.executor.training.metrics. Prints ONE JSON line: pixel accuracy, mean class accuracy, per-class recall, the
 depth-only and amplitude-only baselines, class shares, training and prediction seconds.
 
     python tools/synth_check.py [--shape 128 128 96] [--seed 0] [--model patchcnn|unet] [--crop 32]
@@ -105,8 +105,8 @@ class SlabBatches:
 
 def train_model(model, batches, seconds: float, epochs: int, lr: float, job_dir: Path) -> dict:
     """Train with the project's loop until `epochs` or the time budget ends; returns steps, epochs, seconds."""
-    from daemon.training.config import parse_sections
-    from daemon.training.loop import TrainControl, train
+    from daemon.kinds.train_config import parse_sections
+    from daemon.executor.training.loop import TrainControl, train
     optim, schedule, cfg = parse_sections({"name": "adam", "lr": lr},
                                           {"kind": "cosine", "min_lr": lr / 20},
                                           {"epochs": epochs, "max_steps": epochs * len(batches), "seed": 0,
@@ -122,7 +122,7 @@ def train_model(model, batches, seconds: float, epochs: int, lr: float, job_dir:
 
 def score(labels: np.ndarray, pred: np.ndarray, names: tuple[str, ...]) -> dict:
     """Pixel accuracy, mean class accuracy and per-class recall of `pred` against `labels` over the cube."""
-    from daemon.training import metrics
+    from daemon.executor.training import metrics
     n = len(names)
     cm = np.zeros((n, n), dtype=np.int64)
     for i in range(labels.shape[0]):  # per inline: keeps the temporaries small
@@ -157,8 +157,8 @@ def run_check(shape=(128, 128, 96), seed: int = 0, model_name: str = "patchcnn",
     if model_name not in ("patchcnn", "unet"):
         raise CheckError(f"--model must be patchcnn or unet, got {model_name!r}")
     import torch
-    from daemon.models import build_model
-    from daemon.predict.apply import predict_volume
+    from daemon.executor.models import build_model
+    from daemon.executor.predict.apply import predict_volume
     if threads:
         torch.set_num_threads(threads)
     t0 = time.monotonic()

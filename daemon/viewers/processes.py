@@ -9,7 +9,7 @@ NOTE on the ways a viewer ends:
   - it exits or is killed (SIGKILL, OOM killer): the daemon's poll sees it (Popen.poll, or psutil for an adopted
     process that is not our child); state crashed with the reason;
   - it stops answering HTTP: killed by the manager; state crashed, reason "stopped answering";
-  - the daemon dies: the viewer dies too (see daemon/lifeline.py); the next daemon finds the record, finds the
+  - the daemon dies: the viewer dies too (see daemon/common/lifeline.py); the next daemon finds the record, finds the
     process gone (or kills it when it is ours and unhealthy) and marks it stopped.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any
 
 import psutil
 
-from daemon.backends.local import exit_reason  # one wording of exit statuses for every child we run
+from daemon.common.children import exit_reason  # one wording of exit statuses for every child we run
 
 STATES = ("running", "stopped", "crashed", "starting")
 PUBLIC_KEYS = ("name", "state", "url", "pid", "port", "started", "log", "reason")

@@ -12,7 +12,7 @@ import socket
 import sys
 from pathlib import Path
 
-from daemon.lifeline import die_with_parent, ignore_sigint
+from daemon.common.lifeline import die_with_parent, ignore_sigint
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from daemon.lifeline import die_with_parent, ignore_sigint
+from daemon.common.lifeline import die_with_parent, ignore_sigint
 
 REFRESH_S = 3.0
 

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from daemon.modelfile import ModelInfo, save_model_file
-from daemon.models import build_model
+from daemon.executor.modelfile import ModelInfo, save_model_file
+from daemon.executor.models import build_model
 from tests.harness import RunningDaemon, wait_state
 from workers.picks import from_labelled_slice
 from workers.segy_import import add_volume, import_segy

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from daemon.predict.apply import PredictError, apply_block, auto_batch_size, predict_volume
-from daemon.predict.outputs import load_outputs
+from daemon.executor.predict.apply import PredictError, apply_block, auto_batch_size, predict_volume
+from daemon.executor.predict.outputs import load_outputs
 
 SHAPE = (9, 23, 31)
 MEANS_STDS = [(0.5, 2.0), (-1.0, 0.5)]

@@ -123,7 +123,7 @@ def test_tcp_without_server_key_refuses_to_start(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
     env = daemon_env(home, {"SEISD_TCP__ENDPOINT": f"tcp://127.0.0.1:{_free_port()}"})
-    r = subprocess.run([sys.executable, "-m", "daemon.main", "--home", str(home)], cwd=ROOT, env=env,
+    r = subprocess.run([sys.executable, "-m", "daemon.server.main", "--home", str(home)], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode != 0
     assert "server key" in r.stderr and "does not exist" in r.stderr and "seisctl keys create" in r.stderr

@@ -121,8 +121,8 @@ def test_rank_shares_of_a_batch_are_its_rows(tmp_path: Path) -> None:
     from workers.augment import Augmentation
     from workers.crops import CropSpec
     from workers.sampling import BatchRecipe, PickSampler, RawVolume
-    from daemon.training.distributed import share_recipe
-    from daemon.training.job_data import make_batch
+    from daemon.executor.training.distributed import share_recipe
+    from daemon.executor.training.job_data import make_batch
 
     rng = np.random.default_rng(0)
     vol = rng.normal(size=(12, 12, 12)).astype(np.float32)

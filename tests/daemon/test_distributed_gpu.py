@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from daemon.devices import read_job_devices, write_job_devices
-from daemon.training.distributed import DistributedError, rank_visible_devices
+from daemon.common.devices import read_job_devices, write_job_devices
+from daemon.executor.training.distributed import DistributedError, rank_visible_devices
 
 
 def test_each_rank_sees_the_device_of_its_slot(tmp_path: Path) -> None:
@@ -82,7 +82,7 @@ def test_slots_are_placed_and_freed_together_without_gpus(tmp_path: Path) -> Non
 
     if _cuda_count() > 0:
         pytest.skip("this machine has CUDA: the two-GPU test above covers the real path")
-    smi = tmp_path / "bin" / "nvidia-smi"  # what daemon/devices.py asks the driver tool for
+    smi = tmp_path / "bin" / "nvidia-smi"  # what daemon/common/devices.py asks the driver tool for
     smi.parent.mkdir()
     smi.write_text("#!/bin/sh\necho '0, Stand-in GPU, 1024 MiB'\necho '1, Stand-in GPU, 1024 MiB'\n")
     smi.chmod(smi.stat().st_mode | stat.S_IXUSR)

@@ -5,7 +5,7 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from daemon.predict.figures import FigureError, SurveyAxes, slice_figure, slice_figures
+from daemon.executor.predict.figures import FigureError, SurveyAxes, slice_figure, slice_figures
 
 AXES = SurveyAxes(np.arange(100, 112), np.arange(300, 320, 2), np.arange(0, 200, 4.0))
 

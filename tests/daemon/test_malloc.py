@@ -1,4 +1,4 @@
-"""daemon/malloc.py: the executors' glibc settings keep a step's re-allocations off fresh pages."""
+"""daemon/common/malloc.py: the executors' glibc settings keep a step's re-allocations off fresh pages."""
 from __future__ import annotations
 
 import json
@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PROBE = """
 import json, sys
 import numpy as np
-from daemon import malloc
+from daemon.common import malloc
 applied = malloc.tune() if sys.argv[1] == "tune" else False
 def faults():
     return int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[7])

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from daemon.training import metrics
+from daemon.executor.training import metrics
 
 
 def test_confusion_matrix_counts_pairs_and_ignores_unlabelled() -> None:

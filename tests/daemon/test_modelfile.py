@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from daemon.models import build_model
-from daemon.modelfile import ModelFileError, ModelInfo, load_model_file, provenance, read_model_info, \
+from daemon.executor.models import build_model
+from daemon.executor.modelfile import ModelFileError, ModelInfo, load_model_file, provenance, read_model_info, \
     save_model_file
 
 torch.set_num_threads(2)
 
 RELOAD = """
 import sys, numpy as np, torch
-from daemon.modelfile import load_model_file
+from daemon.executor.modelfile import load_model_file
 model, info = load_model_file(sys.argv[1], *sys.argv[3:4])
 x = torch.from_numpy(np.load(sys.argv[2]))
 with torch.no_grad():

@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from daemon.models import ModelParamsError, build_model, model_names, validate_model_params
-from daemon.models.user import check_user_model
+from daemon.executor.models import ModelParamsError, build_model, model_names, validate_model_params
+from daemon.kinds.user_model_check import check_user_model
 
 torch.set_num_threads(2)
 
@@ -61,8 +61,8 @@ def test_validation_names_every_problem() -> None:
 
 
 def test_validation_runs_without_torch() -> None:
-    code = ("import sys; from daemon.models import validate_model_params; "
-            "from daemon.training.config import parse_sections; "
+    code = ("import sys; from daemon.executor.models import validate_model_params; "
+            "from daemon.kinds.train_config import parse_sections; "
             "assert validate_model_params('unet', {}, (8, 8)) == []; assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from daemon.predict.apply import predict_volume
-from daemon.predict.outputs import OutputError, ProgressRecord, load_outputs, score, write_hdf5, write_segy
+from daemon.executor.predict.apply import predict_volume
+from daemon.executor.predict.outputs import OutputError, ProgressRecord, load_outputs, score, write_hdf5, write_segy
 
 
 def test_score_ignores_unlabelled_voxels_and_counts_by_hand() -> None:

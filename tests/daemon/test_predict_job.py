@@ -1,7 +1,7 @@
 """The `predict` job through a real daemon: outputs with the source geometry, scores, figures, kill -9 resume.
 
 Surveys are imported in-process from SEG-Y written here (tools/synth.py) or from the shared f3.sgy; models are
-small registry or user models saved with daemon.modelfile (weights drawn from a fixed seed).
+small registry or user models saved with daemon.executor.modelfile (weights drawn from a fixed seed).
 """
 from __future__ import annotations
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.modelfile import ModelInfo
-from daemon.predict.recipe import recipe_of
-from daemon.training.job import _apply_orientation
-from daemon.jobs.train import DataSection
+from daemon.executor.modelfile import ModelInfo
+from daemon.executor.predict.recipe import recipe_of
+from daemon.executor.training.job import _apply_orientation
+from daemon.kinds.train import DataSection
 
 
 def _info(**spec: object) -> ModelInfo:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from daemon.scheduler import assign, device_available, group_accepts, groups, slots_wanted
+from daemon.server.scheduler import assign, device_available, group_accepts, groups, slots_wanted
 
 GPUS4 = ["cuda:0", "cuda:1", "cuda:2", "cuda:3"]
 
@@ -69,10 +69,10 @@ def test_slots_wanted_and_submit_check() -> None:
 
 def test_supervisor_places_a_group_holds_its_slots_busy_and_frees_them_when_the_job_leaves(tmp_path) -> None:
     """The supervisor's side, without executors: slots marked ready as running executors would leave them."""
-    from daemon.backends.local import LaunchArgs, LocalBackend
-    from daemon.devices import DeviceSlot, read_job_devices
-    from daemon.settings import Settings
-    from daemon.supervisor import Supervisor
+    from daemon.server.backends.local import LaunchArgs, LocalBackend
+    from daemon.common.devices import DeviceSlot, read_job_devices
+    from daemon.common.settings import Settings
+    from daemon.server.supervisor import Supervisor
 
     slots = [DeviceSlot(f"cuda:{i}", "cuda", i, "GPU") for i in range(3)] + [DeviceSlot("cpu", "cpu", None, "CPU")]
     backend = LocalBackend(Settings(devices="cpu"), LaunchArgs("ipc://none", tmp_path, None, tmp_path))

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from daemon.settings import Settings, SettingsError, defaults_yaml, load_settings
+from daemon.common.settings import Settings, SettingsError, defaults_yaml, load_settings
 from tests.harness import ROOT, daemon_env
 
 CONFIG = ROOT / "configs" / "daemon.yaml"
 
 
 def seisd(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "daemon.main", "--home", str(home), *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "daemon.server.main", "--home", str(home), *args], cwd=ROOT,
                           env=daemon_env(home, env), capture_output=True, text=True, timeout=60)
 
 
@@ -25,7 +25,7 @@ def config_file(tmp_path: Path) -> Path:
     """configs/daemon.yaml, or a copy made the way it is made (`seisd --print-defaults`) while it is absent."""
     if CONFIG.is_file():
         return CONFIG
-    r = subprocess.run([sys.executable, "-m", "daemon.main", "--print-defaults"], cwd=ROOT, capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "daemon.server.main", "--print-defaults"], cwd=ROOT, capture_output=True,
                        text=True, timeout=60, check=True)
     path = tmp_path / "daemon.yaml"
     path.write_text(r.stdout)

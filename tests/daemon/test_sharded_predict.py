@@ -53,7 +53,7 @@ def test_sharded_output_is_identical_to_the_unsharded_job(prepared: RunningDaemo
 
 def test_shards_are_contiguous_runs_of_the_chunks_left_and_a_bad_count_is_refused(prepared) -> None:
     from client.api import SeisdError
-    from daemon.predict.sharding import split_chunks
+    from daemon.executor.predict.sharding import split_chunks
 
     assert split_chunks(list(range(8)), 3) == [[0, 1, 2], [3, 4, 5], [6, 7]]
     assert split_chunks([1, 2, 5], 5) == [[1], [2], [5]]  # never more shards than chunks left

@@ -18,7 +18,7 @@ import zmq
 
 from client.api import SeisdError
 from client.protocol import runtime_dir
-from daemon.predict.stream import StreamInputError, StreamSession
+from daemon.executor.predict.stream import StreamInputError, StreamSession
 from tests.daemon.predict_data import home_with_unet, predict_job, run_job, save_model
 from tests.harness import RunningDaemon
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from daemon.predict.tiling import (TilePlan, TilingError, VolumeReader, axis_starts, nearest_grid,
+from daemon.executor.predict.tiling import (TilePlan, TilingError, VolumeReader, axis_starts, nearest_grid,
                                    ramp_window)
 
 PLANS = [

@@ -158,7 +158,7 @@ def test_outputs_model_file_summary_and_tensorboard(demo: RunningDaemon, trained
 def test_model_file_predicts_the_same_in_a_new_process(demo: RunningDaemon, trained: dict) -> None:
     job_dir = Path(trained["dir"])
     expected = np.load(job_dir / "preview_final.npy")
-    code = ("import sys, numpy as np; from daemon.jobs.train import predict_slice; "
+    code = ("import sys, numpy as np; from daemon.executor.training.preview import predict_inline_from_file as predict_slice; "
             "np.save(sys.argv[4], predict_slice(sys.argv[1], sys.argv[2], int(sys.argv[3]), stride=2))")
     out = job_dir.parent / "fresh_prediction.npy"
     subprocess.run([sys.executable, "-c", code, str(demo.home / "models" / "base.h5"),

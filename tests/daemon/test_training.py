@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from daemon.models import build_model
-from daemon.training.checkpoint import atomic_write, load_checkpoint, save_checkpoint
-from daemon.training.config import (ConfigError, EarlyStopConfig, OptimConfig, ScheduleConfig, TrainConfig,
+from daemon.executor.models import build_model
+from daemon.executor.training.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from daemon.kinds.train_config import (ConfigError, EarlyStopConfig, OptimConfig, ScheduleConfig, TrainConfig,
                                     parse_sections)
-from daemon.training.loop import TrainControl, train
-from daemon.training.optim import LRSchedule
+from daemon.executor.training.loop import TrainControl, train
+from daemon.executor.training.optim import LRSchedule
 
 torch.set_num_threads(2)
 N_CLASSES = 3

@@ -11,7 +11,7 @@ import time
 
 from pydantic import Field
 
-from daemon.jobs import JobKind, JobSpec, register
+from daemon.kinds import JobKind, JobSpec, register
 
 
 class StepsSpec(JobSpec):

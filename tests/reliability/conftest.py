@@ -89,8 +89,8 @@ def stocked_daemon(guarded_daemon: RunningDaemon, shared_data: Path) -> RunningD
 
 
 def _save_small_model(path: Path) -> None:
-    from daemon.modelfile import ModelInfo, save_model_file
-    from daemon.models import build_model
+    from daemon.executor.modelfile import ModelInfo, save_model_file
+    from daemon.executor.models import build_model
 
     model = build_model("patchcnn", 1, 2, [8, 8], {})
     save_model_file(path, model, ModelInfo(name="patchcnn", params={}, in_channels=1, n_classes=2,

@@ -174,7 +174,7 @@ def segments_of(owner_pids: set[int]) -> list[str]:
 
 
 def model_weights(path: Path) -> dict[str, np.ndarray]:
-    """The weight datasets of a model file (daemon/modelfile.py keeps them under /weights)."""
+    """The weight datasets of a model file (daemon/executor/modelfile.py keeps them under /weights)."""
     with h5py.File(path, "r") as h5:
         return {k: h5["weights"][k][()] for k in h5["weights"]}
 
@@ -235,8 +235,8 @@ def stock_home(home: Path, work: Path, delay_s: float = 0.05) -> None:
 
     import torch
 
-    from daemon.modelfile import ModelInfo, save_model_file
-    from daemon.models import build_model
+    from daemon.executor.modelfile import ModelInfo, save_model_file
+    from daemon.executor.models import build_model
     from tests.harness import ROOT
     from workers.picks import from_labelled_slice
     from workers.segy_import import import_segy

@@ -1,5 +1,5 @@
 """A full disk: while importing a survey cache, while the job store is written, and under the checkpoint and model
-file writers (daemon/training/checkpoint.py atomic_write, daemon/modelfile.py save_model_file). The disk is a small
+file writers (daemon/executor/training/checkpoint.py atomic_write, daemon/executor/modelfile.py save_model_file). The disk is a small
 tmpfs the test mounts (root only; skipped cleanly elsewhere). Expected: the job fails with the reason, what was
 written before stays intact and readable, and seisd keeps running."""
 from __future__ import annotations
@@ -66,7 +66,7 @@ def test_full_disk_under_the_job_store_keeps_seisd_running(tmp_path: Path, small
 
 def test_atomic_checkpoint_write_on_a_full_disk_keeps_the_previous_one(tmp_path: Path, small_fs: Mount) -> None:
     torch = pytest.importorskip("torch")
-    from daemon.training.checkpoint import load_checkpoint, save_checkpoint
+    from daemon.executor.training.checkpoint import load_checkpoint, save_checkpoint
 
     disk = small_fs(tmp_path / "ckpt", 1 << 20)
     path = disk / "last.pt"
@@ -83,8 +83,8 @@ def test_atomic_checkpoint_write_on_a_full_disk_keeps_the_previous_one(tmp_path:
 
 def test_model_file_write_on_a_full_disk_keeps_the_previous_one(tmp_path: Path, small_fs: Mount) -> None:
     pytest.importorskip("torch")
-    from daemon.modelfile import ModelInfo, load_model_file, save_model_file
-    from daemon.models import build_model
+    from daemon.executor.modelfile import ModelInfo, load_model_file, save_model_file
+    from daemon.executor.models import build_model
 
     disk = small_fs(tmp_path / "models", 1 << 20)
     small = build_model("patchcnn", 1, 2, [8, 8], {})

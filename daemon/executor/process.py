@@ -1,0 +1,283 @@
+"""The executor: a long-lived process that owns one device slot and runs one job at a time.
+
+Started by the daemon's supervisor as `python -m daemon.executor --slot SLOT ...` with CUDA_VISIBLE_DEVICES already
+set, so torch (imported only here, never in the daemon) sees exactly its device. With the Ray backend a Ray task
+starts it with `--one-job` on some node of the cluster (daemon/server/backends/ray_backend.py): it runs the one job it is
+sent after its hello and exits; `--parent-pid` is then the Ray worker's, and over tcp it speaks CURVE.
+
+Threads and the one socket:
+  - the main thread runs jobs, one after another, taking them from `self.jobs`;
+  - the I/O thread owns the DEALER socket to the daemon (ZeroMQ sockets are not thread-safe): it receives run /
+    cancel / control / exit messages, sends what the job queued in `self.outbox`, and sends a heartbeat every
+    `executor.heartbeat_s`. A job stuck in C code still heartbeats, so the daemon can tell "busy" from "dead".
+
+NOTE on dying with the daemon: the executor asks the kernel for SIGKILL when its parent dies (PR_SET_PDEATHSIG) and
+the I/O thread also checks os.getppid() every heartbeat; either way no executor outlives its daemon holding GPU
+memory. A job's own worker processes watch the executor the same way.
+
+Messages (one JSON frame each; internal to seisd, not part of the public protocol):
+  daemon -> executor  {"op": "run", "job", "kind", "spec", "job_dir", "attempt", "resume", "device"}
+                      {"op": "cancel", "job", "reason"}      {"op": "control", "job", "name", "args", "token"}
+                      {"op": "stream_open" | "stream_apply" | "stream_close", "session", "args", "token"}
+                      {"op": "exit"}
+  executor -> daemon  {"type": "hello", "slot", "pid"}       {"type": "heartbeat", "pid", "job"}
+                      {"type": "event", "job", "event", "data"}
+                      {"type": "done", "job", "outcome": succeeded|failed|cancelled, "error", "result"}
+                      {"type": "reply", "token", "ok", "result" | "code" + "error"}
+A stream_apply request and its reply carry binary array frames after the JSON frame, exactly as on the public
+socket: the daemon relays them without copying into JSON.
+
+Streaming sessions (a host application applying a model to blocks it holds in memory) are served by a third thread,
+so a loaded model answers blocks while a job runs in the main thread; requests are served one at a time, in order.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import queue
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from client.protocol import ProtocolError, array_descriptor, decode_array, frame_of
+from daemon import kinds as job_registry
+from daemon.common import malloc
+from daemon.common.lifeline import die_with_parent, ignore_sigint
+from daemon.executor.context import EventLogHandler, JobCancelled, JobContext
+from daemon.common.settings import Settings, load_settings
+
+log = logging.getLogger("seisd.executor")
+
+
+class StreamRequestError(Exception):
+    """A stream request that cannot be served; `code` is the protocol error code the client gets."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def decode_frame(desc: Any, buf: Any, index: int) -> Any:
+    """An array frame relayed by the daemon (already checked there) as a numpy array."""
+    try:
+        return decode_array(desc, buf, index)
+    except ProtocolError as exc:
+        raise StreamRequestError(exc.code, exc.message) from None
+
+
+class Executor:
+    def __init__(self, slot: str, endpoint: str, home: Path, settings: Settings, parent_pid: int,
+                 one_job: bool = False):
+        self.slot = slot
+        self.home = home
+        self.settings = settings
+        self.parent_pid = parent_pid
+        self.one_job = one_job  # started for one job (Ray backend): exit once it is done
+        self.ctx_zmq = zmq.Context()
+        self.sock = self.ctx_zmq.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.IDENTITY, slot.encode())
+        self.sock.setsockopt(zmq.LINGER, 2000)
+        if endpoint.startswith("tcp://"):  # an executor on another node: CURVE with the keys in the shared home
+            from daemon.common.keys import executor_keys
+
+            executor_keys(home).apply_client(self.sock)
+        self.sock.connect(endpoint)
+        self.jobs: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.outbox: queue.Queue[tuple[dict[str, Any], list[Any]]] = queue.Queue()
+        self.stream_requests: queue.Queue[tuple[dict[str, Any], list[Any]]] = queue.Queue()
+        self.streams: dict[str, Any] = {}
+        self.stream_thread = threading.Thread(target=self._stream_loop, name="executor-stream", daemon=True)
+        self.current: JobContext | None = None
+        self.stop = threading.Event()
+        self.io_thread = threading.Thread(target=self._io_loop, name="executor-io", daemon=True)
+
+    # -- I/O thread --------------------------------------------------------------------------------------------
+
+    def send(self, msg: dict[str, Any], arrays: list[Any] | None = None) -> None:
+        """Thread-safe: queue a message (and array frames) for the I/O thread."""
+        self.outbox.put((msg, arrays or []))
+
+    def _io_loop(self) -> None:
+        self.sock.send(json.dumps({"type": "hello", "slot": self.slot, "pid": os.getpid()}).encode())
+        next_beat = 0.0
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        while not self.stop.is_set():
+            if dict(poller.poll(20)).get(self.sock):
+                frames = self.sock.recv_multipart(copy=False)
+                self._handle(json.loads(frames[0].bytes), [f.buffer for f in frames[1:]])
+            while True:
+                try:
+                    msg, arrays = self.outbox.get_nowait()
+                except queue.Empty:
+                    break
+                self.sock.send_multipart([json.dumps(msg).encode(), *arrays], copy=False)
+            now = time.monotonic()
+            if now >= next_beat:
+                next_beat = now + self.settings.executor.heartbeat_s
+                if os.getppid() != self.parent_pid:
+                    os._exit(3)  # the daemon is gone: never outlive it
+                job = self.current.job_id if self.current else None
+                self.sock.send(json.dumps({"type": "heartbeat", "pid": os.getpid(), "job": job}).encode())
+
+    def _handle(self, msg: dict[str, Any], frames: list[Any]) -> None:
+        op = msg.get("op")
+        ctx = self.current
+        if op in ("stream_open", "stream_apply", "stream_close"):
+            self.stream_requests.put((msg, frames))
+        elif op == "run":
+            self.jobs.put(msg)
+        elif op == "cancel" and ctx is not None and ctx.job_id == msg.get("job"):
+            ctx.cancel_reason = msg.get("reason") or "cancelled"
+            ctx.cancelled.set()
+        elif op == "control":
+            self._control(ctx, msg)
+        elif op == "exit":
+            if ctx is not None:
+                ctx.cancel_reason = "daemon stopping"
+                ctx.cancelled.set()
+            self.jobs.put(None)
+
+    def _control(self, ctx: JobContext | None, msg: dict[str, Any]) -> None:
+        reply: dict[str, Any] = {"type": "reply", "token": msg.get("token")}
+        if ctx is None or ctx.job_id != msg.get("job"):
+            reply.update(ok=False, code="conflict", error=f"job {msg.get('job')} is not running on {self.slot}")
+        else:
+            try:
+                reply.update(ok=True, result=ctx.handle_control(msg["name"], msg.get("args") or {}))
+            except KeyError as exc:
+                reply.update(ok=False, code="conflict", error=str(exc.args[0]))
+            except Exception as exc:  # reported to the requester, the job goes on
+                reply.update(ok=False, code="bad_args", error=f"{type(exc).__name__}: {exc}")
+        self.send(reply)
+
+    # -- stream thread -----------------------------------------------------------------------------------------
+
+    def _stream_loop(self) -> None:
+        while True:
+            msg, frames = self.stream_requests.get()
+            reply: dict[str, Any] = {"type": "reply", "token": msg.get("token"), "ok": True}
+            arrays: list[Any] = []
+            try:
+                reply["result"], arrays = self._stream(msg, frames)
+            except StreamRequestError as exc:
+                reply.update(ok=False, code=exc.code, error=str(exc))
+            except Exception as exc:  # a failing block must not end the session or the executor
+                log.exception("stream request failed")
+                reply.update(ok=False, code="internal", error=f"{type(exc).__name__}: {exc}")
+            self.send(reply, arrays)
+
+    def _stream(self, msg: dict[str, Any], frames: list[Any]) -> tuple[dict[str, Any], list[Any]]:
+        from daemon.executor.predict.stream import StreamSession, StreamInputError
+
+        op, sid, args = msg["op"], msg.get("session"), msg.get("args") or {}
+        if op == "stream_open":
+            try:
+                session = StreamSession.open(self.home, args, device=args.get("torch_device", "cpu"))
+            except StreamInputError as exc:
+                raise StreamRequestError("bad_args", str(exc)) from None
+            self.streams[sid] = session
+            return session.describe(), []
+        session = self.streams.get(sid)
+        if session is None:
+            raise StreamRequestError("not_found", f"no stream session {sid} on {self.slot}")
+        if op == "stream_close":
+            self.streams.pop(sid).close()
+            return {"closed": sid}, []
+        try:
+            outputs = session.apply([decode_frame(d, f, i) for i, (d, f) in
+                                     enumerate(zip(msg.get("arrays") or [], frames))], args)
+        except StreamInputError as exc:
+            raise StreamRequestError("bad_args", str(exc)) from None
+        names = list(outputs)
+        arrs = [outputs[n] for n in names]
+        return {"outputs": names, "arrays": [array_descriptor(a) for a in arrs]}, [frame_of(a) for a in arrs]
+
+    # -- main thread -------------------------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        self.io_thread.start()
+        self.stream_thread.start()
+        while True:
+            msg = self.jobs.get()
+            if msg is None:
+                break
+            self._run(msg)
+            if self.one_job:
+                break
+        # let the I/O thread flush what the last job queued
+        deadline = time.monotonic() + 2
+        while not self.outbox.empty() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.stop.set()
+        self.io_thread.join(timeout=2)
+
+    def _run(self, msg: dict[str, Any]) -> None:
+        job_id = int(msg["job"])
+        job_dir = Path(msg["job_dir"])
+        ctx = JobContext(job_id=job_id, kind=msg["kind"], job_dir=job_dir, home=self.home, device=msg["device"],
+                         attempt=int(msg.get("attempt", 1)), resume=bool(msg.get("resume")),
+                         daemon_pid=self.parent_pid, settings=self.settings, send=self.send)
+        handler = logging.FileHandler(job_dir / "log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        ctx.log.addHandler(handler)
+        ctx.log.addHandler(EventLogHandler(ctx))
+        self.current = ctx
+        outcome, error, result = "succeeded", None, None
+        try:
+            kind = job_registry.get_kind(msg["kind"])
+            if kind is None:
+                raise RuntimeError(f"job kind {msg['kind']!r} is not registered in this executor")
+            spec = kind.spec.model_validate(msg["spec"])
+            ctx.log.info("job %d (%s) starting on %s, attempt %d%s", job_id, kind.name, self.slot, ctx.attempt,
+                         ", resuming" if ctx.resume else "")
+            result = kind.load_runner()(spec, ctx) or {}
+        except JobCancelled as exc:
+            outcome, error = "cancelled", str(exc)
+        except Exception as exc:
+            if ctx.cancelled.is_set():  # whatever a library raises once cancel was asked, the job was cancelled
+                outcome, error = "cancelled", ctx.cancel_reason or "cancelled"
+                ctx.log.info("stopped by cancel (%s: %s)", type(exc).__name__, exc)
+            else:
+                outcome, error = "failed", f"{type(exc).__name__}: {exc}"
+                ctx.log.error("job failed: %s\n%s", error, traceback.format_exc())
+        finally:
+            ctx.flush_progress()  # the last progress, also of a job that failed or was cancelled half-way
+            ctx.log.info("job %d finished: %s%s", job_id, outcome, f" ({error})" if error else "")
+            for h in list(ctx.log.handlers):
+                ctx.log.removeHandler(h)
+                h.close()
+            self.current = None
+            malloc.release()
+        self.send({"type": "done", "job": job_id, "outcome": outcome, "error": error, "result": result})
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m daemon.executor")
+    ap.add_argument("--slot", required=True)
+    ap.add_argument("--endpoint", required=True)
+    ap.add_argument("--home", required=True, type=Path)
+    ap.add_argument("--config", type=Path)
+    ap.add_argument("--parent-pid", type=int, required=True)
+    ap.add_argument("--one-job", action="store_true", help="exit after one job (executors started by Ray)")
+    a = ap.parse_args(argv)
+    die_with_parent(a.parent_pid)  # exits at once when the parent is already gone
+    ignore_sigint()
+    malloc.tune()
+    settings = load_settings(a.home, a.config)
+    job_registry.load_plugins(settings.plugins)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format=f"%(asctime)s executor[{a.slot}] %(levelname)s %(message)s")
+    Executor(a.slot, a.endpoint, a.home, settings, a.parent_pid, a.one_job).serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,278 @@
+"""Runs a `train` job inside an executor: model, data pool, controls, the loop, and the model file.
+
+NOTE [threads and processes]
+  The runner runs on the executor's main thread, and the worker pool is created and iterated there: workers
+  die with the thread that started them (PR_SET_PDEATHSIG), so a pool started from a short-lived thread would
+  lose its workers when that thread ended. Control messages ("workers", "stop_after_epoch") arrive on the
+  executor's I/O thread; their handlers only set flags or call pool.resize, which is thread-safe.
+
+NOTE [restart]
+  When the daemon restarts and requeues an interrupted job, ctx.resume is True: the run continues from
+  job_dir/checkpoints/last.pt (weights, optimiser, schedule, step, epoch, batch index), and summary.h5 drops the
+  rows written after that checkpoint, so step numbers and loss history continue without a gap or a repeat.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from daemon.executor.context import JobCancelled
+from daemon.kinds.train import TrainSpec, model_file, resolve_in_home
+from daemon.executor.modelfile import ModelInfo, provenance, save_model_file
+from daemon.executor.models import build_model
+from daemon.kinds.train_config import TrainConfig, parse_sections
+from daemon.executor.training.distributed import (RankGroup, RankJob, rank_device, rank_rows, rendezvous_file,
+                                         resolve_backend, share_recipe)
+from daemon.executor.training.job_data import TrainData, in_process_batches, pool_batches, prepare_data
+from daemon.executor.training.loop import Progress, TrainControl, train, training_record
+from daemon.executor.training.preview import PreviewUnsupported, SliceInput, apply_kind_of, predict_inline
+
+METRICS_INTERVAL_S = 2.0
+PREVIEW_STRIDE_PATCH = 2  # a patch model's preview evaluates every 2nd voxel per axis (4x fewer crops)
+
+
+def resume_config(cfg: TrainConfig, ctx: Any) -> TrainConfig:
+    """A requeued job continues from its own last checkpoint; a fresh one starts as its job file says."""
+    last = ctx.job_dir / "checkpoints" / "last.pt"
+    if ctx.resume and last.is_file():
+        ctx.log.info("continuing from %s (interrupted attempt)", last)
+        return dataclasses.replace(cfg, mode="resume", init_from=str(last))
+    if cfg.init_from:
+        return dataclasses.replace(cfg, init_from=str(resolve_in_home(ctx.home, cfg.init_from)))
+    return cfg
+
+
+class RunState:
+    """Flags and figures shared between the loop (main thread) and control handlers (I/O thread)."""
+
+    def __init__(self, ctx: Any, pool: Any) -> None:
+        self.ctx, self.pool = ctx, pool
+        self.stop_after_epoch = threading.Event()
+        self.workers_target = 0  # the last count asked for; data-parallel ranks follow it
+        self.last_metrics = 0.0
+        ctx.on_control("stop_after_epoch", self._on_stop_after_epoch)
+        ctx.on_control("workers", self._on_workers)
+
+    def _on_stop_after_epoch(self, args: dict[str, Any]) -> dict[str, Any]:
+        self.stop_after_epoch.set()
+        self.ctx.log.info("stop after the current epoch was requested")
+        return {"stopping": True}
+
+    def _on_workers(self, args: dict[str, Any]) -> dict[str, Any]:
+        count = int(args.get("count", 0))
+        if self.pool is None:
+            raise ValueError("this job makes its batches in the executor (data.workers: 0); it has no pool to resize")
+        if not 1 <= count <= 256:
+            raise ValueError(f"workers: count must be between 1 and 256, got {count}")
+        self.pool.resize(count)
+        self.workers_target = count
+        self.ctx.log.info("data workers: %d", count)
+        return {"count": count}
+
+    def flags(self) -> tuple[bool, bool, int]:
+        """(cancelled, stop after epoch, workers wanted) as rank 0 relays them to the other ranks."""
+        return self.ctx.cancelled.is_set(), self.stop_after_epoch.is_set(), self.workers_target
+
+    def publish_pool_stats(self, force: bool = False) -> None:
+        """The pool's figures as a job.metrics event, at most every METRICS_INTERVAL_S."""
+        now = time.monotonic()
+        if self.pool is None or (not force and now - self.last_metrics < METRICS_INTERVAL_S):
+            return
+        self.last_metrics = now
+        s = self.pool.stats()
+        self.ctx.metrics(pool_batches_per_s=s["batches_per_s"], consumer_wait_fraction=s["consumer_wait_fraction"],
+                         worker_busy_fraction=s["worker_busy_fraction"], workers=s["n_workers"],
+                         target_workers=s["target_workers"], worker_restarts=s["restarts"])
+
+
+def _progress(ctx: Any, state: RunState, p: Progress) -> None:
+    fraction = p.step / p.total_steps if p.total_steps else 0.0
+    ctx.progress(min(fraction, 0.999), f"epoch {p.epoch + 1} step {p.step} loss {p.loss:.4f}", eta_s=p.eta_s,
+                 epoch=p.epoch + 1, step=p.step, loss=p.loss, samples_per_s=p.samples_per_s, lr=p.lr)
+    state.publish_pool_stats()
+
+
+def _attach_logs(ctx: Any) -> tuple[logging.Logger, list[logging.Handler]]:
+    """Send the seisd.training logger's records to the job's log file and log events."""
+    logger = logging.getLogger("seisd.training")
+    logger.setLevel(logging.INFO)
+    handlers = list(ctx.log.handlers)
+    for h in handlers:
+        logger.addHandler(h)
+    return logger, handlers
+
+
+def run_train_job(spec: TrainSpec, ctx: Any) -> dict[str, Any]:
+    """Train as the job file says; returns the figures for the job's result."""
+    logger, handlers = _attach_logs(ctx)
+    try:
+        return _run(spec, ctx)
+    finally:
+        for h in handlers:
+            logger.removeHandler(h)
+
+
+def _run(spec: TrainSpec, ctx: Any) -> dict[str, Any]:
+    optim, schedule, cfg = parse_sections(spec.optim, spec.schedule, spec.train)
+    cfg = resume_config(cfg, ctx)
+    d = spec.data
+    channels = len(d.volumes) * (2 * d.context + 1)
+    n_classes = _n_classes(ctx.home, d)
+    torch.manual_seed(cfg.seed)  # the model's initial weights are part of a reproducible run
+    model = build_model(spec.model.name, channels, n_classes, list(d.crop.size), spec.model.params)
+    kind = apply_kind_of(model, channels, d.crop.size)
+    ctx.progress(0.0, "preparing data")
+    data = prepare_data(d, ctx.home, ctx.job_dir, cfg.seed, per_voxel=kind == "fcn")
+    ctx.log.info("split %s; classes %s", data.split, data.classes)
+    n_workers = d.workers if d.workers is not None else int(ctx.settings.workers.default_count)
+    world = cfg.distributed.world_size
+    group = (_rank_group(spec, ctx, (optim, schedule, cfg), data, (channels, n_classes), n_workers)
+             if world > 1 else contextlib.nullcontext())
+    with group:
+        recipe = share_recipe(data.recipe, 0, world) if world > 1 else data.recipe
+        pool = _make_pool(recipe, n_workers, cfg.seed, d.ring_slots, ctx) if n_workers > 0 else None
+        state = RunState(ctx, pool)
+        sync = group.sync(state.flags) if world > 1 else None
+        device = rank_device(ctx.device, 0) if sync is not None else ctx.device
+        if sync is not None:
+            ctx.log.info("data-parallel: %d ranks (%s), %d rows of each batch per rank", world, group.job.backend,
+                         recipe.rows_made)
+            model = _rank0_model(model, sync, device)
+        should_stop, stop_after_epoch = (sync.controls() if sync is not None
+                                         else (ctx.cancelled.is_set, state.stop_after_epoch.is_set))
+        how = SliceInput(kind, tuple(d.crop.size), d.crop.orientation,
+                         tuple((v["mean"], v["std"]) for v in data.normalisation["volumes"]), d.context)
+        control = TrainControl(
+            should_stop=lambda: (state.publish_pool_stats(), should_stop())[1], stop_after_epoch=stop_after_epoch,
+            on_progress=lambda p: _progress(ctx, state, p),
+            preview=_preview_hook(data, how, ctx), on_epoch=lambda e, s, f: _on_epoch(ctx, state, e, s, f),
+            class_names=data.classes)
+        source = pool_batches(pool) if pool is not None else in_process_batches(recipe, cfg.seed)
+        try:
+            result = train(model, source, ctx.job_dir, optim=optim, schedule=schedule, config=cfg,
+                           val_batches=data.val or None, control=control, steps_per_epoch=d.batches_per_epoch,
+                           device=device, sync=sync)
+            pool_stats = pool.stats() if pool is not None else None
+        finally:
+            if pool is not None:
+                pool.close()
+    if result.stopped == "cancelled":
+        ctx.log.info("cancelled at step %d; checkpoints/last.pt holds the state", result.step)
+        raise JobCancelled(ctx.cancel_reason or "cancelled")
+    out = _write_model(spec, ctx, model.cpu(), data, how, (optim, schedule, cfg), result)
+    return _result(spec, result, out, data, pool_stats, n_workers)
+
+
+def _n_classes(home: Path, d: Any) -> int:
+    with np.load(home / "surveys" / d.survey / "picks" / f"{d.picks}.npz") as z:
+        return len(z["class_names"])
+
+
+def _rank_group(spec: TrainSpec, ctx: Any, configs: tuple, data: TrainData, sizes: tuple[int, int],
+                n_workers: int) -> RankGroup:
+    """Ranks 1..N-1 of a data-parallel run, spawned on this machine; this process joins as rank 0."""
+    cfg = configs[2]
+    job = RankJob(model_name=spec.model.name, model_params=dict(spec.model.params), channels=sizes[0],
+                  n_classes=sizes[1], crop=list(spec.data.crop.size), configs=configs, recipe=data.recipe,
+                  val=data.val, batches_per_epoch=spec.data.batches_per_epoch, n_workers=n_workers,
+                  ring_slots=spec.data.ring_slots, worker_nice=ctx.settings.workers.nice,
+                  job_dir=str(ctx.job_dir), owner_pid=ctx.daemon_pid,
+                  device=str(ctx.device), world=cfg.distributed.world_size,
+                  backend=resolve_backend(cfg.distributed.backend, str(ctx.device)),
+                  init_file=rendezvous_file(ctx.job_dir))
+    rank_rows(spec.data.batch_size, 0, job.world)  # refuse an uneven split before spawning anything
+    return RankGroup(job)
+
+
+def _rank0_model(model: torch.nn.Module, sync: Any, device: str) -> torch.nn.Module:
+    """Rank 0's model, on its device, SyncBatchNorm on CUDA, its weights broadcast to every rank."""
+    if device.startswith("cuda"):
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(device)
+    sync.broadcast_parameters(model)
+    return model
+
+
+def _make_pool(recipe: Any, n_workers: int, seed: int, ring_slots: int, ctx: Any) -> Any:
+    from workers.pool import WorkerPool
+
+    device = ctx.device if str(ctx.device).startswith("cuda") else None
+    return WorkerPool(recipe, n_workers=n_workers, seed=seed, ring_slots=ring_slots, owner_pid=ctx.daemon_pid,
+                      device=device, nice=ctx.settings.workers.nice)
+
+
+def _preview_hook(data: TrainData, how: SliceInput, ctx: Any):
+    """(image, prediction) of the labelled inline with the current model, for TensorBoard; None when unsupported."""
+    if how.context or how.orientation == "time":
+        ctx.log.info("no preview image: the apply engine does not take context channels or time slices yet")
+        return None
+    stride = PREVIEW_STRIDE_PATCH if how.kind == "patch" else 1
+
+    def preview(model: torch.nn.Module) -> tuple[np.ndarray, np.ndarray]:
+        image = np.asarray(data.volumes[0][data.preview_inline], dtype=np.float32)
+        try:
+            pred = predict_inline(model, data.volumes, data.preview_inline, how, stride=stride, device=ctx.device)
+        except PreviewUnsupported as exc:
+            ctx.log.info("no preview image: %s", exc)
+            pred = np.zeros(image.shape, np.uint8)
+        return image, pred
+    return preview
+
+
+def _on_epoch(ctx: Any, state: RunState, epoch: int, step: int, figures: dict[str, float] | None) -> None:
+    named = {k if k.startswith("val_") else f"val_{k}": v for k, v in (figures or {}).items()}
+    ctx.metrics(epoch=epoch, step=step, **named)
+    state.publish_pool_stats(force=True)
+    ctx.log.info("epoch %d done at step %d%s", epoch, step, f": {figures}" if figures else "")
+
+
+def _apply_orientation(d: Any) -> str:
+    """How a whole volume is best applied: a 2D model that trained on inline and crossline sections (the swap
+    augmentation) predicts both ways and averages (daemon/predict), else along its training orientation."""
+    if d.crop.orientation in ("inline", "crossline") and d.augment.p_swap > 0:
+        return "both"
+    return d.crop.orientation
+
+
+def _write_model(spec: TrainSpec, ctx: Any, model: torch.nn.Module, data: TrainData, how: SliceInput,
+                 configs: tuple, result: Any) -> Path:
+    """models/<output>.h5 with everything needed to apply it, and the final preview (for checks) in the job."""
+    training, metrics = training_record(result, *configs)
+    d = spec.data
+    info = ModelInfo(
+        name=spec.model.name, params=dict(spec.model.params), in_channels=data.recipe.channels,
+        n_classes=len(data.classes), input_shape=list(d.crop.size), classes=data.classes,
+        input_spec={"channels": data.recipe.channels, "crop": list(d.crop.size), "orientation": d.crop.orientation,
+                    "apply_orientation": _apply_orientation(d), "volumes": list(d.volumes), "context": d.context,
+                    "apply_kind": how.kind, "survey": d.survey, "picks": d.picks},
+        normalisation=data.normalisation, training={**training, "split": data.split},
+        metrics=metrics, provenance=provenance(str(ctx.job_id)))
+    path = save_model_file(model_file(ctx.home, spec.output), model, info)
+    ctx.log.info("model written to %s", path)
+    if not how.context and how.orientation != "time":
+        stride = PREVIEW_STRIDE_PATCH if how.kind == "patch" else 1
+        np.save(ctx.job_dir / "preview_final.npy",
+                predict_inline(model, data.volumes, data.preview_inline, how, stride=stride))
+    return path
+
+
+def _result(spec: TrainSpec, result: Any, out: Path, data: TrainData, pool_stats: dict | None,
+            n_workers: int) -> dict[str, Any]:
+    rate = result.samples / result.train_seconds if result.train_seconds > 0 else None
+    figures = result.history[-1] if result.history else {}
+    return {"model": spec.output, "file": str(out), "stopped": result.stopped, "step": result.step,
+            "epoch": result.epoch, "best_value": result.best_value, "best_epoch": result.best_epoch,
+            "validation": figures, "samples": result.samples, "train_seconds": result.train_seconds,
+            "samples_per_s": rate, "epoch_samples_per_s": [round(r, 2) for r in result.epoch_rates],
+            "workers": n_workers, "split": data.split,
+            "data_wait_fraction": pool_stats["consumer_wait_fraction"] if pool_stats else None,
+            "data_startup_s": pool_stats["startup_wait_s"] if pool_stats else None,
+            "preview_inline": data.preview_inline}

@@ -1,0 +1,110 @@
+"""The data side of a train job: picks split into training and validation, batch recipes, validation batches.
+
+Patch classifiers learn one class per crop (PickSampler, crops centred on picks). Segmentation models learn from
+sparse labels: the picks are written into label volumes under the job folder (-1 where unlabelled; one for the
+training picks, one for the validation picks) and crops centred on picks carry every labelled voxel they cover,
+so the loss counts labelled voxels only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from workers.augment import Augmentation
+from workers.crops import CropSpec
+from workers.picks import PickSet
+from workers.sampling import BatchRecipe, LabelVolumeSampler, PickSampler, RawVolume
+from workers.survey import Survey
+
+from daemon.kinds.train import split_picks
+
+VAL_SEED_OFFSET = 7919  # validation batches use their own seed, so they never repeat a training batch
+
+
+@dataclass
+class TrainData:
+    """What the runner needs: the training recipe, validation batches in memory, and the model's input spec."""
+
+    recipe: BatchRecipe
+    val: list[tuple[torch.Tensor, torch.Tensor]]
+    classes: list[str]
+    normalisation: dict[str, Any]
+    split: dict[str, Any]
+    preview_inline: int
+    volumes: list[np.ndarray] = field(repr=False, default_factory=list)
+
+
+def prepare_data(d: Any, home: Path, job_dir: Path, seed: int, per_voxel: bool) -> TrainData:
+    """Recipe and validation batches for data section `d` (daemon.kinds.train.DataSection)."""
+    folder = home / "surveys" / d.survey
+    survey = Survey.open(folder)
+    picks = PickSet.load(folder, d.picks)
+    crop = CropSpec(tuple(d.crop.size), d.crop.orientation)
+    points, labels = picks.positions(), picks.cls.astype(np.int64)
+    split = split_picks(points, d, crop)
+    stats = [survey.stats(v) for v in d.volumes]
+    norm = tuple((float(s["mean"]), float(s["std"]) or 1.0) for s in stats)
+    volumes = tuple(RawVolume(str(folder / survey.doc["volumes"][v]["file"]), survey.shape) for v in d.volumes)
+    aug = Augmentation(**d.augment.model_dump())
+    aug = aug if aug.enabled else None
+    common = dict(volumes=volumes, crop=crop, batch_size=d.batch_size, context=d.context, norm=norm)
+    if per_voxel:
+        train_sampler = _label_sampler(job_dir / "labels_train.f32", survey.shape, points, labels, split.train)
+        val_sampler = _label_sampler(job_dir / "labels_val.f32", survey.shape, points, labels, split.val)
+    else:
+        train_sampler = PickSampler(points[split.train], labels[split.train], balance=d.balance)
+        val_sampler = PickSampler(points[split.val], labels[split.val], balance=False)
+    recipe = BatchRecipe(sampler=train_sampler, batches_per_epoch=d.batches_per_epoch, augment=aug, **common)
+    val = []
+    if d.val_batches:
+        val_recipe = BatchRecipe(sampler=val_sampler, batches_per_epoch=d.val_batches, **common)
+        val = [make_batch(val_recipe, seed + VAL_SEED_OFFSET, 0, k) for k in range(d.val_batches)]
+    counts = np.bincount(points[:, 0])
+    return TrainData(
+        recipe=recipe, val=val, classes=list(picks.class_names),
+        normalisation={"method": "standardise", "volumes": [
+            {"name": v, "mean": m, "std": s, "stats": st} for v, (m, s), st in zip(d.volumes, norm, stats)]},
+        split={"kind": d.split.kind, "train_points": int(len(split.train)), "val_points": int(len(split.val)),
+               "dropped_points": int(len(points) - len(split.train) - len(split.val))},
+        preview_inline=int(np.argmax(counts)), volumes=[survey.volume(v) for v in d.volumes])
+
+
+def _label_sampler(path: Path, shape: tuple[int, int, int], points: np.ndarray, labels: np.ndarray,
+                   chosen: np.ndarray) -> LabelVolumeSampler:
+    """Write the chosen picks into a sparse label volume (-1 elsewhere) and sample crops centred on them."""
+    vol = np.memmap(path, dtype=np.float32, mode="w+", shape=shape)
+    vol[:] = -1
+    p = points[chosen]
+    vol[p[:, 0], p[:, 1], p[:, 2]] = labels[chosen]
+    vol.flush()
+    del vol
+    return LabelVolumeSampler(labels=RawVolume(str(path), shape), shape=shape, centres=p)
+
+
+def make_batch(recipe: BatchRecipe, seed: int, epoch: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch k of an epoch made in this process (validation, and jobs run with data.workers: 0)."""
+    x = np.empty(recipe.x_shape, np.float32)
+    y = np.empty(recipe.y_shape, np.int64)
+    recipe.make_batch(seed, epoch, k, x, y)
+    return torch.from_numpy(x), torch.from_numpy(y)
+
+
+def in_process_batches(recipe: BatchRecipe, seed: int):
+    """A batch source (epoch, start) -> iterator that makes batches in the executor itself, no workers."""
+    def epoch_batches(epoch: int, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for k in range(start, recipe.batches_per_epoch):
+            yield make_batch(recipe, seed, epoch, k)
+    return epoch_batches
+
+
+def pool_batches(pool: Any):
+    """A batch source over a WorkerPool; each slot goes back to the ring once the loop has taken its step."""
+    def epoch_batches(epoch: int, start: int) -> Iterator[Any]:
+        for batch in pool.epoch(epoch, start=start):
+            with batch:
+                yield batch
+    return epoch_batches

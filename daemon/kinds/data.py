@@ -1,0 +1,161 @@
+"""Job kinds for seismic data: `import` (a SEG-Y into a survey, or picks into a survey) and `extract` (example sets).
+
+The specs are checked at submit in the daemon (files exist, names are safe, surveys exist); the runners execute in
+an executor and call the library in workers/ (segy_import, picks, examples). workers/ is imported inside the runners
+so the daemon's main process stays light.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from daemon.kinds.registry import CheckContext, JobKind, JobSpec, register
+
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
+def name_problem(key: str, name: str) -> str | None:
+    """Survey, pick-set and example-set names become file names: no separators, no '..', no leading dot."""
+    if not NAME_RE.fullmatch(name) or ".." in name:
+        return (f"{key}: {name!r} is not a valid name (letters, digits, '_', '-', '.'; at most 100 characters; "
+                "no path separators or '..')")
+    return None
+
+
+def survey_folder(home: Path, name: str) -> Path:
+    return home / "surveys" / name
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SegySection(_Section):
+    file: str = Field(description="path of the post-stack 3D SEG-Y file")
+    volume: str = Field("seismic", description="name of the volume (attribute) in the survey")
+    add_volume: bool = Field(False, description="add the volume to an existing survey with the same grid")
+    iline: int = Field(189, ge=1, le=237, description="byte position of the inline number in trace headers")
+    xline: int = Field(193, ge=1, le=237, description="byte position of the crossline number")
+    endian: Literal["auto", "big", "little"] = "auto"
+    sample_unit: Literal["ms", "s", "m"] = "ms"
+    offset: int | None = Field(None, description="for a pre-stack file: the one offset to import")
+
+
+class PicksSection(_Section):
+    files: list[str] = Field(min_length=1, description="point files (inline, crossline, z, ...)")
+    set: str = Field("default", description="name of the pick set in the survey")
+    class_pattern: str = Field(r"multi_(?P<name>.+)_ilxl", description="regular expression with a (?P<name>...) "
+                               "group taking the class name from each file name")
+    class_column: int | None = Field(None, ge=0, description="0-based column of integer class ids, instead of "
+                                     "one file per class")
+    z_unit: Literal["ms", "s", "sample", "auto"] = "auto"
+    drop_outside: bool = Field(False, description="drop points outside the survey instead of refusing the files")
+
+
+class ImportSpec(JobSpec):
+    kind: Literal["import"] = "import"
+    survey: str
+    segy: SegySection | None = None
+    picks: PicksSection | None = None
+
+    def input_files(self) -> list[tuple[str, str]]:
+        if self.segy is not None:
+            return [("segy.file", self.segy.file)]
+        return [(f"picks.files.{k}", f) for k, f in enumerate(self.picks.files if self.picks else [])]
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ImportSpec":
+        if (self.segy is None) == (self.picks is None):
+            raise ValueError("give exactly one of `segy:` (a SEG-Y file) or `picks:` (point files)")
+        return self
+
+
+def check_import(spec: ImportSpec, ctx: CheckContext) -> list[str]:
+    problems = [p for p in [name_problem("survey", spec.survey)] if p]
+    folder = survey_folder(ctx.home, spec.survey)
+    if spec.segy is not None:
+        src = Path(spec.segy.file)
+        if not src.is_file():
+            problems.append(f"segy.file: {src} does not exist or is not a file")
+        if (p := name_problem("segy.volume", spec.segy.volume)):
+            problems.append(p)
+        if spec.segy.add_volume and not (folder / "survey.json").is_file():
+            problems.append(f"survey: no survey {spec.survey!r} to add a volume to")
+        if not spec.segy.add_volume and folder.exists():
+            problems.append(f"survey: a survey {spec.survey!r} already exists (remove it with `seisctl survey rm "
+                            f"{spec.survey}`, choose another name, or set segy.add_volume)")
+    if spec.picks is not None:
+        if not (folder / "survey.json").is_file():
+            problems.append(f"survey: no survey {spec.survey!r}; import its SEG-Y first")
+        for k, f in enumerate(spec.picks.files):
+            if not Path(f).is_file():
+                problems.append(f"picks.files.{k}: {f} does not exist or is not a file")
+        if (p := name_problem("picks.set", spec.picks.set)):
+            problems.append(p)
+        try:
+            if "(?P<name>" not in spec.picks.class_pattern and spec.picks.class_column is None:
+                problems.append("picks.class_pattern: needs a (?P<name>...) group, or give picks.class_column")
+            re.compile(spec.picks.class_pattern)
+        except re.error as exc:
+            problems.append(f"picks.class_pattern: not a regular expression ({exc})")
+    return problems
+
+
+class ExampleSource(_Section):
+    survey: str
+    picks: str = Field("default", description="pick set of the survey")
+    volumes: list[str] = Field(default_factory=lambda: ["seismic"], min_length=1,
+                               description="volumes stacked as channels")
+
+
+class CropSection(_Section):
+    size: list[int] = Field(min_length=2, max_length=3, description="[a, b] for 2D crops, [a, b, c] for 3D")
+    orientation: Literal["inline", "crossline", "time", "3d"] = "inline"
+
+    @model_validator(mode="after")
+    def _fits(self) -> "CropSection":
+        if any(n < 1 or n > 1024 for n in self.size):
+            raise ValueError("every crop size must be between 1 and 1024")
+        if (len(self.size) == 3) != (self.orientation == "3d"):
+            raise ValueError("3 sizes go with orientation 3d, 2 sizes with inline, crossline or time")
+        return self
+
+
+class ExtractSpec(JobSpec):
+    kind: Literal["extract"] = "extract"
+    examples: str = Field(description="name of the example set to write (examples/<name>.h5)")
+    sources: list[ExampleSource] = Field(min_length=1)
+    crop: CropSection
+    notes: str = ""
+
+
+def check_extract(spec: ExtractSpec, ctx: CheckContext) -> list[str]:
+    problems = [p for p in [name_problem("examples", spec.examples)] if p]
+    for k, src in enumerate(spec.sources):
+        folder = survey_folder(ctx.home, src.survey)
+        if (p := name_problem(f"sources.{k}.survey", src.survey)):
+            problems.append(p)
+            continue
+        if not (folder / "survey.json").is_file():
+            problems.append(f"sources.{k}.survey: no survey {src.survey!r}")
+            continue
+        if not (folder / "picks" / f"{src.picks}.npz").is_file():
+            problems.append(f"sources.{k}.picks: survey {src.survey!r} has no pick set {src.picks!r}")
+        import json
+        have = json.loads((folder / "survey.json").read_text()).get("volumes", {})
+        for v in src.volumes:
+            if v not in have:
+                problems.append(f"sources.{k}.volumes: survey {src.survey!r} has no volume {v!r} "
+                                f"(it has {', '.join(have)})")
+    if len({len(s.volumes) for s in spec.sources}) > 1:
+        problems.append("sources: every source needs the same number of volumes (they become channels)")
+    return problems
+
+
+register(JobKind(name="import", spec=ImportSpec, runner="daemon.executor.runners.data:run_import", devices="cpu",
+                 check=check_import, doc="SEG-Y into a survey, or picks into a survey"))
+register(JobKind(name="extract", spec=ExtractSpec, runner="daemon.executor.runners.data:run_extract", devices="cpu",
+                 check=check_extract, doc="crops around picks into an example set"))

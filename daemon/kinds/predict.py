@@ -1,0 +1,149 @@
+"""The `predict` job kind: a model file applied to a whole survey, outputs written as SEG-Y and/or HDF5.
+
+The spec and its submit-time check are torch-free (they run in the daemon's main process): the model file's info
+is read with h5py only, the survey's volumes from survey.json. The runner (in an executor) is
+daemon.executor.predict.job.run_predict_job. docs/prediction.md documents every key.
+
+Results go to <home>/predictions/<output>/ (outputs, progress record, scores); the job folder gets figures/.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from daemon.kinds.data import name_problem, survey_folder
+from daemon.kinds.registry import CheckContext, JobKind, JobSpec, register
+
+OUTPUT_NAMES = ("labels", "probabilities", "confidence")
+
+
+class FiguresSection(BaseModel):
+    """Slices drawn as PNG: real inline / crossline numbers and sample times. Absent: the middle of each axis."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inlines: list[int] | None = None
+    crosslines: list[int] | None = None
+    times: list[float] | None = None
+    enabled: bool = Field(True, description="false: write no figures")
+
+
+class PredictSpec(JobSpec):
+    kind: Literal["predict"] = "predict"
+    model: str = Field(description="model name: models/<model>.h5 in the home")
+    survey: str = Field(description="survey name in the home")
+    output: str = Field(description="results go to predictions/<output>/ in the home")
+    outputs: list[Literal["labels", "probabilities", "confidence"]] = Field(
+        default_factory=lambda: ["labels", "confidence"], min_length=1)
+    format: Literal["segy", "hdf5", "both"] = "segy"
+    tile: list[int] | None = Field(None, description="fcn tile [lateral, samples] (2D) or 3 sizes (3D); "
+                                   "default whole sections up to 512 x 512")
+    overlap: int | list[int] | None = Field(None, description="fcn tile overlap; default min(32, tile / 4)")
+    orientation: Literal["inline", "crossline", "both"] | None = Field(
+        None, description="2D models: slab direction; default the model's own")
+    stride: int = Field(1, ge=1, le=64, description="patch models: every n-th voxel per axis, filled (preview)")
+    batch_size: int | Literal["auto"] = "auto"
+    chunk_inlines: int | None = Field(None, ge=1, description="inlines per resumable chunk; default by memory")
+    shards: int = Field(1, ge=1, le=64, description="inline ranges predicted by parallel processes into the same "
+                        "outputs (1: in the executor itself)")
+    figures: FiguresSection = Field(default_factory=FiguresSection)
+    truth: str | None = Field(None, description="a label volume of the survey (-1 = unlabelled) to score against")
+    keep_arrays: bool = Field(False, description="keep the .npy working arrays after export")
+    overwrite: bool = Field(False, description="replace an existing prediction of that name")
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and not 1 <= v <= 65536:
+            raise ValueError("expected 'auto' or an integer 1..65536")
+        return v
+
+    @field_validator("outputs")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        return [o for o in OUTPUT_NAMES if o in v]
+
+
+def model_path(home: Path, name: str) -> Path:
+    return home / "models" / f"{name}.h5"
+
+
+def prediction_folder(home: Path, name: str) -> Path:
+    return home / "predictions" / name
+
+
+def check_predict(spec: PredictSpec, ctx: CheckContext) -> list[str]:
+    """Every semantic problem of a predict job file, each naming its key; empty when it can run."""
+    problems = [p for p in (name_problem("model", spec.model), name_problem("survey", spec.survey),
+                            name_problem("output", spec.output)) if p]
+    if problems:
+        return problems
+    if prediction_folder(ctx.home, spec.output).exists() and not spec.overwrite:
+        problems.append(f"output: a prediction {spec.output!r} already exists (set overwrite: true or choose "
+                        "another name)")
+    folder = survey_folder(ctx.home, spec.survey)
+    if not (folder / "survey.json").is_file():
+        return problems + [f"survey: no survey {spec.survey!r} in this home (import it: seisctl survey import "
+                           f"FILE.sgy --name {spec.survey})"]
+    doc = json.loads((folder / "survey.json").read_text())
+    have = list(doc.get("volumes", {}))
+    if spec.truth is not None and spec.truth not in have:
+        problems.append(f"truth: survey {spec.survey!r} has no volume {spec.truth!r} (it has {', '.join(have)})")
+    return problems + _figure_problems(spec, doc) + _model_problems(spec, ctx.home, have)
+
+
+def _figure_problems(spec: PredictSpec, doc: dict[str, Any]) -> list[str]:
+    """Figure slices must be real line numbers and sample times of the survey."""
+    from workers.survey import Geometry
+
+    try:
+        g = Geometry.from_json(doc)
+    except (KeyError, TypeError, ValueError):
+        return []
+    samples = [g.sample_start + g.sample_step * k for k in range(g.sample_count)]
+    axes = (("inlines", spec.figures.inlines, list(g.inlines)), ("crosslines", spec.figures.crosslines,
+                                                                   list(g.crosslines)),
+            ("times", spec.figures.times, samples))
+    problems = []
+    for key, values, axis in axes:
+        for v in values or []:
+            if not any(abs(v - a) < 1e-6 * max(1.0, abs(a)) for a in axis):
+                problems.append(f"figures.{key}: {v:g} is not in the survey ({key} {axis[0]:g} to {axis[-1]:g}, "
+                                f"step {axis[1] - axis[0] if len(axis) > 1 else 0:g})")
+    return problems
+
+
+def _model_problems(spec: PredictSpec, home: Path, have: list[str]) -> list[str]:
+    from daemon.kinds.modelinfo import ModelFileError, read_model_info
+
+    path = model_path(home, spec.model)
+    if not path.is_file():
+        return [f"model: no model {spec.model!r} in this home (models/{spec.model}.h5; `seisctl models list`)"]
+    try:
+        info = read_model_info(path)
+    except ModelFileError as exc:
+        return [f"model: {exc}"]
+    input_spec = info.input_spec or {}
+    volumes = list(input_spec.get("volumes") or (["seismic"] if info.in_channels == 1 else []))
+    problems = [f"model: the model reads volume {v!r}, which survey {spec.survey!r} lacks (it has "
+                f"{', '.join(have)})" for v in volumes if v not in have]
+    if len(volumes) != info.in_channels:
+        problems.append(f"model: the model takes {info.in_channels} channels but its input spec names "
+                        f"{len(volumes)} volumes")
+    if int(input_spec.get("context", 0) or 0):
+        problems.append("model: trained with context slices (data.context > 0), which predict does not support yet")
+    if input_spec.get("orientation") == "time":
+        problems.append("model: trained on time slices, which predict does not apply (inline, crossline, 3d)")
+    crop = list(input_spec.get("crop") or info.input_shape)
+    if spec.tile is not None and len(spec.tile) != len(crop):
+        problems.append(f"tile: {len(crop)} sizes expected for this model (its crop is {crop}), got {spec.tile}")
+    if spec.orientation is not None and len(crop) == 3:
+        problems.append("orientation: a 3D model has no slab orientation; remove the key")
+    return problems
+
+
+register(JobKind(name="predict", spec=PredictSpec, runner="daemon.executor.predict.job:run_predict_job", resumable=True,
+                 check=check_predict, doc="apply a model to a whole survey (SEG-Y / HDF5 outputs, figures, scores)"))

@@ -1,0 +1,136 @@
+"""The one place job kinds register.
+
+A kind is a torch-free pydantic spec (validated in the daemon's main process at submit) plus the dotted path of the
+function that runs it (imported only inside an executor). Built-in kinds register in `daemon/kinds/__init__.py`;
+settings.plugins names extra modules to import, each calling `register()` (tests use this for test-only kinds).
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class JobSpec(BaseModel):
+    """Keys every job file may have. A kind's spec subclasses this and adds its own sections."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str
+    name: str | None = Field(None, max_length=200, description="a label for listings")
+    priority: int = Field(0, ge=-1000, le=1000, description="higher runs first; equal priorities run in order")
+    device: str = Field("auto", description="auto (a free GPU, else the CPU), cpu, cuda, or cuda:N")
+
+    def input_files(self) -> list[tuple[str, str]]:
+        """(key path, file) of every file outside the home this job reads; checked against paths.inputs."""
+        return []
+
+    @field_validator("device")
+    @classmethod
+    def _device_form(cls, v: str) -> str:
+        if v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()):
+            return v
+        raise ValueError("expected auto, cpu, cuda or cuda:N")
+
+
+@dataclass(frozen=True)
+class CheckContext:
+    """What a submit-time check may look at: the daemon's home (surveys/, models/ ...), read-only, and the
+    folders job files may read from (empty: no restriction)."""
+
+    home: Path
+    input_roots: tuple[Path, ...] = ()
+
+    def outside_roots(self, path: str) -> bool:
+        if not self.input_roots:
+            return False
+        real = Path(path).expanduser().resolve()  # resolves '..' and symbolic links
+        return not any(real == root or root in real.parents for root in self.input_roots)
+
+
+@dataclass(frozen=True)
+class JobKind:
+    name: str
+    spec: type[JobSpec]
+    runner: str                                   # "module:function", called as function(spec, ctx) -> dict
+    resumable: bool = False                       # True: an interrupted job continues from its checkpoint
+    devices: Literal["any", "cpu"] = "any"        # "cpu": never occupies a GPU slot (e.g. SEG-Y import)
+    check: Callable[[Any, CheckContext], list[str]] | None = None  # semantic problems (missing files ...)
+    # checks that take seconds (building a user model in a child process): run off the daemon's loop, after
+    # `check` passed; the submit is answered when they finish
+    slow_check: Callable[[Any, CheckContext], list[str]] | None = None
+    doc: str = ""
+
+    def load_runner(self) -> Callable[..., Any]:
+        module, _, func = self.runner.partition(":")
+        return getattr(importlib.import_module(module), func)
+
+
+_KINDS: dict[str, JobKind] = {}
+
+
+def register(kind: JobKind) -> None:
+    if kind.name in _KINDS and _KINDS[kind.name] != kind:
+        raise ValueError(f"job kind {kind.name!r} is registered twice")
+    _KINDS[kind.name] = kind
+
+
+def get_kind(name: str) -> JobKind | None:
+    return _KINDS.get(name)
+
+
+def kind_names() -> list[str]:
+    return sorted(_KINDS)
+
+
+def load_plugins(modules: list[str]) -> None:
+    """Import plugin modules; each registers its kinds when imported."""
+    for m in modules:
+        importlib.import_module(m)
+
+
+class InvalidJob(ValueError):
+    """A job file that failed validation; `problems` lists every one as 'key.path: what was expected'."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("invalid job: " + "; ".join(problems))
+        self.problems = problems
+
+
+def validate_job(raw: Any, ctx: CheckContext) -> tuple[JobKind, JobSpec]:
+    """Validate a whole job file; raise InvalidJob listing every problem, or return the kind and the typed spec."""
+    if not isinstance(raw, dict):
+        raise InvalidJob([f"(top level): expected a mapping of keys, got {type(raw).__name__}"])
+    kind_name = raw.get("kind")
+    if not isinstance(kind_name, str):
+        raise InvalidJob([f"kind: required, one of {', '.join(kind_names())}"])
+    kind = get_kind(kind_name)
+    if kind is None:
+        raise InvalidJob([f"kind: unknown job kind {kind_name!r}; known kinds: {', '.join(kind_names())}"])
+    try:
+        spec = kind.spec.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidJob([_problem(e) for e in exc.errors()]) from None
+    problems = [f"{key}: {path} is outside the folders this daemon reads from "
+                f"({', '.join(map(str, ctx.input_roots))}; setting paths.inputs)"
+                for key, path in spec.input_files() if ctx.outside_roots(path)]
+    if problems:  # nothing else is looked at for a file the daemon must not read
+        raise InvalidJob(problems)
+    problems = kind.check(spec, ctx) if kind.check else []
+    if problems:
+        raise InvalidJob(problems)
+    return kind, spec
+
+
+def _problem(e: dict[str, Any]) -> str:
+    path = ".".join(str(p) for p in e["loc"]) or "(top level)"
+    msg = e["msg"]
+    if e["type"] == "extra_forbidden":
+        msg = "unknown key (a typo?)"
+    elif "input" in e and e["type"] != "missing":
+        shown = repr(e["input"])
+        msg += f" (got {shown if len(shown) < 60 else shown[:57] + '...'})"
+    return f"{path}: {msg}"

@@ -1,0 +1,68 @@
+"""`seisd`: run the daemon in the foreground (seisctl daemon start runs this in the background)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import logging.handlers
+import sys
+from pathlib import Path
+
+from client.protocol import default_home
+from daemon import __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="seisd", description="seisd: the seismic machine-learning training daemon. "
+                                 "It runs in the foreground; `seisctl daemon start` starts it in the background.")
+    ap.add_argument("--home", type=Path, help="home folder (default: $SEISD_HOME, else ~/.local/share/seisd)")
+    ap.add_argument("--config", type=Path, help="settings file overriding $SEISD_HOME/daemon.yaml")
+    ap.add_argument("--print-defaults", action="store_true", help="print every setting with its default and exit")
+    ap.add_argument("--check", action="store_true", help="validate the settings and exit")
+    ap.add_argument("--version", action="version", version=f"seisd {__version__}")
+    a = ap.parse_args(argv)
+
+    from daemon.common.settings import SettingsError, defaults_yaml, load_settings
+
+    if a.print_defaults:
+        sys.stdout.write(defaults_yaml())
+        return 0
+    home = (a.home.expanduser().resolve() if a.home else default_home())
+    home.mkdir(parents=True, exist_ok=True)
+    try:
+        settings = load_settings(home, a.config)
+    except SettingsError as exc:
+        print(f"seisd: {exc}", file=sys.stderr)
+        return 2
+    if a.check:
+        print(f"settings OK for home {home}")
+        return 0
+    _setup_logging(home, settings.log_level)
+
+    from daemon.server.daemon import Daemon, DaemonError, install_signal_handlers
+
+    try:
+        d = Daemon(home, settings, a.config.resolve() if a.config else None)
+    except (DaemonError, OSError, ValueError) as exc:
+        logging.getLogger("seisd").error("cannot start: %s", exc)
+        print(f"seisd: cannot start: {exc}", file=sys.stderr)
+        return 1
+    install_signal_handlers(d)
+    d.run()
+    return 0
+
+
+def _setup_logging(home: Path, level: str) -> None:
+    (home / "logs").mkdir(parents=True, exist_ok=True)
+    fmt = logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s")
+    file_handler = logging.handlers.RotatingFileHandler(home / "logs" / "seisd.log", maxBytes=20 << 20,
+                                                        backupCount=3)
+    file_handler.setFormatter(fmt)
+    stream = logging.StreamHandler(sys.stderr)
+    stream.setFormatter(fmt)
+    root = logging.getLogger()
+    root.handlers[:] = [file_handler, stream]
+    root.setLevel(level.upper())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
