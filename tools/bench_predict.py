@@ -31,7 +31,8 @@ sys.path.insert(0, str(ROOT))
 from daemon.common import malloc  # noqa: E402
 from daemon.executor.modelfile import ModelInfo, save_model_file  # noqa: E402
 from daemon.executor.models import build_model  # noqa: E402
-from daemon.executor.predict.apply import _engine, predict_volume  # noqa: E402
+from daemon.executor.predict.apply import predict_volume  # noqa: E402
+from daemon.executor.predict.engine import _engine  # noqa: E402
 from daemon.executor.predict.recipe import recipe_of  # noqa: E402
 
 UNET = {"base": 8, "depth": 3, "norm": "batch"}

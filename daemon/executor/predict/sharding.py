@@ -15,7 +15,7 @@ Steps:
      afterwards, in the job runner.
 
 Who runs the shards is a `ShardRunner`: by default processes spawned here (`run_shard_processes`, on this
-machine, used by the local backend); on the Ray backend, Ray tasks on any node (daemon/executor/ray/shards.py).
+machine, used by the local backend); on the Ray backend, Ray tasks on any node (daemon/executor/predict/ray_shards.py).
 
 A chunk's numbers depend only on the chunk, the settings and the batch size, so the outputs are the same bytes
 whether the chunks ran in one process or in several (labels bit for bit; probabilities too on one machine, as

@@ -3,7 +3,7 @@
 Rank 0 is the executor's own process: it owns the job context (events, controls, cancel), the checkpoints,
 summary.h5, TensorBoard and the model file. Ranks 1..N-1 are spawned by rank 0 on the same machine
 (`RankGroup`) and report only through it; for an executor on the Ray backend they are Ray tasks instead, on any
-node (daemon/executor/ray/ranks.py), meeting rank 0 through the same file rendezvous on the shared home.
+node (daemon/executor/training/ray_ranks.py), meeting rank 0 through the same file rendezvous on the shared home.
 
 How the batch is shared: the global batch B of step k is the deterministic batch k of the stream (seed, epoch, k);
 rank r makes only rows [r*B/N, (r+1)*B/N) of it (BatchRecipe.rows, with its own worker pool). Each rank computes
@@ -286,10 +286,12 @@ class RankGroup:
         self._threads = torch.get_num_threads()
 
     def __enter__(self) -> "RankGroup":
-        from daemon.server.backends import ray_ranks
+        from daemon.executor import raytasks
 
-        if ray_ranks.on_ray():
-            self.procs = ray_ranks.start_ray_ranks(self.job)  # they answer like processes (exitcode, join, kill)
+        if raytasks.on_ray():
+            from daemon.executor.training import ray_ranks
+
+            self.procs = ray_ranks.start_ray_ranks(self.job, train_share, log)  # they answer like processes (exitcode, join, kill)
         else:
             self._spawn()
         try:

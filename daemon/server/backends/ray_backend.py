@@ -165,7 +165,7 @@ class RayBackend:
 
     def _cpus(self, job: dict[str, Any] | None) -> float:
         """A sharded predict job's executor only plans, waits and exports: its shards, Ray tasks of their own, ask
-        for the CPUs (daemon/executor/ray/shards.py). Holding CPUs meanwhile could leave none for its shards."""
+        for the CPUs (daemon/executor/predict/ray_shards.py). Holding CPUs meanwhile could leave none for its shards."""
         if job and job.get("kind") == "predict" and int((job.get("spec") or {}).get("shards") or 1) > 1:
             return 0.0
         return self.settings.num_cpus_per_job

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from daemon.executor.ray.ranks import connect, task_threads
+from daemon.executor.raytasks import connect, task_threads
 from daemon.executor.predict.apply import ProgressCallback, StopCallback
 from daemon.executor.predict.sharding import (SHARD_STOP_GRACE_S, ShardError, ShardLayout, ShardPlan, ShardRange,
                                      shard_failure)

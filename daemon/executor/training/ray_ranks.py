@@ -21,54 +21,21 @@ import logging
 import os
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from daemon.common.ray_task import ADDRESS_ENV, CPUS_ENV, GPUS_ENV  # noqa: F401
-
-
-def task_resources(device: str) -> tuple[float, float]:
-    """(CPUs, GPUs) a further task of this executor's job asks for (a rank, a shard): what the job's own task
-    asked for (the backend sets them), GPUs only for a CUDA job."""
-    cpus = float(os.environ.get(CPUS_ENV) or 1)
-    gpus = float(os.environ.get(GPUS_ENV) or 0) if str(device).startswith("cuda") else 0.0
-    return cpus, gpus
+from daemon.executor.raytasks import connect, task_resources, task_threads
 
 
-def task_threads() -> int:
-    """Intra-op threads inside a Ray task: Ray sets OMP_NUM_THREADS to the CPUs it gave; torch follows it only
-    when told."""
-    return max(1, int(os.environ.get("OMP_NUM_THREADS") or 1))
-
-
-def on_ray() -> bool:
-    """Whether this executor was started by seisd's Ray backend (its ranks and shards then go to Ray too)."""
-    return bool(os.environ.get(ADDRESS_ENV))
-
-
-def connect() -> Any:
-    """The Ray client of this process, connected once to the cluster that runs this executor."""
-    import ray
-
-    if not ray.is_initialized():
-        address = os.environ.get(ADDRESS_ENV) or os.environ.get("RAY_ADDRESS")
-        if not address:
-            raise RuntimeError(f"{ADDRESS_ENV} is not set: only an executor started by seisd's Ray backend can "
-                               "submit Ray tasks")
-        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING, namespace="seisd")
-    return ray
-
-
-def ray_rank_main(job: Any, rank: int) -> None:
-    """Body of one rank's Ray task: train the rank's share in lockstep with rank 0; log to rank<r>.log."""
+def ray_rank_main(job: Any, rank: int, train_share: Callable[..., None], log: logging.Logger) -> None:
+    """Body of one rank's Ray task: train the rank's share in lockstep with rank 0 (`train_share`, handed in by
+    distributed.py, which starts the ranks: so this module does not import it); log to rank<r>.log."""
     import ray
     import torch.distributed as dist
 
     from daemon.common import malloc
-    from daemon.executor.training import distributed
 
     malloc.tune()
 
-    log = distributed.log
     handler = logging.FileHandler(Path(job.job_dir) / f"rank{rank}.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
@@ -78,7 +45,7 @@ def ray_rank_main(job: Any, rank: int) -> None:
     log.info("rank %d on Ray node %s, pid %d, %s, %d threads", rank, ray.util.get_node_ip_address(), os.getpid(),
              device, threads)
     try:
-        distributed.train_share(job, rank, device=device, threads=threads)
+        train_share(job, rank, device=device, threads=threads)
     except BaseException:
         log.error("rank %d failed:\n%s", rank, traceback.format_exc())
         raise
@@ -120,11 +87,11 @@ class RayRank:
             self.ray.cancel(self.ref, force=True)
 
 
-def start_ray_ranks(job: Any) -> list[RayRank]:
+def start_ray_ranks(job: Any, train_share: Callable[..., None], log: logging.Logger) -> list[RayRank]:
     """Submit ranks 1..world-1 of `job` as Ray tasks; they wait for rank 0 at the rendezvous."""
     ray = connect()
     cpus, gpus = task_resources(job.device)
     task = ray.remote(max_calls=1)(ray_rank_main)
     return [RayRank(ray, task.options(num_cpus=cpus, num_gpus=gpus, max_retries=0,
-                                      name=f"seisd-rank-{rank}").remote(job, rank))
+                                      name=f"seisd-rank-{rank}").remote(job, rank, train_share, log))
             for rank in range(1, job.world)]
