@@ -37,7 +37,7 @@ def run_checks(home: str | None, timeout: float) -> list[dict[str, Any]]:
     checks.append(_shm())
     checks.append(_disk(home_path))
     checks.append(_runtime_dir(home_path))
-    checks.append(_daemon(home_path, timeout))
+    checks += _daemon(home_path, timeout)
     return checks
 
 
@@ -87,10 +87,18 @@ def _runtime_dir(home: Path) -> dict[str, Any]:
     return _check("sockets", "ok", f"{d} mode 0700, yours")
 
 
-def _daemon(home: Path, timeout: float) -> dict[str, Any]:
+def _daemon(home: Path, timeout: float) -> list[dict[str, Any]]:
+    """The daemon's own check, and what it found about its key files (tcp with CURVE only)."""
     try:
         s = Client(home=home, timeout=min(timeout, 3.0)).status()
     except DaemonUnavailable as exc:
-        return _check("daemon", "warn", exc.message, "seisctl daemon start")
+        return [_check("daemon", "warn", exc.message, "seisctl daemon start")]
     slots = ", ".join(f"{d['slot']} ({d['state']})" for d in s["devices"])
-    return _check("daemon", "ok", f"seisd {s['version']} pid {s['pid']}; slots: {slots}")
+    out = [_check("daemon", "ok", f"seisd {s['version']} pid {s['pid']}; slots: {slots}")]
+    security = s.get("security") or {}
+    if security.get("tcp"):
+        warnings = security.get("warnings") or []
+        out.append(_check("tcp keys", "warn" if warnings else "ok",
+                          "; ".join(warnings) if warnings else f"{security.get('authorized', 0)} authorised keys",
+                          "fix the modes or files named" if warnings else None))
+    return out
