@@ -134,6 +134,11 @@ def job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detach", action="store_true", help="print the job id and return at once")
 
 
+def given(**values: Any) -> dict[str, Any]:
+    """The values the user gave (not None): what a job carries, so the daemon fills in its own defaults."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
 def client_of(a: argparse.Namespace) -> Client:
     return Client(home=a.home, timeout=a.timeout)
 

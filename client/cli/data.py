@@ -1,11 +1,15 @@
-"""seisctl survey import | list | info | rm, picks import, examples extract | list | info | ... (data commands)."""
+"""seisctl survey import | list | info | rm, picks import, examples extract | list | info | ... (data commands).
+
+Options whose default is the daemon's (a job key the daemon fills in) default to None here and are left out of
+the job unless given; their help text names the daemon's default."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 from typing import Any
 
-from client.cli._common import EXIT_OK, Command, Info, Out, Remove, _table, client_of, command, group, print_yaml
+from client.cli._common import (EXIT_OK, Command, Info, Out, Remove, _table, client_of, command, given, group,
+                                print_yaml)
 from client.cli._follow import submit_and_follow
 
 group("survey", "surveys: import SEG-Y, list, info, rm")
@@ -16,7 +20,8 @@ class SurveyImport(Command):
     """Submits an `import` job for a post-stack 3D SEG-Y `file` (made absolute) as survey `--name`. `--volume` the
     volume (attribute) name (default `seismic`); `--add` adds the volume to the existing survey; `--iline`/`--xline`
     the header bytes of the inline and crossline numbers (default 189, 193); `--endian` (default `auto`);
-    `--sample-unit` (default `ms`); `--offset N` imports that one offset of a pre-stack file."""
+    `--sample-unit` (default `ms`); `--offset N` imports that one offset of a pre-stack file. Options not given
+    are left out of the job: the daemon's defaults (above) apply."""
 
     name, help = "survey import", "import a post-stack 3D SEG-Y as a survey (a job; waits unless --detach)"
     runs_job = True
@@ -24,17 +29,19 @@ class SurveyImport(Command):
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("file")
         p.add_argument("--name", required=True, help="survey name")
-        p.add_argument("--volume", default="seismic", help="volume (attribute) name (default seismic)")
-        p.add_argument("--add", action="store_true", help="add the volume to the existing survey NAME")
-        p.add_argument("--iline", type=int, default=189, help="inline number byte (default 189)")
-        p.add_argument("--xline", type=int, default=193, help="crossline number byte (default 193)")
-        p.add_argument("--endian", choices=["auto", "big", "little"], default="auto")
-        p.add_argument("--sample-unit", choices=["ms", "s", "m"], default="ms")
+        p.add_argument("--volume", help="volume (attribute) name (default seismic)")
+        p.add_argument("--add", action="store_true", default=None,
+                       help="add the volume to the existing survey NAME")
+        p.add_argument("--iline", type=int, help="inline number byte (default 189)")
+        p.add_argument("--xline", type=int, help="crossline number byte (default 193)")
+        p.add_argument("--endian", choices=["auto", "big", "little"])
+        p.add_argument("--sample-unit", choices=["ms", "s", "m"])
         p.add_argument("--offset", type=int, help="import this one offset of a pre-stack file")
 
     def run(self, a: argparse.Namespace, out: Out) -> int:
-        segy = {"file": str(Path(a.file).resolve()), "volume": a.volume, "add_volume": a.add, "iline": a.iline,
-                "xline": a.xline, "endian": a.endian, "sample_unit": a.sample_unit, "offset": a.offset}
+        segy = {"file": str(Path(a.file).resolve()), **given(
+            volume=a.volume, add_volume=a.add, iline=a.iline, xline=a.xline, endian=a.endian,
+            sample_unit=a.sample_unit, offset=a.offset)}
         return submit_and_follow(a, out, {"kind": "import", "survey": a.name, "segy": segy})
 
 
@@ -69,7 +76,7 @@ class PicksImport(Command):
     class named by `--pattern` (a regex with `(?P<name>...)` over the file name; default
     `multi_(?P<name>.+)_ilxl`), or one file with a 0-based `--class-column` of integer class ids. `--set` the pick
     set (default `default`); `--z-unit` (default `auto`); `--drop-outside` drops points outside the survey instead
-    of refusing the files."""
+    of refusing the files. Options not given are left out of the job: the daemon's defaults (above) apply."""
 
     name, help = "picks import", "point files (inline, crossline, z): one per class, or with a class column"
     runs_job = True
@@ -77,18 +84,18 @@ class PicksImport(Command):
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("survey")
         p.add_argument("files", nargs="+")
-        p.add_argument("--set", default="default", help="pick set name (default: default)")
+        p.add_argument("--set", help="pick set name (default: default)")
         p.add_argument("--pattern", help="regex with (?P<name>...) taking the class from the file name "
                        "(default multi_(?P<name>.+)_ilxl)")
         p.add_argument("--class-column", type=int, help="0-based column of integer class ids")
-        p.add_argument("--z-unit", choices=["ms", "s", "sample", "auto"], default="auto")
-        p.add_argument("--drop-outside", action="store_true", help="drop points outside the survey instead of refusing")
+        p.add_argument("--z-unit", choices=["ms", "s", "sample", "auto"])
+        p.add_argument("--drop-outside", action="store_true", default=None,
+                       help="drop points outside the survey instead of refusing")
 
     def run(self, a: argparse.Namespace, out: Out) -> int:
-        picks = {"files": [str(Path(f).resolve()) for f in a.files], "set": a.set, "z_unit": a.z_unit,
-                 "drop_outside": a.drop_outside, "class_column": a.class_column}
-        if a.pattern:
-            picks["class_pattern"] = a.pattern
+        picks = {"files": [str(Path(f).resolve()) for f in a.files], **given(
+            set=a.set, z_unit=a.z_unit, drop_outside=a.drop_outside, class_column=a.class_column,
+            class_pattern=a.pattern or None)}
         return submit_and_follow(a, out, {"kind": "import", "survey": a.survey, "picks": picks})
 
 
@@ -104,7 +111,7 @@ class ExamplesExtract(Command):
     """Submits an `extract` job writing crops around the picks into example set `name`: `--survey` (repeatable,
     required), `--picks` (the pick set of each survey, default `default`), `--volume` (a channel, repeatable;
     default `seismic`), `--size` (2 numbers, or 3 for `3d`; required), `--orientation` (default `inline`),
-    `--notes`."""
+    `--notes`. Options not given are left out of the job: the daemon's defaults (above) apply."""
 
     name, help = "examples extract", "crops around picks into an example set (a job)"
     runs_job = True
@@ -112,16 +119,16 @@ class ExamplesExtract(Command):
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("name")
         p.add_argument("--survey", action="append", required=True, help="source survey (repeatable)")
-        p.add_argument("--picks", default="default", help="pick set of each survey")
+        p.add_argument("--picks", help="pick set of each survey")
         p.add_argument("--volume", action="append", help="volume as a channel (repeatable; default seismic)")
         p.add_argument("--size", type=int, nargs="+", required=True, help="crop size: 2 numbers, or 3 for 3d")
-        p.add_argument("--orientation", choices=["inline", "crossline", "time", "3d"], default="inline")
+        p.add_argument("--orientation", choices=["inline", "crossline", "time", "3d"])
         p.add_argument("--notes")
 
     def run(self, a: argparse.Namespace, out: Out) -> int:
-        job = {"kind": "extract", "examples": a.name, "notes": a.notes or "",
-               "sources": [{"survey": s, "picks": a.picks, "volumes": a.volume or ["seismic"]} for s in a.survey],
-               "crop": {"size": a.size, "orientation": a.orientation}}
+        job = {"kind": "extract", "examples": a.name, **given(notes=a.notes),
+               "sources": [{"survey": s, **given(picks=a.picks, volumes=a.volume)} for s in a.survey],
+               "crop": {"size": a.size, **given(orientation=a.orientation)}}
         return submit_and_follow(a, out, job)
 
 

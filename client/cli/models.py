@@ -5,13 +5,17 @@ import argparse
 from typing import Any
 
 from client.api import Client
-from client.cli._common import EXIT_OK, Command, Info, Out, Remove, _table, client_of, command, group
+from client.cli._common import EXIT_OK, Command, Info, Out, Remove, _table, client_of, command, given, group
 from client.cli._follow import submit_and_follow
 
 
 @command
 class Predict(Command):
     """Submits a `predict` job (docs/prediction.md) applying model `model` (see `models list`) to survey `survey`.
+    Options not given are left out of the job and the daemon's defaults apply: outputs `labels,confidence`,
+    format `segy`, figures of the middle inline, crossline and time, stride 1, batch size automatic, device
+    `auto`; `--tile`, `--overlap` and `--orientation` default to the model's and the survey's sizes
+    (docs/prediction.md).
 
     When it succeeds (without `--json` or `--detach`) it prints the output files, the figures and, with
     `--truth`, the scores (`scores  pixel accuracy ..., mean class accuracy ...`)."""
@@ -23,9 +27,9 @@ class Predict(Command):
         p.add_argument("model", help="model name (seisctl models list)")
         p.add_argument("survey", help="survey name")
         p.add_argument("--name", help="output name: predictions/NAME (default: the model's name)")
-        p.add_argument("--outputs", default="labels,confidence", help="comma-separated: labels, probabilities, "
-                       "confidence (default labels,confidence)")
-        p.add_argument("--format", choices=["segy", "hdf5", "both"], default="segy")
+        p.add_argument("--outputs", help="comma-separated: labels, probabilities, confidence (default "
+                       "labels,confidence)")
+        p.add_argument("--format", choices=["segy", "hdf5", "both"])
         p.add_argument("--truth", metavar="VOLUME", help="a label volume of the survey to score against")
         p.add_argument("--figure-inline", type=int, action="append", metavar="N", help="inline number to draw "
                        "(repeatable; default the middle one)")
@@ -35,25 +39,25 @@ class Predict(Command):
         p.add_argument("--tile", help="fcn tile, e.g. 256,256")
         p.add_argument("--overlap", type=int)
         p.add_argument("--orientation", choices=["inline", "crossline", "both"])
-        p.add_argument("--stride", type=int, default=1, help="patch models: every n-th voxel, filled (quick preview)")
+        p.add_argument("--stride", type=int, help="patch models: every n-th voxel, filled (quick preview)")
         p.add_argument("--batch-size", type=int)
-        p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-        p.add_argument("--keep-arrays", action="store_true", help="keep the .npy working arrays")
-        p.add_argument("--overwrite", action="store_true", help="replace an earlier prediction of that name")
+        p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+        p.add_argument("--keep-arrays", action="store_true", default=None, help="keep the .npy working arrays")
+        p.add_argument("--overwrite", action="store_true", default=None,
+                       help="replace an earlier prediction of that name")
 
     def run(self, a: argparse.Namespace, out: Out) -> int:
         job: dict[str, Any] = {"kind": "predict", "model": a.model, "survey": a.survey, "output": a.name or a.model,
-                               "outputs": a.outputs.split(","), "format": a.format, "stride": a.stride,
-                               "overwrite": a.overwrite, "keep_arrays": a.keep_arrays, "device": a.device}
-        figures: dict[str, Any] = {"enabled": not a.no_figures}
-        for key, values in (("inlines", a.figure_inline), ("crosslines", a.figure_crossline),
-                            ("times", a.figure_time)):
-            if values:
-                figures[key] = values
-        job["figures"] = figures
-        optional = {"truth": a.truth, "overlap": a.overlap, "orientation": a.orientation, "batch_size": a.batch_size,
-                    "tile": [int(n) for n in a.tile.split(",")] if a.tile else None}
-        job.update({k: v for k, v in optional.items() if v is not None})
+                               **given(outputs=a.outputs.split(",") if a.outputs is not None else None,
+                                       format=a.format, stride=a.stride, overwrite=a.overwrite,
+                                       keep_arrays=a.keep_arrays, device=a.device)}
+        figures = {**({"enabled": False} if a.no_figures else {}), **{
+            key: values for key, values in (("inlines", a.figure_inline), ("crosslines", a.figure_crossline),
+                                            ("times", a.figure_time)) if values}}
+        if figures:
+            job["figures"] = figures
+        job.update(given(truth=a.truth, overlap=a.overlap, orientation=a.orientation, batch_size=a.batch_size,
+                         tile=[int(n) for n in a.tile.split(",")] if a.tile else None))
         code = submit_and_follow(a, out, job)
         if code == EXIT_OK and not out.json and not a.detach:
             _print_prediction(client_of(a), a)
