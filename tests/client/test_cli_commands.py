@@ -1,11 +1,13 @@
-"""seisctl's commands without a daemon: what a job carries (the daemon's defaults are left to the daemon). The client
-is a stub; tests/client/test_cli.py runs the real thing."""
+"""seisctl's commands without a daemon: what a job carries (the daemon's defaults are left to the daemon) and the
+folder `keys authorize` writes to. The client is a stub; tests/client/test_cli.py runs the real thing."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+import zmq.auth
 
 import client.cli._common as common
 from client.api import DaemonUnavailable
@@ -78,3 +80,43 @@ def test_options_given_go_in_the_job(stub: type[StubClient]) -> None:
     assert job == {"kind": "predict", "model": "m", "survey": "s", "output": "m", "outputs": ["labels"],
                    "format": "both", "stride": 2, "overwrite": True, "keep_arrays": True, "device": "cpu",
                    "figures": {"enabled": False, "inlines": [3]}, "tile": [64, 64]}
+
+
+@pytest.fixture
+def public_key(tmp_path: Path) -> Path:
+    (tmp_path / "mine").mkdir()
+    public, _ = zmq.auth.create_certificates(str(tmp_path / "mine"), "alice")
+    return Path(public)
+
+
+def authorize(home: Path, key: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    assert main(["--json", "--home", str(home), "keys", "authorize", str(key)]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_keys_authorize_uses_the_folder_the_daemon_reports(stub: type[StubClient], tmp_path: Path,
+                                                           public_key: Path, capsys: pytest.CaptureFixture[str]
+                                                           ) -> None:
+    home, elsewhere = tmp_path / "home", tmp_path / "elsewhere" / "keys"
+    stub.STATUS = {"home": str(home), "authorized_keys": str(elsewhere)}
+    r = authorize(home, public_key, capsys)
+    assert r == {"authorized": str(elsewhere / "alice.key"), "folder": str(elsewhere), "source": "daemon"}
+    assert (elsewhere / "alice.key").read_bytes() == public_key.read_bytes()
+    assert not (home / "keys" / "authorized").exists()
+    stub.STATUS = {"home": str(home), "authorized_keys": "clients"}  # relative: to the daemon's home
+    assert authorize(home, public_key, capsys)["folder"] == str(home / "clients")
+    assert main(["--home", str(home), "keys", "authorize", str(public_key)]) == 0
+    assert f"in {home / 'clients'} (the folder the daemon reports)" in capsys.readouterr().out
+
+
+def test_keys_authorize_falls_back_to_the_homes_folder(stub: type[StubClient], tmp_path: Path, public_key: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    home = (tmp_path / "home").resolve()
+    r = authorize(home, public_key, capsys)  # no daemon answers
+    assert r == {"authorized": str(home / "keys" / "authorized" / "alice.key"),
+                 "folder": str(home / "keys" / "authorized"), "source": "default"}
+    assert (home / "keys" / "authorized" / "alice.key").is_file()
+    stub.STATUS = {"home": str(home)}  # a daemon that does not report its folder
+    assert authorize(home, public_key, capsys)["source"] == "default"
+    assert main(["--home", str(home), "keys", "authorize", str(public_key)]) == 0
+    assert "the daemon reports no folder" in capsys.readouterr().out
