@@ -12,7 +12,7 @@ Exit codes (docs/cli.md):
 
 Each command is one class in the module of its group (daemon, jobs, data, models, viewer, keys): its name, help,
 arguments and handler together (client.cli._common says how). This module builds the parser from them and
-dispatches.
+dispatches; client.cli.reference writes docs/cli.md's command reference from the same parser.
 """
 from __future__ import annotations
 
@@ -26,6 +26,15 @@ from client.cli import daemon, data, jobs, keys, models, viewer  # noqa: F401  (
 from client.cli._common import (COMMANDS, EXIT_CANCELLED, EXIT_ERROR, EXIT_FAILED,  # noqa: F401
                                 EXIT_INTERRUPTED, EXIT_NO_DAEMON, EXIT_OK, EXIT_USAGE, GROUPS, OUTCOME_EXIT, Command,
                                 Out, job_options)
+
+# docs/cli.md, after the global options table (client.cli.reference)
+GLOBAL_DOC = """\
+`--json` prints exactly one JSON document on stdout (for scripts): progress bars and notes are off, and errors are
+printed as `{"error": {"code", "message", "details"}}` on stdout. `--home` defaults to `$SEISD_HOME`, else
+`$XDG_DATA_HOME/seisd`, else `~/.local/share/seisd`. `--timeout` applies to each reply: with no daemon, the first
+request waits this long before exit code 3.
+
+Human output goes to stdout; progress bars, "job N queued" notes and errors go to stderr."""
 
 # The order of `seisctl --help`: a top-level command, or a group (its subcommands in the order they are registered)
 ORDER = ["daemon", "submit", "jobs", "show", "watch", "cancel", "logs", "workers", "predict", "stop-after-epoch",
