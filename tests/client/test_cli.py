@@ -137,3 +137,28 @@ def test_logs_and_devices(daemon: RunningDaemon, tmp_path: Path) -> None:
     assert devices[0]["slot"] == "cpu" and devices[0]["executor_pid"] in daemon.executor_pids()
     human = seisctl(daemon.home, "show", str(job_id))
     assert human.returncode == 0 and "succeeded" in human.stdout and "history:" in human.stdout
+
+
+def test_data_commands_leave_the_defaults_to_the_daemon(daemon: RunningDaemon, shared_data: Path,
+                                                        tmp_path: Path) -> None:
+    """survey import, picks import and examples extract without options: the job the daemon stored (its `spec`,
+    defaults filled in) has the daemon's defaults, e.g. inline byte 189 and crossline byte 193."""
+    imported = seisctl_json(daemon.home, "survey", "import", str(shared_data / "segyio" / "f3.sgy"), "--name",
+                            "f3-defaults")
+    segy = seisctl_json(daemon.home, "show", str(imported["id"]))["spec"]["segy"]
+    assert (segy["iline"], segy["xline"], segy["volume"], segy["add_volume"], segy["endian"], segy["sample_unit"],
+            segy["offset"]) == (189, 193, "seismic", False, "auto", "ms", None)
+    assert imported["state"] == "succeeded", imported
+    picks_file = tmp_path / "multi_sand_ilxl.pts"
+    picks_file.write_text("".join(f"{il}\t{xl}\t100\n" for il in (115, 120, 125) for xl in (880, 885)))
+    job = seisctl_json(daemon.home, "picks", "import", "f3-defaults", str(picks_file))
+    picks = seisctl_json(daemon.home, "show", str(job["id"]))["spec"]["picks"]
+    assert (picks["set"], picks["z_unit"], picks["drop_outside"], picks["class_column"]) == \
+        ("default", "auto", False, None)
+    assert job["state"] == "succeeded", job
+    job = seisctl_json(daemon.home, "examples", "extract", "ex-defaults", "--survey", "f3-defaults", "--size", "8",
+                       "8")
+    spec = seisctl_json(daemon.home, "show", str(job["id"]))["spec"]
+    assert (spec["sources"][0]["picks"], spec["sources"][0]["volumes"], spec["crop"]["orientation"],
+            spec["notes"]) == ("default", ["seismic"], "inline", "")
+    assert job["state"] == "succeeded", job

@@ -1,0 +1,107 @@
+"""seisctl predict, models list | info | rm."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from client.api import Client
+from client.cli._common import EXIT_OK, Command, Info, Out, Remove, _table, client_of, command, given, group
+from client.cli._follow import submit_and_follow
+
+
+@command
+class Predict(Command):
+    """Submits a `predict` job (docs/prediction.md) applying model `model` (see `models list`) to survey `survey`.
+    `--format` the output files; `--figure-inline N`, `--figure-crossline N`, `--figure-time T` the lines to draw
+    (repeatable), `--no-figures` none; `--overlap` the fcn tile overlap; `--orientation` the direction of a 2D
+    model's sections. Options not given are left out of the job and the daemon's defaults apply: outputs
+    `labels,confidence`, format `segy`, figures of the middle inline, crossline and time, stride 1, batch size
+    automatic, device `auto`; `--tile`, `--overlap` and `--orientation` default to the model's and the survey's
+    sizes (docs/prediction.md).
+
+    When it succeeds (without `--json` or `--detach`) it prints the output files, the figures and, with
+    `--truth`, the scores (`scores  pixel accuracy ..., mean class accuracy ...`)."""
+
+    name, help = "predict", "apply a model to a whole survey (a job): SEG-Y/HDF5 outputs and figures"
+    runs_job = True
+
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("model", help="model name (seisctl models list)")
+        p.add_argument("survey", help="survey name")
+        p.add_argument("--name", help="output name: predictions/NAME (default: the model's name)")
+        p.add_argument("--outputs", help="comma-separated: labels, probabilities, confidence (default "
+                       "labels,confidence)")
+        p.add_argument("--format", choices=["segy", "hdf5", "both"])
+        p.add_argument("--truth", metavar="VOLUME", help="a label volume of the survey to score against")
+        p.add_argument("--figure-inline", type=int, action="append", metavar="N", help="inline number to draw "
+                       "(repeatable; default the middle one)")
+        p.add_argument("--figure-crossline", type=int, action="append", metavar="N")
+        p.add_argument("--figure-time", type=float, action="append", metavar="T")
+        p.add_argument("--no-figures", action="store_true")
+        p.add_argument("--tile", help="fcn tile, e.g. 256,256")
+        p.add_argument("--overlap", type=int)
+        p.add_argument("--orientation", choices=["inline", "crossline", "both"])
+        p.add_argument("--stride", type=int, help="patch models: every n-th voxel, filled (quick preview)")
+        p.add_argument("--batch-size", type=int)
+        p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+        p.add_argument("--keep-arrays", action="store_true", default=None, help="keep the .npy working arrays")
+        p.add_argument("--overwrite", action="store_true", default=None,
+                       help="replace an earlier prediction of that name")
+
+    def run(self, a: argparse.Namespace, out: Out) -> int:
+        job: dict[str, Any] = {"kind": "predict", "model": a.model, "survey": a.survey, "output": a.name or a.model,
+                               **given(outputs=a.outputs.split(",") if a.outputs is not None else None,
+                                       format=a.format, stride=a.stride, overwrite=a.overwrite,
+                                       keep_arrays=a.keep_arrays, device=a.device)}
+        figures = {**({"enabled": False} if a.no_figures else {}), **{
+            key: values for key, values in (("inlines", a.figure_inline), ("crosslines", a.figure_crossline),
+                                            ("times", a.figure_time)) if values}}
+        if figures:
+            job["figures"] = figures
+        job.update(given(truth=a.truth, overlap=a.overlap, orientation=a.orientation, batch_size=a.batch_size,
+                         tile=[int(n) for n in a.tile.split(",")] if a.tile else None))
+        code = submit_and_follow(a, out, job)
+        if code == EXIT_OK and not out.json and not a.detach:
+            _print_prediction(client_of(a), a)
+        return code
+
+
+def _print_prediction(c: Client, a: argparse.Namespace) -> None:
+    r = c.show(a.job_id).get("result") or {}
+    paths = r.get("paths") or {}
+    for p in paths.values() if isinstance(paths, dict) else paths:
+        print(f"output  {p}")
+    for f in r.get("figures") or []:
+        print(f"figure  {f}")
+    if r.get("scores"):
+        s = r["scores"]
+        print(f"scores  pixel accuracy {s['pixel_accuracy']:.4f}, mean class accuracy {s['mean_class_accuracy']:.4f}")
+
+
+group("models", "trained models: list, info, rm")
+
+
+@command
+class ModelsList(Command):
+    """A table (name, architecture, classes, input crop and channels, the job that made it, when); `--json`:
+    `{"models": [...]}` as the `models.list` result."""
+
+    name, help = "models list", "models in the home"
+
+    def run(self, a: argparse.Namespace, out: Out) -> int:
+        rows = client_of(a).call("models.list")["models"]
+        out.emit({"models": rows}, lambda: _table(
+            ["NAME", "ARCHITECTURE", "CLASSES", "INPUT", "JOB", "CREATED"],
+            [[m["name"], m.get("architecture", "?"), len(m.get("classes") or []),
+              "x".join(map(str, m.get("input_shape") or [])) + f" x{m.get('in_channels', '?')}ch",
+              (m.get("provenance") or {}).get("job_id", "-"), (m.get("provenance") or {}).get("time_utc", "-")]
+             for m in rows]))
+        return EXIT_OK
+
+
+command(Info("models info", "architecture, classes, input, training, metrics, provenance", "models.info",
+             "The `models.info` result as YAML (architecture, classes, input, normalisation, training, metrics, "
+             "provenance); `--json` as JSON."))
+command(Remove("models rm", "remove a model", "models.rm", "model",
+               "Remove the model file; refused (exit 5) while a queued or running job uses it; `--json` "
+               "`{\"removed\": NAME}`."))
