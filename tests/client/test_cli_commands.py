@@ -1,122 +1,83 @@
-"""seisctl's commands without a daemon: what a job carries (the daemon's defaults are left to the daemon) and the
-folder `keys authorize` writes to. The client is a stub; tests/client/test_cli.py runs the real thing."""
+"""What the real seisctl sends, read back from the daemon's copy of each job (jobs/<id>/job.yaml): options the user
+did not give are left out, so the daemon's own defaults apply (they are written once, in daemon/kinds/); and the
+folder `keys authorize` writes to."""
 from __future__ import annotations
 
-import json
+import socket
+import sys
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Iterator
 
 import pytest
+import yaml
 import zmq.auth
 
-import client.cli._common as common
-from client.api import DaemonUnavailable
-from client.cli import main
+from client.api import Client
+from tests.client.test_cli import seisctl, seisctl_json
+from tests.harness import ROOT, RunningDaemon
+
+sys.path.insert(0, str(ROOT / "tools"))
+import synth  # noqa: E402
 
 
-class StubClient:
-    """Records submitted jobs; `status` answers STATUS, or raises it when it is an exception."""
-
-    jobs: ClassVar[list[dict[str, Any]]] = []
-    STATUS: ClassVar[Any] = DaemonUnavailable("unavailable", "no daemon")
-
-    def __init__(self, home: Any = None, timeout: float = 10.0):
-        self.home = home
-
-    def submit(self, job: dict[str, Any], priority: int | None = None) -> dict[str, Any]:
-        StubClient.jobs.append(job)
-        return {"id": len(StubClient.jobs), "state": "queued"}
-
-    def status(self) -> dict[str, Any]:
-        if isinstance(StubClient.STATUS, Exception):
-            raise StubClient.STATUS
-        return StubClient.STATUS
+@pytest.fixture(scope="module")
+def survey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningDaemon, Path]]:
+    root = tmp_path_factory.mktemp("cli-commands")
+    synth.write(synth.generate(shape=(32, 32, 32), seed=0), root / "synth")
+    with RunningDaemon(root / "home") as d:
+        yield d, root / "synth"
 
 
-@pytest.fixture
-def stub(monkeypatch: pytest.MonkeyPatch) -> type[StubClient]:
-    monkeypatch.setattr(common, "Client", StubClient)
-    StubClient.jobs = []
-    StubClient.STATUS = DaemonUnavailable("unavailable", "no daemon")
-    return StubClient
+def sent(d: RunningDaemon, *argv: str) -> dict[str, Any]:
+    """Run seisctl to the end (it waits for the job) and return the job as the daemon received it."""
+    r = seisctl_json(d.home, *argv)
+    job_id = r["id"] if "id" in r else r["job"]["id"]
+    return yaml.safe_load((d.home / "jobs" / str(job_id) / "job.yaml").read_text())
 
 
-def submitted(stub: type[StubClient], *argv: str) -> dict[str, Any]:
-    assert main(["--json", *argv, "--detach"]) == 0
-    return stub.jobs[-1]
+def test_commands_send_only_what_the_user_gave(survey: tuple[RunningDaemon, Path]) -> None:
+    d, folder = survey
+    segy = str((folder / "seismic.sgy").resolve())
+    assert sent(d, "survey", "import", segy, "--name", "s") == {"kind": "import", "survey": "s",
+                                                                 "segy": {"file": segy}}
+    pts = sorted(str(p.resolve()) for p in (folder / "picks").glob("*.pts"))
+    job = sent(d, "picks", "import", "s", *pts, "--pattern", r"(?P<name>.+)\.pts")
+    assert job == {"kind": "import", "survey": "s", "picks": {"files": pts, "class_pattern": r"(?P<name>.+)\.pts"}}
+    job = sent(d, "examples", "extract", "e", "--survey", "s", "--size", "5", "5")
+    assert job == {"kind": "extract", "examples": "e", "sources": [{"survey": "s"}], "crop": {"size": [5, 5]}}
+    # given options do go in the job
+    job = sent(d, "survey", "import", segy, "--name", "t", "--iline", "189", "--xline", "193", "--endian", "big")
+    assert job["segy"] == {"file": segy, "iline": 189, "xline": 193, "endian": "big"}
 
 
-def test_survey_import_leaves_the_daemons_defaults_out(stub: type[StubClient], tmp_path: Path) -> None:
-    job = submitted(stub, "survey", "import", str(tmp_path / "f.sgy"), "--name", "f")
-    assert job == {"kind": "import", "survey": "f", "segy": {"file": str(tmp_path / "f.sgy")}}
-    job = submitted(stub, "survey", "import", "f.sgy", "--name", "f", "--iline", "9", "--xline", "21",
-                    "--volume", "v", "--add", "--endian", "big", "--sample-unit", "m", "--offset", "3")
-    assert job["segy"] == {"file": str(Path("f.sgy").resolve()), "volume": "v", "add_volume": True, "iline": 9,
-                           "xline": 21, "endian": "big", "sample_unit": "m", "offset": 3}
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
-def test_job_commands_send_only_what_was_given(stub: type[StubClient]) -> None:
-    """The daemon fills in the rest (tests/client/test_cli.py checks what it fills in, through a real daemon)."""
-    assert submitted(stub, "picks", "import", "f", "a.pts") == {
-        "kind": "import", "survey": "f", "picks": {"files": [str(Path("a.pts").resolve())]}}
-    assert submitted(stub, "examples", "extract", "e", "--survey", "f", "--size", "5", "5") == {
-        "kind": "extract", "examples": "e", "sources": [{"survey": "f"}], "crop": {"size": [5, 5]}}
-    assert submitted(stub, "predict", "m", "f") == {"kind": "predict", "model": "m", "survey": "f", "output": "m"}
+def test_keys_authorize_writes_where_the_daemon_reads(tmp_path: Path) -> None:
+    home, elsewhere = tmp_path / "home", tmp_path / "clients"
+    server = seisctl_json(home, "keys", "create", "server", "--dir", str(home / "keys"))
+    mine = seisctl_json(home, "keys", "create", "alice", "--dir", str(tmp_path / "mine"))
+    assert Path(server["secret"]).is_file()
+    env = {"SEISD_TCP__ENDPOINT": f"tcp://127.0.0.1:{_free_port()}", "SEISD_TCP__AUTHORIZED_KEYS": str(elsewhere)}
+    with RunningDaemon(home, env=env) as d:
+        r = seisctl_json(home, "keys", "authorize", mine["public"])
+        assert r["folder"] == str(elsewhere) and r["source"] == "daemon", r
+        assert (elsewhere / "alice.key").is_file() and not (home / "keys" / "authorized" / "alice.key").exists()
+        endpoint = d.client.status()["endpoints"]["tcp_control"]
+        with Client(home=home, endpoint=endpoint, timeout=5, server_key=server["public"],
+                    client_key=mine["secret"]) as c:
+            assert c.ping()  # the key lands where the daemon reads, so it is let in
 
 
-def test_options_given_go_in_the_job(stub: type[StubClient]) -> None:
-    job = submitted(stub, "picks", "import", "f", "a.pts", "--set", "x", "--pattern", "p", "--class-column", "2",
-                    "--z-unit", "ms", "--drop-outside")
-    assert job["picks"] == {"files": [str(Path("a.pts").resolve())], "set": "x", "z_unit": "ms",
-                            "drop_outside": True, "class_column": 2, "class_pattern": "p"}
-    job = submitted(stub, "examples", "extract", "e", "--survey", "s", "--survey", "t", "--size", "3", "3", "3",
-                    "--picks", "p", "--volume", "a", "--orientation", "3d", "--notes", "n")
-    assert job == {"kind": "extract", "examples": "e", "notes": "n", "crop": {"size": [3, 3, 3], "orientation": "3d"},
-                   "sources": [{"survey": "s", "picks": "p", "volumes": ["a"]},
-                               {"survey": "t", "picks": "p", "volumes": ["a"]}]}
-    job = submitted(stub, "predict", "m", "s", "--outputs", "labels", "--format", "both", "--no-figures",
-                    "--figure-inline", "3", "--tile", "64,64", "--stride", "2", "--device", "cpu", "--overwrite",
-                    "--keep-arrays")
-    assert job == {"kind": "predict", "model": "m", "survey": "s", "output": "m", "outputs": ["labels"],
-                   "format": "both", "stride": 2, "overwrite": True, "keep_arrays": True, "device": "cpu",
-                   "figures": {"enabled": False, "inlines": [3]}, "tile": [64, 64]}
-
-
-@pytest.fixture
-def public_key(tmp_path: Path) -> Path:
+def test_keys_authorize_without_a_daemon_uses_the_homes_folder(tmp_path: Path) -> None:
+    home = (tmp_path / "home").resolve()
     (tmp_path / "mine").mkdir()
     public, _ = zmq.auth.create_certificates(str(tmp_path / "mine"), "alice")
-    return Path(public)
-
-
-def authorize(home: Path, key: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
-    assert main(["--json", "--home", str(home), "keys", "authorize", str(key)]) == 0
-    return json.loads(capsys.readouterr().out)
-
-
-def test_keys_authorize_uses_the_folder_the_daemon_reports(stub: type[StubClient], tmp_path: Path,
-                                                           public_key: Path, capsys: pytest.CaptureFixture[str]
-                                                           ) -> None:
-    home, elsewhere = tmp_path / "home", tmp_path / "elsewhere" / "keys"
-    stub.STATUS = {"home": str(home), "authorized_keys": str(elsewhere)}
-    r = authorize(home, public_key, capsys)
-    assert r == {"authorized": str(elsewhere / "alice.key"), "folder": str(elsewhere), "source": "daemon"}
-    assert (elsewhere / "alice.key").read_bytes() == public_key.read_bytes()
-    assert not (home / "keys" / "authorized").exists()
-    stub.STATUS = {"home": str(home), "authorized_keys": "clients"}  # relative: to the daemon's home
-    assert authorize(home, public_key, capsys)["folder"] == str(home / "clients")
-    assert main(["--home", str(home), "keys", "authorize", str(public_key)]) == 0
-    assert f"in {home / 'clients'} (the folder the daemon reports)" in capsys.readouterr().out
-
-
-def test_keys_authorize_falls_back_to_the_homes_folder(stub: type[StubClient], tmp_path: Path, public_key: Path,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    home = (tmp_path / "home").resolve()
-    r = authorize(home, public_key, capsys)  # no daemon answers
+    r = seisctl_json(home, "--timeout", "1", "keys", "authorize", public)
     assert r == {"authorized": str(home / "keys" / "authorized" / "alice.key"),
                  "folder": str(home / "keys" / "authorized"), "source": "default"}
-    assert (home / "keys" / "authorized" / "alice.key").is_file()
-    stub.STATUS = {"home": str(home)}  # a daemon that does not report its folder
-    assert authorize(home, public_key, capsys)["source"] == "default"
-    assert main(["--home", str(home), "keys", "authorize", str(public_key)]) == 0
-    assert "the daemon reports no folder" in capsys.readouterr().out
+    out = seisctl(home, "--timeout", "1", "keys", "authorize", public).stdout
+    assert "no daemon answered" in out
