@@ -1,10 +1,11 @@
 """SEG-Y -> survey cache: streams chunks of traces into a float32 volume, headers copied out in the same pass.
 
-workers/segy_scan.py opens the file and bins its traces into a grid (holes become dead traces, zero-filled). The
-samples are then read straight from the file with numpy for IBM float (format 1, converted in numpy), IEEE float
-(5), float64 (6) and the integer formats (2, 3, 8, 9, 10, 11, 12, 16): sequential reads of blocks of trace records
-(a structured dtype of [240-byte header, ns samples] in the file's byte order), converted into the float32 cache a
-block at a time with the headers copied out in the same pass. Other formats go through segyio's trace reads.
+workers/segy_scan.py checks the sample format code and interval, opens the file and bins its traces into a grid
+(holes become dead traces, zero-filled). The samples are then read straight from the file with numpy for every
+format it accepts: IBM float (format 1, converted in numpy), IEEE float (5), float64 (6) and the integer formats
+(2, 3, 8, 9, 10, 11, 12, 16): sequential reads of blocks of trace records (a structured dtype of [240-byte header,
+ns samples] in the file's byte order), converted into the float32 cache a block at a time with the headers copied
+out in the same pass. A code missing from NUMPY_FORMATS would go through segyio's trace reads (none is today).
 The survey is built in ``<folder>.partial`` and renamed at the end, so a failed or cancelled import leaves nothing.
 """
 from __future__ import annotations

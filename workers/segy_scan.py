@@ -10,6 +10,10 @@ twice: its grid is guessed from a few dozen headers (``SegyScan.provisional``), 
 trace's inline/crossline against that grid and takes the coordinates while it streams the samples. A file that
 breaks the promise (a trace out of place, a second offset) raises ``ProvisionalGridError`` there and is imported
 again after a full scan, which also gives the errors for files that cannot be imported.
+
+Two binary header fields are checked before any of that, because a wrong value there shows up later as something
+else: the sample format code (an unknown code made segyio read 4-byte IBM floats, and the misread headers looked
+like pre-stack offsets) and the sample interval (segyio puts 4 ms where the file has none).
 """
 from __future__ import annotations
 
@@ -24,7 +28,12 @@ import segyio
 
 from workers.survey import Geometry
 
-BYTES_PER_SAMPLE = {1: 4, 2: 4, 3: 2, 5: 4, 6: 8, 8: 1, 9: 8, 10: 4, 11: 2, 12: 8, 15: 3, 16: 1}
+# The sample formats seisd reads (binary header bytes 3225-3226): code -> (name, bytes per sample). segyio's reader
+# knows no more (it reads 3-byte integers, 7 and 15, as IBM floats), so every other code is refused.
+SAMPLE_FORMATS = {1: ("IBM float", 4), 2: ("int32", 4), 3: ("int16", 2), 5: ("IEEE float32", 4), 6: ("float64", 8),
+                  8: ("int8", 1), 9: ("int64", 8), 10: ("uint32", 4), 11: ("uint16", 2), 12: ("uint64", 8),
+                  16: ("uint8", 1)}
+FORMAT_BYTE, INTERVAL_BYTE, TRACE_INTERVAL_BYTE = 3225, 3217, 117  # 1-based, 2 bytes each
 OFFSET_BYTE, SCALAR_BYTE, CDP_X_BYTE, CDP_Y_BYTE, TRACE_ID_BYTE = 37, 71, 181, 185, 29
 BLOCK_BYTES = 4 << 20       # bytes of trace records read per step: bounds memory, stays in cache
 
@@ -92,13 +101,49 @@ def fail(path: Path, why: str) -> SegyImportError:
     return SegyImportError(f"cannot import {path}: {why}")
 
 
-def open_segy(path: Path, iline: int, xline: int, endian: str) -> tuple[segyio.SegyFile, str, bool]:
-    """Open with segyio; returns (file, endian, regular). Irregular files come back with regular=False."""
+def _check_size(path: Path) -> None:
     if not path.is_file():
         raise fail(path, "no such file")
     if path.stat().st_size <= 3600:
         raise fail(path, f"the file holds only {path.stat().st_size} bytes of headers and no traces")
-    endians = ("big", "little") if endian == "auto" else (endian,)
+
+
+def byte_orders(path: Path, endian: str) -> tuple[tuple[str, ...], str]:
+    """The byte orders to read ``path`` in: those of ``endian`` ("auto": both) in which the sample format code is
+    one seisd reads; and, for "auto", why (for a later error). A code and its byte swap are never both valid, so
+    "auto" settles on one order here.
+
+    Raises SegyImportError naming the code, its bytes and the codes seisd reads when no order gives one.
+    """
+    with open(path, "rb") as fh:
+        fh.seek(FORMAT_BYTE - 1)
+        raw = fh.read(2)
+    codes = {e: int.from_bytes(raw, e, signed=True) for e in ("big", "little")}
+    tried = ("big", "little") if endian == "auto" else (endian,)
+    ok = tuple(e for e in tried if codes[e] in SAMPLE_FORMATS)
+    e = ok[0] if ok else min(tried, key=lambda o: abs(codes[o]))  # none valid: name the reading that looks like one
+    other = "little" if e == "big" else "big"
+    if ok:
+        return ok, (f"; tried {e}-endian only, since the sample format code (bytes {FORMAT_BYTE}-{FORMAT_BYTE + 1}) "
+                    f"is {codes[e]} read that way and {codes[other]} read {other}-endian" if endian == "auto" else "")
+    if endian == "auto":
+        also = f" ({codes[other]} read {other}-endian)"
+    elif codes[other] in SAMPLE_FORMATS:
+        also = (f"; read {other}-endian it is {codes[other]} ({SAMPLE_FORMATS[codes[other]][0]}): the file is "
+                f"probably {other}-endian, so pass endian {other!r} or 'auto'")
+    else:
+        also = ""
+    formats = ", ".join(f"{code} ({name})" for code, (name, _) in SAMPLE_FORMATS.items())
+    raise fail(path, f"sample format code {codes[e]} (binary header bytes {FORMAT_BYTE}-{FORMAT_BYTE + 1}, read "
+                     f"{e}-endian) is not one seisd reads{also}; it reads {formats}. If the samples are one of "
+                     "these, write its code into those bytes; otherwise convert the file to one of them (e.g. 5, "
+                     "IEEE float32) with a SEG-Y tool")
+
+
+def open_segy(path: Path, iline: int, xline: int, endians: tuple[str, ...],
+              why: str = "") -> tuple[segyio.SegyFile, str, bool]:
+    """Open with segyio in the first of ``endians`` that works; returns (file, endian, regular). Irregular files
+    come back with regular=False. ``why`` (how the byte orders were chosen) goes into the error."""
     errors = []
     for ignore in (False, True):
         for e in endians:
@@ -107,7 +152,7 @@ def open_segy(path: Path, iline: int, xline: int, endian: str) -> tuple[segyio.S
                                    ignore_geometry=ignore), e, not ignore
             except (RuntimeError, IndexError, ValueError) as exc:  # segyio's ways of saying "not this way"
                 errors.append(f"{e}-endian{' unstructured' if ignore else ''}: {exc}")
-    raise fail(path, "truncated or not a SEG-Y file (no endianness gives a consistent trace count); "
+    raise fail(path, f"truncated or not a SEG-Y file (no endianness gives a consistent trace count{why}); "
                      + "; ".join(errors[-len(endians):]))
 
 
@@ -207,7 +252,7 @@ def _coordinates(x: np.ndarray, y: np.ndarray, scalar: np.ndarray) -> np.ndarray
 
 def _trace_layout(f: segyio.SegyFile, path: Path, ns: int) -> tuple[int, int]:
     """(offset of the first trace, bytes per trace), checked against the file size."""
-    trace_bytes = 240 + ns * BYTES_PER_SAMPLE.get(int(f.bin[segyio.BinField.Format]), 4)
+    trace_bytes = 240 + ns * SAMPLE_FORMATS[int(f.bin[segyio.BinField.Format])][1]  # byte_orders checked the code
     data_offset = 3600 + 3200 * max(int(f.ext_headers), 0)
     if data_offset + f.tracecount * trace_bytes != path.stat().st_size:
         raise fail(path, f"file size {path.stat().st_size} does not match {f.tracecount} traces of "
@@ -222,9 +267,21 @@ def _sorting(f: segyio.SegyFile, regular: bool) -> str:
             segyio.TraceSortingFormat.CROSSLINE_SORTING: "crossline"}.get(f.sorting, "unstructured")
 
 
-def _sample_axis(f: segyio.SegyFile, samples: np.ndarray) -> tuple[float, float]:
-    """(first sample, step) of the sample axis."""
-    step = float(samples[1] - samples[0]) if len(samples) > 1 else max(f.bin[segyio.BinField.Interval], 1) / 1e3
+def _sample_axis(f: segyio.SegyFile, path: Path, samples: np.ndarray) -> tuple[float, float]:
+    """(first sample, step) of the sample axis.
+
+    segyio takes the interval from the binary header, else from the first trace header, else makes it 4 ms; the
+    last is a guess that would put every depth of the survey in the wrong place, so it is refused here.
+    """
+    binary, trace = int(f.bin[segyio.BinField.Interval]), int(f.header[0][segyio.TraceField.TRACE_SAMPLE_INTERVAL])
+    if binary <= 0 and trace <= 0:
+        raise fail(path, f"the sample interval is not set: binary header bytes {INTERVAL_BYTE}-{INTERVAL_BYTE + 1} "
+                         f"hold {binary} and the first trace header's bytes {TRACE_INTERVAL_BYTE}-"
+                         f"{TRACE_INTERVAL_BYTE + 1} hold {trace}; seisd does not guess it. Write the interval into "
+                         f"binary header bytes {INTERVAL_BYTE}-{INTERVAL_BYTE + 1} in microseconds (4000 for 4 ms; "
+                         "thousandths of the unit for depth), e.g. with segyio: f.bin.update(hdt=4000) on the file "
+                         "opened with mode 'r+'")
+    step = float(samples[1] - samples[0]) if len(samples) > 1 else (binary if binary > 0 else trace) / 1e3
     return float(samples[0]), step
 
 
@@ -280,13 +337,13 @@ def _guess_grid(probe: _HeaderProbe, n: int) -> tuple[str, np.ndarray, np.ndarra
     return (sorting, slow_all, fast_all) if slow == 0 else (sorting, fast_all, slow_all)
 
 
-def _provisional(path: Path, iline: int, xline: int, endian: str, unit: str) -> SegyScan | None:
+def _provisional(path: Path, iline: int, xline: int, endians: tuple[str, ...], unit: str) -> SegyScan | None:
     """A scan of a complete sorted post-stack grid guessed from a few headers, or None when the file is not one.
 
     The file is opened without segyio's geometry inference (which reads a header per line); the traces' own
     headers are checked against the guess while the importer streams them (SegyScan.check_headers).
     """
-    for e in (("big", "little") if endian == "auto" else (endian,)):
+    for e in endians:
         try:
             f = segyio.open(str(path), "r", iline=iline, xline=xline, endian=e, ignore_geometry=True)
         except (RuntimeError, IndexError, ValueError):
@@ -308,6 +365,7 @@ def _provisional_scan(f: segyio.SegyFile, path: Path, e: str, iline: int, xline:
     if n == 0 or len(samples) == 0:
         return None
     data_offset, trace_bytes = _trace_layout(f, path, len(samples))
+    axis = _sample_axis(f, path, samples)
     probe = _HeaderProbe(path, data_offset, trace_bytes, iline, xline, e == "big")
     try:
         guess = _guess_grid(probe, n)
@@ -321,7 +379,7 @@ def _provisional_scan(f: segyio.SegyFile, path: Path, e: str, iline: int, xline:
             or (len(xl_axis) > 1 and len(np.unique(np.diff(xl_axis))) > 1):
         return None
     ii, xx = np.searchsorted(il_axis, il_all), np.searchsorted(xl_axis, xl_all)
-    geometry = Geometry(tuple(il_axis), tuple(xl_axis), *_sample_axis(f, samples), len(samples), unit)
+    geometry = Geometry(tuple(il_axis), tuple(xl_axis), *axis, len(samples), unit)
     return SegyScan(f, path, e, int(f.bin[segyio.BinField.Format]), sorting, geometry, np.ones(n, dtype=bool), ii,
                     xx, np.zeros((n, 2)), data_offset, trace_bytes, provisional=True,
                     fields=(iline, xline, CDP_X_BYTE, CDP_Y_BYTE, SCALAR_BYTE))
@@ -332,20 +390,24 @@ def scan_segy(path: Path, iline: int, xline: int, endian: str, offset: int | Non
     """Open ``path`` and bin its traces into a regular grid; the caller closes ``scan.f``.
 
     Unless ``full``, a regular sorted post-stack file gets a provisional grid (see the module doc) instead of a
-    read of every header. Raises SegyImportError for truncated files, pre-stack data without ``offset``, repeated
-    positions (shot gathers, wrong byte positions) and line numbers that form no grid.
+    read of every header. Raises SegyImportError for an unsupported sample format code or a missing sample
+    interval (checked first), truncated files, pre-stack data without ``offset``, repeated positions (shot
+    gathers, wrong byte positions) and line numbers that form no grid.
     """
-    if not full and offset is None and path.is_file() and path.stat().st_size > 3600:
-        quick = _provisional(path, iline, xline, endian, unit)
+    _check_size(path)
+    endians, why = byte_orders(path, endian)
+    if not full and offset is None:
+        quick = _provisional(path, iline, xline, endians, unit)
         if quick is not None:
             return quick
-    f, e, regular = open_segy(path, iline, xline, endian)
+    f, e, regular = open_segy(path, iline, xline, endians, why)
     try:
         n = f.tracecount
         if n == 0:
             raise fail(path, "the file has no traces")
         samples = np.asarray(f.samples, dtype=np.float64)
         data_offset, trace_bytes = _trace_layout(f, path, len(samples))
+        axis = _sample_axis(f, path, samples)  # before the header scan: a missing interval is refused at once
         il, xl, off, cx, cy, sc = read_fields(path, data_offset, n, trace_bytes, [
             iline, xline, OFFSET_BYTE, CDP_X_BYTE, CDP_Y_BYTE, SCALAR_BYTE], e == "big")
         keep = _select_offset(path, off, offset)
@@ -354,7 +416,7 @@ def scan_segy(path: Path, iline: int, xline: int, endian: str, offset: int | Non
         ii = np.searchsorted(il_axis, il)
         xx = np.searchsorted(xl_axis, xl)
         _check_unique_positions(path, ii[keep], xx[keep], len(xl_axis), iline, xline)
-        geometry = Geometry(tuple(il_axis), tuple(xl_axis), *_sample_axis(f, samples), len(samples), unit)
+        geometry = Geometry(tuple(il_axis), tuple(xl_axis), *axis, len(samples), unit)
         return SegyScan(f, path, e, int(f.bin[segyio.BinField.Format]), _sorting(f, regular), geometry, keep, ii,
                         xx, _coordinates(cx, cy, sc), data_offset, trace_bytes)
     except BaseException:
