@@ -1,15 +1,18 @@
 """Labelled points ("picks") on a survey grid: reading OpendTect/MalenoV point files, labelled slices, label volumes.
 
 A point file is whitespace-separated text (tabs or spaces, CRLF or LF): inline, crossline, z, then optional extra
-columns; leading non-numeric lines are headers and skipped. The class of a file comes from its name through a regex
-with a ``name`` group (MalenoV: ``multi_<class>_ilxl.pts``) or from a column of class ids.
+columns; leading lines that do not start with a number are headers and skipped. A line of numbers is data, so NaN or
+inf in a used column is an error, named by line like any other bad line. The class of a file comes from its name
+through a regex with a ``name`` group (MalenoV: ``multi_<class>_ilxl.pts``) or from a column of class ids.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -74,25 +77,85 @@ class PickSet:
             return cls(z["i"], z["x"], z["s"], z["cls"], [str(n) for n in z["class_names"]])
 
 
-def _parse_numbers(path: Path) -> np.ndarray:
-    """[rows, columns] float64 of a point file, parsed in one vectorised pass."""
+LINE_HOLDS = ("a point line holds inline, crossline and z as numbers, then optional numeric columns (e.g. "
+              "'120 880 1024'); fix or delete the line")
+COLUMN_NAMES = ("inline", "crossline", "z")
+
+
+def _is_number(token: bytes) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
+def _shown(line: bytes, limit: int = 60) -> str:
+    """A line for an error message: decoded, whitespace collapsed, cut at ``limit`` characters."""
+    text = " ".join(line.decode("utf-8", "replace").split())
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def _data_lines(text: bytes, skip: int) -> Iterator[tuple[int, bytes]]:
+    """(1-based line number, line) of every non-blank line after the ``skip`` header lines."""
+    for n, line in enumerate(text.split(b"\n")[skip:], start=skip + 1):
+        if line.strip():
+            yield n, line
+
+
+def _bad_line(path: Path, text: bytes, skip: int, columns: int) -> PicksError:
+    """The error for the first line that is not ``columns`` numbers (the slow pass, run only once parsing failed)."""
+    first = None
+    for n, line in _data_lines(text, skip):
+        first = first or n
+        tokens = line.split()
+        word = next((t for t in tokens if not _is_number(t)), None)
+        if word is not None:
+            return PicksError(f"{path}, line {n}: {_shown(line)} is not a point ({_shown(word, 20)} is not a number);"
+                              f" {LINE_HOLDS}")
+        if len(tokens) != columns:
+            return PicksError(f"{path}, line {n}: {_shown(line)} has {len(tokens)} columns where line {first} has "
+                              f"{columns} (a ragged or damaged line); every point line has the same columns: "
+                              f"{LINE_HOLDS}")
+    return PicksError(f"{path}: a damaged line that could not be located; {LINE_HOLDS}")
+
+
+def _parse_numbers(path: Path, used: tuple[int, ...] = (0, 1, 2)) -> np.ndarray:
+    """[rows, columns] float64 of a point file, parsed in one vectorised pass.
+
+    Columns ``used`` (inline, crossline, z and any class column) must be finite: a NaN there is an error in the
+    data, reported with its line (which is only looked for once the fast pass found a problem).
+    """
     text = path.read_bytes().replace(b"\r", b"")
     lines = text.split(b"\n", 50)
     skip = 0
-    for line in lines:  # header lines: anything before the first line that starts with a number
+    for line in lines:  # header lines: anything before the first line that starts with a number (nan included)
         tok = line.split()
-        if tok and re.fullmatch(rb"[-+]?[\d.]+([eE][-+]?\d+)?", tok[0]):
+        if tok and _is_number(tok[0]):
             break
         skip += 1
     body = text.split(b"\n", skip)[-1] if skip else text
     first = body.split(b"\n", 1)[0].split()
     if len(first) < 3:
         raise PicksError(f"{path}: a point line needs inline, crossline and z, got {first[:5]!r}")
-    values = np.array(body.split(), dtype=np.float64)  # bytes -> float in C; far faster than np.loadtxt
+    try:
+        values = np.array(body.split(), dtype=np.float64)  # bytes -> float in C; far faster than np.loadtxt
+    except ValueError:
+        raise _bad_line(path, text, skip, len(first)) from None
     if values.size % len(first):
-        raise PicksError(f"{path}: {values.size} numbers do not make rows of {len(first)} columns "
-                         "(a ragged or damaged line)")
-    return values.reshape(-1, len(first))
+        raise _bad_line(path, text, skip, len(first))
+    rows = values.reshape(-1, len(first))
+    used = tuple(c for c in used if c < rows.shape[1])
+    finite = np.isfinite(rows[:, used]).all(axis=1)
+    if not finite.all():
+        k = int(np.argmin(finite))
+        n, line = next(itertools.islice(_data_lines(text, skip), k, None))
+        c = next(c for c in used if not np.isfinite(rows[k, c]))
+        name = COLUMN_NAMES[c] if c < 3 else f"class column {c}"
+        raise PicksError(f"{path}, line {n}: {_shown(line)} has {line.split()[c].decode()} as {name}; a point's "
+                         "inline, crossline and z (and class column) must be finite numbers, since a NaN or infinite "
+                         "coordinate is an error in the data: fix or delete the line")
+    return rows
 
 
 def _z_to_samples(z: np.ndarray, survey: Survey, unit: str) -> np.ndarray:
@@ -138,7 +201,7 @@ def read_pick_files(paths: list[str | os.PathLike], survey: Survey,
     for p in map(Path, paths):
         if not p.is_file():
             raise PicksError(f"pick file {p} does not exist")
-        rows = _parse_numbers(p)
+        rows = _parse_numbers(p, (0, 1, 2) + ((class_column,) if class_column is not None else ()))
         if class_column is not None:
             if class_column >= rows.shape[1]:
                 raise PicksError(f"{p}: class column {class_column} but the file has {rows.shape[1]} columns")

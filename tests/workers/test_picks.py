@@ -85,3 +85,47 @@ def test_labelled_slice_and_label_volume(tmp_path: Path) -> None:
     survey.register_volume("labels", {})
     picks = from_label_volume(survey, "labels", ["a", "b"])
     assert picks.positions().tolist() == [[0, 0, 0], [5, 4, 9]] and picks.cls.tolist() == [1, 0]
+
+
+def test_a_garbage_line_names_the_file_the_line_and_its_text(tmp_path: Path) -> None:
+    survey = _survey(tmp_path)
+    pts = tmp_path / "multi_g_ilxl.pts"
+    pts.write_text("Inline Crossline Z\n10 100 0\n\n12 101 4\nhello world 12\n14 102 8\n")
+    with pytest.raises(PicksError) as err:
+        read_pick_files([pts], survey)
+    msg = str(err.value)
+    assert msg.startswith(f"{pts}, line 5: 'hello world 12'"), msg   # line numbers count headers and blank lines
+    assert "'hello' is not a number" in msg and "inline, crossline and z" in msg, msg
+    long = tmp_path / "multi_long_ilxl.pts"
+    long.write_text("10 100 0\n" + "12 101 x" + "9" * 300 + "\n")
+    msg = str(pytest.raises(PicksError, read_pick_files, [long], survey).value)
+    assert f"{long}, line 2: '12 101 x999" in msg and "...'" in msg and len(msg) < 400, msg
+
+
+def test_nan_lines_are_errors_not_headers(tmp_path: Path) -> None:
+    """Only text that is not numbers is a header; NaN or inf in a point's inline, crossline, z (or class column)
+    is an error in the data, named by line."""
+    survey = _survey(tmp_path)
+    lead = tmp_path / "multi_lead_ilxl.pts"
+    lead.write_text("nan nan nan\nNaN NaN NaN\n10 100 0\n")
+    with pytest.raises(PicksError, match=r"multi_lead_ilxl\.pts, line 1: 'nan nan nan' has nan as inline; a "
+                                         r"point's inline, crossline and z \(and class column\) must be finite"):
+        read_pick_files([lead], survey)
+    mid = tmp_path / "multi_mid_ilxl.pts"
+    mid.write_text("# export\nInline Crossline Z\n10 100 0\n12 inf 4\n")
+    with pytest.raises(PicksError, match=r"line 4: '12 inf 4' has inf as crossline"):
+        read_pick_files([mid], survey)
+    extra = tmp_path / "multi_extra_ilxl.pts"   # a NaN in a column that is not used is left alone
+    extra.write_text("10 100 0 nan\n12 101 4 1\n")
+    assert len(read_pick_files([extra], survey)) == 2
+    with pytest.raises(PicksError, match=r"line 1: '10 100 0 nan' has nan as class column 3"):
+        read_pick_files([extra], survey, class_column=3)
+
+
+def test_a_ragged_line_is_named(tmp_path: Path) -> None:
+    survey = _survey(tmp_path)
+    ragged = tmp_path / "multi_r_ilxl.pts"
+    ragged.write_text("10 100 0\n12 101 4\n12 101\n14 102 8 3 3\n")
+    with pytest.raises(PicksError, match=r"line 3: '12 101' has 2 columns where line 1 has 3 \(a ragged or "
+                                         r"damaged line\)"):
+        read_pick_files([ragged], survey)
