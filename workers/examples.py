@@ -61,6 +61,15 @@ class ExampleSetInfo:
         return dict(self.meta.get("class_counts", {}))
 
 
+@dataclass
+class BrokenExampleSet:
+    """A file in the examples folder that cannot be read as a set; ``error`` is what ``info`` on it raises."""
+
+    name: str
+    path: Path
+    error: str
+
+
 Source = tuple[Survey, PickSet, list[str]]
 
 
@@ -186,20 +195,25 @@ def info(path: str | os.PathLike) -> ExampleSetInfo:
         with h5py.File(path, "r") as h5:
             meta = json.loads(h5.attrs["meta"])
             count = int(h5["y"].shape[0])
-    except (OSError, KeyError, json.JSONDecodeError) as exc:
-        raise ExampleSetError(f"{path} is not a seisd example set ({exc})") from exc
+        if not isinstance(meta, dict):
+            raise TypeError(f"its meta attribute is JSON {type(meta).__name__}, not an object")
+    except (OSError, KeyError, ValueError, TypeError, AttributeError) as exc:  # h5py's and json's ways to refuse
+        raise ExampleSetError(f"example set {path.stem!r} ({path}) cannot be read: it is truncated, damaged or not a "
+                              f"seisd example set ({exc}); remove it (seisctl examples rm {path.stem}) and extract "
+                              "it again") from exc
     return ExampleSetInfo(path.stem, path, count, meta)
 
 
-def list_sets(folder: str | os.PathLike) -> list[ExampleSetInfo]:
-    """Every example set in a folder, by name."""
+def list_sets(folder: str | os.PathLike) -> list[ExampleSetInfo | BrokenExampleSet]:
+    """Every example set in a folder, by name; a file that cannot be read is listed as a BrokenExampleSet (one
+    damaged file must neither hide the others nor vanish without a word)."""
     folder = Path(folder)
-    out = []
+    out: list[ExampleSetInfo | BrokenExampleSet] = []
     for p in sorted(folder.glob("*.h5")) if folder.is_dir() else []:
         try:
             out.append(info(p))
-        except ExampleSetError:  # one damaged file must not hide the others; `info` on it names the problem
-            continue
+        except ExampleSetError as exc:
+            out.append(BrokenExampleSet(p.stem, p, str(exc)))
     return out
 
 
@@ -222,8 +236,14 @@ def set_note(path: str | os.PathLike, notes: str) -> ExampleSetInfo:
     return _update_meta(path, notes=notes)
 
 
-def _refuse_locked(path: Path, action: str) -> None:
-    if info(path).locked:
+def _refuse_locked(path: Path, action: str, damaged_ok: bool = False) -> None:
+    try:
+        locked = info(path).locked
+    except ExampleSetError:
+        if not damaged_ok:
+            raise
+        return  # a damaged set's lock flag cannot be read, and removing the set is the fix its error names
+    if locked:
         raise ExampleSetLocked(f"example set {path.stem!r} is locked; unlock it before you {action} it")
 
 
@@ -243,9 +263,10 @@ def rename(path: str | os.PathLike, new_name: str) -> Path:
 
 
 def remove(path: str | os.PathLike) -> None:
-    """Delete a set; refused with ExampleSetLocked when locked. Clears the default if it was the default."""
+    """Delete a set; refused with ExampleSetLocked when locked (a damaged set, whose lock cannot be read, is removed).
+    Clears the default if it was the default."""
     path = _path(path)
-    _refuse_locked(path, "remove")
+    _refuse_locked(path, "remove", damaged_ok=True)
     path.unlink()
     if get_default(path.parent) == path.stem:
         (path.parent / DEFAULT_FILE).unlink()

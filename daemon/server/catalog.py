@@ -86,7 +86,15 @@ def _example_json(info: Any, default: str | None) -> dict[str, Any]:
     return {"name": info.name, "count": info.count, "locked": info.locked, "default": info.name == default,
             "classes": info.class_counts, "crop": m.get("crop"), "surveys": m.get("surveys"),
             "volumes": m.get("volumes"), "created": m.get("created"), "job": m.get("job_id"),
-            "notes": m.get("notes", ""), "file": str(info.path)}
+            "notes": m.get("notes", ""), "file": str(info.path), "broken": False}
+
+
+def _broken_example_json(broken: Any, default: str | None) -> dict[str, Any]:
+    """A listed set that cannot be read: its name, file and the error `examples info` gives; the other keys of a
+    listing entry are there, empty, so a client reading them does not fail on it."""
+    return {"name": broken.name, "count": None, "locked": False, "default": broken.name == default, "classes": {},
+            "crop": None, "surveys": None, "volumes": None, "created": None, "job": None, "notes": "",
+            "file": str(broken.path), "broken": True, "error": broken.error}
 
 
 EXAMPLE_ACTIONS = ("list", "info", "rename", "lock", "unlock", "rm", "default", "note")
@@ -99,7 +107,8 @@ def examples_op(home: Path, action: str, name: str | None, value: str | None) ->
     folder = _examples_dir(home)
     if action == "list":
         default = ex.get_default(folder)
-        return {"examples": [_example_json(i, default) for i in ex.list_sets(folder)], "default": default}
+        return {"examples": [_broken_example_json(i, default) if isinstance(i, ex.BrokenExampleSet)
+                             else _example_json(i, default) for i in ex.list_sets(folder)], "default": default}
     if action not in EXAMPLE_ACTIONS:
         raise ProtocolError(ErrorCode.BAD_ARGS, f"unknown examples action {action!r}; one of "
                             f"{', '.join(EXAMPLE_ACTIONS)}")

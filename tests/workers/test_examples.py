@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from workers.crops import CropSpec, extract_crop
-from workers.examples import (ExampleSetError, ExampleSetLocked, ExtractCancelled, extract_examples, get_default,
-                              info, list_sets, remove, rename, set_default, set_locked, set_note)
+from workers.examples import (ExampleSetError, ExampleSetInfo, ExampleSetLocked, ExtractCancelled, extract_examples,
+                              get_default, info, list_sets, remove, rename, set_default, set_locked, set_note)
 from workers.picks import from_labelled_slice
 from workers.segy_import import add_volume, import_segy
 
@@ -80,3 +80,26 @@ def test_cancel_leaves_nothing(example_set: tuple[Path, list], tmp_path: Path) -
     assert not out.exists() and not list(tmp_path.glob("*.partial"))
     with pytest.raises(ExampleSetError, match="has no volume"):
         extract_examples([(sources[0][0], sources[0][1], ["nope"])], CropSpec((4, 4)), out)
+
+
+def test_a_broken_set_is_listed_with_its_error(example_set: tuple[Path, list]) -> None:
+    """A truncated set and a file that is no HDF5 at all show in the listing as broken, with the error `info`
+    gives; the good set lists as before; a broken set can be removed (its lock flag cannot be read)."""
+    out, _ = example_set
+    folder = out.parent
+    data = out.read_bytes()
+    (folder / "cut.h5").write_bytes(data[: len(data) // 2])
+    (folder / "junk.h5").write_text("not an example set\n")
+    listing = {s.name: s for s in list_sets(folder)}
+    assert sorted(listing) == ["cut", "junk", "set1"]
+    assert isinstance(listing["set1"], ExampleSetInfo) and listing["set1"].count == 4
+    for name in ("cut", "junk"):
+        broken = listing[name]
+        assert not isinstance(broken, ExampleSetInfo) and broken.path == folder / f"{name}.h5"
+        with pytest.raises(ExampleSetError) as err:
+            info(folder / f"{name}.h5")
+        assert broken.error == str(err.value)
+        assert str(folder / f"{name}.h5") in broken.error and "cannot be read" in broken.error
+        assert f"seisctl examples rm {name}" in broken.error
+    remove(folder / "junk.h5")
+    assert not (folder / "junk.h5").exists()
