@@ -40,6 +40,16 @@ def _with_bad_samples(shared: Path, values: list[float]) -> bytes:
 
 
 TRACE = TRACE_HEADER + F3_SAMPLES * F3_BYTES
+F3_TRACES = 23 * 18
+
+
+def _no_sample_interval(data: bytes) -> bytes:
+    """f3 with the sample interval 0 in the binary header (bytes 3217-3218) and in every trace header (117-118)."""
+    b = bytearray(_patched(data, 3216, ">h", 0))
+    for k in range(F3_TRACES):
+        struct.pack_into(">h", b, TEXT + BINARY + k * TRACE + 116, 0)
+    return bytes(b)
+
 # name -> (bytes of the file, what the outcome must mention). Outcome: refused at submit, or a failed job, or
 # (NaN/inf only) a succeeded import that says how many samples it replaced.
 SEGY_CASES: dict[str, tuple[Callable[[Path, Path], bytes], str]] = {
@@ -49,9 +59,13 @@ SEGY_CASES: dict[str, tuple[Callable[[Path, Path], bytes], str]] = {
     "one-trace-header": (lambda i, s: _f3(i)[:TEXT + BINARY + TRACE_HEADER], "one-trace-header"),
     "cut-mid-trace": (lambda i, s: _f3(i)[:TEXT + BINARY + 7 * TRACE + 100], "cut-mid-trace"),
     "last-byte-missing": (lambda i, s: _f3(i)[:-1], "last-byte-missing"),
-    "format-code-0": (lambda i, s: _patched(_f3(i), 3224, ">h", 0), "format"),
-    "format-code-99": (lambda i, s: _patched(_f3(i), 3224, ">h", 99), "format"),
-    "format-code-byteswapped": (lambda i, s: _patched(_f3(i), 3224, ">h", 0x0300), "format"),
+    "format-code-0": (lambda i, s: _patched(_f3(i), 3224, ">h", 0), "sample format code 0 (binary header"),
+    "format-code-99": (lambda i, s: _patched(_f3(i), 3224, ">h", 99), "sample format code 99 (binary header"),
+    # read little-endian the code is 3 (valid), so the file is read that way and fails on its sizes; the error says
+    # why that byte order was the only one tried
+    "format-code-byteswapped": (lambda i, s: _patched(_f3(i), 3224, ">h", 0x0300),
+                                "sample format code (bytes 3225-3226) is 3 read that way and 768 read big-endian"),
+    "sample-interval-0": (lambda i, s: _no_sample_interval(_f3(i)), "the sample interval is not set"),
     "samples-per-trace-0": (lambda i, s: _patched(_f3(i), 3220, ">h", 0), "sample"),
     "samples-per-trace-huge": (lambda i, s: _patched(_f3(i), 3220, ">H", 65535), "samples-per-trace-huge"),
     # SEG-Y rev 1 leaves bytes 3297-3300 unassigned: garbage there must not matter (the import succeeds)
@@ -96,6 +110,36 @@ def test_broken_segy_is_refused_or_fails_naming_the_problem(stocked_daemon: Runn
     assert not (d.home / "surveys" / f"c-{name}").exists(), "a failed import left its survey folder"
 
 
+HEADER_FIELD_CASES: dict[str, tuple[Callable[[bytes], bytes], list[str]]] = {
+    "sample-interval-0": (_no_sample_interval, [
+        ("the sample interval is not set: binary header bytes 3217-3218 hold 0 and the first trace header's bytes "
+         "117-118 hold 0"), "in microseconds (4000 for 4 ms", "f.bin.update(hdt=4000)"]),
+    "format-code-99": (lambda data: _patched(data, 3224, ">h", 99), [
+        "sample format code 99 (binary header bytes 3225-3226, read big-endian) is not one seisd reads",
+        "it reads 1 (IBM float), 2 (int32), 3 (int16), 5 (IEEE float32)"]),
+}
+
+
+@pytest.mark.parametrize("name", list(HEADER_FIELD_CASES))
+def test_a_bad_header_field_fails_the_job_naming_the_file_and_the_field(stocked_daemon: RunningDaemon,
+                                                                        snapshot: HomeSnapshot, name: str) -> None:
+    """The job's own error (not its log) names the file and the binary header field, and nothing else: a missing
+    interval is not imported as 4 ms, format 99 is not 'pre-stack data: 137 offsets'."""
+    d, inputs = stocked_daemon, stocked_daemon.inputs  # type: ignore[attr-defined]
+    make, wanted = HEADER_FIELD_CASES[name]
+    path = inputs / f"hdr-{name}.sgy"
+    path.write_bytes(make(_f3(inputs)))
+    job = wait_state(d.client, d.client.submit({"kind": "import", "survey": f"h-{name}",
+                                                "segy": {"file": str(path)}})["id"], timeout=120)
+    assert_alive(d, name)
+    assert job["state"] == "failed", job
+    assert f"cannot import {path}: " in job["error"], job["error"]
+    for text in wanted:
+        assert text in job["error"], job["error"]
+    assert "offsets" not in job["error"] and "Traceback" not in job["error"], job["error"]
+    assert not (d.home / "surveys" / f"h-{name}").exists()
+
+
 def test_wrong_endianness_flag_is_refused_or_fails(stocked_daemon: RunningDaemon) -> None:
     d = stocked_daemon
     state, text = _outcome(d, {"kind": "import", "survey": "c-endian", "segy": {
@@ -110,8 +154,11 @@ PICK_CASES: dict[str, tuple[str, str]] = {
     "blank-lines": ("\n\n\n", "multi_blank-lines_ilxl"),
     "two-columns": ("120\t880\n121\t881\n", "inline, crossline and z"),
     "text": ("inline crossline z\nfoo bar baz\n", "multi_text_ilxl"),
-    "nan-z": ("120\t880\tnan\n", "nan"),
-    "ragged": ("120\t880\t100\n121\t881\n", "columns"),
+    "nan-z": ("120\t880\tnan\n", "multi_nan-z_ilxl.pts, line 1: '120 880 nan' has nan as z"),
+    "ragged": ("120\t880\t100\n121\t881\n", "multi_ragged_ilxl.pts, line 2: '121 881' has 2 columns"),
+    "garbage-line": ("120\t880\t100\nhello world 12\n121\t881\t104\n",
+                     "multi_garbage-line_ilxl.pts, line 2: 'hello world 12' is not a point"),
+    "nan-header": ("nan nan nan\n120\t880\t100\n", "multi_nan-header_ilxl.pts, line 1: 'nan nan nan' has nan"),
 }
 
 
@@ -151,19 +198,28 @@ def test_truncated_hdf5_files_get_clear_errors(stocked_daemon: RunningDaemon, sn
     info says what is wrong, and a predict job naming the broken model is refused."""
     d, c = stocked_daemon, stocked_daemon.client
     _cut(d.home / "examples" / "ex1.h5", d.home / "examples" / "cut.h5", 0.5)
+    (d.home / "examples" / "junk.h5").write_text("not HDF5 at all\n")
     _cut(d.home / "models" / "m1.h5", d.home / "models" / "cut.h5", 0.5)
     try:
-        assert "ex1" in [e["name"] for e in c.call("examples", action="list")["examples"]]
+        listing = {e["name"]: e for e in c.call("examples", action="list")["examples"]}
+        assert sorted(listing) == ["cut", "ex1", "junk"], listing  # the broken sets are listed, not hidden
+        assert listing["ex1"]["count"] > 0 and "error" not in listing["ex1"] and not listing["ex1"]["broken"]
         assert "m1" in [m["name"] for m in c.call("models.list")["models"]]
-        for op, args in (("examples", {"action": "info", "name": "cut"}), ("models.info", {"name": "cut"})):
+        for name in ("cut", "junk"):
             with pytest.raises(SeisdError) as err:
-                c.call(op, **args)
-            assert err.value.code != "internal" and "cut" in err.value.message, err.value
+                c.call("examples", action="info", name=name)
+            assert err.value.code == "conflict" and str(d.home / "examples" / f"{name}.h5") in err.value.message
+            assert listing[name]["broken"] and listing[name]["error"] == err.value.message, listing[name]
+        with pytest.raises(SeisdError) as err:
+            c.call("models.info", name="cut")
+        assert err.value.code != "internal" and "cut" in err.value.message, err.value
         state, text = _outcome(d, {"kind": "predict", "model": "cut", "survey": "f3", "output": "pcut"})
         assert state == "refused" and "model" in text, text
+        assert c.call("examples", action="rm", name="junk") == {"removed": "junk"}  # the fix its error names
         assert_alive(d)
     finally:
         (d.home / "examples" / "cut.h5").unlink()
+        (d.home / "examples" / "junk.h5").unlink(missing_ok=True)
         (d.home / "models" / "cut.h5").unlink()
 
 
