@@ -148,14 +148,19 @@ class ExamplesAction(Command):
                               value=getattr(a, "value", None))
         if self.action == "list":
             out.emit(r, lambda: _table(["NAME", "EXAMPLES", "CROP", "CLASSES", "LOCKED", "DEFAULT", "NOTES"],
-                                       [[e["name"], e["count"], _crop_text(e["crop"]), len(e["classes"]),
-                                         "yes" if e["locked"] else "", "*" if e["default"] else "",
-                                         (e["notes"] or "")[:40]] for e in r["examples"]]))
+                                       [_example_row(e) for e in r["examples"]]))
         elif self.action == "rm":
             out.emit(r, lambda: print(f"removed example set {a.name}"))
         else:
             out.emit(r, lambda: print_yaml(r))
         return EXIT_OK
+
+
+def _example_row(e: dict[str, Any]) -> list[Any]:
+    if e.get("broken"):  # listed with its error, so a damaged file never vanishes from the table
+        return [e["name"], "-", "-", "-", "", "*" if e.get("default") else "", f"BROKEN: {e.get('error', '')}"[:120]]
+    return [e["name"], e["count"], _crop_text(e["crop"]), len(e["classes"]), "yes" if e["locked"] else "",
+            "*" if e["default"] else "", (e["notes"] or "")[:40]]
 
 
 def _crop_text(crop: Any) -> str:
