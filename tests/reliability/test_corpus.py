@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import struct
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -14,7 +16,7 @@ import numpy as np
 import pytest
 
 from client.api import SeisdError
-from tests.harness import RunningDaemon, wait_state
+from tests.harness import ROOT, RunningDaemon, daemon_env, wait_state
 from tests.reliability.homecheck import HomeSnapshot, assert_alive
 
 TEXT, BINARY, TRACE_HEADER = 3200, 400, 240
@@ -210,6 +212,9 @@ def test_truncated_hdf5_files_get_clear_errors(stocked_daemon: RunningDaemon, sn
                 c.call("examples", action="info", name=name)
             assert err.value.code == "conflict" and str(d.home / "examples" / f"{name}.h5") in err.value.message
             assert listing[name]["broken"] and listing[name]["error"] == err.value.message, listing[name]
+        table = subprocess.run([sys.executable, "-m", "client.cli", "examples", "list"], cwd=ROOT,
+                               env=daemon_env(d.home), capture_output=True, text=True, timeout=60)
+        assert table.returncode == 0 and "junk" in table.stdout and "BROKEN: " in table.stdout, table
         with pytest.raises(SeisdError) as err:
             c.call("models.info", name="cut")
         assert err.value.code != "internal" and "cut" in err.value.message, err.value
