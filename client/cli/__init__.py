@@ -21,6 +21,7 @@ import json
 import sys
 from typing import Any
 
+from client.launch import DaemonStartError
 from client.api import DaemonUnavailable, SeisdError
 from client.cli import daemon, data, jobs, keys, models, viewer  # noqa: F401  (each registers its commands)
 from client.cli._common import (COMMANDS, EXIT_CANCELLED, EXIT_ERROR, EXIT_FAILED,  # noqa: F401
@@ -82,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     except SeisdError as exc:
         _error(out, exc.code, exc.message, exc.details)
         return EXIT_USAGE if exc.code in ("invalid_job", "bad_args") else EXIT_ERROR
+    except DaemonStartError as exc:
+        _error(out, "daemon_start", str(exc))
+        return EXIT_ERROR
+    except OSError as exc:  # a home or file seisctl itself cannot create or read: named, not a traceback
+        _error(out, "os_error", f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}")
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("\nseisctl: interrupted (the job, if any, goes on)", file=sys.stderr)
         return 130

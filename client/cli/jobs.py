@@ -29,12 +29,9 @@ class Submit(Command):
 
     def run(self, a: argparse.Namespace, out: Out) -> int:
         try:
-            job = yaml.safe_load(Path(a.file).read_text())
-        except OSError as exc:
-            print(f"seisctl: cannot read job file {a.file}: {exc.strerror}", file=sys.stderr)
-            return EXIT_USAGE
-        except yaml.YAMLError as exc:
-            print(f"seisctl: {a.file} is not valid YAML: {exc}", file=sys.stderr)
+            job = load_job_file(Path(a.file))
+        except JobFileError as exc:
+            print(f"seisctl: {exc}", file=sys.stderr)
             return EXIT_USAGE
         if not isinstance(job, dict):
             print(f"seisctl: {a.file} must hold a mapping of keys (kind: ..., ...)", file=sys.stderr)
@@ -45,6 +42,59 @@ class Submit(Command):
                   "finite numbers", file=sys.stderr)
             return EXIT_USAGE
         return submit_and_follow(a, out, job)
+
+
+MAX_JOB_FILE_BYTES = 1 << 20     # a job file is a page of YAML; anything bigger is a mistake
+MAX_JOB_VALUES = 100_000         # values in the job once YAML's aliases are expanded (a "billion laughs" guard)
+
+
+class JobFileError(ValueError):
+    """A job file seisctl will not send: its message names the file and the problem."""
+
+
+def load_job_file(path: Path) -> Any:
+    """Read a YAML job file: text only, at most MAX_JOB_FILE_BYTES, and at most MAX_JOB_VALUES values once its
+    aliases are expanded (counted without expanding them, so a hostile file cannot spin the CPU)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_JOB_FILE_BYTES + 1)
+    except OSError as exc:
+        raise JobFileError(f"cannot read job file {path}: {exc.strerror}") from None
+    if len(data) > MAX_JOB_FILE_BYTES:
+        raise JobFileError(f"{path} is larger than {MAX_JOB_FILE_BYTES >> 20} MiB: not a job file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise JobFileError(f"{path} is not a text file (byte {exc.start} is not UTF-8): a job file is YAML text") \
+            from None
+    if "\x00" in text:
+        raise JobFileError(f"{path} holds NUL bytes: a job file is YAML text")
+    try:
+        job = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise JobFileError(f"{path} is not valid YAML: {exc}") from None
+    try:
+        n = _expanded_size(job, {})
+    except JobFileError as exc:
+        raise JobFileError(f"{path}: {exc}") from None
+    if n > MAX_JOB_VALUES:
+        raise JobFileError(f"{path} expands to {n:,} values through YAML aliases (at most {MAX_JOB_VALUES:,}): "
+                           "not a job file")
+    return job
+
+
+def _expanded_size(value: Any, memo: dict[int, int]) -> int:
+    """How many values `value` holds when every alias is written out; each shared object is counted once."""
+    if not isinstance(value, (dict, list)):
+        return 1
+    key = id(value)
+    if key not in memo:
+        memo[key] = -1  # being counted: meeting it again means the value contains itself
+        children = value.values() if isinstance(value, dict) else value
+        memo[key] = 1 + sum(min(_expanded_size(c, memo), 10 ** 12) for c in children)
+    elif memo[key] < 0:
+        raise JobFileError("the job file holds a YAML alias that contains itself: not a job file")
+    return memo[key]
 
 
 def _unsendable(value: Any, path: str = "") -> tuple[str, str] | None:

@@ -158,3 +158,36 @@ def test_broken_yaml_job_files_get_a_clear_message(module_daemon_for_yaml: Runni
 def module_daemon_for_yaml(tmp_path_factory: pytest.TempPathFactory):
     with RunningDaemon(tmp_path_factory.mktemp("yaml") / "home") as d:
         yield d
+
+
+LAUGHS = "kind: test.steps\nl0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 9))
+
+
+@pytest.mark.parametrize("content, expect", [
+    (LAUGHS.encode(), "values through YAML aliases"),           # a billion laughs: refused before expansion
+    (b"kind: test.steps\nsteps: &s [1, *s]\n", "contains itself"),
+    (bytes(range(256)) * 8, "is not a text file"),
+    (b"kind: test.steps\x00\n", "NUL bytes"),
+    (b"kind: test.steps\n" + b"# padding\n" * 120_000, "larger than 1 MiB"),
+])
+def test_hostile_job_files_are_refused_by_seisctl_at_once(module_daemon_for_yaml: RunningDaemon, tmp_path: Path,
+                                                          content: bytes, expect: str) -> None:
+    job = tmp_path / "job.yaml"
+    job.write_bytes(content)
+    before = len(module_daemon_for_yaml.client.jobs())
+    p = subprocess.run([sys.executable, "-m", "client.cli", "submit", str(job), "--detach"], capture_output=True,
+                       text=True, env=daemon_env(module_daemon_for_yaml.home), timeout=30)
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    assert "Traceback" not in p.stderr and expect in p.stderr and str(job) in p.stderr, p.stderr
+    assert len(module_daemon_for_yaml.client.jobs()) == before
+
+
+def test_a_daemon_that_cannot_start_is_named_without_a_traceback(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("workers:\n  default_count: many\n")
+    p = subprocess.run([sys.executable, "-m", "client.cli", "--home", str(tmp_path / "home"), "daemon", "start",
+                        "--config", str(config)], capture_output=True, text=True, timeout=60,
+                       env=daemon_env(tmp_path / "home"))
+    assert p.returncode != 0 and "Traceback" not in p.stderr, p.stderr
+    assert "exited with status" in p.stderr and "default_count" in p.stderr, p.stderr
