@@ -88,7 +88,7 @@ def run_predict_job(spec: PredictSpec, ctx: Any) -> dict[str, Any]:
 
 def _shard_runner(ctx: Any) -> tuple[ShardRunner | None, str]:
     """Ray tasks on the Ray backend (any node, shared storage); else processes of this executor."""
-    from daemon.server.backends import ray_ranks
+    from daemon.executor.ray import ranks as ray_ranks
 
     if ray_ranks.on_ray():  # this executor was started by the Ray backend: the same test as a train job's ranks
         from daemon.executor.ray.shards import RayShardRunner

@@ -286,7 +286,7 @@ class RankGroup:
         self._threads = torch.get_num_threads()
 
     def __enter__(self) -> "RankGroup":
-        from daemon.server.backends import ray_ranks
+        from daemon.executor.ray import ranks as ray_ranks
 
         if ray_ranks.on_ray():
             self.procs = ray_ranks.start_ray_ranks(self.job)  # they answer like processes (exitcode, join, kill)
