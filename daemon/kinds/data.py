@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from daemon.common.home import picks_file, survey_folder
 from daemon.kinds.registry import CheckContext, JobKind, JobSpec, register
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
@@ -23,10 +24,6 @@ def name_problem(key: str, name: str) -> str | None:
         return (f"{key}: {name!r} is not a valid name (letters, digits, '_', '-', '.'; at most 100 characters; "
                 "no path separators or '..')")
     return None
-
-
-def survey_folder(home: Path, name: str) -> Path:
-    return home / "surveys" / name
 
 
 class _Section(BaseModel):
@@ -142,7 +139,7 @@ def check_extract(spec: ExtractSpec, ctx: CheckContext) -> list[str]:
         if not (folder / "survey.json").is_file():
             problems.append(f"sources.{k}.survey: no survey {src.survey!r}")
             continue
-        if not (folder / "picks" / f"{src.picks}.npz").is_file():
+        if not picks_file(ctx.home, src.survey, src.picks).is_file():
             problems.append(f"sources.{k}.picks: survey {src.survey!r} has no pick set {src.picks!r}")
         import json
         have = json.loads((folder / "survey.json").read_text()).get("volumes", {})

@@ -14,7 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from daemon.kinds.data import name_problem, survey_folder
+from daemon.common.home import model_file, prediction_folder, survey_folder
+from daemon.kinds.data import name_problem
 from daemon.kinds.registry import CheckContext, JobKind, JobSpec, register
 
 OUTPUT_NAMES = ("labels", "probabilities", "confidence")
@@ -67,14 +68,6 @@ class PredictSpec(JobSpec):
         return [o for o in OUTPUT_NAMES if o in v]
 
 
-def model_path(home: Path, name: str) -> Path:
-    return home / "models" / f"{name}.h5"
-
-
-def prediction_folder(home: Path, name: str) -> Path:
-    return home / "predictions" / name
-
-
 def check_predict(spec: PredictSpec, ctx: CheckContext) -> list[str]:
     """Every semantic problem of a predict job file, each naming its key; empty when it can run."""
     problems = [p for p in (name_problem("model", spec.model), name_problem("survey", spec.survey),
@@ -119,7 +112,7 @@ def _figure_problems(spec: PredictSpec, doc: dict[str, Any]) -> list[str]:
 def _model_problems(spec: PredictSpec, home: Path, have: list[str]) -> list[str]:
     from daemon.kinds.modelinfo import ModelFileError, read_model_info
 
-    path = model_path(home, spec.model)
+    path = model_file(home, spec.model)
     if not path.is_file():
         return [f"model: no model {spec.model!r} in this home (models/{spec.model}.h5; `seisctl models list`)"]
     try:

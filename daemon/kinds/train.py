@@ -15,7 +15,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from daemon.kinds.data import CropSection, name_problem, survey_folder
+from daemon.common.home import model_file, picks_file, resolve, survey_folder
+from daemon.kinds.data import CropSection, name_problem
 from daemon.kinds.registry import CheckContext, JobKind, JobSpec, register
 from daemon.kinds.model_params import validate_model_params
 from daemon.kinds.train_config import ConfigError, parse_sections
@@ -100,16 +101,6 @@ class TrainSpec(JobSpec):
         return out
 
 
-def model_file(home: Path, name: str) -> Path:
-    return home / "models" / f"{name}.h5"
-
-
-def resolve_in_home(home: Path, path: str) -> Path:
-    """Relative paths in a job file (train.init_from) are relative to the home, e.g. models/old.h5."""
-    p = Path(path).expanduser()
-    return p if p.is_absolute() else home / p
-
-
 def check_train(spec: TrainSpec, ctx: CheckContext) -> list[str]:
     """Every semantic problem of a train job file, each naming its key; empty when it can run."""
     problems = [p for p in [name_problem("output", spec.output)] if p]
@@ -118,7 +109,7 @@ def check_train(spec: TrainSpec, ctx: CheckContext) -> list[str]:
                         f"name, or `seisctl models rm {spec.output}`)")
     try:
         _, _, cfg = parse_sections(spec.optim, spec.schedule, spec.train)
-        if cfg.init_from and not resolve_in_home(ctx.home, cfg.init_from).is_file():
+        if cfg.init_from and not resolve(ctx.home, cfg.init_from).is_file():
             problems.append(f"train.init_from: {cfg.init_from} does not exist (relative paths start at the home)")
         world = cfg.distributed.world_size
         if spec.data.batch_size % world:
@@ -157,7 +148,7 @@ def check_user_model_file(spec: TrainSpec, ctx: CheckContext) -> list[str]:
 
     d = spec.data
     channels = len(d.volumes) * (2 * d.context + 1)
-    with np.load(survey_folder(ctx.home, d.survey) / "picks" / f"{d.picks}.npz") as z:
+    with np.load(picks_file(ctx.home, d.survey, d.picks)) as z:
         n_classes = max(len(z["class_names"]), 2)
     params = {k: v for k, v in spec.model.params.items() if k != "path" and k not in COMMON_PARAMS}  # seisd's keys
     return [f"model.params.path: {p}" for p in
@@ -180,12 +171,12 @@ def _check_data(d: DataSection, home: Path) -> tuple[list[str], int]:
     if shape and any(n > shape[a] for n, a in zip(d.crop.size, axes)):
         problems.append(f"data.crop.size: {list(d.crop.size)} does not fit the survey's "
                         f"{[shape[a] for a in axes]} along the {d.crop.orientation} crop's axes")
-    picks_file = folder / "picks" / f"{d.picks}.npz"
-    if not picks_file.is_file():
+    picks = picks_file(home, d.survey, d.picks)
+    if not picks.is_file():
         problems.append(f"data.picks: survey {d.survey!r} has no pick set {d.picks!r} (seisctl picks import "
                         f"{d.survey} FILES --set {d.picks})")
         return problems, 0
-    with np.load(picks_file) as z:
+    with np.load(picks) as z:
         cls, names = z["cls"], [str(n) for n in z["class_names"]]
         points = np.stack([z["i"], z["x"], z["s"]], axis=1)
     present = np.unique(cls)

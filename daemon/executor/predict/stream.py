@@ -24,6 +24,7 @@ import numpy as np
 from daemon.executor.modelfile import ModelFileError, load_model_file
 from daemon.executor.predict.apply import OUTPUTS, PredictError, apply_block, fast_layout, resolve_device
 from daemon.executor.predict.recipe import recipe_of
+from daemon.common.home import model_file
 
 MAX_BLOCK_VOXELS = 64 * 1024 * 1024
 OPTION_KEYS = ("tile", "overlap", "stride", "orientation")
@@ -49,7 +50,7 @@ class StreamSession:
     @classmethod
     def open(cls, home: Path, args: dict[str, Any], device: str = "cpu") -> "StreamSession":
         """Load the model named in args (model_path or model) onto `device`, once for the session's life."""
-        path = Path(args.get("model_path") or Path(home) / "models" / f"{args.get('model')}.h5")
+        path = Path(args.get("model_path") or model_file(Path(home), str(args.get("model"))))
         outputs = list(args.get("outputs") or ["labels"])
         bad = [o for o in outputs if o not in OUTPUTS]
         if bad or not outputs:

@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from daemon.common.home import model_file, picks_file, resolve
 from daemon.executor.context import JobCancelled
-from daemon.kinds.train import TrainSpec, model_file, resolve_in_home
+from daemon.kinds.train import TrainSpec
 from daemon.executor.modelfile import ModelInfo, provenance, save_model_file
 from daemon.executor.models import build_model
 from daemon.kinds.train_config import TrainConfig, parse_sections
@@ -46,7 +47,7 @@ def resume_config(cfg: TrainConfig, ctx: Any) -> TrainConfig:
         ctx.log.info("continuing from %s (interrupted attempt)", last)
         return dataclasses.replace(cfg, mode="resume", init_from=str(last))
     if cfg.init_from:
-        return dataclasses.replace(cfg, init_from=str(resolve_in_home(ctx.home, cfg.init_from)))
+        return dataclasses.replace(cfg, init_from=str(resolve(ctx.home, cfg.init_from)))
     return cfg
 
 
@@ -172,7 +173,7 @@ def _run(spec: TrainSpec, ctx: Any) -> dict[str, Any]:
 
 
 def _n_classes(home: Path, d: Any) -> int:
-    with np.load(home / "surveys" / d.survey / "picks" / f"{d.picks}.npz") as z:
+    with np.load(picks_file(home, d.survey, d.picks)) as z:
         return len(z["class_names"])
 
 

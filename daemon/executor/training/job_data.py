@@ -20,6 +20,7 @@ from workers.picks import PickSet
 from workers.sampling import BatchRecipe, LabelVolumeSampler, PickSampler, RawVolume
 from workers.survey import Survey
 
+from daemon.common.home import survey_folder
 from daemon.kinds.train import split_picks
 
 VAL_SEED_OFFSET = 7919  # validation batches use their own seed, so they never repeat a training batch
@@ -40,7 +41,7 @@ class TrainData:
 
 def prepare_data(d: Any, home: Path, job_dir: Path, seed: int, per_voxel: bool) -> TrainData:
     """Recipe and validation batches for data section `d` (daemon.kinds.train.DataSection)."""
-    folder = home / "surveys" / d.survey
+    folder = survey_folder(home, d.survey)
     survey = Survey.open(folder)
     picks = PickSet.load(folder, d.picks)
     crop = CropSpec(tuple(d.crop.size), d.crop.orientation)
