@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -18,7 +18,8 @@ from daemon.common.home import model_file, prediction_folder, survey_folder
 from daemon.kinds.data import name_problem
 from daemon.kinds.registry import CheckContext, JobKind, JobSpec, register
 
-OUTPUT_NAMES = ("labels", "probabilities", "confidence")
+OutputName = Literal["labels", "probabilities", "confidence"]  # what a model's application can write
+OUTPUT_NAMES: tuple[str, ...] = get_args(OutputName)  # in that order (predict jobs, streaming, the apply engine)
 
 
 class FiguresSection(BaseModel):
@@ -37,7 +38,7 @@ class PredictSpec(JobSpec):
     model: str = Field(description="model name: models/<model>.h5 in the home")
     survey: str = Field(description="survey name in the home")
     output: str = Field(description="results go to predictions/<output>/ in the home")
-    outputs: list[Literal["labels", "probabilities", "confidence"]] = Field(
+    outputs: list[OutputName] = Field(
         default_factory=lambda: ["labels", "confidence"], min_length=1)
     format: Literal["segy", "hdf5", "both"] = "segy"
     tile: list[int] | None = Field(None, description="fcn tile [lateral, samples] (2D) or 3 sizes (3D); "

@@ -1,5 +1,5 @@
-"""Where things live in the home is known in one module, daemon/common/home.py; a path built by hand elsewhere would
-drift from it. These tests keep that rule."""
+"""Where things live in the home is known in one module, daemon/common/home.py; a path built by hand elsewhere, or a
+name list written twice, would drift from it. These tests keep that rule."""
 from __future__ import annotations
 
 import re
@@ -21,6 +21,12 @@ def test_no_module_but_home_builds_the_homes_layout_by_hand() -> None:
                  if p != ROOT / "daemon" / "common" / "home.py"
                  for n, line in enumerate(p.read_text().splitlines(), start=1) if BY_HAND.search(line)]
     assert offenders == []
+
+
+def test_the_output_names_are_written_once() -> None:
+    written = [p.relative_to(ROOT) for p in _sources("daemon", "workers")
+               if re.search(r'"labels",\s*"probabilities",\s*"confidence"', p.read_text())]
+    assert written == [Path("daemon/kinds/predict.py")]
 
 
 def test_the_layout(tmp_path: Path) -> None:

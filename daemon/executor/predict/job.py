@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from daemon.common.home import model_file, prediction_folder, survey_folder
-from daemon.kinds.predict import PredictSpec
+from daemon.kinds.predict import OUTPUT_NAMES, PredictSpec
 from daemon.executor.modelfile import load_model_file
 from daemon.executor.predict.apply import predict_volume
 from daemon.executor.predict.figures import SurveyAxes, slice_figures
@@ -44,7 +44,7 @@ def run_predict_job(spec: PredictSpec, ctx: Any) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     volumes = [survey.volume(v) for v in recipe.volumes]
     # Labels are always made: figures and scores need them even when only probabilities are exported.
-    computed = sorted(set(spec.outputs) | {"labels"}, key=["labels", "probabilities", "confidence"].index)
+    computed = sorted(set(spec.outputs) | {"labels"}, key=OUTPUT_NAMES.index)
     ctx.log.info("predicting survey %s %s with model %s (%s, %s) on %s", spec.survey, survey.shape, spec.model,
                  recipe.kind, recipe.apply_kwargs(survey.shape), ctx.device)
     report = lambda f, eta, msg: ctx.progress(APPLY_SHARE * f, msg, eta_s=eta)  # noqa: E731
