@@ -12,20 +12,19 @@ import json
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from daemon.common.home import model_file, prediction_folder, survey_folder
-from daemon.kinds.data import name_problem
+from daemon.kinds.data import DEFAULT_VOLUME, name_problem
 from daemon.kinds.registry import CheckContext, JobKind, JobSpec, register
+from daemon.kinds.schema import Section
 
 OutputName = Literal["labels", "probabilities", "confidence"]  # what a model's application can write
 OUTPUT_NAMES: tuple[str, ...] = get_args(OutputName)  # in that order (predict jobs, streaming, the apply engine)
 
 
-class FiguresSection(BaseModel):
+class FiguresSection(Section):
     """Slices drawn as PNG: real inline / crossline numbers and sample times. Absent: the middle of each axis."""
-
-    model_config = ConfigDict(extra="forbid")
 
     inlines: list[int] | None = None
     crosslines: list[int] | None = None
@@ -121,7 +120,7 @@ def _model_problems(spec: PredictSpec, home: Path, have: list[str]) -> list[str]
     except ModelFileError as exc:
         return [f"model: {exc}"]
     input_spec = info.input_spec or {}
-    volumes = list(input_spec.get("volumes") or (["seismic"] if info.in_channels == 1 else []))
+    volumes = list(input_spec.get("volumes") or ([DEFAULT_VOLUME] if info.in_channels == 1 else []))
     problems = [f"model: the model reads volume {v!r}, which survey {spec.survey!r} lacks (it has "
                 f"{', '.join(have)})" for v in volumes if v not in have]
     if len(volumes) != info.in_channels:

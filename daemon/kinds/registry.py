@@ -13,6 +13,8 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from daemon.kinds.schema import PROBLEM
+
 
 class JobSpec(BaseModel):
     """Keys every job file may have. A kind's spec subclasses this and adds its own sections."""
@@ -110,10 +112,7 @@ def validate_job(raw: Any, ctx: CheckContext) -> tuple[JobKind, JobSpec]:
     kind = get_kind(kind_name)
     if kind is None:
         raise InvalidJob([f"kind: unknown job kind {kind_name!r}; known kinds: {', '.join(kind_names())}"])
-    try:
-        spec = kind.spec.model_validate(raw)
-    except ValidationError as exc:
-        raise InvalidJob([_problem(e) for e in exc.errors()]) from None
+    spec = parse_spec(kind.spec, raw)
     problems = [f"{key}: {path} is outside the folders this daemon reads from "
                 f"({', '.join(map(str, ctx.input_roots))}; setting paths.inputs)"
                 for key, path in spec.input_files() if ctx.outside_roots(path)]
@@ -125,9 +124,19 @@ def validate_job(raw: Any, ctx: CheckContext) -> tuple[JobKind, JobSpec]:
     return kind, spec
 
 
+def parse_spec(spec: type[JobSpec], raw: Any) -> JobSpec:
+    """`raw` read with a kind's schema; raise InvalidJob naming every problem the schema finds ('key.path: ...')."""
+    try:
+        return spec.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidJob([_problem(e) for e in exc.errors()]) from None
+
+
 def _problem(e: dict[str, Any]) -> str:
     path = ".".join(str(p) for p in e["loc"]) or "(top level)"
     msg = e["msg"]
+    if e["type"] == PROBLEM:  # our own message (daemon/kinds/schema.py): it names the value itself
+        return f"{path}: {msg}"
     if e["type"] == "extra_forbidden":
         msg = "unknown key (a typo?)"
     elif "input" in e and e["type"] != "missing":
