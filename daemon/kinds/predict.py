@@ -16,7 +16,7 @@ from pydantic import Field, field_validator
 
 from daemon.common.home import model_file, prediction_folder, survey_folder
 from daemon.kinds.data import DEFAULT_VOLUME, name_problem
-from daemon.kinds.registry import CheckContext, JobKind, JobSpec, register
+from daemon.kinds.registry import CheckContext, JobKind, JobSpec, TaskResources, register
 from daemon.kinds.schema import Section
 
 OutputName = Literal["labels", "probabilities", "confidence"]  # what a model's application can write
@@ -138,5 +138,12 @@ def _model_problems(spec: PredictSpec, home: Path, have: list[str]) -> list[str]
     return problems
 
 
+def shard_resources(spec: PredictSpec, default: TaskResources) -> TaskResources:
+    """The kind's `resources` hook. A sharded job's executor only plans, waits and exports: its shards, tasks of
+    their own, ask for the CPUs (daemon/executor/ray/shards.py); holding CPUs meanwhile could leave none for them."""
+    return TaskResources(0.0, default.gpus) if spec.shards > 1 else default
+
+
 register(JobKind(name="predict", spec=PredictSpec, runner="daemon.executor.predict.job:run_predict_job", resumable=True,
-                 check=check_predict, doc="apply a model to a whole survey (SEG-Y / HDF5 outputs, figures, scores)"))
+                 check=check_predict, resources=shard_resources,
+                 doc="apply a model to a whole survey (SEG-Y / HDF5 outputs, figures, scores)"))

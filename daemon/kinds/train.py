@@ -2,7 +2,7 @@
 
 The job file's schema, whole, is daemon.kinds.train_spec.TrainSpec (torch-free, validated at submit). Here are the
 submit-time checks that look at the home (the output, init_from, the survey, its picks and volumes, the split) and
-at a user model (built in a child process). The runner (in an executor) is
+at a user model (built in a child process), and the kind's hooks. The runner (in an executor) is
 daemon.executor.training.job.run_train_job. docs/train-job.md documents every key.
 """
 from __future__ import annotations
@@ -46,6 +46,11 @@ def check_user_model_file(spec: TrainSpec, ctx: CheckContext) -> list[str]:
     params = {k: v for k, v in spec.model.params.items() if k != "path" and k not in COMMON_PARAMS}  # seisd's keys
     return [f"model.params.path: {p}" for p in
             check_user_model(spec.model.params["path"], d.channels, n_classes, list(d.crop.size), params)]
+
+
+def gpu_ranks(spec: TrainSpec) -> int:
+    """The kind's `slots` hook: a data-parallel job's ranks each want a GPU slot of their own."""
+    return spec.train.distributed.world_size
 
 
 def _check_data(d: DataSection, home: Path) -> list[str]:
@@ -119,5 +124,5 @@ def split_picks(points: np.ndarray, d: Any, crop: Any) -> Any:
 
 
 register(JobKind(name="train", spec=TrainSpec, runner="daemon.executor.training.job:run_train_job", resumable=True,
-                 check=check_train, slow_check=check_user_model_file,
+                 check=check_train, slow_check=check_user_model_file, slots=gpu_ranks,
                  doc="train a model on crops around picks (new, resume, transfer)"))

@@ -379,7 +379,9 @@ class Daemon:
         tasks, not slots. The one rule for submit (refusing what can never be placed) and dispatch."""
         if not self.backend.long_lived:
             return 1
-        return scheduler.slots_wanted(kind, spec, device, [s.name for s in self.slots])
+        job_kind = get_kind(kind)
+        wanted = job_kind.slots_needed(spec) if job_kind else 1  # the kind's hook (daemon/kinds/registry.py)
+        return scheduler.slots_wanted(wanted, device, [s.name for s in self.slots])
 
     def _start_job(self, job: JobRow, h: ExecutorHandle, helpers: list[ExecutorHandle] | None = None) -> None:
         kind = get_kind(job.kind)
