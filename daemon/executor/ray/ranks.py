@@ -21,7 +21,7 @@ import logging
 import os
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from daemon.common.ray_task import ADDRESS_ENV, CPUS_ENV, GPUS_ENV  # noqa: F401
 
@@ -58,17 +58,17 @@ def connect() -> Any:
     return ray
 
 
-def ray_rank_main(job: Any, rank: int) -> None:
-    """Body of one rank's Ray task: train the rank's share in lockstep with rank 0; log to rank<r>.log."""
+def ray_rank_main(job: Any, rank: int, train_share: Callable[..., None]) -> None:
+    """Body of one rank's Ray task: train the rank's share in lockstep with rank 0 (`train_share`, the same
+    function a spawned rank runs: daemon/executor/training/distributed.py); log to rank<r>.log."""
     import ray
     import torch.distributed as dist
 
     from daemon.common import malloc
-    from daemon.executor.training import distributed
 
     malloc.tune()
 
-    log = distributed.log
+    log = logging.getLogger("seisd.training")
     handler = logging.FileHandler(Path(job.job_dir) / f"rank{rank}.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
@@ -78,7 +78,7 @@ def ray_rank_main(job: Any, rank: int) -> None:
     log.info("rank %d on Ray node %s, pid %d, %s, %d threads", rank, ray.util.get_node_ip_address(), os.getpid(),
              device, threads)
     try:
-        distributed.train_share(job, rank, device=device, threads=threads)
+        train_share(job, rank, device=device, threads=threads)
     except BaseException:
         log.error("rank %d failed:\n%s", rank, traceback.format_exc())
         raise
@@ -120,11 +120,12 @@ class RayRank:
             self.ray.cancel(self.ref, force=True)
 
 
-def start_ray_ranks(job: Any) -> list[RayRank]:
-    """Submit ranks 1..world-1 of `job` as Ray tasks; they wait for rank 0 at the rendezvous."""
+def start_ray_ranks(job: Any, train_share: Callable[..., None]) -> list[RayRank]:
+    """Submit ranks 1..world-1 of `job` as Ray tasks running `train_share`; they wait for rank 0 at the
+    rendezvous."""
     ray = connect()
     cpus, gpus = task_resources(job.device)
     task = ray.remote(max_calls=1)(ray_rank_main)
     return [RayRank(ray, task.options(num_cpus=cpus, num_gpus=gpus, max_retries=0,
-                                      name=f"seisd-rank-{rank}").remote(job, rank))
+                                      name=f"seisd-rank-{rank}").remote(job, rank, train_share))
             for rank in range(1, job.world)]

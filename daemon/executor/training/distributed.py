@@ -290,7 +290,8 @@ class RankGroup:
         from daemon.executor.ray import ranks as ray_ranks
 
         if ray_ranks.on_ray():
-            self.procs = ray_ranks.start_ray_ranks(self.job)  # they answer like processes (exitcode, join, kill)
+            # they answer like processes (exitcode, join, kill)
+            self.procs = ray_ranks.start_ray_ranks(self.job, train_share)
         else:
             self._spawn()
         try:
