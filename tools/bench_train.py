@@ -53,12 +53,11 @@ class BareLoop:
     """The same model, optimiser and batches, trained from tensors already in memory (batches made once)."""
 
     def __init__(self, job: dict[str, Any], home: Path, work: Path) -> None:
-        from daemon.kinds.train import TrainSpec
-        from daemon.kinds.train_config import parse_sections
+        from daemon.kinds.train_spec import TrainSpec
         from daemon.executor.training.job_data import make_batch, prepare_data
 
         self.spec = TrainSpec.model_validate(job)
-        self.optim, _, self.cfg = parse_sections(self.spec.optim, self.spec.schedule, self.spec.train)
+        self.optim, self.cfg = self.spec.optim, self.spec.train
         d = self.spec.data
         work.mkdir(parents=True, exist_ok=True)
         data = prepare_data(d, home, work, self.cfg.seed, self.spec.model.name == "unet")

@@ -105,13 +105,12 @@ class SlabBatches:
 
 def train_model(model, batches, seconds: float, epochs: int, lr: float, job_dir: Path) -> dict:
     """Train with the project's loop until `epochs` or the time budget ends; returns steps, epochs, seconds."""
-    from daemon.kinds.train_config import parse_sections
+    from daemon.kinds.train_spec import OptimSection, ScheduleSection, TrainSection
     from daemon.executor.training.loop import TrainControl, train
-    optim, schedule, cfg = parse_sections({"name": "adam", "lr": lr},
-                                          {"kind": "cosine", "min_lr": lr / 20},
-                                          {"epochs": epochs, "max_steps": epochs * len(batches), "seed": 0,
-                                           "checkpoint_every_steps": None, "checkpoint_every_minutes": None,
-                                           "log_every_steps": 10_000})
+    optim = OptimSection(name="adam", lr=lr)
+    schedule = ScheduleSection(kind="cosine", min_lr=lr / 20)
+    cfg = TrainSection(epochs=epochs, max_steps=epochs * len(batches), seed=0, checkpoint_every_steps=None,
+                       checkpoint_every_minutes=None, log_every_steps=10_000)
     t0 = time.monotonic()
     result = train(model, batches, job_dir, optim=optim, schedule=schedule, config=cfg,
                    control=TrainControl(should_stop=lambda: time.monotonic() - t0 > seconds),

@@ -58,10 +58,9 @@ class PickSet:
         """Write ``<survey>/picks/<name>.npz`` (atomically) and return its path."""
         if not re.fullmatch(r"[\w.-]+", name):
             raise PicksError(f"pick set name {name!r} is not allowed: use letters, digits, '_', '-', '.'")
-        folder = Path(survey_folder) / "picks"
-        folder.mkdir(exist_ok=True)
-        path = folder / f"{name}.npz"
-        tmp = folder / f".{name}.tmp.npz"
+        path = pick_set_file(survey_folder, name)
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_name(f".{name}.tmp.npz")
         np.savez(tmp, i=self.i, x=self.x, s=self.s, cls=self.cls, class_names=np.array(self.class_names))
         os.replace(tmp, path)
         return path
@@ -69,12 +68,22 @@ class PickSet:
     @classmethod
     def load(cls, survey_folder: str | os.PathLike, name: str) -> "PickSet":
         """Read a pick set written by save."""
-        path = Path(survey_folder) / "picks" / f"{name}.npz"
+        path = pick_set_file(survey_folder, name)
         if not path.is_file():
-            have = sorted(p.stem for p in path.parent.glob("*.npz")) if path.parent.is_dir() else []
-            raise PicksError(f"no pick set {name!r} in {path.parent}; it has {have}")
+            raise PicksError(f"no pick set {name!r} in {path.parent}; it has {pick_set_names(survey_folder)}")
         with np.load(path) as z:
             return cls(z["i"], z["x"], z["s"], z["cls"], [str(n) for n in z["class_names"]])
+
+
+def pick_set_file(survey_folder: str | os.PathLike, name: str) -> Path:
+    """Where a survey keeps its pick set `name`: ``<survey>/picks/<name>.npz``."""
+    return Path(survey_folder) / "picks" / f"{name}.npz"
+
+
+def pick_set_names(survey_folder: str | os.PathLike) -> list[str]:
+    """The names of a survey's pick sets, sorted."""
+    folder = pick_set_file(survey_folder, "_").parent
+    return sorted(p.stem for p in folder.glob("*.npz")) if folder.is_dir() else []
 
 
 LINE_HOLDS = ("a point line holds inline, crossline and z as numbers, then optional numeric columns (e.g. "

@@ -14,6 +14,8 @@ from pathlib import Path
 import zmq
 import zmq.auth
 
+from daemon.common.home import keys_folder
+
 
 @dataclass(frozen=True)
 class ExecutorKeys:
@@ -60,4 +62,4 @@ class ExecutorKeys:
 
 
 def executor_keys(home: Path) -> ExecutorKeys:
-    return ExecutorKeys(home / "keys")
+    return ExecutorKeys(keys_folder(home))

@@ -1,6 +1,6 @@
 """Job kinds. Importing this package registers the built-in kinds (torch-free specs; runners load in executors)."""
-from daemon.kinds.registry import (CheckContext, InvalidJob, JobKind, JobSpec, get_kind, kind_names,  # noqa: F401
-                                  load_plugins, register, validate_job)
+from daemon.kinds.registry import (CheckContext, InvalidJob, JobKind, JobSpec, TaskResources,  # noqa: F401
+                                   get_kind, kind_names, load_plugins, register, validate_job)
 
 from daemon.kinds import data  # noqa: E402,F401  (registers import and extract)
 from daemon.kinds import predict, train  # noqa: E402,F401  (register train and predict)

@@ -10,9 +10,14 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from daemon.common.home import picks_file, survey_folder
 from daemon.kinds.registry import CheckContext, JobKind, JobSpec, register
+from daemon.kinds.schema import Section
+
+DEFAULT_VOLUME = "seismic"  # the volume a SEG-Y import makes, and the one a job reads unless told
+DEFAULT_PICKS = "default"   # the pick set a picks import makes, and the one a job reads unless told
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
@@ -25,17 +30,9 @@ def name_problem(key: str, name: str) -> str | None:
     return None
 
 
-def survey_folder(home: Path, name: str) -> Path:
-    return home / "surveys" / name
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class SegySection(_Section):
+class SegySection(Section):
     file: str = Field(description="path of the post-stack 3D SEG-Y file")
-    volume: str = Field("seismic", description="name of the volume (attribute) in the survey")
+    volume: str = Field(DEFAULT_VOLUME, description="name of the volume (attribute) in the survey")
     add_volume: bool = Field(False, description="add the volume to an existing survey with the same grid")
     iline: int = Field(189, ge=1, le=237, description="byte position of the inline number in trace headers")
     xline: int = Field(193, ge=1, le=237, description="byte position of the crossline number")
@@ -44,9 +41,9 @@ class SegySection(_Section):
     offset: int | None = Field(None, description="for a pre-stack file: the one offset to import")
 
 
-class PicksSection(_Section):
+class PicksSection(Section):
     files: list[str] = Field(min_length=1, description="point files (inline, crossline, z, ...)")
-    set: str = Field("default", description="name of the pick set in the survey")
+    set: str = Field(DEFAULT_PICKS, description="name of the pick set in the survey")
     class_pattern: str = Field(r"multi_(?P<name>.+)_ilxl", description="regular expression with a (?P<name>...) "
                                "group taking the class name from each file name")
     class_column: int | None = Field(None, ge=0, description="0-based column of integer class ids, instead of "
@@ -104,14 +101,16 @@ def check_import(spec: ImportSpec, ctx: CheckContext) -> list[str]:
     return problems
 
 
-class ExampleSource(_Section):
-    survey: str
-    picks: str = Field("default", description="pick set of the survey")
-    volumes: list[str] = Field(default_factory=lambda: ["seismic"], min_length=1,
-                               description="volumes stacked as channels")
+class PickSource(Section):
+    """Picks and volumes of a survey in the home, as a job reads them."""
+
+    survey: str = Field(description="survey name in the home (seisctl survey import ... --name NAME)")
+    picks: str = Field(DEFAULT_PICKS, description="pick set of the survey")
+    volumes: list[str] = Field(default_factory=lambda: [DEFAULT_VOLUME], min_length=1,
+                               description="volumes stacked as input channels")
 
 
-class CropSection(_Section):
+class CropSection(Section):
     size: list[int] = Field(min_length=2, max_length=3, description="[a, b] for 2D crops, [a, b, c] for 3D")
     orientation: Literal["inline", "crossline", "time", "3d"] = "inline"
 
@@ -127,7 +126,7 @@ class CropSection(_Section):
 class ExtractSpec(JobSpec):
     kind: Literal["extract"] = "extract"
     examples: str = Field(description="name of the example set to write (examples/<name>.h5)")
-    sources: list[ExampleSource] = Field(min_length=1)
+    sources: list[PickSource] = Field(min_length=1)
     crop: CropSection
     notes: str = ""
 
@@ -142,7 +141,7 @@ def check_extract(spec: ExtractSpec, ctx: CheckContext) -> list[str]:
         if not (folder / "survey.json").is_file():
             problems.append(f"sources.{k}.survey: no survey {src.survey!r}")
             continue
-        if not (folder / "picks" / f"{src.picks}.npz").is_file():
+        if not picks_file(ctx.home, src.survey, src.picks).is_file():
             problems.append(f"sources.{k}.picks: survey {src.survey!r} has no pick set {src.picks!r}")
         import json
         have = json.loads((folder / "survey.json").read_text()).get("volumes", {})

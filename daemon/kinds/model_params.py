@@ -1,8 +1,10 @@
 """Parameter schemas of the registry's models, free of torch.
 
 The daemon's main process validates job files at submit time without importing torch, so everything it needs to
-know about a model's parameters lives here: names, types, defaults and allowed ranges. The torch modules
-(patchcnn.py, unet.py, user.py) read their defaults from the same tables, so there is one place for them.
+know about a model's parameters lives here: names, types, defaults and allowed ranges, and the crops a model takes.
+The train job's schema (daemon/kinds/train_spec.py, ModelSection) checks `model:` with `param_problems`;
+build_model checks with `validate_model_params`; the torch modules (patchcnn.py, unet.py, user.py) get their
+defaults from `resolved_params`, so there is one place for them.
 """
 from __future__ import annotations
 
@@ -49,6 +51,7 @@ class ModelSpec:
     params: dict[str, ParamSpec] = field(default_factory=dict)
     ranks: tuple[int, ...] = (2, 3)
     open_params: bool = False  # user models take any extra keyword parameters
+    min_2d_crop: int = 1  # the smallest side of a 2D crop it can take
 
 
 ACTIVATIONS = ("elu", "relu", "leaky_relu", "gelu")
@@ -65,6 +68,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             "activation": ParamSpec(str, "elu", "activation function", _one_of(*ACTIVATIONS)),
             "norm": ParamSpec(str, "batch", "normalisation layer", _one_of(*NORMS)),
         },
+        min_2d_crop=4,  # pooling after the first block, then 3x3 convolutions
     ),
     "unet": ModelSpec(
         doc="Fully convolutional U-Net for sparse-label segmentation; pads inputs internally to a multiple of "
@@ -110,24 +114,53 @@ def resolved_params(name: str, params: dict[str, Any] | None) -> dict[str, Any]:
     return out
 
 
-def validate_model_params(name: str, params: dict[str, Any] | None, input_shape: Sequence[int]) -> list[str]:
-    """Every problem with a model choice, as 'model.<key>: what is wrong' lines; empty when it is valid."""
+def param_problems(name: str, params: dict[str, Any]) -> list[tuple[tuple[str, ...], str]]:
+    """Every problem with a model name and its parameters, as (key path inside `model:`, what is wrong). Whether a
+    user model's file exists is not looked at (validate_model_params and the train job's submit check do)."""
     if name not in MODEL_SPECS:
-        return [f"model.name: unknown model {name!r}; expected one of {', '.join(model_names())}"]
+        return [(("name",), f"unknown model {name!r}; expected one of {', '.join(model_names())}")]
     spec = MODEL_SPECS[name]
-    problems = _check_input_shape(spec, input_shape)
-    params = dict(params or {})
+    problems: list[tuple[tuple[str, ...], str]] = []
     for key, value in params.items():
         pspec = spec.params.get(key) or COMMON_PARAMS.get(key)
         if pspec is None:
             if not spec.open_params:
-                problems.append(f"model.params.{key}: unknown parameter for {name}; "
-                                f"expected one of {', '.join(sorted([*spec.params, *COMMON_PARAMS]))}")
+                problems.append((("params", key), f"unknown parameter for {name}; "
+                                 f"expected one of {', '.join(sorted([*spec.params, *COMMON_PARAMS]))}"))
             continue
-        problems.extend(_check_value(key, value, pspec))
-    if name == "user":
-        problems.extend(_check_user_path(params.get("path")))
+        if (problem := _value_problem(value, pspec)):
+            problems.append((("params", key), problem))
+    if name == "user" and (problem := _user_path_problem(params.get("path"))):
+        problems.append((("params", "path"), problem))
     return problems
+
+
+def crop_problems(name: str, crop: Sequence[int], orientation: str) -> list[str]:
+    """What is wrong with crops of `crop` ([a, b] or [a, b, c]) for model `name` (a registered one)."""
+    spec = MODEL_SPECS[name]
+    if len(crop) not in spec.ranks:
+        return [f"{name} takes crops with {' or '.join(map(str, spec.ranks))} sizes, got {list(crop)}"]
+    if orientation != "3d" and min(crop) < spec.min_2d_crop:
+        return [f"{name} needs crops of at least {spec.min_2d_crop} x {spec.min_2d_crop}, got {list(crop)}"]
+    return []
+
+
+def validate_model_params(name: str, params: dict[str, Any] | None, input_shape: Sequence[int]) -> list[str]:
+    """Every problem with a model choice, as 'model.<key>: what is wrong' lines; empty when it is valid."""
+    if name not in MODEL_SPECS:
+        return [f"model.name: unknown model {name!r}; expected one of {', '.join(model_names())}"]
+    params = dict(params or {})
+    problems = _check_input_shape(MODEL_SPECS[name], input_shape)
+    problems += [f"model.{'.'.join(loc)}: {problem}" for loc, problem in param_problems(name, params)]
+    if name == "user" and _user_path_problem(params.get("path")) is None:
+        if (missing := user_file_problem(params["path"])):
+            problems.append(f"model.params.path: {missing}")
+    return problems
+
+
+def user_file_problem(path: str) -> str | None:
+    """Whether a user model's file (its path checked by param_problems) is there."""
+    return None if Path(path).expanduser().is_file() else f"file not found: {path}"
 
 
 def _check_input_shape(spec: ModelSpec, input_shape: Sequence[int]) -> list[str]:
@@ -140,24 +173,17 @@ def _check_input_shape(spec: ModelSpec, input_shape: Sequence[int]) -> list[str]
     return []
 
 
-def _check_value(key: str, value: Any, pspec: ParamSpec) -> list[str]:
+def _value_problem(value: Any, pspec: ParamSpec) -> str | None:
     kinds = pspec.kind if isinstance(pspec.kind, tuple) else (pspec.kind,)
     if isinstance(value, bool) or not isinstance(value, kinds):
         names = " or ".join(k.__name__ for k in kinds)
-        return [f"model.params.{key}: expected {names}, got {type(value).__name__} {value!r}"]
-    if pspec.check is not None:
-        problem = pspec.check(value)
-        if problem:
-            return [f"model.params.{key}: {problem}"]
-    return []
+        return f"expected {names}, got {type(value).__name__} {value!r}"
+    return pspec.check(value) if pspec.check is not None else None
 
 
-def _check_user_path(path: Any) -> list[str]:
+def _user_path_problem(path: Any) -> str | None:
     if not isinstance(path, str) or not path:
-        return ["model.params.path: a user model needs the path of its Python file"]
-    file = Path(path).expanduser()
-    if file.suffix != ".py":
-        return [f"model.params.path: expected a .py file, got {path}"]
-    if not file.is_file():
-        return [f"model.params.path: file not found: {path}"]
-    return []
+        return "a user model needs the path of its Python file"
+    if Path(path).expanduser().suffix != ".py":
+        return f"expected a .py file, got {path}"
+    return None

@@ -10,20 +10,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-from daemon.kinds.data import name_problem, survey_folder
-from daemon.kinds.registry import CheckContext, JobKind, JobSpec, register
+from daemon.common.home import model_file, prediction_folder, survey_folder
+from daemon.kinds.data import DEFAULT_VOLUME, name_problem
+from daemon.kinds.registry import CheckContext, JobKind, JobSpec, TaskResources, register
+from daemon.kinds.schema import Section
 
-OUTPUT_NAMES = ("labels", "probabilities", "confidence")
+OutputName = Literal["labels", "probabilities", "confidence"]  # what a model's application can write
+OUTPUT_NAMES: tuple[str, ...] = get_args(OutputName)  # in that order (predict jobs, streaming, the apply engine)
 
 
-class FiguresSection(BaseModel):
+class FiguresSection(Section):
     """Slices drawn as PNG: real inline / crossline numbers and sample times. Absent: the middle of each axis."""
-
-    model_config = ConfigDict(extra="forbid")
 
     inlines: list[int] | None = None
     crosslines: list[int] | None = None
@@ -36,7 +37,7 @@ class PredictSpec(JobSpec):
     model: str = Field(description="model name: models/<model>.h5 in the home")
     survey: str = Field(description="survey name in the home")
     output: str = Field(description="results go to predictions/<output>/ in the home")
-    outputs: list[Literal["labels", "probabilities", "confidence"]] = Field(
+    outputs: list[OutputName] = Field(
         default_factory=lambda: ["labels", "confidence"], min_length=1)
     format: Literal["segy", "hdf5", "both"] = "segy"
     tile: list[int] | None = Field(None, description="fcn tile [lateral, samples] (2D) or 3 sizes (3D); "
@@ -65,14 +66,6 @@ class PredictSpec(JobSpec):
     @classmethod
     def _unique(cls, v: list[str]) -> list[str]:
         return [o for o in OUTPUT_NAMES if o in v]
-
-
-def model_path(home: Path, name: str) -> Path:
-    return home / "models" / f"{name}.h5"
-
-
-def prediction_folder(home: Path, name: str) -> Path:
-    return home / "predictions" / name
 
 
 def check_predict(spec: PredictSpec, ctx: CheckContext) -> list[str]:
@@ -119,7 +112,7 @@ def _figure_problems(spec: PredictSpec, doc: dict[str, Any]) -> list[str]:
 def _model_problems(spec: PredictSpec, home: Path, have: list[str]) -> list[str]:
     from daemon.kinds.modelinfo import ModelFileError, read_model_info
 
-    path = model_path(home, spec.model)
+    path = model_file(home, spec.model)
     if not path.is_file():
         return [f"model: no model {spec.model!r} in this home (models/{spec.model}.h5; `seisctl models list`)"]
     try:
@@ -127,7 +120,7 @@ def _model_problems(spec: PredictSpec, home: Path, have: list[str]) -> list[str]
     except ModelFileError as exc:
         return [f"model: {exc}"]
     input_spec = info.input_spec or {}
-    volumes = list(input_spec.get("volumes") or (["seismic"] if info.in_channels == 1 else []))
+    volumes = list(input_spec.get("volumes") or ([DEFAULT_VOLUME] if info.in_channels == 1 else []))
     problems = [f"model: the model reads volume {v!r}, which survey {spec.survey!r} lacks (it has "
                 f"{', '.join(have)})" for v in volumes if v not in have]
     if len(volumes) != info.in_channels:
@@ -145,5 +138,12 @@ def _model_problems(spec: PredictSpec, home: Path, have: list[str]) -> list[str]
     return problems
 
 
+def shard_resources(spec: PredictSpec, default: TaskResources) -> TaskResources:
+    """The kind's `resources` hook. A sharded job's executor only plans, waits and exports: its shards, tasks of
+    their own, ask for the CPUs (daemon/executor/predict/ray_shards.py); holding CPUs meanwhile could leave none for them."""
+    return TaskResources(0.0, default.gpus) if spec.shards > 1 else default
+
+
 register(JobKind(name="predict", spec=PredictSpec, runner="daemon.executor.predict.job:run_predict_job", resumable=True,
-                 check=check_predict, doc="apply a model to a whole survey (SEG-Y / HDF5 outputs, figures, scores)"))
+                 check=check_predict, resources=shard_resources,
+                 doc="apply a model to a whole survey (SEG-Y / HDF5 outputs, figures, scores)"))

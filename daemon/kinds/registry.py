@@ -1,17 +1,21 @@
 """The one place job kinds register.
 
 A kind is a torch-free pydantic spec (validated in the daemon's main process at submit) plus the dotted path of the
-function that runs it (imported only inside an executor). Built-in kinds register in `daemon/kinds/__init__.py`;
-settings.plugins names extra modules to import, each calling `register()` (tests use this for test-only kinds).
+function that runs it (imported only inside an executor), its checks, and hooks that the main side calls where a
+kind's jobs are placed differently (the GPU slots a job takes, what its executor asks a cluster for). Built-in kinds
+register in `daemon/kinds/__init__.py`; settings.plugins names extra modules to import, each calling `register()`
+(tests use this for test-only kinds).
 """
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from daemon.kinds.schema import PROBLEM
 
 
 class JobSpec(BaseModel):
@@ -52,6 +56,14 @@ class CheckContext:
 
 
 @dataclass(frozen=True)
+class TaskResources:
+    """What an executor's task asks a cluster (Ray) for."""
+
+    cpus: float
+    gpus: float
+
+
+@dataclass(frozen=True)
 class JobKind:
     name: str
     spec: type[JobSpec]
@@ -62,11 +74,40 @@ class JobKind:
     # checks that take seconds (building a user model in a child process): run off the daemon's loop, after
     # `check` passed; the submit is answered when they finish
     slow_check: Callable[[Any, CheckContext], list[str]] | None = None
+    # hook: the GPU slots a job wants at once, from its spec (a data-parallel train job: one per rank); None: 1.
+    # Whether it gets them is the scheduler's rule (daemon/server/scheduler.py, slots_wanted).
+    slots: Callable[[Any], int] | None = None
+    # hook: what the job's own executor task asks a cluster for, from its spec and what a job gets by default
+    # (settings ray.num_cpus_per_job, and ray.num_gpus_per_job for a CUDA job); None: the default
+    resources: Callable[[Any, TaskResources], TaskResources] | None = None
     doc: str = ""
 
     def load_runner(self) -> Callable[..., Any]:
         module, _, func = self.runner.partition(":")
         return getattr(importlib.import_module(module), func)
+
+    def load_spec(self, stored: Mapping[str, Any]) -> JobSpec:
+        """A spec as the queue stores it (validated at submit, defaults filled in) read back into its typed form."""
+        return self.spec.model_validate(stored)
+
+    def slots_needed(self, spec: JobSpec | Mapping[str, Any]) -> int:
+        """The `slots` hook, for a typed spec or a stored one. A stored spec that no longer reads (a job queued by
+        an older seisd) wants 1 slot: its executor reads it again and fails the job with the reason."""
+        typed = self._typed(spec) if self.slots else None
+        return max(1, int(self.slots(typed))) if typed is not None else 1
+
+    def task_resources(self, spec: JobSpec | Mapping[str, Any], default: TaskResources) -> TaskResources:
+        """The `resources` hook, for a typed spec or a stored one; `default` without a hook or a readable spec."""
+        typed = self._typed(spec) if self.resources else None
+        return self.resources(typed, default) if typed is not None else default
+
+    def _typed(self, spec: JobSpec | Mapping[str, Any]) -> JobSpec | None:
+        if isinstance(spec, JobSpec):
+            return spec
+        try:
+            return self.load_spec(spec)
+        except ValidationError:
+            return None
 
 
 _KINDS: dict[str, JobKind] = {}
@@ -110,10 +151,7 @@ def validate_job(raw: Any, ctx: CheckContext) -> tuple[JobKind, JobSpec]:
     kind = get_kind(kind_name)
     if kind is None:
         raise InvalidJob([f"kind: unknown job kind {kind_name!r}; known kinds: {', '.join(kind_names())}"])
-    try:
-        spec = kind.spec.model_validate(raw)
-    except ValidationError as exc:
-        raise InvalidJob([_problem(e) for e in exc.errors()]) from None
+    spec = parse_spec(kind.spec, raw)
     problems = [f"{key}: {path} is outside the folders this daemon reads from "
                 f"({', '.join(map(str, ctx.input_roots))}; setting paths.inputs)"
                 for key, path in spec.input_files() if ctx.outside_roots(path)]
@@ -125,9 +163,19 @@ def validate_job(raw: Any, ctx: CheckContext) -> tuple[JobKind, JobSpec]:
     return kind, spec
 
 
+def parse_spec(spec: type[JobSpec], raw: Any) -> JobSpec:
+    """`raw` read with a kind's schema; raise InvalidJob naming every problem the schema finds ('key.path: ...')."""
+    try:
+        return spec.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidJob([_problem(e) for e in exc.errors()]) from None
+
+
 def _problem(e: dict[str, Any]) -> str:
     path = ".".join(str(p) for p in e["loc"]) or "(top level)"
     msg = e["msg"]
+    if e["type"] == PROBLEM:  # our own message (daemon/kinds/schema.py): it names the value itself
+        return f"{path}: {msg}"
     if e["type"] == "extra_forbidden":
         msg = "unknown key (a typo?)"
     elif "input" in e and e["type"] != "missing":

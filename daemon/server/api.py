@@ -19,6 +19,7 @@ from client import protocol as P
 from daemon import __version__
 from daemon.server import catalog, scheduler
 from daemon.kinds import InvalidJob, validate_job
+from daemon.kinds.predict import OUTPUT_NAMES as STREAM_OUTPUTS
 from daemon.common.logfiles import read_chunk
 from daemon.server.store import JobRow, StoreError
 
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
     from daemon.server.daemon import Daemon
 
 DEFERRED = object()
-STREAM_OUTPUTS = ("labels", "probabilities", "confidence")
 STREAM_TIMEOUT_S = 300.0   # a large block on a CPU takes a while
 Result = tuple[dict[str, Any], list[np.ndarray]]
 

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from client.protocol import ErrorCode, ProtocolError
-from daemon.kinds.data import name_problem, survey_folder
+from daemon.common.home import (example_set_file, examples_folder, model_file, models_folder, survey_folder,
+                               surveys_folder)
+from daemon.kinds.data import name_problem
 
 
 def _checked_name(key: str, name: str) -> str:
@@ -25,7 +27,7 @@ def _survey(home: Path, name: str) -> Any:
 
     folder = survey_folder(home, _checked_name("name", name))
     if not (folder / "survey.json").is_file():
-        raise ProtocolError(ErrorCode.NOT_FOUND, f"no survey {name!r} in {home / 'surveys'}")
+        raise ProtocolError(ErrorCode.NOT_FOUND, f"no survey {name!r} in {surveys_folder(home)}")
     try:
         return Survey.open(folder, sync=False)  # the daemon answers at once; the first job to use it fsyncs
     except SurveyError as exc:
@@ -33,17 +35,18 @@ def _survey(home: Path, name: str) -> Any:
 
 
 def survey_summary(s: Any) -> dict[str, Any]:
-    picks_dir = s.folder / "picks"
+    from workers.picks import pick_set_names
+
     return {"name": s.name, "shape": list(s.shape), "volumes": list(s.volumes),
             "inlines": [int(s.inlines[0]), int(s.inlines[-1])],
             "crosslines": [int(s.crosslines[0]), int(s.crosslines[-1])],
             "samples": [float(s.samples[0]), float(s.samples[-1])], "sample_unit": s.geometry.sample_unit,
-            "picks": sorted(p.stem for p in picks_dir.glob("*.npz")) if picks_dir.is_dir() else []}
+            "picks": pick_set_names(s.folder)}
 
 
 def list_surveys(home: Path) -> list[dict[str, Any]]:
     out = []
-    for folder in sorted((home / "surveys").glob("*/survey.json")):
+    for folder in sorted(surveys_folder(home).glob("*/survey.json")):
         try:
             out.append(survey_summary(_survey(home, folder.parent.name)))
         except ProtocolError as exc:
@@ -70,14 +73,10 @@ def remove_survey(home: Path, name: str, users: list[int]) -> dict[str, Any]:
 
 # -- example sets ----------------------------------------------------------------------------------------------
 
-def _examples_dir(home: Path) -> Path:
-    return home / "examples"
-
-
 def _example_path(home: Path, name: str) -> Path:
-    path = _examples_dir(home) / f"{_checked_name('name', name)}.h5"
+    path = example_set_file(home, _checked_name("name", name))
     if not path.is_file():
-        raise ProtocolError(ErrorCode.NOT_FOUND, f"no example set {name!r} in {_examples_dir(home)}")
+        raise ProtocolError(ErrorCode.NOT_FOUND, f"no example set {name!r} in {examples_folder(home)}")
     return path
 
 
@@ -104,7 +103,7 @@ def examples_op(home: Path, action: str, name: str | None, value: str | None) ->
     """list, info, rename, lock, unlock, rm, default, note: one entry point so the rules live in one place."""
     from workers import examples as ex
 
-    folder = _examples_dir(home)
+    folder = examples_folder(home)
     if action == "list":
         default = ex.get_default(folder)
         return {"examples": [_broken_example_json(i, default) if isinstance(i, ex.BrokenExampleSet)
@@ -137,9 +136,9 @@ def examples_op(home: Path, action: str, name: str | None, value: str | None) ->
 # -- models ----------------------------------------------------------------------------------------------------
 
 def _model_path(home: Path, name: str) -> Path:
-    path = home / "models" / f"{_checked_name('name', name)}.h5"
+    path = model_file(home, _checked_name("name", name))
     if not path.is_file():
-        raise ProtocolError(ErrorCode.NOT_FOUND, f"no model {name!r} in {home / 'models'}")
+        raise ProtocolError(ErrorCode.NOT_FOUND, f"no model {name!r} in {models_folder(home)}")
     return path
 
 
@@ -159,7 +158,7 @@ def _model_json(path: Path) -> dict[str, Any]:
 
 def list_models(home: Path) -> list[dict[str, Any]]:
     out = []
-    for path in sorted((home / "models").glob("*.h5")):
+    for path in sorted(models_folder(home).glob("*.h5")):
         m = _model_json(path)
         out.append({k: m.get(k) for k in ("name", "architecture", "classes", "input_shape", "in_channels",
                                           "provenance", "error") if k in m})

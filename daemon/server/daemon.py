@@ -32,6 +32,7 @@ from client import protocol as P
 from daemon import __version__
 from daemon.server import api, scheduler
 from daemon.server.backends import BackendError, make_backend
+from daemon.common import home as layout
 from daemon.common.keys import executor_keys
 from daemon.server.backends.local import LaunchArgs
 from daemon.server.backends.ray_backend import shared_home
@@ -65,13 +66,12 @@ class Daemon:
         self.streams: dict[str, StreamSession] = {}
         self.background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="seisd-check")
         self.off_loop_waiting: list[tuple[Future, Callable[[Any], dict[str, Any]], Pending]] = []
-        for sub in ("jobs", "logs", "surveys", "examples", "models", "keys"):
-            (home / sub).mkdir(parents=True, exist_ok=True)
+        layout.make_folders(home)
         self._lock_home()
         self.rundir = P.runtime_dir(home)
         make_private_dir(self.rundir)
         load_plugins(settings.plugins)
-        self.store = JobStore(home / "seisd.db")
+        self.store = JobStore(layout.database(home))
         self.zctx = zmq.Context()
         self.control = self._bind(zmq.ROUTER, P.control_endpoint(home))
         self.events = self._bind(zmq.PUB, P.events_endpoint(home))
@@ -85,7 +85,7 @@ class Daemon:
         exec_home = shared_home(settings, home) if settings.backend == "ray" else home
         try:
             self.backend = make_backend(settings, LaunchArgs(exec_endpoint, exec_home, config_file,
-                                                             exec_home / "logs"))
+                                                             layout.logs_folder(exec_home)))
         except BackendError as exc:
             raise DaemonError(str(exc)) from None
         self.slots = self.backend.device_names()  # what job files may ask for (checked at submit)
@@ -100,7 +100,7 @@ class Daemon:
     # -- start-up ----------------------------------------------------------------------------------------------
 
     def _lock_home(self) -> None:
-        self._lockfile = open(self.home / "seisd.lock", "a+")
+        self._lockfile = open(layout.lock_file(self.home), "a+")
         try:
             fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -337,7 +337,7 @@ class Daemon:
                 f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} DAEMON {line}\n")
 
     def job_dir(self, job_id: int) -> Path:
-        return self.home / "jobs" / str(job_id)
+        return layout.job_folder(self.home, job_id)
 
     # -- the job lifecycle -------------------------------------------------------------------------------------
 
@@ -379,7 +379,9 @@ class Daemon:
         tasks, not slots. The one rule for submit (refusing what can never be placed) and dispatch."""
         if not self.backend.long_lived:
             return 1
-        return scheduler.slots_wanted(kind, spec, device, [s.name for s in self.slots])
+        job_kind = get_kind(kind)
+        wanted = job_kind.slots_needed(spec) if job_kind else 1  # the kind's hook (daemon/kinds/registry.py)
+        return scheduler.slots_wanted(wanted, device, [s.name for s in self.slots])
 
     def _start_job(self, job: JobRow, h: ExecutorHandle, helpers: list[ExecutorHandle] | None = None) -> None:
         kind = get_kind(job.kind)
@@ -391,7 +393,7 @@ class Daemon:
         if helpers:
             self.supervisor.hold(h, helpers, job.id, self.job_dir(job.id))
         device = self.backend.torch_device(h.slot, job.device, kind.devices if kind else "any")
-        exec_dir = self.backend.launch_args.home / "jobs" / str(job.id)  # the job folder as the executor sees it
+        exec_dir = layout.job_folder(self.backend.launch_args.home, job.id)  # the job folder as the executor sees it
         self.supervisor.begin_job(h, {"op": "run", "job": job.id, "kind": job.kind, "spec": job.spec,
                                       "job_dir": str(exec_dir), "attempt": job.attempts + 1,
                                       "resume": resume, "device": device}, self._to_executor)

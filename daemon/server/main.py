@@ -9,6 +9,7 @@ from pathlib import Path
 
 from client.protocol import default_home
 from daemon import __version__
+from daemon.common.home import daemon_log
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,10 +53,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _setup_logging(home: Path, level: str) -> None:
-    (home / "logs").mkdir(parents=True, exist_ok=True)
+    log_file = daemon_log(home)
+    log_file.parent.mkdir(parents=True, exist_ok=True)
     fmt = logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s")
-    file_handler = logging.handlers.RotatingFileHandler(home / "logs" / "seisd.log", maxBytes=20 << 20,
-                                                        backupCount=3)
+    file_handler = logging.handlers.RotatingFileHandler(log_file, maxBytes=20 << 20, backupCount=3)
     file_handler.setFormatter(fmt)
     stream = logging.StreamHandler(sys.stderr)
     stream.setFormatter(fmt)

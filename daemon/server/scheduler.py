@@ -4,9 +4,10 @@ Order: highest priority first, then first submitted (the store hands jobs over i
 yet (its device is busy) does not block jobs behind it that can run on another free slot; among jobs that want the
 same slot, order decides.
 
-Most jobs take one slot. A data-parallel train job on CUDA (`train.distributed.world_size: N`, see `slots_wanted`)
-takes N GPU slots at once, all or none: rank 0 runs in the first slot's executor, rank r in a process that sees
-only the r-th slot's device (daemon/executor/training/distributed.py).
+Most jobs take one slot. A job whose kind wants N GPU slots (its `slots` hook, daemon/kinds/registry.py: a
+data-parallel train job's `train.distributed.world_size`) takes N GPU slots at once on CUDA, all or none
+(`slots_wanted`): rank 0 runs in the first slot's executor, rank r in a process that sees only the r-th slot's
+device (daemon/executor/training/distributed.py).
 
 NOTE [no starving]
   A job wanting N slots while fewer than N it accepts are free would never start if the jobs behind it kept taking
@@ -17,7 +18,7 @@ NOTE [no starving]
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping, Protocol
+from typing import Callable, Iterable, Mapping, Protocol
 
 
 class _Job(Protocol):
@@ -50,17 +51,15 @@ def group_accepts(slot_name: str, wanted: str, kind_devices: str, count: int, ac
             and accepts(slot_name, wanted, kind_devices))
 
 
-def slots_wanted(kind: str, spec: Mapping[str, Any], wanted: str, slot_names: Iterable[str]) -> int:
-    """How many slots a job takes: world_size for a data-parallel train job that will run on CUDA; else 1.
+def slots_wanted(gpus: int, wanted: str, slot_names: Iterable[str]) -> int:
+    """How many slots a job takes that its kind says wants `gpus` GPU slots (JobKind.slots_needed): all of them
+    when it will run on CUDA; else 1.
 
-    On the CPU the ranks share the one CPU slot (Gloo ranks spawned inside one executor), and `auto` means CUDA
-    only when the machine has GPU slots."""
-    if kind != "train" or wanted == "cpu" or wanted.startswith("cuda:"):
+    On the CPU the ranks share the one CPU slot (Gloo ranks spawned inside one executor), a job for one named
+    device (cuda:N) cannot spread, and `auto` means CUDA only when the machine has GPU slots."""
+    if gpus <= 1 or wanted == "cpu" or wanted.startswith("cuda:"):
         return 1
-    train = spec.get("train") or {}
-    world = int(((train.get("distributed") or {}) if isinstance(train, Mapping) else {}).get("world_size") or 1)
-    has_gpu = any(name != "cpu" for name in slot_names)
-    return world if world > 1 and has_gpu else 1
+    return gpus if any(name != "cpu" for name in slot_names) else 1
 
 
 def assign(queued: Iterable[_Job], free_slots: list[str], kind_devices: dict[int, str],

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from client import protocol as P
+from daemon.common.home import viewers_folder
 from daemon.common.logfiles import read_chunk
 from client.protocol import ErrorCode, ProtocolError
 from daemon.viewers.health import HealthChecker, check_url
@@ -42,7 +43,7 @@ class ViewerManager:
 
     def __init__(self, home: Path, settings: Any, publish: Callable[..., None]):
         self.home, self.settings, self.publish = Path(home), settings, publish
-        self.folder = self.home / "viewers"
+        self.folder = viewers_folder(self.home)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.records: dict[str, ViewerRecord] = {}
         for name in KINDS:

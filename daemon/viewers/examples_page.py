@@ -15,6 +15,7 @@ from bokeh.document import Document
 from bokeh.layouts import column, row
 from bokeh.models import Div, Select, Slider
 
+from daemon.common.home import example_set_file, examples_folder
 from daemon.viewers.panels import PALETTES, SlicePanel
 
 AXIS_NAMES = ("inline", "crossline", "sample")
@@ -38,7 +39,8 @@ class ExampleSetPage:
     """Widgets and panels of one browser session of /examples."""
 
     def __init__(self, doc: Document, home: Path):
-        self.folder = home / "examples"
+        self.home = home
+        self.folder = examples_folder(home)
         names = sorted(p.stem for p in self.folder.glob("*.h5"))
         wanted = query(doc, "set")
         self.choice = Select(title="example set", options=names or ["(none)"],
@@ -62,7 +64,7 @@ class ExampleSetPage:
         """Show set `name` from example `index`: rebuild the sliders and panels for its crop shape."""
         if self.h5 is not None:
             self.h5.close()
-        path = self.folder / f"{name}.h5"
+        path = example_set_file(self.home, name)
         if not path.is_file():
             self.layout.children = self.layout.children[:2]
             self.info.text = f"<b>no example set</b> {name!r} in {self.folder}: extract one first"

@@ -15,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+from daemon.common.home import jobs_folder, viewers_folder
 from daemon.common.lifeline import die_with_parent, ignore_sigint
 
 REFRESH_S = 3.0
@@ -22,7 +23,7 @@ REFRESH_S = 3.0
 
 def runs_folder(home: Path) -> Path:
     """The folder of job<id> symlinks that TensorBoard reads."""
-    return home / "viewers" / "tensorboard-runs"
+    return viewers_folder(home) / "tensorboard-runs"
 
 
 def refresh_links(home: Path, jobs: list[int] | None) -> list[str]:
@@ -30,7 +31,7 @@ def refresh_links(home: Path, jobs: list[int] | None) -> list[str]:
     runs = runs_folder(home)
     runs.mkdir(parents=True, exist_ok=True)
     wanted: dict[str, Path] = {}
-    for d in (home / "jobs").glob("*/tensorboard"):
+    for d in jobs_folder(home).glob("*/tensorboard"):
         if d.parent.name.isdigit() and (jobs is None or int(d.parent.name) in jobs):
             wanted[f"job{d.parent.name}"] = d
     for link in runs.iterdir():

@@ -19,9 +19,10 @@ from bokeh.document import Document
 from bokeh.layouts import column, row
 from bokeh.models import Div, Select, Slider
 
+from daemon.common.home import prediction_folder, predictions_folder, survey_folder, surveys_folder
 from daemon.viewers.examples_page import query, slider
 from daemon.viewers.panels import PALETTES, SlicePanel, class_colors
-from workers.picks import PickSet, PicksError
+from workers.picks import PickSet, PicksError, pick_set_names
 from workers.survey import Survey, SurveyError
 
 NONE = "(none)"
@@ -54,7 +55,7 @@ class SurveyPage:
 
     def __init__(self, doc: Document, home: Path):
         self.home = home
-        names = sorted(p.parent.name for p in (home / "surveys").glob("*/survey.json"))
+        names = sorted(p.parent.name for p in surveys_folder(home).glob("*/survey.json"))
         wanted = query(doc, "name")
         self.choice = Select(title="survey", options=names or [NONE],
                              value=wanted if wanted in names else (names[0] if names else NONE))
@@ -99,15 +100,15 @@ class SurveyPage:
 
     def open_survey(self, name: str, prediction: str | None, picks: str | None) -> None:
         try:
-            self.survey = Survey.open(self.home / "surveys" / name)
+            self.survey = Survey.open(survey_folder(self.home, name))
         except SurveyError as exc:
             self.info.text = f"<b>no survey to show</b>: {exc}"
             return
         self.volume.options = self.survey.volumes or [NONE]
         self.volume.value = "seismic" if "seismic" in self.survey.volumes else self.volume.options[0]
-        preds = sorted(p.name for p in (self.home / "predictions").glob("*") if p.is_dir())
+        preds = sorted(p.name for p in predictions_folder(self.home).glob("*") if p.is_dir())
         self.prediction.options = [NONE, *preds]
-        pick_sets = sorted(p.stem for p in (self.survey.folder / "picks").glob("*.npz"))
+        pick_sets = pick_set_names(self.survey.folder)
         self.picks.options = [NONE, *pick_sets]
         for s, n in zip(self.lines, self.survey.shape):
             s.end, s.disabled = max(n - 1, 1), n <= 1
@@ -124,7 +125,7 @@ class SurveyPage:
         self.labels, self.class_names = None, []
         if name != NONE:
             try:
-                self.labels, self.class_names, self._h5 = open_labels(self.home / "predictions" / name)
+                self.labels, self.class_names, self._h5 = open_labels(prediction_folder(self.home, name))
             except (PredictionError, OSError) as exc:
                 self.problem = f"<b>prediction {name!r} cannot be shown</b>: {exc}"
             if self.labels is not None and tuple(self.labels.shape) != tuple(self.survey.shape):

@@ -62,7 +62,7 @@ def test_validation_names_every_problem() -> None:
 
 def test_validation_runs_without_torch() -> None:
     code = ("import sys; from daemon.executor.models import validate_model_params; "
-            "from daemon.kinds.train_config import parse_sections; "
+            "from daemon.kinds.train_spec import TrainSpec; "
             "assert validate_model_params('unet', {}, (8, 8)) == []; assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -6,7 +6,7 @@ import pytest
 from daemon.executor.modelfile import ModelInfo
 from daemon.executor.predict.recipe import recipe_of
 from daemon.executor.training.job import _apply_orientation
-from daemon.kinds.train import DataSection
+from daemon.kinds.train_spec import DataSection
 
 
 def _info(**spec: object) -> ModelInfo:

@@ -51,20 +51,44 @@ def test_only_the_first_waiting_group_reserves_and_higher_order_single_jobs_go_f
 
 
 def test_slots_wanted_and_submit_check() -> None:
-    train2 = {"train": {"distributed": {"world_size": 2}}}
     slots = GPUS4[:2] + ["cpu"]
-    assert slots_wanted("train", train2, "cuda", slots) == 2
-    assert slots_wanted("train", train2, "auto", slots) == 2
-    assert slots_wanted("train", train2, "auto", ["cpu"]) == 1   # Gloo ranks share the CPU slot
-    assert slots_wanted("train", train2, "cpu", slots) == 1
-    assert slots_wanted("train", train2, "cuda:1", slots) == 1   # one named device: its ranks cannot spread
-    assert slots_wanted("predict", train2, "cuda", slots) == 1
-    assert slots_wanted("train", {"train": {}}, "cuda", slots) == 1
+    assert slots_wanted(2, "cuda", slots) == 2
+    assert slots_wanted(2, "auto", slots) == 2
+    assert slots_wanted(2, "auto", ["cpu"]) == 1   # Gloo ranks share the CPU slot
+    assert slots_wanted(2, "cpu", slots) == 1
+    assert slots_wanted(2, "cuda:1", slots) == 1   # one named device: its ranks cannot spread
+    assert slots_wanted(1, "cuda", slots) == 1
     assert device_available("cuda", "any", slots, count=2)
     assert not device_available("cuda", "any", slots, count=3)     # 3 GPUs on a 2-GPU machine: refused
     assert not device_available("cuda", "any", ["cpu"], count=2)
     assert device_available("cpu", "any", ["cpu"]) and not device_available("cuda:3", "any", slots)
     assert not group_accepts("cuda:0", "cpu", "any", 2) and group_accepts("cuda:0", "auto", "any", 2)
+
+
+def test_kinds_say_how_many_gpu_slots_their_jobs_want() -> None:
+    """The kind's hook reads the typed spec, or the spec as the queue stores it (every default filled in)."""
+    from daemon.kinds import get_kind
+    from daemon.kinds.train_spec import TrainSpec
+
+    train = TrainSpec.model_validate({"kind": "train", "output": "m", "data": {"survey": "s", "crop": {"size": [8, 8]}},
+                                      "model": {"name": "unet"}, "train": {"distributed": {"world_size": 2}}})
+    kind = get_kind("train")
+    assert kind.slots_needed(train) == kind.slots_needed(train.model_dump(mode="json")) == 2
+    assert kind.slots_needed(train.model_copy(update={"train": train.train.model_copy(update={
+        "distributed": train.train.distributed.model_copy(update={"world_size": 1})})})) == 1
+    assert kind.slots_needed({"kind": "train", "stored": "by an older seisd"}) == 1  # its executor fails it
+    assert get_kind("predict").slots_needed({"kind": "predict"}) == 1  # no hook: one slot, nothing read
+
+
+def test_a_sharded_predict_jobs_own_task_asks_a_cluster_for_no_cpu() -> None:
+    """Its shards, tasks of their own, take the CPUs (the Ray backend asks for what the kind's hook says)."""
+    from daemon.kinds import TaskResources, get_kind
+
+    kind, per_job = get_kind("predict"), TaskResources(4.0, 1.0)
+    job = {"kind": "predict", "model": "m", "survey": "s", "output": "p"}
+    assert kind.task_resources(job, per_job) == per_job
+    assert kind.task_resources({**job, "shards": 3}, per_job) == TaskResources(0.0, 1.0)
+    assert get_kind("train").task_resources({}, per_job) == per_job  # no hook
 
 
 def test_supervisor_places_a_group_holds_its_slots_busy_and_frees_them_when_the_job_leaves(tmp_path) -> None:

@@ -10,8 +10,8 @@ import torch
 
 from daemon.executor.models import build_model
 from daemon.executor.training.checkpoint import atomic_write, load_checkpoint, save_checkpoint
-from daemon.kinds.train_config import (ConfigError, EarlyStopConfig, OptimConfig, ScheduleConfig, TrainConfig,
-                                    parse_sections)
+from daemon.kinds.registry import InvalidJob, parse_spec
+from daemon.kinds.train_spec import EarlyStopSection, OptimSection, ScheduleSection, TrainSection, TrainSpec
 from daemon.executor.training.loop import TrainControl, train
 from daemon.executor.training.optim import LRSchedule
 
@@ -36,10 +36,16 @@ def _model(seed: int = 0) -> torch.nn.Module:
     return build_model("patchcnn", 2, N_CLASSES, (8, 8), {"filters": [4, 8], "dropout": 0.2})
 
 
-def _cfg(**kw) -> TrainConfig:
+def _cfg(**kw) -> TrainSection:
     base = dict(epochs=2, checkpoint_every_steps=None, checkpoint_every_minutes=None, log_every_steps=1)
     base.update(kw)
-    return TrainConfig(**base)
+    return TrainSection(**base)
+
+
+def _job(**sections) -> TrainSpec:
+    """A train job file with these optim / schedule / train sections, read as submit reads it (schema only)."""
+    return parse_spec(TrainSpec, {"kind": "train", "output": "m", "data": {"survey": "s", "crop": {"size": [8, 8]}},
+                                  "model": {"name": "patchcnn"}, **sections})
 
 
 def _params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -95,7 +101,7 @@ def test_resume_from_another_jobs_checkpoint_keeps_its_best_weights(tmp_path: Pa
     best.pt is copied into the new job's checkpoints, so resuming the new job finds it too."""
     data, val = _batches(1, 5), _batches(2, 2)
     # min_delta so large that only the first epoch counts as better: the best weights are epoch 1's, not the last
-    cfg = dict(epochs=3, early_stop=EarlyStopConfig(enabled=False, metric="val_loss", min_delta=1e9))
+    cfg = dict(epochs=3, early_stop=EarlyStopSection(enabled=False, metric="val_loss", min_delta=1e9))
     ref = _model()
     first = train(ref, data, tmp_path / "failed", config=_cfg(**cfg), val_batches=val)
     assert first.best_epoch == 1 and first.step == 15
@@ -129,8 +135,8 @@ def test_transfer_trains_only_the_last_layers(tmp_path: Path) -> None:
 def test_early_stopping_keeps_a_copy_of_the_best_weights(tmp_path: Path) -> None:
     model = _model()
     # a huge rate makes later epochs worse than the first: the best weights must be restored
-    result = train(model, _batches(1, 4), tmp_path, optim=OptimConfig(lr=0.5, name="sgd"),
-                   config=_cfg(epochs=6, early_stop=EarlyStopConfig(patience=1, metric="val_loss")),
+    result = train(model, _batches(1, 4), tmp_path, optim=OptimSection(lr=0.5, name="sgd"),
+                   config=_cfg(epochs=6, early_stop=EarlyStopSection(patience=1, metric="val_loss")),
                    val_batches=_batches(2, 2))
     best = load_checkpoint(tmp_path / "checkpoints" / "best.pt")
     assert best["epoch"] == result.best_epoch
@@ -147,13 +153,13 @@ def test_early_stopping_waits_for_min_epochs(tmp_path: Path) -> None:
     runs = {}
     for min_epochs in (0, 5):
         runs[min_epochs] = train(_model(), _batches(1, 4), tmp_path / str(min_epochs),
-                                 optim=OptimConfig(lr=0.5, name="sgd"), val_batches=_batches(2, 2),
-                                 config=_cfg(epochs=6, early_stop=EarlyStopConfig(patience=1, metric="val_loss",
+                                 optim=OptimSection(lr=0.5, name="sgd"), val_batches=_batches(2, 2),
+                                 config=_cfg(epochs=6, early_stop=EarlyStopSection(patience=1, metric="val_loss",
                                                                                   min_epochs=min_epochs)))
     assert runs[0].stopped == "early_stop" and runs[0].epoch < 5  # the premise: this run does stop early
     assert runs[5].epoch >= 5 and runs[5].best_epoch <= runs[5].epoch
-    with pytest.raises(ConfigError, match="min_epochs"):
-        parse_sections(None, None, {"early_stop": {"min_epochs": -1}})
+    with pytest.raises(InvalidJob, match="train.early_stop.min_epochs: expected >= 0"):
+        _job(train={"early_stop": {"min_epochs": -1}})
 
 
 def test_controls_progress_and_stop_after_epoch(tmp_path: Path) -> None:
@@ -204,24 +210,27 @@ def test_checkpoint_write_is_atomic(tmp_path: Path) -> None:
 
 def test_schedules() -> None:
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    warm = LRSchedule(opt, 1.0, ScheduleConfig(kind="step", warmup_steps=4, step_size=10, gamma=0.5), 100)
+    warm = LRSchedule(opt, 1.0, ScheduleSection(kind="step", warmup_steps=4, step_size=10, gamma=0.5), 100)
     assert [warm.lr_at(s) for s in (0, 3, 4, 13, 14)] == [0.25, 1.0, 1.0, 1.0, 0.5]
-    cosine = LRSchedule(opt, 1.0, ScheduleConfig(kind="cosine", min_lr=0.1), 100)
+    cosine = LRSchedule(opt, 1.0, ScheduleSection(kind="cosine", min_lr=0.1), 100)
     assert cosine.lr_at(0) == 1.0 and cosine.lr_at(50) == pytest.approx(0.55) and cosine.lr_at(100) == 0.1
-    plateau = LRSchedule(opt, 1.0, ScheduleConfig(kind="plateau", plateau_patience=1, plateau_factor=0.5), 10)
+    plateau = LRSchedule(opt, 1.0, ScheduleSection(kind="plateau", plateau_patience=1, plateau_factor=0.5), 10)
     for value in (0.5, 0.6, 0.6, 0.6):
         plateau.end_epoch(value)
     assert plateau.lr_at(3) == 0.5
 
 
 def test_config_sections_name_every_problem() -> None:
-    with pytest.raises(ConfigError) as info:
-        parse_sections({"name": "rmsprop", "lr": "fast"}, {"kind": "cosine"}, {"mode": "resume", "epochs": 1.5})
+    with pytest.raises(InvalidJob) as info:
+        _job(optim={"name": "rmsprop", "lr": "fast"}, schedule={"kind": "cosine"}, train={"mode": "resume",
+                                                                                          "epochs": 1.5})
     text = "\n".join(info.value.problems)
-    for expected in ("optim.name", "optim.lr", "train.epochs", "train.init_from"):
+    for expected in ("optim.name: expected one of adam, adamw, sgd, got 'rmsprop'", "optim.lr", "train.epochs",
+                     "train.init_from: mode 'resume' needs"):
         assert expected in text
-    o, s, t = parse_sections({"name": "adamw"}, None, {"early_stop": {"patience": 2}})
-    assert o.name == "adamw" and t.early_stop.patience == 2 and t.epochs == 30
+    spec = _job(optim={"name": "adamw"}, train={"early_stop": {"patience": 2}})
+    assert spec.optim.name == "adamw" and spec.train.early_stop.patience == 2 and spec.train.epochs == 30
+    assert spec.schedule == ScheduleSection()  # an absent section: every default
 
 
 @pytest.mark.gpu
@@ -285,5 +294,5 @@ def test_time_budget_begins_no_epoch_that_would_end_past_it(tmp_path: Path) -> N
     roomy = train(_model(), _batches(1, 4), tmp_path / "roomy", config=_cfg(epochs=3, max_minutes=60),
                   val_batches=_batches(2, 1))
     assert (roomy.stopped, roomy.epoch) == ("finished", 3)
-    with pytest.raises(ConfigError, match="train.max_minutes"):
-        parse_sections(None, None, {"max_minutes": 0})
+    with pytest.raises(InvalidJob, match="train.max_minutes"):
+        _job(train={"max_minutes": 0})

@@ -22,8 +22,8 @@ from daemon.executor.predict.outputs import ProgressRecord, done_chunks, model_f
 from daemon.executor.predict.engine import _Engine, _engine, _finish, _layout_mark, fast_layout  # noqa: F401
 from daemon.executor.predict.spec import (ApplySpec, PredictError, auto_batch_size, make_spec,  # noqa: F401
                                           resolve_device, _auto_chunk)
+from daemon.kinds.predict import OUTPUT_NAMES
 
-OUTPUTS = ("labels", "probabilities", "confidence")
 ProgressCallback = Callable[[float, float | None, str], None]
 StopCallback = Callable[[], bool]
 
@@ -63,10 +63,10 @@ def _as_volumes(volume) -> list[np.ndarray]:
 
 
 def _check_outputs(outputs: Sequence[str]) -> tuple[str, ...]:
-    chosen = tuple(o for o in OUTPUTS if o in set(outputs))
-    unknown = set(outputs) - set(OUTPUTS)
+    chosen = tuple(o for o in OUTPUT_NAMES if o in set(outputs))
+    unknown = set(outputs) - set(OUTPUT_NAMES)
     if unknown or not chosen:
-        raise PredictError(f"outputs must be a non-empty subset of {OUTPUTS}, got {sorted(outputs)}")
+        raise PredictError(f"outputs must be a non-empty subset of {OUTPUT_NAMES}, got {sorted(outputs)}")
     return chosen
 
 
@@ -112,7 +112,7 @@ def _write_chunk(arrays: dict, probs: torch.Tensor, i0: int, i1: int) -> None:
 
 
 def predict_volume(model: torch.nn.Module, volume, *, out_dir: str | Path, kind: str = "fcn",
-                   normalisation=None, outputs: Sequence[str] = OUTPUTS, tile: Sequence[int] | None = None,
+                   normalisation=None, outputs: Sequence[str] = OUTPUT_NAMES, tile: Sequence[int] | None = None,
                    overlap: int | Sequence[int] | None = None, orientation: str = "inline",
                    crop: Sequence[int] | None = None, stride: int = 1, batch_size: int | str = "auto",
                    device: str | torch.device = "auto", chunk_inlines: int | None = None,
@@ -204,7 +204,7 @@ def _batch_hook(clock: _ProgressClock, should_stop: StopCallback | None, base: i
 
 
 def apply_block(model: torch.nn.Module, block, *, kind: str = "fcn", normalisation=None,
-                outputs: Sequence[str] = OUTPUTS, tile: Sequence[int] | None = None,
+                outputs: Sequence[str] = OUTPUT_NAMES, tile: Sequence[int] | None = None,
                 overlap: int | Sequence[int] | None = None, orientation: str = "inline",
                 crop: Sequence[int] | None = None, stride: int = 1, batch_size: int | str = "auto",
                 device: str | torch.device = "auto", chunk_inlines: int | None = None,

@@ -18,14 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from daemon.kinds.predict import PredictSpec, model_path, prediction_folder
-from daemon.kinds.data import survey_folder
+from daemon.common.home import model_file, prediction_folder, survey_folder
+from daemon.kinds.predict import OUTPUT_NAMES, PredictSpec
 from daemon.executor.modelfile import load_model_file
 from daemon.executor.predict.apply import predict_volume
 from daemon.executor.predict.figures import SurveyAxes, slice_figures
 from daemon.executor.predict.outputs import confusion_matrix, load_outputs, scores_of, write_hdf5, write_segy
 from daemon.executor.predict.recipe import ApplyRecipe, recipe_of
 from daemon.executor.predict.sharding import ShardPlan, ShardRunner, predict_sharded
+from workers.picks import PickSet, pick_set_file
 from workers.survey import Survey
 
 APPLY_SHARE = 0.9   # of the progress bar; exports and figures take the rest
@@ -34,7 +35,7 @@ SCORE_INLINES = 32  # inlines scored at a time, so truth and labels never have t
 
 def run_predict_job(spec: PredictSpec, ctx: Any) -> dict[str, Any]:
     """Run a predict job; returns paths, timing figures, and scores when spec.truth is given."""
-    model, info = load_model_file(model_path(ctx.home, spec.model))
+    model, info = load_model_file(model_file(ctx.home, spec.model))
     recipe = recipe_of(info, spec.tile, spec.overlap, spec.orientation, spec.stride)
     survey = Survey.open(survey_folder(ctx.home, spec.survey))
     out = prediction_folder(ctx.home, spec.output)
@@ -43,12 +44,12 @@ def run_predict_job(spec: PredictSpec, ctx: Any) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     volumes = [survey.volume(v) for v in recipe.volumes]
     # Labels are always made: figures and scores need them even when only probabilities are exported.
-    computed = sorted(set(spec.outputs) | {"labels"}, key=["labels", "probabilities", "confidence"].index)
+    computed = sorted(set(spec.outputs) | {"labels"}, key=OUTPUT_NAMES.index)
     ctx.log.info("predicting survey %s %s with model %s (%s, %s) on %s", spec.survey, survey.shape, spec.model,
                  recipe.kind, recipe.apply_kwargs(survey.shape), ctx.device)
     report = lambda f, eta, msg: ctx.progress(APPLY_SHARE * f, msg, eta_s=eta)  # noqa: E731
     if spec.shards > 1:
-        plan = ShardPlan(str(model_path(ctx.home, spec.model)), str(survey.folder), tuple(recipe.volumes),
+        plan = ShardPlan(str(model_file(ctx.home, spec.model)), str(survey.folder), tuple(recipe.volumes),
                          str(out / "arrays"), tuple(computed), recipe.apply_kwargs(survey.shape), spec.batch_size,
                          spec.chunk_inlines, str(ctx.device))
         runner, where = _shard_runner(ctx)
@@ -142,9 +143,7 @@ def _figures(spec: PredictSpec, survey: Survey, seismic: np.ndarray, arrays: dic
                               "class_names": list(recipe.classes)}
     if spec.truth:
         layers["ground_truth"] = survey.volume(spec.truth)
-    if recipe.picks and (survey.folder / "picks" / f"{recipe.picks}.npz").is_file():
-        from workers.picks import PickSet
-
+    if recipe.picks and pick_set_file(survey.folder, recipe.picks).is_file():
         picks = PickSet.load(survey.folder, recipe.picks)
         layers["picks"] = SparseLabels(survey.shape, picks.positions(), picks.cls)
     written = slice_figures(ctx.job_dir / "figures", seismic, SurveyAxes.of(survey), slices, **layers)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from daemon.executor.predict.apply import PredictError
+from daemon.kinds.data import DEFAULT_VOLUME
 
 MAX_TILE_2D = 512
 MAX_TILE_3D = 96
@@ -104,7 +105,7 @@ def recipe_of(info: Any, tile: Sequence[int] | None = None, overlap: int | Seque
         chosen = "3d"
     elif chosen not in ("inline", "crossline", "both"):
         raise PredictError(f"orientation must be inline, crossline or both for a 2D model, got {chosen!r}")
-    volumes = tuple(spec.get("volumes") or (["seismic"] if info.in_channels == 1 else []))
+    volumes = tuple(spec.get("volumes") or ([DEFAULT_VOLUME] if info.in_channels == 1 else []))
     if len(volumes) != info.in_channels:
         raise PredictError(f"the model takes {info.in_channels} input channels but its input_spec names "
                            f"{len(volumes)} volumes ({', '.join(volumes) or 'none'})")

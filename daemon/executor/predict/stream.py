@@ -22,8 +22,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from daemon.executor.modelfile import ModelFileError, load_model_file
-from daemon.executor.predict.apply import OUTPUTS, PredictError, apply_block, fast_layout, resolve_device
+from daemon.executor.predict.apply import PredictError, apply_block, fast_layout, resolve_device
 from daemon.executor.predict.recipe import recipe_of
+from daemon.common.home import model_file
+from daemon.kinds.predict import OUTPUT_NAMES
 
 MAX_BLOCK_VOXELS = 64 * 1024 * 1024
 OPTION_KEYS = ("tile", "overlap", "stride", "orientation")
@@ -49,11 +51,11 @@ class StreamSession:
     @classmethod
     def open(cls, home: Path, args: dict[str, Any], device: str = "cpu") -> "StreamSession":
         """Load the model named in args (model_path or model) onto `device`, once for the session's life."""
-        path = Path(args.get("model_path") or Path(home) / "models" / f"{args.get('model')}.h5")
+        path = Path(args.get("model_path") or model_file(Path(home), str(args.get("model"))))
         outputs = list(args.get("outputs") or ["labels"])
-        bad = [o for o in outputs if o not in OUTPUTS]
+        bad = [o for o in outputs if o not in OUTPUT_NAMES]
         if bad or not outputs:
-            raise StreamInputError(f"outputs: expected a non-empty list of {', '.join(OUTPUTS)}; got {outputs}")
+            raise StreamInputError(f"outputs: expected a non-empty list of {', '.join(OUTPUT_NAMES)}; got {outputs}")
         options = dict(args.get("options") or {})
         unknown = sorted(set(options) - set(OPTION_KEYS))
         if unknown:
@@ -70,7 +72,7 @@ class StreamSession:
         layout = fast_layout(model, len(recipe.crop))
         if layout is not None:  # once here, so apply_block finds the model already in its fast layout
             model.to(memory_format=layout)
-        return cls(model, info, recipe, [o for o in OUTPUTS if o in outputs], batch, dev,
+        return cls(model, info, recipe, [o for o in OUTPUT_NAMES if o in outputs], batch, dev,
                    str(args.get("model") or path.stem), args.get("session"))
 
     def describe(self) -> dict[str, Any]:

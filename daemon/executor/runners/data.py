@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from daemon.kinds.data import ExtractSpec, ImportSpec, PicksSection, SegySection, survey_folder
+from daemon.common.home import example_set_file, survey_folder
+from daemon.kinds.data import ExtractSpec, ImportSpec, PicksSection, SegySection
 
 
 def run_import(spec: ImportSpec, ctx: Any) -> dict[str, Any]:
@@ -78,7 +79,7 @@ def run_extract(spec: ExtractSpec, ctx: Any) -> dict[str, Any]:
         folder = survey_folder(ctx.home, src.survey)
         sources.append((Survey.open(folder), PickSet.load(folder, src.picks), list(src.volumes)))
     crop = CropSpec(tuple(spec.crop.size), spec.crop.orientation)
-    out = ctx.home / "examples" / f"{spec.examples}.h5"
+    out = example_set_file(ctx.home, spec.examples)
     info = extract_examples(sources, crop, out, job_id=str(ctx.job_id), notes=spec.notes,
                             progress=lambda f, m: ctx.progress(f, m), cancel=ctx.cancelled.is_set)
     ctx.check_cancel()

@@ -48,6 +48,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from daemon.kinds.train_spec import TrainSpec
+
 COLLECTIVE_TIMEOUT_S = 600.0  # longer than any validation + preview + checkpoint that rank 0 does alone
 JOIN_TIMEOUT_S = 30.0
 START_TIMEOUT_S = 120.0
@@ -168,24 +170,21 @@ class RankSync:
 class RankJob:
     """What a spawned rank needs to train its share; picklable (it travels to the rank once)."""
 
-    model_name: str
-    model_params: dict[str, Any]
-    channels: int
+    spec: TrainSpec  # the job's spec, its train section as rank 0 resolved it (resume, init_from in the home)
     n_classes: int
-    crop: list[int]
-    configs: tuple[Any, Any, Any]  # (OptimConfig, ScheduleConfig, TrainConfig) as rank 0 resolved them
     recipe: Any  # the full BatchRecipe; each rank takes its rows
     val: list[tuple[torch.Tensor, torch.Tensor]]
-    batches_per_epoch: int
     n_workers: int
-    ring_slots: int
     worker_nice: int
     job_dir: str
     owner_pid: int | None
     device: str
-    world: int
     backend: str
     init_file: str
+
+    @property
+    def world(self) -> int:
+        return self.spec.train.distributed.world_size
 
 
 def share_recipe(recipe: Any, rank: int, world: int) -> Any:
@@ -197,8 +196,10 @@ def build_rank_model(job: RankJob, device: str) -> nn.Module:
     """The model exactly as rank 0 builds it (same seed); SyncBatchNorm on CUDA."""
     from daemon.executor.models import build_model
 
-    torch.manual_seed(job.configs[2].seed)
-    model = build_model(job.model_name, job.channels, job.n_classes, list(job.crop), job.model_params)
+    spec = job.spec
+    torch.manual_seed(spec.train.seed)
+    model = build_model(spec.model.name, spec.data.channels, job.n_classes, list(spec.data.crop.size),
+                        spec.model.params)
     if str(device).startswith("cuda"):
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     return model
@@ -250,21 +251,21 @@ def train_share(job: RankJob, rank: int, device: str | None = None, threads: int
     init_group(job, rank)
     model = build_rank_model(job, device)
     recipe = share_recipe(job.recipe, rank, job.world)
+    spec, seed = job.spec, job.spec.train.seed
     pool = None
     if job.n_workers > 0:
         from workers.pool import WorkerPool
 
-        pool = WorkerPool(recipe, n_workers=job.n_workers, seed=job.configs[2].seed, ring_slots=job.ring_slots,
+        pool = WorkerPool(recipe, n_workers=job.n_workers, seed=seed, ring_slots=spec.data.ring_slots,
                           owner_pid=job.owner_pid, device=device if device.startswith("cuda") else None,
                           nice=job.worker_nice)
     sync = RankSync(rank, job.world, device, on_workers=pool.resize if pool is not None else None)
     sync.broadcast_parameters(model.to(device))
     should_stop, stop_after_epoch = sync.controls()
-    source = pool_batches(pool) if pool is not None else in_process_batches(recipe, job.configs[2].seed)
-    optim, schedule, cfg = job.configs
+    source = pool_batches(pool) if pool is not None else in_process_batches(recipe, seed)
     try:
-        result = train(model, source, job.job_dir, optim=optim, schedule=schedule, config=cfg,
-                       val_batches=job.val or None, steps_per_epoch=job.batches_per_epoch, device=device,
+        result = train(model, source, job.job_dir, optim=spec.optim, schedule=spec.schedule, config=spec.train,
+                       val_batches=job.val or None, steps_per_epoch=spec.data.batches_per_epoch, device=device,
                        control=TrainControl(should_stop=should_stop, stop_after_epoch=stop_after_epoch), sync=sync)
     finally:
         if pool is not None:

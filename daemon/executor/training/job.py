@@ -14,7 +14,6 @@ NOTE [restart]
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import threading
 import time
@@ -24,29 +23,29 @@ from typing import Any
 import numpy as np
 import torch
 
+from daemon.common.home import model_file, picks_file, resolve
 from daemon.executor.context import JobCancelled
-from daemon.kinds.train import TrainSpec, model_file, resolve_in_home
 from daemon.executor.modelfile import ModelInfo, provenance, save_model_file
 from daemon.executor.models import build_model
-from daemon.kinds.train_config import TrainConfig, parse_sections
 from daemon.executor.training.distributed import (RankGroup, RankJob, rank_device, rank_rows, rendezvous_file,
                                          resolve_backend, share_recipe)
 from daemon.executor.training.job_data import TrainData, in_process_batches, pool_batches, prepare_data
 from daemon.executor.training.loop import Progress, TrainControl, train, training_record
 from daemon.executor.training.preview import PreviewUnsupported, SliceInput, apply_kind_of, predict_inline
+from daemon.kinds.train_spec import DataSection, TrainSection, TrainSpec
 
 METRICS_INTERVAL_S = 2.0
 PREVIEW_STRIDE_PATCH = 2  # a patch model's preview evaluates every 2nd voxel per axis (4x fewer crops)
 
 
-def resume_config(cfg: TrainConfig, ctx: Any) -> TrainConfig:
+def resume_config(cfg: TrainSection, ctx: Any) -> TrainSection:
     """A requeued job continues from its own last checkpoint; a fresh one starts as its job file says."""
     last = ctx.job_dir / "checkpoints" / "last.pt"
     if ctx.resume and last.is_file():
         ctx.log.info("continuing from %s (interrupted attempt)", last)
-        return dataclasses.replace(cfg, mode="resume", init_from=str(last))
+        return cfg.model_copy(update={"mode": "resume", "init_from": str(last)})
     if cfg.init_from:
-        return dataclasses.replace(cfg, init_from=str(resolve_in_home(ctx.home, cfg.init_from)))
+        return cfg.model_copy(update={"init_from": str(resolve(ctx.home, cfg.init_from))})
     return cfg
 
 
@@ -121,21 +120,18 @@ def run_train_job(spec: TrainSpec, ctx: Any) -> dict[str, Any]:
 
 
 def _run(spec: TrainSpec, ctx: Any) -> dict[str, Any]:
-    optim, schedule, cfg = parse_sections(spec.optim, spec.schedule, spec.train)
-    cfg = resume_config(cfg, ctx)
-    d = spec.data
-    channels = len(d.volumes) * (2 * d.context + 1)
+    spec = spec.model_copy(update={"train": resume_config(spec.train, ctx)})
+    d, cfg = spec.data, spec.train
     n_classes = _n_classes(ctx.home, d)
     torch.manual_seed(cfg.seed)  # the model's initial weights are part of a reproducible run
-    model = build_model(spec.model.name, channels, n_classes, list(d.crop.size), spec.model.params)
-    kind = apply_kind_of(model, channels, d.crop.size)
+    model = build_model(spec.model.name, d.channels, n_classes, list(d.crop.size), spec.model.params)
+    kind = apply_kind_of(model, d.channels, d.crop.size)
     ctx.progress(0.0, "preparing data")
     data = prepare_data(d, ctx.home, ctx.job_dir, cfg.seed, per_voxel=kind == "fcn")
     ctx.log.info("split %s; classes %s", data.split, data.classes)
     n_workers = d.workers if d.workers is not None else int(ctx.settings.workers.default_count)
     world = cfg.distributed.world_size
-    group = (_rank_group(spec, ctx, (optim, schedule, cfg), data, (channels, n_classes), n_workers)
-             if world > 1 else contextlib.nullcontext())
+    group = _rank_group(spec, ctx, data, n_classes, n_workers) if world > 1 else contextlib.nullcontext()
     with group:
         recipe = share_recipe(data.recipe, 0, world) if world > 1 else data.recipe
         pool = _make_pool(recipe, n_workers, cfg.seed, d.ring_slots, ctx) if n_workers > 0 else None
@@ -157,7 +153,7 @@ def _run(spec: TrainSpec, ctx: Any) -> dict[str, Any]:
             class_names=data.classes)
         source = pool_batches(pool) if pool is not None else in_process_batches(recipe, cfg.seed)
         try:
-            result = train(model, source, ctx.job_dir, optim=optim, schedule=schedule, config=cfg,
+            result = train(model, source, ctx.job_dir, optim=spec.optim, schedule=spec.schedule, config=cfg,
                            val_batches=data.val or None, control=control, steps_per_epoch=d.batches_per_epoch,
                            device=device, sync=sync)
             pool_stats = pool.stats() if pool is not None else None
@@ -167,26 +163,20 @@ def _run(spec: TrainSpec, ctx: Any) -> dict[str, Any]:
     if result.stopped == "cancelled":
         ctx.log.info("cancelled at step %d; checkpoints/last.pt holds the state", result.step)
         raise JobCancelled(ctx.cancel_reason or "cancelled")
-    out = _write_model(spec, ctx, model.cpu(), data, how, (optim, schedule, cfg), result)
+    out = _write_model(spec, ctx, model.cpu(), data, how, result)
     return _result(spec, result, out, data, pool_stats, n_workers)
 
 
-def _n_classes(home: Path, d: Any) -> int:
-    with np.load(home / "surveys" / d.survey / "picks" / f"{d.picks}.npz") as z:
+def _n_classes(home: Path, d: DataSection) -> int:
+    with np.load(picks_file(home, d.survey, d.picks)) as z:
         return len(z["class_names"])
 
 
-def _rank_group(spec: TrainSpec, ctx: Any, configs: tuple, data: TrainData, sizes: tuple[int, int],
-                n_workers: int) -> RankGroup:
+def _rank_group(spec: TrainSpec, ctx: Any, data: TrainData, n_classes: int, n_workers: int) -> RankGroup:
     """Ranks 1..N-1 of a data-parallel run, spawned on this machine; this process joins as rank 0."""
-    cfg = configs[2]
-    job = RankJob(model_name=spec.model.name, model_params=dict(spec.model.params), channels=sizes[0],
-                  n_classes=sizes[1], crop=list(spec.data.crop.size), configs=configs, recipe=data.recipe,
-                  val=data.val, batches_per_epoch=spec.data.batches_per_epoch, n_workers=n_workers,
-                  ring_slots=spec.data.ring_slots, worker_nice=ctx.settings.workers.nice,
-                  job_dir=str(ctx.job_dir), owner_pid=ctx.daemon_pid,
-                  device=str(ctx.device), world=cfg.distributed.world_size,
-                  backend=resolve_backend(cfg.distributed.backend, str(ctx.device)),
+    job = RankJob(spec=spec, n_classes=n_classes, recipe=data.recipe, val=data.val, n_workers=n_workers,
+                  worker_nice=ctx.settings.workers.nice, job_dir=str(ctx.job_dir), owner_pid=ctx.daemon_pid,
+                  device=str(ctx.device), backend=resolve_backend(spec.train.distributed.backend, str(ctx.device)),
                   init_file=rendezvous_file(ctx.job_dir))
     rank_rows(spec.data.batch_size, 0, job.world)  # refuse an uneven split before spawning anything
     return RankGroup(job)
@@ -234,7 +224,7 @@ def _on_epoch(ctx: Any, state: RunState, epoch: int, step: int, figures: dict[st
     ctx.log.info("epoch %d done at step %d%s", epoch, step, f": {figures}" if figures else "")
 
 
-def _apply_orientation(d: Any) -> str:
+def _apply_orientation(d: DataSection) -> str:
     """How a whole volume is best applied: a 2D model that trained on inline and crossline sections (the swap
     augmentation) predicts both ways and averages (daemon/predict), else along its training orientation."""
     if d.crop.orientation in ("inline", "crossline") and d.augment.p_swap > 0:
@@ -243,9 +233,9 @@ def _apply_orientation(d: Any) -> str:
 
 
 def _write_model(spec: TrainSpec, ctx: Any, model: torch.nn.Module, data: TrainData, how: SliceInput,
-                 configs: tuple, result: Any) -> Path:
+                 result: Any) -> Path:
     """models/<output>.h5 with everything needed to apply it, and the final preview (for checks) in the job."""
-    training, metrics = training_record(result, *configs)
+    training, metrics = training_record(result, spec.optim, spec.schedule, spec.train)
     d = spec.data
     info = ModelInfo(
         name=spec.model.name, params=dict(spec.model.params), in_channels=data.recipe.channels,

@@ -20,7 +20,9 @@ from workers.picks import PickSet
 from workers.sampling import BatchRecipe, LabelVolumeSampler, PickSampler, RawVolume
 from workers.survey import Survey
 
+from daemon.common.home import survey_folder
 from daemon.kinds.train import split_picks
+from daemon.kinds.train_spec import DataSection
 
 VAL_SEED_OFFSET = 7919  # validation batches use their own seed, so they never repeat a training batch
 
@@ -38,9 +40,9 @@ class TrainData:
     volumes: list[np.ndarray] = field(repr=False, default_factory=list)
 
 
-def prepare_data(d: Any, home: Path, job_dir: Path, seed: int, per_voxel: bool) -> TrainData:
-    """Recipe and validation batches for data section `d` (daemon.kinds.train.DataSection)."""
-    folder = home / "surveys" / d.survey
+def prepare_data(d: DataSection, home: Path, job_dir: Path, seed: int, per_voxel: bool) -> TrainData:
+    """Recipe and validation batches for the job's data section."""
+    folder = survey_folder(home, d.survey)
     survey = Survey.open(folder)
     picks = PickSet.load(folder, d.picks)
     crop = CropSpec(tuple(d.crop.size), d.crop.orientation)

@@ -25,10 +25,10 @@ from torch import nn
 
 from daemon.executor.training import metrics
 from daemon.executor.training.checkpoint import atomic_write, save_checkpoint
-from daemon.kinds.train_config import OptimConfig, ScheduleConfig, TrainConfig, to_dict
 from daemon.executor.training.modes import freeze_for_transfer, load_matching, read_start_state, set_train_mode
 from daemon.executor.training.optim import LRSchedule, build_optimizer
 from daemon.executor.training.summary import SilentSummary, SilentTensorBoard, SummaryFile, TensorBoardLog
+from daemon.kinds.train_spec import OptimSection, ScheduleSection, TrainSection
 
 log = logging.getLogger("seisd.training")
 
@@ -105,7 +105,7 @@ class Trainer:
     """One training run; construct, then call run(). See train() for the arguments."""
 
     def __init__(self, model: nn.Module, train_batches: BatchSource, job_dir: str | Path,
-                 optim: OptimConfig, schedule: ScheduleConfig, config: TrainConfig,
+                 optim: OptimSection, schedule: ScheduleSection, config: TrainSection,
                  val_batches: BatchSource | None, control: TrainControl | None,
                  steps_per_epoch: int | None, device: str | torch.device, sync: Any = None) -> None:
         self.model, self.train_batches, self.val_batches = model, train_batches, val_batches
@@ -411,7 +411,7 @@ class Trainer:
                  "rng_cuda": torch.cuda.get_rng_state() if self.cuda else None,
                  "early_stop": {"best_value": self.best_value, "best_epoch": self.best_epoch,
                                 "bad_epochs": self.bad_epochs},
-                 "config": to_dict(self.optim_cfg, self.schedule_cfg, self.cfg),
+                 "config": run_config(self.optim_cfg, self.schedule_cfg, self.cfg),
                  "transfer_trainable_layers": self.trainable_layers if self.frozen else None}
         self.summary.flush()
         if self.writes:
@@ -420,8 +420,8 @@ class Trainer:
 
 
 def train(model: nn.Module, train_batches: BatchSource, job_dir: str | Path, *,
-          optim: OptimConfig | None = None, schedule: ScheduleConfig | None = None,
-          config: TrainConfig | None = None, val_batches: BatchSource | None = None,
+          optim: OptimSection | None = None, schedule: ScheduleSection | None = None,
+          config: TrainSection | None = None, val_batches: BatchSource | None = None,
           control: TrainControl | None = None, steps_per_epoch: int | None = None,
           device: str | torch.device = "cpu", sync: Any = None) -> TrainResult:
     """Train model on train_batches, writing checkpoints/, summary.h5 and tensorboard/ under job_dir.
@@ -432,15 +432,20 @@ def train(model: nn.Module, train_batches: BatchSource, job_dir: str | Path, *,
     The model is changed in place (on return it holds the best weights when early stopping keeps them).
     Write the model file afterwards with daemon.executor.modelfile.save_model_file and training_record(result, ...).
     """
-    trainer = Trainer(model, train_batches, job_dir, optim or OptimConfig(), schedule or ScheduleConfig(),
-                      config or TrainConfig(), val_batches, control, steps_per_epoch, device, sync)
+    trainer = Trainer(model, train_batches, job_dir, optim or OptimSection(), schedule or ScheduleSection(),
+                      config or TrainSection(), val_batches, control, steps_per_epoch, device, sync)
     return trainer.run()
 
 
-def training_record(result: TrainResult, optim: OptimConfig, schedule: ScheduleConfig,
-                    config: TrainConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+def run_config(optim: OptimSection, schedule: ScheduleSection, config: TrainSection) -> dict[str, Any]:
+    """The run's sections as plain dicts, keyed by section name, for checkpoints and model files."""
+    return {"optim": optim.model_dump(), "schedule": schedule.model_dump(), "train": config.model_dump()}
+
+
+def training_record(result: TrainResult, optim: OptimSection, schedule: ScheduleSection,
+                    config: TrainSection) -> tuple[dict[str, Any], dict[str, Any]]:
     """(training, metrics) dicts for a ModelInfo: configs and counters, and the last validation report."""
-    training = {**to_dict(optim, schedule, config), "step": result.step, "epoch": result.epoch,
+    training = {**run_config(optim, schedule, config), "step": result.step, "epoch": result.epoch,
                 "stopped": result.stopped}
     figures = dict(result.history[-1]) if result.history else {}
     return training, {"best_value": result.best_value, "best_epoch": result.best_epoch, "last": figures,

@@ -11,10 +11,10 @@ from typing import Any, Iterable
 
 import torch
 
-from daemon.kinds.train_config import OptimConfig, ScheduleConfig
+from daemon.kinds.train_spec import OptimSection, ScheduleSection
 
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimSection) -> torch.optim.Optimizer:
     """Adam, AdamW or SGD over the given (trainable) parameters."""
     params = [p for p in params if p.requires_grad]
     if not params:
@@ -33,7 +33,7 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimConfig) -> t
 class LRSchedule:
     """Learning rate as a function of the step, with warm-up and a plateau factor updated per epoch."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, base_lr: float, cfg: ScheduleConfig,
+    def __init__(self, optimizer: torch.optim.Optimizer, base_lr: float, cfg: ScheduleSection,
                  total_steps: int, maximize: bool = True) -> None:
         self.optimizer, self.base_lr, self.cfg = optimizer, base_lr, cfg
         self.total_steps = max(1, total_steps)

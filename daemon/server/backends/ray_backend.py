@@ -3,7 +3,8 @@
 seisd keeps the queue, priorities, cancellation, retries, logs and events; Ray only places and runs the work. A Ray
 slot is a number of jobs run at once (`ray.slots`), not a device: each job's task asks Ray for
 `ray.num_cpus_per_job` CPUs and, unless the job asks for the CPU or its kind is CPU-only, `ray.num_gpus_per_job`
-GPUs. The task (daemon/common/ray_task.py) starts `python -m daemon.executor --one-job`, which connects back to
+GPUs, or what its kind's `resources` hook makes of them (daemon/kinds/registry.py: a sharded predict job's own task
+asks for no CPU). The task (daemon/common/ray_task.py) starts `python -m daemon.executor --one-job`, which connects back to
 the daemon's executor socket, says hello, receives the job, runs it, reports done and exits.
 
 NOTE on the ways a Ray executor ends (the supervisor polls `RayProcess.poll`, which never blocks):
@@ -31,6 +32,7 @@ from daemon.common.children import exit_reason
 from daemon.server.backends.local import LaunchArgs
 from daemon.common.devices import DeviceSlot
 from daemon.common.settings import Settings
+from daemon.kinds import TaskResources, get_kind
 
 log = logging.getLogger("seisd.ray")
 
@@ -154,21 +156,16 @@ class RayBackend:
         gpus = self.settings.num_gpus_per_job if job and str(job.get("device", "")).startswith("cuda") else 0.0
         env = {k: v for k, v in os.environ.items() if k.startswith("SEISD_") or k == "PYTHONPATH"}
         env["SEISD_HOME"] = str(a.home)
-        cpus = self._cpus(job)
-        # what the job's further tasks ask for (a train job's ranks): as much as a job gets
-        env[ray_task.CPUS_ENV], env[ray_task.GPUS_ENV] = str(self.settings.num_cpus_per_job), str(gpus)
+        per_job = TaskResources(self.settings.num_cpus_per_job, gpus)
+        kind = get_kind(str(job.get("kind"))) if job else None
+        own = kind.task_resources(job.get("spec") or {}, per_job) if kind else per_job
+        # what the job's further tasks ask for (a train job's ranks, a predict job's shards): as much as a job gets
+        env[ray_task.CPUS_ENV], env[ray_task.GPUS_ENV] = str(per_job.cpus), str(per_job.gpus)
         name = f"seisd-job-{job['job']}" if job else f"seisd-{identity}"
-        ref = self._task.options(num_cpus=cpus, num_gpus=gpus, max_retries=0,
+        ref = self._task.options(num_cpus=own.cpus, num_gpus=own.gpus, max_retries=0,
                                  name=name).remote(a.arguments(identity, one_job=True), env,
                                                    str(a.log_path(slot.name)), str(a.home))
         return RayProcess(self.ray, ref)
-
-    def _cpus(self, job: dict[str, Any] | None) -> float:
-        """A sharded predict job's executor only plans, waits and exports: its shards, Ray tasks of their own, ask
-        for the CPUs (daemon/executor/predict/ray_shards.py). Holding CPUs meanwhile could leave none for its shards."""
-        if job and job.get("kind") == "predict" and int((job.get("spec") or {}).get("shards") or 1) > 1:
-            return 0.0
-        return self.settings.num_cpus_per_job
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "address": self.settings.address, "slots": self.settings.slots,

@@ -1,0 +1,217 @@
+"""The train job file, whole: one pydantic model, `TrainSpec`, with every default of a train job written here once.
+
+    TrainSpec                 kind, output, overwrite (+ name, priority, device of every job)
+      data: DataSection       survey, picks, volumes, crop, batches, workers; split: SplitSection, augment
+      model: ModelSection     name and params, checked against the model's table (daemon/kinds/model_params.py)
+      optim: OptimSection     optimiser
+      schedule: ScheduleSection   learning-rate schedule
+      train: TrainSection     mode, init_from, length, checkpoints, device options;
+                              early_stop: EarlyStopSection, distributed: DistributedSection
+
+It is validated once, at submit, in the daemon's main process (torch-free); problems read `key.path: what is wrong`.
+The stored spec (every default filled in) travels to the executor, which reads it back into a TrainSpec and hands
+its typed sections on: data to the worker pool's recipe, optim and schedule to the optimiser, train to the loop.
+What needs the home (the survey, the picks, init_from, the output) is checked in daemon/kinds/train.py.
+docs/train-job.md and docs/training.md document every key.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from daemon.kinds.data import CropSection, PickSource
+from daemon.kinds.model_params import crop_problems, param_problems
+from daemon.kinds.registry import JobSpec
+from daemon.kinds.schema import Flag, Int, Number, Section, Text, one_of, problem, problems_error, rule
+
+MAX_WORLD_SIZE = 64
+
+
+class SplitSection(Section):
+    kind: Literal["block", "random"] = Field("block", description="block: whole blocks of the inline-crossline "
+                                             "plane held out (honest); random: points (scores memory)")
+    block: int = Field(16, ge=1, description="block size in traces (block split)")
+    gap: int | None = Field(None, ge=0, description="training points this close to a held-out block are dropped; "
+                            "default: half the crop's lateral size")
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    seed: int = 0
+
+
+class AugmentSection(Section):
+    p_flip: float = Field(0.0, ge=0, le=1)
+    p_swap: float = Field(0.0, ge=0, le=1)
+    p_scale: float = Field(0.0, ge=0, le=1)
+    scale_range: tuple[float, float] = (0.8, 1.25)
+    p_polarity: float = Field(0.0, ge=0, le=1)
+    p_noise: float = Field(0.0, ge=0, le=1)
+    noise_std: float = Field(0.1, ge=0)
+    p_shift: float = Field(0.0, ge=0, le=1)
+    max_shift: int = Field(2, ge=0)
+    p_stretch: float = Field(0.0, ge=0, le=1, description="vertical stretch or squeeze about the crop centre")
+    stretch_range: tuple[float, float] = Field((0.7, 1.4), description="layers look this many times thicker "
+                                               "(log-uniform; within 0.5-2.0)")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "AugmentSection":
+        """Ranges the fields cannot express (stretch_range inside 0.5-2.0 ...), as the workers check them."""
+        from workers.augment import AugmentError, Augmentation
+
+        try:
+            Augmentation(**self.model_dump())
+        except AugmentError as exc:
+            raise problem(str(exc)) from None
+        return self
+
+
+class DataSection(PickSource):
+    crop: CropSection
+    context: int = Field(0, ge=0, le=8, description="neighbouring slices on each side as extra channels (2D)")
+    batch_size: int = Field(32, ge=1, le=65536)
+    batches_per_epoch: int = Field(100, ge=1)
+    val_batches: int = Field(8, ge=0, description="validation batches (drawn once, the same every epoch)")
+    balance: bool = Field(True, description="draw classes uniformly, then a pick of that class")
+    workers: int | None = Field(None, ge=0, le=256, description="worker processes; default: the daemon's "
+                                "workers.default_count; 0 makes batches in the executor itself")
+    ring_slots: int = Field(8, ge=2, le=256)
+    split: SplitSection = Field(default_factory=SplitSection)
+    augment: AugmentSection = Field(default_factory=AugmentSection)
+
+    @model_validator(mode="after")
+    def _context_2d(self) -> "DataSection":
+        if self.context and self.crop.orientation == "3d":
+            raise ValueError("context applies to 2D crops only; set context: 0 for a 3d crop")
+        return self
+
+    @property
+    def channels(self) -> int:
+        """Input channels of the model: each volume, with its context slices on either side."""
+        return len(self.volumes) * (2 * self.context + 1)
+
+
+class ModelSection(Section):
+    name: str = Field(description="patchcnn, unet or user")
+    params: dict[str, Any] = Field(default_factory=dict, description="the model's parameters: its table in "
+                                   "daemon/kinds/model_params.py (defaults are filled in when the model is built)")
+
+    @model_validator(mode="after")
+    def _table(self) -> "ModelSection":
+        if (problems := param_problems(self.name, self.params)):
+            raise problems_error("model", problems)
+        return self
+
+
+class OptimSection(Section):
+    """Optimiser: adam, adamw or sgd."""
+
+    name: Annotated[str, one_of("adam", "adamw", "sgd")] = "adam"
+    lr: Annotated[Number, rule(lambda v: v > 0, "expected a positive number, got {value}")] = 1e-3
+    weight_decay: Number = 0.0
+    betas: tuple[Number, Number] = (0.9, 0.999)
+    eps: Number = 1e-8
+    momentum: Number = 0.9  # sgd only
+    nesterov: Flag = False  # sgd only
+
+
+class ScheduleSection(Section):
+    """Learning-rate schedule per step, with an optional linear warm-up; 'plateau' acts at epoch ends."""
+
+    kind: Annotated[str, one_of("constant", "step", "cosine", "plateau")] = "constant"
+    warmup_steps: Int = 0
+    step_size: Annotated[Int, rule(lambda v: v >= 1, "expected >= 1")] = 1000  # step: lr * gamma every step_size
+    gamma: Number = 0.1
+    min_lr: Number = 0.0  # cosine floor, and plateau floor
+    plateau_patience: Int = 2  # epochs without improvement before reducing
+    plateau_factor: Annotated[Number, rule(lambda v: 0 < v < 1, "expected a number in (0, 1)")] = 0.5
+
+
+MONITORED = ("macro_f1", "pixel_accuracy", "mean_class_accuracy", "weighted_f1", "val_loss")
+
+
+class EarlyStopSection(Section):
+    """Stop when the monitored validation figure has not improved for `patience` epochs; keep the best weights."""
+
+    enabled: Flag = True
+    metric: Annotated[str, one_of(*MONITORED)] = "macro_f1"
+    patience: Int = 5
+    min_delta: Number = 0.0
+    restore_best: Flag = True
+    # no early stop before this epoch: a noisy validation strip can peak early by chance
+    min_epochs: Annotated[Int, rule(lambda v: v >= 0, "expected >= 0")] = 0
+
+
+class DistributedSection(Section):
+    """Data-parallel training: world_size ranks, each taking B / world_size rows of every batch."""
+
+    world_size: Annotated[Int, rule(lambda v: 1 <= v <= MAX_WORLD_SIZE,
+                                    f"expected 1..{MAX_WORLD_SIZE}, got {{value}}")] = 1
+    backend: Annotated[str, one_of("auto", "gloo", "nccl")] = "auto"  # auto: nccl on CUDA, gloo on CPU
+
+
+class TrainSection(Section):
+    """How long to train, checkpoints, modes and device options."""
+
+    mode: Annotated[str, one_of("new", "resume", "transfer")] = "new"
+    # resume/transfer: a checkpoint (.pt) or a model file (.h5); relative paths start at the home
+    init_from: Annotated[Text | None, Field(validate_default=True)] = None
+    # transfer: how many of the last parameterised layers stay trainable
+    trainable_layers: Annotated[Int, rule(lambda v: v >= 1, "expected >= 1")] = 1
+    epochs: Annotated[Int, rule(lambda v: v >= 1, "expected >= 1")] = 30
+    # stop after this many optimiser steps in all (before the epochs are done)
+    max_steps: Annotated[Int | None, rule(lambda v: v is None or v >= 1, "expected >= 1 or null")] = None
+    # a time budget: no epoch is begun that would end past it (the time before a resume counts)
+    max_minutes: Annotated[Number | None, rule(lambda v: v is None or v > 0,
+                                               "expected a positive number or null")] = None
+    seed: Int = 0
+    checkpoint_every_steps: Int | None = 500
+    checkpoint_every_minutes: Number | None = 10.0
+    amp: Flag = True  # CUDA only: bfloat16/float16 autocast
+    channels_last: Flag = True  # CUDA only, 2D models
+    progress_interval_s: Number = 0.5
+    log_every_steps: Annotated[Int, rule(lambda v: v >= 1, "expected >= 1")] = 50
+    class_weights: list[Number] | None = None  # one per class
+    early_stop: EarlyStopSection = Field(default_factory=EarlyStopSection)
+    distributed: DistributedSection = Field(default_factory=DistributedSection)
+
+    @field_validator("init_from")
+    @classmethod
+    def _start_for_mode(cls, value: str | None, info: ValidationInfo) -> str | None:
+        mode = info.data.get("mode")  # absent when mode itself was refused
+        if mode not in (None, "new") and not value:
+            raise problem(f"mode {mode!r} needs a checkpoint (.pt) or model file (.h5) to start from")
+        return value
+
+
+class TrainSpec(JobSpec):
+    kind: Literal["train"] = "train"
+    output: str = Field(description="model name: the model file is written to models/<output>.h5")
+    overwrite: bool = Field(False, description="replace an existing model file of that name")
+    data: DataSection
+    model: ModelSection
+    optim: OptimSection = Field(default_factory=OptimSection, description="docs/training.md")
+    schedule: ScheduleSection = Field(default_factory=ScheduleSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+
+    @model_validator(mode="after")
+    def _sections_agree(self) -> "TrainSpec":
+        """Rules across sections: the crop suits the model, the batch splits over the ranks."""
+        crop, world = list(self.data.crop.size), self.train.distributed.world_size
+        problems: list[tuple[tuple[str | int, ...], str]] = [
+            (("data", "crop", "size"), p) for p in crop_problems(self.model.name, crop, self.data.crop.orientation)]
+        if self.data.batch_size % world:
+            problems.append((("data", "batch_size"), f"{self.data.batch_size} does not split evenly over "
+                             f"train.distributed.world_size {world} ranks; use a multiple of {world}"))
+        if problems:
+            raise problems_error("train", problems)
+        return self
+
+    def input_files(self) -> list[tuple[str, str]]:
+        """A user model's file and an absolute init_from are read from outside the home: checked at submit."""
+        out = []
+        if self.model.name == "user":
+            out.append(("model.params.path", self.model.params["path"]))
+        init = self.train.init_from
+        if init is not None and Path(init).expanduser().is_absolute():
+            out.append(("train.init_from", init))
+        return out
