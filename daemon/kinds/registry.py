@@ -8,10 +8,13 @@ register in `daemon/kinds/__init__.py`; settings.plugins names extra modules to 
 """
 from __future__ import annotations
 
+import difflib
+from types import UnionType
+
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Callable, Literal, Mapping, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -168,16 +171,43 @@ def parse_spec(spec: type[JobSpec], raw: Any) -> JobSpec:
     try:
         return spec.model_validate(raw)
     except ValidationError as exc:
-        raise InvalidJob([_problem(e) for e in exc.errors()]) from None
+        raise InvalidJob([_problem(e, spec) for e in exc.errors()]) from None
 
 
-def _problem(e: dict[str, Any]) -> str:
+def _section_at(model: Any, loc: tuple) -> Any:
+    """The pydantic model class that reads the mapping at `loc` (list indices and dict keys stepped through)."""
+    for part in loc:
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            field = model.model_fields.get(str(part))
+            if field is None:
+                return None
+            model = field.annotation
+        elif isinstance(part, int) or get_origin(model) in (list, dict, tuple):
+            model = next((a for a in get_args(model) if a is not type(None)), None) if get_origin(model) is not dict \
+                else get_args(model)[-1]
+        else:
+            return None
+        while get_origin(model) in (Union, UnionType):  # X | None: the model among the choices
+            model = next((a for a in get_args(model) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def unknown_key_message(key: str, accepted: list[str]) -> str:
+    """'unknown key', with the closest accepted key and the list of accepted ones."""
+    close = difflib.get_close_matches(key, accepted, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"unknown key ({hint}accepted here: {', '.join(accepted)})"
+
+
+def _problem(e: dict[str, Any], spec: type[JobSpec] | None = None) -> str:
     path = ".".join(str(p) for p in e["loc"]) or "(top level)"
     msg = e["msg"]
     if e["type"] == PROBLEM:  # our own message (daemon/kinds/schema.py): it names the value itself
         return f"{path}: {msg}"
     if e["type"] == "extra_forbidden":
-        msg = "unknown key (a typo?)"
+        section = _section_at(spec, tuple(e["loc"][:-1])) if spec is not None else None
+        msg = (unknown_key_message(str(e["loc"][-1]), sorted(section.model_fields)) if section is not None
+               else "unknown key (a typo?)")
     elif "input" in e and e["type"] != "missing":
         shown = repr(e["input"])
         msg += f" (got {shown if len(shown) < 60 else shown[:57] + '...'})"

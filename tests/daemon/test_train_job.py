@@ -86,6 +86,27 @@ def test_broken_job_files_are_refused_with_each_problem_named(demo: RunningDaemo
     assert len(demo.client.jobs()) == before  # nothing was queued
 
 
+def test_a_job_file_with_mistakes_in_five_sections_is_refused_once_naming_all(demo: RunningDaemon) -> None:
+    from client.api import SeisdError
+
+    job = train_job("five")
+    job["data"]["batchsize"] = 16                         # data: a typo
+    job["model"]["params"] = {"filters": [8, 8, 8], "colour": 1}  # model: a parameter patchcnn does not have
+    job["optim"] = {"name": "adamw", "lr": -1}            # optim: out of range
+    job["schedule"] = {"kind": "cosine", "warmup": 2}     # schedule: a typo of warmup_steps
+    job["train"]["epocs"] = 3                             # train: a typo
+    before = len(demo.client.jobs())
+    with pytest.raises(SeisdError) as err:
+        demo.client.submit(job)
+    problems = err.value.details["problems"]
+    assert len(problems) >= 5, problems
+    for key in ("data.batchsize", "model.params.colour", "optim.lr", "schedule.warmup", "train.epocs"):
+        assert any(p.startswith(key) for p in problems), (key, problems)
+    batch = next(p for p in problems if p.startswith("data.batchsize"))
+    assert "did you mean 'batch_size'" in batch and "accepted here: " in batch and "val_batches" in batch, batch
+    assert len(demo.client.jobs()) == before
+
+
 USER_MODEL = """
 import torch
 
