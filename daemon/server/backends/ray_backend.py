@@ -30,6 +30,7 @@ from daemon.server.backends import BackendError, Ended
 from daemon.common.children import exit_reason
 from daemon.server.backends.local import LaunchArgs
 from daemon.common.devices import DeviceSlot
+from daemon.common.execproto import RunJob
 from daemon.common.settings import Settings
 
 log = logging.getLogger("seisd.ray")
@@ -149,24 +150,24 @@ class RayBackend:
 
     # -- launching -------------------------------------------------------------------------------------------------
 
-    def launch(self, slot: DeviceSlot, identity: str, job: dict[str, Any] | None) -> RayProcess:
+    def launch(self, slot: DeviceSlot, identity: str, job: RunJob | None) -> RayProcess:
         a = self.launch_args
-        gpus = self.settings.num_gpus_per_job if job and str(job.get("device", "")).startswith("cuda") else 0.0
+        gpus = self.settings.num_gpus_per_job if job and job.device.startswith("cuda") else 0.0
         env = {k: v for k, v in os.environ.items() if k.startswith("SEISD_") or k == "PYTHONPATH"}
         env["SEISD_HOME"] = str(a.home)
         cpus = self._cpus(job)
         # what the job's further tasks ask for (a train job's ranks): as much as a job gets
         env[ray_task.CPUS_ENV], env[ray_task.GPUS_ENV] = str(self.settings.num_cpus_per_job), str(gpus)
-        name = f"seisd-job-{job['job']}" if job else f"seisd-{identity}"
+        name = f"seisd-job-{job.job}" if job else f"seisd-{identity}"
         ref = self._task.options(num_cpus=cpus, num_gpus=gpus, max_retries=0,
                                  name=name).remote(a.arguments(identity, one_job=True), env,
                                                    str(a.log_path(slot.name)), str(a.home))
         return RayProcess(self.ray, ref)
 
-    def _cpus(self, job: dict[str, Any] | None) -> float:
+    def _cpus(self, job: RunJob | None) -> float:
         """A sharded predict job's executor only plans, waits and exports: its shards, Ray tasks of their own, ask
         for the CPUs (daemon/executor/ray/shards.py). Holding CPUs meanwhile could leave none for its shards."""
-        if job and job.get("kind") == "predict" and int((job.get("spec") or {}).get("shards") or 1) > 1:
+        if job and job.kind == "predict" and int(job.spec.get("shards") or 1) > 1:
             return 0.0
         return self.settings.num_cpus_per_job
 
