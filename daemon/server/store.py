@@ -52,7 +52,6 @@ CREATE TABLE IF NOT EXISTS events (
     data    TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_job ON events(job_id, seq);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
@@ -168,15 +167,7 @@ class JobStore:
                          (job_id, when, type_, json.dumps(data)))])[0]
         return int(cur.lastrowid)
 
-    def meta_set(self, key: str, value: str) -> None:
-        self._tx([("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                   (key, value))])
-
     # -- reads -------------------------------------------------------------------------------------------------
-
-    def meta_get(self, key: str) -> str | None:
-        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        return row[0] if row else None
 
     def get(self, job_id: int) -> JobRow | None:
         row = self.db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -63,7 +63,6 @@ class ExecutorHandle:
     pending_run: RunJob | None = None   # the run message a per-job executor gets after its hello
     held_by: tuple[str, int] | None = None   # (first slot, job): lent to a job running there, busy meanwhile
     ended_at: float | None = None
-    extra: dict = field(default_factory=dict)
 
     @property
     def idle(self) -> bool:
@@ -245,6 +244,3 @@ class Supervisor:
     def devices(self) -> list[dict]:
         """Every slot and its executor, as `status` and `devices` show them."""
         return [h.describe() for h in self.handles.values()]
-
-    def pids(self) -> list[int]:
-        return [h.pid for h in self.handles.values() if h.proc is not None and h.pid and h.proc.poll() is None]
