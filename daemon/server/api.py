@@ -38,6 +38,7 @@ class DaemonInfo(Protocol):
     home: Path
     stopping: str | None
     endpoints: dict[str, str]
+    authorized_keys: Path
 
     def request_stop(self, reason: str) -> None: ...
 
@@ -151,6 +152,7 @@ class Api:
                 "session": d.session, "started": d.started, "home": str(d.home),
                 "python": sys.version.split()[0], "stopping": d.stopping,
                 "devices": self.executors.devices(), "jobs": self.jobs.counts(), "endpoints": d.endpoints,
+                "authorized_keys": str(d.authorized_keys),
                 "limits": {"max_header_bytes": lim.max_header_bytes, "max_message_bytes": lim.max_message_bytes,
                            "max_frames": lim.max_frames}}
 

@@ -78,6 +78,7 @@ class Daemon:
         self.control = self._bind(zmq.ROUTER, P.control_endpoint(home))
         self.events = self._bind(zmq.PUB, P.events_endpoint(home))
         self.endpoints = {"control": P.control_endpoint(home), "events": P.events_endpoint(home)}
+        self.authorized_keys = self._home_path(settings.tcp.authorized_keys).absolute()
         self.exec_curve: CurveServer | None = None
         self.exec_sock, exec_endpoint = self._bind_executor_socket()
         self.control_sockets = [self.control]
