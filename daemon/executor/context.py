@@ -54,7 +54,9 @@ class JobContext:
     def progress(self, fraction: float, message: str | None = None, *, eta_s: float | None = None,
                  **fields: Any) -> None:
         """Report progress in [0, 1]; events are coalesced to a few a second, the last one always goes out."""
-        msg = E.JobProgress(self.job_id, max(0.0, min(1.0, float(fraction))), message, eta_s, fields)
+        # a message is text on the wire (a user script's progress file may hold a number there)
+        msg = E.JobProgress(self.job_id, max(0.0, min(1.0, float(fraction))),
+                            None if message is None else str(message), eta_s, fields)
         now = time.monotonic()
         if now - self._last_progress >= PROGRESS_INTERVAL_S or msg.fraction >= 1.0:
             self._last_progress = now
