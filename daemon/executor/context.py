@@ -2,7 +2,7 @@
 
 A job's runner is `run(spec, ctx) -> dict`. It reports through the context (progress, metrics, log lines), checks
 `ctx.cancelled` between units of work, and writes its files under `ctx.job_dir`. The context turns these calls into
-messages the executor's I/O thread sends to the daemon; the runner never touches a socket.
+messages (daemon/common/execproto.py) the executor's I/O thread sends to the daemon; the runner never touches a socket.
 """
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+
+from daemon.common import execproto as E
 
 PROGRESS_INTERVAL_S = 0.25   # progress events are coalesced to at most four a second
 LOG_EVENTS_PER_S = 20        # log lines beyond this rate stay in the log file only
@@ -32,13 +34,14 @@ class JobContext:
     resume: bool                     # True when an earlier attempt was interrupted: continue from checkpoints
     daemon_pid: int
     settings: Any
-    send: Callable[[dict[str, Any]], None]
+    send: Callable[[E.Message], None]
     cancelled: threading.Event = field(default_factory=threading.Event)
     cancel_reason: str | None = None
+    cancel_cause: E.FailureCause = E.FailureCause.CANCELLED   # daemon_stopping when the daemon's exit asked it
     log: logging.Logger = field(init=False)
     _controls: dict[str, Callable[[dict[str, Any]], Any]] = field(default_factory=dict)
     _last_progress: float = 0.0
-    _pending_progress: dict[str, Any] | None = None
+    _pending_progress: E.JobProgress | None = None
     _log_window: tuple[float, int] = (0.0, 0)
 
     def __post_init__(self) -> None:
@@ -51,26 +54,25 @@ class JobContext:
     def progress(self, fraction: float, message: str | None = None, *, eta_s: float | None = None,
                  **fields: Any) -> None:
         """Report progress in [0, 1]; events are coalesced to a few a second, the last one always goes out."""
-        data = {"fraction": max(0.0, min(1.0, float(fraction))), "message": message, "eta_s": eta_s, **fields}
+        # a message is text on the wire (a user script's progress file may hold a number there)
+        msg = E.JobProgress(self.job_id, max(0.0, min(1.0, float(fraction))),
+                            None if message is None else str(message), eta_s, fields)
         now = time.monotonic()
-        if now - self._last_progress >= PROGRESS_INTERVAL_S or data["fraction"] >= 1.0:
+        if now - self._last_progress >= PROGRESS_INTERVAL_S or msg.fraction >= 1.0:
             self._last_progress = now
             self._pending_progress = None
-            self.event("job.progress", data)
+            self.send(msg)
         else:
-            self._pending_progress = data
+            self._pending_progress = msg
 
     def flush_progress(self) -> None:
         if self._pending_progress is not None:
-            self.event("job.progress", self._pending_progress)
+            self.send(self._pending_progress)
             self._pending_progress = None
 
     def metrics(self, **figures: Any) -> None:
         """Publish figures (loss, accuracy, worker statistics ...) as a job.metrics event."""
-        self.event("job.metrics", figures)
-
-    def event(self, type_: str, data: dict[str, Any]) -> None:
-        self.send({"type": "event", "job": self.job_id, "event": type_, "data": data})
+        self.send(E.JobMetrics(self.job_id, figures))
 
     def _log_event(self, level: str, message: str) -> None:
         start, count = self._log_window
@@ -78,10 +80,15 @@ class JobContext:
         if now - start >= 1.0:
             start, count = now, 0
         if count < LOG_EVENTS_PER_S:
-            self.event("job.log", {"level": level, "message": message})
+            self.send(E.JobLog(self.job_id, level, message))
         self._log_window = (start, count + 1)
 
     # -- control -----------------------------------------------------------------------------------------------
+
+    def cancel(self, cause: E.FailureCause, reason: str) -> None:
+        """Ask the job to stop (called from the executor's I/O thread): the runner sees it at its next check."""
+        self.cancel_cause, self.cancel_reason = cause, reason
+        self.cancelled.set()
 
     def check_cancel(self) -> None:
         if self.cancelled.is_set():

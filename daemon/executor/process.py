@@ -15,17 +15,10 @@ NOTE on dying with the daemon: the executor asks the kernel for SIGKILL when its
 the I/O thread also checks os.getppid() every heartbeat; either way no executor outlives its daemon holding GPU
 memory. A job's own worker processes watch the executor the same way.
 
-Messages (one JSON frame each; internal to seisd, not part of the public protocol):
-  daemon -> executor  {"op": "run", "job", "kind", "spec", "job_dir", "attempt", "resume", "device"}
-                      {"op": "cancel", "job", "reason"}      {"op": "control", "job", "name", "args", "token"}
-                      {"op": "stream_open" | "stream_apply" | "stream_close", "session", "args", "token"}
-                      {"op": "exit"}
-  executor -> daemon  {"type": "hello", "slot", "pid"}       {"type": "heartbeat", "pid", "job"}
-                      {"type": "event", "job", "event", "data"}
-                      {"type": "done", "job", "outcome": succeeded|failed|cancelled, "error", "result"}
-                      {"type": "reply", "token", "ok", "result" | "code" + "error"}
-A stream_apply request and its reply carry binary array frames after the JSON frame, exactly as on the public
-socket: the daemon relays them without copying into JSON.
+Messages: daemon/common/execproto.py defines every one (RunJob, CancelJob, Control, Stream*, Exit in; Hello,
+Heartbeat, JobProgress/JobLog/JobMetrics, Done, Reply out) and encodes them; a frame it refuses (another protocol
+version, say) is logged and dropped. A StreamApply and its Reply carry binary array frames after the JSON frame,
+exactly as on the public socket: the daemon relays them without copying into JSON.
 
 Streaming sessions (a host application applying a model to blocks it holds in memory) are served by a third thread,
 so a loaded model answers blocks while a job runs in the main thread; requests are served one at a time, in order.
@@ -33,7 +26,6 @@ so a loaded model answers blocks while a job runs in the main thread; requests a
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import queue
@@ -46,8 +38,9 @@ from typing import Any
 
 import zmq
 
-from client.protocol import ProtocolError, array_descriptor, decode_array, frame_of
+from client.protocol import ErrorCode, ProtocolError, array_descriptor, decode_array, frame_of
 from daemon import kinds as job_registry
+from daemon.common import execproto as E
 from daemon.common import malloc
 from daemon.common.lifeline import die_with_parent, ignore_sigint
 from daemon.executor.context import EventLogHandler, JobCancelled, JobContext
@@ -89,9 +82,10 @@ class Executor:
 
             executor_keys(home).apply_client(self.sock)
         self.sock.connect(endpoint)
-        self.jobs: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self.outbox: queue.Queue[tuple[dict[str, Any], list[Any]]] = queue.Queue()
-        self.stream_requests: queue.Queue[tuple[dict[str, Any], list[Any]]] = queue.Queue()
+        self.jobs: queue.Queue[E.RunJob | None] = queue.Queue()
+        self.outbox: queue.Queue[tuple[bytes, list[Any]]] = queue.Queue()
+        self.stream_requests: queue.Queue[tuple[E.StreamOpen | E.StreamApply | E.StreamClose, list[Any]]] = \
+            queue.Queue()
         self.streams: dict[str, Any] = {}
         self.stream_thread = threading.Thread(target=self._stream_loop, name="executor-stream", daemon=True)
         self.current: JobContext | None = None
@@ -100,62 +94,64 @@ class Executor:
 
     # -- I/O thread --------------------------------------------------------------------------------------------
 
-    def send(self, msg: dict[str, Any], arrays: list[Any] | None = None) -> None:
-        """Thread-safe: queue a message (and array frames) for the I/O thread."""
-        self.outbox.put((msg, arrays or []))
+    def send(self, msg: E.Message, arrays: list[Any] | None = None) -> None:
+        """Thread-safe: queue a message (and array frames) for the I/O thread. Encoded here, so a value that
+        cannot be sent raises in the caller's thread, not in the I/O thread."""
+        self.outbox.put((E.encode(msg), arrays or []))
 
     def _io_loop(self) -> None:
-        self.sock.send(json.dumps({"type": "hello", "slot": self.slot, "pid": os.getpid()}).encode())
+        self.sock.send(E.encode(E.Hello(slot=self.slot, pid=os.getpid())))
         next_beat = 0.0
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
         while not self.stop.is_set():
             if dict(poller.poll(20)).get(self.sock):
                 frames = self.sock.recv_multipart(copy=False)
-                self._handle(json.loads(frames[0].bytes), [f.buffer for f in frames[1:]])
+                try:
+                    msg = E.decode(frames[0].buffer, E.TO_EXECUTOR)
+                except E.ExecProtocolError as exc:
+                    log.error("message from the daemon dropped: %s", exc)
+                else:
+                    self._handle(msg, [f.buffer for f in frames[1:]])
             while True:
                 try:
-                    msg, arrays = self.outbox.get_nowait()
+                    frame, arrays = self.outbox.get_nowait()
                 except queue.Empty:
                     break
-                self.sock.send_multipart([json.dumps(msg).encode(), *arrays], copy=False)
+                self.sock.send_multipart([frame, *arrays], copy=False)
             now = time.monotonic()
             if now >= next_beat:
                 next_beat = now + self.settings.executor.heartbeat_s
                 if os.getppid() != self.parent_pid:
                     os._exit(3)  # the daemon is gone: never outlive it
                 job = self.current.job_id if self.current else None
-                self.sock.send(json.dumps({"type": "heartbeat", "pid": os.getpid(), "job": job}).encode())
+                self.sock.send(E.encode(E.Heartbeat(pid=os.getpid(), job=job)))
 
-    def _handle(self, msg: dict[str, Any], frames: list[Any]) -> None:
-        op = msg.get("op")
+    def _handle(self, msg: E.Message, frames: list[Any]) -> None:
         ctx = self.current
-        if op in ("stream_open", "stream_apply", "stream_close"):
+        if isinstance(msg, (E.StreamOpen, E.StreamApply, E.StreamClose)):
             self.stream_requests.put((msg, frames))
-        elif op == "run":
+        elif isinstance(msg, E.RunJob):
             self.jobs.put(msg)
-        elif op == "cancel" and ctx is not None and ctx.job_id == msg.get("job"):
-            ctx.cancel_reason = msg.get("reason") or "cancelled"
-            ctx.cancelled.set()
-        elif op == "control":
+        elif isinstance(msg, E.CancelJob) and ctx is not None and ctx.job_id == msg.job:
+            ctx.cancel(E.FailureCause.CANCELLED, msg.reason or "cancelled")
+        elif isinstance(msg, E.Control):
             self._control(ctx, msg)
-        elif op == "exit":
+        elif isinstance(msg, E.Exit):
             if ctx is not None:
-                ctx.cancel_reason = "daemon stopping"
-                ctx.cancelled.set()
+                ctx.cancel(E.FailureCause.DAEMON_STOPPING, "daemon stopping")
             self.jobs.put(None)
 
-    def _control(self, ctx: JobContext | None, msg: dict[str, Any]) -> None:
-        reply: dict[str, Any] = {"type": "reply", "token": msg.get("token")}
-        if ctx is None or ctx.job_id != msg.get("job"):
-            reply.update(ok=False, code="conflict", error=f"job {msg.get('job')} is not running on {self.slot}")
+    def _control(self, ctx: JobContext | None, msg: E.Control) -> None:
+        if ctx is None or ctx.job_id != msg.job:
+            reply = E.Reply.failure(msg.token, ErrorCode.CONFLICT, f"job {msg.job} is not running on {self.slot}")
         else:
             try:
-                reply.update(ok=True, result=ctx.handle_control(msg["name"], msg.get("args") or {}))
+                reply = E.Reply(token=msg.token, ok=True, result=ctx.handle_control(msg.name, msg.args))
             except KeyError as exc:
-                reply.update(ok=False, code="conflict", error=str(exc.args[0]))
+                reply = E.Reply.failure(msg.token, ErrorCode.CONFLICT, str(exc.args[0]))
             except Exception as exc:  # reported to the requester, the job goes on
-                reply.update(ok=False, code="bad_args", error=f"{type(exc).__name__}: {exc}")
+                reply = E.Reply.failure(msg.token, ErrorCode.BAD_ARGS, f"{type(exc).__name__}: {exc}")
         self.send(reply)
 
     # -- stream thread -----------------------------------------------------------------------------------------
@@ -163,42 +159,42 @@ class Executor:
     def _stream_loop(self) -> None:
         while True:
             msg, frames = self.stream_requests.get()
-            reply: dict[str, Any] = {"type": "reply", "token": msg.get("token"), "ok": True}
             arrays: list[Any] = []
             try:
-                reply["result"], arrays = self._stream(msg, frames)
+                result, descs, arrays = self._stream(msg, frames)
+                reply = E.Reply(token=msg.token, ok=True, result=result, arrays=descs)
             except StreamRequestError as exc:
-                reply.update(ok=False, code=exc.code, error=str(exc))
+                reply = E.Reply.failure(msg.token, exc.code, str(exc))
             except Exception as exc:  # a failing block must not end the session or the executor
                 log.exception("stream request failed")
-                reply.update(ok=False, code="internal", error=f"{type(exc).__name__}: {exc}")
+                reply = E.Reply.failure(msg.token, ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
             self.send(reply, arrays)
 
-    def _stream(self, msg: dict[str, Any], frames: list[Any]) -> tuple[dict[str, Any], list[Any]]:
+    def _stream(self, msg: E.StreamOpen | E.StreamApply | E.StreamClose,
+                frames: list[Any]) -> tuple[dict[str, Any], list[Any], list[Any]]:
+        """A stream request's result, the descriptors of its array frames, and the frames."""
         from daemon.executor.predict.stream import StreamSession, StreamInputError
 
-        op, sid, args = msg["op"], msg.get("session"), msg.get("args") or {}
-        if op == "stream_open":
+        if isinstance(msg, E.StreamOpen):
             try:
-                session = StreamSession.open(self.home, args, device=args.get("torch_device", "cpu"))
+                session = StreamSession.open(self.home, msg.open_args(), device=msg.torch_device)
             except StreamInputError as exc:
-                raise StreamRequestError("bad_args", str(exc)) from None
-            self.streams[sid] = session
-            return session.describe(), []
-        session = self.streams.get(sid)
+                raise StreamRequestError(ErrorCode.BAD_ARGS, str(exc)) from None
+            self.streams[msg.session] = session
+            return session.describe(), [], []
+        session = self.streams.get(msg.session)
         if session is None:
-            raise StreamRequestError("not_found", f"no stream session {sid} on {self.slot}")
-        if op == "stream_close":
-            self.streams.pop(sid).close()
-            return {"closed": sid}, []
+            raise StreamRequestError(ErrorCode.NOT_FOUND, f"no stream session {msg.session} on {self.slot}")
+        if isinstance(msg, E.StreamClose):
+            self.streams.pop(msg.session).close()
+            return {"closed": msg.session}, [], []
         try:
-            outputs = session.apply([decode_frame(d, f, i) for i, (d, f) in
-                                     enumerate(zip(msg.get("arrays") or [], frames))], args)
+            outputs = session.apply([decode_frame(d, f, i) for i, (d, f) in enumerate(zip(msg.arrays, frames))], {})
         except StreamInputError as exc:
-            raise StreamRequestError("bad_args", str(exc)) from None
+            raise StreamRequestError(ErrorCode.BAD_ARGS, str(exc)) from None
         names = list(outputs)
         arrs = [outputs[n] for n in names]
-        return {"outputs": names, "arrays": [array_descriptor(a) for a in arrs]}, [frame_of(a) for a in arrs]
+        return {"outputs": names}, [array_descriptor(a) for a in arrs], [frame_of(a) for a in arrs]
 
     # -- main thread -------------------------------------------------------------------------------------------
 
@@ -219,44 +215,48 @@ class Executor:
         self.stop.set()
         self.io_thread.join(timeout=2)
 
-    def _run(self, msg: dict[str, Any]) -> None:
-        job_id = int(msg["job"])
-        job_dir = Path(msg["job_dir"])
-        ctx = JobContext(job_id=job_id, kind=msg["kind"], job_dir=job_dir, home=self.home, device=msg["device"],
-                         attempt=int(msg.get("attempt", 1)), resume=bool(msg.get("resume")),
-                         daemon_pid=self.parent_pid, settings=self.settings, send=self.send)
+    def _run(self, msg: E.RunJob) -> None:
+        job_dir = Path(msg.job_dir)
+        ctx = JobContext(job_id=msg.job, kind=msg.kind, job_dir=job_dir, home=self.home, device=msg.device,
+                         attempt=msg.attempt, resume=msg.resume, daemon_pid=self.parent_pid, settings=self.settings,
+                         send=self.send)
         handler = logging.FileHandler(job_dir / "log")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         ctx.log.addHandler(handler)
         ctx.log.addHandler(EventLogHandler(ctx))
         self.current = ctx
-        outcome, error, result = "succeeded", None, None
+        done = E.Done(msg.job, E.Outcome.SUCCEEDED)
         try:
-            kind = job_registry.get_kind(msg["kind"])
+            kind = job_registry.get_kind(msg.kind)
             if kind is None:
-                raise RuntimeError(f"job kind {msg['kind']!r} is not registered in this executor")
-            spec = kind.spec.model_validate(msg["spec"])
-            ctx.log.info("job %d (%s) starting on %s, attempt %d%s", job_id, kind.name, self.slot, ctx.attempt,
+                raise RuntimeError(f"job kind {msg.kind!r} is not registered in this executor")
+            spec = kind.spec.model_validate(msg.spec)
+            ctx.log.info("job %d (%s) starting on %s, attempt %d%s", msg.job, kind.name, self.slot, ctx.attempt,
                          ", resuming" if ctx.resume else "")
             result = kind.load_runner()(spec, ctx) or {}
+            if not isinstance(result, dict):
+                raise TypeError(f"the {kind.name} runner returned {type(result).__name__}, not a dict")
+            done = E.Done(msg.job, E.Outcome.SUCCEEDED, result=result)
+            E.encode(done)  # a result that cannot be sent fails the job here, naming why
         except JobCancelled as exc:
-            outcome, error = "cancelled", str(exc)
+            done = E.Done(msg.job, E.Outcome.CANCELLED, ctx.cancel_cause, str(exc))
         except Exception as exc:
             if ctx.cancelled.is_set():  # whatever a library raises once cancel was asked, the job was cancelled
-                outcome, error = "cancelled", ctx.cancel_reason or "cancelled"
+                done = E.Done(msg.job, E.Outcome.CANCELLED, ctx.cancel_cause, ctx.cancel_reason or "cancelled")
                 ctx.log.info("stopped by cancel (%s: %s)", type(exc).__name__, exc)
             else:
-                outcome, error = "failed", f"{type(exc).__name__}: {exc}"
-                ctx.log.error("job failed: %s\n%s", error, traceback.format_exc())
+                done = E.Done(msg.job, E.Outcome.FAILED, E.FailureCause.JOB_ERROR, f"{type(exc).__name__}: {exc}")
+                ctx.log.error("job failed: %s\n%s", done.error, traceback.format_exc())
         finally:
             ctx.flush_progress()  # the last progress, also of a job that failed or was cancelled half-way
-            ctx.log.info("job %d finished: %s%s", job_id, outcome, f" ({error})" if error else "")
+            ctx.log.info("job %d finished: %s%s", msg.job, done.outcome.value, f" ({done.error})" if done.error
+                         else "")
             for h in list(ctx.log.handlers):
                 ctx.log.removeHandler(h)
                 h.close()
             self.current = None
             malloc.release()
-        self.send({"type": "done", "job": job_id, "outcome": outcome, "error": error, "result": result})
+        self.send(done)
 
 
 def main(argv: list[str] | None = None) -> int:

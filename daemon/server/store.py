@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from client.protocol import JOB_STATES, TERMINAL_STATES
+from daemon.common.execproto import FailureCause
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -39,7 +40,8 @@ CREATE TABLE IF NOT EXISTS job_history (
     job_id  INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
     time    REAL NOT NULL,
     state   TEXT NOT NULL,
-    reason  TEXT
+    reason  TEXT,
+    cause   TEXT              -- execproto.FailureCause of the change, where one is known
 );
 CREATE INDEX IF NOT EXISTS job_history_job ON job_history(job_id);
 CREATE TABLE IF NOT EXISTS events (
@@ -50,7 +52,6 @@ CREATE TABLE IF NOT EXISTS events (
     data    TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_job ON events(job_id, seq);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
@@ -94,6 +95,8 @@ class JobStore:
             self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across a process crash
             self.db.execute("PRAGMA foreign_keys=ON")
             self.db.executescript(SCHEMA)
+            if "cause" not in {row[1] for row in self.db.execute("PRAGMA table_info(job_history)")}:
+                self.db.execute("ALTER TABLE job_history ADD COLUMN cause TEXT")  # a store from before causes
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the job store {path}: {exc}") from None
 
@@ -131,9 +134,10 @@ class JobStore:
 
         return self._write(work)
 
-    def set_state(self, job_id: int, state: str, reason: str | None = None, *, error: str | None = None,
-                  slot: str | None = None, result: dict[str, Any] | None = None) -> None:
-        """Move a job to `state`, recording the transition in its history in the same transaction."""
+    def set_state(self, job_id: int, state: str, reason: str | None = None, *, cause: FailureCause | None = None,
+                  error: str | None = None, slot: str | None = None, result: dict[str, Any] | None = None) -> None:
+        """Move a job to `state`, recording the transition (with its cause) in its history in the same
+        transaction."""
         assert state in JOB_STATES, state
         now = time.time()
         sets = ["state=?"]
@@ -151,8 +155,8 @@ class JobStore:
             args.append(json.dumps(result))
         args.append(job_id)
         self._tx([(f"UPDATE jobs SET {', '.join(sets)} WHERE id=?", tuple(args)),
-                  ("INSERT INTO job_history(job_id, time, state, reason) VALUES (?,?,?,?)",
-                   (job_id, now, state, reason or error))])
+                  ("INSERT INTO job_history(job_id, time, state, reason, cause) VALUES (?,?,?,?,?)",
+                   (job_id, now, state, reason or error, cause.value if cause else None))])
 
     def set_progress(self, job_id: int, fraction: float, message: str | None) -> None:
         self._tx([("UPDATE jobs SET progress=?, message=COALESCE(?, message) WHERE id=?",
@@ -163,15 +167,7 @@ class JobStore:
                          (job_id, when, type_, json.dumps(data)))])[0]
         return int(cur.lastrowid)
 
-    def meta_set(self, key: str, value: str) -> None:
-        self._tx([("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                   (key, value))])
-
     # -- reads -------------------------------------------------------------------------------------------------
-
-    def meta_get(self, key: str) -> str | None:
-        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        return row[0] if row else None
 
     def get(self, job_id: int) -> JobRow | None:
         row = self.db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
@@ -202,6 +198,12 @@ class JobStore:
     def history(self, job_id: int) -> list[dict[str, Any]]:
         return [{"time": t, "state": s, "reason": r} for t, s, r in self.db.execute(
             "SELECT time, state, reason FROM job_history WHERE job_id=? ORDER BY rowid", (job_id,))]
+
+    def count_transitions(self, job_id: int, state: str, causes: list[str]) -> int:
+        """How many times the job entered `state` for one of `causes` (FailureCause values)."""
+        return int(self.db.execute(
+            f"SELECT COUNT(*) FROM job_history WHERE job_id=? AND state=? AND cause IN ({','.join('?' * len(causes))})",
+            (job_id, state, *causes)).fetchone()[0])
 
     def last_event(self, job_id: int, type_: str) -> dict[str, Any] | None:
         """The data of a job's latest event of one type (e.g. its latest metrics), or None."""

@@ -1,19 +1,21 @@
 """Supervisor: starts the executors through a backend, watches them, and restarts the ones that die.
 
 It never blocks: `poll()` is called from the daemon's loop and only looks (ExecutorProcess.poll, clocks). What a
-death means for a job is the daemon's business; the supervisor reports it through `on_death(handle, reason)`.
+death means for a job is the job lifecycle's business (daemon/server/lifecycle.py); the supervisor reports it through
+`on_death(handle, death)`, an ExecutorDeath: its enumerated cause (execproto.FailureCause) and the reason in words.
 WHERE an executor runs is the backend's business (daemon/server/backends/): the local backend keeps one long-lived
 executor per device slot; the Ray backend starts one per job, on a node Ray picks, and it exits after the job.
 
 NOTE on the ways an executor ends:
   - exits or is killed (SIGKILL, OOM killer, segfault in a native library, a lost Ray worker or node): poll() sees
-    it; the job it ran fails with that reason (or is requeued, see Daemon._executor_died); a long-lived executor is
-    started again after `restart_backoff_s`, a per-job one leaves its slot free;
+    it (cause executor_died); the job it ran fails with that reason (or is requeued, see lifecycle.fate); a
+    long-lived executor is started again after `restart_backoff_s`, a per-job one leaves its slot free;
   - a per-job executor that exits cleanly after reporting `done` just frees its slot; one that exits cleanly with its
     job's `done` still missing gets DONE_GRACE_S for that message to arrive, then counts as died;
-  - hangs (no heartbeat for `heartbeat_timeout_s`, or no hello within the backend's start timeout): it is killed,
-    then handled as above;
-  - a cancelled job that does not stop within `cancel_grace_s`: the daemon asks for a kill (`kill(slot, reason)`);
+  - hangs (no heartbeat for `heartbeat_timeout_s`: cause hung; or no hello within the backend's start timeout:
+    cause no_hello): it is killed, then handled as above;
+  - a cancelled job that does not stop within `cancel_grace_s`: the lifecycle asks for a kill (`kill(slot, death)`,
+    cause cancel_timeout; cancelled_before_start for an executor not started yet);
   - the daemon stops: `stop_all()` asks each to exit, then kills what is left. If the daemon is killed instead, the
     executors die with it (PR_SET_PDEATHSIG, see daemon/executor/process.py; on Ray, with the worker that started them).
 """
@@ -21,17 +23,27 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from daemon.common.devices import DeviceSlot, write_job_devices
+from daemon.common.execproto import FailureCause, RunJob
 from daemon.server import scheduler
 from daemon.server.backends import Ended, ExecutorBackend, ExecutorProcess
-from daemon.common.devices import DeviceSlot, write_job_devices
 
 log = logging.getLogger("seisd.supervisor")
 
 DONE_GRACE_S = 2.0   # a per-job executor's `done` may arrive just after its process is seen to have ended
+
+
+@dataclass(frozen=True)
+class ExecutorDeath:
+    """Why an executor ended: the enumerated cause the job lifecycle decides on, and the reason in words that the
+    job's history and log record."""
+
+    cause: FailureCause
+    reason: str
 
 
 @dataclass
@@ -44,14 +56,13 @@ class ExecutorHandle:
     started: float = 0.0
     last_seen: float = 0.0
     restart_at: float = 0.0
-    kill_reason: str | None = None
+    killed_for: ExecutorDeath | None = None    # why we killed it (reported once poll sees it gone)
     restarts: int = 0
     launches: int = 0                 # per-job executors: which launch may speak for the slot (its identity)
     per_job: bool = False
-    pending_run: dict[str, Any] | None = None   # the run message a per-job executor gets after its hello
+    pending_run: RunJob | None = None   # the run message a per-job executor gets after its hello
     held_by: tuple[str, int] | None = None   # (first slot, job): lent to a job running there, busy meanwhile
     ended_at: float | None = None
-    extra: dict = field(default_factory=dict)
 
     @property
     def idle(self) -> bool:
@@ -70,7 +81,7 @@ class ExecutorHandle:
 
 class Supervisor:
     def __init__(self, slots: list[DeviceSlot], backend: ExecutorBackend, heartbeat_timeout_s: float,
-                 restart_backoff_s: float, on_death: Callable[[ExecutorHandle, str], None],
+                 restart_backoff_s: float, on_death: Callable[[ExecutorHandle, ExecutorDeath], None],
                  on_state: Callable[[ExecutorHandle], None]):
         self.backend = backend
         self.handles = {s.name: ExecutorHandle(s, per_job=not backend.long_lived) for s in slots}
@@ -87,10 +98,10 @@ class Supervisor:
             else:
                 self._start(h)
 
-    def _start(self, h: ExecutorHandle, job: dict[str, Any] | None = None) -> None:
+    def _start(self, h: ExecutorHandle, job: RunJob | None = None) -> None:
         h.launches += 1
         h.proc = self.backend.launch(h.slot, h.identity, job)
-        h.pid, h.state, h.kill_reason, h.ended_at = h.proc.pid, "starting", None, None
+        h.pid, h.state, h.killed_for, h.ended_at = h.proc.pid, "starting", None, None
         if not h.per_job and h.held_by is None:
             h.job_id = None
         h.started = h.last_seen = time.monotonic()
@@ -134,7 +145,7 @@ class Supervisor:
                     o.state = "ready"
                 self.on_state(o)
 
-    def begin_job(self, h: ExecutorHandle, run: dict[str, Any], send: Callable[[ExecutorHandle, dict], None]) -> None:
+    def begin_job(self, h: ExecutorHandle, run: RunJob, send: Callable[[ExecutorHandle, RunJob], None]) -> None:
         """Hand a run message to the slot: at once to a long-lived executor, after its hello to a per-job one."""
         if h.per_job:
             h.pending_run = run
@@ -142,7 +153,7 @@ class Supervisor:
         else:
             send(h, run)
 
-    def hello(self, h: ExecutorHandle) -> dict[str, Any] | None:
+    def hello(self, h: ExecutorHandle) -> RunJob | None:
         """An executor said hello: returns the run message it is to get now (per-job executors), if any."""
         run, h.pending_run = h.pending_run, None
         h.state = "busy" if run is not None or h.held_by is not None else "ready"
@@ -162,10 +173,10 @@ class Supervisor:
         h.last_seen = time.monotonic()
         return h
 
-    def kill(self, slot: str, reason: str) -> None:
+    def kill(self, slot: str, why: ExecutorDeath) -> None:
         h = self.handles[slot]
         if h.proc is not None and h.proc.poll() is None:
-            h.kill_reason = reason
+            h.killed_for = why
             h.proc.kill()
 
     def poll(self) -> None:
@@ -183,10 +194,12 @@ class Supervisor:
             if ended is None:
                 limit = self.backend.start_timeout_s if h.state == "starting" else self.heartbeat_timeout_s
                 if now - h.last_seen > limit:
-                    self.kill(h.slot.name, f"no {'hello' if h.state == 'starting' else 'heartbeat'} for "
-                                           f"{now - h.last_seen:.0f} s")
+                    starting = h.state == "starting"
+                    self.kill(h.slot.name, ExecutorDeath(
+                        FailureCause.NO_HELLO if starting else FailureCause.HUNG,
+                        f"no {'hello' if starting else 'heartbeat'} for {now - h.last_seen:.0f} s"))
                 continue
-            if h.per_job and ended.code == 0 and h.kill_reason is None:
+            if h.per_job and ended.code == 0 and h.killed_for is None:
                 if h.job_id is None or h.state == "ready":
                     self._free(h)
                     continue
@@ -196,13 +209,13 @@ class Supervisor:
             self._died(h, ended, now)
 
     def _died(self, h: ExecutorHandle, ended: Ended, now: float) -> None:
-        reason = h.kill_reason or ended.reason
-        log.warning("executor for %s (pid %s) ended: %s", h.slot.name, h.pid, reason)
+        death = h.killed_for or ExecutorDeath(FailureCause.EXECUTOR_DIED, ended.reason)
+        log.warning("executor for %s (pid %s) ended: %s", h.slot.name, h.pid, death.reason)
         h.state, h.restart_at = "dead", now + self.restart_backoff_s
         if h.held_by is not None:  # a lent slot's own idle executor: restarted, the job it is lent to runs on
             self.on_state(h)
             return
-        self.on_death(h, reason)
+        self.on_death(h, death)
         if h.per_job:
             h.restarts += 1
             self._free(h)
@@ -228,5 +241,6 @@ class Supervisor:
         for h in self.handles.values():
             h.state = "stopped"
 
-    def pids(self) -> list[int]:
-        return [h.pid for h in self.handles.values() if h.proc is not None and h.pid and h.proc.poll() is None]
+    def devices(self) -> list[dict]:
+        """Every slot and its executor, as `status` and `devices` show them."""
+        return [h.describe() for h in self.handles.values()]

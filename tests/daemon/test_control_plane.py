@@ -5,6 +5,7 @@ One daemon (one CPU slot) serves the whole module; every test leaves it idle and
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -33,6 +34,8 @@ def test_status_names_daemon_devices_and_counts(shared_daemon: RunningDaemon) ->
     assert s["devices"][0]["state"] == "ready" and s["devices"][0]["executor_pid"]
     assert set(s["jobs"]) == set(P.JOB_STATES)
     assert s["limits"]["max_header_bytes"] == P.MAX_HEADER_BYTES
+    keys = Path(s["authorized_keys"])  # where `seisctl` puts authorised client keys: tcp.authorized_keys resolved
+    assert keys.is_absolute() and keys == shared_daemon.home.resolve() / "keys" / "authorized"
 
 
 def test_submit_list_show(shared_daemon: RunningDaemon) -> None:

@@ -1,6 +1,6 @@
 """Executor backends: WHERE and HOW an executor process is launched and watched.
 
-The executor process and its message protocol (daemon/executor/process.py) are the same everywhere; seisd keeps the queue,
+The executor process and its message protocol (daemon/common/execproto.py) are the same everywhere; seisd keeps the queue,
 priorities, cancellation, retries, logs and events. A backend only answers:
   - which slots exist (`slots()`), which jobs a slot may take (`accepts`), and the device the job sees;
   - `launch(slot, identity, job)`: start an executor that connects to the daemon's executor socket and return an
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from daemon.common.devices import DeviceSlot
+    from daemon.common.execproto import RunJob
     from daemon.common.settings import Settings
 
 
@@ -60,7 +61,7 @@ class ExecutorBackend(Protocol):
     def torch_device(self, slot: "DeviceSlot", wanted: str, kind_devices: str) -> str:
         """The torch device name the job's runner uses inside its executor."""
 
-    def launch(self, slot: "DeviceSlot", identity: str, job: dict[str, Any] | None) -> ExecutorProcess:
+    def launch(self, slot: "DeviceSlot", identity: str, job: "RunJob | None") -> ExecutorProcess:
         """Start an executor for `slot` (for `job`, the run message, when executors run one job each)."""
 
     def describe(self) -> dict[str, Any]:

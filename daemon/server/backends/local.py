@@ -12,6 +12,7 @@ from daemon.server import scheduler
 from daemon.common.children import exit_reason  # noqa: F401  (ray_backend imports it from here)
 from daemon.server.backends import Ended
 from daemon.common.devices import DeviceSlot, discover
+from daemon.common.execproto import RunJob
 from daemon.common.settings import Settings
 
 
@@ -83,7 +84,7 @@ class LocalBackend:
     def torch_device(self, slot: DeviceSlot, wanted: str, kind_devices: str) -> str:
         return slot.torch_device
 
-    def launch(self, slot: DeviceSlot, identity: str, job: dict[str, Any] | None) -> LocalProcess:
+    def launch(self, slot: DeviceSlot, identity: str, job: RunJob | None) -> LocalProcess:
         a = self.launch_args
         env = dict(os.environ, **slot.env())
         cmd = [sys.executable, "-m", "daemon.executor", *a.arguments(identity), "--parent-pid", str(os.getpid())]

@@ -31,6 +31,7 @@ from daemon.server.backends import BackendError, Ended
 from daemon.common.children import exit_reason
 from daemon.server.backends.local import LaunchArgs
 from daemon.common.devices import DeviceSlot
+from daemon.common.execproto import RunJob
 from daemon.common.settings import Settings
 from daemon.kinds import TaskResources, get_kind
 
@@ -151,17 +152,17 @@ class RayBackend:
 
     # -- launching -------------------------------------------------------------------------------------------------
 
-    def launch(self, slot: DeviceSlot, identity: str, job: dict[str, Any] | None) -> RayProcess:
+    def launch(self, slot: DeviceSlot, identity: str, job: RunJob | None) -> RayProcess:
         a = self.launch_args
-        gpus = self.settings.num_gpus_per_job if job and str(job.get("device", "")).startswith("cuda") else 0.0
+        gpus = self.settings.num_gpus_per_job if job and job.device.startswith("cuda") else 0.0
         env = {k: v for k, v in os.environ.items() if k.startswith("SEISD_") or k == "PYTHONPATH"}
         env["SEISD_HOME"] = str(a.home)
         per_job = TaskResources(self.settings.num_cpus_per_job, gpus)
-        kind = get_kind(str(job.get("kind"))) if job else None
-        own = kind.task_resources(job.get("spec") or {}, per_job) if kind else per_job
+        kind = get_kind(job.kind) if job else None
+        own = kind.task_resources(job.spec or {}, per_job) if kind and job else per_job
         # what the job's further tasks ask for (a train job's ranks, a predict job's shards): as much as a job gets
         env[ray_task.CPUS_ENV], env[ray_task.GPUS_ENV] = str(per_job.cpus), str(per_job.gpus)
-        name = f"seisd-job-{job['job']}" if job else f"seisd-{identity}"
+        name = f"seisd-job-{job.job}" if job else f"seisd-{identity}"
         ref = self._task.options(num_cpus=own.cpus, num_gpus=own.gpus, max_retries=0,
                                  name=name).remote(a.arguments(identity, one_job=True), env,
                                                    str(a.log_path(slot.name)), str(a.home))
