@@ -13,6 +13,7 @@ NOTE [restart]
 """
 from __future__ import annotations
 
+import copy
 import contextlib
 import logging
 import threading
@@ -30,7 +31,7 @@ from daemon.executor.models import build_model
 from daemon.executor.training.distributed import (RankGroup, RankJob, rank_device, rank_rows, rendezvous_file,
                                          resolve_backend, share_recipe)
 from daemon.executor.training.job_data import TrainData, in_process_batches, pool_batches, prepare_data
-from daemon.executor.training.loop import Progress, TrainControl, train, training_record
+from daemon.executor.training.loop import Progress, TrainControl, TrainResult, run_config, train
 from daemon.executor.training.preview import PreviewUnsupported, SliceInput, apply_kind_of, predict_inline
 from daemon.kinds.train_spec import DataSection, TrainSection, TrainSpec
 
@@ -266,3 +267,13 @@ def _result(spec: TrainSpec, result: Any, out: Path, data: TrainData, pool_stats
             "data_wait_fraction": pool_stats["consumer_wait_fraction"] if pool_stats else None,
             "data_startup_s": pool_stats["startup_wait_s"] if pool_stats else None,
             "preview_inline": data.preview_inline}
+
+
+def training_record(result: TrainResult, optim: Any, schedule: Any,
+                    config: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(training, metrics) dicts for a ModelInfo: configs and counters, and the last validation report."""
+    training = {**run_config(optim, schedule, config), "step": result.step, "epoch": result.epoch,
+                "stopped": result.stopped}
+    figures = dict(result.history[-1]) if result.history else {}
+    return training, {"best_value": result.best_value, "best_epoch": result.best_epoch, "last": figures,
+                      "report": copy.deepcopy(result.report)}

@@ -9,7 +9,6 @@ exactly where it stopped; with a plain iterable, the first start_batch batches o
 """
 from __future__ import annotations
 
-import copy
 import itertools
 import logging
 import math
@@ -440,13 +439,3 @@ def train(model: nn.Module, train_batches: BatchSource, job_dir: str | Path, *,
 def run_config(optim: OptimSection, schedule: ScheduleSection, config: TrainSection) -> dict[str, Any]:
     """The run's sections as plain dicts, keyed by section name, for checkpoints and model files."""
     return {"optim": optim.model_dump(), "schedule": schedule.model_dump(), "train": config.model_dump()}
-
-
-def training_record(result: TrainResult, optim: OptimSection, schedule: ScheduleSection,
-                    config: TrainSection) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(training, metrics) dicts for a ModelInfo: configs and counters, and the last validation report."""
-    training = {**run_config(optim, schedule, config), "step": result.step, "epoch": result.epoch,
-                "stopped": result.stopped}
-    figures = dict(result.history[-1]) if result.history else {}
-    return training, {"best_value": result.best_value, "best_epoch": result.best_epoch, "last": figures,
-                      "report": copy.deepcopy(result.report)}
