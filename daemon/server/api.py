@@ -42,6 +42,8 @@ class DaemonInfo(Protocol):
 
     def request_stop(self, reason: str) -> None: ...
 
+    def security(self) -> dict[str, Any]: ...
+
 
 class JobReads(Protocol):
     """Reading the job store (store.JobStore)."""
@@ -152,7 +154,7 @@ class Api:
                 "session": d.session, "started": d.started, "home": str(d.home),
                 "python": sys.version.split()[0], "stopping": d.stopping,
                 "devices": self.executors.devices(), "jobs": self.jobs.counts(), "endpoints": d.endpoints,
-                "authorized_keys": str(d.authorized_keys),
+                "authorized_keys": str(d.authorized_keys), "security": d.security(),
                 "limits": {"max_header_bytes": lim.max_header_bytes, "max_message_bytes": lim.max_message_bytes,
                            "max_frames": lim.max_frames}}
 

@@ -83,6 +83,7 @@ class Daemon:
         self.exec_sock, exec_endpoint = self._bind_executor_socket()
         self.control_sockets = [self.control]
         self.curve: CurveServer | None = None
+        self.tcp_control: zmq.Socket | None = None
         if settings.tcp.endpoint:
             self._bind_tcp()
         exec_home = shared_home(settings, home) if settings.backend == "ray" else home
@@ -171,6 +172,7 @@ class Daemon:
         except zmq.ZMQError as exc:
             raise DaemonError(f"cannot bind tcp.endpoint {t.endpoint}: {exc}") from None
         self.control_sockets.append(s)
+        self.tcp_control = s
         self.endpoints["tcp_control"] = s.getsockopt(zmq.LAST_ENDPOINT).decode()
         if t.events_endpoint:
             self.tcp_events = self.zctx.socket(zmq.PUB)
@@ -240,7 +242,17 @@ class Daemon:
 
     # -- requests ----------------------------------------------------------------------------------------------
 
+    def security(self) -> dict[str, Any]:
+        """What `status` says of tcp access: whether it is on, how many keys are authorised, key-file findings."""
+        if self.curve is None:
+            return {"tcp": False, "authorized": 0, "warnings": []}
+        return {"tcp": True, "authorized": len(self.curve.ring.keys), "warnings": self.curve.warnings}
+
     def _on_request(self, sock: zmq.Socket, frames: list[zmq.Frame]) -> None:
+        if sock is self.tcp_control and self.curve and not self.curve.allows(frames[-1]):
+            # a connection whose key was revoked after its handshake: dropped unanswered, like a stranger's
+            log.info("dropped a tcp request from a key no longer authorised")
+            return
         raw = [f.buffer for f in frames]
         # ROUTER prepends the peer identity; a REQ peer adds an empty delimiter, which we echo back.
         n_env = 2 if len(raw) >= 2 and len(raw[1]) == 0 else 1

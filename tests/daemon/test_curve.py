@@ -136,3 +136,88 @@ def _answers(home: Path) -> bool:
         return True
     except DaemonUnavailable:
         return False
+
+
+# --- rotation and revocation (the ring is rebuilt from the folder's contents, open connections included) ---------
+
+def _answered(d: RunningDaemon, secret: str, timeout: float = 1.5) -> bool:
+    try:
+        with _tcp_client(d, secret, timeout=timeout) as c:
+            return bool(c.ping())
+    except DaemonUnavailable:
+        return False
+
+
+def _eventually(predicate, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return predicate()
+
+
+@pytest.fixture
+def rotating(tmp_path: Path) -> Iterator[tuple[RunningDaemon, Keys, Path]]:
+    home = tmp_path / "home"
+    keys = Keys(tmp_path, home)
+    env = {"SEISD_TCP__ENDPOINT": f"tcp://127.0.0.1:{_free_port()}"}
+    with RunningDaemon(home, env=env) as d:
+        yield d, keys, home / "keys" / "authorized"
+
+
+def test_a_key_rotated_in_place_lets_the_new_key_in_and_the_old_one_out(rotating, tmp_path: Path) -> None:
+    d, keys, folder = rotating
+    assert _answered(d, keys.me["secret"])
+    new = seisctl(d.home, "keys", "create", "me", "--dir", str(tmp_path / "new-keys"))
+    mtime = folder.stat().st_mtime_ns
+    seisctl(d.home, "keys", "authorize", new["public"])  # the same name: overwritten in place
+    assert folder.stat().st_mtime_ns == mtime, "the folder's mtime moved: this test no longer tests rotation in place"
+    assert _eventually(lambda: _answered(d, new["secret"])), "the new key is not let in"
+    assert not _answered(d, keys.me["secret"]), "the rotated-out key still gets answers"
+
+
+def test_a_revoked_key_loses_its_open_connection_and_a_removed_folder_lets_nobody_in(rotating) -> None:
+    d, keys, folder = rotating
+    with _tcp_client(d, keys.me["secret"], timeout=1.5) as open_client:
+        assert open_client.ping()
+        (folder / "me.key").unlink()
+        time.sleep(1.2)  # the ring is rescanned at most every 0.5 s
+        with pytest.raises(DaemonUnavailable):
+            open_client.ping()  # the connection is still open: the daemon drops its messages
+    seisctl(d.home, "keys", "authorize", keys.me["public"])
+    assert _eventually(lambda: _answered(d, keys.me["secret"]))
+    import shutil
+    shutil.rmtree(folder)
+    time.sleep(1.2)
+    assert not _answered(d, keys.me["secret"]), "a removed folder still lets its old keys in"
+    assert d.client.ping()  # ipc is unharmed
+
+
+def test_an_unreadable_key_file_does_not_freeze_the_others(rotating, tmp_path: Path) -> None:
+    d, keys, folder = rotating
+    (folder / "junk.key").write_text("this is not a key\n")
+    other = seisctl(d.home, "keys", "create", "other", "--dir", str(tmp_path / "other"))
+    seisctl(d.home, "keys", "authorize", other["public"])
+    assert _eventually(lambda: _answered(d, other["secret"])), "a broken file in the folder froze the key set"
+    assert _answered(d, keys.me["secret"])
+    warnings = d.client.status()["security"]["warnings"]
+    assert any("junk.key" in w for w in warnings), warnings
+
+
+def test_loose_key_modes_are_warned_about_and_a_writable_folder_is_refused(rotating) -> None:
+    d, keys, folder = rotating
+    secret = d.home / "keys" / "server.key_secret"
+    secret.chmod(0o644)
+    folder.chmod(0o777)
+    time.sleep(1.2)
+    warnings = d.client.status()["security"]["warnings"]
+    assert any("server.key_secret" in w and "readable by others" in w for w in warnings), warnings
+    assert any("writable by others" in w for w in warnings), warnings
+    assert not _answered(d, keys.me["secret"]), "keys from a world-writable folder are still accepted"
+    r = subprocess.run([sys.executable, "-m", "client.cli", "doctor"], cwd=ROOT, env=daemon_env(d.home),
+                       capture_output=True, text=True, timeout=60)
+    assert "readable by others" in r.stdout and "WARN" in r.stdout, r.stdout
+    folder.chmod(0o700)
+    secret.chmod(0o600)
+    assert _eventually(lambda: _answered(d, keys.me["secret"]))
