@@ -109,7 +109,7 @@ def _op(name: str, doc: str, /, **args: str) -> None:
 
 _op("ping", "Cheapest round trip. Result: {session, version}.")
 _op("status", "The daemon's state. Result: {version, protocol, pid, session, started, home, python, stopping, "
-    "devices, jobs, endpoints, authorized_keys, limits}.")
+    "devices, jobs, endpoints, authorized_keys, security, limits}.")
 _op("submit", "Validate and queue a job. Result: {id, state}. A bad job file: error invalid_job with "
     "details.problems, nothing queued.", job="object", priority="int?")
 _op("jobs", "List jobs, newest first. Result: {jobs: [summary]}.", state="array?", kind="string?", limit="int?")
