@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from client.api import Client
 from tests.harness import ROOT, RunningDaemon
 
 MAX_MODULE_LINES = 450
@@ -54,7 +55,9 @@ def torch_mappings(pid: int) -> list[str]:
 
 
 def _ok(d: RunningDaemon, job: dict[str, Any], timeout: float = 180) -> dict[str, Any]:
-    record = d.client.wait(d.client.submit(job)["id"], timeout=timeout)
+    # a generous reply time-out: a user model's submit check starts a child process that imports torch
+    client = Client(home=d.home, timeout=timeout)
+    record = client.wait(client.submit(job)["id"], timeout=timeout)
     assert record["state"] == "succeeded", (job["kind"], record["error"])
     return record
 

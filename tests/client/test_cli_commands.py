@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -66,6 +67,9 @@ def test_keys_authorize_writes_where_the_daemon_reads(tmp_path: Path) -> None:
         r = seisctl_json(home, "keys", "authorize", mine["public"])
         assert r["folder"] == str(elsewhere) and r["source"] == "daemon", r
         assert (elsewhere / "alice.key").is_file() and not (home / "keys" / "authorized" / "alice.key").exists()
+        deadline = time.monotonic() + 10  # the daemon looks at the folder every half second
+        while d.client.status()["security"]["authorized"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
         endpoint = d.client.status()["endpoints"]["tcp_control"]
         with Client(home=home, endpoint=endpoint, timeout=5, server_key=server["public"],
                     client_key=mine["secret"]) as c:
