@@ -1,13 +1,16 @@
 """seisd as OpendTect's apply server: a client written from the interop notes alone (tests/daemon/odt_wire.py)
 gets status, sets parameters and applies blocks of a survey through a real daemon; its outputs equal stream.apply's
 on the same blocks. Also: kill ends the session and not the daemon, bad requests get error replies, a lost session
-is opened again, the tcp form listens on loopback only and knows its peer's user."""
+is opened again, the tcp form listens on loopback only and knows its peer's user, and the relay that stands where
+the plugin starts dgbpy's apply server (tools/opendtect_apply_server.py) passes the plugin's requests on."""
 from __future__ import annotations
 
 import os
 import signal
 import socket
 import struct
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,7 +20,7 @@ import pytest
 from daemon.server.opendtect.endpoint import loopback_peer_uid
 from tests.daemon import odt_wire as odt
 from tests.daemon.predict_data import home_with_unet
-from tests.harness import RunningDaemon
+from tests.harness import ROOT, RunningDaemon
 
 ON = {"SEISD_OPENDTECT__ENABLED": "true"}
 ALL = ["labels", "probabilities", "confidence"]
@@ -159,3 +162,53 @@ def test_tcp_listens_on_loopback_and_knows_its_peers_user(tmp_path: Path) -> Non
             with conn:
                 assert loopback_peer_uid(peer, conn.getsockname()) == os.getuid()
                 assert loopback_peer_uid(("127.0.0.1", 1), conn.getsockname()) is None
+
+
+def _wait_listening(path_or_port: str | int, proc: subprocess.Popen, timeout: float = 30) -> None:
+    """Until the relay accepts connections, as the plugin waits for its apply server."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        try:
+            family = socket.AF_UNIX if isinstance(path_or_port, str) else socket.AF_INET
+            with socket.socket(family) as s:
+                s.connect(path_or_port if isinstance(path_or_port, str) else ("127.0.0.1", path_or_port))
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError("the relay did not listen")
+
+
+@pytest.mark.parametrize("local", [False, True], ids=["tcp", "local"])
+def test_the_relay_stands_where_the_plugin_starts_its_apply_server(prepared, tmp_path: Path, local: bool) -> None:
+    """tools/opendtect_apply_server.py started as the plugin starts dgbpy's script (model file, address, port,
+    parent pid): the plugin's requests name no model; the outputs are seisd's, and kill ends the relay."""
+    d, made, address = prepared
+    if local:
+        where: str | int = str(tmp_path / "odt.sock")
+        args = ["--address", "LOCAL", "--port", where, "--local"]
+    else:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            where = s.getsockname()[1]
+        args = ["--address", "localhost", "--port", str(where)]
+    env = {**os.environ, "SEISD_OPENDTECT_ENDPOINT": address}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tools" / "opendtect_apply_server.py"),
+                             str(d.home / "models" / "unet1.h5"), *args, "--ppid", str(os.getpid())], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_listening(where, proc)
+        relay = f"unix://{where}" if local else f"tcp://127.0.0.1:{where}"
+        assert odt.request_json(relay, {"action": "status"})[0]["result"] == "Server online"
+        reply, _ = odt.request_json(relay, {"action": "outputs", "value": {"names": ["Facies"], "survey": "F3"}})
+        assert reply["model"] == "unet1", reply
+        block = blocks_of(made, 1)[0]
+        (pred,) = odt.apply(relay, [block])
+        np.testing.assert_array_equal(pred[0], stream_outputs(d, block)["labels"])
+        assert odt.request_json(relay, {"action": "kill"})[0]["result"] == "Kill request received"
+        assert proc.wait(timeout=10) == 0
+        assert d.client.call("stream.list")["sessions"] == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
