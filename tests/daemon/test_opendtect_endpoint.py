@@ -20,7 +20,7 @@ import pytest
 from daemon.server.opendtect.endpoint import loopback_peer_uid
 from tests.daemon import odt_wire as odt
 from tests.daemon.predict_data import home_with_unet
-from tests.harness import ROOT, RunningDaemon
+from tests.harness import ROOT, DaemonDidNotStart, RunningDaemon
 
 ON = {"SEISD_OPENDTECT__ENABLED": "true"}
 ALL = ["labels", "probabilities", "confidence"]
@@ -145,6 +145,25 @@ def test_a_session_lost_with_its_executor_is_opened_again(prepared) -> None:
     assert [s["model"] for s in d.client.call("stream.list")["sessions"]] == ["unet1"]
 
 
+# a client as another user: it connects and sends a status request; what it gets back is printed
+OTHER_USER = """
+import socket, struct, sys, json
+host, port = sys.argv[1].rsplit(":", 1)
+s = socket.create_connection((host, int(port)), timeout=10)
+text = json.dumps({"action": "status"}).encode()
+body = struct.pack("=i", len(text)) + text
+head = json.dumps({"byteorder": sys.byteorder, "content-type": "text/json", "content-encoding": "utf-8",
+                   "content-length": len(body)}).encode()
+payload = struct.pack("=i", len(head)) + head + body
+s.sendall(struct.pack("=iih", len(payload), 1, 0) + payload)
+try:
+    got = s.recv(100)
+except ConnectionResetError:   # closed with the request unread
+    got = b""
+print(repr(got))
+"""
+
+
 def test_tcp_listens_on_loopback_and_knows_its_peers_user(tmp_path: Path) -> None:
     with RunningDaemon(tmp_path / "home", env={**ON, "SEISD_OPENDTECT__TCP_PORT": "0"}) as d:
         address = d.client.status()["endpoints"]["opendtect"]
@@ -153,6 +172,17 @@ def test_tcp_listens_on_loopback_and_knows_its_peers_user(tmp_path: Path) -> Non
         assert status["result"] == "Server online"
         reply, _ = odt.request_json(address, {"action": "parameters"})
         assert "no model named" in reply["result"]
+        python = Path("/usr/bin/python3")   # one that another user may run (a virtual environment may be private)
+        if os.getuid() == 0 and python.is_file():   # root can be another user: whose request is closed unanswered
+            other = subprocess.run([str(python), "-c", OTHER_USER, address[len("tcp://"):]], user=65534,
+                                   group=65534, capture_output=True, text=True, timeout=30)
+            assert other.stdout.strip() == "b''", (other.stdout, other.stderr)
+            assert "peer runs as uid 65534, not as the daemon's user 0" in d.out_path.read_text()
+        # the port is taken now: a second daemon asked for it refuses to start, naming the setting
+        port = address.rsplit(":", 1)[1]
+        with pytest.raises(DaemonDidNotStart, match=r"cannot listen for OpendTect on \('127.0.0.1', " + port):
+            with RunningDaemon(tmp_path / "home2", env={**ON, "SEISD_OPENDTECT__TCP_PORT": port}):
+                pass
     # the owner lookup in /proc/net/tcp, on a real loopback connection of this process
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
