@@ -105,6 +105,12 @@ class OpendtectEndpoint:
                 conn.close()
 
     def _serve(self, conn: socket.socket, peer: object) -> None:
+        try:
+            self._serve_one(conn, peer)
+        except Exception:  # noqa: BLE001 - whatever it was, it ends this connection only, and is logged
+            log.exception("OpendTect endpoint: connection from %s failed", peer)
+
+    def _serve_one(self, conn: socket.socket, peer: object) -> None:
         with conn:
             refused = self._refusal(conn, peer)
             if refused:
