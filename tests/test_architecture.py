@@ -12,9 +12,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from client.api import Client
+from tests.daemon import odt_wire as odt
 from tests.harness import ROOT, RunningDaemon
 
 MAX_MODULE_LINES = 450
@@ -77,12 +79,14 @@ def test_main_process_loads_no_torch_while_running_every_job_kind(tmp_path: Path
     data = {"survey": "demo", "crop": {"size": [15, 15]}, "batch_size": 8, "batches_per_epoch": 3,
             "val_batches": 1, "split": {"block": 4}}
     train = {"epochs": 1, "seed": 0, "early_stop": {"enabled": False}}
-    with RunningDaemon(tmp_path / "home") as d:
+    with RunningDaemon(tmp_path / "home", env={"SEISD_OPENDTECT__ENABLED": "true"}) as d:
         assert torch_mappings(d.pid) == []
         _ok(d, {"kind": "import", "survey": "demo", "segy": {"file": str(tmp_path / "synth" / "seismic.sgy")}})
         _ok(d, {"kind": "import", "survey": "demo", "picks": {"files": pts, "class_pattern": r"(?P<name>.+)\.pts"}})
         _ok(d, {"kind": "extract", "examples": "demo_set", "crop": {"size": [15, 15]},
                 "sources": [{"survey": "demo"}]})
+        _ok(d, {"kind": "opendtect", "action": "export", "examples": "demo_set", "file": str(tmp_path / "odt.h5")})
+        _ok(d, {"kind": "opendtect", "action": "import", "examples": "odt_set", "file": str(tmp_path / "odt.h5")})
         _ok(d, {"kind": "train", "output": "registry", "data": data,
                 "model": {"name": "patchcnn", "params": {"filters": [4, 4, 4]}}, "train": train})
         # a user model is checked at submit by building it: in a child process, never in the daemon
@@ -90,7 +94,9 @@ def test_main_process_loads_no_torch_while_running_every_job_kind(tmp_path: Path
                 "model": {"name": "user", "params": {"path": str(user_model)}}, "train": train})
         _ok(d, {"kind": "predict", "model": "registry", "survey": "demo", "output": "pred", "figures": {"enabled": False}})
         _ok(d, {"kind": "custom", "script": str(script)})
-        d.client.status()
+        odt_address = d.client.status()["endpoints"]["opendtect"]   # OpendTect's apply server, in the main process
+        odt.request_json(odt_address, {"action": "parameters", "model": "registry"})
+        assert odt.apply(odt_address, [np.zeros((1, 2, 32, 32), np.float32)])[0].shape == (1, 2, 32, 32)
         loaded = torch_mappings(d.pid)
         executors = [p for p in d.executor_pids() if p]
         assert loaded == [], f"the daemon's main process (pid {d.pid}) mapped torch's libraries: {loaded}"

@@ -6,7 +6,10 @@ Prints one JSON line:
             ratio, and the old defaults (128 x 128 tiles, quarter overlap, contiguous layout) as a baseline;
   patchcnn  crops/s end to end (stride 2 preview) vs the forward pass alone on as many crops;
   stream    blocks/s and latency of stream.apply through a real daemon (one inline per block) vs the same
-            blocks applied in-process by StreamSession.
+            blocks applied in-process by StreamSession;
+  opendtect blocks/s and latency of the OpendTect endpoint (OpendTect's framing, one request per connection,
+            docs/opendtect.md) vs stream.apply on the same blocks and daemon, alternating, and whether the outputs
+            are equal.
 The ratios are medians over 7 rounds (an end-to-end run, then the forward passes alone) of the round's
 forward-only / end-to-end time; ``ratio_best_vs_best`` compares the best round of each side. The vps figures are
 the best rounds; this process takes the executors' malloc settings (daemon/common/malloc.py) first. Data and the
@@ -160,6 +163,45 @@ def bench_stream(folder: Path, section: tuple[int, int], blocks: int) -> dict:
             "in_process_ms_per_block": round(1000 * local / blocks, 1)}
 
 
+def bench_opendtect(folder: Path, section: tuple[int, int], blocks: int) -> dict:
+    """OpendTect's apply-server framing (docs/opendtect.md) against stream.apply, on one daemon, the same blocks."""
+    from tests.daemon import odt_wire
+    from tests.harness import RunningDaemon
+
+    home = (folder / "odt-home").resolve()
+    model = build_model("unet", 1, N_CLASSES, (128, 128), UNET).eval()
+    save_model_file(home / "models" / "bench.h5", model, unet_info((1,) + section))
+    data = [np.random.default_rng(k).normal(size=(1,) + section).astype(np.float32) for k in range(blocks)]
+    figures: dict[str, list[float]] = {"stream": [], "opendtect": []}
+    with RunningDaemon(home, env={"SEISD_OPENDTECT__ENABLED": "true"}) as d:
+        address = d.client.status()["endpoints"]["opendtect"]
+        reply, _ = odt_wire.request_json(address, {"action": "parameters", "model": "bench",
+                                                   "names": ["Facies", "Confidence"]})
+        sid = d.client.call("stream.open", model="bench", outputs=["labels", "confidence"])["session"]
+        same = True
+        for rnd in range(2):  # the first round warms both sessions up and is not counted
+            for block in data:
+                start = time.perf_counter()
+                _, want = d.client.call_arrays("stream.apply", [block], session=sid, timeout=60)
+                mid = time.perf_counter()
+                got = odt_wire.apply(address, [block[None]])   # [nattribs, inline, crossline, z]
+                end = time.perf_counter()
+                if rnd:
+                    figures["stream"].append(mid - start)
+                    figures["opendtect"].append(end - mid)
+                same = same and all(np.array_equal(g[0], w) for g, w in zip(got, want))
+        d.client.call("stream.close", session=sid)
+        odt_wire.request_json(address, {"action": "kill"})
+
+    def summary(lat: list[float]) -> dict:
+        return {"blocks_per_s": round(len(lat) / sum(lat), 2), "latency_ms_median": round(
+            1000 * statistics.median(lat), 1), "latency_ms_max": round(1000 * max(lat), 1)}
+
+    return {"block": [1, 1, *section], "blocks": blocks, "outputs_equal": same, "endpoint": address.split(":")[0],
+            "stream": summary(figures["stream"]), "opendtect": summary(figures["opendtect"]),
+            "ratio_opendtect_vs_stream": round(sum(figures["stream"]) / sum(figures["opendtect"]), 3)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--long", action="store_true", help="bigger volumes and more blocks (a few minutes)")
@@ -175,6 +217,7 @@ def main() -> None:
         out["patchcnn"] = bench_patch(folder, (4 * scale, 64, 96), (33, 33), 2)
         if not args.skip_stream:
             out["stream"] = bench_stream(folder, (256, 256), 20 * scale)
+            out["opendtect"] = bench_opendtect(folder, (256, 256), 20 * scale)
     print(json.dumps(out))
 
 

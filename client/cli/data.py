@@ -1,4 +1,5 @@
-"""seisctl survey import | list | info | rm, picks import, examples extract | list | info | ... (data commands).
+"""seisctl survey import | list | info | rm, picks import, examples extract | import | export | list | info | ...
+(data commands).
 
 Options whose default is the daemon's (a job key the daemon fills in) default to None here and are left out of
 the job unless given; their help text names the daemon's default."""
@@ -99,9 +100,9 @@ class PicksImport(Command):
         return submit_and_follow(a, out, {"kind": "import", "survey": a.survey, "picks": picks})
 
 
-group("examples", "example sets: extract, list, info, rename, lock, unlock, rm, default, note",
-      "Every command but `extract` calls the `examples` operation: `list` prints a table (`*` marks the default "
-      "set), `rm` prints `removed example set NAME`, the rest print the set as YAML. `--json` prints the "
+group("examples", "example sets: extract, import, export, list, info, rename, lock, unlock, rm, default, note",
+      "Every command but `extract`, `import` and `export` (jobs) calls the `examples` operation: `list` prints a "
+      "table (`*` marks the default set), `rm` prints `removed example set NAME`, the rest print the set as YAML. `--json` prints the "
       "operation's result (`{\"examples\", \"default\"}` for `list`, `{\"removed\"}` for `rm`, else the set). "
       "`lock` protects a set from `rm`, `rename` and being overwritten; refused actions exit 5 (`conflict`).")
 
@@ -129,6 +130,49 @@ class ExamplesExtract(Command):
         job = {"kind": "extract", "examples": a.name, **given(notes=a.notes),
                "sources": [{"survey": s, **given(picks=a.picks, volumes=a.volume)} for s in a.survey],
                "crop": {"size": a.size, **given(orientation=a.orientation)}}
+        return submit_and_follow(a, out, job)
+
+
+@command
+class ExamplesImport(Command):
+    """Submits an `opendtect` job reading OpendTect example set `file` (an HDF5 training set written by OpendTect's
+    machine-learning plugin; made absolute) into seisd example set `--name`. `--survey NAME` also lays the examples
+    out as a survey with pick set `examples`, which a train job learns from (docs/opendtect.md); `--overwrite`
+    replaces an unlocked set of that name; `--notes`."""
+
+    name, help = "examples import", "an OpendTect example set (HDF5) into an example set (a job)"
+    runs_job = True
+
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("file")
+        p.add_argument("--name", required=True, help="example set name")
+        p.add_argument("--survey", help="also lay the examples out as this survey, to train on")
+        p.add_argument("--overwrite", action="store_true", default=None, help="replace an unlocked set NAME")
+        p.add_argument("--notes")
+
+    def run(self, a: argparse.Namespace, out: Out) -> int:
+        job = {"kind": "opendtect", "action": "import", "file": str(Path(a.file).resolve()), "examples": a.name,
+               **given(survey=a.survey, overwrite=a.overwrite, notes=a.notes)}
+        return submit_and_follow(a, out, job)
+
+
+@command
+class ExamplesExport(Command):
+    """Submits an `opendtect` job writing example set `name` to `file` (made absolute; written by the daemon) in
+    OpendTect's example-set layout, which `examples import` reads back as the same set. `--overwrite` replaces
+    an existing file."""
+
+    name, help = "examples export", "an example set as an OpendTect example set (HDF5; a job)"
+    runs_job = True
+
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("name")
+        p.add_argument("file")
+        p.add_argument("--overwrite", action="store_true", default=None, help="replace the file")
+
+    def run(self, a: argparse.Namespace, out: Out) -> int:
+        job = {"kind": "opendtect", "action": "export", "examples": a.name, "file": str(Path(a.file).resolve()),
+               **given(overwrite=a.overwrite)}
         return submit_and_follow(a, out, job)
 
 

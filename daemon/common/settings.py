@@ -88,6 +88,16 @@ class RaySettings(_Section):
                                     "system); null: the same path as here")
 
 
+class OpendtectSettings(_Section):
+    enabled: bool = Field(False, description="serve OpendTect's apply-server framing (docs/opendtect.md) on "
+                          "<runtime folder>/opendtect.sock")
+    tcp_port: int | None = Field(None, ge=0, le=65535, description="listen on 127.0.0.1:PORT instead (0: any free "
+                                 "port, shown by `seisctl status`); never on another address")
+    model: str | None = Field(None, description="the seisd model served when a parameters request names none")
+    device: str = Field("auto", description="where the model is kept warm: auto, cpu, cuda, cuda:N (prefercpu "
+                        "in a parameters request asks for cpu)")
+
+
 class Settings(_Section):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     devices: Literal["auto", "cpu"] | list[str] = Field(
@@ -104,6 +114,7 @@ class Settings(_Section):
     viewers: ViewerSettings = Field(default_factory=ViewerSettings)
     paths: PathSettings = Field(default_factory=PathSettings)
     ray: RaySettings = Field(default_factory=RaySettings)
+    opendtect: OpendtectSettings = Field(default_factory=OpendtectSettings)
 
 
 class SettingsError(ValueError):

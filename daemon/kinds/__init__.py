@@ -5,3 +5,4 @@ from daemon.kinds.registry import (CheckContext, InvalidJob, JobKind, JobSpec, T
 from daemon.kinds import data  # noqa: E402,F401  (registers import and extract)
 from daemon.kinds import predict, train  # noqa: E402,F401  (register train and predict)
 from daemon.kinds import custom  # noqa: E402,F401  (registers custom: user scripts and notebooks)
+from daemon.kinds import opendtect  # noqa: E402,F401  (registers opendtect: OpendTect example sets in and out)

@@ -44,6 +44,7 @@ from daemon.server.backends.local import LaunchArgs
 from daemon.server.backends.ray_backend import shared_home
 from daemon.server.execlink import ExecutorLink
 from daemon.server.lifecycle import JobLifecycle
+from daemon.server.opendtect.endpoint import OpendtectEndpoint
 from daemon.server.records import DaemonError, ReplyTo
 from daemon.server.security import CurveServer
 from daemon.server.store import JobStore, StoreError
@@ -106,6 +107,11 @@ class Daemon:
             viewers=self.viewers, off_loop=self.off_loop, limits=settings.limits,
             check_context=CheckContext(home=home, input_roots=roots + ((home.resolve(),) if roots else ())),
             device_names=self.lifecycle.slot_names)
+        self.opendtect: OpendtectEndpoint | None = None   # OpendTect's apply-server framing (docs/opendtect.md)
+        if settings.opendtect.enabled:
+            self.opendtect = OpendtectEndpoint(settings.opendtect, settings.limits, self.rundir,
+                                               P.control_endpoint(home), __version__)
+            self.endpoints["opendtect"] = self.opendtect.address
 
     # -- start-up ----------------------------------------------------------------------------------------------
 
@@ -192,6 +198,8 @@ class Daemon:
         self.sweep_shared_memory()
         self.supervisor.start_all()
         self.viewers.adopt_or_clean()
+        if self.opendtect:
+            self.opendtect.start()
         self.publish(P.DAEMON_TOPIC, P.EventType.DAEMON_STARTED,
                      {"version": __version__, "pid": os.getpid(), "session": self.session})
         log.info("seisd %s started: pid %d, home %s, session %s, backend %s, slots %s", __version__, os.getpid(),
@@ -341,6 +349,8 @@ class Daemon:
     def _shutdown(self) -> None:
         log.info("stopping: %s", self.stopping)
         self.publish(P.DAEMON_TOPIC, P.EventType.DAEMON_STOPPING, {"reason": self.stopping})
+        if self.opendtect:
+            self.opendtect.stop()
         self.viewers.stop_all()
         self.supervisor.stop_all(self.settings.executor.cancel_grace_s, lambda h: self.link.send(h, E.Exit()))
         self.backend.shutdown()
