@@ -90,6 +90,9 @@ class RaySettings(_Section):
 
 class Settings(_Section):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    home_access: Literal["owner", "group"] = Field(
+        "owner", description="who may read the home, its database and logs: 'owner' (umask 077: folders 0700, "
+        "files 0600) or 'group' (umask 027: 0750, 0640); looser modes found at start are tightened")
     devices: Literal["auto", "cpu"] | list[str] = Field(
         "auto", description="'auto' (every CUDA device, and the CPU), 'cpu', or a list such as [cuda:0, cpu]")
     backend: Literal["local", "ray"] = Field("local", description="where executors run: 'local' (one per device "

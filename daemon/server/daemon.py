@@ -44,6 +44,7 @@ from daemon.server.backends.local import LaunchArgs
 from daemon.server.backends.ray_backend import shared_home
 from daemon.server.execlink import ExecutorLink
 from daemon.server.lifecycle import JobLifecycle
+from daemon.server.private import make_private_dir
 from daemon.server.records import DaemonError, ReplyTo
 from daemon.server.security import CurveServer
 from daemon.server.store import JobStore, StoreError
@@ -379,16 +380,6 @@ def store_failures_logged() -> Iterator[None]:
         yield
     except StoreError as exc:
         log.error("the job store could not be written (is the disk full?): %s", exc)
-
-
-def make_private_dir(path: Path) -> None:
-    """Create the runtime folder with mode 0700, or refuse one that others could enter."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    st = path.stat()
-    if st.st_uid != os.getuid():
-        raise DaemonError(f"{path} belongs to uid {st.st_uid}, not to you: refusing to put sockets there")
-    if st.st_mode & 0o077:
-        os.chmod(path, 0o700)
 
 
 def install_signal_handlers(d: Daemon) -> None:
