@@ -135,8 +135,8 @@ def _from_env(environ: dict[str, str]) -> dict[str, Any]:
     for name, raw in environ.items():
         if not name.startswith("SEISD_") or name in ("SEISD_HOME", "SEISD_ENDPOINT", "SEISD_DAEMON_PID"):
             continue
-        if name.startswith("SEISD_SHM_") or name.startswith("SEISD_CLIENT_") or name.startswith("SEISD_SERVER_"):
-            continue  # read by other components, not daemon settings
+        if name.startswith(("SEISD_SHM_", "SEISD_CLIENT_", "SEISD_SERVER_", "SEISD_OWNER")):
+            continue  # read by other components (SEISD_OWNER*: the marker of seisd's processes), not settings
         path = name[len("SEISD_"):].lower().split("__")
         try:
             value = yaml.safe_load(raw)

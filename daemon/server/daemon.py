@@ -35,7 +35,9 @@ from client import protocol as P
 from daemon import __version__
 from daemon.common import execproto as E
 from daemon.common import home as layout
+from daemon.common.jobcgroup import kill_leftovers
 from daemon.common.keys import executor_keys
+from daemon.common.orphans import OrphanSweeper, is_live_child, mark_owner
 from daemon.common.settings import Settings
 from daemon.kinds import CheckContext, load_plugins
 from daemon.server import api
@@ -71,6 +73,11 @@ class Daemon:
         self.off_loop_waiting: list[tuple[Future, Callable[[Any], dict[str, Any]], ReplyTo]] = []
         layout.make_folders(home)
         self._lock_home()
+        # every process started from here on carries the home's marker; what an earlier seisd of this home left
+        # (it was killed with its executors' children still running) is ended now, before anything of ours runs
+        self.owner = mark_owner(home)
+        self.orphans = OrphanSweeper(home, extra=lambda why: kill_leftovers(self.owner, why, is_live_child))
+        self.orphans.now("at start")
         self.rundir = P.runtime_dir(home)
         make_private_dir(self.rundir)
         load_plugins(settings.plugins)
@@ -323,6 +330,8 @@ class Daemon:
 
     def _executor_died(self, h: ExecutorHandle, death: ExecutorDeath) -> None:
         self.sweep_shared_memory()  # the dead executor's rings: nobody else will unlink them
+        if self.backend.long_lived:  # what its jobs started (Ray's executors are not this machine's children)
+            self.orphans.soon(f"executor for {h.slot.name} died")
         self.link.fail_slot(h.slot.name, death.reason)  # nobody will answer these now
         self.streams.forget_slot(h.slot.name)
         self.lifecycle.on_death(h, death)
