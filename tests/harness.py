@@ -10,7 +10,8 @@ runtime folder derived from the home (client.protocol.runtime_dir), so several d
 
 NOTE on cleanup: executors start in their own sessions, so killing the daemon's process group does not reach them.
 The harness records every descendant of the daemon it has seen (psutil) whenever it looks, and on exit kills any that
-still live; a failing test leaves no process behind even when it killed the daemon itself with SIGKILL.
+still live, and removes the job cgroups the daemon's executors made (daemon/common/jobcgroup.py); a failing test
+leaves no process behind even when it killed the daemon itself with SIGKILL.
 """
 from __future__ import annotations
 
@@ -193,6 +194,11 @@ class RunningDaemon:
             except subprocess.TimeoutExpired:
                 pass
         psutil.wait_procs([p for p in self._seen.values() if _alive(p)], timeout=5)
+        # the cgroups of jobs whose executor was killed here: only this home's next daemon would sweep them
+        from daemon.common.jobcgroup import kill_leftovers
+        from daemon.common.orphans import owner_tag
+
+        kill_leftovers(owner_tag(self.home), "test cleanup", lambda pid: False)
 
     def output_tail(self, n: int = 40) -> str:
         try:

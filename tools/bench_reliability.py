@@ -10,6 +10,12 @@
   run, each followed by what a user does (tests/reliability/faults.py), in a second daemon of its own: kills
   (by kind), kills survived, jobs accepted and lost, wrong outputs, shm segments leaked, orphan processes, and
   whether resumed training gave bit-identical weights; the baseline is the undisturbed run of the same jobs.
+- orphans: a custom script starts three grandchildren (one in its process group, one in a session of its own, and,
+  where cgroups can be written, one in a session of its own with a cleared environment, which only the job's cgroup
+  follows); its executor is killed with SIGKILL, then, with a second such job, the daemon itself, which is started
+  again: orphans_found_by_sweep (processes the daemon's sweeps killed, from its log), orphans_after_sweep
+  (grandchildren alive, and processes with the home's marker outside the daemon's family, after the sweep: must
+  be 0), and the seconds until the last was gone.
 
     python tools/bench_reliability.py              # 3,300 fuzz cases (10,000+ messages), load 5 s, 8 kills
     python tools/bench_reliability.py --long       # 10,000 fuzz cases (30,000+ messages), load 60 s, 56 kills
@@ -19,7 +25,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -116,7 +125,81 @@ def faults(tmp: Path, kills: int, seed: int) -> dict[str, Any]:
     return out
 
 
-PARTS = ("fuzz", "corpus", "load", "faults")
+ORPHAN_SCRIPT = '''
+import os, subprocess, sys, time
+bare = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+kids = [subprocess.Popen(["sleep", "1000"]), subprocess.Popen(["sleep", "1000"], start_new_session=True)]
+if sys.argv[1] == "cgroup":
+    kids.append(subprocess.Popen(["sleep", "1000"], start_new_session=True, env=bare))
+out = os.environ["SEISJOB_OUTPUTS"]
+with open(os.path.join(out, "pids.tmp"), "w") as f:
+    f.write(" ".join(str(k.pid) for k in kids))
+os.replace(os.path.join(out, "pids.tmp"), os.path.join(out, "pids"))
+time.sleep(1000)
+'''
+
+
+def orphan_sweep(tmp: Path) -> dict[str, Any]:
+    """kill -9 of an executor running a script with grandchildren, then of the daemon: what the sweeps found and
+    what was left after them."""
+    from daemon.common.jobcgroup import cgroup_base
+    from tests.daemon.test_orphans import marked_outside
+    from tests.harness import pid_alive, wait_for
+
+    script = tmp / "orphans.py"
+    script.write_text(ORPHAN_SCRIPT)
+    mode = "cgroup" if cgroup_base() is not None else "marker"
+    log_file = tmp / "orphans-home" / "logs" / "seisd.log"
+
+    def start_job(d: RunningDaemon) -> list[int]:
+        jid = d.client.submit({"kind": "custom", "script": str(script), "args": [mode]})["id"]
+        pids = d.home / "jobs" / str(jid) / "outputs" / "pids"
+        wait_for(pids.is_file, timeout=60, what="the script's grandchildren")
+        return [int(p) for p in pids.read_text().split()]
+
+    def killed_since(offset: int) -> int:
+        text = log_file.read_text(errors="replace")[offset:]
+        return sum(int(n) for n in re.findall(r"orphan sweep \(.*?\): killed (\d+) process", text))
+
+    def settle(d: RunningDaemon, kids: list[int], t0: float, offset: int) -> dict[str, Any]:
+        try:
+            wait_for(lambda: not any(pid_alive(p) for p in kids), timeout=20, what="the grandchildren to go")
+        except AssertionError:
+            pass
+        seconds = round(time.perf_counter() - t0, 2)
+        time.sleep(1.0)  # the sweep's log line comes after its grace
+        return {"grandchildren": len(kids), "found_by_sweep": killed_since(offset),
+                "after_sweep": sum(pid_alive(p) for p in kids) + len(marked_outside(d.home, d.pid)),
+                "seconds": seconds}
+
+    out: dict[str, Any] = {"mode": mode}
+    with RunningDaemon(tmp / "orphans-home") as d:
+        kids = start_job(d)
+        offset = len(log_file.read_text(errors="replace"))
+        t0 = time.perf_counter()
+        os.kill(d.client.devices()[0]["executor_pid"], signal.SIGKILL)
+        out["executor_kill"] = settle(d, kids, t0, offset)
+        wait_for(lambda: d.client.devices()[0]["state"] == "ready", timeout=30, what="the executor's restart")
+        kids = start_job(d)
+        d.kill9()
+        offset = len(log_file.read_text(errors="replace"))
+        t0 = time.perf_counter()
+        d.restart()
+        out["daemon_kill"] = settle(d, kids, t0, offset)
+        for job in d.client.jobs():
+            if job["state"] in ("queued", "running"):
+                d.client.cancel(job["id"])
+    for p in list(kids):
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    out["orphans_found_by_sweep"] = out["executor_kill"]["found_by_sweep"] + out["daemon_kill"]["found_by_sweep"]
+    out["orphans_after_sweep"] = out["executor_kill"]["after_sweep"] + out["daemon_kill"]["after_sweep"]
+    return out
+
+
+PARTS = ("fuzz", "corpus", "load", "faults", "orphans")
 
 
 def main() -> int:
@@ -149,6 +232,7 @@ def main() -> int:
                 lo = load(d, seconds, a.clients) if "load" in parts else {}
                 alive(d)
         k = faults(tmp, kills, a.seed) if "faults" in parts else {}
+        o = orphan_sweep(tmp) if "orphans" in parts else {}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps({"bench": "reliability", "fuzz_cases": cases if f else None, "fuzz_messages": f.get("messages"),
@@ -167,7 +251,9 @@ def main() -> int:
                       "train_resumes_bit_exact": k.get("train_resumes_bit_exact"),
                       "train_resumes_inexact": k.get("train_resumes_inexact"),
                       "max_weight_diff": k.get("max_weight_diff"), "fault_seed": a.seed if k else None,
-                      "faults_s": k.get("seconds"), "fault_findings": k.get("findings")}))
+                      "faults_s": k.get("seconds"), "fault_findings": k.get("findings"),
+                      "orphans_found_by_sweep": o.get("orphans_found_by_sweep"),
+                      "orphans_after_sweep": o.get("orphans_after_sweep"), "orphan_sweep": o or None}))
     return 0
 
 

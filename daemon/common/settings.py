@@ -100,6 +100,9 @@ class OpendtectSettings(_Section):
 
 class Settings(_Section):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    home_access: Literal["owner", "group"] = Field(
+        "owner", description="who may read the home, its database and logs: 'owner' (umask 077: folders 0700, "
+        "files 0600) or 'group' (umask 027: 0750, 0640); looser modes found at start are tightened")
     devices: Literal["auto", "cpu"] | list[str] = Field(
         "auto", description="'auto' (every CUDA device, and the CPU), 'cpu', or a list such as [cuda:0, cpu]")
     backend: Literal["local", "ray"] = Field("local", description="where executors run: 'local' (one per device "
@@ -143,8 +146,8 @@ def _from_env(environ: dict[str, str]) -> dict[str, Any]:
     for name, raw in environ.items():
         if not name.startswith("SEISD_") or name in ("SEISD_HOME", "SEISD_ENDPOINT", "SEISD_DAEMON_PID"):
             continue
-        if name.startswith("SEISD_SHM_") or name.startswith("SEISD_CLIENT_") or name.startswith("SEISD_SERVER_"):
-            continue  # read by other components, not daemon settings
+        if name.startswith(("SEISD_SHM_", "SEISD_CLIENT_", "SEISD_SERVER_", "SEISD_OWNER")):
+            continue  # read by other components (SEISD_OWNER*: the marker of seisd's processes), not settings
         path = name[len("SEISD_"):].lower().split("__")
         try:
             value = yaml.safe_load(raw)

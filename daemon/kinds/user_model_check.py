@@ -1,8 +1,12 @@
 """The submit-time check of a user model file (model: {name: user}), run from the main side without torch.
 
 The file is built and run once on zeros by `python -m daemon.executor.models.user` in a child process of its own
-session: a crash, a hang or a stray sys.exit in user code cannot hurt the daemon, torch is never loaded in the
-daemon's process, and on a time-out the child's whole process group is killed.
+session: a crash, a hang or a stray sys.exit in user code cannot hurt the daemon, and torch is never loaded in the
+daemon's process.
+
+NOTE on what the file may start: the child's output goes to temporary files, not pipes, so a process the file left
+running cannot hold the check open; when the child ends or its time is up, its process group is killed, and then
+every process carrying the check's run marker (daemon/common/orphans.py): a grandchild in a session of its own too.
 """
 from __future__ import annotations
 
@@ -11,8 +15,13 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Sequence
+
+from daemon.common.orphans import kill_run, run_marker
+
+KILL_GRACE_S = 0.5   # what the file started gets SIGTERM, then SIGKILL after this
 
 
 def check_user_model(path: str | Path, in_channels: int = 1, n_classes: int = 2,
@@ -25,27 +34,32 @@ def check_user_model(path: str | Path, in_channels: int = 1, n_classes: int = 2,
     args = [sys.executable, "-m", "daemon.executor.models.user", str(file.resolve()), "--in-channels", str(in_channels),
             "--n-classes", str(n_classes), "--shape", json.dumps(list(input_shape)),
             "--params", json.dumps(params or {})]
-    # its own session: on a time-out the whole group goes, with anything the user's file started
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            stdin=subprocess.DEVNULL)
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc)
-        return [f"checking {file} took more than {timeout_s:.0f} s (does it train or download at import?)"]
-    finally:
-        _kill_group(proc)  # grandchildren left behind by a file that exited
-    done = subprocess.CompletedProcess(args, proc.returncode, stdout, stderr)
-    lines = done.stdout.strip().splitlines()
-    if done.returncode != 0 or not lines:
-        tail = done.stderr.strip().splitlines()[-3:]
-        return [f"checking {file} crashed (exit {done.returncode}): {' | '.join(tail)}"]
+    marker = run_marker()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(args, stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True,
+                                env=dict(os.environ, **marker))
+        try:
+            code: int | None = proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            code = None
+        finally:
+            _end_family(proc, marker)
+        if code is None:
+            return [f"checking {file} took more than {timeout_s:.0f} s (does it train or download at import?)"]
+        out.seek(0)
+        err.seek(0)
+        lines = out.read().decode(errors="replace").strip().splitlines()
+        if code != 0 or not lines:
+            tail = err.read().decode(errors="replace").strip().splitlines()[-3:]
+            return [f"checking {file} crashed (exit {code}): {' | '.join(tail)}"]
     return list(json.loads(lines[-1])["problems"])
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+def _end_family(proc: subprocess.Popen, marker: dict[str, str]) -> None:
+    """The child's group, then whatever else carries the check's marker (left in sessions of their own)."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
     proc.wait()
+    kill_run(marker, KILL_GRACE_S)

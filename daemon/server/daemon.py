@@ -35,7 +35,9 @@ from client import protocol as P
 from daemon import __version__
 from daemon.common import execproto as E
 from daemon.common import home as layout
+from daemon.common.jobcgroup import kill_leftovers
 from daemon.common.keys import executor_keys
+from daemon.common.orphans import OrphanSweeper, is_live_child, mark_owner
 from daemon.common.settings import Settings
 from daemon.kinds import CheckContext, load_plugins
 from daemon.server import api
@@ -45,6 +47,7 @@ from daemon.server.backends.ray_backend import shared_home
 from daemon.server.execlink import ExecutorLink
 from daemon.server.lifecycle import JobLifecycle
 from daemon.server.opendtect.endpoint import OpendtectEndpoint
+from daemon.server.private import make_private_dir
 from daemon.server.records import DaemonError, ReplyTo
 from daemon.server.security import CurveServer
 from daemon.server.store import JobStore, StoreError
@@ -71,6 +74,11 @@ class Daemon:
         self.off_loop_waiting: list[tuple[Future, Callable[[Any], dict[str, Any]], ReplyTo]] = []
         layout.make_folders(home)
         self._lock_home()
+        # every process started from here on carries the home's marker; what an earlier seisd of this home left
+        # (it was killed with its executors' children still running) is ended now, before anything of ours runs
+        self.owner = mark_owner(home)
+        self.orphans = OrphanSweeper(home, extra=lambda why: kill_leftovers(self.owner, why, is_live_child))
+        self.orphans.now("at start")
         self.rundir = P.runtime_dir(home)
         make_private_dir(self.rundir)
         load_plugins(settings.plugins)
@@ -330,6 +338,8 @@ class Daemon:
 
     def _executor_died(self, h: ExecutorHandle, death: ExecutorDeath) -> None:
         self.sweep_shared_memory()  # the dead executor's rings: nobody else will unlink them
+        if self.backend.long_lived:  # what its jobs started (Ray's executors are not this machine's children)
+            self.orphans.soon(f"executor for {h.slot.name} died")
         self.link.fail_slot(h.slot.name, death.reason)  # nobody will answer these now
         self.streams.forget_slot(h.slot.name)
         self.lifecycle.on_death(h, death)
@@ -389,16 +399,6 @@ def store_failures_logged() -> Iterator[None]:
         yield
     except StoreError as exc:
         log.error("the job store could not be written (is the disk full?): %s", exc)
-
-
-def make_private_dir(path: Path) -> None:
-    """Create the runtime folder with mode 0700, or refuse one that others could enter."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    st = path.stat()
-    if st.st_uid != os.getuid():
-        raise DaemonError(f"{path} belongs to uid {st.st_uid}, not to you: refusing to put sockets there")
-    if st.st_mode & 0o077:
-        os.chmod(path, 0o700)
 
 
 def install_signal_handlers(d: Daemon) -> None:

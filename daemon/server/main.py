@@ -10,6 +10,7 @@ from pathlib import Path
 from client.protocol import default_home
 from daemon import __version__
 from daemon.common.home import daemon_log
+from daemon.server.private import apply_umask, tighten_home
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(defaults_yaml())
         return 0
     home = (a.home.expanduser().resolve() if a.home else default_home())
-    home.mkdir(parents=True, exist_ok=True)
+    apply_umask("owner")  # before anything is made; a `home_access: group` setting widens it once read
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         settings = load_settings(home, a.config)
     except SettingsError as exc:
@@ -37,7 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     if a.check:
         print(f"settings OK for home {home}")
         return 0
+    apply_umask(settings.home_access)
     _setup_logging(home, settings.log_level)
+    for line in tighten_home(home, settings.home_access):
+        logging.getLogger("seisd").warning(line)
 
     from daemon.server.daemon import Daemon, DaemonError, install_signal_handlers
 

@@ -1,6 +1,14 @@
 """Runner of the `custom` kind (executor side): the user's script, or papermill on the notebook, as a child process.
 
-The spec, its check and what the child sees are described in daemon/kinds/custom.py."""
+The spec, its check and what the child sees are described in daemon/kinds/custom.py.
+
+NOTE on what a job starts ending with it. The child runs in a session of its own, dies with this executor
+(PR_SET_PDEATHSIG), and where cgroups may be made it and all it starts live in the job's cgroup
+(daemon/common/jobcgroup.py); it also carries the job's run marker (SEISD_OWNER_RUN, daemon/common/orphans.py) and,
+as everything seisd starts, the home's marker. When the child ends, however it ends, whatever it left running (a
+grandchild in a session of its own, a server it daemonised) is ended through the run marker and the cgroup; when
+this executor is killed instead, the daemon's sweep does it (by the home's marker and the leftover cgroup).
+"""
 from __future__ import annotations
 
 import ctypes
@@ -13,6 +21,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from daemon.common.jobcgroup import JobCgroup
+from daemon.common.orphans import kill_run, owner_tag, run_marker
 from daemon.kinds.custom import CustomSpec
 
 STOP_GRACE_S = 3.0      # after SIGTERM, how long the child and its descendants get before SIGKILL
@@ -37,18 +47,26 @@ def run(spec: CustomSpec, ctx: Any) -> dict[str, Any]:
     outputs = ctx.job_dir / "outputs"
     outputs.mkdir(parents=True, exist_ok=True)
     progress_file = ctx.job_dir / "progress.json"
+    marker = run_marker()
     env = dict(os.environ, SEISJOB_DIR=str(ctx.job_dir), SEISJOB_OUTPUTS=str(outputs), SEISJOB_DEVICE=ctx.device,
                SEISJOB_PARAMETERS=json.dumps(spec.parameters), SEISJOB_PROGRESS=str(progress_file),
-               PYTHONUNBUFFERED="1")
+               PYTHONUNBUFFERED="1", **marker)
     cmd = command(spec, outputs)
     ctx.log.info("running %s", " ".join(cmd))
-    proc = subprocess.Popen(cmd, cwd=str(outputs), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_executor)
+    cgroup = JobCgroup.create(owner_tag(ctx.home), ctx.job_id)
     tail: list[str] = []
-    reader = threading.Thread(target=_copy_lines, args=(proc, ctx, tail), daemon=True)
-    reader.start()
-    code = _wait(proc, ctx, progress_file)
-    reader.join(timeout=5)
+    reader: threading.Thread | None = None
+    try:
+        proc = subprocess.Popen(cmd, cwd=str(outputs), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=lambda: _in_child(cgroup))
+        reader = threading.Thread(target=_copy_lines, args=(proc, ctx, tail), daemon=True)
+        reader.start()
+        code = _wait(proc, ctx, progress_file)
+    finally:
+        _end_the_rest(ctx, marker, cgroup)  # first: what it left may hold its output pipe open
+        if reader is not None:
+            reader.join(timeout=5)
     if code is None:
         ctx.check_cancel()  # raises JobCancelled with the reason
     if code != 0:
@@ -124,6 +142,16 @@ def stop_tree(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+def _end_the_rest(ctx: Any, marker: dict[str, str], cgroup: JobCgroup | None) -> None:
+    """What the child left running ends with the job: by its run marker, then by its cgroup (for what cleared its
+    environment)."""
+    left = [str(o) for o in kill_run(marker, STOP_GRACE_S)]
+    if cgroup is not None:
+        left += [f"{pid} (in the job's cgroup)" for pid in cgroup.kill()]
+    if left:
+        ctx.log.info("stopped %d process(es) the job left running: %s", len(left), ", ".join(left))
+
+
 def _load_libc() -> Any:
     try:
         return ctypes.CDLL("libc.so.6", use_errno=True)
@@ -134,7 +162,9 @@ def _load_libc() -> Any:
 _LIBC = _load_libc()  # loaded here: between fork and exec nothing may import or allocate much
 
 
-def _die_with_executor() -> None:
-    """In the child, before exec: SIGKILL when the executor dies (PR_SET_PDEATHSIG), so no user code outlives it."""
+def _in_child(cgroup: JobCgroup | None) -> None:
+    """In the child, before exec: SIGKILL when the executor dies (PR_SET_PDEATHSIG), and into the job's cgroup."""
     if _LIBC is not None:
         _LIBC.prctl(1, signal.SIGKILL)
+    if cgroup is not None:
+        cgroup.join()
