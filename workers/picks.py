@@ -16,6 +16,7 @@ from typing import Iterator
 
 import numpy as np
 
+from workers.names import is_internal, name_error, work_path
 from workers.survey import Survey
 
 Z_UNITS = ("ms", "s", "sample", "auto")
@@ -56,12 +57,13 @@ class PickSet:
 
     def save(self, survey_folder: str | os.PathLike, name: str) -> Path:
         """Write ``<survey>/picks/<name>.npz`` (atomically) and return its path."""
-        if not re.fullmatch(r"[\w.-]+", name):
-            raise PicksError(f"pick set name {name!r} is not allowed: use letters, digits, '_', '-', '.'")
+        if (why := name_error(name)):
+            raise PicksError(f"pick set name: {why}")
         path = pick_set_file(survey_folder, name)
         path.parent.mkdir(exist_ok=True)
-        tmp = path.with_name(f".{name}.tmp.npz")
-        np.savez(tmp, i=self.i, x=self.x, s=self.s, cls=self.cls, class_names=np.array(self.class_names))
+        tmp = work_path(path, "tmp")
+        with open(tmp, "wb") as fh:  # a file object: np.savez would add .npz to a name
+            np.savez(fh, i=self.i, x=self.x, s=self.s, cls=self.cls, class_names=np.array(self.class_names))
         os.replace(tmp, path)
         return path
 
@@ -83,7 +85,7 @@ def pick_set_file(survey_folder: str | os.PathLike, name: str) -> Path:
 def pick_set_names(survey_folder: str | os.PathLike) -> list[str]:
     """The names of a survey's pick sets, sorted."""
     folder = pick_set_file(survey_folder, "_").parent
-    return sorted(p.stem for p in folder.glob("*.npz")) if folder.is_dir() else []
+    return sorted(p.stem for p in folder.glob("*.npz") if not is_internal(p.name)) if folder.is_dir() else []
 
 
 LINE_HOLDS = ("a point line holds inline, crossline and z as numbers, then optional numeric columns (e.g. "

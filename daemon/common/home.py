@@ -13,6 +13,9 @@
 
 The home travels as a Path (a job's ctx.home, CheckContext.home, the daemon's home); these functions take it first.
 Names are used as given: the callers check them (daemon.kinds.data.name_problem) where they come from outside.
+Beside the objects above, seisd writes only names that start with a dot (workers/names.py: work_path), which no
+user's name may start with: a survey being imported is `surveys/.<name>.partial`, a model being written
+`models/.<name>.h5.tmp`.
 """
 from __future__ import annotations
 

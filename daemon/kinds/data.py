@@ -15,19 +15,16 @@ from pydantic import Field, model_validator
 from daemon.common.home import picks_file, survey_folder
 from daemon.kinds.registry import CheckContext, JobKind, JobSpec, register
 from daemon.kinds.schema import Section
+from workers.names import name_error
 
 DEFAULT_VOLUME = "seismic"  # the volume a SEG-Y import makes, and the one a job reads unless told
 DEFAULT_PICKS = "default"   # the pick set a picks import makes, and the one a job reads unless told
 
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
-
-
 def name_problem(key: str, name: str) -> str | None:
-    """Survey, pick-set and example-set names become file names: no separators, no '..', no leading dot."""
-    if not NAME_RE.fullmatch(name) or ".." in name:
-        return (f"{key}: {name!r} is not a valid name (letters, digits, '_', '-', '.'; at most 100 characters; "
-                "no path separators or '..')")
-    return None
+    """Names of surveys, volumes, pick sets, example sets, models and predictions become file names: the rule of
+    workers/names.py (a letter or digit first, so no name is ever one of seisd's own temporary names)."""
+    why = name_error(name)
+    return f"{key}: {why}" if why else None
 
 
 class SegySection(Section):
