@@ -17,6 +17,7 @@ from typing import Iterator
 import numpy as np
 
 from workers.names import is_internal, name_error, work_path
+from workers.regular_files import UnreadableFile, read_regular
 from workers.survey import Survey
 
 Z_UNITS = ("ms", "s", "sample", "auto")
@@ -137,7 +138,7 @@ def _parse_numbers(path: Path, used: tuple[int, ...] = (0, 1, 2)) -> np.ndarray:
     Columns ``used`` (inline, crossline, z and any class column) must be finite: a NaN there is an error in the
     data, reported with its line (which is only looked for once the fast pass found a problem).
     """
-    text = path.read_bytes().replace(b"\r", b"")
+    text = read_regular(path).replace(b"\r", b"")  # a FIFO or a device is refused, never waited on
     lines = text.split(b"\n", 50)
     skip = 0
     for line in lines:  # header lines: anything before the first line that starts with a number (nan included)
@@ -210,9 +211,10 @@ def read_pick_files(paths: list[str | os.PathLike], survey: Survey,
     names: list[str] = []
     parts: list[tuple[np.ndarray, np.ndarray, Path]] = []
     for p in map(Path, paths):
-        if not p.is_file():
-            raise PicksError(f"pick file {p} does not exist")
-        rows = _parse_numbers(p, (0, 1, 2) + ((class_column,) if class_column is not None else ()))
+        try:
+            rows = _parse_numbers(p, (0, 1, 2) + ((class_column,) if class_column is not None else ()))
+        except UnreadableFile as exc:
+            raise PicksError(f"pick file {exc}") from None
         if class_column is not None:
             if class_column >= rows.shape[1]:
                 raise PicksError(f"{p}: class column {class_column} but the file has {rows.shape[1]} columns")

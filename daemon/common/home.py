@@ -102,6 +102,7 @@ def job_folder(home: Path, job_id: int) -> Path:
 
 
 def resolve(home: Path, path: str) -> Path:
-    """A path of a job file (train.init_from): relative ones start at the home (models/old.h5, jobs/7/...)."""
+    """A path of a job file (train.init_from, a script ...): relative ones start at the home (models/old.h5,
+    jobs/7/...). Whether a client may name it was decided at submit (daemon/kinds/job_files.py)."""
     p = Path(path).expanduser()
     return p if p.is_absolute() else home / p

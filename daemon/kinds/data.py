@@ -7,7 +7,6 @@ so the daemon's main process stays light.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -19,6 +18,7 @@ from workers.names import name_error
 
 DEFAULT_VOLUME = "seismic"  # the volume a SEG-Y import makes, and the one a job reads unless told
 DEFAULT_PICKS = "default"   # the pick set a picks import makes, and the one a job reads unless told
+
 
 def name_problem(key: str, name: str) -> str | None:
     """Names of surveys, volumes, pick sets, example sets, models and predictions become file names: the rule of
@@ -70,10 +70,7 @@ class ImportSpec(JobSpec):
 def check_import(spec: ImportSpec, ctx: CheckContext) -> list[str]:
     problems = [p for p in [name_problem("survey", spec.survey)] if p]
     folder = survey_folder(ctx.home, spec.survey)
-    if spec.segy is not None:
-        src = Path(spec.segy.file)
-        if not src.is_file():
-            problems.append(f"segy.file: {src} does not exist or is not a file")
+    if spec.segy is not None:  # the files themselves: daemon/kinds/job_files.py
         if (p := name_problem("segy.volume", spec.segy.volume)):
             problems.append(p)
         if spec.segy.add_volume and not (folder / "survey.json").is_file():
@@ -84,9 +81,6 @@ def check_import(spec: ImportSpec, ctx: CheckContext) -> list[str]:
     if spec.picks is not None:
         if not (folder / "survey.json").is_file():
             problems.append(f"survey: no survey {spec.survey!r}; import its SEG-Y first")
-        for k, f in enumerate(spec.picks.files):
-            if not Path(f).is_file():
-                problems.append(f"picks.files.{k}: {f} does not exist or is not a file")
         if (p := name_problem("picks.set", spec.picks.set)):
             problems.append(p)
         try:

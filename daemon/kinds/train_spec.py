@@ -16,7 +16,6 @@ docs/train-job.md and docs/training.md document every key.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
@@ -207,11 +206,12 @@ class TrainSpec(JobSpec):
         return self
 
     def input_files(self) -> list[tuple[str, str]]:
-        """A user model's file and an absolute init_from are read from outside the home: checked at submit."""
-        out = []
-        if self.model.name == "user":
-            out.append(("model.params.path", self.model.params["path"]))
-        init = self.train.init_from
-        if init is not None and Path(init).expanduser().is_absolute():
-            out.append(("train.init_from", init))
+        """A user model's file and train.init_from (daemon/kinds/job_files.py: relative paths start at the home)."""
+        out = self.code_files()
+        if self.train.init_from is not None:
+            out.append(("train.init_from", self.train.init_from))
         return out
+
+    def code_files(self) -> list[tuple[str, str]]:
+        """A user model's file is imported and run."""
+        return [("model.params.path", self.model.params["path"])] if self.model.name == "user" else []

@@ -104,7 +104,8 @@ class Daemon:
         self.api = api.Api(
             daemon=self, jobs=self.store, lifecycle=self.lifecycle, executors=self.supervisor, streams=self.streams,
             viewers=self.viewers, off_loop=self.off_loop, limits=settings.limits,
-            check_context=CheckContext(home=home, input_roots=roots + ((home.resolve(),) if roots else ())),
+            check_context=CheckContext(home=home, input_roots=roots + ((home.resolve(),) if roots else ()),
+                                       allow_remote_code=settings.tcp.allow_code),
             device_names=self.lifecycle.slot_names)
 
     # -- start-up ----------------------------------------------------------------------------------------------
@@ -262,7 +263,7 @@ class Daemon:
             lim = self.settings.limits
             req = P.decode_request(body, lim.max_header_bytes, lim.max_message_bytes, lim.max_frames)
             rid = req.id
-            to = ReplyTo(sock, envelope, rid, self.session)
+            to = ReplyTo(sock, envelope, rid, self.session, remote=sock is self.tcp_control)
             result = self.api.handle(req, to)
             if result is api.DEFERRED:
                 return
