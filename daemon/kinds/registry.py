@@ -54,12 +54,14 @@ class JobSpec(BaseModel):
 class CheckContext:
     """What a submit-time check may look at: the daemon's home (surveys/, models/ ...), read-only; the folders job
     files may read from (paths.inputs resolved, with the home; empty: no restriction for local clients); who asks
-    (`remote`: a client over tcp) and what such a client may ask for (setting tcp.allow_code)."""
+    (`remote`: a client over tcp) and what such a client may ask for (settings tcp.allow_code, and
+    workers.default_count for a train job that names no worker count)."""
 
     home: Path
     input_roots: tuple[Path, ...] = ()
     remote: bool = False
     allow_remote_code: bool = False
+    default_workers: int = 2
 
 
 @dataclass(frozen=True)

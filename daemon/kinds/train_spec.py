@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from daemon.kinds.data import CropSection, PickSource
+from daemon.kinds.limits import MAX_BATCHES_PER_EPOCH
 from daemon.kinds.model_params import crop_problems, param_problems
 from daemon.kinds.registry import JobSpec
 from daemon.kinds.schema import Flag, Int, Number, Section, Text, one_of, problem, problems_error, rule
@@ -68,7 +69,10 @@ class DataSection(PickSource):
     crop: CropSection
     context: int = Field(0, ge=0, le=8, description="neighbouring slices on each side as extra channels (2D)")
     batch_size: int = Field(32, ge=1, le=65536)
-    batches_per_epoch: int = Field(100, ge=1)
+    batches_per_epoch: Annotated[int, Field(ge=1), rule(
+        lambda v: v <= MAX_BATCHES_PER_EPOCH,
+        f"at most {MAX_BATCHES_PER_EPOCH:,} batches per epoch, got {{value}}: an epoch ends in validation, a "
+        "checkpoint and the early-stop test, so a longer run wants more epochs (train.epochs), not longer ones")] = 100
     val_batches: int = Field(8, ge=0, description="validation batches (drawn once, the same every epoch)")
     balance: bool = Field(True, description="draw classes uniformly, then a pick of that class")
     workers: int | None = Field(None, ge=0, le=256, description="worker processes; default: the daemon's "

@@ -105,7 +105,8 @@ class Daemon:
             daemon=self, jobs=self.store, lifecycle=self.lifecycle, executors=self.supervisor, streams=self.streams,
             viewers=self.viewers, off_loop=self.off_loop, limits=settings.limits,
             check_context=CheckContext(home=home, input_roots=roots + ((home.resolve(),) if roots else ()),
-                                       allow_remote_code=settings.tcp.allow_code),
+                                       allow_remote_code=settings.tcp.allow_code,
+                                       default_workers=settings.workers.default_count),
             device_names=self.lifecycle.slot_names)
 
     # -- start-up ----------------------------------------------------------------------------------------------
