@@ -10,6 +10,11 @@
   run, each followed by what a user does (tests/reliability/faults.py), in a second daemon of its own: kills
   (by kind), kills survived, jobs accepted and lost, wrong outputs, shm segments leaked, orphan processes, and
   whether resumed training gave bit-identical weights; the baseline is the undisturbed run of the same jobs.
+- inputs ("bad inputs refused at submit"): the job files of tests/reliability/badinputs.py (names shaped like
+  seisd's temporary names, relative paths out of the home, FIFOs and devices, requests past the machine's CPUs and
+  memory, code and outside files from a tcp client) sent to a daemon of its own (tcp on, paths.inputs empty):
+  bad_inputs, bad_inputs_refused_at_submit (refused naming the key and the problem; must equal bad_inputs),
+  name_collisions_lost_data (a survey named `g.partial` beside imports of `g`; must be 0), and the unclear ones.
 
     python tools/bench_reliability.py              # 3,300 fuzz cases (10,000+ messages), load 5 s, 8 kills
     python tools/bench_reliability.py --long       # 10,000 fuzz cases (30,000+ messages), load 60 s, 56 kills
@@ -116,7 +121,28 @@ def faults(tmp: Path, kills: int, seed: int) -> dict[str, Any]:
     return out
 
 
-PARTS = ("fuzz", "corpus", "load", "faults")
+def bad_inputs(tmp: Path) -> dict[str, Any]:
+    """Section "bad inputs refused at submit" (tests/reliability/badinputs.py)."""
+    if not SHARED.is_dir():
+        return {"skipped": f"no {SHARED}"}
+    from tests.reliability import badinputs as B
+
+    base = tmp / "inputs-bench"
+    base.mkdir()
+    d, secret = B.tcp_daemon(base)
+    t0 = time.perf_counter()
+    with d:
+        B.stock(d, base / "files", SHARED)
+        with B.tcp_client(d, secret) as tcp:
+            outcomes = B.run_cases(d, tcp, B.cases(d.home, base / "scratch", base / "files"))
+        lost, why = B.name_collision_losses(d, base / "files" / "f3.sgy")
+        alive(d)
+    return {"bad_inputs": len(outcomes), "refused": sum(o.clear for o in outcomes), "collisions_lost": lost,
+            "unclear": [f"{o.case.name}: {o.message[:160]}" for o in outcomes if not o.clear] + why,
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
+PARTS = ("fuzz", "corpus", "load", "faults", "inputs")
 
 
 def main() -> int:
@@ -149,6 +175,7 @@ def main() -> int:
                 lo = load(d, seconds, a.clients) if "load" in parts else {}
                 alive(d)
         k = faults(tmp, kills, a.seed) if "faults" in parts else {}
+        b = bad_inputs(tmp) if "inputs" in parts else {}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps({"bench": "reliability", "fuzz_cases": cases if f else None, "fuzz_messages": f.get("messages"),
@@ -167,7 +194,10 @@ def main() -> int:
                       "train_resumes_bit_exact": k.get("train_resumes_bit_exact"),
                       "train_resumes_inexact": k.get("train_resumes_inexact"),
                       "max_weight_diff": k.get("max_weight_diff"), "fault_seed": a.seed if k else None,
-                      "faults_s": k.get("seconds"), "fault_findings": k.get("findings")}))
+                      "faults_s": k.get("seconds"), "fault_findings": k.get("findings"),
+                      "bad_inputs": b.get("bad_inputs"), "bad_inputs_refused_at_submit": b.get("refused"),
+                      "name_collisions_lost_data": b.get("collisions_lost"), "bad_inputs_unclear": b.get("unclear"),
+                      "bad_inputs_s": b.get("seconds")}))
     return 0
 
 
