@@ -16,6 +16,11 @@
   again: orphans_found_by_sweep (processes the daemon's sweeps killed, from its log), orphans_after_sweep
   (grandchildren alive, and processes with the home's marker outside the daemon's family, after the sweep: must
   be 0), and the seconds until the last was gone.
+- inputs ("bad inputs refused at submit"): the job files of tests/reliability/badinputs.py (names shaped like
+  seisd's temporary names, relative paths out of the home, FIFOs and devices, requests past the machine's CPUs and
+  memory, code and outside files from a tcp client) sent to a daemon of its own (tcp on, paths.inputs empty):
+  bad_inputs, bad_inputs_refused_at_submit (refused naming the key and the problem; must equal bad_inputs),
+  name_collisions_lost_data (a survey named `g.partial` beside imports of `g`; must be 0), and the unclear ones.
 
     python tools/bench_reliability.py              # 3,300 fuzz cases (10,000+ messages), load 5 s, 8 kills
     python tools/bench_reliability.py --long       # 10,000 fuzz cases (30,000+ messages), load 60 s, 56 kills
@@ -199,7 +204,28 @@ def orphan_sweep(tmp: Path) -> dict[str, Any]:
     return out
 
 
-PARTS = ("fuzz", "corpus", "load", "faults", "orphans")
+def bad_inputs(tmp: Path) -> dict[str, Any]:
+    """Section "bad inputs refused at submit" (tests/reliability/badinputs.py)."""
+    if not SHARED.is_dir():
+        return {"skipped": f"no {SHARED}"}
+    from tests.reliability import badinputs as B
+
+    base = tmp / "inputs-bench"
+    base.mkdir()
+    d, secret = B.tcp_daemon(base)
+    t0 = time.perf_counter()
+    with d:
+        B.stock(d, base / "files", SHARED)
+        with B.tcp_client(d, secret) as tcp:
+            outcomes = B.run_cases(d, tcp, B.cases(d.home, base / "scratch", base / "files"))
+        lost, why = B.name_collision_losses(d, base / "files" / "f3.sgy")
+        alive(d)
+    return {"bad_inputs": len(outcomes), "refused": sum(o.clear for o in outcomes), "collisions_lost": lost,
+            "unclear": [f"{o.case.name}: {o.message[:160]}" for o in outcomes if not o.clear] + why,
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
+PARTS = ("fuzz", "corpus", "load", "faults", "orphans", "inputs")
 
 
 def main() -> int:
@@ -233,6 +259,7 @@ def main() -> int:
                 alive(d)
         k = faults(tmp, kills, a.seed) if "faults" in parts else {}
         o = orphan_sweep(tmp) if "orphans" in parts else {}
+        b = bad_inputs(tmp) if "inputs" in parts else {}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps({"bench": "reliability", "fuzz_cases": cases if f else None, "fuzz_messages": f.get("messages"),
@@ -253,7 +280,10 @@ def main() -> int:
                       "max_weight_diff": k.get("max_weight_diff"), "fault_seed": a.seed if k else None,
                       "faults_s": k.get("seconds"), "fault_findings": k.get("findings"),
                       "orphans_found_by_sweep": o.get("orphans_found_by_sweep"),
-                      "orphans_after_sweep": o.get("orphans_after_sweep"), "orphan_sweep": o or None}))
+                      "orphans_after_sweep": o.get("orphans_after_sweep"), "orphan_sweep": o or None,
+                      "bad_inputs": b.get("bad_inputs"), "bad_inputs_refused_at_submit": b.get("refused"),
+                      "name_collisions_lost_data": b.get("collisions_lost"), "bad_inputs_unclear": b.get("unclear"),
+                      "bad_inputs_s": b.get("seconds")}))
     return 0
 
 

@@ -24,6 +24,7 @@ import h5py
 import numpy as np
 
 from workers.crops import CropSpec, extract_crop
+from workers.names import is_internal, name_error, work_path
 from workers.picks import PickSet
 from workers.survey import Survey
 
@@ -132,7 +133,7 @@ def extract_examples(sources: list[Source], spec: CropSpec, out_path: str | os.P
     total = sum(len(p) for _, p, _ in sources)
     channels = len(sources[0][2])
     crop = spec.out_shape()
-    tmp = out_path.with_name(out_path.name + ".partial")
+    tmp = work_path(out_path)
     counts = np.zeros(len(names), dtype=np.int64)
     try:
         with h5py.File(tmp, "w") as h5:
@@ -209,7 +210,7 @@ def list_sets(folder: str | os.PathLike) -> list[ExampleSetInfo | BrokenExampleS
     damaged file must neither hide the others nor vanish without a word)."""
     folder = Path(folder)
     out: list[ExampleSetInfo | BrokenExampleSet] = []
-    for p in sorted(folder.glob("*.h5")) if folder.is_dir() else []:
+    for p in sorted(q for q in folder.glob("*.h5") if not is_internal(q.name)) if folder.is_dir() else []:
         try:
             out.append(info(p))
         except ExampleSetError as exc:
@@ -251,8 +252,8 @@ def rename(path: str | os.PathLike, new_name: str) -> Path:
     """Rename a set within its folder (the default follows it); refused when locked or the name is taken."""
     path = _path(path)
     _refuse_locked(path, "rename")
-    if not new_name or "/" in new_name or new_name.startswith("."):
-        raise ExampleSetError(f"example set name {new_name!r} is not allowed")
+    if (why := name_error(new_name)):
+        raise ExampleSetError(f"example set name: {why}")
     target = path.with_name(f"{new_name}.h5")
     if target.exists():
         raise ExampleSetError(f"an example set named {new_name!r} already exists in {path.parent}")
@@ -276,7 +277,7 @@ def set_default(folder: str | os.PathLike, name: str) -> None:
     """Make ``name`` the folder's default example set."""
     folder = Path(folder)
     _path(folder / f"{name}.h5")
-    tmp = folder / (DEFAULT_FILE + ".tmp")
+    tmp = work_path(folder / DEFAULT_FILE, "tmp")
     tmp.write_text(json.dumps({"default": name}))
     os.replace(tmp, folder / DEFAULT_FILE)
 

@@ -16,6 +16,8 @@ from typing import Iterator
 
 import numpy as np
 
+from workers.names import is_internal, name_error, work_path
+from workers.regular_files import UnreadableFile, read_regular
 from workers.survey import Survey
 
 Z_UNITS = ("ms", "s", "sample", "auto")
@@ -56,12 +58,13 @@ class PickSet:
 
     def save(self, survey_folder: str | os.PathLike, name: str) -> Path:
         """Write ``<survey>/picks/<name>.npz`` (atomically) and return its path."""
-        if not re.fullmatch(r"[\w.-]+", name):
-            raise PicksError(f"pick set name {name!r} is not allowed: use letters, digits, '_', '-', '.'")
+        if (why := name_error(name)):
+            raise PicksError(f"pick set name: {why}")
         path = pick_set_file(survey_folder, name)
         path.parent.mkdir(exist_ok=True)
-        tmp = path.with_name(f".{name}.tmp.npz")
-        np.savez(tmp, i=self.i, x=self.x, s=self.s, cls=self.cls, class_names=np.array(self.class_names))
+        tmp = work_path(path, "tmp")
+        with open(tmp, "wb") as fh:  # a file object: np.savez would add .npz to a name
+            np.savez(fh, i=self.i, x=self.x, s=self.s, cls=self.cls, class_names=np.array(self.class_names))
         os.replace(tmp, path)
         return path
 
@@ -83,7 +86,7 @@ def pick_set_file(survey_folder: str | os.PathLike, name: str) -> Path:
 def pick_set_names(survey_folder: str | os.PathLike) -> list[str]:
     """The names of a survey's pick sets, sorted."""
     folder = pick_set_file(survey_folder, "_").parent
-    return sorted(p.stem for p in folder.glob("*.npz")) if folder.is_dir() else []
+    return sorted(p.stem for p in folder.glob("*.npz") if not is_internal(p.name)) if folder.is_dir() else []
 
 
 LINE_HOLDS = ("a point line holds inline, crossline and z as numbers, then optional numeric columns (e.g. "
@@ -135,7 +138,7 @@ def _parse_numbers(path: Path, used: tuple[int, ...] = (0, 1, 2)) -> np.ndarray:
     Columns ``used`` (inline, crossline, z and any class column) must be finite: a NaN there is an error in the
     data, reported with its line (which is only looked for once the fast pass found a problem).
     """
-    text = path.read_bytes().replace(b"\r", b"")
+    text = read_regular(path).replace(b"\r", b"")  # a FIFO or a device is refused, never waited on
     lines = text.split(b"\n", 50)
     skip = 0
     for line in lines:  # header lines: anything before the first line that starts with a number (nan included)
@@ -208,9 +211,10 @@ def read_pick_files(paths: list[str | os.PathLike], survey: Survey,
     names: list[str] = []
     parts: list[tuple[np.ndarray, np.ndarray, Path]] = []
     for p in map(Path, paths):
-        if not p.is_file():
-            raise PicksError(f"pick file {p} does not exist")
-        rows = _parse_numbers(p, (0, 1, 2) + ((class_column,) if class_column is not None else ()))
+        try:
+            rows = _parse_numbers(p, (0, 1, 2) + ((class_column,) if class_column is not None else ()))
+        except UnreadableFile as exc:
+            raise PicksError(f"pick file {exc}") from None
         if class_column is not None:
             if class_column >= rows.shape[1]:
                 raise PicksError(f"{p}: class column {class_column} but the file has {rows.shape[1]} columns")

@@ -6,7 +6,8 @@ format it accepts: IBM float (format 1, converted in numpy), IEEE float (5), flo
 (2, 3, 8, 9, 10, 11, 12, 16): sequential reads of blocks of trace records (a structured dtype of [240-byte header,
 ns samples] in the file's byte order), converted into the float32 cache a block at a time with the headers copied
 out in the same pass. A code missing from NUMPY_FORMATS would go through segyio's trace reads (none is today).
-The survey is built in ``<folder>.partial`` and renamed at the end, so a failed or cancelled import leaves nothing.
+The survey is built in ``.<folder>.partial`` (workers/names.py: a name no survey can have) and renamed at the end, so
+a failed or cancelled import leaves nothing.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from workers.names import work_path
 from workers.segy_scan import (CDP_X_BYTE, CDP_Y_BYTE, SCALAR_BYTE, TRACE_ID_BYTE, OFFSET_BYTE,
                                ProvisionalGridError, SegyImportError, SegyScan, fail, scan_segy, trace_blocks)
 from workers.survey import (GeometryArrays, Survey, SurveyError, mark_unsynced, reserve_trace_headers,
@@ -348,9 +350,9 @@ def _scanned(path: Path, iline: int, xline: int, endian: str, offset: int | None
 
 def _import_once(scan: SegyScan, folder: Path, name: str | None, volume: str, iline: int, xline: int,
                  offset: int | None, report: _Throttle, cancel: Cancel | None) -> int:
-    """One attempt of import_segy on an open scan, built in ``<folder>.partial``; returns the NaN count."""
-    partial = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)  # leftover of a crashed import
+    """One attempt of import_segy on an open scan, built in ``.<folder>.partial``; returns the NaN count."""
+    partial = work_path(folder)
+    shutil.rmtree(partial, ignore_errors=True)  # leftover of a crashed import of this survey (no user's name)
     try:
         ni, nx, _ = scan.geometry.shape
         live = scan.live_mask()
@@ -403,7 +405,7 @@ def add_volume(path: str | os.PathLike, survey_folder: str | os.PathLike, volume
     survey = Survey.open(survey_folder, sync=False)  # the first job to use it fsyncs what is still unsynced
     if volume in survey.volumes:
         raise SurveyError(f"survey {survey.name!r} already has a volume {volume!r}; choose another name")
-    tmp = survey.folder / f"{volume}.f32.partial"
+    tmp = work_path(survey.folder / f"{volume}.f32")
     survey.import_report = _scanned(Path(path), iline, xline, endian, offset, survey.geometry.sample_unit,
                                     lambda scan: _add_once(scan, survey, volume, tmp, progress, cancel))
     return survey

@@ -26,6 +26,7 @@ from typing import Iterator
 import numpy as np
 import segyio
 
+from workers.regular_files import UnreadableFile, open_regular
 from workers.survey import Geometry
 
 # The sample formats seisd reads (binary header bytes 3225-3226): code -> (name, bytes per sample). segyio's reader
@@ -102,10 +103,15 @@ def fail(path: Path, why: str) -> SegyImportError:
 
 
 def _check_size(path: Path) -> None:
-    if not path.is_file():
-        raise fail(path, "no such file")
-    if path.stat().st_size <= 3600:
-        raise fail(path, f"the file holds only {path.stat().st_size} bytes of headers and no traces")
+    """The first open of the file: a regular file (workers/regular_files.py: a FIFO or a device swapped in while
+    the job waited is refused, not waited on) with more than its headers."""
+    try:
+        with open_regular(path) as fh:
+            size = os.fstat(fh.fileno()).st_size
+    except UnreadableFile as exc:
+        raise fail(path, str(exc).removeprefix(f"{path} ")) from None
+    if size <= 3600:
+        raise fail(path, f"the file holds only {size} bytes of headers and no traces")
 
 
 def byte_orders(path: Path, endian: str) -> tuple[tuple[str, ...], str]:

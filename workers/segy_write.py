@@ -4,7 +4,7 @@ The output repeats the source's textual header(s), its binary header (with the s
 1-byte integers, 5 for IEEE float) and every trace header, in the source's byte order. Every grid position is written,
 dead ones included, with the header synthesised at import (trace identification code 2 = dead), so the output is a
 complete regular grid that segyio opens without ignore_geometry. Written inline by inline, so memory stays at one
-inline whatever the cube size; built as ``<out>.partial`` and renamed at the end.
+inline whatever the cube size; built as ``.<out>.partial`` and renamed at the end.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 
+from workers.names import work_path
 from workers.survey import Survey
 
 FORMAT_CODES = {"int8": 8, "float32": 5}
@@ -55,7 +56,7 @@ def write_like_survey(survey: Survey, out_path: str | os.PathLike, data: Source,
     out_dt = np.dtype(("i1" if dtype == "int8" else "f4")).newbyteorder(">" if big else "<")
     texts, binary = survey.source_headers()
     out_path = Path(out_path)
-    tmp = out_path.with_name(out_path.name + ".partial")
+    tmp = work_path(out_path)
     try:
         with open(tmp, "wb") as fh:
             for text in texts:

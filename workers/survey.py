@@ -30,6 +30,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from workers.names import work_path
+
 FORMAT_VERSION = 1
 SAMPLE_UNITS = ("ms", "s", "m")
 
@@ -166,7 +168,7 @@ def mark_unsynced(folder: Path, *files: str) -> None:
 
 
 def _write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = work_path(path, "tmp")
     tmp.write_text(json.dumps(doc, indent=1))
     os.replace(tmp, path)
 

@@ -13,6 +13,9 @@
 
 The home travels as a Path (a job's ctx.home, CheckContext.home, the daemon's home); these functions take it first.
 Names are used as given: the callers check them (daemon.kinds.data.name_problem) where they come from outside.
+Beside the objects above, seisd writes only names that start with a dot (workers/names.py: work_path), which no
+user's name may start with: a survey being imported is `surveys/.<name>.partial`, a model being written
+`models/.<name>.h5.tmp`.
 """
 from __future__ import annotations
 
@@ -99,6 +102,7 @@ def job_folder(home: Path, job_id: int) -> Path:
 
 
 def resolve(home: Path, path: str) -> Path:
-    """A path of a job file (train.init_from): relative ones start at the home (models/old.h5, jobs/7/...)."""
+    """A path of a job file (train.init_from, a script ...): relative ones start at the home (models/old.h5,
+    jobs/7/...). Whether a client may name it was decided at submit (daemon/kinds/job_files.py)."""
     p = Path(path).expanduser()
     return p if p.is_absolute() else home / p

@@ -45,6 +45,8 @@ class TcpSettings(_Section):
     server_secret_key: str = Field("keys/server.key_secret", description="the daemon's CURVE secret key file, "
                                    "relative to the home unless absolute")
     authorized_keys: str = Field("keys/authorized", description="folder of authorised client public key files")
+    allow_code: bool = Field(False, description="accept from tcp clients jobs that run a program (custom scripts "
+                             "and notebooks, user models); false: only local clients may submit them")
 
 
 class WorkerSettings(_Section):
@@ -56,8 +58,8 @@ class WorkerSettings(_Section):
 
 class PathSettings(_Section):
     inputs: list[str] = Field(default_factory=list, description="folders job files may read from (SEG-Y, picks, "
-                              "user models); empty: anywhere the daemon's user may read. Set it when clients "
-                              "connect over tcp")
+                              "user models, scripts) besides the home; empty: local clients anywhere the daemon's "
+                              "user may read, tcp clients the home only")
 
 
 class ViewerSettings(_Section):

@@ -13,6 +13,10 @@ job.log events). The child finds its folders in the environment: SEISJOB_DIR (th
 (`outputs/` inside it, also its working directory), SEISJOB_DEVICE (the torch device to use), SEISJOB_PARAMETERS;
 it may report progress by writing {"fraction": 0.5, "message": "..."} to $SEISJOB_PROGRESS (a JSON file).
 A notebook is executed with papermill and the executed copy saved as `outputs/<name>.ipynb`.
+
+The script or notebook is a file like any a job names (daemon/kinds/job_files.py): a relative path starts at the
+home, a regular file inside paths.inputs when that is set. A custom job runs a program, so clients over tcp may
+submit one only where the setting tcp.allow_code is true.
 """
 from __future__ import annotations
 
@@ -45,19 +49,20 @@ class CustomSpec(JobSpec):
         return self
 
     def input_files(self) -> list[tuple[str, str]]:
+        """The script or notebook: a relative path starts at the home (daemon/kinds/job_files.py)."""
         return [("script", self.script)] if self.script else [("notebook", self.notebook or "")]
+
+    def code_files(self) -> list[tuple[str, str]]:
+        return self.input_files()
 
 
 def check_custom(spec: CustomSpec, ctx: CheckContext) -> list[str]:
-    key, path = spec.input_files()[0]
+    """What the schema and the file rules (daemon/kinds/job_files.py) leave: a notebook's suffix and papermill,
+    outputs inside the outputs folder."""
     problems = []
-    if not Path(path).is_absolute():
-        problems.append(f"{key}: {path!r} must be an absolute path (the daemon does not know your folder)")
-    elif not Path(path).is_file():
-        problems.append(f"{key}: no file {path}")
     if spec.notebook is not None:
-        if not path.endswith(".ipynb"):
-            problems.append(f"notebook: {path} is not a .ipynb file")
+        if not spec.notebook.endswith(".ipynb"):
+            problems.append(f"notebook: {spec.notebook} is not a .ipynb file")
         if importlib.util.find_spec("papermill") is None:
             problems.append("notebook: papermill is not installed in the daemon's environment "
                             "(pip install papermill ipykernel)")

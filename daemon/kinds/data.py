@@ -7,7 +7,6 @@ so the daemon's main process stays light.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -15,19 +14,17 @@ from pydantic import Field, model_validator
 from daemon.common.home import picks_file, survey_folder
 from daemon.kinds.registry import CheckContext, JobKind, JobSpec, register
 from daemon.kinds.schema import Section
+from workers.names import name_error
 
 DEFAULT_VOLUME = "seismic"  # the volume a SEG-Y import makes, and the one a job reads unless told
 DEFAULT_PICKS = "default"   # the pick set a picks import makes, and the one a job reads unless told
 
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
-
 
 def name_problem(key: str, name: str) -> str | None:
-    """Survey, pick-set and example-set names become file names: no separators, no '..', no leading dot."""
-    if not NAME_RE.fullmatch(name) or ".." in name:
-        return (f"{key}: {name!r} is not a valid name (letters, digits, '_', '-', '.'; at most 100 characters; "
-                "no path separators or '..')")
-    return None
+    """Names of surveys, volumes, pick sets, example sets, models and predictions become file names: the rule of
+    workers/names.py (a letter or digit first, so no name is ever one of seisd's own temporary names)."""
+    why = name_error(name)
+    return f"{key}: {why}" if why else None
 
 
 class SegySection(Section):
@@ -73,10 +70,7 @@ class ImportSpec(JobSpec):
 def check_import(spec: ImportSpec, ctx: CheckContext) -> list[str]:
     problems = [p for p in [name_problem("survey", spec.survey)] if p]
     folder = survey_folder(ctx.home, spec.survey)
-    if spec.segy is not None:
-        src = Path(spec.segy.file)
-        if not src.is_file():
-            problems.append(f"segy.file: {src} does not exist or is not a file")
+    if spec.segy is not None:  # the files themselves: daemon/kinds/job_files.py
         if (p := name_problem("segy.volume", spec.segy.volume)):
             problems.append(p)
         if spec.segy.add_volume and not (folder / "survey.json").is_file():
@@ -87,9 +81,6 @@ def check_import(spec: ImportSpec, ctx: CheckContext) -> list[str]:
     if spec.picks is not None:
         if not (folder / "survey.json").is_file():
             problems.append(f"survey: no survey {spec.survey!r}; import its SEG-Y first")
-        for k, f in enumerate(spec.picks.files):
-            if not Path(f).is_file():
-                problems.append(f"picks.files.{k}: {f} does not exist or is not a file")
         if (p := name_problem("picks.set", spec.picks.set)):
             problems.append(p)
         try:

@@ -18,6 +18,7 @@ from typing import Any, Callable, Literal, Mapping, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from daemon.kinds.job_files import code_problems, place_problems, read_problems
 from daemon.kinds.schema import PROBLEM
 
 
@@ -32,7 +33,13 @@ class JobSpec(BaseModel):
     device: str = Field("auto", description="auto (a free GPU, else the CPU), cpu, cuda, or cuda:N")
 
     def input_files(self) -> list[tuple[str, str]]:
-        """(key path, file) of every file outside the home this job reads; checked against paths.inputs."""
+        """(key path, file) of every file this job names for reading: each is resolved and checked at submit by
+        daemon/kinds/job_files.py (inside the home or paths.inputs, a regular file)."""
+        return []
+
+    def code_files(self) -> list[tuple[str, str]]:
+        """(key path, file) of the files among input_files that this job runs as code (a script, a user model):
+        refused from tcp clients unless the setting tcp.allow_code is true."""
         return []
 
     @field_validator("device")
@@ -45,17 +52,16 @@ class JobSpec(BaseModel):
 
 @dataclass(frozen=True)
 class CheckContext:
-    """What a submit-time check may look at: the daemon's home (surveys/, models/ ...), read-only, and the
-    folders job files may read from (empty: no restriction)."""
+    """What a submit-time check may look at: the daemon's home (surveys/, models/ ...), read-only; the folders job
+    files may read from (paths.inputs resolved, with the home; empty: no restriction for local clients); who asks
+    (`remote`: a client over tcp) and what such a client may ask for (settings tcp.allow_code, and
+    workers.default_count for a train job that names no worker count)."""
 
     home: Path
     input_roots: tuple[Path, ...] = ()
-
-    def outside_roots(self, path: str) -> bool:
-        if not self.input_roots:
-            return False
-        real = Path(path).expanduser().resolve()  # resolves '..' and symbolic links
-        return not any(real == root or root in real.parents for root in self.input_roots)
+    remote: bool = False
+    allow_remote_code: bool = False
+    default_workers: int = 2
 
 
 @dataclass(frozen=True)
@@ -155,12 +161,12 @@ def validate_job(raw: Any, ctx: CheckContext) -> tuple[JobKind, JobSpec]:
     if kind is None:
         raise InvalidJob([f"kind: unknown job kind {kind_name!r}; known kinds: {', '.join(kind_names())}"])
     spec = parse_spec(kind.spec, raw)
-    problems = [f"{key}: {path} is outside the folders this daemon reads from "
-                f"({', '.join(map(str, ctx.input_roots))}; setting paths.inputs)"
-                for key, path in spec.input_files() if ctx.outside_roots(path)]
-    if problems:  # nothing else is looked at for a file the daemon must not read
+    # code from a tcp client, then files this client may not name: nothing else is looked at for them (so a
+    # refusal says nothing of whether such a file exists)
+    problems = code_problems(spec, ctx) or place_problems(spec, ctx)
+    if problems:
         raise InvalidJob(problems)
-    problems = kind.check(spec, ctx) if kind.check else []
+    problems = read_problems(spec, ctx) + (kind.check(spec, ctx) if kind.check else [])
     if problems:
         raise InvalidJob(problems)
     return kind, spec

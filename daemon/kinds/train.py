@@ -1,9 +1,10 @@
 """The `train` job kind: a model trained on crops around a survey's picks, fed by the shared-memory worker pool.
 
 The job file's schema, whole, is daemon.kinds.train_spec.TrainSpec (torch-free, validated at submit). Here are the
-submit-time checks that look at the home (the output, init_from, the survey, its picks and volumes, the split) and
-at a user model (built in a child process), and the kind's hooks. The runner (in an executor) is
-daemon.executor.training.job.run_train_job. docs/train-job.md documents every key.
+submit-time checks that look at the home (the output, the survey, its picks and volumes, the split), at the machine
+(daemon/kinds/limits.py: workers, memory) and at a user model (built in a child process), and the kind's hooks. The
+files it names (init_from, a user model) are checked by daemon/kinds/job_files.py like every job's. The runner (in
+an executor) is daemon.executor.training.job.run_train_job. docs/train-job.md documents every key.
 """
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from daemon.common.home import model_file, picks_file, resolve, survey_folder
+from daemon.common.home import model_file, picks_file, survey_folder
 from daemon.kinds.data import CropSection, name_problem
-from daemon.kinds.model_params import COMMON_PARAMS, user_file_problem
+from daemon.kinds.job_files import job_file
+from daemon.kinds.limits import train_memory_problems, worker_problem
+from daemon.kinds.model_params import COMMON_PARAMS
 from daemon.kinds.registry import CheckContext, JobKind, register
 from daemon.kinds.train_spec import DataSection, TrainSpec
 
@@ -26,12 +29,17 @@ def check_train(spec: TrainSpec, ctx: CheckContext) -> list[str]:
     if not problems and not spec.overwrite and model_file(ctx.home, spec.output).exists():
         problems.append(f"output: a model {spec.output!r} already exists (set overwrite: true, choose another "
                         f"name, or `seisctl models rm {spec.output}`)")
-    init = spec.train.init_from
-    if init and not resolve(ctx.home, init).is_file():
-        problems.append(f"train.init_from: {init} does not exist (relative paths start at the home)")
-    if spec.model.name == "user" and (missing := user_file_problem(spec.model.params["path"])):
-        problems.append(f"model.params.path: {missing}")
-    return problems + _check_data(spec.data, ctx.home)
+    return problems + _machine_problems(spec, ctx) + _check_data(spec.data, ctx.home)
+
+
+def _machine_problems(spec: TrainSpec, ctx: CheckContext) -> list[str]:
+    """Worker processes and memory the job asks for, against what this machine has (daemon/kinds/limits.py)."""
+    d, ranks = spec.data, spec.train.distributed.world_size
+    workers = ctx.default_workers if d.workers is None else d.workers
+    problem = worker_problem(workers, ranks)
+    if problem and d.workers is None:
+        problem += " (data.workers not given: the daemon's setting workers.default_count)"
+    return ([problem] if problem else []) + train_memory_problems(d, workers)
 
 
 def check_user_model_file(spec: TrainSpec, ctx: CheckContext) -> list[str]:
@@ -44,8 +52,11 @@ def check_user_model_file(spec: TrainSpec, ctx: CheckContext) -> list[str]:
     with np.load(picks_file(ctx.home, d.survey, d.picks)) as z:
         n_classes = max(len(z["class_names"]), 2)
     params = {k: v for k, v in spec.model.params.items() if k != "path" and k not in COMMON_PARAMS}  # seisd's keys
+    path, problem = job_file(ctx, "model.params.path", spec.model.params["path"])
+    if path is None:  # validate_job refused it before; kept for a caller that did not
+        return [problem or ""]
     return [f"model.params.path: {p}" for p in
-            check_user_model(spec.model.params["path"], d.channels, n_classes, list(d.crop.size), params)]
+            check_user_model(path, d.channels, n_classes, list(d.crop.size), params)]
 
 
 def gpu_ranks(spec: TrainSpec) -> int:

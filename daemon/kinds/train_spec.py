@@ -16,12 +16,12 @@ docs/train-job.md and docs/training.md document every key.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from daemon.kinds.data import CropSection, PickSource
+from daemon.kinds.limits import MAX_BATCHES_PER_EPOCH
 from daemon.kinds.model_params import crop_problems, param_problems
 from daemon.kinds.registry import JobSpec
 from daemon.kinds.schema import Flag, Int, Number, Section, Text, one_of, problem, problems_error, rule
@@ -69,7 +69,10 @@ class DataSection(PickSource):
     crop: CropSection
     context: int = Field(0, ge=0, le=8, description="neighbouring slices on each side as extra channels (2D)")
     batch_size: int = Field(32, ge=1, le=65536)
-    batches_per_epoch: int = Field(100, ge=1)
+    batches_per_epoch: Annotated[int, Field(ge=1), rule(
+        lambda v: v <= MAX_BATCHES_PER_EPOCH,
+        f"at most {MAX_BATCHES_PER_EPOCH:,} batches per epoch, got {{value}}: an epoch ends in validation, a "
+        "checkpoint and the early-stop test, so a longer run wants more epochs (train.epochs), not longer ones")] = 100
     val_batches: int = Field(8, ge=0, description="validation batches (drawn once, the same every epoch)")
     balance: bool = Field(True, description="draw classes uniformly, then a pick of that class")
     workers: int | None = Field(None, ge=0, le=256, description="worker processes; default: the daemon's "
@@ -207,11 +210,12 @@ class TrainSpec(JobSpec):
         return self
 
     def input_files(self) -> list[tuple[str, str]]:
-        """A user model's file and an absolute init_from are read from outside the home: checked at submit."""
-        out = []
-        if self.model.name == "user":
-            out.append(("model.params.path", self.model.params["path"]))
-        init = self.train.init_from
-        if init is not None and Path(init).expanduser().is_absolute():
-            out.append(("train.init_from", init))
+        """A user model's file and train.init_from (daemon/kinds/job_files.py: relative paths start at the home)."""
+        out = self.code_files()
+        if self.train.init_from is not None:
+            out.append(("train.init_from", self.train.init_from))
         return out
+
+    def code_files(self) -> list[tuple[str, str]]:
+        """A user model's file is imported and run."""
+        return [("model.params.path", self.model.params["path"])] if self.model.name == "user" else []

@@ -22,6 +22,7 @@ from typing import Sequence
 from daemon.common.orphans import kill_run, run_marker
 
 KILL_GRACE_S = 0.5   # what the file started gets SIGTERM, then SIGKILL after this
+from workers.regular_files import regular_file_problem
 
 
 def check_user_model(path: str | Path, in_channels: int = 1, n_classes: int = 2,
@@ -29,8 +30,8 @@ def check_user_model(path: str | Path, in_channels: int = 1, n_classes: int = 2,
                      timeout_s: float = 120.0) -> list[str]:
     """Problems with a user model file (empty list when it works), found by building it in a child process."""
     file = Path(path).expanduser()
-    if not file.is_file():
-        return [f"user model file not found: {file}"]
+    if (problem := regular_file_problem(file)):  # a FIFO would hold the child until its time-out
+        return [f"user model file: {problem}"]
     args = [sys.executable, "-m", "daemon.executor.models.user", str(file.resolve()), "--in-channels", str(in_channels),
             "--n-classes", str(n_classes), "--shape", json.dumps(list(input_shape)),
             "--params", json.dumps(params or {})]

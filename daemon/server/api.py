@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -162,8 +163,9 @@ class Api:
         raw = dict(job)
         if priority is not None:
             raw["priority"] = priority
+        ctx = replace(self.check_context, remote=self._to.remote)  # a tcp client may name less (kinds/job_files.py)
         try:
-            kind, spec = validate_job(raw, self.check_context)
+            kind, spec = validate_job(raw, ctx)
         except InvalidJob as exc:
             raise _invalid(exc.problems) from None
         slots = self.device_names
@@ -190,7 +192,7 @@ class Api:
                 raise _invalid(problems)
             return accept()
 
-        self.off_loop(lambda: kind.slow_check(spec, self.check_context), finish, self._to)
+        self.off_loop(lambda: kind.slow_check(spec, ctx), finish, self._to)
         return DEFERRED
 
     def op_jobs(self, state: list[Any] | None = None, kind: str | None = None,

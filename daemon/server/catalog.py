@@ -1,7 +1,8 @@
 """The catalogue of things in the home: surveys (surveys/<name>/) and example sets (examples/<name>.h5).
 
 Requests about them are answered on the daemon's loop: they read small metadata files (survey.json, an HDF5
-attribute), never volumes. Removing a survey that a queued or running job uses is refused.
+attribute), never volumes. Removing a survey that a queued or running job uses is refused. Listings skip the names
+seisd makes for its own work (workers/names.py: a survey being imported, a model being written).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from client.protocol import ErrorCode, ProtocolError
 from daemon.common.home import (example_set_file, examples_folder, model_file, models_folder, survey_folder,
                                surveys_folder)
 from daemon.kinds.data import name_problem
+from workers.names import is_internal
 
 
 def _checked_name(key: str, name: str) -> str:
@@ -47,6 +49,8 @@ def survey_summary(s: Any) -> dict[str, Any]:
 def list_surveys(home: Path) -> list[dict[str, Any]]:
     out = []
     for folder in sorted(surveys_folder(home).glob("*/survey.json")):
+        if is_internal(folder.parent.name):
+            continue
         try:
             out.append(survey_summary(_survey(home, folder.parent.name)))
         except ProtocolError as exc:
@@ -158,7 +162,7 @@ def _model_json(path: Path) -> dict[str, Any]:
 
 def list_models(home: Path) -> list[dict[str, Any]]:
     out = []
-    for path in sorted(models_folder(home).glob("*.h5")):
+    for path in sorted(p for p in models_folder(home).glob("*.h5") if not is_internal(p.name)):
         m = _model_json(path)
         out.append({k: m.get(k) for k in ("name", "architecture", "classes", "input_shape", "in_channels",
                                           "provenance", "error") if k in m})

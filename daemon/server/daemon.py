@@ -113,7 +113,9 @@ class Daemon:
         self.api = api.Api(
             daemon=self, jobs=self.store, lifecycle=self.lifecycle, executors=self.supervisor, streams=self.streams,
             viewers=self.viewers, off_loop=self.off_loop, limits=settings.limits,
-            check_context=CheckContext(home=home, input_roots=roots + ((home.resolve(),) if roots else ())),
+            check_context=CheckContext(home=home, input_roots=roots + ((home.resolve(),) if roots else ()),
+                                       allow_remote_code=settings.tcp.allow_code,
+                                       default_workers=settings.workers.default_count),
             device_names=self.lifecycle.slot_names)
         self.opendtect: OpendtectEndpoint | None = None   # OpendTect's apply-server framing (docs/opendtect.md)
         if settings.opendtect.enabled:
@@ -278,7 +280,7 @@ class Daemon:
             lim = self.settings.limits
             req = P.decode_request(body, lim.max_header_bytes, lim.max_message_bytes, lim.max_frames)
             rid = req.id
-            to = ReplyTo(sock, envelope, rid, self.session)
+            to = ReplyTo(sock, envelope, rid, self.session, remote=sock is self.tcp_control)
             result = self.api.handle(req, to)
             if result is api.DEFERRED:
                 return

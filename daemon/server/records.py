@@ -22,12 +22,14 @@ CONTROL_TIMEOUT_S = 10.0   # how long a client waits for a running job to answer
 @dataclass(frozen=True)
 class ReplyTo:
     """Where the reply to one client request goes: the socket and ROUTER envelope it came by, the request's id and
-    the daemon's session. A handler that answers later (an executor answers) keeps this and replies through it."""
+    the daemon's session. A handler that answers later (an executor answers) keeps this and replies through it.
+    `remote`: the request came over tcp (what such a client may submit: daemon/kinds/job_files.py)."""
 
     socket: zmq.Socket
     envelope: list[bytes]
     request_id: str | None
     session: str
+    remote: bool = False
 
     def send(self, reply: P.Reply) -> None:
         """Send without blocking: a client that does not read its replies loses this one, the daemon goes on."""

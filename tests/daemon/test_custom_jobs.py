@@ -107,8 +107,11 @@ def test_bad_custom_job_files_are_refused_naming_the_key(shared_daemon: RunningD
     script = tmp_path / "s.py"
     script.write_text("pass\n")
     cases = [({"script": str(script), "notebook": str(script)}, "exactly one of"),
-             ({"script": str(tmp_path / "absent.py")}, "script: no file"),
-             ({"script": "relative.py"}, "must be an absolute path"),
+             ({"script": str(tmp_path / "absent.py")}, f"script: {tmp_path / 'absent.py'} does not exist"),
+             # a relative path starts at the home (daemon/kinds/job_files.py)
+             ({"script": "relative.py"}, f"script: relative.py (that is, {shared_daemon.home / 'relative.py'}) does "
+                                         "not exist"),
+             ({"script": "../relative.py"}, "script: ../relative.py leads outside the home"),
              ({"notebook": str(script)}, "is not a .ipynb file"),
              ({"script": str(script), "outputs": ["../escape"]}, "outputs:")]
     before = len(shared_daemon.client.jobs())

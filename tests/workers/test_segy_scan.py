@@ -39,7 +39,7 @@ def test_a_zero_sample_interval_is_refused_naming_both_fields(shared_data: Path,
     assert str(src) in msg and "sample interval" in msg
     assert "bytes 3217-3218" in msg and "bytes 117-118" in msg  # the two fields it looked in
     assert "microseconds" in msg and "4000 for 4 ms" in msg     # the fix
-    assert not (tmp_path / "s").exists() and not (tmp_path / "s.partial").exists()
+    assert not (tmp_path / "s").exists() and not (tmp_path / ".s.partial").exists()
 
 
 def test_the_trace_headers_interval_is_used_when_the_binary_header_has_none(shared_data: Path,

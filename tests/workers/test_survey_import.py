@@ -51,7 +51,7 @@ def test_import_matches_segyio(shared_data: Path, tmp_path: Path, name: str) -> 
     assert stats["mean"] == pytest.approx(float(cube.astype(np.float64).mean()), rel=1e-6, abs=1e-9)
     assert stats["min"] <= stats["p01"] <= stats["p99"] <= stats["max"]
     assert not survey.dead_mask().any()
-    assert not (tmp_path / "s.partial").exists()
+    assert not (tmp_path / ".s.partial").exists()
 
 
 @pytest.mark.parametrize("name,why", REFUSED.items())
@@ -140,7 +140,7 @@ def test_trace_out_of_place_in_a_regular_file_is_binned_by_its_headers(tmp_path:
         i, x = survey.index_of(il, xl)
         np.testing.assert_array_equal(vol[i, x], data[k])
         assert (cx[i, x], cy[i, x]) == (1000 + 10 * il, 5000 + 20 * xl)
-    assert survey.import_report.dead_traces == 0 and not (tmp_path / "s.partial").exists()
+    assert survey.import_report.dead_traces == 0 and not (tmp_path / ".s.partial").exists()
 
 
 def test_regular_file_takes_coordinates_while_streaming(tmp_path: Path) -> None:
@@ -167,7 +167,7 @@ def test_progress_cancel_and_add_volume(shared_data: Path, tmp_path: Path) -> No
     assert calls and calls[-1][0] == 1.0
     with pytest.raises(ImportCancelled):
         import_segy(shared_data / "segyio" / "f3.sgy", tmp_path / "c", cancel=lambda: True)
-    assert not (tmp_path / "c").exists() and not (tmp_path / "c.partial").exists()
+    assert not (tmp_path / "c").exists() and not (tmp_path / ".c.partial").exists()
     with pytest.raises(SurveyError, match="already exists"):
         import_segy(shared_data / "segyio" / "f3.sgy", tmp_path / "f3")
     add_volume(shared_data / "segyio" / "Format5msb.sgy", tmp_path / "f3", "ieee")
@@ -176,7 +176,7 @@ def test_progress_cancel_and_add_volume(shared_data: Path, tmp_path: Path) -> No
     np.testing.assert_allclose(again.volume("ieee"), survey.volume(), rtol=1e-6)
     with pytest.raises(SegyImportError, match="inlines 1..5"):
         add_volume(shared_data / "segyio" / "small.sgy", tmp_path / "f3", "small")
-    assert not (tmp_path / "f3" / "small.f32.partial").exists()
+    assert not (tmp_path / "f3" / ".small.f32.partial").exists()
 
 
 def test_survey_geometry_helpers(tmp_path: Path) -> None:

@@ -15,13 +15,15 @@ sys.exit in user code cannot hurt the daemon, and the daemon never imports torch
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
+import types
 from pathlib import Path
 from typing import Any, Sequence
 
 from torch import nn
+
+from workers.regular_files import UnreadableFile, read_regular
 
 
 class UserModelError(Exception):
@@ -31,14 +33,14 @@ class UserModelError(Exception):
 def load_build_function(path: str | Path) -> Any:
     """Import the file at path and return its build_model callable."""
     file = Path(path).expanduser()
-    if not file.is_file():
-        raise UserModelError(f"user model file not found: {file}; give the path of a .py file defining build_model")
-    spec = importlib.util.spec_from_file_location(f"seisd_user_model_{abs(hash(str(file)))}", file)
-    if spec is None or spec.loader is None:
-        raise UserModelError(f"cannot import {file} as a Python module")
-    module = importlib.util.module_from_spec(spec)
     try:
-        spec.loader.exec_module(module)
+        source = read_regular(file)  # a FIFO or a device in its place is refused, never waited on
+    except UnreadableFile as exc:
+        raise UserModelError(f"user model file: {exc}; give the path of a .py file defining build_model") from None
+    module = types.ModuleType(f"seisd_user_model_{abs(hash(str(file)))}")
+    module.__file__ = str(file)
+    try:
+        exec(compile(source, str(file), "exec"), module.__dict__)  # what importing the file would run
     except Exception as exc:  # user code may raise anything; report it as the file's fault
         raise UserModelError(f"importing {file} failed: {type(exc).__name__}: {exc}") from exc
     build = getattr(module, "build_model", None)

@@ -13,6 +13,8 @@ import h5py
 import numpy as np
 import torch
 
+from workers.names import work_path
+
 RECORD_VERSION = 1
 # Inlines copied per step when exporting, so a large volume never has to fit in memory.
 EXPORT_INLINES = 16
@@ -70,7 +72,7 @@ class ProgressRecord:
 
     def save(self, state: Mapping[str, Any]) -> None:
         """Replace the record with `state` atomically."""
-        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp = work_path(self.path, "tmp")
         with open(tmp, "w") as f:
             json.dump({"version": RECORD_VERSION, "state": state}, f)
             f.flush()

@@ -23,7 +23,9 @@ from typing import Any
 
 from daemon.common.jobcgroup import JobCgroup
 from daemon.common.orphans import kill_run, owner_tag, run_marker
+from daemon.common.home import resolve
 from daemon.kinds.custom import CustomSpec
+from workers.regular_files import UnreadableFile, check_regular, read_regular
 
 STOP_GRACE_S = 3.0      # after SIGTERM, how long the child and its descendants get before SIGKILL
 POLL_S = 0.2            # how often cancel and the progress file are looked at
@@ -51,6 +53,7 @@ def run(spec: CustomSpec, ctx: Any) -> dict[str, Any]:
     env = dict(os.environ, SEISJOB_DIR=str(ctx.job_dir), SEISJOB_OUTPUTS=str(outputs), SEISJOB_DEVICE=ctx.device,
                SEISJOB_PARAMETERS=json.dumps(spec.parameters), SEISJOB_PROGRESS=str(progress_file),
                PYTHONUNBUFFERED="1", **marker)
+    spec = _with_checked_file(spec, ctx.home)
     cmd = command(spec, outputs)
     ctx.log.info("running %s", " ".join(cmd))
     cgroup = JobCgroup.create(owner_tag(ctx.home), ctx.job_id)
@@ -83,6 +86,18 @@ def run(spec: CustomSpec, ctx: Any) -> dict[str, Any]:
     return result
 
 
+def _with_checked_file(spec: CustomSpec, home: Path) -> CustomSpec:
+    """The spec naming its script or notebook as the submit check resolved it (a relative path starts at the home;
+    the child runs in outputs/), refused if a FIFO or a device took the file's place since (it would block)."""
+    key, path = spec.input_files()[0]
+    file = resolve(home, path)
+    try:
+        check_regular(file)
+    except UnreadableFile as exc:
+        raise CustomJobFailed(f"{key}: {exc}") from None
+    return spec.model_copy(update={key: str(file)})
+
+
 def _wait(proc: subprocess.Popen, ctx: Any, progress_file: Path) -> int | None:
     """Wait for the child, relaying its progress file; on cancel stop it and return None."""
     seen = 0.0
@@ -103,7 +118,7 @@ def _relay_progress(path: Path, ctx: Any, seen: float) -> float:
         mtime = path.stat().st_mtime
         if mtime == seen:
             return seen
-        data = json.loads(path.read_text())
+        data = json.loads(read_regular(path))  # the script writes it: a FIFO there must not block the job
         ctx.progress(float(data.get("fraction", 0.0)), data.get("message"))
         return mtime
     except (OSError, ValueError, TypeError, AttributeError):

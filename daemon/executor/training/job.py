@@ -33,6 +33,7 @@ from daemon.executor.training.distributed import (RankGroup, RankJob, rank_devic
 from daemon.executor.training.job_data import TrainData, in_process_batches, pool_batches, prepare_data
 from daemon.executor.training.loop import Progress, TrainControl, TrainResult, run_config, train
 from daemon.executor.training.preview import PreviewUnsupported, SliceInput, apply_kind_of, predict_inline
+from daemon.kinds.limits import cpu_count, max_workers
 from daemon.kinds.train_spec import DataSection, TrainSection, TrainSpec
 
 METRICS_INTERVAL_S = 2.0
@@ -70,8 +71,9 @@ class RunState:
         count = int(args.get("count", 0))
         if self.pool is None:
             raise ValueError("this job makes its batches in the executor (data.workers: 0); it has no pool to resize")
-        if not 1 <= count <= 256:
-            raise ValueError(f"workers: count must be between 1 and 256, got {count}")
+        if not 1 <= count <= max_workers():  # the submit-time limit (daemon/kinds/limits.py), on this machine
+            raise ValueError(f"workers: count must be between 1 and {max_workers()} on this machine "
+                             f"({cpu_count()} CPUs), got {count}")
         self.pool.resize(count)
         self.workers_target = count
         self.ctx.log.info("data workers: %d", count)

@@ -10,6 +10,7 @@ from torch import nn
 
 from daemon.executor.models.ensemble import Ensemble
 from daemon.executor.training.checkpoint import load_checkpoint
+from workers.regular_files import UnreadableFile, check_regular
 
 log = logging.getLogger("seisd.training")
 
@@ -21,14 +22,16 @@ class InitError(Exception):
 def read_start_state(path: str | Path) -> dict[str, Any]:
     """A checkpoint's full state, or for a model file (.h5) its weights and step/epoch counters only."""
     file = Path(path)
+    try:
+        check_regular(file)  # a FIFO or a device put in its place since submit is refused, not waited on
+    except UnreadableFile as exc:
+        raise InitError(f"train.init_from: {exc}") from None
     if file.suffix in (".h5", ".hdf5"):
         from daemon.executor.modelfile import read_model_info, read_weights
 
         info = read_model_info(file)
         return {"model": read_weights(file), "step": int(info.training.get("step", 0)),
                 "epoch": int(info.training.get("epoch", 0)), "batch_index": 0, "from_model_file": True}
-    if not file.is_file():
-        raise InitError(f"train.init_from: file not found: {file}")
     return load_checkpoint(file)
 
 
