@@ -66,7 +66,7 @@ def run(spec: StepsSpec, ctx) -> dict:
         tmp.write_text(json.dumps({"step": step + 1}))
         os.replace(tmp, ckpt)
         ctx.progress((step + 1) / spec.steps, f"step {step + 1}/{spec.steps}", step=step + 1)
-    return {"steps": spec.steps, "resumed_from": start, "workers": workers["count"], "attempt": ctx.attempt}
+    return {"steps": spec.steps, "resumed_from": start, "workers": workers["count"]}
 
 
 register(JobKind(name="test.steps", spec=StepsSpec, runner="tests.daemon.testkinds:run", resumable=True,
