@@ -21,6 +21,13 @@
   memory, code and outside files from a tcp client) sent to a daemon of its own (tcp on, paths.inputs empty):
   bad_inputs, bad_inputs_refused_at_submit (refused naming the key and the problem; must equal bad_inputs),
   name_collisions_lost_data (a survey named `g.partial` beside imports of `g`; must be 0), and the unclear ones.
+  whether resumed training gave bit-identical weights; the baseline is the undisturbed run of the same jobs;
+- deaths: executors that die under a running job, one of each kind the daemon handles, in a third daemon
+  (executor.heartbeat_timeout_s 3): kill -9 during a train job and during a predict job, SIGSTOP past the heartbeat
+  time-out (a hang; a test.steps job), work holding the GIL for twice that time (must not be killed), and the
+  out-of-memory killer in a memory-limited cgroup (where /sys/fs/cgroup lets one be made; else `oom` says why
+  not): executor deaths, deaths after which the job resumed and succeeded, jobs lost (must be 0), and whether
+  the GIL-holding job survived (about 1.5 minutes on a 2-core machine).
 
     python tools/bench_reliability.py              # 3,300 fuzz cases (10,000+ messages), load 5 s, 8 kills
     python tools/bench_reliability.py --long       # 10,000 fuzz cases (30,000+ messages), load 60 s, 56 kills
@@ -225,7 +232,79 @@ def bad_inputs(tmp: Path) -> dict[str, Any]:
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
-PARTS = ("fuzz", "corpus", "load", "faults", "orphans", "inputs")
+DEATH_HEARTBEAT_TIMEOUT_S = 3.0
+
+
+def deaths(tmp: Path) -> dict[str, Any]:
+    from tests.daemon import cgroups
+    from tests.reliability.faults import predict_job, stock_home, train_job
+
+    home, work = tmp / "deaths-home", tmp / "deaths-work"
+    home.mkdir()
+    work.mkdir()
+    stock_home(home, work)
+    out: dict[str, Any] = {"executor_deaths": 0, "executor_deaths_resumed": 0, "jobs_lost": 0,
+                           "gil_work_survived": None, "oom": None, "cases": {}}
+    t0 = time.perf_counter()
+    env = {"SEISD_EXECUTOR__HEARTBEAT_TIMEOUT_S": str(DEATH_HEARTBEAT_TIMEOUT_S)}
+    with RunningDaemon(home, env=env) as d:
+        c = d.client
+
+        def executor_of(job_id: int, at: float) -> int | None:
+            """The job's executor once the job's progress reached `at`; None when it ended first."""
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                rec = c.show(job_id)
+                if rec["state"] in P.TERMINAL_STATES:
+                    return None
+                pid = next((s["executor_pid"] for s in c.devices() if s["job"] == job_id), None)
+                if rec["state"] == "running" and (rec["progress"] or 0) >= at and pid:
+                    return pid
+                time.sleep(0.02)
+            raise AssertionError(f"job {job_id} did not reach progress {at} within 120 s")
+
+        def case(name: str, job: dict[str, Any], act: Any, at: float = 0.3) -> dict[str, Any]:
+            t1 = time.perf_counter()
+            jid = c.submit(job)["id"]
+            pid = executor_of(jid, at)
+            if pid is not None:
+                act(pid)
+            rec = wait_state(c, jid, timeout=300)
+            causes = [h["cause"] for h in rec["history"] if h["state"] == "interrupted"]
+            out["executor_deaths"] += len(causes)
+            out["executor_deaths_resumed"] += len(causes) if rec["state"] == "succeeded" else 0
+            out["jobs_lost"] += rec["state"] != "succeeded"
+            out["cases"][name] = {"state": rec["state"], "attempts": rec["attempts"], "causes": causes,
+                                  "missed": pid is None, "error": rec["error"],
+                                  "seconds": round(time.perf_counter() - t1, 1)}
+            return out["cases"][name]
+
+        case("kill9_train", train_job("d-train", epochs=1), lambda pid: os.kill(pid, signal.SIGKILL))
+        case("kill9_predict", predict_job("d-predict"), lambda pid: os.kill(pid, signal.SIGKILL))
+        case("sigstop", steps_job(steps=100, step_s=0.03), lambda pid: os.kill(pid, signal.SIGSTOP), at=0.1)
+        gil = case("gil_work", steps_job(steps=10, step_s=0.05, at_step=2,
+                                         hold_gil_s=2 * DEATH_HEARTBEAT_TIMEOUT_S), lambda pid: None, at=0.0)
+        out["gil_work_survived"] = gil["state"] == "succeeded" and gil["attempts"] == 1
+        why = cgroups.unavailable()
+        if why is None:
+            try:
+                group = cgroups.make(256 << 20, f"seisd-bench-{os.getpid()}")
+            except OSError as exc:
+                why = str(exc)
+        if why is not None:
+            out["oom"] = f"unavailable: {why}"
+        else:
+            try:
+                oom = case("oom", steps_job(steps=40, step_s=0.05, at_step=20, alloc_mb=2048), group.add, at=0.0)
+            finally:
+                cgroups.remove(group)
+            out["oom"] = "resumed" if oom["state"] == "succeeded" and "out_of_memory" in oom["causes"] else oom
+        alive(d)
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+PARTS = ("fuzz", "corpus", "load", "faults", "orphans", "inputs", "deaths")
 
 
 def main() -> int:
@@ -260,6 +339,7 @@ def main() -> int:
         k = faults(tmp, kills, a.seed) if "faults" in parts else {}
         o = orphan_sweep(tmp) if "orphans" in parts else {}
         b = bad_inputs(tmp) if "inputs" in parts else {}
+        de = deaths(tmp) if "deaths" in parts else {}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps({"bench": "reliability", "fuzz_cases": cases if f else None, "fuzz_messages": f.get("messages"),
@@ -283,7 +363,12 @@ def main() -> int:
                       "orphans_after_sweep": o.get("orphans_after_sweep"), "orphan_sweep": o or None,
                       "bad_inputs": b.get("bad_inputs"), "bad_inputs_refused_at_submit": b.get("refused"),
                       "name_collisions_lost_data": b.get("collisions_lost"), "bad_inputs_unclear": b.get("unclear"),
-                      "bad_inputs_s": b.get("seconds")}))
+                      "bad_inputs_s": b.get("seconds"),
+                      "executor_deaths": de.get("executor_deaths"),
+                      "executor_deaths_resumed": de.get("executor_deaths_resumed"),
+                      "executor_deaths_jobs_lost": de.get("jobs_lost"),
+                      "gil_work_survived": de.get("gil_work_survived"), "oom_death": de.get("oom"),
+                      "deaths": de or None}))
     return 0
 
 

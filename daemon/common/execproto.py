@@ -55,15 +55,31 @@ class FailureCause(str, enum.Enum):
     JOB_ERROR = "job_error"                  # the job's runner raised: failed, never retried
     CANCELLED = "cancelled"                  # the job stopped on its cancel: cancelled
     DAEMON_STOPPING = "daemon_stopping"      # the job stopped because the daemon stops: interrupted, resumed at start
-    EXECUTOR_DIED = "executor_died"          # the executor ended (exit, signal, OOM killer, lost Ray worker or node):
-    #                                          retried when it ran one job (Ray) of a resumable kind, else failed
-    HUNG = "hung"                            # no heartbeat for executor.heartbeat_timeout_s, killed: as executor_died
+    EXECUTOR_DIED = "executor_died"          # the executor ended (exit, signal, lost Ray worker or node): retried
+    #                                          when its kind resumes (train, predict) or is safe to run again
+    #                                          (import, extract), at most executor.max_job_retries times (Ray:
+    #                                          ray.max_retries), else failed
+    OUT_OF_MEMORY = "out_of_memory"          # killed by SIGKILL while the kernel's OOM killer killed (its counter
+    #                                          rose, daemon/server/vitals.py): as executor_died
+    HUNG = "hung"                            # no heartbeat for executor.heartbeat_timeout_s and no CPU used in that
+    #                                          time, or stopped (SIGSTOP), killed: as executor_died
     NO_HELLO = "no_hello"                    # no hello within the backend's start time-out, killed: as executor_died
     CANCEL_TIMEOUT = "cancel_timeout"        # did not stop within executor.cancel_grace_s of its cancel, killed:
     #                                          cancelled
     CANCELLED_BEFORE_START = "cancelled_before_start"  # cancelled before its executor said hello, killed: cancelled
+    TIME_LIMIT = "time_limit"                # ran past its time_limit_s: stopped as by a cancel, then failed
     END_NOT_RECORDED = "end_not_recorded"    # running in the store but on no executor (its end could not be
     #                                          written, e.g. a full disk): failed
+
+
+LOST_EXECUTOR_CAUSES = frozenset({FailureCause.EXECUTOR_DIED, FailureCause.OUT_OF_MEMORY, FailureCause.HUNG,
+                                  FailureCause.NO_HELLO})   # the causes a retry may cure (and that count retries)
+
+# The job folder's record of outputs a running job has begun outside its folder and not finished (a partial
+# prediction): a JSON object {"paths": [paths relative to the home]}, written by the executor (JobContext.
+# begin_output) and read by the daemon, which removes those paths when the job finally fails or is cancelled, so
+# a half-written output never blocks its name.
+UNFINISHED_OUTPUTS = "unfinished_outputs.json"
 
 
 # -- the messages ------------------------------------------------------------------------------------------------
@@ -183,8 +199,11 @@ class Hello(Message):
 
 @dataclass(frozen=True)
 class Heartbeat(Message):
-    """Sent every executor.heartbeat_s by the executor's I/O thread, whatever the job does (a job stuck in C code
-    still heartbeats). None for executor.heartbeat_timeout_s and the executor is killed (FailureCause.HUNG)."""
+    """Sent every executor.heartbeat_s by the executor's I/O thread. A job in one long C call that holds Python's GIL
+    (np.unique over millions of rows) starves that thread, so silence alone proves nothing: after
+    executor.heartbeat_timeout_s of it the daemon looks at the executor in /proc (daemon/server/vitals.py), and
+    kills it (FailureCause.HUNG) only when it is stopped or used no CPU in that time; an executor using CPU is
+    busy and is left alone."""
 
     TYPE: ClassVar[str] = "heartbeat"
     pid: int

@@ -30,6 +30,9 @@ class ExecutorSettings(_Section):
                                   "executor is killed")
     start_timeout_s: float = Field(60.0, gt=0, description="how long a new executor may take to say hello")
     restart_backoff_s: float = Field(1.0, ge=0, description="pause before restarting an executor that died")
+    max_job_retries: int = Field(2, ge=0, le=100, description="times a job whose executor died (killed, out of "
+                                 "memory, hung) is run again on a new one: train and predict resume from their "
+                                 "checkpoint or written chunks, import and extract start over, others fail at once")
 
 
 class LimitSettings(_Section):
@@ -79,8 +82,8 @@ class RaySettings(_Section):
                                     "asking for device cpu, and CPU-only kinds such as import, always ask for none)")
     local_num_cpus: int | None = Field(None, ge=1, description="CPUs of the instance started with address 'local' "
                                        "(null: all of this machine's)")
-    max_retries: int = Field(1, ge=0, le=100, description="times a resumable job (train, predict) is requeued "
-                             "from its last checkpoint when its Ray worker or node is lost; others fail at once")
+    max_retries: int = Field(1, ge=0, le=100, description="executor.max_job_retries for jobs on Ray: times a job "
+                             "whose executor, Ray worker or node was lost is run again")
     start_timeout_s: float = Field(300.0, gt=0, description="how long a job may wait for Ray to place and start "
                                    "its executor (cluster resources may be busy)")
     executor_endpoint: str | None = Field(None, description="tcp endpoint the daemon binds for executors on other "

@@ -6,7 +6,9 @@ messages (daemon/common/execproto.py) the executor's I/O thread sends to the dae
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -82,6 +84,29 @@ class JobContext:
         if count < LOG_EVENTS_PER_S:
             self.send(E.JobLog(self.job_id, level, message))
         self._log_window = (start, count + 1)
+
+    # -- outputs outside the job folder -------------------------------------------------------------------------
+
+    def begin_output(self, path: Path) -> None:
+        """Record, before creating it, that this job makes `path` (a folder or file in the home) and has not
+        finished it: if the job finally fails or is cancelled, the daemon removes it, so a half-made output never
+        blocks its name (execproto.UNFINISHED_OUTPUTS). A retry or a resume after a daemon restart keeps it."""
+        self._unfinished(add=path)
+
+    def finish_output(self, path: Path) -> None:
+        """`path` is complete: it stays whatever becomes of the job."""
+        self._unfinished(remove=path)
+
+    def _unfinished(self, add: Path | None = None, remove: Path | None = None) -> None:
+        record = self.job_dir / E.UNFINISHED_OUTPUTS
+        paths = json.loads(record.read_text())["paths"] if record.is_file() else []
+        for p, keep in ((add, True), (remove, False)):
+            if p is not None:
+                rel = str(Path(p).relative_to(self.home))   # relative: the daemon may see the home elsewhere (Ray)
+                paths = [q for q in paths if q != rel] + ([rel] if keep else [])
+        tmp = record.with_name(record.name + ".tmp")
+        tmp.write_text(json.dumps({"paths": paths}))
+        os.replace(tmp, record)
 
     # -- control -----------------------------------------------------------------------------------------------
 

@@ -9,7 +9,10 @@ Threads and the one socket:
   - the main thread runs jobs, one after another, taking them from `self.jobs`;
   - the I/O thread owns the DEALER socket to the daemon (ZeroMQ sockets are not thread-safe): it receives run /
     cancel / control / exit messages, sends what the job queued in `self.outbox`, and sends a heartbeat every
-    `executor.heartbeat_s`. A job stuck in C code still heartbeats, so the daemon can tell "busy" from "dead".
+    `executor.heartbeat_s`. It needs the GIL for that: a job in C code that releases the GIL still heartbeats,
+    one in a long call that keeps it (np.unique over millions of rows) does not. So the daemon does not take
+    silence for death: it looks at this process's state and CPU time in /proc (daemon/server/vitals.py) and
+    kills it only when it is stopped or used no CPU while silent.
 
 NOTE on dying with the daemon: the executor asks the kernel for SIGKILL when its parent dies (PR_SET_PDEATHSIG) and
 the I/O thread also checks os.getppid() every heartbeat; either way no executor outlives its daemon holding GPU

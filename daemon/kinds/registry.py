@@ -31,6 +31,8 @@ class JobSpec(BaseModel):
     name: str | None = Field(None, max_length=200, description="a label for listings")
     priority: int = Field(0, ge=-1000, le=1000, description="higher runs first; equal priorities run in order")
     device: str = Field("auto", description="auto (a free GPU, else the CPU), cpu, cuda, or cuda:N")
+    time_limit_s: float | None = Field(None, gt=0, description="the most seconds the job may run, over all its "
+                                       "attempts; past it the job is stopped and fails (cause time_limit)")
 
     def input_files(self) -> list[tuple[str, str]]:
         """(key path, file) of every file this job names for reading: each is resolved and checked at submit by
@@ -78,6 +80,8 @@ class JobKind:
     spec: type[JobSpec]
     runner: str                                   # "module:function", called as function(spec, ctx) -> dict
     resumable: bool = False                       # True: an interrupted job continues from its checkpoint
+    idempotent: bool = False                      # True: running it again from the start is safe (its output is
+    #                                               written whole at its end), so a lost executor's job is retried
     devices: Literal["any", "cpu"] = "any"        # "cpu": never occupies a GPU slot (e.g. SEG-Y import)
     check: Callable[[Any, CheckContext], list[str]] | None = None  # semantic problems (missing files ...)
     # checks that take seconds (building a user model in a child process): run off the daemon's loop, after

@@ -107,6 +107,7 @@ class Daemon:
         self.link = ExecutorLink(self.exec_sock, self.supervisor, self._executor_state)
         self.lifecycle = JobLifecycle(home, self.store, settings, self.supervisor, self.backend, self.link,
                                       self.publish, lambda: self.stopping, self._executor_state)
+        self.supervisor.on_note = self.lifecycle.executor_note
         self.streams = StreamSessions(self.supervisor.handles, self.link)
         self.viewers = ViewerManager(home, settings.viewers, self.publish)
         roots = tuple(Path(r).expanduser().resolve() for r in settings.paths.inputs)

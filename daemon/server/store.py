@@ -196,8 +196,9 @@ class JobStore:
         return counts
 
     def history(self, job_id: int) -> list[dict[str, Any]]:
-        return [{"time": t, "state": s, "reason": r} for t, s, r in self.db.execute(
-            "SELECT time, state, reason FROM job_history WHERE job_id=? ORDER BY rowid", (job_id,))]
+        """The job's state changes, oldest first, each with its FailureCause value (or None)."""
+        return [{"time": t, "state": s, "reason": r, "cause": c} for t, s, r, c in self.db.execute(
+            "SELECT time, state, reason, cause FROM job_history WHERE job_id=? ORDER BY rowid", (job_id,))]
 
     def count_transitions(self, job_id: int, state: str, causes: list[str]) -> int:
         """How many times the job entered `state` for one of `causes` (FailureCause values)."""

@@ -7,13 +7,15 @@ WHERE an executor runs is the backend's business (daemon/server/backends/): the 
 executor per device slot; the Ray backend starts one per job, on a node Ray picks, and it exits after the job.
 
 NOTE on the ways an executor ends:
-  - exits or is killed (SIGKILL, OOM killer, segfault in a native library, a lost Ray worker or node): poll() sees
-    it (cause executor_died); the job it ran fails with that reason (or is requeued, see lifecycle.fate); a
+  - exits or is killed (SIGKILL, segfault in a native library, a lost Ray worker or node): poll() sees it (cause
+    executor_died; out_of_memory for a SIGKILL we did not send while the kernel's OOM killer struck, see
+    daemon/server/vitals.py); the job it ran is requeued to resume on a new executor, or fails (lifecycle.fate); a
     long-lived executor is started again after `restart_backoff_s`, a per-job one leaves its slot free;
   - a per-job executor that exits cleanly after reporting `done` just frees its slot; one that exits cleanly with its
     job's `done` still missing gets DONE_GRACE_S for that message to arrive, then counts as died;
-  - hangs (no heartbeat for `heartbeat_timeout_s`: cause hung; or no hello within the backend's start timeout:
-    cause no_hello): it is killed, then handled as above;
+  - hangs: silent for `heartbeat_timeout_s` and, looked at in /proc, stopped or using no CPU all that time (cause
+    hung; a silent executor that uses CPU is busy in a call that holds the GIL, and is left alone: vitals.py); or
+    no hello within the backend's start timeout (cause no_hello): it is killed, then handled as above;
   - a cancelled job that does not stop within `cancel_grace_s`: the lifecycle asks for a kill (`kill(slot, death)`,
     cause cancel_timeout; cancelled_before_start for an executor not started yet);
   - the daemon stops: `stop_all()` asks each to exit, then kills what is left. If the daemon is killed instead, the
@@ -22,6 +24,7 @@ NOTE on the ways an executor ends:
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +32,7 @@ from typing import Any, Callable
 
 from daemon.common.devices import DeviceSlot, write_job_devices
 from daemon.common.execproto import FailureCause, RunJob
-from daemon.server import scheduler
+from daemon.server import scheduler, vitals
 from daemon.server.backends import Ended, ExecutorBackend, ExecutorProcess
 
 log = logging.getLogger("seisd.supervisor")
@@ -63,6 +66,8 @@ class ExecutorHandle:
     pending_run: RunJob | None = None   # the run message a per-job executor gets after its hello
     held_by: tuple[str, int] | None = None   # (first slot, job): lent to a job running there, busy meanwhile
     ended_at: float | None = None
+    cpu_mark: tuple[float, float] | None = None   # (when, CPU seconds) of the last look at a local executor
+    busy_since: float | None = None   # silent since then but using CPU: busy, not hung (see vitals.py)
 
     @property
     def idle(self) -> bool:
@@ -82,13 +87,16 @@ class ExecutorHandle:
 class Supervisor:
     def __init__(self, slots: list[DeviceSlot], backend: ExecutorBackend, heartbeat_timeout_s: float,
                  restart_backoff_s: float, on_death: Callable[[ExecutorHandle, ExecutorDeath], None],
-                 on_state: Callable[[ExecutorHandle], None]):
+                 on_state: Callable[[ExecutorHandle], None],
+                 on_note: Callable[[ExecutorHandle, str], None] = lambda h, text: None):
         self.backend = backend
         self.handles = {s.name: ExecutorHandle(s, per_job=not backend.long_lived) for s in slots}
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.restart_backoff_s = restart_backoff_s
         self.on_death = on_death
         self.on_state = on_state
+        self.on_note = on_note   # a line for the log of the job the executor runs (a busy silence ...)
+        self.oom = vitals.OomCounter()
 
     def start_all(self) -> None:
         for h in self.handles.values():
@@ -102,6 +110,7 @@ class Supervisor:
         h.launches += 1
         h.proc = self.backend.launch(h.slot, h.identity, job)
         h.pid, h.state, h.killed_for, h.ended_at = h.proc.pid, "starting", None, None
+        h.cpu_mark, h.busy_since = None, None
         if not h.per_job and h.held_by is None:
             h.job_id = None
         h.started = h.last_seen = time.monotonic()
@@ -170,7 +179,14 @@ class Supervisor:
             h.pid = h.proc.pid = pid  # a Ray executor's pid is learnt from its first message
         if pid is not None and pid != h.pid:
             return None
-        h.last_seen = time.monotonic()
+        now = time.monotonic()
+        if h.busy_since is not None:
+            self.on_note(h, f"heard from again after {now - h.busy_since:.0f} s of busy silence")
+            h.busy_since = None
+        h.last_seen = now
+        if not h.per_job and (h.cpu_mark is None or now - h.cpu_mark[0] >= 1.0):
+            seen = vitals.look(h.pid)
+            h.cpu_mark = (now, seen.cpu_s) if seen else None
         return h
 
     def kill(self, slot: str, why: ExecutorDeath) -> None:
@@ -181,6 +197,7 @@ class Supervisor:
 
     def poll(self) -> None:
         now = time.monotonic()
+        self.oom.sample(now)
         self._release_held()
         for h in self.handles.values():
             if h.state == "dead":
@@ -192,12 +209,11 @@ class Supervisor:
                 continue
             ended = h.proc.poll()
             if ended is None:
-                limit = self.backend.start_timeout_s if h.state == "starting" else self.heartbeat_timeout_s
-                if now - h.last_seen > limit:
-                    starting = h.state == "starting"
-                    self.kill(h.slot.name, ExecutorDeath(
-                        FailureCause.NO_HELLO if starting else FailureCause.HUNG,
-                        f"no {'hello' if starting else 'heartbeat'} for {now - h.last_seen:.0f} s"))
+                if h.state == "starting" and now - h.last_seen > self.backend.start_timeout_s:
+                    self.kill(h.slot.name, ExecutorDeath(FailureCause.NO_HELLO,
+                                                         f"no hello for {now - h.last_seen:.0f} s"))
+                elif h.state != "starting" and now - h.last_seen > self.heartbeat_timeout_s:
+                    self._silent(h, now)
                 continue
             if h.per_job and ended.code == 0 and h.killed_for is None:
                 if h.job_id is None or h.state == "ready":
@@ -208,8 +224,48 @@ class Supervisor:
                     continue
             self._died(h, ended, now)
 
+    def _silent(self, h: ExecutorHandle, now: float) -> None:
+        """No word from the executor for heartbeat_timeout_s: kill it if it is hung, leave it if it is busy (the
+        rule and why: daemon/server/vitals.py)."""
+        silence = now - h.last_seen
+        if h.busy_since is not None and h.cpu_mark is not None and now - h.cpu_mark[0] < 1.0:
+            return  # found busy less than a second ago
+        seen = None if h.per_job else vitals.look(h.pid)   # a per-job (Ray) executor may be on another node
+        if seen is None:
+            self.kill(h.slot.name, ExecutorDeath(FailureCause.HUNG, f"hung: no heartbeat for {silence:.0f} s"))
+            return
+        if seen.stopped:
+            self.kill(h.slot.name, ExecutorDeath(FailureCause.HUNG, f"hung: no heartbeat for {silence:.0f} s, the "
+                                                 f"process is stopped ({seen.describe()})"))
+            return
+        if h.cpu_mark is None:
+            h.cpu_mark = (now, seen.cpu_s)   # nothing to compare with yet: decide after another timeout
+            return
+        since, cpu = h.cpu_mark
+        used, window = seen.cpu_s - cpu, now - since
+        if window > 0 and used >= vitals.BUSY_CPU_SHARE * window:
+            h.cpu_mark = (now, seen.cpu_s)
+            if h.busy_since is None:
+                h.busy_since = h.last_seen
+                self.on_note(h, f"no heartbeat for {silence:.0f} s, but the executor used {used:.1f} s of CPU in "
+                             f"the last {window:.0f} s: busy, not hung (a long call that holds Python's GIL keeps its "
+                             "heartbeat thread waiting)")
+        elif window >= self.heartbeat_timeout_s:
+            self.kill(h.slot.name, ExecutorDeath(FailureCause.HUNG, f"hung: no heartbeat for {silence:.0f} s and "
+                                                 f"no CPU used in the last {window:.0f} s ({seen.describe()})"))
+
+    def _death_of(self, ended: Ended) -> ExecutorDeath:
+        """How an executor we did not kill died; a SIGKILL while the kernel's OOM killer struck is out of memory."""
+        if ended.code == -signal.SIGKILL:
+            rose = self.oom.rose()
+            if rose is not None:
+                return ExecutorDeath(FailureCause.OUT_OF_MEMORY, f"{ended.reason}: out of memory (the kernel's "
+                                     f"out-of-memory killer struck just then: /proc/vmstat oom_kill {rose[0]} -> "
+                                     f"{rose[1]})")
+        return ExecutorDeath(FailureCause.EXECUTOR_DIED, ended.reason)
+
     def _died(self, h: ExecutorHandle, ended: Ended, now: float) -> None:
-        death = h.killed_for or ExecutorDeath(FailureCause.EXECUTOR_DIED, ended.reason)
+        death = h.killed_for or self._death_of(ended)
         log.warning("executor for %s (pid %s) ended: %s", h.slot.name, h.pid, death.reason)
         h.state, h.restart_at = "dead", now + self.restart_backoff_s
         if h.held_by is not None:  # a lent slot's own idle executor: restarted, the job it is lent to runs on

@@ -97,10 +97,12 @@ FATES = {  # cause -> (fate while running, fate while the daemon stops, fate whe
     C.CANCELLED: (Fate.CANCEL, Fate.INTERRUPT, Fate.CANCEL),
     C.DAEMON_STOPPING: (Fate.INTERRUPT, Fate.INTERRUPT, Fate.INTERRUPT),
     C.EXECUTOR_DIED: (Fate.FAIL, Fate.INTERRUPT, Fate.RETRY),
+    C.OUT_OF_MEMORY: (Fate.FAIL, Fate.INTERRUPT, Fate.RETRY),
     C.HUNG: (Fate.FAIL, Fate.INTERRUPT, Fate.RETRY),
     C.NO_HELLO: (Fate.FAIL, Fate.INTERRUPT, Fate.RETRY),
     C.CANCEL_TIMEOUT: (Fate.CANCEL, Fate.INTERRUPT, Fate.CANCEL),
     C.CANCELLED_BEFORE_START: (Fate.CANCEL, Fate.INTERRUPT, Fate.CANCEL),
+    C.TIME_LIMIT: (Fate.FAIL, Fate.INTERRUPT, Fate.FAIL),
     C.END_NOT_RECORDED: (Fate.FAIL, Fate.INTERRUPT, Fate.FAIL),
 }
 
@@ -128,7 +130,8 @@ def test_the_store_records_causes_and_counts_retries_also_in_an_older_store(tmp_
     lost = [c.value for c in (C.EXECUTOR_DIED, C.HUNG, C.NO_HELLO)]
     assert store.count_transitions(job, "interrupted", lost) == 2
     assert store.count_transitions(job, "interrupted", [C.DAEMON_STOPPING.value]) == 1
-    assert set(store.history(job)[0]) == {"time", "state", "reason"}  # what `show` gives clients is unchanged
+    assert set(store.history(job)[0]) == {"time", "state", "reason", "cause"}  # `show` gives each entry's cause
+    assert [h["cause"] for h in store.history(job)[-3:]] == [None, "hung", None]
     store.close()
 
 

@@ -155,8 +155,9 @@ def test_killed_ray_worker_retries_from_checkpoint_then_fails(ray_daemon: Runnin
              what="the job to be retried")
     history = c.show(jid)["history"]
     lost = next(h for h in history if h["state"] == "interrupted")
-    assert "executor was lost" in lost["reason"] and "Ray worker or node was lost" in lost["reason"]
+    assert lost["cause"] == "executor_died" and "Ray worker or node was lost" in lost["reason"], lost
     assert [h["state"] for h in history] == ["queued", "running", "interrupted", "queued", "running"]
+    assert "executor was lost" in history[3]["reason"]
     executor2, worker2 = _ray_worker_of(ray_daemon, jid)
     assert "resuming" in history[-1]["reason"]
     os.kill(worker2, signal.SIGKILL)

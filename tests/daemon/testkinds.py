@@ -2,9 +2,15 @@
 
 It exercises the job machinery without torch or data: it counts steps, sleeping between them, checkpoints its step
 to a file so an interrupted run resumes, and can be told to fail, to ignore cancel, or to resize a fake pool.
+
+On its first attempt only (a resumed attempt goes on as usual), at step `at_step`, it can also misbehave the ways
+an executor dies of: hold Python's GIL in one C call for `hold_gil_s` seconds, busy (computing, as np.unique on a
+huge picks file does) or, with `gil_idle`, asleep (a native call blocked with the GIL held: a real hang); or take
+`alloc_mb` MiB of memory (touched, so it is really used), for the out-of-memory killer.
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import time
@@ -19,6 +25,22 @@ class StepsSpec(JobSpec):
     step_s: float = Field(0.05, ge=0, le=60)
     fail_at: int | None = Field(None, description="raise an error at this step")
     ignore_cancel: bool = False
+    at_step: int = Field(0, ge=0, description="the step at which hold_gil_s or alloc_mb act (first attempt only)")
+    hold_gil_s: float = Field(0, ge=0, le=600, description="hold the GIL this long in one C call")
+    gil_idle: bool = Field(False, description="hold the GIL asleep (a hang) rather than computing")
+    alloc_mb: int = Field(0, ge=0, le=8192, description="take this much memory and keep it")
+
+
+def hold_gil(seconds: float, idle: bool) -> None:
+    """One C call that keeps the GIL for about `seconds`: libc sleep() through ctypes.PyDLL (which never releases
+    the GIL) when idle, else sum() over a range, which runs in C without returning to the interpreter loop."""
+    if idle:
+        ctypes.PyDLL(None).sleep(max(1, round(seconds)))
+        return
+    t0 = time.perf_counter()
+    sum(range(1_000_000))
+    per_item = max(1e-9, (time.perf_counter() - t0) / 1_000_000)
+    sum(range(int(seconds / per_item)))
 
 
 def run(spec: StepsSpec, ctx) -> dict:
@@ -27,11 +49,18 @@ def run(spec: StepsSpec, ctx) -> dict:
     workers = {"count": 1}
     ctx.on_control("workers", lambda args: workers.update(count=int(args["count"])) or dict(workers))
     ctx.log.info("counting from %d to %d (pid %d)", start, spec.steps, os.getpid())
+    hog: list[bytes] = []
     for step in range(start, spec.steps):
         if not spec.ignore_cancel:
             ctx.check_cancel()
         if spec.fail_at is not None and step == spec.fail_at:
             raise ValueError(f"asked to fail at step {step}")
+        if step == spec.at_step and ctx.attempt == 1:
+            if spec.hold_gil_s:
+                ctx.log.info("holding the GIL for %g s (%s)", spec.hold_gil_s, "asleep" if spec.gil_idle else "busy")
+                hold_gil(spec.hold_gil_s, spec.gil_idle)
+            for _ in range(spec.alloc_mb // 16):
+                hog.append(b"\x01" * (16 << 20))
         time.sleep(spec.step_s)
         tmp = ckpt.with_suffix(".tmp")
         tmp.write_text(json.dumps({"step": step + 1}))

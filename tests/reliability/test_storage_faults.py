@@ -54,7 +54,10 @@ def test_full_disk_under_the_job_store_keeps_seisd_running(tmp_path: Path, small
             assert "full" in exc.message, exc.message
         assert_alive(d, "a full disk under the job store")
         filler.unlink()
-        d.client.cancel(running)
+        try:
+            d.client.cancel(running)
+        except SeisdError as exc:                # it may have ended already, of the full disk itself
+            assert exc.code == "conflict" and "is failed" in exc.message, exc.message
         wait_state(d.client, running, timeout=30)
     db = sqlite3.connect(f"file:{home / 'seisd.db'}?mode=ro", uri=True)
     try:
@@ -62,6 +65,26 @@ def test_full_disk_under_the_job_store_keeps_seisd_running(tmp_path: Path, small
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     finally:
         db.close()
+
+
+def test_a_job_that_ends_on_a_full_disk_shows_its_end_as_soon_as_the_store_is_writable(
+        tmp_path: Path, small_fs: Mount) -> None:
+    """The job fails of the full disk (its checkpoint write: ENOSPC) while its end cannot be written either. Once
+    there is room again, `show` must give the job's own end, naming the full disk, within a second or so."""
+    home = small_fs(tmp_path / "home", 4 << 20)
+    with RunningDaemon(home) as d:
+        running = d.client.submit(steps_job(400, step_s=0.02))["id"]
+        wait_state(d.client, running, "running")
+        filler = fill_disk(home)
+        time.sleep(8.0)                          # longer than the daemon's periodic checks
+        filler.unlink()
+        freed = time.monotonic()
+        done = wait_state(d.client, running, ("failed", "succeeded", "cancelled"), timeout=30)
+        seen_after = time.monotonic() - freed
+        assert done["state"] == "failed", done
+        assert "No space left on device" in done["error"] and "could not be recorded" not in done["error"], done
+        assert seen_after < 2.0, f"the end showed {seen_after:.1f} s after the disk had room again"
+        assert_alive(d, "a job that ended on a full disk")
 
 
 def test_atomic_checkpoint_write_on_a_full_disk_keeps_the_previous_one(tmp_path: Path, small_fs: Mount) -> None:

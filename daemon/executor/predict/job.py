@@ -5,9 +5,14 @@ Steps: load the model file and its apply recipe; run predict_volume chunk by chu
 headers) and/or HDF5; draw the chosen slices into the job folder's figures/; score against a truth volume.
 
 Resume: the job is registered resumable, and predict_volume is always called with resume=True on the same
-folder, so a job interrupted by a daemon kill continues at the first chunk not yet recorded as written in
-arrays/progress.json and gives the same bytes as an uninterrupted run. Only a fresh first attempt with
-overwrite: true clears an old prediction of the same name.
+folder, so a job interrupted by a daemon kill or by the death of its executor continues at the first chunk not yet
+recorded as written in arrays/progress.json and gives the same bytes as an uninterrupted run. Only a fresh first
+attempt with overwrite: true clears an old prediction of the same name; a fresh attempt that finds the folder made
+by another job since the submit fails rather than write into it.
+
+The folder is registered with ctx.begin_output before it is made and finished once summary.json is written: a job
+that finally fails or is cancelled leaves nothing under predictions/ (the daemon removes the folder), so its name
+may be used again without overwrite.
 """
 from __future__ import annotations
 
@@ -39,8 +44,12 @@ def run_predict_job(spec: PredictSpec, ctx: Any) -> dict[str, Any]:
     recipe = recipe_of(info, spec.tile, spec.overlap, spec.orientation, spec.stride)
     survey = Survey.open(survey_folder(ctx.home, spec.survey))
     out = prediction_folder(ctx.home, spec.output)
-    if spec.overwrite and not ctx.resume and out.exists():
+    if not ctx.resume and out.exists():
+        if not spec.overwrite:
+            raise RuntimeError(f"a prediction {spec.output!r} was made by another job after this one was submitted; "
+                               "submit again with another output name, or with overwrite: true to replace it")
         shutil.rmtree(out)
+    ctx.begin_output(out)
     out.mkdir(parents=True, exist_ok=True)
     volumes = [survey.volume(v) for v in recipe.volumes]
     # Labels are always made: figures and scores need them even when only probabilities are exported.
@@ -80,6 +89,7 @@ def run_predict_job(spec: PredictSpec, ctx: Any) -> dict[str, Any]:
                "chunk_inlines": result["chunk_inlines"], "batch_size": result["batch_size"],
                "device": result["device"], "shards": result.get("shards"), "scores": scores}
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=_jsonable))
+    ctx.finish_output(out)
     if not spec.keep_arrays:
         del arrays, exported
         shutil.rmtree(out / "arrays", ignore_errors=True)
