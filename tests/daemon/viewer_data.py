@@ -50,10 +50,16 @@ def make_prediction(home: Path, name: str = "facies-pred") -> Path:
     return folder
 
 
+JOB_FILES = {1: "kind: train\nname: first try\noutput: unet-a\n", 2: "kind: train\noutput: unet-f3\n"}
+
+
 def make_event_files(home: Path, job_ids: tuple[int, ...]) -> None:
-    """Scalars train/loss under <home>/jobs/<id>/tensorboard, as a finished training job leaves them."""
+    """Scalars train/loss under <home>/jobs/<id>/tensorboard, as a finished training job leaves them, beside its
+    job.yaml (job 1 has a name, job 2 only its model's)."""
     from torch.utils.tensorboard import SummaryWriter
     for j in job_ids:
+        (home / "jobs" / str(j)).mkdir(parents=True, exist_ok=True)
+        (home / "jobs" / str(j) / "job.yaml").write_text(JOB_FILES.get(j, "kind: train\n"))
         w = SummaryWriter(str(home / "jobs" / str(j) / "tensorboard"))
         for step in range(5):
             w.add_scalar("train/loss", 1.0 / (step + 1) + j, step)
