@@ -92,6 +92,23 @@ def test_figures_are_kept_with_the_prediction_and_go_through_the_picks(prepared)
     assert np.mean(hi - lo > 0.3) > 0.002, "no coloured picks on the grey seismic panel"
 
 
+def test_the_survey_viewer_shows_a_prediction_made_with_the_defaults(prepared) -> None:
+    """`seisctl predict unet1 synth --truth labels` writes SEG-Y only; the survey page draws it, with its classes."""
+    from bokeh.document import Document
+    from daemon.viewers.survey_page import SurveyPage
+
+    d, made = prepared
+    result = run_job(d, predict_job("unet1", "synth", "defaults", truth="labels"))["result"]
+    assert sorted(result["paths"]) == ["confidence", "labels"] and result["scores"] is not None
+    page = SurveyPage(Document(), d.home)
+    page.open_survey("synth", "defaults", "default")
+    assert page.problem == "" and page.class_names == result["classes"], page.problem
+    with segyio.open(result["paths"]["labels"]) as f:
+        cube = segyio.tools.cube(f)
+    for key in (3, (slice(None), 9), (slice(None), slice(None), 20)):
+        assert np.array_equal(page.labels[key], cube[key])
+
+
 def test_bad_job_files_are_refused_naming_each_key(prepared) -> None:
     d, made = prepared
     from client.api import SeisdError
