@@ -15,7 +15,8 @@ class Predict(Command):
     `--format` the output files; `--figure-inline N`, `--figure-crossline N`, `--figure-time T` the lines to draw
     (repeatable), `--no-figures` none; `--overlap` the fcn tile overlap; `--orientation` the direction of a 2D
     model's sections. Options not given are left out of the job and the daemon's defaults apply: outputs
-    `labels,confidence`, format `segy`, figures of the middle inline, crossline and time, stride 1, batch size
+    `labels,confidence`, format `segy`, figures (in predictions/NAME/figures/) of the inline, crossline and time
+    holding the most picks (the middle ones without picks), stride 1, batch size
     automatic, device `auto`; `--tile`, `--overlap` and `--orientation` default to the model's and the survey's
     sizes (docs/prediction.md).
 
@@ -34,7 +35,7 @@ class Predict(Command):
         p.add_argument("--format", choices=["segy", "hdf5", "both"])
         p.add_argument("--truth", metavar="VOLUME", help="a label volume of the survey to score against")
         p.add_argument("--figure-inline", type=int, action="append", metavar="N", help="inline number to draw "
-                       "(repeatable; default the middle one)")
+                       "(repeatable; default the one with the most picks)")
         p.add_argument("--figure-crossline", type=int, action="append", metavar="N")
         p.add_argument("--figure-time", type=float, action="append", metavar="T")
         p.add_argument("--no-figures", action="store_true")

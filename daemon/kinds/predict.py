@@ -4,7 +4,7 @@ The spec and its submit-time check are torch-free (they run in the daemon's main
 is read with h5py only, the survey's volumes from survey.json. The runner (in an executor) is
 daemon.executor.predict.job.run_predict_job. docs/prediction.md documents every key.
 
-Results go to <home>/predictions/<output>/ (outputs, progress record, scores); the job folder gets figures/.
+Results go to <home>/predictions/<output>/ (outputs, progress record, scores, figures/).
 """
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ OUTPUT_NAMES: tuple[str, ...] = get_args(OutputName)  # in that order (predict j
 
 
 class FiguresSection(Section):
-    """Slices drawn as PNG: real inline / crossline numbers and sample times. Absent: the middle of each axis."""
+    """Slices drawn as PNG: real inline / crossline numbers and sample times. Absent: the line holding the most picks
+    (without picks the middle one); daemon/executor/predict/job.py figure_slices."""
 
     inlines: list[int] | None = None
     crosslines: list[int] | None = None

@@ -172,7 +172,8 @@ class TrainSection(Section):
     amp: Flag = True  # CUDA only: bfloat16/float16 autocast
     channels_last: Flag = True  # CUDA only, 2D models
     progress_interval_s: Number = 0.5
-    log_every_steps: Annotated[Int, rule(lambda v: v >= 1, "expected >= 1")] = 50
+    # steps between loss points in TensorBoard; null: about 50 points a run, at most 50 steps apart
+    log_every_steps: Annotated[Int | None, rule(lambda v: v is None or v >= 1, "expected >= 1 or null")] = None
     class_weights: list[Number] | None = None  # one per class
     early_stop: EarlyStopSection = Field(default_factory=EarlyStopSection)
     distributed: DistributedSection = Field(default_factory=DistributedSection)

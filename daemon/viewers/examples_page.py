@@ -1,7 +1,9 @@
 """The example-set page (/examples?set=NAME&index=K): one example's input crop, as three orthogonal slices for 3D
 crops or as the image for 2D crops, with sliders for example, channel and slice positions, and the class name.
 
-Only the shown example is read (x[index], one HDF5 chunk), so a set of any size opens at once.
+The axes carry the inline and crossline numbers and the times (or depths) the crop was cut from, read from its
+source survey's geometry (the set's meta names the survey's folder); a crop whose survey is gone is drawn on crop
+indices, and says so. Only the shown example is read (x[index], one HDF5 chunk), so a set of any size opens at once.
 """
 from __future__ import annotations
 
@@ -15,8 +17,9 @@ from bokeh.document import Document
 from bokeh.layouts import column, row
 from bokeh.models import Div, Select, Slider
 
-from daemon.common.home import example_set_file, examples_folder
-from daemon.viewers.panels import PALETTES, SlicePanel
+from daemon.common.home import example_set_file, examples_folder, survey_folder
+from daemon.viewers.panels import PALETTES, Axis, SlicePanel, sample_label
+from workers.survey import Survey, SurveyError
 
 AXIS_NAMES = ("inline", "crossline", "sample")
 CROP_AXES = {"inline": (1, 2), "crossline": (0, 2), "time": (0, 1), "3d": (0, 1, 2)}
@@ -52,6 +55,7 @@ class ExampleSetPage:
         doc.add_root(self.layout)
         doc.title = "seisd example sets"
         self.h5: h5py.File | None = None
+        self._surveys: dict[int, list[Axis] | None] = {}  # source survey axes, by the set's source index
         doc.on_session_destroyed(lambda ctx: self.h5.close() if self.h5 is not None else None)
         self.choice.on_change("value", lambda attr, old, new: self.open(new, 0))
         self.palette.on_change("value", lambda attr, old, new: [p.set_palette(new) for p in self.panels])
@@ -71,6 +75,7 @@ class ExampleSetPage:
             return
         self.h5 = h5py.File(path, "r")
         self.meta = json.loads(self.h5.attrs["meta"])
+        self._surveys = {}
         self.x, n = self.h5["x"], int(self.h5["y"].shape[0])
         self.crop_axes = CROP_AXES[self.meta["crop"]["orientation"]]
         shape = self.x.shape[2:]
@@ -94,28 +99,63 @@ class ExampleSetPage:
         panels = []
         for k, (u, v) in pairs:
             title = "crop" if k is None else f"{AXIS_NAMES[axes[k]]} slice"
-            panels.append(SlicePanel(title, AXIS_NAMES[u], AXIS_NAMES[v], flip_y=v == 2, palette=self.palette.value))
+            panels.append(SlicePanel(title, Axis(AXIS_NAMES[u]), Axis(AXIS_NAMES[v], down=v == 2),
+                                     palette=self.palette.value))
         return panels
 
+    def survey_axes(self, source: int) -> list[Axis] | None:
+        """Inline, crossline and sample axes of the set's source survey `source`; None when it cannot be opened."""
+        if source not in self._surveys:
+            entry = (self.meta.get("surveys") or [{}])[source] if source < len(self.meta.get("surveys") or []) else {}
+            found = None
+            for folder in (entry.get("folder"), survey_folder(self.home, entry["name"]) if "name" in entry else None):
+                try:
+                    found = Survey.open(folder, sync=False) if folder else None
+                except SurveyError:
+                    continue
+                if found is not None:
+                    break
+            self._surveys[source] = None if found is None else [
+                Axis.of_values("inline", found.inlines), Axis.of_values("crossline", found.crosslines),
+                Axis.of_values(sample_label(found.geometry.sample_unit), found.samples, down=True)]
+        return self._surveys[source]
+
+    def _crop_axes(self, survey: list[Axis] | None, centre: list[int]) -> list[Axis]:
+        """The crop's own axes in survey terms: its window starts size // 2 cells before the centre (workers.crops)."""
+        size = self.x.shape[2:]
+        if survey is None or len(centre) != 3:
+            return [Axis(f"{AXIS_NAMES[a]} (crop index)", down=a == 2) for a in self.crop_axes]
+        return [survey[a].shifted(centre[a] - size[k] // 2) for k, a in enumerate(self.crop_axes)]
+
     def draw(self) -> None:
-        """Read the chosen example (one chunk) and redraw every panel."""
+        """Read the chosen example (one chunk) and redraw every panel on the axes it was cut from."""
         i, c = int(self.index.value), int(self.channel.value)
         crop = np.asarray(self.x[i, c])
         y = int(self.h5["y"][i])
         names = self.meta.get("class_names", [])
         label = names[y] if 0 <= y < len(names) else f"class {y}"
-        pos = self.h5["position"][i].tolist() if "position" in self.h5 else []
+        pos = [int(v) for v in self.h5["position"][i]] if "position" in self.h5 else []
         src = int(self.h5["source"][i]) if "source" in self.h5 else 0
         survey = self.meta.get("surveys", [{}])[src].get("name", "?") if self.meta.get("surveys") else "?"
+        full = self.survey_axes(src)
+        axes = self._crop_axes(full, pos)
+        where = (", ".join(f"{full[a].label.split()[0]} {full[a].value(p):g}" for a, p in enumerate(pos))
+                 if full is not None and len(pos) == 3 else f"(inline, crossline, sample) index {pos}; its survey "
+                 "cannot be opened, so the axes are crop indices")
         self.info.text = (f"<b>example {i}</b> of {self.x.shape[0]}: class <b>{label}</b> (id {y}); survey "
-                          f"{survey}, centre (inline, crossline, sample) index {pos}; crop "
-                          f"{self.meta['crop']['orientation']} {list(self.x.shape[2:])}")
+                          f"{survey}, centre {where}; crop {self.meta['crop']['orientation']} "
+                          f"{list(self.x.shape[2:])}")
         if not self.positions:
+            self.panels[0].set_axes(*axes)
             self.panels[0].show(crop, f"example {i}: {label}")
         else:
             for k, panel in enumerate(self.panels):
-                cut = np.take(crop, int(self.positions[k].value), axis=k)
-                panel.show(cut, f"{AXIS_NAMES[self.crop_axes[k]]} {int(self.positions[k].value)}: {label}")
+                at = int(self.positions[k].value)
+                u, v = (axes[j] for j in range(3) if j != k)
+                panel.set_axes(u, v)
+                line = f"{axes[k].label.split()[0]} {axes[k].value(at):g}"
+                self.positions[k].title = f"{line} (crop index {at})"
+                panel.show(np.take(crop, at, axis=k), f"{line}: {label}")
         for p in self.panels:
             p.set_palette(self.palette.value)
             p.set_zoom(self.zoom.value)

@@ -37,7 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     if a.host in ("0.0.0.0", "::", ""):  # reachable by this machine's names too (the daemon reports the fqdn)
         hosts |= {socket.getfqdn(), socket.gethostname()}
     origins = [f"{h}:{a.port}" for h in sorted(hosts)] + a.origin
-    server = Server(apps, address=a.host, port=a.port, allow_websocket_origin=origins, num_procs=1)
+    # our own front page: Bokeh's loads its style and logos from the internet (daemon/viewers/index_page.py)
+    from daemon.viewers.index_page import IndexHandler
+    server = Server(apps, address=a.host, port=a.port, allow_websocket_origin=origins, num_procs=1, use_index=False,
+                    extra_patterns=[(r"/", IndexHandler, {"home": a.home})])
     server.start()
     print(f"example-set and survey viewer at http://{a.host}:{a.port}/ (pages /examples and /survey)", flush=True)
     server.io_loop.start()

@@ -3,7 +3,12 @@
 Why not `chromium --screenshot URL`: a Bokeh page gets its plots over a websocket after load, and the one-shot
 screenshot is taken before they arrive (blank page). Here we drive the browser over its DevTools websocket (tornado's
 client, already installed with Bokeh): navigate, wait until the page holds the expected number of drawn canvases
-(Bokeh draws inside shadow roots, so the count walks them), then take the screenshot.
+(Bokeh draws inside shadow roots, so the count walks them), then take the screenshot, and evaluate an expression in
+the page when asked.
+
+The browser has no network beyond this machine: every host name but 127.0.0.1 resolves to nothing
+(--host-resolver-rules), and every request the page makes is recorded (the Network domain), so a test can show that
+a page needs nothing from the internet.
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +28,8 @@ from tornado.websocket import websocket_connect
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--window-size=1400,1000", "--remote-debugging-port=0"]
+         "--window-size=1400,1000", "--remote-debugging-port=0",
+         "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"]
 
 # Canvases drawn with something (a non-zero size), found through every shadow root of the page.
 COUNT_CANVASES = """(() => {
@@ -36,6 +43,32 @@ COUNT_CANVASES = """(() => {
   walk(document);
   return n;
 })()"""
+
+
+# The tick labels of every Bokeh axis as the page draws them: [{label, ticks: [text, ...]}], in document order.
+AXIS_TICKS = """(() => {
+  const out = [];
+  const walk = (view) => {
+    if (view.model && view.model.type === 'LinearAxis') {
+      const ticks = view.tick_coords.major[view.dimension];
+      out.push({label: view.model.axis_label, ticks: view.compute_labels(ticks).items.map((t) => t.text)});
+    }
+    if (typeof view.children === 'function') for (const child of view.children()) walk(child);
+  };
+  for (const root of Bokeh.index.roots) walk(root);
+  return out;
+})()"""
+
+
+@dataclass
+class Rendered:
+    """What a page load gave: the screenshot, the drawn canvases, the value asked for, every URL requested."""
+
+    png: bytes
+    canvases: int
+    value: Any = None
+    requests: list[str] = field(default_factory=list)
+    path: Path | None = None  # where the caller saved the screenshot
 
 
 def find_chromium() -> str | None:
@@ -56,6 +89,7 @@ class HeadlessChromium:
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.port = self._devtools_port()
         self._next_id = 0
+        self.requests: list[str] = []
 
     def __enter__(self) -> "HeadlessChromium":
         return self
@@ -81,13 +115,16 @@ class HeadlessChromium:
             pages = [t for t in json.load(r) if t.get("type") == "page"]
         return pages[0]["webSocketDebuggerUrl"]
 
-    def render(self, url: str, canvases: int, timeout: float = 30.0) -> tuple[bytes, int]:
-        """Load url, wait until at least `canvases` canvases are drawn (or timeout); return (PNG, canvases)."""
-        return ioloop.IOLoop().run_sync(lambda: self._render(url, canvases, timeout), timeout=timeout + 15)
+    def render(self, url: str, canvases: int, timeout: float = 30.0, evaluate: str | None = None) -> Rendered:
+        """Load url, wait until at least `canvases` canvases are drawn (or timeout), evaluate `evaluate` in the
+        page when given; return the screenshot, the canvases, the value and the URLs the page requested."""
+        return ioloop.IOLoop().run_sync(lambda: self._render(url, canvases, timeout, evaluate), timeout=timeout + 15)
 
-    async def _render(self, url: str, canvases: int, timeout: float) -> tuple[bytes, int]:
+    async def _render(self, url: str, canvases: int, timeout: float, evaluate: str | None) -> Rendered:
         ws = await websocket_connect(self._page_socket(), max_message_size=64 * 1024 * 1024)
+        self.requests: list[str] = []
         try:
+            await self._call(ws, "Network.enable")
             await self._call(ws, "Page.navigate", url=url)
             deadline, seen = time.monotonic() + timeout, 0
             while time.monotonic() < deadline:
@@ -98,7 +135,14 @@ class HeadlessChromium:
                 await _sleep(0.2)
             await _sleep(1.0)  # let the last data frames paint
             shot = await self._call(ws, "Page.captureScreenshot", format="png")
-            return base64.b64decode(shot["data"]), seen
+            value = None
+            if evaluate is not None:
+                res = await self._call(ws, "Runtime.evaluate", expression=evaluate, returnByValue=True)
+                if "exceptionDetails" in res:
+                    raise RuntimeError(f"the page could not evaluate the expression: {res['exceptionDetails']}")
+                value = res.get("result", {}).get("value")
+            await self._call(ws, "Network.disable")
+            return Rendered(base64.b64decode(shot["data"]), seen, value, list(self.requests))
         finally:
             ws.close()
 
@@ -111,6 +155,8 @@ class HeadlessChromium:
             if msg is None:
                 raise RuntimeError(f"chromium closed the DevTools connection during {method}")
             doc = json.loads(msg)
+            if doc.get("method") in ("Network.requestWillBeSent", "Network.webSocketCreated"):
+                self.requests.append(doc["params"].get("request", {}).get("url") or doc["params"].get("url", ""))
             if doc.get("id") == my_id:
                 if "error" in doc:
                     raise RuntimeError(f"{method}: {doc['error']}")

@@ -54,3 +54,12 @@ def test_f3_prediction_figure(tmp_path, shared_data) -> None:
     paths = slice_figures(tmp_path / "fig", seismic, SurveyAxes.of(survey), {"inline": [121], "time": [200]},
                           prediction=pred, confidence=np.abs(np.tanh(seismic)), class_names=["trough", "peak"])
     assert all(p.stat().st_size > 10_000 for p in paths)
+
+
+def test_default_lines_hold_the_most_picks() -> None:
+    from daemon.executor.predict.figures import lines_through_picks
+
+    assert lines_through_picks(np.zeros((0, 3), np.int64), (10, 10, 10)) is None
+    picks = np.array([[2, 7, 1], [2, 7, 3], [2, 8, 5], [9, 8, 7]])
+    # inline 2 holds three; crosslines 7 and 8 hold two each (the middle of the tie: 8); samples one each (-> 5)
+    assert lines_through_picks(picks, (10, 10, 10)) == (2, 8, 5)

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import h5py
+import matplotlib.image as mpimg
 import numpy as np
 import pytest
 import segyio
@@ -17,6 +18,7 @@ import segyio
 from tests.daemon.predict_data import (SHAPE, SLOW_JOB, home_with_unet, make_synth_survey, predict_job, run_job,
                                        save_model, save_slow_model)
 from tests.harness import RunningDaemon, wait_for, wait_state
+from workers.picks import from_labelled_slice
 from workers.segy_import import import_segy
 
 
@@ -56,14 +58,55 @@ def test_outputs_keep_the_source_geometry_and_are_scored(prepared) -> None:
     confusion = np.array(result["scores"]["confusion"])
     assert confusion.sum() == truth.size and np.trace(confusion) == int(np.sum(labels == truth))
     names = sorted(Path(p).name for p in result["figures"])
+    # the picks (every sample of crosslines 4..19 on the middle inline): the middle of the crosslines picked most
     assert names == sorted([f"inline_{int(made['survey'].inlines[3])}.png",
-                            f"crossline_{int(made['survey'].crosslines[16])}.png",
+                            f"crossline_{int(made['survey'].crosslines[12])}.png",
                             f"time_{made['survey'].samples[16]:g}.png"])
     assert all(Path(p).stat().st_size > 10_000 for p in result["figures"])
     assert not (out / "arrays").exists()  # working arrays removed once exported
     events = d.client.job_events(rec["id"])
     progress = [e["data"] for e in events if e.get("type", e.get("event")) == "job.progress"]
     assert progress and progress[-1]["fraction"] == 1.0
+
+
+def test_figures_are_kept_with_the_prediction_and_go_through_the_picks(prepared) -> None:
+    """The interpreter's picks lie on an inline and crosslines far from the middle ones: the default figures are
+    drawn through them (so the "seismic and picks" panel shows them), into predictions/<name>/figures/."""
+    d, made = prepared
+    survey = made["survey"]
+    picked = np.full(SHAPE[1:], -1, np.int64)
+    picked[22:30, ::2] = made["labels"][5, 22:30, ::2]
+    from_labelled_slice(survey, int(survey.inlines[5]), picked, made["classes"]).save(survey.folder, "aside")
+    stats = survey.stats("seismic")
+    save_model(d.home, "unet-aside", stats=(stats["mean"], stats["std"]), input_spec={"picks": "aside"})
+    result = run_job(d, predict_job("unet-aside", "synth", "aside", format="segy"))["result"]
+    out = Path(result["output"])
+    figures = [Path(p) for p in result["figures"]]
+    assert all(p.parent == out / "figures" and p.is_file() for p in figures), result["figures"]
+    assert sorted(p.name for p in figures) == sorted([
+        f"inline_{int(survey.inlines[5])}.png", f"crossline_{int(survey.crosslines[26])}.png",
+        f"time_{survey.samples[16]:g}.png"])
+    image = mpimg.imread(out / "figures" / f"inline_{int(survey.inlines[5])}.png")[..., :3]
+    seismic_panel = image[:, int(0.03 * image.shape[1]):int(0.30 * image.shape[1])]
+    hi, lo = seismic_panel.max(axis=-1), seismic_panel.min(axis=-1)
+    assert np.mean(hi - lo > 0.3) > 0.002, "no coloured picks on the grey seismic panel"
+
+
+def test_the_survey_viewer_shows_a_prediction_made_with_the_defaults(prepared) -> None:
+    """`seisctl predict unet1 synth --truth labels` writes SEG-Y only; the survey page draws it, with its classes."""
+    from bokeh.document import Document
+    from daemon.viewers.survey_page import SurveyPage
+
+    d, made = prepared
+    result = run_job(d, predict_job("unet1", "synth", "defaults", truth="labels"))["result"]
+    assert sorted(result["paths"]) == ["confidence", "labels"] and result["scores"] is not None
+    page = SurveyPage(Document(), d.home)
+    page.open_survey("synth", "defaults", "default")
+    assert page.problem == "" and page.class_names == result["classes"], page.problem
+    with segyio.open(result["paths"]["labels"]) as f:
+        cube = segyio.tools.cube(f)
+    for key in (3, (slice(None), 9), (slice(None), slice(None), 20)):
+        assert np.array_equal(page.labels[key], cube[key])
 
 
 def test_bad_job_files_are_refused_naming_each_key(prepared) -> None:

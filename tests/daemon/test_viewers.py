@@ -25,6 +25,7 @@ from tests.daemon.viewer_data import make_event_files, make_example_sets, make_p
 from tests.harness import ROOT, RunningDaemon, pid_alive, wait_for
 
 JOBS = (1, 2)
+RUNS = {1: "job1-first_try", 2: "job2-unet-f3"}  # named by the jobs' names (make_event_files) and ids
 
 
 def get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
@@ -58,13 +59,24 @@ def test_tensorboard_serves_the_scalars_of_finished_jobs(vd: RunningDaemon) -> N
     assert v["state"] == "starting" and v["url"].startswith("http://127.0.0.1:") and v["port"] > 0
     v = wait_running(vd.client, "tensorboard", 90)
     tags = json.loads(get(v["url"] + "data/plugin/scalars/tags")[1])
-    assert set(tags) == {f"job{j}" for j in JOBS} and all("train/loss" in t for t in tags.values())
+    assert set(tags) == set(RUNS.values()) and all("train/loss" in t for t in tags.values())
     for j in JOBS:
-        rows = json.loads(get(v["url"] + f"data/plugin/scalars/scalars?run=job{j}&tag=train/loss")[1])
+        rows = json.loads(get(v["url"] + f"data/plugin/scalars/scalars?run={RUNS[j]}&tag=train/loss")[1])
         assert [r[1] for r in rows] == list(range(5))
         assert [r[2] for r in rows] == pytest.approx([1.0 / (s + 1) + j for s in range(5)])
     again = vd.client.call("viewer.start", name="tensorboard")
     assert (again["pid"], again["url"], again["state"]) == (v["pid"], v["url"], "running")
+
+
+def test_tensorboard_runs_are_named_by_the_jobs_name_and_id(tmp_path: Path) -> None:
+    from daemon.viewers.run_tensorboard import refresh_links, runs_folder
+    make_event_files(tmp_path, JOBS)
+    (tmp_path / "jobs" / "3" / "tensorboard").mkdir(parents=True)  # a job folder without its job.yaml
+    (tmp_path / "jobs" / "4" / "tensorboard").mkdir(parents=True)
+    (tmp_path / "jobs" / "4" / "job.yaml").write_text("kind: train\noutput: [unreadable\n")
+    assert refresh_links(tmp_path, None) == sorted([*RUNS.values(), "job3", "job4"])
+    assert (runs_folder(tmp_path) / RUNS[1]).resolve() == (tmp_path / "jobs" / "1" / "tensorboard").resolve()
+    assert refresh_links(tmp_path, [2]) == [RUNS[2]] and sorted(os.listdir(runs_folder(tmp_path))) == [RUNS[2]]
 
 
 def test_examples_viewer_start_restart_stop_and_logs(vd: RunningDaemon) -> None:

@@ -1,7 +1,9 @@
 """PNG pictures of inline, crossline and time slices: seismic with picks, prediction, confidence, ground truth.
 
-A user opens these instead of reading numbers. Axes carry the survey's real line numbers and times; classes
-keep the same colour in every panel and figure, with a legend of class names.
+A user opens these instead of reading numbers. Axes carry the survey's real line numbers and times (or depths);
+classes keep the same colour in every panel and figure, and in the viewer and TensorBoard (daemon/common/palette.py),
+with a legend of class names. By default the lines drawn go through the picks (lines_through_picks), so the
+"seismic and picks" panel shows what the model learnt from.
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import BoundaryNorm, ListedColormap  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from daemon.common.palette import class_colours  # noqa: E402
 
 SLICE_KINDS = ("inline", "crossline", "time")
 
@@ -36,8 +40,15 @@ class SurveyAxes:
 
     @classmethod
     def of(cls, survey) -> "SurveyAxes":
-        """Axes of a workers.survey.Survey (or anything with inlines, crosslines, samples)."""
-        return cls(np.asarray(survey.inlines), np.asarray(survey.crosslines), np.asarray(survey.samples))
+        """Axes of a workers.survey.Survey (or anything with inlines, crosslines, samples), in its sample unit."""
+        geometry = getattr(survey, "geometry", None)
+        return cls(np.asarray(survey.inlines), np.asarray(survey.crosslines), np.asarray(survey.samples),
+                   getattr(geometry, "sample_unit", "ms"))
+
+    @property
+    def sample_name(self) -> str:
+        """What the sample axis measures: depth for a survey in metres, else time."""
+        return "depth" if self.sample_unit == "m" else "time"
 
     def index(self, kind: str, value: float) -> int:
         """Index of an inline/crossline number or a sample time; refuses values not on the axis."""
@@ -49,10 +60,42 @@ class SurveyAxes:
         return int(hits[0])
 
 
-def class_colours(n_classes: int) -> ListedColormap:
-    """A fixed qualitative colour per class (tab10, then tab20 for more classes)."""
-    base = plt.get_cmap("tab10" if n_classes <= 10 else "tab20")
-    return ListedColormap([base(k % base.N) for k in range(n_classes)])
+def class_cmap(n_classes: int) -> ListedColormap:
+    """Class k's colour of the one palette (daemon/common/palette.py) for k in 0..n_classes-1."""
+    return ListedColormap(class_colours(n_classes))
+
+
+def lines_through_picks(positions: np.ndarray, shape: tuple[int, int, int]) -> tuple[int, int, int] | None:
+    """(inline, crossline, sample) indices holding the most picks each ([N, 3] grid indices); among lines with
+    equally many, the middle one of them. None without picks."""
+    if not len(positions):
+        return None
+    out = []
+    for axis in range(3):
+        counts = np.bincount(positions[:, axis], minlength=shape[axis])
+        top = np.flatnonzero(counts == counts.max())
+        out.append(int(top[len(top) // 2]))
+    return out[0], out[1], out[2]
+
+
+class SparseLabels:
+    """A pick set seen as a [ni, nx, ns] label volume (-1 = no pick), without making the volume.
+
+    Answers the three slice forms the figures take: v[i], v[:, x], v[:, :, s].
+    """
+
+    def __init__(self, shape: tuple[int, int, int], positions: np.ndarray, classes: np.ndarray) -> None:
+        self.shape, self.ndim = shape, 3
+        self.coords, self.classes = positions.T, classes
+
+    def __getitem__(self, key) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        axis, index = len(key) - 1, int(key[-1])
+        keep = self.coords[axis] == index
+        a, b = (k for k in range(3) if k != axis)
+        out = np.full((self.shape[a], self.shape[b]), -1, dtype=np.int16)
+        out[self.coords[a][keep], self.coords[b][keep]] = self.classes[keep]
+        return out
 
 
 def _section(volume: np.ndarray, kind: str, index: int) -> np.ndarray:
@@ -70,7 +113,7 @@ def _extent(axes: SurveyAxes, kind: str) -> tuple[list[float], str, str]:
         half = (v[1] - v[0]) / 2 if len(v) > 1 else 0.5
         return float(v[0] - half), float(v[-1] + half)
 
-    time_label = f"time ({axes.sample_unit})"
+    time_label = f"{axes.sample_name} ({axes.sample_unit})"
     if kind == "time":
         x0, x1 = edges(axes.crosslines)
         y0, y1 = edges(axes.inlines)
@@ -96,7 +139,7 @@ def slice_figure(out_path: str | Path, seismic: np.ndarray, axes: SurveyAxes, ki
     n_classes = _n_classes(class_names, prediction, ground_truth, picks)
     names = list(class_names) if class_names is not None else [f"class {k}" for k in range(n_classes)]
     # With no class layer a single dummy class keeps the colour map valid; no legend is drawn then.
-    cmap = class_colours(max(n_classes, 1))
+    cmap = class_cmap(max(n_classes, 1))
     norm = BoundaryNorm(np.arange(max(n_classes, 1) + 1) - 0.5, max(n_classes, 1))
     extent, xlabel, ylabel = _extent(axes, kind)
     panels = [("seismic" + (" and picks" if picks is not None else ""), None)]
@@ -124,7 +167,7 @@ def slice_figure(out_path: str | Path, seismic: np.ndarray, axes: SurveyAxes, ki
     if n_classes:
         handles = [Patch(color=cmap(k), label=names[k]) for k in range(n_classes)]
         fig.legend(handles=handles, loc="outside right center", title="classes")
-    default = f"time slice {value:g} {axes.sample_unit}" if kind == "time" else f"{kind} {value:g}"
+    default = f"{axes.sample_name} slice {value:g} {axes.sample_unit}" if kind == "time" else f"{kind} {value:g}"
     fig.suptitle(title or default)
     out_path = Path(out_path)
     fig.savefig(out_path, dpi=110)

@@ -2,7 +2,8 @@
 
 Steps: load the model file and its apply recipe; run predict_volume chunk by chunk into predictions/<output>/arrays
 (progress events with ETA; a cancel stops after the current batch); export SEG-Y (the source's geometry and
-headers) and/or HDF5; draw the chosen slices into the job folder's figures/; score against a truth volume.
+headers) and/or HDF5; draw the chosen slices (by default through the picks) into predictions/<output>/figures/,
+beside the outputs they show; score against a truth volume.
 
 Resume: the job is registered resumable, and predict_volume is always called with resume=True on the same
 folder, so a job interrupted by a daemon kill or by the death of its executor continues at the first chunk not yet
@@ -27,11 +28,11 @@ from daemon.common.home import model_file, prediction_folder, survey_folder
 from daemon.kinds.predict import OUTPUT_NAMES, PredictSpec
 from daemon.executor.modelfile import load_model_file
 from daemon.executor.predict.apply import predict_volume
-from daemon.executor.predict.figures import SurveyAxes, slice_figures
+from daemon.executor.predict.figures import SparseLabels, SurveyAxes, lines_through_picks, slice_figures
 from daemon.executor.predict.outputs import confusion_matrix, load_outputs, scores_of, write_hdf5, write_segy
 from daemon.executor.predict.recipe import ApplyRecipe, recipe_of
 from daemon.executor.predict.sharding import ShardPlan, ShardRunner, predict_sharded
-from workers.picks import PickSet, pick_set_file
+from workers.picks import PickSet, pick_set_file, pick_set_names
 from workers.survey import Survey
 
 APPLY_SHARE = 0.9   # of the progress bar; exports and figures take the rest
@@ -123,51 +124,43 @@ def _export(spec: PredictSpec, survey: Survey, out: Path, arrays: dict[str, np.n
     return paths
 
 
-class SparseLabels:
-    """A pick set seen as a [ni, nx, ns] label volume (-1 = no pick), without making the volume.
-
-    Answers the three slice forms the figures take: v[i], v[:, x], v[:, :, s].
-    """
-
-    def __init__(self, shape: tuple[int, int, int], positions: np.ndarray, classes: np.ndarray) -> None:
-        self.shape, self.ndim = shape, 3
-        self.coords, self.classes = positions.T, classes
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        key = key if isinstance(key, tuple) else (key,)
-        axis, index = len(key) - 1, int(key[-1])
-        keep = self.coords[axis] == index
-        a, b = (k for k in range(3) if k != axis)
-        out = np.full((self.shape[a], self.shape[b]), -1, dtype=np.int16)
-        out[self.coords[a][keep], self.coords[b][keep]] = self.classes[keep]
-        return out
-
-
 def _figures(spec: PredictSpec, survey: Survey, seismic: np.ndarray, arrays: dict[str, np.ndarray],
              recipe: ApplyRecipe, ctx: Any) -> list[str]:
+    """The figures, in predictions/<output>/figures/ (the job's result lists their paths)."""
     if not spec.figures.enabled:
         return []
     ctx.progress(APPLY_SHARE + 0.06, "drawing figures")
-    slices = figure_slices(spec, survey)
+    picks = figure_picks(recipe, survey)
+    slices = figure_slices(spec, survey, picks)
     layers: dict[str, Any] = {"prediction": arrays["labels"], "confidence": arrays.get("confidence"),
                               "class_names": list(recipe.classes)}
     if spec.truth:
         layers["ground_truth"] = survey.volume(spec.truth)
-    if recipe.picks and pick_set_file(survey.folder, recipe.picks).is_file():
-        picks = PickSet.load(survey.folder, recipe.picks)
+    if picks is not None:
         layers["picks"] = SparseLabels(survey.shape, picks.positions(), picks.cls)
-    written = slice_figures(ctx.job_dir / "figures", seismic, SurveyAxes.of(survey), slices, **layers)
+    folder = prediction_folder(ctx.home, spec.output) / "figures"
+    written = slice_figures(folder, seismic, SurveyAxes.of(survey), slices, **layers)
     return [str(p) for p in written]
 
 
-def figure_slices(spec: PredictSpec, survey: Survey) -> dict[str, list[float]]:
-    """The slices to draw: those of the job file, else the middle inline, crossline and time."""
+def figure_picks(recipe: ApplyRecipe, survey: Survey) -> PickSet | None:
+    """The picks to draw and to choose the lines by: the model's own pick set when this survey has it, else the
+    survey's first pick set, else none."""
+    names = [recipe.picks] if recipe.picks and pick_set_file(survey.folder, recipe.picks).is_file() else []
+    names = names or pick_set_names(survey.folder)[:1]
+    return PickSet.load(survey.folder, names[0]) if names else None
+
+
+def figure_slices(spec: PredictSpec, survey: Survey, picks: PickSet | None = None) -> dict[str, list[float]]:
+    """The slices to draw: those of the job file, else the inline, crossline and time holding the most picks,
+    else the middle ones."""
     f = spec.figures
-    def middle(axis: np.ndarray) -> list[float]:
-        return [axis[len(axis) // 2].item()]
-    return {"inline": f.inlines if f.inlines is not None else middle(survey.inlines),
-            "crossline": f.crosslines if f.crosslines is not None else middle(survey.crosslines),
-            "time": f.times if f.times is not None else middle(survey.samples)}
+    through = lines_through_picks(picks.positions(), survey.shape) if picks is not None else None
+    default = [axis[through[k] if through else len(axis) // 2].item()
+               for k, axis in enumerate((survey.inlines, survey.crosslines, survey.samples))]
+    return {"inline": f.inlines if f.inlines is not None else default[:1],
+            "crossline": f.crosslines if f.crosslines is not None else default[1:2],
+            "time": f.times if f.times is not None else default[2:]}
 
 
 def _score(spec: PredictSpec, survey: Survey, labels: np.ndarray, n_classes: int, ctx: Any) -> dict[str, Any]:

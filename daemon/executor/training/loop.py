@@ -26,7 +26,8 @@ from daemon.executor.training import metrics
 from daemon.executor.training.checkpoint import atomic_write, save_checkpoint
 from daemon.executor.training.modes import freeze_for_transfer, load_matching, read_start_state, set_train_mode
 from daemon.executor.training.optim import LRSchedule, build_optimizer
-from daemon.executor.training.summary import SilentSummary, SilentTensorBoard, SummaryFile, TensorBoardLog
+from daemon.executor.training.summary import (SilentSummary, SilentTensorBoard, SummaryFile, TensorBoardLog,
+                                              log_interval)
 from daemon.kinds.train_spec import OptimSection, ScheduleSection, TrainSection
 
 log = logging.getLogger("seisd.training")
@@ -155,6 +156,7 @@ class Trainer:
         self.total_steps = cfg.max_steps or (cfg.epochs * self.steps_per_epoch if self.steps_per_epoch else None)
         if self.schedule_cfg.kind == "cosine" and self.total_steps is None:
             raise ValueError("schedule.kind=cosine needs train.max_steps or a batch source with a length")
+        self.log_every = log_interval(cfg.log_every_steps, self.total_steps)  # a short run too draws a curve
         self.maximize = cfg.early_stop.metric != "val_loss"
         self.schedule = LRSchedule(self.optimizer, self.optim_cfg.lr, self.schedule_cfg, self.total_steps or 1,
                                    self.maximize)
@@ -203,7 +205,8 @@ class Trainer:
     # ---- the run --------------------------------------------------------------------------------------------
     def run(self) -> TrainResult:
         """Train until the epochs or steps are done, early stopping triggers, or a control hook stops it."""
-        self.tb = TensorBoardLog(self.job_dir / "tensorboard") if self.writes else SilentTensorBoard()
+        self.tb = (TensorBoardLog(self.job_dir / "tensorboard", self.control.class_names) if self.writes
+                   else SilentTensorBoard())
         self._last_checkpoint = self._run_start = self._epoch_end = time.monotonic()
         try:
             while self.epoch < self.cfg.epochs and self.result.stopped == "finished":
@@ -284,7 +287,7 @@ class Trainer:
         self.summary.add_step(self.step, self.epoch, value, lr)
         self.result.losses.append(value)
         self.step += 1
-        if self.step % self.cfg.log_every_steps == 0:
+        if self.step % self.log_every == 0:
             self.tb.scalars(self.step, {"train/loss": value, "train/lr": lr})
             log.info("epoch %d step %d loss %.4f lr %.3g", self.epoch, self.step, value, lr)
         return value

@@ -1,5 +1,8 @@
 """Training summaries: summary.h5 (per-step loss and rate, per-epoch validation) and TensorBoard event files.
 
+TensorBoard gets the loss every log_interval() steps (a short run too draws a curve), the validation figures, a
+labelled confusion matrix and a preview slice in the classes' own colours (daemon/common/palette.py).
+
 summary.h5 layout, appendable across resume:
 
     /steps/step, /steps/loss, /steps/lr, /steps/epoch        1-D, one row per optimiser step
@@ -18,7 +21,11 @@ from typing import Any
 import h5py
 import numpy as np
 
+from daemon.common.palette import class_rgb
+
 STEP_FIELDS = ("step", "epoch", "loss", "lr")
+LOG_POINTS = 50     # loss points a run gives TensorBoard at the least, unless train.log_every_steps says otherwise
+LOG_EVERY_MAX = 50  # ... and at most this many steps apart (long runs)
 
 
 class SummaryFile:
@@ -94,35 +101,72 @@ def _truncate(group: h5py.Group | None, key: str, keep: Any) -> None:
             ds.resize(n, axis=0)
 
 
-def confusion_image(cm: np.ndarray, cell: int = 16) -> np.ndarray:
-    """An RGB uint8 picture [H, W, 3] of a row-normalised confusion matrix (white = 0, dark blue = 1)."""
-    cm = np.asarray(cm, dtype=np.float64)
+def log_interval(configured: int | None, total_steps: int | None) -> int:
+    """Steps between loss points in TensorBoard: train.log_every_steps when set; else about LOG_POINTS points over
+    the run (every step of a run shorter than that), at most LOG_EVERY_MAX steps apart."""
+    if configured is not None:
+        return configured
+    if not total_steps:
+        return LOG_EVERY_MAX
+    return max(1, min(LOG_EVERY_MAX, total_steps // LOG_POINTS))
+
+
+def confusion_figure(cm: np.ndarray, class_names: list[str] | None = None) -> Any:
+    """A matplotlib Figure of a confusion matrix: rows true, columns predicted, each cell its count and its share of
+    the true class, coloured by that share (so a rare class reads as well as a common one), axes named."""
+    from matplotlib.figure import Figure  # imported late: only validation draws it
+
+    cm = np.asarray(cm, dtype=np.int64)
+    n = cm.shape[0]
+    names = list(class_names) if class_names is not None and len(class_names) == n else [str(k) for k in range(n)]
     rows = cm.sum(axis=1, keepdims=True)
-    share = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
-    pixels = np.kron(share, np.ones((cell, cell)))
-    rgb = np.stack([1 - pixels, 1 - 0.6 * pixels, 1 - 0.2 * pixels], axis=-1)
-    return (rgb * 255).round().astype(np.uint8)
+    share = np.divide(cm, rows, out=np.zeros(cm.shape), where=rows > 0)
+    side = min(14.0, 2.5 + 0.6 * n)
+    fig = Figure(figsize=(side + 1.6, side), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    long = max(len(s) for s in names) > 6
+    ax.set_xticks(range(n), names, rotation=40 if long else 0, ha="right" if long else "center")
+    ax.set_yticks(range(n), names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(f"validation: {int(cm.sum())} labelled samples", fontsize=10)
+    if n <= 25:  # beyond that the numbers would not fit their cells
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, f"{cm[i, j]}\n{share[i, j]:.0%}", ha="center", va="center",
+                        fontsize=max(5, 10 - n // 3), color="white" if share[i, j] > 0.6 else "black")
+    fig.colorbar(im, ax=ax, shrink=0.8, label="share of the true class (recall)")
+    return fig
+
+
+def confusion_image(cm: np.ndarray, class_names: list[str] | None = None) -> np.ndarray:
+    """confusion_figure as an RGB uint8 picture [H, W, 3] for TensorBoard."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(confusion_figure(cm, class_names))
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
 def preview_image(image: np.ndarray, prediction: np.ndarray, n_classes: int) -> np.ndarray:
-    """Seismic slice (grey) beside its predicted classes (colours), as RGB uint8 [H, 2W, 3]."""
+    """Seismic slice (grey) beside its predicted classes (the palette's class colours), as RGB uint8 [H, 2W, 3]."""
     image = np.asarray(image, dtype=np.float64)
     lo, hi = np.percentile(image, [1, 99]) if image.size else (0.0, 1.0)
-    grey = np.clip((image - lo) / max(hi - lo, 1e-12), 0, 1)
+    grey = (np.clip((image - lo) / max(hi - lo, 1e-12), 0, 1) * 255).round().astype(np.uint8)
     grey_rgb = np.repeat(grey[..., None], 3, axis=-1)
-    hues = np.linspace(0, 1, max(n_classes, 1), endpoint=False)
-    palette = np.stack([0.5 + 0.5 * np.cos(2 * np.pi * (hues + k / 3)) for k in range(3)], axis=-1)
     pred = np.clip(np.asarray(prediction, dtype=np.int64), 0, max(n_classes - 1, 0))
-    return (np.concatenate([grey_rgb, palette[pred]], axis=1) * 255).round().astype(np.uint8)
+    return np.concatenate([grey_rgb, class_rgb(n_classes)[pred]], axis=1)
 
 
 class TensorBoardLog:
     """Scalars, confusion-matrix images and preview images for TensorBoard, under job_dir/tensorboard."""
 
-    def __init__(self, folder: str | Path) -> None:
+    def __init__(self, folder: str | Path, class_names: list[str] | None = None) -> None:
         from torch.utils.tensorboard import SummaryWriter  # imported late: it pulls in tensorboard
 
         self.writer = SummaryWriter(log_dir=str(folder))
+        self.class_names = class_names
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         """Log several scalars at one step."""
@@ -130,8 +174,8 @@ class TensorBoardLog:
             self.writer.add_scalar(tag, value, step)
 
     def confusion(self, step: int, cm: np.ndarray) -> None:
-        """Log a confusion matrix picture."""
-        self.writer.add_image("val/confusion", confusion_image(cm), step, dataformats="HWC")
+        """Log a confusion matrix picture (class names, counts, shares)."""
+        self.writer.add_image("val/confusion", confusion_image(cm, self.class_names), step, dataformats="HWC")
 
     def preview(self, step: int, image: np.ndarray, prediction: np.ndarray, n_classes: int) -> None:
         """Log a predicted preview slice beside its input."""
