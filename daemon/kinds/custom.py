@@ -47,6 +47,9 @@ class CustomSpec(JobSpec):
     def input_files(self) -> list[tuple[str, str]]:
         return [("script", self.script)] if self.script else [("notebook", self.notebook or "")]
 
+    def default_name(self) -> str:
+        return Path(self.script or self.notebook or "").name
+
 
 def check_custom(spec: CustomSpec, ctx: CheckContext) -> list[str]:
     key, path = spec.input_files()[0]

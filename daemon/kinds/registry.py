@@ -35,6 +35,11 @@ class JobSpec(BaseModel):
         """(key path, file) of every file outside the home this job reads; checked against paths.inputs."""
         return []
 
+    def default_name(self) -> str | None:
+        """The name the job is listed under when its file gives no `name`: what it makes or runs (a kind's spec
+        says which); None: no name."""
+        return None
+
     @field_validator("device")
     @classmethod
     def _device_form(cls, v: str) -> str:

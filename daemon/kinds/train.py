@@ -24,8 +24,8 @@ def check_train(spec: TrainSpec, ctx: CheckContext) -> list[str]:
     """Every problem of a train job file that its schema cannot see, each naming its key; empty when it can run."""
     problems = [p for p in [name_problem("output", spec.output)] if p]
     if not problems and not spec.overwrite and model_file(ctx.home, spec.output).exists():
-        problems.append(f"output: a model {spec.output!r} already exists (set overwrite: true, choose another "
-                        f"name, or `seisctl models rm {spec.output}`)")
+        problems.append(f"output: a model {spec.output!r} already exists (give `overwrite: true` to replace it, "
+                        f"`output: NEW` to keep both, or remove it: `seisctl models rm {spec.output}`)")
     init = spec.train.init_from
     if init and not resolve(ctx.home, init).is_file():
         problems.append(f"train.init_from: {init} does not exist (relative paths start at the home)")

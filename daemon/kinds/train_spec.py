@@ -215,3 +215,6 @@ class TrainSpec(JobSpec):
         if init is not None and Path(init).expanduser().is_absolute():
             out.append(("train.init_from", init))
         return out
+
+    def default_name(self) -> str:
+        return self.output

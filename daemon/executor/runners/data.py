@@ -3,6 +3,7 @@
 Their specs and submit-time checks live in daemon/kinds/data.py (main side)."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,26 @@ from daemon.kinds.data import ExtractSpec, ImportSpec, PicksSection, SegySection
 
 
 def run_import(spec: ImportSpec, ctx: Any) -> dict[str, Any]:
+    from workers.picks import PicksError
+    from workers.segy_scan import SegyImportError
+
     folder = survey_folder(ctx.home, spec.survey)
-    if spec.segy is not None:
-        return _import_segy(spec, spec.segy, folder, ctx)
-    return _import_picks(spec, spec.picks, folder, ctx)
+    section = "segy" if spec.segy is not None else "picks"
+    try:
+        if spec.segy is not None:
+            return _import_segy(spec, spec.segy, folder, ctx)
+        return _import_picks(spec, spec.picks, folder, ctx)
+    except (SegyImportError, PicksError) as exc:
+        raise type(exc)(job_keys(str(exc), section)) from exc
+
+
+ARGUMENT = re.compile(r"`(\w+)(: [^`]+)?`")  # how workers' errors name an argument that fixes them
+
+
+def job_keys(message: str, section: str) -> str:
+    """A workers error's message with each argument it names (`` `offset: N` ``) named as the job key it comes
+    from (`` `segy.offset: N` ``), the form seisctl turns into a command's flag (client/cli/_keys.py)."""
+    return ARGUMENT.sub(lambda m: f"`{section}.{m[1]}{m[2] or ''}`", message)
 
 
 def _import_segy(spec: ImportSpec, s: SegySection, folder: Path, ctx: Any) -> dict[str, Any]:
