@@ -19,6 +19,10 @@ class StepsSpec(JobSpec):
     step_s: float = Field(0.05, ge=0, le=60)
     fail_at: int | None = Field(None, description="raise an error at this step")
     ignore_cancel: bool = False
+    etas: list[float] | None = Field(None, description="eta_s reported at each step, in turn (the ETAs a training "
+                                     "job's jumpy sample rates give)")
+    progress_scale: float = Field(1.0, gt=0, le=1, description="report this share of the progress made (a job "
+                                  "whose last report is below 1, as a training job's before it saves its model)")
 
 
 def run(spec: StepsSpec, ctx) -> dict:
@@ -36,7 +40,8 @@ def run(spec: StepsSpec, ctx) -> dict:
         tmp = ckpt.with_suffix(".tmp")
         tmp.write_text(json.dumps({"step": step + 1}))
         os.replace(tmp, ckpt)
-        ctx.progress((step + 1) / spec.steps, f"step {step + 1}/{spec.steps}", step=step + 1)
+        eta = spec.etas[step % len(spec.etas)] if spec.etas else None
+        ctx.progress(spec.progress_scale * (step + 1) / spec.steps, f"step {step + 1}/{spec.steps}", eta_s=eta, step=step + 1)
     return {"steps": spec.steps, "resumed_from": start, "workers": workers["count"]}
 
 
