@@ -3,6 +3,7 @@
 Their specs and submit-time checks live in daemon/kinds/data.py (main side)."""
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,7 @@ def _survey_result(spec: ImportSpec, s: SegySection, survey: Any, report: Any, c
                       sorting=report.sorting)
         if report.nan_count:
             ctx.log.warning("%d NaN or infinite samples were replaced by 0", report.nan_count)
-    ctx.log.info("imported: %s", result)
+    ctx.log.info("imported: %s", json.dumps(result, default=str))  # JSON in the log, not a Python repr
     return result
 
 
@@ -79,7 +80,7 @@ def _import_picks(spec: ImportSpec, p: PicksSection, folder: Path, ctx: Any) -> 
     path = picks.save(folder, p.set)
     counts = picks.counts()
     ctx.log.info("pick set %s: %d points in %d classes %s; dropped %d outside, %d duplicates", p.set, len(picks),
-                 len(counts), counts, picks.dropped_outside, picks.dropped_duplicates)
+                 len(counts), json.dumps(counts, default=str), picks.dropped_outside, picks.dropped_duplicates)
     return {"survey": spec.survey, "set": p.set, "points": len(picks), "classes": counts,
             "dropped_outside": picks.dropped_outside, "dropped_duplicates": picks.dropped_duplicates,
             "file": str(path)}
@@ -100,5 +101,6 @@ def run_extract(spec: ExtractSpec, ctx: Any) -> dict[str, Any]:
     info = extract_examples(sources, crop, out, job_id=str(ctx.job_id), notes=spec.notes,
                             progress=lambda f, m: ctx.progress(f, m), cancel=ctx.cancelled.is_set)
     ctx.check_cancel()
-    ctx.log.info("example set %s: %d examples, classes %s", info.name, info.count, info.class_counts)
+    ctx.log.info("example set %s: %d examples, classes %s", info.name, info.count,
+                 json.dumps(info.class_counts, default=str))
     return {"examples": info.name, "count": info.count, "classes": info.class_counts, "file": str(info.path)}
