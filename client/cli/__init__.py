@@ -40,7 +40,11 @@ printed as `{"error": {"code", "message", "details"}}` on stdout. `--home` defau
 `$XDG_DATA_HOME/seisd`, else `~/.local/share/seisd`. `--timeout` applies to each reply: with no daemon, the first
 request waits this long before exit code 3.
 
-Human output goes to stdout; progress bars, "job N queued" notes and errors go to stderr."""
+Human output goes to stdout; progress bars, "job N queued" notes and errors go to stderr. A daemon's message that
+names a job key as the fix (`` `segy.offset: N` ``) is shown with the flag of the command that made the job
+(`survey import ... --offset N`); for `submit`, with the key and the `--set` that gives it (`--set
+segy.offset=N`); for `retry`, with the `--set`. `--json` keeps the daemon's words. A mistyped command,
+subcommand or choice is refused naming the closest one ("did you mean 'submit'?")."""
 
 # The order of `seisctl --help`: a top-level command, or a group (its subcommands in the order they are registered)
 ORDER = ["daemon", "submit", "retry", "jobs", "show", "watch", "cancel", "logs", "workers", "predict",
