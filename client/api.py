@@ -135,9 +135,10 @@ class Client:
     def submit(self, job: dict[str, Any], priority: int | None = None) -> dict[str, Any]:
         return self.call("submit", job=job, priority=priority)
 
-    def jobs(self, state: list[str] | None = None, kind: str | None = None, limit: int | None = None
-             ) -> list[dict[str, Any]]:
-        return self.call("jobs", state=state, kind=kind, limit=limit)["jobs"]
+    def jobs(self, state: list[str] | None = None, kind: str | None = None, limit: int | None = None,
+             name: str | None = None) -> list[dict[str, Any]]:
+        """Jobs, newest first; `name` is a shell pattern (`f3*`) the job's name must match."""
+        return self.call("jobs", state=state, kind=kind, name=name, limit=limit)["jobs"]
 
     def show(self, job_id: int) -> dict[str, Any]:
         return self.call("show", id=job_id)
@@ -156,6 +157,17 @@ class Client:
 
     def workers(self, job_id: int, count: int) -> dict[str, Any]:
         return self.call("workers", id=job_id, count=count)
+
+    def predictions(self) -> list[dict[str, Any]]:
+        """The predictions in the home (predictions/<name>/): name, model, survey, job, complete, size, modified."""
+        return self.call("predictions.list")["predictions"]
+
+    def prediction(self, name: str) -> dict[str, Any]:
+        """One prediction: its summary and every file in its folder."""
+        return self.call("predictions.info", name=name)
+
+    def remove_prediction(self, name: str) -> dict[str, Any]:
+        return self.call("predictions.rm", name=name)
 
     def shutdown(self) -> dict[str, Any]:
         return self.call("shutdown")

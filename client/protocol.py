@@ -112,7 +112,8 @@ _op("status", "The daemon's state. Result: {version, protocol, pid, session, sta
     "devices, jobs, endpoints, authorized_keys, security, limits}.")
 _op("submit", "Validate and queue a job. Result: {id, state}. A bad job file: error invalid_job with "
     "details.problems, nothing queued.", job="object", priority="int?")
-_op("jobs", "List jobs, newest first. Result: {jobs: [summary]}.", state="array?", kind="string?", limit="int?")
+_op("jobs", "List jobs, newest first; name: a shell pattern. Result: {jobs: [summary]}.", state="array?",
+    kind="string?", name="string?", limit="int?")
 _op("show", "One job with its state history. Result: the job record.", id="int")
 _op("cancel", "Cancel a queued or running job. Result: {id, state}.", id="int")
 _op("logs", "Read a job's log from a byte offset. Result: {text, offset, size, state}.", id="int", offset="int?",
@@ -159,6 +160,9 @@ _op("examples", "Manage example sets: action list | info | rename | lock | unloc
     "is the new name (rename) or the note text (note). A locked set refuses rm, rename and overwrite (conflict). "
     "Result: {examples, default} for list, {removed} for rm, else the set.", action="string", name="string?",
     value="string?")
+_op("predictions.list", "Predictions in the home. Result: {predictions: [summary]}.")
+_op("predictions.info", "One prediction: model, survey, job, files, summary. Result: the prediction.", name="string")
+_op("predictions.rm", "Remove a prediction; conflict while a job writes it. Result: {removed}.", name="string")
 _op("shutdown", "Stop the daemon: running jobs are interrupted and resume at the next start. Result: {}.")
 
 
@@ -356,10 +360,8 @@ def decode_reply(frames: list[bytes | memoryview]) -> Reply:
 
 INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
 
-_TYPES: dict[str, tuple[type, ...]] = {
-    "int": (int,), "number": (int, float), "string": (str,), "bool": (bool,), "object": (dict,),
-    "array": (list,), "any": (object,),
-}
+_TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "number": (int, float), "string": (str,), "bool": (bool,),
+                                       "object": (dict,), "array": (list,), "any": (object,)}
 
 
 def check_args(op: Operation, args: dict[str, Any]) -> None:

@@ -24,11 +24,12 @@ Z_UNITS = ("ms", "s", "sample", "auto")
 
 
 class PicksError(ValueError):
-    """A pick file or pick set that cannot be used; the message names the file and the problem."""
+    """A pick file or pick set that cannot be used; the message names the file and the problem. A fix that is an
+    argument names it as `` `name: value` `` (a job's runner turns that into the job's key, seisctl into its flag)."""
 
 
 class PicksOutsideSurvey(PicksError):
-    """Some points fall outside the survey; pass drop_outside=True to drop them instead."""
+    """Some points fall outside the survey; drop_outside=True drops them instead."""
 
 
 @dataclass
@@ -245,8 +246,8 @@ def _to_pickset(parts: list[tuple[np.ndarray, np.ndarray, Path]], survey: Survey
         raise PicksOutsideSurvey(
             f"{n_out} of {len(rows)} points are outside survey {survey.name!r} (inlines {survey.inlines[0]}.."
             f"{survey.inlines[-1]}, crosslines {survey.crosslines[0]}..{survey.crosslines[-1]}, z "
-            f"{survey.samples[0]}..{survey.samples[-1]} {survey.geometry.sample_unit}), e.g. {bad}; check z_unit "
-            "or pass drop_outside=True")
+            f"{survey.samples[0]}..{survey.samples[-1]} {survey.geometry.sample_unit}), e.g. {bad}; check "
+            "`z_unit`, or give `drop_outside: true` to drop them")
     keys = np.stack([i, x, s, cls], axis=1)[inside]
     uniq, first = np.unique(keys, axis=0, return_index=True)
     uniq = keys[np.sort(first)]  # keep file order

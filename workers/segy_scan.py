@@ -40,7 +40,9 @@ BLOCK_BYTES = 4 << 20       # bytes of trace records read per step: bounds memor
 
 
 class SegyImportError(ValueError):
-    """A SEG-Y file that cannot be imported as a post-stack 3D survey; the message names the file and why."""
+    """A SEG-Y file that cannot be imported as a post-stack 3D survey; the message names the file and why. A fix that
+    is an argument names it as `` `name: value` `` (a job's runner turns that into the job's key, seisctl into its
+    flag)."""
 
 
 class ProvisionalGridError(Exception):
@@ -136,7 +138,7 @@ def byte_orders(path: Path, endian: str) -> tuple[tuple[str, ...], str]:
         also = f" ({codes[other]} read {other}-endian)"
     elif codes[other] in SAMPLE_FORMATS:
         also = (f"; read {other}-endian it is {codes[other]} ({SAMPLE_FORMATS[codes[other]][0]}): the file is "
-                f"probably {other}-endian, so pass endian {other!r} or 'auto'")
+                f"probably {other}-endian, so give `endian: {other}` (or `endian: auto`)")
     else:
         also = ""
     formats = ", ".join(f"{code} ({name})" for code, (name, _) in SAMPLE_FORMATS.items())
@@ -178,7 +180,8 @@ def _select_offset(path: Path, offsets: np.ndarray, offset: int | None) -> np.nd
     if offset is None:
         if len(uniq) > 1:
             raise fail(path, f"pre-stack data: {len(uniq)} offsets {uniq[:10].tolist()} (byte {OFFSET_BYTE}); "
-                             "seisd imports post-stack volumes; pass offset=<one of them> to import a single offset")
+                             "seisd imports post-stack volumes; give `offset: N` (one of them) to import a single "
+                             "offset")
         return np.ones(len(offsets), dtype=bool)
     if offset not in uniq:
         raise fail(path, f"offset {offset} is not in the file; its offsets are {uniq[:10].tolist()}")

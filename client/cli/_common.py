@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 import yaml
 
 from client.api import Client
+from client.cli._keys import as_flags
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_DAEMON, EXIT_CANCELLED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 5, 6
 OUTCOME_EXIT = {"succeeded": EXIT_OK, "failed": EXIT_FAILED, "cancelled": EXIT_CANCELLED,
@@ -58,12 +59,20 @@ class Command:
     name: str = ""
     help: str = ""
     runs_job = False  # True: takes --priority and --detach (added after its own arguments)
+    # the job key each of its flags sets, indices left out ("segy.offset": "--offset {}"): the daemon's messages
+    # about its jobs name the flag instead of the key (client.cli._keys)
+    keys: dict[str, str] = {}
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         """The command's arguments, in the order --help shows them."""
 
     def run(self, a: argparse.Namespace, out: Out) -> int:
         raise NotImplementedError
+
+    def explain(self, text: str) -> str:
+        """A daemon's message about a job this command made, worded for how the user made it: the job keys it
+        names shown as this command's flags (`keys`)."""
+        return as_flags(text, self.keys) if self.keys else text
 
     @property
     def doc(self) -> str:
@@ -145,6 +154,18 @@ def client_of(a: argparse.Namespace) -> Client:
 
 def print_yaml(obj: Any) -> None:
     print(yaml.safe_dump(obj, sort_keys=False, default_flow_style=None).rstrip())
+
+
+def inline(obj: Any) -> str:
+    """A reply on one line for people, never a Python repr: `count: 3, state: ok`; a list as `a, b`."""
+    if isinstance(obj, dict):
+        return ", ".join(f"{k}: ({inline(v)})" if isinstance(v, (dict, list)) else f"{k}: {inline(v)}"
+                         for k, v in obj.items()) or "-"
+    if isinstance(obj, (list, tuple)):
+        return ", ".join(inline(v) for v in obj) or "-"
+    if isinstance(obj, bool) or obj is None:
+        return {True: "yes", False: "no", None: "-"}[obj]
+    return str(obj)
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> None:

@@ -26,6 +26,9 @@ class SurveyImport(Command):
 
     name, help = "survey import", "import a post-stack 3D SEG-Y as a survey (a job; waits unless --detach)"
     runs_job = True
+    keys = {"survey": "--name {}", "segy.file": "FILE", "segy.volume": "--volume {}", "segy.add_volume": "--add",
+            "segy.iline": "--iline {}", "segy.xline": "--xline {}", "segy.endian": "--endian {}",
+            "segy.sample_unit": "--sample-unit {}", "segy.offset": "--offset {}"}
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("file")
@@ -81,6 +84,9 @@ class PicksImport(Command):
 
     name, help = "picks import", "point files (inline, crossline, z): one per class, or with a class column"
     runs_job = True
+    keys = {"survey": "SURVEY", "picks.files": "FILES", "picks.set": "--set {}", "picks.class_pattern": "--pattern {}",
+            "picks.class_column": "--class-column {}", "picks.z_unit": "--z-unit {}",
+            "picks.drop_outside": "--drop-outside"}
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("survey")
@@ -116,6 +122,9 @@ class ExamplesExtract(Command):
 
     name, help = "examples extract", "crops around picks into an example set (a job)"
     runs_job = True
+    keys = {"examples": "NAME", "sources.survey": "--survey {}", "sources.picks": "--picks {}",
+            "sources.volumes": "--volume {}", "crop.size": "--size {}", "crop.orientation": "--orientation {}",
+            "notes": "--notes {}"}
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("name")

@@ -1,8 +1,7 @@
-"""seisctl submit | jobs | show | watch | cancel | logs | workers | stop-after-epoch."""
+"""seisctl submit | retry | jobs | show | watch | cancel | logs | workers | stop-after-epoch."""
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -11,21 +10,54 @@ from typing import Any
 import yaml
 
 from client import protocol as P
-from client.cli._common import EXIT_OK, EXIT_USAGE, Command, Out, _table, client_of, command
+from client.cli._common import EXIT_OK, EXIT_USAGE, Command, Out, _table, client_of, command, inline
 from client.cli._follow import follow, submit_and_follow
+from client.cli._jobfile import JobFileError, load_job_file, set_value, unsendable
+from client.cli._keys import as_set_options
+
+
+def set_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", action="append", metavar="KEY.PATH=VALUE", dest="assignments",
+                   help="set a key of the job (repeatable), e.g. --set train.epochs=5; the value is read as YAML")
+
+
+def _send(a: argparse.Namespace, out: Out, job: Any, where: str) -> int:
+    """Apply --set to `job` (read from `where`), check that JSON can carry it, and submit it."""
+    if not isinstance(job, dict):
+        print(f"seisctl: {where} must hold a mapping of keys (kind: ..., ...)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        for assignment in a.assignments or []:
+            set_value(job, assignment)
+    except JobFileError as exc:
+        print(f"seisctl: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    bad = unsendable(job)
+    if bad:
+        print(f"seisctl: {where}: {bad[0]}: {bad[1]} cannot go in a job; quote dates and times, and use finite "
+              "numbers", file=sys.stderr)
+        return EXIT_USAGE
+    return submit_and_follow(a, out, job)
 
 
 @command
 class Submit(Command):
-    """Submit a YAML job file. A file that cannot be read, is not YAML, is not a mapping, or holds a value JSON
-    cannot carry (a YAML date, `.nan`, `.inf`: the key is named) is refused by seisctl itself, exit 2. A job the
-    daemon refuses prints every problem, exit 2."""
+    """Submit a YAML job file; `--set key.path=value` (repeatable) changes a key first (the value read as YAML:
+    `--set train.epochs=5 --set output=m2 --set overwrite=true --set data.crop.size=[64,64]`; a list item by
+    its index, `sources.0.survey`). A file that cannot be read, is not YAML, is not a mapping, or holds a value
+    JSON cannot carry (a YAML date, `.nan`, `.inf`: the key is named) is refused by seisctl itself, exit 2. A job
+    the daemon refuses prints every problem, exit 2; a fix that sets a key is shown as the key and as the `--set`
+    that does it."""
 
     name, help = "submit", "submit a job file (YAML); waits with a progress bar unless --detach"
     runs_job = True
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("file")
+        set_options(p)
+
+    def explain(self, text: str) -> str:
+        return as_set_options(text, keep_keys=True)
 
     def run(self, a: argparse.Namespace, out: Out) -> int:
         try:
@@ -33,101 +65,49 @@ class Submit(Command):
         except JobFileError as exc:
             print(f"seisctl: {exc}", file=sys.stderr)
             return EXIT_USAGE
-        if not isinstance(job, dict):
-            print(f"seisctl: {a.file} must hold a mapping of keys (kind: ..., ...)", file=sys.stderr)
-            return EXIT_USAGE
-        bad = _unsendable(job)
-        if bad:
-            print(f"seisctl: {a.file}: {bad[0]}: {bad[1]} cannot go in a job file; quote dates and times, and use "
-                  "finite numbers", file=sys.stderr)
-            return EXIT_USAGE
-        return submit_and_follow(a, out, job)
+        return _send(a, out, job, a.file)
 
 
-MAX_JOB_FILE_BYTES = 1 << 20     # a job file is a page of YAML; anything bigger is a mistake
-MAX_JOB_VALUES = 100_000         # values in the job once YAML's aliases are expanded (a "billion laughs" guard)
+@command
+class Retry(Command):
+    """Submit job `job` again: the job as the daemon keeps it (`show`'s `spec`, every default filled in), with
+    `--set key.path=value` changes (as `submit`). The new job gets a new id; the old one stays as it ended. Nothing
+    is overwritten unless the job says so: retrying a train job whose model now exists is refused, naming the
+    `--set overwrite=true` and `--set output=NEW` that would let it run."""
 
+    name, help = "retry", "submit a job again by id (its spec from the daemon), with --set changes"
+    runs_job = True
 
-class JobFileError(ValueError):
-    """A job file seisctl will not send: its message names the file and the problem."""
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("job", type=int)
+        set_options(p)
 
+    def explain(self, text: str) -> str:
+        return as_set_options(text, keep_keys=False)
 
-def load_job_file(path: Path) -> Any:
-    """Read a YAML job file: text only, at most MAX_JOB_FILE_BYTES, and at most MAX_JOB_VALUES values once its
-    aliases are expanded (counted without expanding them, so a hostile file cannot spin the CPU)."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_JOB_FILE_BYTES + 1)
-    except OSError as exc:
-        raise JobFileError(f"cannot read job file {path}: {exc.strerror}") from None
-    if len(data) > MAX_JOB_FILE_BYTES:
-        raise JobFileError(f"{path} is larger than {MAX_JOB_FILE_BYTES >> 20} MiB: not a job file")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise JobFileError(f"{path} is not a text file (byte {exc.start} is not UTF-8): a job file is YAML text") \
-            from None
-    if "\x00" in text:
-        raise JobFileError(f"{path} holds NUL bytes: a job file is YAML text")
-    try:
-        job = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise JobFileError(f"{path} is not valid YAML: {exc}") from None
-    try:
-        n = _expanded_size(job, {})
-    except JobFileError as exc:
-        raise JobFileError(f"{path}: {exc}") from None
-    if n > MAX_JOB_VALUES:
-        raise JobFileError(f"{path} expands to {n:,} values through YAML aliases (at most {MAX_JOB_VALUES:,}): "
-                           "not a job file")
-    return job
-
-
-def _expanded_size(value: Any, memo: dict[int, int]) -> int:
-    """How many values `value` holds when every alias is written out; each shared object is counted once."""
-    if not isinstance(value, (dict, list)):
-        return 1
-    key = id(value)
-    if key not in memo:
-        memo[key] = -1  # being counted: meeting it again means the value contains itself
-        children = value.values() if isinstance(value, dict) else value
-        memo[key] = 1 + sum(min(_expanded_size(c, memo), 10 ** 12) for c in children)
-    elif memo[key] < 0:
-        raise JobFileError("the job file holds a YAML alias that contains itself: not a job file")
-    return memo[key]
-
-
-def _unsendable(value: Any, path: str = "") -> tuple[str, str] | None:
-    """The key path of the first value JSON cannot carry (YAML dates, .nan, .inf), or None."""
-    if isinstance(value, dict):
-        for k, v in value.items():
-            found = _unsendable(v, f"{path}.{k}" if path else str(k))
-            if found:
-                return found
-        return None
-    if isinstance(value, list):
-        return next((f for i, v in enumerate(value) if (f := _unsendable(v, f"{path}.{i}"))), None)
-    if isinstance(value, float) and not math.isfinite(value):
-        return path or "(top level)", repr(value)
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return None
-    return path or "(top level)", f"a {type(value).__name__} ({value})"
+    def run(self, a: argparse.Namespace, out: Out) -> int:
+        spec = client_of(a).show(a.job)["spec"]
+        return _send(a, out, spec, f"job {a.job}")
 
 
 @command
 class Jobs(Command):
-    """Newest first; `--state` repeatable, `--kind` a job kind, `--limit` default 50. `--json`: `{"jobs":
-    [summary]}`."""
+    """Newest first. Filters: `--state` (repeatable), `--kind`, `--name` (the job's name; `*`, `?` and `[...]` match
+    as in a shell: `--name 'f3*'`); `--limit` (default 50) counts the jobs that pass them. Every job has a name:
+    its job file's `name`, else the daemon's (an import: its survey; an extract: its example set; a train job: its
+    model; a predict job: its prediction; a custom job: its script's or notebook's file name). An unknown state
+    or kind is refused naming the closest one and listing all, exit 2. `--json`: `{"jobs": [summary]}`."""
 
-    name, help = "jobs", "list jobs"
+    name, help = "jobs", "list jobs (filters: --state, --kind, --name)"
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("--state", action="append", choices=P.JOB_STATES, help="only jobs in this state (repeatable)")
-        p.add_argument("--kind")
+        p.add_argument("--kind", help="only jobs of this kind (import, extract, train, predict, custom ...)")
+        p.add_argument("--name", metavar="PATTERN", help="only jobs whose name matches (shell wildcards)")
         p.add_argument("--limit", type=int, default=50)
 
     def run(self, a: argparse.Namespace, out: Out) -> int:
-        rows = client_of(a).jobs(state=a.state, kind=a.kind, limit=a.limit)
+        rows = client_of(a).jobs(state=a.state, kind=a.kind, name=a.name, limit=a.limit)
         out.emit({"jobs": rows}, lambda: _table(
             ["ID", "KIND", "STATE", "PRIO", "PROGRESS", "SLOT", "NAME", "SUBMITTED", "ERROR"],
             [[r["id"], r["kind"], r["state"], r["priority"], f"{r['progress'] * 100:.0f}%", r["slot"] or "-",
@@ -233,8 +213,8 @@ class Logs(Command):
 @command
 class Workers(Command):
     """Change the number of data worker processes of a running training job (the daemon takes 0..256, a training
-    job 1..256). Prints `job 7: {'count': 3}`; `--json`: what the job answers, `{"count": 3}`. A count refused:
-    exit 2; a job not running: exit 5."""
+    job 1..256). Prints what the job answers, `job 7: count: 3`; `--json`: as JSON, `{"count": 3}`. A count
+    refused: exit 2; a job not running: exit 5."""
 
     name, help = "workers", "change the number of data workers of a running job"
 
@@ -244,7 +224,7 @@ class Workers(Command):
 
     def run(self, a: argparse.Namespace, out: Out) -> int:
         r = client_of(a).workers(a.job, a.count)
-        out.emit(r, lambda: print(f"job {a.job}: {r}"))
+        out.emit(r, lambda: print(f"job {a.job}: {inline(r)}"))
         return EXIT_OK
 
 

@@ -1,7 +1,8 @@
-"""seisctl predict, models list | info | rm."""
+"""seisctl predict, models list | info | rm, predictions list | info | rm."""
 from __future__ import annotations
 
 import argparse
+import time
 from typing import Any
 
 from client.api import Client
@@ -11,9 +12,10 @@ from client.cli._follow import submit_and_follow
 
 @command
 class Predict(Command):
-    """Submits a `predict` job (docs/prediction.md) applying model `model` (see `models list`) to survey `survey`.
-    `--format` the output files; `--figure-inline N`, `--figure-crossline N`, `--figure-time T` the lines to draw
-    (repeatable), `--no-figures` none; `--overlap` the fcn tile overlap; `--orientation` the direction of a 2D
+    """Submits a `predict` job (docs/prediction.md) applying model `model` (see `models list`) to survey `survey`,
+    writing prediction `--name` (default `MODEL-SURVEY`, so one model's predictions of two surveys do not clash;
+    see `predictions list`). `--format` the output files; `--figure-inline N`, `--figure-crossline N`,
+    `--figure-time T` the lines to draw (repeatable), `--no-figures` none; `--overlap` the fcn tile overlap; `--orientation` the direction of a 2D
     model's sections. Options not given are left out of the job and the daemon's defaults apply: outputs
     `labels,confidence`, format `segy`, figures (in predictions/NAME/figures/) of the inline, crossline and time
     holding the most picks (the middle ones without picks), stride 1, batch size
@@ -25,11 +27,17 @@ class Predict(Command):
 
     name, help = "predict", "apply a model to a whole survey (a job): SEG-Y/HDF5 outputs and figures"
     runs_job = True
+    keys = {"model": "MODEL", "survey": "SURVEY", "output": "--name {}", "outputs": "--outputs {}",
+            "format": "--format {}", "truth": "--truth {}", "figures.inlines": "--figure-inline {}",
+            "figures.crosslines": "--figure-crossline {}", "figures.times": "--figure-time {}",
+            "figures.enabled": "--no-figures", "tile": "--tile {}", "overlap": "--overlap {}",
+            "orientation": "--orientation {}", "stride": "--stride {}", "batch_size": "--batch-size {}",
+            "device": "--device {}", "keep_arrays": "--keep-arrays", "overwrite": "--overwrite"}
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("model", help="model name (seisctl models list)")
         p.add_argument("survey", help="survey name")
-        p.add_argument("--name", help="output name: predictions/NAME (default: the model's name)")
+        p.add_argument("--name", help="output name: predictions/NAME (default: MODEL-SURVEY)")
         p.add_argument("--outputs", help="comma-separated: labels, probabilities, confidence (default "
                        "labels,confidence)")
         p.add_argument("--format", choices=["segy", "hdf5", "both"])
@@ -50,8 +58,8 @@ class Predict(Command):
                        help="replace an earlier prediction of that name")
 
     def run(self, a: argparse.Namespace, out: Out) -> int:
-        job: dict[str, Any] = {"kind": "predict", "model": a.model, "survey": a.survey, "output": a.name or a.model,
-                               **given(outputs=a.outputs.split(",") if a.outputs is not None else None,
+        job: dict[str, Any] = {"kind": "predict", "model": a.model, "survey": a.survey, **given(
+                               output=a.name, outputs=a.outputs.split(",") if a.outputs is not None else None,
                                        format=a.format, stride=a.stride, overwrite=a.overwrite,
                                        keep_arrays=a.keep_arrays, device=a.device)}
         figures = {**({"enabled": False} if a.no_figures else {}), **{
@@ -105,4 +113,44 @@ command(Info("models info", "architecture, classes, input, training, metrics, pr
              "provenance); `--json` as JSON."))
 command(Remove("models rm", "remove a model", "models.rm", "model",
                "Remove the model file; refused (exit 5) while a queued or running job uses it; `--json` "
+               "`{\"removed\": NAME}`."))
+
+
+group("predictions", "predictions in the home: list, info, rm",
+      "A prediction is the folder predictions/NAME/ a `predict` job writes (its outputs, summary.json, and what "
+      "else the job leaves there); they are listed as they are, finished or not.")
+
+
+@command
+class PredictionsList(Command):
+    """A table (name, model, survey, the job that wrote it and its state, finished or not, files and size, when
+    modified); `--json`: the `predictions.list` result, `{"predictions": [...]}`."""
+
+    name, help = "predictions list", "predictions in the home"
+
+    def run(self, a: argparse.Namespace, out: Out) -> int:
+        rows = client_of(a).predictions()
+        out.emit({"predictions": rows}, lambda: _table(
+            ["NAME", "MODEL", "SURVEY", "JOB", "FINISHED", "FILES", "SIZE", "MODIFIED"],
+            [[p["name"], p.get("model") or "-", p.get("survey") or "-",
+              f"{p['job']} ({p['job_state']})" if p.get("job") else "-", "yes" if p["complete"] else "no",
+              p["file_count"], _size(p["size_bytes"]), time.strftime("%Y-%m-%d %H:%M", time.localtime(p["modified"]))]
+             for p in rows]))
+        return EXIT_OK
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+command(Info("predictions info", "model, survey, job, files, scores", "predictions.info",
+             "The `predictions.info` result as YAML (name, folder, model, survey, the jobs that wrote it, whether it "
+             "finished, every file with its size, and its summary: outputs, figures, scores, timing); `--json` as "
+             "JSON."))
+command(Remove("predictions rm", "remove a prediction", "predictions.rm", "prediction",
+               "Remove the prediction's folder; refused (exit 5) while a queued or running job writes it; `--json` "
                "`{\"removed\": NAME}`."))

@@ -55,6 +55,9 @@ class CustomSpec(JobSpec):
     def code_files(self) -> list[tuple[str, str]]:
         return self.input_files()
 
+    def default_name(self) -> str:
+        return Path(self.script or self.notebook or "").name
+
 
 def check_custom(spec: CustomSpec, ctx: CheckContext) -> list[str]:
     """What the schema and the file rules (daemon/kinds/job_files.py) leave: a notebook's suffix and papermill,

@@ -66,6 +66,9 @@ class ImportSpec(JobSpec):
             raise ValueError("give exactly one of `segy:` (a SEG-Y file) or `picks:` (point files)")
         return self
 
+    def default_name(self) -> str:
+        return self.survey
+
 
 def check_import(spec: ImportSpec, ctx: CheckContext) -> list[str]:
     problems = [p for p in [name_problem("survey", spec.survey)] if p]
@@ -76,8 +79,9 @@ def check_import(spec: ImportSpec, ctx: CheckContext) -> list[str]:
         if spec.segy.add_volume and not (folder / "survey.json").is_file():
             problems.append(f"survey: no survey {spec.survey!r} to add a volume to")
         if not spec.segy.add_volume and folder.exists():
-            problems.append(f"survey: a survey {spec.survey!r} already exists (remove it with `seisctl survey rm "
-                            f"{spec.survey}`, choose another name, or set segy.add_volume)")
+            problems.append(f"survey: a survey {spec.survey!r} already exists (give `segy.add_volume: true` to add "
+                            f"this volume to it, `survey: NEW` for a new survey, or remove it: `seisctl survey rm "
+                            f"{spec.survey}`)")
     if spec.picks is not None:
         if not (folder / "survey.json").is_file():
             problems.append(f"survey: no survey {spec.survey!r}; import its SEG-Y first")
@@ -120,6 +124,9 @@ class ExtractSpec(JobSpec):
     sources: list[PickSource] = Field(min_length=1)
     crop: CropSection
     notes: str = ""
+
+    def default_name(self) -> str:
+        return self.examples
 
 
 def check_extract(spec: ExtractSpec, ctx: CheckContext) -> list[str]:

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from daemon.common.home import model_file, prediction_folder, survey_folder
 from daemon.kinds.data import DEFAULT_VOLUME, name_problem
@@ -37,7 +37,8 @@ class PredictSpec(JobSpec):
     kind: Literal["predict"] = "predict"
     model: str = Field(description="model name: models/<model>.h5 in the home")
     survey: str = Field(description="survey name in the home")
-    output: str = Field(description="results go to predictions/<output>/ in the home")
+    output: str = Field("", description="results go to predictions/<output>/ in the home; default "
+                        "<model>-<survey>, so one model's predictions of two surveys do not clash")
     outputs: list[OutputName] = Field(
         default_factory=lambda: ["labels", "confidence"], min_length=1)
     format: Literal["segy", "hdf5", "both"] = "segy"
@@ -68,6 +69,20 @@ class PredictSpec(JobSpec):
     def _unique(cls, v: list[str]) -> list[str]:
         return [o for o in OUTPUT_NAMES if o in v]
 
+    @model_validator(mode="after")
+    def _default_output(self) -> "PredictSpec":
+        if not self.output:
+            self.output = default_output(self.model, self.survey)
+        return self
+
+    def default_name(self) -> str:
+        return self.output
+
+
+def default_output(model: str, survey: str) -> str:
+    """A prediction's name when the job gives none: the model's and the survey's names."""
+    return f"{model}-{survey}"
+
 
 def check_predict(spec: PredictSpec, ctx: CheckContext) -> list[str]:
     """Every semantic problem of a predict job file, each naming its key; empty when it can run."""
@@ -76,8 +91,8 @@ def check_predict(spec: PredictSpec, ctx: CheckContext) -> list[str]:
     if problems:
         return problems
     if prediction_folder(ctx.home, spec.output).exists() and not spec.overwrite:
-        problems.append(f"output: a prediction {spec.output!r} already exists (set overwrite: true or choose "
-                        "another name)")
+        problems.append(f"output: a prediction {spec.output!r} already exists (give `overwrite: true` to replace "
+                        f"it, `output: NEW` to keep both, or remove it: `seisctl predictions rm {spec.output}`)")
     folder = survey_folder(ctx.home, spec.survey)
     if not (folder / "survey.json").is_file():
         return problems + [f"survey: no survey {spec.survey!r} in this home (import it: seisctl survey import "

@@ -44,6 +44,11 @@ class JobSpec(BaseModel):
         refused from tcp clients unless the setting tcp.allow_code is true."""
         return []
 
+    def default_name(self) -> str | None:
+        """The name the job is listed under when its file gives no `name`: what it makes or runs (a kind's spec
+        says which); None: no name."""
+        return None
+
     @field_validator("device")
     @classmethod
     def _device_form(cls, v: str) -> str:

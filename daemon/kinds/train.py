@@ -27,8 +27,8 @@ def check_train(spec: TrainSpec, ctx: CheckContext) -> list[str]:
     """Every problem of a train job file that its schema cannot see, each naming its key; empty when it can run."""
     problems = [p for p in [name_problem("output", spec.output)] if p]
     if not problems and not spec.overwrite and model_file(ctx.home, spec.output).exists():
-        problems.append(f"output: a model {spec.output!r} already exists (set overwrite: true, choose another "
-                        f"name, or `seisctl models rm {spec.output}`)")
+        problems.append(f"output: a model {spec.output!r} already exists (give `overwrite: true` to replace it, "
+                        f"`output: NEW` to keep both, or remove it: `seisctl models rm {spec.output}`)")
     return problems + _machine_problems(spec, ctx) + _check_data(spec.data, ctx.home)
 
 

@@ -220,3 +220,6 @@ class TrainSpec(JobSpec):
     def code_files(self) -> list[tuple[str, str]]:
         """A user model's file is imported and run."""
         return [("model.params.path", self.model.params["path"])] if self.model.name == "user" else []
+
+    def default_name(self) -> str:
+        return self.output

@@ -9,6 +9,9 @@ below (the daemon's parts satisfy them; daemon/server/daemon.py wires them): not
 """
 from __future__ import annotations
 
+import difflib
+import fnmatch
+import itertools
 import os
 import sys
 from dataclasses import replace
@@ -22,8 +25,8 @@ from daemon import __version__
 from daemon.kinds.predict import OUTPUT_NAMES as STREAM_OUTPUTS
 from daemon.common.logfiles import read_chunk
 from daemon.common.settings import LimitSettings
-from daemon.kinds import CheckContext, InvalidJob, validate_job
-from daemon.server import catalog, scheduler
+from daemon.kinds import CheckContext, InvalidJob, kind_names, validate_job
+from daemon.server import catalog, predictions, scheduler
 from daemon.server.records import ReplyTo
 from daemon.server.store import JobRow, StoreError
 
@@ -181,7 +184,7 @@ class Api:
 
         def accept() -> dict[str, Any]:
             job_id = self.lifecycle.submit(raw, kind.name, spec.model_dump(mode="json"), spec.priority,
-                                           spec.device, spec.name)
+                                           spec.device, spec.name or spec.default_name())
             return {"id": job_id, "state": "queued"}
 
         if kind.slow_check is None:
@@ -195,14 +198,21 @@ class Api:
         self.off_loop(lambda: kind.slow_check(spec, ctx), finish, self._to)
         return DEFERRED
 
-    def op_jobs(self, state: list[Any] | None = None, kind: str | None = None,
+    def op_jobs(self, state: list[Any] | None = None, kind: str | None = None, name: str | None = None,
                 limit: int | None = None) -> dict[str, Any]:
-        bad = [s for s in state or [] if s not in P.JOB_STATES]
-        if bad:
-            raise P.ProtocolError(P.ErrorCode.BAD_ARGS, f"state: unknown states {bad}; known: "
-                                  f"{', '.join(P.JOB_STATES)}")
-        rows = self.jobs.list(states=state, kind=kind, limit=max(1, min(limit or 100, 10_000)))
-        return {"jobs": [r.summary() for r in rows]}
+        checks = [("state", s, P.JOB_STATES) for s in state or []]
+        if kind is not None:
+            checks.append(("kind", kind, kind_names()))
+        for what, value, known in checks:
+            if value not in known:
+                raise P.ProtocolError(P.ErrorCode.BAD_ARGS, f"{what}: unknown {what} {value!r}"
+                                      f"{did_you_mean(str(value), known)}; known: {', '.join(known)}")
+        limit = max(1, min(limit or 100, 10_000))
+        if name is None:
+            return {"jobs": [r.summary() for r in self.jobs.list(states=state, kind=kind, limit=limit)]}
+        rows = (r for r in self.jobs.list(states=state, kind=kind, limit=1_000_000)
+                if r.name is not None and fnmatch.fnmatchcase(r.name, name))
+        return {"jobs": [r.summary() for r in itertools.islice(rows, limit)]}
 
     def op_show(self, id: int) -> dict[str, Any]:
         job = self._job(id)
@@ -298,9 +308,23 @@ class Api:
     def op_examples(self, action: str, name: str | None = None, value: str | None = None) -> dict[str, Any]:
         return catalog.examples_op(self.home, action, name, value)
 
+    def op_predictions_list(self) -> dict[str, Any]:
+        return predictions.list_predictions(self.home, self.jobs)
+
+    def op_predictions_info(self, name: str) -> dict[str, Any]:
+        return predictions.prediction_info(self.home, self.jobs, name)
+
+    def op_predictions_rm(self, name: str) -> dict[str, Any]:
+        return predictions.remove_prediction(self.home, self.jobs, name)
+
     def op_shutdown(self) -> dict[str, Any]:
         self.daemon.request_stop("requested by a client")
         return {}
+
+
+def did_you_mean(value: str, known: Any) -> str:
+    close = difflib.get_close_matches(value, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _invalid(problems: list[str]) -> P.ProtocolError:

@@ -29,6 +29,10 @@ class StepsSpec(JobSpec):
     hold_gil_s: float = Field(0, ge=0, le=600, description="hold the GIL this long in one C call")
     gil_idle: bool = Field(False, description="hold the GIL asleep (a hang) rather than computing")
     alloc_mb: int = Field(0, ge=0, le=8192, description="take this much memory and keep it")
+    etas: list[float] | None = Field(None, description="eta_s reported at each step, in turn (the ETAs a training "
+                                     "job's jumpy sample rates give)")
+    progress_scale: float = Field(1.0, gt=0, le=1, description="report this share of the progress made (a job "
+                                  "whose last report is below 1, as a training job's before it saves its model)")
 
 
 def hold_gil(seconds: float, idle: bool) -> None:
@@ -65,7 +69,8 @@ def run(spec: StepsSpec, ctx) -> dict:
         tmp = ckpt.with_suffix(".tmp")
         tmp.write_text(json.dumps({"step": step + 1}))
         os.replace(tmp, ckpt)
-        ctx.progress((step + 1) / spec.steps, f"step {step + 1}/{spec.steps}", step=step + 1)
+        eta = spec.etas[step % len(spec.etas)] if spec.etas else None
+        ctx.progress(spec.progress_scale * (step + 1) / spec.steps, f"step {step + 1}/{spec.steps}", eta_s=eta, step=step + 1)
     return {"steps": spec.steps, "resumed_from": start, "workers": workers["count"]}
 
 

@@ -3,6 +3,8 @@
 Their specs and submit-time checks live in daemon/kinds/data.py (main side)."""
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +13,26 @@ from daemon.kinds.data import ExtractSpec, ImportSpec, PicksSection, SegySection
 
 
 def run_import(spec: ImportSpec, ctx: Any) -> dict[str, Any]:
+    from workers.picks import PicksError
+    from workers.segy_scan import SegyImportError
+
     folder = survey_folder(ctx.home, spec.survey)
-    if spec.segy is not None:
-        return _import_segy(spec, spec.segy, folder, ctx)
-    return _import_picks(spec, spec.picks, folder, ctx)
+    section = "segy" if spec.segy is not None else "picks"
+    try:
+        if spec.segy is not None:
+            return _import_segy(spec, spec.segy, folder, ctx)
+        return _import_picks(spec, spec.picks, folder, ctx)
+    except (SegyImportError, PicksError) as exc:
+        raise type(exc)(job_keys(str(exc), section)) from exc
+
+
+ARGUMENT = re.compile(r"`(\w+)(: [^`]+)?`")  # how workers' errors name an argument that fixes them
+
+
+def job_keys(message: str, section: str) -> str:
+    """A workers error's message with each argument it names (`` `offset: N` ``) named as the job key it comes
+    from (`` `segy.offset: N` ``), the form seisctl turns into a command's flag (client/cli/_keys.py)."""
+    return ARGUMENT.sub(lambda m: f"`{section}.{m[1]}{m[2] or ''}`", message)
 
 
 def _import_segy(spec: ImportSpec, s: SegySection, folder: Path, ctx: Any) -> dict[str, Any]:
@@ -47,7 +65,7 @@ def _survey_result(spec: ImportSpec, s: SegySection, survey: Any, report: Any, c
                       sorting=report.sorting)
         if report.nan_count:
             ctx.log.warning("%d NaN or infinite samples were replaced by 0", report.nan_count)
-    ctx.log.info("imported: %s", result)
+    ctx.log.info("imported: %s", json.dumps(result, default=str))  # JSON in the log, not a Python repr
     return result
 
 
@@ -62,7 +80,7 @@ def _import_picks(spec: ImportSpec, p: PicksSection, folder: Path, ctx: Any) -> 
     path = picks.save(folder, p.set)
     counts = picks.counts()
     ctx.log.info("pick set %s: %d points in %d classes %s; dropped %d outside, %d duplicates", p.set, len(picks),
-                 len(counts), counts, picks.dropped_outside, picks.dropped_duplicates)
+                 len(counts), json.dumps(counts, default=str), picks.dropped_outside, picks.dropped_duplicates)
     return {"survey": spec.survey, "set": p.set, "points": len(picks), "classes": counts,
             "dropped_outside": picks.dropped_outside, "dropped_duplicates": picks.dropped_duplicates,
             "file": str(path)}
@@ -83,5 +101,6 @@ def run_extract(spec: ExtractSpec, ctx: Any) -> dict[str, Any]:
     info = extract_examples(sources, crop, out, job_id=str(ctx.job_id), notes=spec.notes,
                             progress=lambda f, m: ctx.progress(f, m), cancel=ctx.cancelled.is_set)
     ctx.check_cancel()
-    ctx.log.info("example set %s: %d examples, classes %s", info.name, info.count, info.class_counts)
+    ctx.log.info("example set %s: %d examples, classes %s", info.name, info.count,
+                 json.dumps(info.class_counts, default=str))
     return {"examples": info.name, "count": info.count, "classes": info.class_counts, "file": str(info.path)}
