@@ -51,6 +51,7 @@ from daemon import kinds as job_registry
 from daemon.common import malloc
 from daemon.common.lifeline import die_with_parent, ignore_sigint
 from daemon.executor.context import EventLogHandler, JobCancelled, JobContext
+from daemon.executor.raytasks import executor_node
 from daemon.common.settings import Settings, load_settings
 
 log = logging.getLogger("seisd.executor")
@@ -236,7 +237,8 @@ class Executor:
             if kind is None:
                 raise RuntimeError(f"job kind {msg['kind']!r} is not registered in this executor")
             spec = kind.spec.model_validate(msg["spec"])
-            ctx.log.info("job %d (%s) starting on %s, attempt %d%s", job_id, kind.name, self.slot, ctx.attempt,
+            ctx.log.info("job %d (%s) starting on %s%s, attempt %d%s", job_id, kind.name, self.slot,
+                         f" ({executor_node()})" if executor_node() else "", ctx.attempt,
                          ", resuming" if ctx.resume else "")
             result = kind.load_runner()(spec, ctx) or {}
         except JobCancelled as exc:
