@@ -152,8 +152,6 @@ def train_figures(b: Bench, name: str) -> dict[str, Any]:
     executors(b)
     with b.peaks.phase("train"):
         record = run_job(b.d, job)
-    for f in Path(record["dir"]).glob("labels_*.f32"):  # the job's sparse label volumes: as big as the cube
-        f.unlink()
     return {"job_s": round(ran_s(record), 3), "samples_per_s": round(record["result"]["samples_per_s"], 1),
             "data_startup_s": record["result"].get("data_startup_s")}
 
