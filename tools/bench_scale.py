@@ -250,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
                     limit = a.stride1_max_crops or (STRIDE1_MAX_CROPS if a.device == "cpu" else 1 << 62)
                     results.append(measure(Bench(d, peaks, a.device, limit), work, shape))
                     estimate_stride1(results)
-                    print(f"bench_scale: {shape} done in {results[-1].get('seconds')} s", file=sys.stderr)
+                    # each cube's figures as they come (stderr): a run stopped half-way keeps what it measured
+                    print(f"bench_scale: {shape} done in {results[-1].get('seconds')} s: {json.dumps(results[-1])}",
+                          file=sys.stderr, flush=True)
             finally:
                 peaks.close()
     last = [s for s in results if "skipped" not in s][-1]
