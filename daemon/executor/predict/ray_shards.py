@@ -16,10 +16,10 @@ NOTE [stop and failure]
   - a shard that raises, or whose worker or node dies: its ObjectRef fails; the runner stops the others the same
     way and raises ShardError naming the shard, its inlines and Ray's error. Chunks already written stay recorded,
     so a retry (the daemon's, ray.max_retries) continues from them.
-  Each shard's task asks for what the job's own task asked for, custom resources (ray.resources_per_job) included;
-  the job's log names the node that ran each shard.
   - the executor itself dies (the job's task cancelled with force, its node lost): Ray ends the tasks this driver
     owns with it.
+Each shard's task asks for what the job's own task asked for, custom resources (ray.resources_per_job) included; the
+job's log names the node that ran each shard.
 """
 from __future__ import annotations
 

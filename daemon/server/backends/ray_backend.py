@@ -23,9 +23,9 @@ Ray retries nothing itself (max_retries=0 on the task): retries are seisd's, wit
 """
 from __future__ import annotations
 
-import logging
 import ipaddress
 import json
+import logging
 import os
 import socket
 from pathlib import Path
