@@ -43,16 +43,25 @@ N_CLASSES = 4
 REPEATS = 7  # rounds of end-to-end then forward-only: this VM varies +-15 % from one run to the next
 
 
-def forward_only(model: torch.nn.Module, inputs: np.ndarray, batch: int, layout=None) -> float:
-    """Seconds for the forward passes alone over prepared inputs (after one warm-up batch)."""
+def sync(device: str) -> None:
+    """Wait for the device's queued work (a GPU runs asynchronously: time only what has finished)."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def forward_only(model: torch.nn.Module, inputs: np.ndarray, batch: int, layout=None, device: str = "cpu") -> float:
+    """Seconds for the forward passes alone over prepared inputs (after one warm-up batch), inputs copied to the
+    device as they go."""
     with torch.inference_mode():
         def run(k: int) -> None:
-            x = torch.from_numpy(inputs[k:k + batch])
+            x = torch.from_numpy(inputs[k:k + batch]).to(device)
             model(x.contiguous(memory_format=layout) if layout is not None else x)
         run(0)
+        sync(device)
         t0 = time.perf_counter()
         for k in range(0, len(inputs), batch):
             run(k)
+        sync(device)
     return time.perf_counter() - t0
 
 
@@ -62,35 +71,36 @@ def unet_info(shape: tuple[int, int, int]) -> ModelInfo:
                                  "volumes": ["seismic"]})
 
 
-def bench_unet(folder: Path, shape: tuple[int, int, int]) -> dict:
+def bench_unet(folder: Path, shape: tuple[int, int, int], device: str = "cpu") -> dict:
     volume = np.lib.format.open_memmap(folder / "seis.npy", mode="w+", dtype=np.float32, shape=shape)
     volume[:] = np.random.default_rng(0).normal(size=shape)
     volume.flush()
     volume = np.load(folder / "seis.npy", mmap_mode="r")
     model = build_model("unet", 1, N_CLASSES, (128, 128), UNET).eval()
     kw = recipe_of(unet_info(shape)).apply_kwargs(shape)
-    predict_volume(model, volume[:1], out_dir=folder / "warm", device="cpu", resume=False, **kw)  # warm-up
-    engine = _engine(model, [volume], "cpu", "fcn", None, kw["tile"], kw["overlap"], "inline", None, 1)
+    predict_volume(model, volume[:1], out_dir=folder / "warm", device=device, resume=False, **kw)  # warm-up
+    engine = _engine(model, [volume], device, "fcn", None, kw["tile"], kw["overlap"], "inline", None, 1)
     inputs = np.stack([engine.reader.tile_input(t, engine.plan.input_shape) for t in engine.plan.tiles])
     # REPEATS rounds, each an end-to-end run then the forward passes alone, so other load hits both alike.
     runs, forwards = [], []
     for _ in range(REPEATS):
         cpu0 = time.process_time()
         runs.append(predict_volume(model, volume, out_dir=folder / "unet", outputs=("labels", "confidence"),
-                                   device="cpu", resume=False, **kw))
+                                   device=device, resume=False, **kw))
         runs[-1]["cpu_s"] = time.process_time() - cpu0
-        forwards.append(forward_only(model, inputs, runs[-1]["batch_size"], engine.memory_format))
+        forwards.append(forward_only(model, inputs, runs[-1]["batch_size"], engine.memory_format, device))
     result = min(runs, key=lambda r: r["seconds"])
     seconds = min(forwards)
     old = build_model("unet", 1, N_CLASSES, (128, 128), UNET).eval()
     old_t0 = time.perf_counter()
     with torch.inference_mode():
         # The old defaults: 128 x 128 tiles with a quarter overlap, batches of 8, contiguous layout, no blending.
-        old_engine = _engine(old, [volume], "cpu", "fcn", None, (128, 128), (32, 32), "inline", None, 1)
+        old_engine = _engine(old, [volume], device, "fcn", None, (128, 128), (32, 32), "inline", None, 1)
         old.to(memory_format=torch.contiguous_format)
         tiles = [old_engine.reader.tile_input(t, (128, 128)) for t in old_engine.plan.tiles]
         for k in range(0, len(tiles), 8):
-            old(torch.from_numpy(np.stack(tiles[k:k + 8])))
+            old(torch.from_numpy(np.stack(tiles[k:k + 8])).to(device))
+        sync(device)
     old_seconds = time.perf_counter() - old_t0
     voxels = int(np.prod(shape))
     return {"shape": list(shape), "tile": list(kw["tile"]), "overlap": list(kw["overlap"]),
@@ -105,7 +115,8 @@ def bench_unet(folder: Path, shape: tuple[int, int, int]) -> dict:
             "speedup_vs_old_defaults": round(old_seconds / result["seconds"], 2)}
 
 
-def bench_patch(folder: Path, shape: tuple[int, int, int], crop: tuple[int, int], stride: int) -> dict:
+def bench_patch(folder: Path, shape: tuple[int, int, int], crop: tuple[int, int], stride: int,
+                device: str = "cpu") -> dict:
     volume = np.random.default_rng(1).normal(size=shape).astype(np.float32)
     model = build_model("patchcnn", 1, N_CLASSES, crop, {"filters": [8, 16]}).eval()
     grid = [len(range(0, n, stride)) for n in shape]
@@ -113,8 +124,8 @@ def bench_patch(folder: Path, shape: tuple[int, int, int], crop: tuple[int, int]
     runs, forwards = [], []
     for _ in range(REPEATS):  # rounds of both, as for the unet
         runs.append(predict_volume(model, volume, kind="patch", crop=crop, stride=stride, out_dir=folder / "patch",
-                                   device="cpu", resume=False))
-        forwards.append(forward_only(model, crops, runs[-1]["batch_size"], torch.channels_last) * grid[0])
+                                   device=device, resume=False))
+        forwards.append(forward_only(model, crops, runs[-1]["batch_size"], torch.channels_last, device) * grid[0])
     result = min(runs, key=lambda r: r["seconds"])
     seconds = min(forwards)
     n = int(np.prod(grid))
@@ -206,15 +217,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--long", action="store_true", help="bigger volumes and more blocks (a few minutes)")
     parser.add_argument("--skip-stream", action="store_true", help="no daemon: whole-volume figures only")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] for the whole-volume figures (the stream "
+                        "figure runs on the daemon's CPU slot)")
     args = parser.parse_args()
     malloc.tune()  # as in the executor that runs predict jobs (daemon/common/malloc.py)
     scale = 4 if args.long else 1
     torch.manual_seed(0)
-    out = {"bench": "predict", "device": "cpu", "threads": torch.get_num_threads()}
+    out = {"bench": "predict", "device": args.device, "threads": torch.get_num_threads()}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        out["unet"] = bench_unet(folder, (16 * scale, 256, 256))
-        out["patchcnn"] = bench_patch(folder, (4 * scale, 64, 96), (33, 33), 2)
+        out["unet"] = bench_unet(folder, (16 * scale, 256, 256), args.device)
+        out["patchcnn"] = bench_patch(folder, (4 * scale, 64, 96), (33, 33), 2, args.device)
         if not args.skip_stream:
             out["stream"] = bench_stream(folder, (256, 256), 20 * scale)
             out["opendtect"] = bench_opendtect(folder, (256, 256), 20 * scale)

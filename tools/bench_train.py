@@ -38,9 +38,9 @@ from facies_experiment import import_survey  # noqa: E402
 from tests.harness import RunningDaemon  # noqa: E402
 
 
-def job_file(model: str, epochs: int, batches: int, workers: int | None) -> dict[str, Any]:
+def job_file(model: str, epochs: int, batches: int, workers: int | None, device: str = "auto") -> dict[str, Any]:
     crop, batch, params = ([33, 33], 64, {}) if model == "patchcnn" else ([64, 64], 8, {"base": 8})
-    return {"kind": "train", "output": "bench", "overwrite": True,
+    return {"kind": "train", "output": "bench", "overwrite": True, "device": device,
             "data": {"survey": "demo", "crop": {"size": crop}, "batch_size": batch, "batches_per_epoch": batches,
                      "val_batches": 0, "workers": workers, "augment": {"p_flip": 0.5},
                      "split": {"block": 8, "gap": 4}},
@@ -52,7 +52,8 @@ def job_file(model: str, epochs: int, batches: int, workers: int | None) -> dict
 class BareLoop:
     """The same model, optimiser and batches, trained from tensors already in memory (batches made once)."""
 
-    def __init__(self, job: dict[str, Any], home: Path, work: Path) -> None:
+    def __init__(self, job: dict[str, Any], home: Path, work: Path, device: str = "cpu") -> None:
+        self.device = "cpu" if device in ("auto", "cpu") else device
         from daemon.kinds.train_spec import TrainSpec
         from daemon.executor.training.job_data import make_batch, prepare_data
 
@@ -75,13 +76,16 @@ class BareLoop:
 
         d = self.spec.data
         torch.manual_seed(self.cfg.seed)
-        model = build_model(self.spec.model.name, 1, 7, d.crop.size, self.spec.model.params)
+        model = build_model(self.spec.model.name, 1, 7, d.crop.size, self.spec.model.params).to(self.device)
         opt = build_optimizer(model.parameters(), self.optim)
         model.train()
         per_epoch = d.batches_per_epoch
         for k, (x, y) in enumerate(self.batches):
             if k == per_epoch:  # the first epoch was the warm-up
+                if self.device != "cpu":
+                    torch.cuda.synchronize()
                 t0 = time.perf_counter()
+            x, y = x.to(self.device), y.to(self.device)
             opt.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(x), y, ignore_index=-1, reduction="sum") / int((y != -1).sum())
             loss.backward()
@@ -96,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=None, help="data workers (default: the daemon's default, 2)")
     ap.add_argument("--model", choices=["patchcnn", "unet"], default="patchcnn")
     ap.add_argument("--rounds", type=int, default=7, help="rounds, each a job then a bare loop")
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda: the job and the bare loop on the first GPU")
     a = ap.parse_args(argv)
     from daemon.common import malloc
     malloc.tune()  # the same allocator settings as the executor that runs the job
@@ -104,11 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="seisd-bench-train-") as tmp:
         work = Path(tmp)
         synth.write(synth.generate(shape=shape, seed=0), work / "synth")
-        job = job_file(a.model, epochs, batches, a.workers)
+        job = job_file(a.model, epochs, batches, a.workers, a.device)
         runs, bare = [], []
-        with RunningDaemon(work / "home", start_timeout=60) as d:
+        env = {} if a.device == "cpu" else {"SEISD_DEVICES": "auto"}  # the test settings give a CPU slot only
+        with RunningDaemon(work / "home", env=env, start_timeout=60) as d:
             import_survey(d.client, work / "synth")
-            loop = BareLoop(job, d.home, work / "bare")
+            loop = BareLoop(job, d.home, work / "bare", a.device)
             for _ in range(a.rounds):
                 record = d.client.wait(d.client.submit(job)["id"], timeout=1200)
                 if record["state"] != "succeeded":
@@ -119,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     best = max(range(len(runs)), key=lambda k: rates[k])
     r = runs[best]
     print(json.dumps({
-        "bench": "train", "model": a.model, "shape": list(shape), "batch_size": job["data"]["batch_size"],
+        "bench": "train", "model": a.model, "device": a.device, "shape": list(shape), "batch_size": job["data"]["batch_size"],
         "crop": job["data"]["crop"]["size"], "steps": r["step"], "workers": r["workers"], "rounds": a.rounds,
         "seisd_samples_per_s": rates[best], "bare_samples_per_s": max(bare),
         "seisd_all_epochs_samples_per_s": r["samples_per_s"], "seisd_epoch_rounds": [

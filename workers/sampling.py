@@ -112,14 +112,15 @@ class PickSampler:
 
 @dataclass(frozen=True)
 class LabelVolumeSampler:
-    """Crops at random centres with per-voxel labels cut from a label volume (-1 = unlabelled).
+    """Crops at random centres with per-voxel labels cut from a label volume (-1 = unlabelled), or from
+    PointLabels (picks, the same crops without the volume).
 
     ``slices`` restricts centres to some indices along one axis, e.g. ``(0, (339,))`` for one labelled inline.
     ``centres`` [N, 3] instead draws each centre from these points (e.g. the picks), so that sparse labels
     fall inside every crop; it takes precedence over ``slices``.
     """
 
-    labels: VolumeSource
+    labels: "VolumeSource | PointLabels"
     shape: tuple[int, int, int]
     slices: tuple[int, tuple[int, ...]] | None = None
     centres: np.ndarray | None = None
@@ -146,6 +147,61 @@ class LabelVolumeSampler:
                 raise SamplingError("label sampler slices list is empty")
             centers[:, axis] = np.asarray(indices, dtype=np.int64)[(u[:, axis] * len(indices)).astype(np.int64)]
         return centers, None
+
+
+@dataclass(frozen=True)
+class PointLabels:
+    """Per-voxel labels held as points, -1 everywhere else: a label volume of sparse picks, without the volume.
+
+    A label source of LabelVolumeSampler, like a RawVolume: `crops` gives exactly what cropping that volume would
+    (the same centring, -1 for no pick and outside the volume), so a job's labels cost memory and disk in
+    proportion to its picks, not to its survey (a float32 label volume of F3 is 1.1 GB, written before training).
+    Points are kept sorted along each axis, so a crop looks only at the points of its inlines (or crosslines, or
+    samples) on the axis its crop is one slice thick, or spans.
+    """
+
+    shape: tuple[int, int, int]
+    points: np.ndarray                  # [N, 3] int64: inline, crossline, sample indices inside the volume
+    labels: np.ndarray                  # [N] class ids
+    _order: tuple = field(default=(), repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        p = np.asarray(self.points, dtype=np.int64).reshape(-1, 3)
+        if len(p) != len(self.labels):
+            raise SamplingError(f"point labels need one label per point ({len(p)}), got {len(self.labels)}")
+        if len(p) and ((p < 0).any() or (p >= np.asarray(self.shape)).any()):
+            raise SamplingError(f"point labels must lie inside the volume {tuple(self.shape)}")
+        order = tuple(np.argsort(p[:, a], kind="stable") for a in range(3))
+        object.__setattr__(self, "points", p)
+        object.__setattr__(self, "labels", np.asarray(self.labels, dtype=np.float32))
+        object.__setattr__(self, "_order", tuple((o, p[o, a]) for a, o in enumerate(order)))
+
+    def open(self) -> "PointLabels":
+        """Nothing to map: the points travel with the recipe."""
+        return self
+
+    def crops(self, centers: np.ndarray, spec: CropSpec) -> np.ndarray:
+        """Labels of crops [n, *spec.size] around `centers`, as cut from the label volume the points make."""
+        axes = spec.volume_axes
+        fixed = next((ax for ax in range(3) if ax not in axes), None)
+        out = np.full((len(centers), *spec.size), -1.0, dtype=np.float32)
+        lead = fixed if fixed is not None else axes[0]
+        span = 1 if fixed is not None else spec.size[0]
+        order, keys = self._order[lead]
+        c = np.asarray(centers, dtype=np.int64).reshape(-1, 3)
+        lo = c[:, lead] - (0 if fixed is not None else span // 2)
+        first, stop = np.searchsorted(keys, lo), np.searchsorted(keys, lo + span)
+        counts = stop - first
+        if not counts.sum():
+            return out
+        # every (crop, point of its slab) pair at once: crop ids, and the points' places in the sorted order
+        crop = np.repeat(np.arange(len(c)), counts)
+        near = order[np.repeat(first, counts) + np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)]
+        pts = self.points[near]
+        cells = [pts[:, a] - (c[crop, a] - size // 2) for a, size in zip(axes, spec.size)]
+        keep = np.logical_and.reduce([(k >= 0) & (k < size) for k, size in zip(cells, spec.size)])
+        out[(crop[keep], *(k[keep] for k in cells))] = self.labels[near][keep]  # a point picked twice: the last
+        return out
 
 
 Sampler = Union[PickSampler, LabelVolumeSampler]
@@ -256,7 +312,9 @@ class BatchRecipe:
             self._cut_channels(cuts[sel], spec, xs)
             if not whole:
                 x[sel] = xs
-            if lab_vol is not None:
+            if isinstance(lab_vol, PointLabels):
+                y[sel] = lab_vol.crops(cuts[sel], spec)
+            elif lab_vol is not None:
                 windows = CropWindows(lab_vol.shape, cuts[sel], spec)
                 # labels are read through float32 like the inputs, then -1 where the crop leaves the volume
                 y[sel] = np.where(windows.inside, windows.cut(lab_vol), -1)

@@ -91,6 +91,10 @@ class RaySettings(_Section):
                                           "the ipc socket, enough when Ray runs on this machine only")
     shared_home: str | None = Field(None, description="the daemon's home as every Ray node sees it (a shared file "
                                     "system); null: the same path as here")
+    resources_per_job: dict[str, float] = Field(
+        default_factory=dict, description="custom Ray resources every task of a job asks for (its executor, "
+        "ranks and shards), e.g. {seisd: 1}: jobs then run only on nodes started with that resource "
+        "(`ray start --resources '{\"seisd\": 100}'`)")
 
 
 class OpendtectSettings(_Section):

@@ -47,6 +47,7 @@ from daemon.common import execproto as E
 from daemon.common import malloc
 from daemon.common.lifeline import die_with_parent, ignore_sigint
 from daemon.executor.context import EventLogHandler, JobCancelled, JobContext
+from daemon.executor.raytasks import executor_node
 from daemon.common.settings import Settings, load_settings
 
 log = logging.getLogger("seisd.executor")
@@ -234,7 +235,8 @@ class Executor:
             if kind is None:
                 raise RuntimeError(f"job kind {msg.kind!r} is not registered in this executor")
             spec = kind.spec.model_validate(msg.spec)
-            ctx.log.info("job %d (%s) starting on %s, attempt %d%s", msg.job, kind.name, self.slot, ctx.attempt,
+            ctx.log.info("job %d (%s) starting on %s%s, attempt %d%s", msg.job, kind.name, self.slot,
+                         f" ({executor_node()})" if executor_node() else "", ctx.attempt,
                          ", resuming" if ctx.resume else "")
             result = kind.load_runner()(spec, ctx) or {}
             if not isinstance(result, dict):

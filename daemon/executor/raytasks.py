@@ -10,7 +10,7 @@ import logging
 import os
 from typing import Any
 
-from daemon.common.ray_task import ADDRESS_ENV, CPUS_ENV, GPUS_ENV
+from daemon.common.ray_task import ADDRESS_ENV, CPUS_ENV, GPUS_ENV, NODE_ENV, custom_resources
 
 
 def task_resources(device: str) -> tuple[float, float]:
@@ -19,6 +19,25 @@ def task_resources(device: str) -> tuple[float, float]:
     cpus = float(os.environ.get(CPUS_ENV) or 1)
     gpus = float(os.environ.get(GPUS_ENV) or 0) if str(device).startswith("cuda") else 0.0
     return cpus, gpus
+
+
+def task_custom_resources() -> dict[str, float]:
+    """The custom Ray resources each further task asks for: those of the job's own task (ray.resources_per_job)."""
+    return custom_resources()
+
+
+def task_node() -> str:
+    """Inside a Ray task (a rank, a shard): "Ray node <ip> <node id>", the node that runs it."""
+    import ray
+
+    return f"Ray node {ray.util.get_node_ip_address()} {ray.get_runtime_context().get_node_id()}"
+
+
+def executor_node() -> str:
+    """Inside an executor started by the Ray backend: "Ray node <ip> <node id>", the node its Ray task ran on
+    (NODE_ENV; the executor's own Ray client may be attached to another node's raylet); "" elsewhere."""
+    where = os.environ.get(NODE_ENV, "").split()
+    return f"Ray node {where[0]} {where[1]}" if len(where) == 2 else ""
 
 
 def task_threads() -> int:

@@ -63,7 +63,7 @@ def run_ok(d: RunningDaemon, job: dict[str, Any], timeout: float = 120) -> dict[
 
 def log_shape(text: str) -> list[str]:
     """The job's log lines without times, figures, pids and slot names: what both backends must say alike."""
-    lines = [re.sub(r"^[\d\-: ,]+", "", ln) for ln in text.splitlines()]
+    lines = [re.sub(r" \(Ray node [^)]*\)", "", re.sub(r"^[\d\-: ,]+", "", ln)) for ln in text.splitlines()]
     return [re.sub(r"(ray:\d+(#\d+)?|cpu)\b", "SLOT", re.sub(r"[\d.e+-]+", "N", ln)) for ln in lines]
 
 

@@ -250,3 +250,18 @@ def test_resume_after_kill9_continues_step_count_and_loss_history(daemon: Runnin
         steps, losses = h5["steps/step"][:], h5["steps/loss"][:]
         assert list(steps) == list(range(600))  # no gap, no repeat across the restart
         assert np.isfinite(losses).all() and list(h5["epochs/epoch"][:]) == [1, 2, 3]
+
+
+def test_a_segmentation_job_learns_from_the_picks_without_a_label_volume(demo: RunningDaemon) -> None:
+    """A U-Net learns per voxel from the picks: its crops carry the picks they cover, made from the picks
+    themselves (workers.sampling.PointLabels), so nothing as large as the survey is written for them."""
+    job = train_job("segmenter", epochs=2, batches=6)
+    job["model"] = {"name": "unet", "params": {"base": 4, "depth": 2}}
+    job["data"]["crop"], job["data"]["split"] = {"size": [16, 16]}, {"block": 4, "gap": 2}
+    record = demo.client.wait(demo.client.submit(job)["id"], timeout=180)
+    assert record["state"] == "succeeded", record["error"]
+    assert record["result"]["step"] == 12
+    survey_bytes = (demo.home / "surveys" / "demo" / "seismic.f32").stat().st_size
+    # a float32 label volume (what the job wrote before) has the survey cache's size exactly
+    written = [p for p in Path(record["dir"]).rglob("*") if p.is_file() and p.stat().st_size == survey_bytes]
+    assert written == [], written

@@ -11,7 +11,8 @@ import pytest
 from workers import augment as aug_ops
 from workers.augment import Augmentation
 from workers.crops import CropSpec, extract_crop
-from workers.sampling import BatchRecipe, LabelVolumeSampler, PickSampler, RawVolume, SamplingError, batch_rngs
+from workers.sampling import (BatchRecipe, LabelVolumeSampler, PickSampler, PointLabels, RawVolume, SamplingError,
+                              batch_rngs)
 from workers.split import SplitError, block_split, random_split
 
 SHAPE = (12, 14, 16)
@@ -212,3 +213,28 @@ def test_a_share_of_rows_is_those_rows_of_the_whole_batch(tmp_path) -> None:
             xs, ys = _batch(share, 5, 1, 2)
             np.testing.assert_array_equal(xs, x[first:stop], err_msg=f"{name} rows {first}:{stop}")
             np.testing.assert_array_equal(ys, y[first:stop], err_msg=f"{name} rows {first}:{stop}")
+
+
+@pytest.mark.parametrize("orientation,size", [("inline", (6, 8)), ("crossline", (6, 8)), ("time", (6, 8)),
+                                              ("3d", (4, 6, 8))])
+@pytest.mark.parametrize("augment", [None, Augmentation(p_flip=0.5, p_swap=0.5, p_shift=0.5, p_stretch=0.5)])
+def test_point_labels_give_the_batches_of_the_label_volume_they_stand_for(tmp_path, orientation, size,
+                                                                         augment) -> None:
+    """Picks as PointLabels (what a train job uses) and written into a label volume give the same batches, bit for
+    bit, in every orientation, with augmentation, at the volume's edges and with a point picked twice."""
+    rng = np.random.default_rng(4)
+    points = np.concatenate([rng.integers(0, SHAPE, size=(60, 3)), [[0, 0, 0], [11, 13, 15], [3, 4, 5], [3, 4, 5]]])
+    labels = np.concatenate([rng.integers(0, 5, size=60), [1, 2, 3, 4]])  # the last pick of [3, 4, 5] wins
+    dense = np.full(SHAPE, -1, np.float32)
+    dense[points[:, 0], points[:, 1], points[:, 2]] = labels
+    dense.tofile(tmp_path / "lab.f32")
+    recipes = [BatchRecipe((_coded(tmp_path),), CropSpec(size, orientation),
+                           LabelVolumeSampler(source, SHAPE, centres=points), 16, 4, augment=augment)
+               for source in (RawVolume(str(tmp_path / "lab.f32"), SHAPE), PointLabels(SHAPE, points, labels))]
+    for k in range(4):
+        (xa, ya), (xb, yb) = (_batch(r, seed=1, k=k) for r in recipes)
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+        assert (ya >= 0).any() and (ya == -1).any()
+    with pytest.raises(SamplingError, match="inside the volume"):
+        PointLabels(SHAPE, np.array([[12, 0, 0]]), [1])

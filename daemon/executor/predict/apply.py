@@ -24,6 +24,8 @@ from daemon.executor.predict.spec import (ApplySpec, PredictError, auto_batch_si
                                           resolve_device, _auto_chunk)
 from daemon.kinds.predict import OUTPUT_NAMES
 
+FINISH_VOXELS = 1 << 22  # voxels turned into labels and confidence at a time (a few F3 inlines)
+
 ProgressCallback = Callable[[float, float | None, str], None]
 StopCallback = Callable[[], bool]
 
@@ -102,13 +104,17 @@ def _open_outputs(out_dir: Path, outputs: tuple[str, ...], shape: tuple[int, ...
 
 
 def _write_chunk(arrays: dict, probs: torch.Tensor, i0: int, i1: int) -> None:
-    labels, confidence = _finish(probs)
     if "probabilities" in arrays:
         arrays["probabilities"][:, i0:i1] = probs.numpy()
-    if "labels" in arrays:
-        arrays["labels"][i0:i1] = labels
-    if "confidence" in arrays:
-        arrays["confidence"][i0:i1] = confidence
+    # Labels and confidence a few inlines at a time: _finish's working arrays (four of one class's size) then stay
+    # small however large the chunk (they were as large as the chunk's accumulator).
+    step = max(1, FINISH_VOXELS // max(1, probs.shape[2] * probs.shape[3]))
+    for j in range(0, i1 - i0, step):
+        labels, confidence = _finish(probs[:, j:j + step])
+        if "labels" in arrays:
+            arrays["labels"][i0 + j:i0 + j + len(labels)] = labels
+        if "confidence" in arrays:
+            arrays["confidence"][i0 + j:i0 + j + len(labels)] = confidence
 
 
 def predict_volume(model: torch.nn.Module, volume, *, out_dir: str | Path, kind: str = "fcn",

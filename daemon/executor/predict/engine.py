@@ -141,8 +141,9 @@ class _Engine:
         total = None
         for k, orientation in enumerate(orientations):
             probs = self._patch_orientation(i0, i1, orientation, k, len(orientations))
-            total = probs if total is None else total + probs
-        return total / len(orientations)
+            total = probs if total is None else total.add_(probs)
+        # in place: a chunk-sized copy here was a quarter of the executor's memory at F3's size
+        return total if len(orientations) == 1 else total.div_(len(orientations))
 
     def _patch_orientation(self, i0: int, i1: int, orientation: str, part: int, n_parts: int) -> torch.Tensor:
         crop, s = self.spec.crop, self.spec.stride
@@ -173,7 +174,9 @@ class _Engine:
             grid_probs[:, idx] = probs.T
             self.on_batch((part + (b + 1) / n_batches) / n_parts)
         grid_probs = grid_probs.reshape((-1,) + tuple(n_grid))
-        # Nearest-neighbour fill from the computed grid to every voxel of the chunk.
+        if s == 1:
+            return grid_probs  # a crop at every voxel: the grid is the chunk, nothing to fill (nor to copy)
+        # Nearest-neighbour fill from the computed grid to every voxel of the chunk, smallest axis first.
         near_i = torch.from_numpy(grids[0][1][i0:i1] - g_lo)
         near_x, near_s = (torch.from_numpy(grids[a][1]) for a in (1, 2))
         return grid_probs[:, near_i][:, :, near_x][:, :, :, near_s]
@@ -189,10 +192,11 @@ def _finish(probs: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     top1 = probs[0].clone()
     top2 = torch.full_like(top1, -torch.inf)
     labels = torch.zeros(top1.shape, dtype=torch.uint8)
+    lower, above = torch.empty_like(top1), torch.empty(top1.shape, dtype=torch.bool)  # reused by every class
     for c in range(1, probs.shape[0]):
         p = probs[c]
-        labels.masked_fill_(p > top1, c)
-        torch.maximum(top2, torch.minimum(top1, p), out=top2)
+        labels.masked_fill_(torch.gt(p, top1, out=above), c)
+        torch.maximum(top2, torch.minimum(top1, p, out=lower), out=top2)
         torch.maximum(top1, p, out=top1)
     return labels.numpy(), top1.sub_(top2).numpy()
 

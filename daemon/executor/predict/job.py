@@ -105,7 +105,7 @@ def _shard_runner(ctx: Any) -> tuple[ShardRunner | None, str]:
     if raytasks.on_ray():  # this executor was started by the Ray backend: the same test as a train job's ranks
         from daemon.executor.predict.ray_shards import RayShardRunner
 
-        return RayShardRunner(*raytasks.task_resources(str(ctx.device))), "Ray tasks"
+        return RayShardRunner(*raytasks.task_resources(str(ctx.device)), log=ctx.log), "Ray tasks"
     return None, "processes"
 
 

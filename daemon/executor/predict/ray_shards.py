@@ -1,6 +1,6 @@
 """The shards of a sharded predict job as Ray tasks: the ShardRunner of the Ray backend.
 
-    runner = RayShardRunner(*task_resources(device))     # inside the job's executor, itself started by Ray
+    runner = RayShardRunner(*task_resources(device), log=ctx.log)   # in the job's executor, started by Ray
     result = predict_sharded(plan, shards=4, runner=runner, progress=..., should_stop=...)
 
 The executor (a child of the Ray worker that runs the job's task, daemon/common/ray_task.py) finds the cluster
@@ -18,15 +18,18 @@ NOTE [stop and failure]
     so a retry (the daemon's, ray.max_retries) continues from them.
   - the executor itself dies (the job's task cancelled with force, its node lost): Ray ends the tasks this driver
     owns with it.
+Each shard's task asks for what the job's own task asked for, custom resources (ray.resources_per_job) included; the
+job's log names the node that ran each shard.
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from daemon.executor.raytasks import connect, task_threads
+from daemon.executor.raytasks import connect, task_custom_resources, task_node, task_threads
 from daemon.executor.predict.apply import ProgressCallback, StopCallback
 from daemon.executor.predict.sharding import (SHARD_STOP_GRACE_S, ShardError, ShardLayout, ShardPlan, ShardRange,
                                      shard_failure)
@@ -44,7 +47,7 @@ def ray_shard_main(plan: ShardPlan, shard: int, chunks: list[int], stop_path: st
 
     malloc.tune()
     torch.set_num_threads(task_threads())
-    return run_shard(plan, shard, chunks, should_stop=Path(stop_path).exists)
+    return run_shard(plan, shard, chunks, should_stop=Path(stop_path).exists) | {"node": task_node()}
 
 
 @dataclass
@@ -53,6 +56,7 @@ class RayShardRunner:
 
     num_cpus: float
     num_gpus: float = 0.0
+    log: logging.Logger | None = None   # the job's log: which node ran each shard
 
     def __call__(self, plan: ShardPlan, ranges: list[ShardRange], layout: ShardLayout,
                  progress: ProgressCallback | None, should_stop: StopCallback | None) -> bool:
@@ -60,18 +64,19 @@ class RayShardRunner:
         stop_file = Path(plan.out_dir) / STOP_FILE
         stop_file.unlink(missing_ok=True)  # a stop left by an earlier, cancelled attempt
         task = ray.remote(ray_shard_main)
-        refs = {task.options(num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_retries=0,
-                             name=f"seisd-shard-{r.index}").remote(plan, r.index, r.chunks, str(stop_file)): r
+        refs = {task.options(num_cpus=self.num_cpus, num_gpus=self.num_gpus, resources=task_custom_resources(),
+                             max_retries=0, name=f"seisd-shard-{r.index}").remote(plan, r.index, r.chunks,
+                                                                                  str(stop_file)): r
                 for r in ranges}
         try:
-            return _watch(ray, refs, layout, Path(plan.out_dir), stop_file, progress, should_stop)
+            return _watch(ray, refs, layout, Path(plan.out_dir), stop_file, progress, should_stop, self.log)
         finally:
             _stop_all(ray, list(refs), stop_file)
             stop_file.unlink(missing_ok=True)
 
 
 def _watch(ray: Any, refs: dict[Any, ShardRange], layout: ShardLayout, out_dir: Path, stop_file: Path,
-           progress: ProgressCallback | None, should_stop: StopCallback | None) -> bool:
+           progress: ProgressCallback | None, should_stop: StopCallback | None, log: logging.Logger | None) -> bool:
     """Wait for every shard task; relay progress from progress.json and a cancel through the stop file."""
     from daemon.executor.predict.outputs import ProgressRecord
 
@@ -79,7 +84,9 @@ def _watch(ray: Any, refs: dict[Any, ShardRange], layout: ShardLayout, out_dir: 
     while pending:
         ready, pending = ray.wait(pending, num_returns=len(pending), timeout=POLL_S)
         for ref in ready:
-            _result(ray, ref, refs[ref])
+            result, r = _result(ray, ref, refs[ref]), refs[ref]
+            if log is not None:
+                log.info("shard %d (inlines %d-%d) ran on %s", r.index, *r.inlines, result.get("node", "?"))
         if should_stop is not None and not stopped and should_stop():
             stopped = True
             stop_file.touch()

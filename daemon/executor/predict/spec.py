@@ -15,7 +15,9 @@ import torch
 # Rough float32 feature-map values a U-Net keeps per input voxel during a forward pass; sizes "auto" batches.
 ACTIVATION_FLOATS_PER_VOXEL = 96
 BATCH_CAPS = {("fcn", "cpu"): 8, ("fcn", "cuda"): 64, ("patch", "cpu"): 256, ("patch", "cuda"): 2048}
-CHUNK_BYTES_MAX = 1 << 30
+# A chunk's accumulators at most: the executor's memory must not grow with the survey (512 MiB is 27 of F3's
+# 951 x 462 inlines); larger chunks are no faster (tiles are whole sections, run once whatever the chunk).
+CHUNK_BYTES_MAX = 1 << 29
 CPU_BATCH_VOXELS = 1 << 20
 
 
@@ -104,7 +106,7 @@ def auto_batch_size(kind: str, device: torch.device, item_voxels: int, n_channel
 
 
 def _auto_chunk(shape: Sequence[int], n_classes: int, n_channels: int, min_inlines: int) -> int:
-    """Inlines per chunk: accumulators within min(1 GiB, 10 % of free RAM), but at least one tile deep."""
+    """Inlines per chunk: accumulators within min(512 MiB, 10 % of free RAM), but at least one tile deep."""
     per_inline = shape[1] * shape[2] * 4 * (2 * n_classes + n_channels + 2)
     budget = min(CHUNK_BYTES_MAX, psutil.virtual_memory().available // 10)
     return int(max(1, min(shape[0], max(min_inlines, budget // per_inline))))

@@ -1,9 +1,9 @@
 """The data side of a train job: picks split into training and validation, batch recipes, validation batches.
 
 Patch classifiers learn one class per crop (PickSampler, crops centred on picks). Segmentation models learn from
-sparse labels: the picks are written into label volumes under the job folder (-1 where unlabelled; one for the
-training picks, one for the validation picks) and crops centred on picks carry every labelled voxel they cover,
-so the loss counts labelled voxels only.
+sparse labels: crops centred on picks carry every labelled voxel they cover (-1 elsewhere), so the loss counts
+labelled voxels only. The labels are the picks themselves (workers.sampling.PointLabels: one set for the training
+picks, one for the validation picks), not label volumes as large as the survey.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import torch
 from workers.augment import Augmentation
 from workers.crops import CropSpec
 from workers.picks import PickSet
-from workers.sampling import BatchRecipe, LabelVolumeSampler, PickSampler, RawVolume
+from workers.sampling import BatchRecipe, LabelVolumeSampler, PickSampler, PointLabels, RawVolume
 from workers.survey import Survey
 
 from daemon.common.home import survey_folder
@@ -55,8 +55,8 @@ def prepare_data(d: DataSection, home: Path, job_dir: Path, seed: int, per_voxel
     aug = aug if aug.enabled else None
     common = dict(volumes=volumes, crop=crop, batch_size=d.batch_size, context=d.context, norm=norm)
     if per_voxel:
-        train_sampler = _label_sampler(job_dir / "labels_train.f32", survey.shape, points, labels, split.train)
-        val_sampler = _label_sampler(job_dir / "labels_val.f32", survey.shape, points, labels, split.val)
+        train_sampler = _label_sampler(survey.shape, points, labels, split.train)
+        val_sampler = _label_sampler(survey.shape, points, labels, split.val)
     else:
         train_sampler = PickSampler(points[split.train], labels[split.train], balance=d.balance)
         val_sampler = PickSampler(points[split.val], labels[split.val], balance=False)
@@ -75,16 +75,11 @@ def prepare_data(d: DataSection, home: Path, job_dir: Path, seed: int, per_voxel
         preview_inline=int(np.argmax(counts)), volumes=[survey.volume(v) for v in d.volumes])
 
 
-def _label_sampler(path: Path, shape: tuple[int, int, int], points: np.ndarray, labels: np.ndarray,
+def _label_sampler(shape: tuple[int, int, int], points: np.ndarray, labels: np.ndarray,
                    chosen: np.ndarray) -> LabelVolumeSampler:
-    """Write the chosen picks into a sparse label volume (-1 elsewhere) and sample crops centred on them."""
-    vol = np.memmap(path, dtype=np.float32, mode="w+", shape=shape)
-    vol[:] = -1
+    """Crops centred on the chosen picks, labelled by the chosen picks they cover (-1 elsewhere)."""
     p = points[chosen]
-    vol[p[:, 0], p[:, 1], p[:, 2]] = labels[chosen]
-    vol.flush()
-    del vol
-    return LabelVolumeSampler(labels=RawVolume(str(path), shape), shape=shape, centres=p)
+    return LabelVolumeSampler(labels=PointLabels(shape, p, labels[chosen]), shape=shape, centres=p)
 
 
 def make_batch(recipe: BatchRecipe, seed: int, epoch: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,13 +23,12 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from daemon.executor.raytasks import connect, task_resources, task_threads
+from daemon.executor.raytasks import connect, task_custom_resources, task_node, task_resources, task_threads
 
 
 def ray_rank_main(job: Any, rank: int, train_share: Callable[..., None], log: logging.Logger) -> None:
     """Body of one rank's Ray task: train the rank's share in lockstep with rank 0 (`train_share`, handed in by
     distributed.py, which starts the ranks: so this module does not import it); log to rank<r>.log."""
-    import ray
     import torch.distributed as dist
 
     from daemon.common import malloc
@@ -42,8 +41,7 @@ def ray_rank_main(job: Any, rank: int, train_share: Callable[..., None], log: lo
     log.setLevel(logging.INFO)
     device = "cuda:0" if str(job.device).startswith("cuda") else "cpu"  # Ray shows the task its GPUs from cuda:0
     threads = task_threads()
-    log.info("rank %d on Ray node %s, pid %d, %s, %d threads", rank, ray.util.get_node_ip_address(), os.getpid(),
-             device, threads)
+    log.info("rank %d on %s, pid %d, %s, %d threads", rank, task_node(), os.getpid(), device, threads)
     try:
         train_share(job, rank, device=device, threads=threads)
     except BaseException:
@@ -92,6 +90,6 @@ def start_ray_ranks(job: Any, train_share: Callable[..., None], log: logging.Log
     ray = connect()
     cpus, gpus = task_resources(job.device)
     task = ray.remote(max_calls=1)(ray_rank_main)
-    return [RayRank(ray, task.options(num_cpus=cpus, num_gpus=gpus, max_retries=0,
-                                      name=f"seisd-rank-{rank}").remote(job, rank, train_share, log))
+    return [RayRank(ray, task.options(num_cpus=cpus, num_gpus=gpus, resources=task_custom_resources(),
+                                      max_retries=0, name=f"seisd-rank-{rank}").remote(job, rank, train_share, log))
             for rank in range(1, job.world)]

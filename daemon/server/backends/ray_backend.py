@@ -4,8 +4,11 @@ seisd keeps the queue, priorities, cancellation, retries, logs and events; Ray o
 slot is a number of jobs run at once (`ray.slots`), not a device: each job's task asks Ray for
 `ray.num_cpus_per_job` CPUs and, unless the job asks for the CPU or its kind is CPU-only, `ray.num_gpus_per_job`
 GPUs, or what its kind's `resources` hook makes of them (daemon/kinds/registry.py: a sharded predict job's own task
-asks for no CPU). The task (daemon/common/ray_task.py) starts `python -m daemon.executor --one-job`, which connects back to
-the daemon's executor socket, says hello, receives the job, runs it, reports done and exits.
+asks for no CPU), and the custom resources `ray.resources_per_job` (which pin jobs to the nodes that have them). The
+task (daemon/common/ray_task.py) starts `python -m daemon.executor --one-job`, which connects back to
+the daemon's executor socket, says hello, receives the job, runs it, reports done and exits. A wildcard executor
+endpoint (`tcp://0.0.0.0:5770`) is resolved on each node to an address of the daemon that node reaches
+(daemon/common/ray_task.py, reachable_endpoint).
 
 NOTE on the ways a Ray executor ends (the supervisor polls `RayProcess.poll`, which never blocks):
   - the job finished: the executor exits 0 after `done`; the slot is free again;
@@ -20,9 +23,11 @@ Ray retries nothing itself (max_retries=0 on the task): retries are seisd's, wit
 """
 from __future__ import annotations
 
+import ipaddress
+import json
 import logging
 import os
-import re
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +96,11 @@ class RayBackend:
         self.launch_args = launch
         self.started_instance = False
         self._connect()
+        self.daemon_addresses = daemon_addresses(ray.util.get_node_ip_address())
+        log.info("Ray: this daemon's node is %s; executors connect to %s%s", self.daemon_addresses.ray_node_ip,
+                 launch.endpoint,
+                 " (a wildcard: each node picks the daemon's address it reaches)"
+                 if ray_task.is_wildcard(launch.endpoint) else "")
         self._task = ray.remote(_load_task())
         self._slots = [DeviceSlot(f"ray:{i}", "ray", None, self._slot_description())
                        for i in range(settings.ray.slots)]
@@ -162,10 +172,12 @@ class RayBackend:
         own = kind.task_resources(job.spec or {}, per_job) if kind and job else per_job
         # what the job's further tasks ask for (a train job's ranks, a predict job's shards): as much as a job gets
         env[ray_task.CPUS_ENV], env[ray_task.GPUS_ENV] = str(per_job.cpus), str(per_job.gpus)
+        env[ray_task.RESOURCES_ENV] = json.dumps(self.settings.resources_per_job)
         name = f"seisd-job-{job.job}" if job else f"seisd-{identity}"
-        ref = self._task.options(num_cpus=own.cpus, num_gpus=own.gpus, max_retries=0,
-                                 name=name).remote(a.arguments(identity, one_job=True), env,
-                                                   str(a.log_path(slot.name)), str(a.home))
+        ref = self._task.options(num_cpus=own.cpus, num_gpus=own.gpus, resources=self.settings.resources_per_job,
+                                 max_retries=0, name=name).remote(a.arguments(identity, one_job=True), env,
+                                                                  str(a.log_path(slot.name)), str(a.home),
+                                                                  self.daemon_addresses)
         return RayProcess(self.ray, ref)
 
     def describe(self) -> dict[str, Any]:
@@ -193,9 +205,23 @@ def keep_local_ray_on_loopback() -> None:
     os.environ[LOOPBACK_ENV] = "0"
 
 
-def connect_endpoint(bound: str, node_ip: str) -> str:
-    """The executor endpoint as nodes reach it: a wildcard host in the bound endpoint becomes this node's address."""
-    return re.sub(r"^tcp://(0\.0\.0\.0|\*)(?=:)", f"tcp://{node_ip}", bound)
+def daemon_addresses(ray_node_ip: str) -> ray_task.DaemonAddresses:
+    """This daemon's addresses for executors on other nodes: Ray's address of its node first (every node reaches
+    it: the raylets do), then each address of its network interfaces with its prefix (a node on another network
+    of this machine picks the address on its own, ray_task.reachable_endpoint)."""
+    import psutil
+
+    found = []
+    for addresses in psutil.net_if_addrs().values():
+        for a in addresses:
+            if a.family not in (socket.AF_INET, socket.AF_INET6) or not a.netmask:
+                continue
+            try:
+                prefix = int(ipaddress.ip_address(a.netmask.split("/")[0])).bit_count()
+            except ValueError:
+                continue
+            found.append(f"{a.address.split('%')[0]}/{prefix}")
+    return ray_task.DaemonAddresses(ray_node_ip, tuple(found))
 
 
 def _load_task() -> Any:
