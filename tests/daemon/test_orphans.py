@@ -82,6 +82,9 @@ def test_a_custom_job_that_ends_takes_what_it_started_with_it(daemon: RunningDae
         assert wait_state(daemon.client, jid)["state"] == "succeeded"
         wait_for(lambda: not pid_alive(grandchild), timeout=10,
                  what=f"the grandchild {grandchild} (own session) of a script that exited to be stopped")
+        assert not pid_alive(script_pid)
+        assert f"stopped 1 process(es) the job left running: {grandchild} (sleep 1000)" in \
+            daemon.client.logs(jid)["text"]
     finally:
         _kill(grandchild)
 
@@ -133,8 +136,8 @@ def test_the_start_sweep_kills_this_homes_marked_processes_and_nothing_else(tmp_
 
     home = tmp_path / "home"
     sleep = [sys.executable, "-c", "import time; time.sleep(1000)"]
-    deaf = [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-            "open('ready', 'w'); time.sleep(1000)"]
+    deaf = [sys.executable, "-c", ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                                   "open('ready', 'w'); time.sleep(1000)")]
     procs = {
         "mine": subprocess.Popen(sleep, env={**os.environ, OWNER_ENV: owner_tag(home)}, start_new_session=True),
         "deaf": subprocess.Popen(deaf, env={**os.environ, OWNER_ENV: owner_tag(home)}, cwd=tmp_path),
@@ -173,6 +176,7 @@ def test_a_grandchild_that_clears_its_environment_ends_with_its_jobs_cgroup(daem
         os.kill(slot["executor_pid"], signal.SIGKILL)
         wait_for(lambda: not pid_alive(grandchild), timeout=15,
                  what=f"the grandchild {grandchild} without the marker to be killed with the job's cgroup")
+        assert not pid_alive(script_pid)
         line = wait_for(lambda: [ln for ln in sweep_lines(daemon) if "cgroup" in ln], timeout=10,
                         what="the sweep's log line of the job's cgroup")[0]
         assert re.search(rf"job {jid}\b", line) and "killed" in line, line
