@@ -49,8 +49,8 @@ def job_file(ctx: CheckContext, key: str, path: str) -> tuple[Path | None, str |
 
 
 def place_problems(spec: JobSpec, ctx: CheckContext) -> list[str]:
-    """Rules 1 and 2 for every file the job names."""
-    return [p for key, path in spec.input_files() if (p := job_file(ctx, key, path)[1])]
+    """Rules 1 and 2 for every file the job names, read or written."""
+    return [p for key, path in spec.input_files() + spec.output_files() if (p := job_file(ctx, key, path)[1])]
 
 
 def read_problems(spec: JobSpec, ctx: CheckContext) -> list[str]:

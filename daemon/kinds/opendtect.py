@@ -39,7 +39,10 @@ class OpendtectSpec(JobSpec):
     notes: str | None = Field(None, description="import: the example set's notes")
 
     def input_files(self) -> list[tuple[str, str]]:
-        return [("file", self.file)]   # read by an import; an export's place is checked against the same roots
+        return [("file", self.file)] if self.action == "import" else []
+
+    def output_files(self) -> list[tuple[str, str]]:
+        return [("file", self.file)] if self.action == "export" else []
 
 
 def check_opendtect(spec: OpendtectSpec, ctx: CheckContext) -> list[str]:

@@ -39,6 +39,11 @@ class JobSpec(BaseModel):
         daemon/kinds/job_files.py (inside the home or paths.inputs, a regular file)."""
         return []
 
+    def output_files(self) -> list[tuple[str, str]]:
+        """(key path, file) of every file outside the home this job writes: placed by the same rule as input_files
+        (inside paths.inputs or the home when that is set), but need not exist yet."""
+        return []
+
     def code_files(self) -> list[tuple[str, str]]:
         """(key path, file) of the files among input_files that this job runs as code (a script, a user model):
         refused from tcp clients unless the setting tcp.allow_code is true."""
