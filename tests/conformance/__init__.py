@@ -6,7 +6,8 @@ and kills it with SIGKILL where a section speaks of restarts. Sections covered:
 
   1  Endpoints and transports: the home rules (SEISD_HOME with "~", XDG_DATA_HOME empty, relative or absolute, a
      home that does not exist yet below a symbolic link), the runtime folder (XDG_RUNTIME_DIR, TMPDIR with a
-     trailing slash or missing), mode 0700, no control.sock after a stop                   test_s1_endpoints.py
+     trailing slash or missing), mode 0700, no control.sock after a stop; tcp with CURVE (silence without it)
+     and the heartbeats status reports                                                     test_s1_endpoints.py
   2  Sockets and framing: DEALER, pipelined requests, REQ, a DEALER's own delimiter         test_s2_s3_s4_frames.py
   3  Requests and replies: header fields, `re` null, `v` the int 1, null args and arrays, the error codes and the
      order of the checks, the session id                                                   test_s2_s3_s4_frames.py

@@ -72,3 +72,48 @@ def test_the_worked_example_of_the_spec() -> None:
 
     home = "/home/ana/.local/share/seisd"
     assert hashlib.sha1(home.encode()).hexdigest() == "f424f144a52db28611518e83eb9618e5ce4da38f"
+
+
+def test_tcp_with_curve_and_heartbeats(tmp_path: Path) -> None:
+    """"tcp, only with CURVE": an authorised key gets answers over tcp, with the heartbeats `status` reports; a
+    client without CURVE gets nothing at all."""
+    import socket
+
+    import zmq
+    import zmq.auth
+
+    from tests.conformance.wire import CTX, exchange, header
+
+    home = tmp_path / "home"
+    (home / "keys" / "authorized").mkdir(parents=True)
+    zmq.auth.create_certificates(str(home / "keys"), "server")
+    public, secret = zmq.auth.create_certificates(str(tmp_path), "alice")
+    (home / "keys" / "authorized" / "alice.key").write_text(Path(public).read_text())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    d = Daemon({"SEISD_HOME": str(home), "SEISD_TCP__ENDPOINT": f"tcp://127.0.0.1:{port}"}, log=tmp_path / "out")
+    try:
+        status = d.start(executors=False)
+        assert status["heartbeat"] == {"interval_ms": 5000, "timeout_ms": 15000, "ttl_ms": 30000}
+        assert status["endpoints"]["tcp_control"] == f"tcp://127.0.0.1:{port}"
+        server_public, _ = zmq.auth.load_certificate(str(home / "keys" / "server.key"))
+        client_public, client_secret = zmq.auth.load_certificate(secret)
+        sock = CTX.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVTIMEO, 15_000)
+        sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = server_public, client_public, client_secret
+        for opt, value in ((zmq.HEARTBEAT_IVL, 5000), (zmq.HEARTBEAT_TIMEOUT, 15000), (zmq.HEARTBEAT_TTL, 30000)):
+            sock.setsockopt(opt, value)  # as section 1 advises a tcp client
+        sock.connect(status["endpoints"]["tcp_control"])
+        head, _ = exchange(sock, [header("ping", rid="tcp")])
+        sock.close(0)
+        assert head["ok"] and head["re"] == "tcp" and head["session"] == status["session"]
+        plain = CTX.socket(zmq.DEALER)
+        plain.setsockopt(zmq.LINGER, 0)
+        plain.connect(status["endpoints"]["tcp_control"])
+        plain.send(header("ping"))
+        assert not plain.poll(1500)  # no CURVE: silence, not an error
+        plain.close(0)
+    finally:
+        d.cleanup()
