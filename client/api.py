@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -132,8 +133,19 @@ class Client:
     def status(self) -> dict[str, Any]:
         return self.call("status")
 
-    def submit(self, job: dict[str, Any], priority: int | None = None) -> dict[str, Any]:
-        return self.call("submit", job=job, priority=priority)
+    def submit(self, job: dict[str, Any], priority: int | None = None, key: str | None = None,
+               retries: int = 1) -> dict[str, Any]:
+        """Queue a job, exactly once: the submit carries an idempotency key (a new random one unless given), and a
+        submit whose reply did not come in time is sent again with the same key, on a new socket, up to `retries`
+        times; the daemon answers a repeat with the job the first one queued ({id, state, repeated: true})."""
+        key = key or uuid.uuid4().hex
+        for attempt in range(retries + 1):
+            try:
+                return self.call("submit", job=job, priority=priority, key=key)
+            except DaemonUnavailable:
+                if attempt == retries:
+                    raise
+        raise AssertionError("unreachable")
 
     def jobs(self, state: list[str] | None = None, kind: str | None = None, limit: int | None = None,
              name: str | None = None) -> list[dict[str, Any]]:
@@ -149,7 +161,9 @@ class Client:
     def logs(self, job_id: int, offset: int = 0, max_bytes: int | None = None) -> dict[str, Any]:
         return self.call("logs", id=job_id, offset=offset, max_bytes=max_bytes)
 
-    def job_events(self, job_id: int, after: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+    def job_events(self, job_id: int | None, after: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+        """Stored events with seq > after: one job's, or (job_id None) every topic's, e.g. to catch up on what a
+        subscriber missed while the daemon restarted."""
         return self.call("events", id=job_id, after=after, limit=limit)["events"]
 
     def devices(self) -> list[dict[str, Any]]:

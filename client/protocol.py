@@ -9,22 +9,22 @@ A reply is sent back on the same connection with the same layout (header, then a
 message on the daemon's PUB socket: [topic (UTF-8), JSON object]. docs/PROTOCOL.md is the human specification of
 everything here; keep the two in step.
 
-This module imports nothing of seisd's, so the client, the daemon and any tool share one definition.
+This module imports nothing of seisd's (but client/endpoints.py, where a home's sockets are, re-exported here), so
+the client, the daemon and any tool share one definition.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
 import sys
-import tempfile
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from client.endpoints import (control_endpoint, default_home, events_endpoint, runtime_base,  # noqa: F401
+                              runtime_dir)
 
 PROTOCOL_VERSION = 1
 
@@ -110,19 +110,24 @@ def _op(name: str, doc: str, /, **args: str) -> None:
 _op("ping", "Cheapest round trip. Result: {session, version}.")
 _op("status", "The daemon's state. Result: {version, protocol, pid, session, started, home, python, stopping, "
     "devices, jobs, endpoints, authorized_keys, security, limits}.")
-_op("submit", "Validate and queue a job. Result: {id, state}. A bad job file: error invalid_job with "
-    "details.problems, nothing queued.", job="object", priority="int?")
+_op("submit", "Validate and queue a job. Result: {id, state, repeated}. A bad job file: error invalid_job with "
+    "details.problems, nothing queued. key: an idempotency key (1..128 characters): a submit whose key the store "
+    "already holds returns that job (repeated: true) and queues nothing; the same key with another job file: "
+    "error conflict.", job="object", priority="int?", key="string?")
 _op("jobs", "List jobs, newest first; name: a shell pattern. Result: {jobs: [summary]}.", state="array?",
     kind="string?", name="string?", limit="int?")
 _op("show", "One job with its state history. Result: the job record.", id="int")
-_op("cancel", "Cancel a queued or running job. Result: {id, state}.", id="int")
+_op("cancel", "Cancel a queued or running job; safe to repeat (a cancelled job answers cancelled again). "
+    "Result: {id, state}. A job that succeeded or failed: error conflict.", id="int")
 _op("logs", "Read a job's log from a byte offset. Result: {text, offset, size, state}.", id="int", offset="int?",
     max_bytes="int?")
-_op("events", "A job's stored events after a sequence number. Result: {events: [event]}.", id="int",
-    after="int?", limit="int?")
+_op("events", "Stored events after a sequence number: one job's (id), or every topic's (no id: daemon, viewer "
+    "and job events, to catch up after a restart). Result: {events: [event]}.", id="int?", after="int?",
+    limit="int?")
 _op("devices", "The device slots and their executors. Result: {devices: [slot]}.")
 _op("workers", "Change the number of data worker processes of a running job (1..256). Result: what the job "
-    "reports, e.g. {count}. A job that has no worker pool: error conflict.", id="int", count="int")
+    "reports, e.g. {count}. A job that has no worker pool: error bad_args (ValueError: ...); a job not running, "
+    "or a kind without workers: error conflict.", id="int", count="int")
 _op("stop_after_epoch", "Ask a running training job to stop at the end of its current epoch (it saves its "
     "checkpoint and model and succeeds). Result: what the job reports. A job without epochs: error conflict.",
     id="int")
@@ -134,12 +139,16 @@ _op("models.rm", "Remove a model file; refused (conflict) while a queued or runn
 _op("stream.open", "Open a streaming-apply session: a model (by name, in the home's models/) is loaded in an "
     "executor and kept warm for blocks. outputs: any of labels, probabilities, confidence (default labels); "
     "device: auto | cpu | cuda | cuda:N; options: tile, overlap, stride, orientation. Result: {session, model, "
-    "classes, input, outputs, device, batch_size}.", model="string", outputs="array?", batch_size="int?", device="string?", options="object?")
-_op("stream.apply", "Apply the session's model to one block sent as one binary array frame (float32 or any "
-    "numeric dtype; [n_inlines, n_crosslines, n_samples], or [channels, ...] for multi-volume models). Result: "
-    "{outputs: [names]} and one array frame per output in that order. A block of the wrong shape or dtype gets "
-    "bad_args and the session stays usable.", session="string")
-_op("stream.close", "Close a streaming session and free its model. Result: {closed}.", session="string")
+    "classes, input, outputs, device, batch_size}. key: the same key while its session is open returns that "
+    "session instead of loading the model again.", model="string", outputs="array?", batch_size="int?",
+    device="string?", options="object?", key="string?")
+_op("stream.apply", "Apply the session's model to one block sent as one binary array frame (any wire dtype, "
+    "converted to float32; [n_inlines, n_crosslines, n_samples], or [channels, ...] for multi-volume models). "
+    "Result: {outputs: [names]} and one array frame per output in that order. A block of the wrong shape gets "
+    "bad_args and the session stays usable; a descriptor with a dtype that is not a wire dtype is bad_message.",
+    session="string")
+_op("stream.close", "Close a streaming session and free its model; safe to repeat (a session this daemon "
+    "closed answers closed again). Result: {closed}.", session="string")
 _op("stream.list", "Open streaming sessions. Result: {sessions: [session]}.")
 _op("viewer.start", "Start a viewer server (name: tensorboard | examples), or return the running one. "
     "args: for tensorboard {jobs: [ids]} (default all jobs). Result: the viewer {name, state, url, pid, port, "
@@ -163,6 +172,9 @@ _op("examples", "Manage example sets: action list | info | rename | lock | unloc
 _op("predictions.list", "Predictions in the home. Result: {predictions: [summary]}.")
 _op("predictions.info", "One prediction: model, survey, job, files, summary. Result: the prediction.", name="string")
 _op("predictions.rm", "Remove a prediction; conflict while a job writes it. Result: {removed}.", name="string")
+_op("schema", "JSON Schemas (draft 2020-12) of job files, generated from the job kinds' own specs: with kind, "
+    "that kind's; without, every kind's in one schema that dispatches on `kind`. Result: {kinds, schema} or "
+    "{kind, schema}. An unknown kind: error not_found (details.kinds).", kind="string?")
 _op("shutdown", "Stop the daemon: running jobs are interrupted and resume at the next start. Result: {}.")
 
 
@@ -296,12 +308,23 @@ def _load_header(frame: bytes | memoryview, what: str) -> dict[str, Any]:
     return obj
 
 
+def valid_request_id(rid: Any) -> bool:
+    """A request id: a string of 1..128 characters."""
+    return isinstance(rid, str) and 1 <= len(rid) <= 128
+
+
+def is_int(value: Any) -> bool:
+    """A JSON integer: true and false are not integers, nor is 1.0."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def peek_request_id(frame: bytes | memoryview) -> str | None:
-    """The request id of a header that may be broken, so an error reply can still name the request it answers."""
+    """The request id of a header that may be broken, so an error reply can still name the request it answers;
+    None (a reply's `re` null) when there is no valid one."""
     try:
         obj = json.loads(bytes(frame).decode("utf-8"))
         rid = obj.get("id") if isinstance(obj, dict) else None
-        return rid if isinstance(rid, str) and len(rid) <= 128 else None
+        return rid if valid_request_id(rid) else None
     except (UnicodeDecodeError, ValueError, RecursionError):
         return None
 
@@ -323,16 +346,19 @@ def decode_request(frames: list[bytes | memoryview], max_header: int = MAX_HEADE
                             {"limit": "max_message_bytes", "max": max_message})
     h = _load_header(frames[0], "request")
     v = h.get("v")
-    if v != PROTOCOL_VERSION:
-        raise ProtocolError(ErrorCode.BAD_VERSION, f"protocol version {v!r} is not supported; this daemon speaks "
-                            f"version {PROTOCOL_VERSION}", {"supported": [PROTOCOL_VERSION]})
-    rid, op, args, descs = h.get("id"), h.get("op"), h.get("args", {}), h.get("arrays", [])
-    if not isinstance(rid, str) or not rid or len(rid) > 128:
+    if not is_int(v) or v != PROTOCOL_VERSION:  # true and 1.0 are not the int 1
+        shown = json.dumps(v)[:40] if v is not None else "(none)"
+        raise ProtocolError(ErrorCode.BAD_VERSION, f"protocol version {shown} is not supported; this daemon speaks "
+                            f"version {PROTOCOL_VERSION} (the JSON integer 1)", {"supported": [PROTOCOL_VERSION]})
+    rid, op, args, descs = h.get("id"), h.get("op"), h.get("args"), h.get("arrays")
+    if not valid_request_id(rid):
         raise ProtocolError(ErrorCode.BAD_MESSAGE, "header.id must be a non-empty string of at most 128 characters")
     if not isinstance(op, str):
         raise ProtocolError(ErrorCode.BAD_MESSAGE, "header.op must be a string naming an operation")
-    if args is None:
+    if args is None:  # absent or null: no arguments
         args = {}
+    if descs is None:  # absent or null: no arrays
+        descs = []
     if not isinstance(args, dict):
         raise ProtocolError(ErrorCode.BAD_ARGS, f"header.args must be an object, got {type(args).__name__}")
     if not isinstance(descs, list):
@@ -380,7 +406,7 @@ def check_args(op: Operation, args: dict[str, Any]) -> None:
             continue
         ok = isinstance(value, _TYPES[base])
         if base in ("int", "number") and isinstance(value, bool):
-            ok = False
+            ok = False  # true/false are not numbers (Python's bool is an int)
         if not ok:
             problems.append(f"{key}: expected {base}, got {type(value).__name__}")
         elif base == "int" and not INT64_MIN <= value <= INT64_MAX:
@@ -414,37 +440,3 @@ class Event:
         return cls(topic=h.get("topic", frames[0].decode(errors="replace")), type=h.get("type", ""),
                    data=h.get("data") or {}, session=h.get("session", ""), seq=int(h.get("seq", 0)),
                    time=float(h.get("time", 0.0)))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Where a daemon's sockets are: derived from its home folder, so a client of home H finds the daemon of home H.
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def default_home() -> Path:
-    """$SEISD_HOME, else $XDG_DATA_HOME/seisd, else ~/.local/share/seisd."""
-    env = os.environ.get("SEISD_HOME")
-    if env:
-        return Path(env).expanduser().resolve()
-    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return (Path(data) / "seisd").resolve()
-
-
-def runtime_dir(home: Path) -> Path:
-    """The private (0700) folder of a home's sockets: short enough for the ~100-byte Unix socket path limit.
-
-    $XDG_RUNTIME_DIR (or /tmp) / seisd-<uid>-<first 12 hex of sha1(home)>.
-    """
-    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
-    digest = hashlib.sha1(str(Path(home).resolve()).encode()).hexdigest()[:12]
-    return Path(base) / f"seisd-{os.getuid()}-{digest}"
-
-
-def control_endpoint(home: Path) -> str:
-    """ROUTER endpoint for requests."""
-    return f"ipc://{runtime_dir(home) / 'control.sock'}"
-
-
-def events_endpoint(home: Path) -> str:
-    """PUB endpoint for events."""
-    return f"ipc://{runtime_dir(home) / 'events.sock'}"

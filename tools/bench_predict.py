@@ -6,7 +6,9 @@ Prints one JSON line:
             ratio, and the old defaults (128 x 128 tiles, quarter overlap, contiguous layout) as a baseline;
   patchcnn  crops/s end to end (stride 2 preview) vs the forward pass alone on as many crops;
   stream    blocks/s and latency of stream.apply through a real daemon (one inline per block) vs the same
-            blocks applied in-process by StreamSession;
+            blocks applied in-process by StreamSession, alternately block by block in the same run (the paired
+            difference of the two latencies is the cost of the trip: client -> daemon -> executor and back),
+            and `hop`: how long a message an executor queues takes to reach the daemon's socket;
   opendtect blocks/s and latency of the OpendTect endpoint (OpendTect's framing, one request per connection,
             docs/opendtect.md) vs stream.apply on the same blocks and daemon, alternating, and whether the outputs
             are equal.
@@ -40,6 +42,8 @@ from daemon.executor.predict.recipe import recipe_of  # noqa: E402
 
 UNET = {"base": 8, "depth": 3, "norm": "batch"}
 N_CLASSES = 4
+STREAM_ROUNDS = 5   # alternating rounds of in-process and socket blocks
+STREAM_TIMEOUT_S = 310.0  # above the daemon's own 300 s for stream.apply (docs/PROTOCOL.md, client timeouts)
 REPEATS = 7  # rounds of end-to-end then forward-only: this VM varies +-15 % from one run to the next
 
 
@@ -141,7 +145,11 @@ def paired_ratio(forward_s: list[float], end_to_end_s: list[float]) -> float:
     return round(statistics.median(f / e for f, e in zip(forward_s, end_to_end_s)), 3)
 
 
-def bench_stream(folder: Path, section: tuple[int, int], blocks: int) -> dict:
+def bench_stream(folder: Path, section: tuple[int, int], blocks: int, rounds: int = STREAM_ROUNDS) -> dict:
+    """The same blocks applied in this process (StreamSession) and through a real daemon (stream.apply over ipc),
+    alternately block by block, so that the machine's drift and other load hit both sides alike. Figures: blocks/s
+    of each side (sums of per-block times), their ratio (and its spread over rounds), median latencies, and the
+    median over blocks of (socket - in-process) for the same block, back to back."""
     from daemon.executor.predict.stream import StreamSession
     from tests.harness import RunningDaemon
 
@@ -150,28 +158,78 @@ def bench_stream(folder: Path, section: tuple[int, int], blocks: int) -> dict:
     save_model_file(home / "models" / "bench.h5", model, unet_info((1,) + section))
     data = [np.random.default_rng(k).normal(size=(1,) + section).astype(np.float32) for k in range(blocks)]
     session = StreamSession.open(home, {"model": "bench", "outputs": ["labels", "confidence"]})
-    session.apply([data[0]])
-    t0 = time.perf_counter()
-    for block in data:
-        session.apply([block])
-    local = time.perf_counter() - t0
-    latencies = []
+    local_ms: list[float] = []
+    socket_ms: list[float] = []
+    ratios: list[float] = []
     with RunningDaemon(home) as d:
-        result = d.client.call("stream.open", model="bench", outputs=["labels", "confidence"])
-        sid = result.get("session") or d.client.call("stream.list")["sessions"][0]["session"]
-        d.client.call_arrays("stream.apply", [data[0]], session=sid)
-        t0 = time.perf_counter()
-        for block in data:
-            start = time.perf_counter()
-            d.client.call_arrays("stream.apply", [block], session=sid, timeout=60)
-            latencies.append(time.perf_counter() - start)
-        remote = time.perf_counter() - t0
+        sid = d.client.call("stream.open", model="bench", outputs=["labels", "confidence"])["session"]
+        for _ in range(3):  # warm-up: both models touched, both allocators primed
+            session.apply([data[0]])
+            d.client.call_arrays("stream.apply", [data[0]], session=sid, timeout=STREAM_TIMEOUT_S)
+        for r in range(rounds):
+            t_local = t_socket = 0.0
+            for k, block in enumerate(data):
+                sides = [False, True] if (k + r) % 2 == 0 else [True, False]  # which goes first alternates too
+                for remote in sides:
+                    start = time.perf_counter()
+                    if remote:
+                        d.client.call_arrays("stream.apply", [block], session=sid, timeout=STREAM_TIMEOUT_S)
+                    else:
+                        session.apply([block])
+                    ms = 1000 * (time.perf_counter() - start)
+                    (socket_ms if remote else local_ms).append(ms)
+                    if remote:
+                        t_socket += ms
+                    else:
+                        t_local += ms
+            ratios.append(t_local / t_socket)
         d.client.call("stream.close", session=sid)
-    return {"block": [1, *section], "blocks": blocks, "socket_blocks_per_s": round(blocks / remote, 2),
-            "in_process_blocks_per_s": round(blocks / local, 2), "ratio_socket_vs_in_process":
-            round(local / remote, 3), "latency_ms_median": round(1000 * statistics.median(latencies), 1),
-            "latency_ms_max": round(1000 * max(latencies), 1),
-            "in_process_ms_per_block": round(1000 * local / blocks, 1)}
+    n = rounds * blocks
+    extra = [s - loc for s, loc in zip(socket_ms, local_ms)]
+    return {"block": [1, *section], "blocks": n, "rounds": rounds,
+            "socket_blocks_per_s": round(1000 * n / sum(socket_ms), 2),
+            "in_process_blocks_per_s": round(1000 * n / sum(local_ms), 2),
+            "ratio_socket_vs_in_process": round(1000 * n / sum(socket_ms) / (1000 * n / sum(local_ms)), 3),
+            "ratio_per_round_median": round(statistics.median(ratios), 3),
+            "ratio_per_round_min_max": [round(min(ratios), 3), round(max(ratios), 3)],
+            "latency_ms_median": round(statistics.median(socket_ms), 2),
+            "in_process_ms_median": round(statistics.median(local_ms), 2),
+            "latency_ms_over_in_process_median_paired": round(statistics.median(extra), 2),
+            "latency_ms_p90": round(statistics.quantiles(socket_ms, n=10)[-1], 2),
+            "in_process_ms_p90": round(statistics.quantiles(local_ms, n=10)[-1], 2)}
+
+
+def bench_executor_hop(folder: Path, messages: int = 300) -> dict:
+    """How long a message an executor queues (Executor.send, as its stream thread does with a reply) takes to reach
+    the daemon's socket: the executor's I/O thread must notice it (it used to at its next 20 ms poll)."""
+    import os
+
+    import zmq
+
+    from daemon.common import execproto as E
+    from daemon.common.settings import load_settings
+    from daemon.executor.process import Executor
+
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    endpoint = f"ipc://{folder}/hop.sock"
+    router.bind(endpoint)
+    ex = Executor("cpu", endpoint, folder, load_settings(folder, None), os.getppid())
+    ex.io_thread.start()
+    router.recv_multipart()  # its hello
+    hops = []
+    for k in range(messages):
+        time.sleep(0.003 + (k % 7) * 0.0013)  # at every phase of the I/O thread's poll
+        start = time.perf_counter()
+        ex.send(E.JobLog(job=1, level="info", message="x"))
+        while E.decode(router.recv_multipart()[1], E.TO_DAEMON).TYPE != "log":
+            pass
+        hops.append(1000 * (time.perf_counter() - start))
+    ex.stop.set()
+    ex.io_thread.join(2)
+    router.close(0)
+    return {"executor_to_daemon_ms_median": round(statistics.median(hops), 2),
+            "executor_to_daemon_ms_p90": round(statistics.quantiles(hops, n=10)[-1], 2)}
 
 
 def bench_opendtect(folder: Path, section: tuple[int, int], blocks: int) -> dict:
@@ -219,6 +277,7 @@ def main() -> None:
     parser.add_argument("--skip-stream", action="store_true", help="no daemon: whole-volume figures only")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] for the whole-volume figures (the stream "
                         "figure runs on the daemon's CPU slot)")
+    parser.add_argument("--stream-only", action="store_true", help="the stream figures only")
     args = parser.parse_args()
     malloc.tune()  # as in the executor that runs predict jobs (daemon/common/malloc.py)
     scale = 4 if args.long else 1
@@ -226,10 +285,12 @@ def main() -> None:
     out = {"bench": "predict", "device": args.device, "threads": torch.get_num_threads()}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        out["unet"] = bench_unet(folder, (16 * scale, 256, 256), args.device)
-        out["patchcnn"] = bench_patch(folder, (4 * scale, 64, 96), (33, 33), 2, args.device)
+        if not args.stream_only:
+            out["unet"] = bench_unet(folder, (16 * scale, 256, 256), args.device)
+            out["patchcnn"] = bench_patch(folder, (4 * scale, 64, 96), (33, 33), 2, args.device)
         if not args.skip_stream:
             out["stream"] = bench_stream(folder, (256, 256), 20 * scale)
+            out["stream"]["hop"] = bench_executor_hop(folder)
             out["opendtect"] = bench_opendtect(folder, (256, 256), 20 * scale)
     print(json.dumps(out))
 

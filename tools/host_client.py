@@ -16,7 +16,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -35,24 +34,35 @@ class DaemonError(RuntimeError):
 
 
 def home_dir(given: str | None) -> Path:
-    """The daemon's home: --home, else $SEISD_HOME, else $XDG_DATA_HOME/seisd, else ~/.local/share/seisd."""
-    text = given or os.environ.get("SEISD_HOME")
+    """The daemon's home (PROTOCOL.md section 1): --home, else $SEISD_HOME (a leading "~" is the user's home
+    folder), else $XDG_DATA_HOME/seisd when that is an absolute path, else ~/.local/share/seisd; resolved."""
+    user = os.environ.get("HOME") or os.path.expanduser("~")
+    text = given or os.environ.get("SEISD_HOME", "")
+    if text == "~" or text.startswith("~/"):
+        text = user.rstrip("/") + text[1:] if text != "~" else user
     if not text:
-        text = str(Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "seisd")
-    return Path(text).expanduser().resolve()
+        data = os.environ.get("XDG_DATA_HOME", "")
+        text = os.path.join(data if data.startswith("/") else os.path.join(user, ".local", "share"), "seisd")
+    return Path(text).resolve()
 
 
 def control_endpoint(home: Path) -> str:
-    """PROTOCOL.md section 1: <$XDG_RUNTIME_DIR or tmp>/seisd-<uid>-<first 12 hex of sha1(home)>/control.sock."""
-    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
-    digest = hashlib.sha1(str(home).encode("utf-8")).hexdigest()[:12]
+    """PROTOCOL.md section 1: <base>/seisd-<uid>-<sha1(home)[:12]>/control.sock, base the first of
+    $XDG_RUNTIME_DIR, $TMPDIR that is an absolute path of an existing folder (trailing slashes removed), else /tmp."""
+    base = "/tmp"
+    for var in ("XDG_RUNTIME_DIR", "TMPDIR"):
+        value = os.environ.get(var, "")
+        if value.startswith("/") and os.path.isdir(value):
+            base = value.rstrip("/")
+            break
+    digest = hashlib.sha1(str(home).encode()).hexdigest()[:12]
     return f"ipc://{base}/seisd-{os.getuid()}-{digest}/control.sock"
 
 
 class Connection:
     """One DEALER socket to the daemon; requests carry an id, and replies are matched on `re`."""
 
-    def __init__(self, endpoint: str, timeout_s: float = 60.0):
+    def __init__(self, endpoint: str, timeout_s: float = 310.0):  # the daemon answers stream.* within 300 s
         self.sock = zmq.Context.instance().socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)  # never hang at exit when the daemon is gone
         self.sock.connect(endpoint)
@@ -109,7 +119,8 @@ def session_id(conn: Connection, result: dict[str, Any], before: set[str]) -> st
 def stream(conn: Connection, model: str, inlines: Iterator[np.ndarray], outputs: list[str]) -> dict[str, Any]:
     """Open a session, apply it to every inline, close it; returns the measurements."""
     before = {s["session"] for s in conn.call("stream.list", {})[0]["sessions"]}
-    opened, _ = conn.call("stream.open", {"model": model, "outputs": outputs})
+    # a key makes the open safe to send again after a timeout: the same key returns the same session
+    opened, _ = conn.call("stream.open", {"model": model, "outputs": outputs, "key": uuid.uuid4().hex})
     sid = session_id(conn, opened, before)
     print(f"session {sid}: model {model}, classes {opened['classes']}, input {opened['input']}", file=sys.stderr)
     latencies, counts = [], None

@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -32,18 +31,27 @@ class UsageError(ValueError):
 
 
 def home_dir(given: str | None) -> Path:
-    """The daemon's home: --home, else $SEISD_HOME, else $XDG_DATA_HOME/seisd, else ~/.local/share/seisd."""
-    if given:
-        return Path(given).expanduser().resolve()
-    if os.environ.get("SEISD_HOME"):
-        return Path(os.environ["SEISD_HOME"]).expanduser().resolve()
-    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return (Path(data) / "seisd").resolve()
+    """The daemon's home (PROTOCOL.md section 1): --home, else $SEISD_HOME (a leading "~" is the user's home
+    folder), else $XDG_DATA_HOME/seisd when that is an absolute path, else ~/.local/share/seisd; resolved."""
+    user = os.environ.get("HOME") or os.path.expanduser("~")
+    text = given or os.environ.get("SEISD_HOME", "")
+    if text == "~" or text.startswith("~/"):
+        text = user.rstrip("/") + text[1:] if text != "~" else user
+    if not text:
+        data = os.environ.get("XDG_DATA_HOME", "")
+        text = os.path.join(data if data.startswith("/") else os.path.join(user, ".local", "share"), "seisd")
+    return Path(text).resolve()
 
 
 def control_endpoint(home: Path) -> str:
-    """PROTOCOL.md, "Endpoints": <$XDG_RUNTIME_DIR or /tmp>/seisd-<uid>-<sha1(home)[:12]>/control.sock."""
-    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    """PROTOCOL.md section 1: <base>/seisd-<uid>-<sha1(home)[:12]>/control.sock, base the first of
+    $XDG_RUNTIME_DIR, $TMPDIR that is an absolute path of an existing folder (trailing slashes removed), else /tmp."""
+    base = "/tmp"
+    for var in ("XDG_RUNTIME_DIR", "TMPDIR"):
+        value = os.environ.get(var, "")
+        if value.startswith("/") and os.path.isdir(value):
+            base = value.rstrip("/")
+            break
     digest = hashlib.sha1(str(home).encode()).hexdigest()[:12]
     return f"ipc://{base}/seisd-{os.getuid()}-{digest}/control.sock"
 

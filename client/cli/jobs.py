@@ -47,7 +47,8 @@ class Submit(Command):
     its index, `sources.0.survey`). A file that cannot be read, is not YAML, is not a mapping, or holds a value
     JSON cannot carry (a YAML date, `.nan`, `.inf`: the key is named) is refused by seisctl itself, exit 2. A job
     the daemon refuses prints every problem, exit 2; a fix that sets a key is shown as the key and as the `--set`
-    that does it."""
+    that does it. The submit carries an idempotency key: when no reply comes within --timeout it is sent once more
+    with the same key, so a lost reply never queues the job twice."""
 
     name, help = "submit", "submit a job file (YAML); waits with a progress bar unless --detach"
     runs_job = True
@@ -168,7 +169,8 @@ class Watch(_OneJob):
 @command
 class Cancel(_OneJob):
     """Cancel a queued or running job (`cancelled` at once, or `cancelling` for a running one); `--json`: `{"id",
-    "state"}`; a finished job: exit 5 (`conflict`)."""
+    "state"}`; a job already cancelled answers `cancelled` again; one that succeeded or failed: exit 5
+    (`conflict`)."""
 
     name, help = "cancel", "cancel a queued or running job"
 

@@ -88,6 +88,11 @@ class Executor:
         self.sock.connect(endpoint)
         self.jobs: queue.Queue[E.RunJob | None] = queue.Queue()
         self.outbox: queue.Queue[tuple[bytes, list[Any]]] = queue.Queue()
+        # a byte in this pipe wakes the I/O thread's poll when the outbox gets a message: a stream reply goes out
+        # at once, not at the poll's next time-out (up to 20 ms later, which was most of a streamed block's trip)
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
         self.stream_requests: queue.Queue[tuple[E.StreamOpen | E.StreamApply | E.StreamClose, list[Any]]] = \
             queue.Queue()
         self.streams: dict[str, Any] = {}
@@ -102,14 +107,25 @@ class Executor:
         """Thread-safe: queue a message (and array frames) for the I/O thread. Encoded here, so a value that
         cannot be sent raises in the caller's thread, not in the I/O thread."""
         self.outbox.put((E.encode(msg), arrays or []))
+        try:
+            os.write(self.wake_w, b"\0")
+        except BlockingIOError:
+            pass  # the pipe is full: the I/O thread is woken already
 
     def _io_loop(self) -> None:
         self.sock.send(E.encode(E.Hello(slot=self.slot, pid=os.getpid())))
         next_beat = 0.0
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
+        poller.register(self.wake_r, zmq.POLLIN)
         while not self.stop.is_set():
-            if dict(poller.poll(20)).get(self.sock):
+            ready = dict(poller.poll(20))
+            if ready.get(self.wake_r):
+                try:
+                    os.read(self.wake_r, 4096)
+                except BlockingIOError:
+                    pass
+            if ready.get(self.sock):
                 frames = self.sock.recv_multipart(copy=False)
                 try:
                     msg = E.decode(frames[0].buffer, E.TO_EXECUTOR)

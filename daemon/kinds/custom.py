@@ -24,13 +24,19 @@ import importlib.util
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from daemon.kinds.registry import CheckContext, JobKind, JobSpec, register
 
 
 
 class CustomSpec(JobSpec):
+    model_config = ConfigDict(json_schema_extra={  # _one_source
+        "oneOf": [{"required": ["script"], "properties": {"script": {"type": "string"}}},
+                  {"required": ["notebook"], "properties": {"notebook": {"type": "string"}}}],
+        "if": {"required": ["notebook"], "properties": {"notebook": {"type": "string"}}},
+        "then": {"properties": {"args": {"maxItems": 0}}}})
+
     kind: Literal["custom"] = "custom"
     script: str | None = Field(None, description="a Python script to run")
     notebook: str | None = Field(None, description="a Jupyter notebook (.ipynb) to execute with papermill")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from daemon.common.home import picks_file, survey_folder
 from daemon.kinds.registry import CheckContext, JobKind, JobSpec, register
@@ -18,6 +18,8 @@ from workers.names import name_error
 
 DEFAULT_VOLUME = "seismic"  # the volume a SEG-Y import makes, and the one a job reads unless told
 DEFAULT_PICKS = "default"   # the pick set a picks import makes, and the one a job reads unless told
+
+NAME = {"pattern": r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"}  # workers/names.py's rule, for the job files' JSON Schema
 
 
 def name_problem(key: str, name: str) -> str | None:
@@ -29,7 +31,8 @@ def name_problem(key: str, name: str) -> str | None:
 
 class SegySection(Section):
     file: str = Field(description="path of the post-stack 3D SEG-Y file")
-    volume: str = Field(DEFAULT_VOLUME, description="name of the volume (attribute) in the survey")
+    volume: str = Field(DEFAULT_VOLUME, description="name of the volume (attribute) in the survey",
+                        json_schema_extra=NAME)
     add_volume: bool = Field(False, description="add the volume to an existing survey with the same grid")
     iline: int = Field(189, ge=1, le=237, description="byte position of the inline number in trace headers")
     xline: int = Field(193, ge=1, le=237, description="byte position of the crossline number")
@@ -40,7 +43,7 @@ class SegySection(Section):
 
 class PicksSection(Section):
     files: list[str] = Field(min_length=1, description="point files (inline, crossline, z, ...)")
-    set: str = Field(DEFAULT_PICKS, description="name of the pick set in the survey")
+    set: str = Field(DEFAULT_PICKS, description="name of the pick set in the survey", json_schema_extra=NAME)
     class_pattern: str = Field(r"multi_(?P<name>.+)_ilxl", description="regular expression with a (?P<name>...) "
                                "group taking the class name from each file name")
     class_column: int | None = Field(None, ge=0, description="0-based column of integer class ids, instead of "
@@ -50,8 +53,12 @@ class PicksSection(Section):
 
 
 class ImportSpec(JobSpec):
+    model_config = ConfigDict(json_schema_extra={"oneOf": [  # _one_source
+        {"required": ["segy"], "properties": {"segy": {"type": "object"}}},
+        {"required": ["picks"], "properties": {"picks": {"type": "object"}}}]})
+
     kind: Literal["import"] = "import"
-    survey: str
+    survey: str = Field(description="survey name in the home", json_schema_extra=NAME)
     segy: SegySection | None = None
     picks: PicksSection | None = None
 
@@ -99,13 +106,19 @@ def check_import(spec: ImportSpec, ctx: CheckContext) -> list[str]:
 class PickSource(Section):
     """Picks and volumes of a survey in the home, as a job reads them."""
 
-    survey: str = Field(description="survey name in the home (seisctl survey import ... --name NAME)")
+    survey: str = Field(description="survey name in the home (seisctl survey import ... --name NAME)",
+                        json_schema_extra=NAME)
     picks: str = Field(DEFAULT_PICKS, description="pick set of the survey")
     volumes: list[str] = Field(default_factory=lambda: [DEFAULT_VOLUME], min_length=1,
                                description="volumes stacked as input channels")
 
 
 class CropSection(Section):
+    model_config = ConfigDict(json_schema_extra={"allOf": [  # _fits
+        {"properties": {"size": {"items": {"minimum": 1, "maximum": 1024}}}},
+        {"if": {"properties": {"orientation": {"const": "3d"}}, "required": ["orientation"]},
+         "then": {"properties": {"size": {"minItems": 3}}}, "else": {"properties": {"size": {"maxItems": 2}}}}]})
+
     size: list[int] = Field(min_length=2, max_length=3, description="[a, b] for 2D crops, [a, b, c] for 3D")
     orientation: Literal["inline", "crossline", "time", "3d"] = "inline"
 
@@ -120,7 +133,8 @@ class CropSection(Section):
 
 class ExtractSpec(JobSpec):
     kind: Literal["extract"] = "extract"
-    examples: str = Field(description="name of the example set to write (examples/<name>.h5)")
+    examples: str = Field(description="name of the example set to write (examples/<name>.h5)",
+                          json_schema_extra=NAME)
     sources: list[PickSource] = Field(min_length=1)
     crop: CropSection
     notes: str = ""

@@ -23,6 +23,9 @@ class ParamSpec:
     check: Callable[[Any], str | None] | None = None
 
 
+# Each check carries `json_schema`: the same rule in JSON Schema keywords (the train job file's schema,
+# daemon/kinds/job_schemas.py, is generated from these tables).
+
 def _positive_int_list(value: Any) -> str | None:
     if not isinstance(value, (list, tuple)) or not value:
         return "expected a non-empty list of positive integers"
@@ -31,15 +34,20 @@ def _positive_int_list(value: Any) -> str | None:
     return None
 
 
+_positive_int_list.json_schema = {"minItems": 1, "items": {"type": "integer", "minimum": 1}}  # type: ignore
+
+
 def _in_range(low: float, high: float) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
         return None if low <= value <= high else f"expected a value in [{low}, {high}], got {value}"
+    check.json_schema = {"minimum": low, "maximum": high}  # type: ignore[attr-defined]
     return check
 
 
 def _one_of(*choices: str) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
         return None if value in choices else f"expected one of {', '.join(choices)}, got {value!r}"
+    check.json_schema = {"enum": list(choices)}  # type: ignore[attr-defined]
     return check
 
 
@@ -171,6 +179,47 @@ def _check_input_shape(spec: ModelSpec, input_shape: Sequence[int]) -> list[str]
     if not all(isinstance(n, int) and n > 0 for n in shape):
         return [f"input.crop: expected positive integer sizes, got {shape}"]
     return []
+
+
+_JSON_TYPES = {int: "integer", float: "number", str: "string", list: "array", bool: "boolean"}
+
+
+def params_json_schema(name: str) -> dict[str, Any]:
+    """`model.params` of model `name` in JSON Schema keywords: what param_problems checks."""
+    spec = MODEL_SPECS[name]
+    props: dict[str, Any] = {}
+    for key, p in {**spec.params, **COMMON_PARAMS}.items():
+        types = {_JSON_TYPES[k] for k in (p.kind if isinstance(p.kind, tuple) else (p.kind,))}
+        one = {"type": "number" if types == {"integer", "number"} else types.pop(), "description": p.doc,
+               **getattr(p.check, "json_schema", {})}
+        if p.default is not None:
+            one["default"] = p.default
+        props[key] = one
+    out: dict[str, Any] = {"type": "object", "properties": props}
+    if not spec.open_params:
+        out["additionalProperties"] = False
+    if name == "user":  # _user_path_problem
+        out["required"] = ["path"]
+        props["path"]["pattern"] = r"[^/]\.py$"
+    return out
+
+
+def model_section_json_schema() -> dict[str, Any]:
+    """The train job's `model:` section in JSON Schema keywords: a registered name, and its parameter table."""
+    return {"allOf": [{"properties": {"name": {"enum": model_names()}}}] + [
+        {"if": {"properties": {"name": {"const": n}}, "required": ["name"]},
+         "then": {"properties": {"params": params_json_schema(n)}}} for n in model_names()]}
+
+
+def crop_json_schema() -> list[dict[str, Any]]:
+    """crop_problems' smallest 2D crop per model, for the train job (keys `model.name`, `data.crop`)."""
+    return [{"if": {"properties": {"model": {"properties": {"name": {"const": n}}, "required": ["name"]},
+                                   "data": {"properties": {"crop": {"properties": {
+                                       "orientation": {"not": {"const": "3d"}}}}}}},
+                    "required": ["model"]},
+             "then": {"properties": {"data": {"properties": {"crop": {"properties": {
+                 "size": {"items": {"minimum": s.min_2d_crop}}}}}}}}}
+            for n, s in sorted(MODEL_SPECS.items()) if s.min_2d_crop > 1]
 
 
 def _value_problem(value: Any, pspec: ParamSpec) -> str | None:

@@ -15,7 +15,7 @@ from typing import Any, Literal, get_args
 from pydantic import Field, field_validator, model_validator
 
 from daemon.common.home import model_file, prediction_folder, survey_folder
-from daemon.kinds.data import DEFAULT_VOLUME, name_problem
+from daemon.kinds.data import DEFAULT_VOLUME, NAME, name_problem
 from daemon.kinds.registry import CheckContext, JobKind, JobSpec, TaskResources, register
 from daemon.kinds.schema import Section
 
@@ -35,8 +35,8 @@ class FiguresSection(Section):
 
 class PredictSpec(JobSpec):
     kind: Literal["predict"] = "predict"
-    model: str = Field(description="model name: models/<model>.h5 in the home")
-    survey: str = Field(description="survey name in the home")
+    model: str = Field(description="model name: models/<model>.h5 in the home", json_schema_extra=NAME)
+    survey: str = Field(description="survey name in the home", json_schema_extra=NAME)
     output: str = Field("", description="results go to predictions/<output>/ in the home; default "
                         "<model>-<survey>, so one model's predictions of two surveys do not clash")
     outputs: list[OutputName] = Field(
@@ -48,7 +48,8 @@ class PredictSpec(JobSpec):
     orientation: Literal["inline", "crossline", "both"] | None = Field(
         None, description="2D models: slab direction; default the model's own")
     stride: int = Field(1, ge=1, le=64, description="patch models: every n-th voxel per axis, filled (preview)")
-    batch_size: int | Literal["auto"] = "auto"
+    batch_size: int | Literal["auto"] = Field("auto", json_schema_extra=lambda s: s["anyOf"][0].update(
+        minimum=1, maximum=65536))  # _batch
     chunk_inlines: int | None = Field(None, ge=1, description="inlines per resumable chunk; default by memory")
     shards: int = Field(1, ge=1, le=64, description="inline ranges predicted by parallel processes into the same "
                         "outputs (1: in the executor itself)")

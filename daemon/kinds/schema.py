@@ -1,12 +1,16 @@
 """Building blocks of job-file schemas: sections that refuse unknown keys, and fields whose problems read as job-file
 messages ("expected an integer, got 1.5", "expected one of adam, adamw, sgd, got 'rmsprop'").
 
+Each also says what it accepts in the JSON Schema of the job file (daemon/kinds/job_schemas.py): `one_of` as an
+`enum`, `rule` through the keywords it is given (`minimum=1` ...), so a host can check a job before it sends it.
+
 A problem raised with `problem()` carries the pydantic error type PROBLEM; `validate_job` prints it as
 `key.path: message`, the key path being where pydantic met it and the message as written here (it names the value
 itself). A validator that finds several problems raises `Problems`, each at its own key path below the validator's.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Any, Callable
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError
@@ -33,6 +37,26 @@ def problems_error(title: str, problems: list[tuple[tuple[str | int, ...], str]]
         InitErrorDetails(type=problem(message), loc=loc, input=None) for loc, message in problems])
 
 
+@dataclasses.dataclass(frozen=True)
+class _Before(BeforeValidator):
+    """A BeforeValidator that also adds `schema` to the field's JSON Schema."""
+
+    schema: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __get_pydantic_json_schema__(self, core: Any, handler: Any) -> dict[str, Any]:
+        return {**handler(core), **self.schema}
+
+
+@dataclasses.dataclass(frozen=True)
+class _After(AfterValidator):
+    """An AfterValidator that also adds `schema` to the field's JSON Schema."""
+
+    schema: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __get_pydantic_json_schema__(self, core: Any, handler: Any) -> dict[str, Any]:
+        return {**handler(core), **self.schema}
+
+
 def _typed(test: Callable[[Any], bool], expected: str) -> BeforeValidator:
     def check(value: Any) -> Any:
         if test(value):
@@ -54,14 +78,15 @@ def one_of(*choices: str) -> BeforeValidator:
         if isinstance(value, str) and value in choices:
             return value
         raise problem(f"expected one of {', '.join(choices)}, got {value!r}")
-    return BeforeValidator(check)
+    return _Before(check, schema={"enum": list(choices)})
 
 
-def rule(test: Callable[[Any], bool], message: str) -> AfterValidator:
-    """A condition on a typed value; `message` may show the value as {value}: `Annotated[Int, rule(lambda v: v >= 1,
-    "expected >= 1, got {value}")]`."""
+def rule(test: Callable[[Any], bool], message: str, **schema: Any) -> AfterValidator:
+    """A condition on a typed value; `message` may show the value as {value}; `schema` is the same condition in
+    JSON Schema keywords, for the job file's schema: `Annotated[Int, rule(lambda v: v >= 1, "expected >= 1, got
+    {value}", minimum=1)]`."""
     def check(value: Any) -> Any:
         if test(value):
             return value
         raise problem(message.format(value=value))
-    return AfterValidator(check)
+    return _After(check, schema=schema)

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from daemon.kinds.data import CropSection, PickSource
+from daemon.kinds.data import NAME, CropSection, PickSource
 from daemon.kinds.limits import MAX_BATCHES_PER_EPOCH
-from daemon.kinds.model_params import crop_problems, param_problems
+from daemon.kinds.model_params import crop_json_schema, crop_problems, model_section_json_schema, param_problems
 from daemon.kinds.registry import JobSpec
 from daemon.kinds.schema import Flag, Int, Number, Section, Text, one_of, problem, problems_error, rule
 
@@ -40,6 +40,11 @@ class SplitSection(Section):
 
 
 class AugmentSection(Section):
+    # _ranges in JSON Schema, as far as it goes (low <= high is checked at submit only)
+    model_config = ConfigDict(json_schema_extra={"allOf": [
+        {"properties": {"scale_range": {"items": {"exclusiveMinimum": 0}}}},
+        {"properties": {"stretch_range": {"items": {"minimum": 0.5, "maximum": 2.0}}}}]})
+
     p_flip: float = Field(0.0, ge=0, le=1)
     p_swap: float = Field(0.0, ge=0, le=1)
     p_scale: float = Field(0.0, ge=0, le=1)
@@ -66,6 +71,11 @@ class AugmentSection(Section):
 
 
 class DataSection(PickSource):
+    model_config = ConfigDict(json_schema_extra={"allOf": [  # _context_2d
+        {"if": {"properties": {"crop": {"properties": {"orientation": {"const": "3d"}}, "required": ["orientation"]}},
+                "required": ["crop"]},
+         "then": {"properties": {"context": {"const": 0}}}}]})
+
     crop: CropSection
     context: int = Field(0, ge=0, le=8, description="neighbouring slices on each side as extra channels (2D)")
     batch_size: int = Field(32, ge=1, le=65536)
@@ -94,6 +104,8 @@ class DataSection(PickSource):
 
 
 class ModelSection(Section):
+    model_config = ConfigDict(json_schema_extra=model_section_json_schema())  # _table
+
     name: str = Field(description="patchcnn, unet or user")
     params: dict[str, Any] = Field(default_factory=dict, description="the model's parameters: its table in "
                                    "daemon/kinds/model_params.py (defaults are filled in when the model is built)")
@@ -109,7 +121,8 @@ class OptimSection(Section):
     """Optimiser: adam, adamw or sgd."""
 
     name: Annotated[str, one_of("adam", "adamw", "sgd")] = "adam"
-    lr: Annotated[Number, rule(lambda v: v > 0, "expected a positive number, got {value}")] = 1e-3
+    lr: Annotated[Number, rule(lambda v: v > 0, "expected a positive number, got {value}",
+                               exclusiveMinimum=0)] = 1e-3
     weight_decay: Number = 0.0
     betas: tuple[Number, Number] = (0.9, 0.999)
     eps: Number = 1e-8
@@ -122,11 +135,13 @@ class ScheduleSection(Section):
 
     kind: Annotated[str, one_of("constant", "step", "cosine", "plateau")] = "constant"
     warmup_steps: Int = 0
-    step_size: Annotated[Int, rule(lambda v: v >= 1, "expected >= 1")] = 1000  # step: lr * gamma every step_size
+    # step: lr * gamma every step_size
+    step_size: Annotated[Int, rule(lambda v: v >= 1, "expected >= 1", minimum=1)] = 1000
     gamma: Number = 0.1
     min_lr: Number = 0.0  # cosine floor, and plateau floor
     plateau_patience: Int = 2  # epochs without improvement before reducing
-    plateau_factor: Annotated[Number, rule(lambda v: 0 < v < 1, "expected a number in (0, 1)")] = 0.5
+    plateau_factor: Annotated[Number, rule(lambda v: 0 < v < 1, "expected a number in (0, 1)", exclusiveMinimum=0,
+                                           exclusiveMaximum=1)] = 0.5
 
 
 MONITORED = ("macro_f1", "pixel_accuracy", "mean_class_accuracy", "weighted_f1", "val_loss")
@@ -141,31 +156,36 @@ class EarlyStopSection(Section):
     min_delta: Number = 0.0
     restore_best: Flag = True
     # no early stop before this epoch: a noisy validation strip can peak early by chance
-    min_epochs: Annotated[Int, rule(lambda v: v >= 0, "expected >= 0")] = 0
+    min_epochs: Annotated[Int, rule(lambda v: v >= 0, "expected >= 0", minimum=0)] = 0
 
 
 class DistributedSection(Section):
     """Data-parallel training: world_size ranks, each taking B / world_size rows of every batch."""
 
     world_size: Annotated[Int, rule(lambda v: 1 <= v <= MAX_WORLD_SIZE,
-                                    f"expected 1..{MAX_WORLD_SIZE}, got {{value}}")] = 1
+                                    f"expected 1..{MAX_WORLD_SIZE}, got {{value}}", minimum=1,
+                                    maximum=MAX_WORLD_SIZE)] = 1
     backend: Annotated[str, one_of("auto", "gloo", "nccl")] = "auto"  # auto: nccl on CUDA, gloo on CPU
 
 
 class TrainSection(Section):
     """How long to train, checkpoints, modes and device options."""
 
+    model_config = ConfigDict(json_schema_extra={"allOf": [  # _start_for_mode
+        {"if": {"properties": {"mode": {"enum": ["resume", "transfer"]}}, "required": ["mode"]},
+         "then": {"required": ["init_from"], "properties": {"init_from": {"type": "string", "minLength": 1}}}}]})
+
     mode: Annotated[str, one_of("new", "resume", "transfer")] = "new"
     # resume/transfer: a checkpoint (.pt) or a model file (.h5); relative paths start at the home
     init_from: Annotated[Text | None, Field(validate_default=True)] = None
     # transfer: how many of the last parameterised layers stay trainable
-    trainable_layers: Annotated[Int, rule(lambda v: v >= 1, "expected >= 1")] = 1
-    epochs: Annotated[Int, rule(lambda v: v >= 1, "expected >= 1")] = 30
+    trainable_layers: Annotated[Int, rule(lambda v: v >= 1, "expected >= 1", minimum=1)] = 1
+    epochs: Annotated[Int, rule(lambda v: v >= 1, "expected >= 1", minimum=1)] = 30
     # stop after this many optimiser steps in all (before the epochs are done)
-    max_steps: Annotated[Int | None, rule(lambda v: v is None or v >= 1, "expected >= 1 or null")] = None
+    max_steps: Annotated[Int | None, rule(lambda v: v is None or v >= 1, "expected >= 1 or null", minimum=1)] = None
     # a time budget: no epoch is begun that would end past it (the time before a resume counts)
     max_minutes: Annotated[Number | None, rule(lambda v: v is None or v > 0,
-                                               "expected a positive number or null")] = None
+                                               "expected a positive number or null", exclusiveMinimum=0)] = None
     seed: Int = 0
     checkpoint_every_steps: Int | None = 500
     checkpoint_every_minutes: Number | None = 10.0
@@ -188,8 +208,12 @@ class TrainSection(Section):
 
 
 class TrainSpec(JobSpec):
+    # _sections_agree: the smallest crop of each model (a batch that splits over the ranks: submit only)
+    model_config = ConfigDict(json_schema_extra={"allOf": crop_json_schema()})
+
     kind: Literal["train"] = "train"
-    output: str = Field(description="model name: the model file is written to models/<output>.h5")
+    output: str = Field(description="model name: the model file is written to models/<output>.h5",
+                        json_schema_extra=NAME)
     overwrite: bool = Field(False, description="replace an existing model file of that name")
     data: DataSection
     model: ModelSection

@@ -12,6 +12,8 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import itertools
+import hashlib
+import json
 import os
 import sys
 from dataclasses import replace
@@ -25,10 +27,11 @@ from daemon import __version__
 from daemon.kinds.predict import OUTPUT_NAMES as STREAM_OUTPUTS
 from daemon.common.logfiles import read_chunk
 from daemon.common.settings import LimitSettings
-from daemon.kinds import CheckContext, InvalidJob, kind_names, validate_job
+from daemon.kinds import CheckContext, InvalidJob, get_kind, kind_names, validate_job
+from daemon.kinds.job_schemas import job_schema, kind_schema
 from daemon.server import catalog, predictions, scheduler
 from daemon.server.records import ReplyTo
-from daemon.server.store import JobRow, StoreError
+from daemon.server.store import JobRow, StoreError, SubmitKey
 
 DEFERRED = object()
 Result = tuple[dict[str, Any], list[np.ndarray]]
@@ -48,6 +51,8 @@ class DaemonInfo(Protocol):
 
     def security(self) -> dict[str, Any]: ...
 
+    def heartbeat(self) -> dict[str, int] | None: ...
+
 
 class JobReads(Protocol):
     """Reading the job store (store.JobStore)."""
@@ -57,7 +62,8 @@ class JobReads(Protocol):
     def counts(self) -> dict[str, int]: ...
     def history(self, job_id: int) -> list[dict[str, Any]]: ...
     def last_event(self, job_id: int, type_: str) -> dict[str, Any] | None: ...
-    def events(self, job_id: int, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]: ...
+    def events(self, job_id: int | None, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]: ...
+    def job_of_key(self, key: str) -> tuple[int, str] | None: ...
 
 
 class JobControl(Protocol):
@@ -66,7 +72,7 @@ class JobControl(Protocol):
     def job_dir(self, job_id: int) -> Path: ...
     def slots_wanted(self, kind: str, spec: dict[str, Any], device: str) -> int: ...
     def submit(self, raw: dict[str, Any], kind_name: str, spec: dict[str, Any], priority: int, device: str,
-               name: str | None) -> int: ...
+               name: str | None, key: SubmitKey | None = None) -> int: ...
     def cancel(self, job: JobRow) -> str: ...
     def control(self, job: JobRow, name: str, args: dict[str, Any], to: ReplyTo) -> None: ...
 
@@ -81,7 +87,7 @@ class StreamControl(Protocol):
     """Streaming-apply sessions (streams.StreamSessions); open, apply and close answer through `to` later."""
 
     def open(self, model: str, model_path: Path, outputs: list[str], batch_size: int | None, device: str,
-             options: dict[str, Any], to: ReplyTo) -> None: ...
+             options: dict[str, Any], to: ReplyTo, key: str | None = None) -> None: ...
     def apply(self, sid: str, arrays: list[np.ndarray], to: ReplyTo) -> None: ...
     def close(self, sid: str, to: ReplyTo) -> None: ...
     def list(self) -> list[dict[str, Any]]: ...
@@ -158,11 +164,15 @@ class Api:
                 "session": d.session, "started": d.started, "home": str(d.home),
                 "python": sys.version.split()[0], "stopping": d.stopping,
                 "devices": self.executors.devices(), "jobs": self.jobs.counts(), "endpoints": d.endpoints,
-                "authorized_keys": str(d.authorized_keys), "security": d.security(),
+                "authorized_keys": str(d.authorized_keys), "security": d.security(), "heartbeat": d.heartbeat(),
                 "limits": {"max_header_bytes": lim.max_header_bytes, "max_message_bytes": lim.max_message_bytes,
                            "max_frames": lim.max_frames}}
 
-    def op_submit(self, job: dict[str, Any], priority: int | None = None) -> dict[str, Any] | object:
+    def op_submit(self, job: dict[str, Any], priority: int | None = None,
+                  key: str | None = None) -> dict[str, Any] | object:
+        submit_key = _submit_key(key, job, priority)
+        if submit_key is not None and (seen := self._submitted(submit_key)) is not None:
+            return seen  # a retry: that job, never a second one
         raw = dict(job)
         if priority is not None:
             raw["priority"] = priority
@@ -183,9 +193,13 @@ class Api:
                                                                                 f"one of {', '.join(slots)}"]})
 
         def accept() -> dict[str, Any]:
+            # a retry may have arrived while this submit's slow check ran: the loop runs one at a time, so the
+            # key is looked at again right before the job (and its key, in the same transaction) is written
+            if submit_key is not None and (seen := self._submitted(submit_key)) is not None:
+                return seen
             job_id = self.lifecycle.submit(raw, kind.name, spec.model_dump(mode="json"), spec.priority,
-                                           spec.device, spec.name or spec.default_name())
-            return {"id": job_id, "state": "queued"}
+                                           spec.device, spec.name or spec.default_name(), submit_key)
+            return {"id": job_id, "state": "queued", "repeated": False}
 
         if kind.slow_check is None:
             return accept()
@@ -220,9 +234,23 @@ class Api:
                 "metrics": self.jobs.last_event(id, P.EventType.JOB_METRICS),
                 "dir": str(self.lifecycle.job_dir(id))}
 
+    def _submitted(self, key: SubmitKey) -> dict[str, Any] | None:
+        """The job an earlier submit with this key made ({id, state, repeated: true}), or None; the same key with
+        another job file is a conflict."""
+        seen = self.jobs.job_of_key(key.key)
+        if seen is None:
+            return None
+        job_id, fingerprint = seen
+        if fingerprint != key.fingerprint:
+            raise P.ProtocolError(P.ErrorCode.CONFLICT, f"key {key.key!r} was already used to submit job {job_id}, "
+                                  "with another job file; use a new key for a new job", {"id": job_id})
+        return {"id": job_id, "state": self._job(job_id).state, "repeated": True}
+
     def op_cancel(self, id: int) -> dict[str, Any]:
-        state = self.lifecycle.cancel(self._job(id))
-        return {"id": id, "state": state}
+        job = self._job(id)
+        if job.state == "cancelled":
+            return {"id": id, "state": "cancelled"}  # a repeated cancel (its first reply was lost): the same answer
+        return {"id": id, "state": self.lifecycle.cancel(job)}
 
     def op_logs(self, id: int, offset: int | None = None, max_bytes: int | None = None) -> dict[str, Any]:
         job = self._job(id)
@@ -231,8 +259,9 @@ class Api:
                            max(0, min(max_bytes or limit, limit)))
         return {**chunk, "state": job.state}
 
-    def op_events(self, id: int, after: int | None = None, limit: int | None = None) -> dict[str, Any]:
-        self._job(id)
+    def op_events(self, id: int | None = None, after: int | None = None, limit: int | None = None) -> dict[str, Any]:
+        if id is not None:
+            self._job(id)
         return {"events": self.jobs.events(id, after or 0, max(1, min(limit or 1000, 10_000)))}
 
     def op_devices(self) -> dict[str, Any]:
@@ -258,7 +287,9 @@ class Api:
         return catalog.remove_model(self.home, name, self._unfinished_jobs(lambda spec: _uses_model(spec, name)))
 
     def op_stream_open(self, model: str, outputs: list[Any] | None = None, batch_size: int | None = None,
-                       device: str | None = None, options: dict[str, Any] | None = None) -> object:
+                       device: str | None = None, options: dict[str, Any] | None = None,
+                       key: str | None = None) -> object:
+        _check_key(key)
         path = catalog.model_info_path(self.home, model)
         bad = [o for o in outputs or [] if o not in STREAM_OUTPUTS]
         if bad or (outputs is not None and not outputs):
@@ -266,7 +297,8 @@ class Api:
                                   f"{', '.join(STREAM_OUTPUTS)}; got {outputs}")
         if batch_size is not None and not 1 <= batch_size <= 65536:
             raise P.ProtocolError(P.ErrorCode.BAD_ARGS, f"batch_size: expected 1..65536, got {batch_size}")
-        self.streams.open(model, path, outputs or ["labels"], batch_size, device or "auto", options or {}, self._to)
+        self.streams.open(model, path, outputs or ["labels"], batch_size, device or "auto", options or {}, self._to,
+                          key)
         return DEFERRED
 
     def op_stream_apply(self, session: str) -> object:
@@ -317,6 +349,15 @@ class Api:
     def op_predictions_rm(self, name: str) -> dict[str, Any]:
         return predictions.remove_prediction(self.home, self.jobs, name)
 
+    def op_schema(self, kind: str | None = None) -> dict[str, Any]:
+        if kind is None:
+            return {"kinds": kind_names(), "schema": job_schema()}
+        found = get_kind(kind)
+        if found is None:
+            raise P.ProtocolError(P.ErrorCode.NOT_FOUND, f"no job kind {kind!r}; the kinds are "
+                                  f"{', '.join(kind_names())}", {"kinds": kind_names()})
+        return {"kind": kind, "schema": kind_schema(found)}
+
     def op_shutdown(self) -> dict[str, Any]:
         self.daemon.request_stop("requested by a client")
         return {}
@@ -325,6 +366,21 @@ class Api:
 def did_you_mean(value: str, known: Any) -> str:
     close = difflib.get_close_matches(value, list(known), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _check_key(key: str | None) -> None:
+    if key is not None and not 1 <= len(key) <= 128:
+        raise P.ProtocolError(P.ErrorCode.BAD_ARGS, f"key: expected 1..128 characters, got {len(key)}",
+                              {"problems": [f"key: expected 1..128 characters, got {len(key)}"]})
+
+
+def _submit_key(key: str | None, job: dict[str, Any], priority: int | None) -> SubmitKey | None:
+    """The idempotency key of a submit, with the fingerprint of what it submits (job file and priority)."""
+    _check_key(key)
+    if key is None:
+        return None
+    text = json.dumps({"job": job, "priority": priority}, sort_keys=True, separators=(",", ":"))
+    return SubmitKey(key, hashlib.sha256(text.encode()).hexdigest())
 
 
 def _invalid(problems: list[str]) -> P.ProtocolError:

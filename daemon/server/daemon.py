@@ -60,6 +60,14 @@ log = logging.getLogger("seisd")
 
 TICK_S = 0.05          # how often timers (supervision, dispatch, cancel deadlines) run at most
 RECONCILE_S = 5.0      # how often the store's running jobs are checked against the executors
+# NOTE on daemon.started: a SUB socket reconnects by itself (every 100 ms by default) when a daemon comes back,
+# and its subscriptions go with it. Publishing daemon.started at once would reach none of the subscribers of the
+# previous daemon; it goes out this long after the sockets are bound, when they are back. A subscriber that was
+# slower still reads it (and every other event it missed) with `events` without an id, after the last seq it saw.
+STARTED_DELAY_S = 1.0
+# ZeroMQ heartbeats on the tcp sockets (docs/PROTOCOL.md "Timeouts, heartbeats"): a peer that answers no PING for
+# TIMEOUT is disconnected, and TTL tells the peer to do the same to us.
+TCP_HEARTBEAT_IVL_MS, TCP_HEARTBEAT_TIMEOUT_MS, TCP_HEARTBEAT_TTL_MS = 5_000, 15_000, 30_000
 
 
 class Daemon:
@@ -70,6 +78,7 @@ class Daemon:
         self.session = uuid.uuid4().hex
         self.started = time.time()
         self.stopping: str | None = None
+        self.announce_at: float | None = None  # when daemon.started goes out (STARTED_DELAY_S after run starts)
         self.background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="seisd-check")
         self.off_loop_waiting: list[tuple[Future, Callable[[Any], dict[str, Any]], ReplyTo]] = []
         layout.make_folders(home)
@@ -183,6 +192,7 @@ class Daemon:
         s = self.zctx.socket(zmq.ROUTER)
         s.setsockopt(zmq.LINGER, 0)
         s.setsockopt(zmq.MAXMSGSIZE, 2 * self.settings.limits.max_message_bytes)
+        _heartbeats(s)
         self.curve.apply(s)
         try:
             s.bind(t.endpoint)
@@ -194,6 +204,8 @@ class Daemon:
         if t.events_endpoint:
             self.tcp_events = self.zctx.socket(zmq.PUB)
             self.tcp_events.setsockopt(zmq.LINGER, 0)
+            self.tcp_events.setsockopt(zmq.SNDHWM, 100_000)
+            _heartbeats(self.tcp_events)
             self.curve.apply(self.tcp_events)
             self.tcp_events.bind(t.events_endpoint)
             self.endpoints["tcp_events"] = self.tcp_events.getsockopt(zmq.LAST_ENDPOINT).decode()
@@ -211,8 +223,7 @@ class Daemon:
         self.viewers.adopt_or_clean()
         if self.opendtect:
             self.opendtect.start()
-        self.publish(P.DAEMON_TOPIC, P.EventType.DAEMON_STARTED,
-                     {"version": __version__, "pid": os.getpid(), "session": self.session})
+        self.announce_at = time.monotonic() + STARTED_DELAY_S
         log.info("seisd %s started: pid %d, home %s, session %s, backend %s, slots %s", __version__, os.getpid(),
                  self.home, self.session, self.backend.name, ", ".join(self.supervisor.handles))
         poller = zmq.Poller()
@@ -249,6 +260,8 @@ class Daemon:
             handle(frames)
 
     def _tick(self, now: float) -> None:
+        if self.announce_at is not None and now >= self.announce_at:
+            self._announce()
         self.supervisor.poll()
         if self.off_loop_waiting:
             self._finish_off_loop()
@@ -260,6 +273,20 @@ class Daemon:
         self.lifecycle.dispatch()
 
     # -- requests ----------------------------------------------------------------------------------------------
+
+    def _announce(self) -> None:
+        """daemon.started, once (STARTED_DELAY_S after the loop started, or before daemon.stopping)."""
+        self.announce_at = None
+        self.publish(P.DAEMON_TOPIC, P.EventType.DAEMON_STARTED,
+                     {"version": __version__, "pid": os.getpid(), "session": self.session})
+
+    def heartbeat(self) -> dict[str, int] | None:
+        """What `status` says of the tcp sockets' ZeroMQ heartbeats (read back from the control socket)."""
+        if self.tcp_control is None:
+            return None
+        return {"interval_ms": self.tcp_control.getsockopt(zmq.HEARTBEAT_IVL),
+                "timeout_ms": self.tcp_control.getsockopt(zmq.HEARTBEAT_TIMEOUT),
+                "ttl_ms": self.tcp_control.getsockopt(zmq.HEARTBEAT_TTL)}
 
     def security(self) -> dict[str, Any]:
         """What `status` says of tcp access: whether it is on, how many keys are authorised, key-file findings."""
@@ -320,10 +347,11 @@ class Daemon:
 
     def publish(self, topic: str, type_: str, data: dict[str, Any], job_id: int | None = None,
                 store: bool = True) -> None:
-        """Publish an event; a job's events are also recorded (unless store=False: log lines, which live in the
-        job's log file), so `events` and `show` can give them later."""
+        """Publish an event; it is also recorded with its seq, under its job if it has one (unless store=False:
+        job log lines, which live in the job's log file, and executor states, which `devices` tells), so
+        `events` and `show` can give it later."""
         when = time.time()
-        seq = self.store.add_event(job_id, type_, data, when) if store and job_id is not None else 0
+        seq = self.store.add_event(job_id, type_, data, when, topic) if store else 0
         frames = P.Event(topic, type_, data, self.session, seq, when).encode()
         for s in (self.events, getattr(self, "tcp_events", None)):
             if s is not None:
@@ -361,6 +389,8 @@ class Daemon:
 
     def _shutdown(self) -> None:
         log.info("stopping: %s", self.stopping)
+        if self.announce_at is not None:
+            self._announce()
         self.publish(P.DAEMON_TOPIC, P.EventType.DAEMON_STOPPING, {"reason": self.stopping})
         if self.opendtect:
             self.opendtect.stop()
@@ -394,6 +424,15 @@ class Daemon:
         except OSError:
             pass
         log.info("stopped")
+
+
+def _heartbeats(s: zmq.Socket) -> None:
+    """ZeroMQ heartbeats (PING every IVL; no answer within TIMEOUT closes the connection; TTL asks the peer to
+    close its end after that long without traffic), and TCP keepalive below them."""
+    s.setsockopt(zmq.HEARTBEAT_IVL, TCP_HEARTBEAT_IVL_MS)
+    s.setsockopt(zmq.HEARTBEAT_TIMEOUT, TCP_HEARTBEAT_TIMEOUT_MS)
+    s.setsockopt(zmq.HEARTBEAT_TTL, TCP_HEARTBEAT_TTL_MS)
+    s.setsockopt(zmq.TCP_KEEPALIVE, 1)
 
 
 @contextlib.contextmanager

@@ -44,7 +44,7 @@ from daemon.server.backends import ExecutorBackend
 from daemon.server.endings import Transition, deaths_error, remove_unfinished
 from daemon.server.execlink import ExecutorLink
 from daemon.server.records import CONTROL_TIMEOUT_S, Pending, ReplyTo
-from daemon.server.store import JobRow, JobStore, StoreError
+from daemon.server.store import JobRow, JobStore, StoreError, SubmitKey
 from daemon.server.supervisor import ExecutorDeath, ExecutorHandle, Supervisor
 from daemon.server.timelimits import TimeLimits
 
@@ -175,8 +175,8 @@ class JobLifecycle:
     # -- the queue ---------------------------------------------------------------------------------------------
 
     def submit(self, raw: dict[str, Any], kind_name: str, spec: dict[str, Any], priority: int, device: str,
-               name: str | None) -> int:
-        job_id = self.store.add_job(kind_name, spec, priority, device, name)
+               name: str | None, key: SubmitKey | None = None) -> int:
+        job_id = self.store.add_job(kind_name, spec, priority, device, name, key)
         d = self.job_dir(job_id)
         d.mkdir(parents=True, exist_ok=True)
         (d / "job.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))

@@ -1,8 +1,13 @@
-"""JobStore: the SQLite (WAL) record of every job, its state history and its events.
+"""JobStore: the SQLite (WAL) record of every job, its state history, its events and the submit keys seen.
 
 Only the daemon's main process writes here, from its single event loop, so there is one connection and no locking
 beyond SQLite's own. Every state change is committed before the daemon acknowledges it to anyone: a reply or an event
 never announces something a crash could take back.
+
+NOTE on submit keys (exactly-once submits, docs/PROTOCOL.md "Retries"): a job submitted with an idempotency key is
+written with its key in one transaction, so after any crash either both exist or neither does; a retry with that
+key then finds the job, whatever happened to the first reply. A key is kept as long as its job (jobs are never
+removed), with a fingerprint of the job file it came with, so a key reused for another job file is told apart.
 """
 from __future__ import annotations
 
@@ -52,7 +57,21 @@ CREATE TABLE IF NOT EXISTS events (
     data    TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_job ON events(job_id, seq);
+CREATE TABLE IF NOT EXISTS submit_keys (
+    key          TEXT PRIMARY KEY,
+    job_id       INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    fingerprint  TEXT NOT NULL,   -- sha256 of the submitted job file and priority (canonical JSON)
+    created      REAL NOT NULL
+);
 """
+
+
+@dataclass(frozen=True)
+class SubmitKey:
+    """A submit's idempotency key and the fingerprint of what was submitted with it."""
+
+    key: str
+    fingerprint: str
 
 
 class StoreError(RuntimeError):
@@ -97,6 +116,8 @@ class JobStore:
             self.db.executescript(SCHEMA)
             if "cause" not in {row[1] for row in self.db.execute("PRAGMA table_info(job_history)")}:
                 self.db.execute("ALTER TABLE job_history ADD COLUMN cause TEXT")  # a store from before causes
+            if "topic" not in {row[1] for row in self.db.execute("PRAGMA table_info(events)")}:
+                self.db.execute("ALTER TABLE events ADD COLUMN topic TEXT")  # a store from before topics
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the job store {path}: {exc}") from None
 
@@ -120,7 +141,9 @@ class JobStore:
     def _tx(self, statements: Iterable[tuple[str, tuple[Any, ...]]]) -> list[sqlite3.Cursor]:
         return self._write(lambda db: [db.execute(sql, args) for sql, args in statements])
 
-    def add_job(self, kind: str, spec: dict[str, Any], priority: int, device: str, name: str | None) -> int:
+    def add_job(self, kind: str, spec: dict[str, Any], priority: int, device: str, name: str | None,
+                key: SubmitKey | None = None) -> int:
+        """A new queued job (and its submit key, in the same transaction); its id."""
         now = time.time()
 
         def work(db: sqlite3.Connection) -> int:
@@ -130,6 +153,9 @@ class JobStore:
             job_id = int(cur.lastrowid)
             db.execute("INSERT INTO job_history(job_id, time, state, reason) VALUES (?,?,?,?)",
                        (job_id, now, "queued", "submitted"))
+            if key is not None:
+                db.execute("INSERT INTO submit_keys(key, job_id, fingerprint, created) VALUES (?,?,?,?)",
+                           (key.key, job_id, key.fingerprint, now))
             return job_id
 
         return self._write(work)
@@ -162,9 +188,11 @@ class JobStore:
         self._tx([("UPDATE jobs SET progress=?, message=COALESCE(?, message) WHERE id=?",
                    (fraction, message, job_id))])
 
-    def add_event(self, job_id: int | None, type_: str, data: dict[str, Any], when: float) -> int:
-        cur = self._tx([("INSERT INTO events(job_id, time, type, data) VALUES (?,?,?,?)",
-                         (job_id, when, type_, json.dumps(data)))])[0]
+    def add_event(self, job_id: int | None, type_: str, data: dict[str, Any], when: float,
+                  topic: str | None = None) -> int:
+        """Record an event (under a job, or none); its seq."""
+        cur = self._tx([("INSERT INTO events(job_id, time, type, data, topic) VALUES (?,?,?,?,?)",
+                         (job_id, when, type_, json.dumps(data), topic))])[0]
         return int(cur.lastrowid)
 
     # -- reads -------------------------------------------------------------------------------------------------
@@ -212,10 +240,19 @@ class JobStore:
                               (job_id, type_)).fetchone()
         return json.loads(row[0]) if row else None
 
-    def events(self, job_id: int, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
-        return [{"seq": seq, "time": t, "type": ty, "data": json.loads(d)} for seq, t, ty, d in self.db.execute(
-            "SELECT seq, time, type, data FROM events WHERE job_id=? AND seq>? ORDER BY seq LIMIT ?",
-            (job_id, after, limit))]
+    def events(self, job_id: int | None, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+        """Stored events with seq > after, in order: one job's, or (job_id None) every one, whatever its topic."""
+        where = "job_id=? AND seq>?" if job_id is not None else "seq>?"
+        args = (job_id, after) if job_id is not None else (after,)
+        return [{"seq": seq, "time": t, "type": ty, "topic": topic or (f"job.{job}" if job is not None else ""),
+                 "data": json.loads(d)} for seq, t, ty, d, topic, job in self.db.execute(
+            f"SELECT seq, time, type, data, topic, job_id FROM events WHERE {where} ORDER BY seq LIMIT ?",
+            (*args, limit))]
+
+    def job_of_key(self, key: str) -> tuple[int, str] | None:
+        """(job id, fingerprint) of the job submitted with this idempotency key; None for a key never seen."""
+        row = self.db.execute("SELECT job_id, fingerprint FROM submit_keys WHERE key=?", (key,)).fetchone()
+        return (int(row[0]), str(row[1])) if row else None
 
 
 _COLUMNS = ("id, kind, name, state, priority, device, spec, progress, message, error, result, slot, attempts, "

@@ -3,9 +3,15 @@
 The daemon keeps only the book (which session lives on which executor, opened when); the model and its state live
 in the executor's stream thread (daemon/executor/process.py). A session is bound to one executor process: when that
 executor dies or is restarted the session is gone, and the client is told so (not_found) at its next request.
+
+NOTE on retries (a client whose reply was lost sends the request again): stream.apply computes the same outputs
+again and changes nothing; stream.close of a session this daemon closed answers {"closed": id} again (the last
+CLOSED_KEPT ids are remembered); stream.open with a `key` returns the session that key opened while it is open,
+and a retry that arrives while the first open still loads the model gets the same answer when it comes.
 """
 from __future__ import annotations
 
+import collections
 import time
 import uuid
 from pathlib import Path
@@ -21,6 +27,7 @@ from daemon.server.records import CONTROL_TIMEOUT_S, Pending, ReplyTo, StreamSes
 from daemon.server.supervisor import ExecutorHandle
 
 STREAM_TIMEOUT_S = 300.0   # a large block on a CPU takes a while
+CLOSED_KEPT = 4096         # closed session ids remembered, so a repeated stream.close is answered alike
 
 
 class StreamSessions:
@@ -28,21 +35,42 @@ class StreamSessions:
         self.handles = handles   # the supervisor's, by slot name: read only
         self.link = link
         self.sessions: dict[str, StreamSession] = {}
+        self.closed: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self.keys: dict[str, str] = {}                         # stream.open key -> session id
+        self.opened: dict[str, dict[str, Any]] = {}            # session id -> its stream.open result
+        self.waiting: dict[str, list[ReplyTo]] = {}            # session id -> retries waiting for its open
 
     def open(self, model: str, model_path: Path, outputs: list[str], batch_size: int | None, device: str,
-             options: dict[str, Any], to: ReplyTo) -> None:
-        """Open a session on the executor that fits `device` best; the executor's answer is the reply."""
+             options: dict[str, Any], to: ReplyTo, key: str | None = None) -> None:
+        """Open a session on the executor that fits `device` best; the executor's answer is the reply. A `key`
+        already used by an open session answers with that session (now, or when its open is answered)."""
+        if key is not None and (known := self.keys.get(key)) in self.sessions:
+            if known in self.opened:
+                to.ok(self.opened[known])
+            else:
+                self.waiting.setdefault(known, []).append(to)
+            return
         h = self._slot_for(device)
         sid = uuid.uuid4().hex[:16]
         self.sessions[sid] = StreamSession(sid, h.slot.name, h.pid, model, time.time())
+        if key is not None:
+            self.keys[key] = sid
 
-        def forget_on_failure(ok: bool, result: Any) -> None:
-            if not ok:
-                self.sessions.pop(sid, None)
+        def answered(ok: bool, result: Any) -> None:
+            waiting = self.waiting.pop(sid, [])
+            if ok:
+                self.opened[sid] = result or {}
+                for other in waiting:
+                    other.ok(self.opened[sid])
+                return
+            self._forget(sid)
+            for other in waiting:
+                other.fail(P.ProtocolError(P.ErrorCode.UNAVAILABLE, "the stream.open this request repeats failed "
+                                           "(its own reply says why); send stream.open again"))
 
         self.link.ask(h, lambda token: E.StreamOpen(token, sid, str(model_path), model, outputs, batch_size, options,
                                                     h.slot.torch_device),
-                      Pending(to, time.monotonic() + STREAM_TIMEOUT_S, forget_on_failure))
+                      Pending(to, time.monotonic() + STREAM_TIMEOUT_S, answered))
 
     def apply(self, sid: str, arrays: list[np.ndarray], to: ReplyTo) -> None:
         """Send the block (the request's one array) to the session's executor; the outputs come back as the
@@ -56,8 +84,14 @@ class StreamSessions:
                       Pending(to, time.monotonic() + STREAM_TIMEOUT_S), [P.frame_of(block)])
 
     def close(self, sid: str, to: ReplyTo) -> None:
+        if sid in self.closed:
+            to.ok({"closed": sid})  # a repeated close: the same answer
+            return
         h = self._live(sid)
-        del self.sessions[sid]
+        self._forget(sid)
+        self.closed[sid] = None
+        while len(self.closed) > CLOSED_KEPT:
+            self.closed.popitem(last=False)
         self.link.ask(h, lambda token: E.StreamClose(token, sid), Pending(to, time.monotonic() + CONTROL_TIMEOUT_S))
 
     def list(self) -> list[dict[str, Any]]:
@@ -67,7 +101,13 @@ class StreamSessions:
     def forget_slot(self, slot: str) -> None:
         """The executor of `slot` died: its sessions are gone."""
         for sid in [sid for sid, st in self.sessions.items() if st.slot == slot]:
-            del self.sessions[sid]
+            self._forget(sid)
+
+    def _forget(self, sid: str) -> None:
+        self.sessions.pop(sid, None)
+        self.opened.pop(sid, None)
+        for key in [k for k, s in self.keys.items() if s == sid]:
+            del self.keys[key]
 
     def _live(self, sid: str) -> ExecutorHandle:
         """The session's live executor, or not_found naming why the session is gone."""
@@ -77,7 +117,7 @@ class StreamSessions:
                                   "the daemon restarted); open a new one")
         h = self.handles[st.slot]
         if h.pid != st.executor_pid or h.state in ("dead", "starting", "stopped"):
-            del self.sessions[sid]
+            self._forget(sid)
             raise P.ProtocolError(P.ErrorCode.NOT_FOUND, f"stream session {sid} was lost: the executor for "
                                   f"{st.slot} restarted; open a new session")
         return h

@@ -101,8 +101,13 @@ def test_cancel_queued_and_running(shared_daemon: RunningDaemon) -> None:
     assert _states(job) == ["queued", "running", "cancelled"]
     assert 0 < job["progress"] < 1
     assert _states(c.show(queued)) == ["queued", "cancelled"]
+    # a repeated cancel (its first reply lost) gets the same answer, and changes nothing
+    assert c.cancel(queued) == {"id": queued, "state": "cancelled"}
+    assert _states(c.show(queued)) == ["queued", "cancelled"]
+    done = c.submit(steps_job(steps=1))["id"]
+    assert wait_state(c, done)["state"] == "succeeded"
     with pytest.raises(SeisdError) as err:
-        c.cancel(queued)
+        c.cancel(done)
     assert err.value.code == P.ErrorCode.CONFLICT
 
 
