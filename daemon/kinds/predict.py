@@ -37,8 +37,9 @@ class PredictSpec(JobSpec):
     kind: Literal["predict"] = "predict"
     model: str = Field(description="model name: models/<model>.h5 in the home", json_schema_extra=NAME)
     survey: str = Field(description="survey name in the home", json_schema_extra=NAME)
-    output: str = Field("", description="results go to predictions/<output>/ in the home; default "
-                        "<model>-<survey>, so one model's predictions of two surveys do not clash")
+    output: str = Field(None, validate_default=False,  # type: ignore[assignment]  # filled in below when absent
+                        description="results go to predictions/<output>/ in the home; default <model>-<survey>, so "
+                        "one model's predictions of two surveys do not clash")
     outputs: list[OutputName] = Field(
         default_factory=lambda: ["labels", "confidence"], min_length=1)
     format: Literal["segy", "hdf5", "both"] = "segy"
@@ -72,7 +73,7 @@ class PredictSpec(JobSpec):
 
     @model_validator(mode="after")
     def _default_output(self) -> "PredictSpec":
-        if not self.output:
+        if self.output is None:  # absent (an empty name is refused by the check, like any invalid name)
             self.output = default_output(self.model, self.survey)
         return self
 
