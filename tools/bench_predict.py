@@ -145,7 +145,8 @@ def paired_ratio(forward_s: list[float], end_to_end_s: list[float]) -> float:
     return round(statistics.median(f / e for f, e in zip(forward_s, end_to_end_s)), 3)
 
 
-def bench_stream(folder: Path, section: tuple[int, int], blocks: int, rounds: int = STREAM_ROUNDS) -> dict:
+def bench_stream(folder: Path, section: tuple[int, int], blocks: int, rounds: int = STREAM_ROUNDS,
+                 threads: int | None = None) -> dict:
     """The same blocks applied in this process (StreamSession) and through a real daemon (stream.apply over ipc),
     alternately block by block, so that the machine's drift and other load hit both sides alike. Figures: blocks/s
     of each side (sums of per-block times), their ratio (and its spread over rounds), median latencies, and the
@@ -158,10 +159,14 @@ def bench_stream(folder: Path, section: tuple[int, int], blocks: int, rounds: in
     save_model_file(home / "models" / "bench.h5", model, unet_info((1,) + section))
     data = [np.random.default_rng(k).normal(size=(1,) + section).astype(np.float32) for k in range(blocks)]
     session = StreamSession.open(home, {"model": "bench", "outputs": ["labels", "confidence"]})
+    env = {}
+    if threads:  # both sides alike: this process, and the executor (torch reads OMP_NUM_THREADS at import)
+        torch.set_num_threads(threads)
+        env["OMP_NUM_THREADS"] = str(threads)
     local_ms: list[float] = []
     socket_ms: list[float] = []
     ratios: list[float] = []
-    with RunningDaemon(home) as d:
+    with RunningDaemon(home, env=env) as d:
         sid = d.client.call("stream.open", model="bench", outputs=["labels", "confidence"])["session"]
         for _ in range(3):  # warm-up: both models touched, both allocators primed
             session.apply([data[0]])
@@ -186,7 +191,7 @@ def bench_stream(folder: Path, section: tuple[int, int], blocks: int, rounds: in
         d.client.call("stream.close", session=sid)
     n = rounds * blocks
     extra = [s - loc for s, loc in zip(socket_ms, local_ms)]
-    return {"block": [1, *section], "blocks": n, "rounds": rounds,
+    return {"block": [1, *section], "blocks": n, "rounds": rounds, "threads": torch.get_num_threads(),
             "socket_blocks_per_s": round(1000 * n / sum(socket_ms), 2),
             "in_process_blocks_per_s": round(1000 * n / sum(local_ms), 2),
             "ratio_socket_vs_in_process": round(1000 * n / sum(socket_ms) / (1000 * n / sum(local_ms)), 3),
@@ -226,6 +231,7 @@ def bench_executor_hop(folder: Path, messages: int = 300) -> dict:
             pass
         hops.append(1000 * (time.perf_counter() - start))
     ex.stop.set()
+    getattr(ex, "_wake", lambda: None)()  # (an executor from before the wake pipe stops at its next poll)
     ex.io_thread.join(2)
     router.close(0)
     return {"executor_to_daemon_ms_median": round(statistics.median(hops), 2),
@@ -278,6 +284,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] for the whole-volume figures (the stream "
                         "figure runs on the daemon's CPU slot)")
     parser.add_argument("--stream-only", action="store_true", help="the stream figures only")
+    parser.add_argument("--stream-threads", type=int, help="torch threads of both stream sides (default: all cores; "
+                        "1 is steadier on a loaded machine)")
     args = parser.parse_args()
     malloc.tune()  # as in the executor that runs predict jobs (daemon/common/malloc.py)
     scale = 4 if args.long else 1
@@ -289,7 +297,7 @@ def main() -> None:
             out["unet"] = bench_unet(folder, (16 * scale, 256, 256), args.device)
             out["patchcnn"] = bench_patch(folder, (4 * scale, 64, 96), (33, 33), 2, args.device)
         if not args.skip_stream:
-            out["stream"] = bench_stream(folder, (256, 256), 20 * scale)
+            out["stream"] = bench_stream(folder, (256, 256), 20 * scale, threads=args.stream_threads)
             out["stream"]["hop"] = bench_executor_hop(folder)
             out["opendtect"] = bench_opendtect(folder, (256, 256), 20 * scale)
     print(json.dumps(out))

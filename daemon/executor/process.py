@@ -8,7 +8,8 @@ sent after its hello and exits; `--parent-pid` is then the Ray worker's, and ove
 Threads and the one socket:
   - the main thread runs jobs, one after another, taking them from `self.jobs`;
   - the I/O thread owns the DEALER socket to the daemon (ZeroMQ sockets are not thread-safe): it receives run /
-    cancel / control / exit messages, sends what the job queued in `self.outbox`, and sends a heartbeat every
+    cancel / control / exit messages, sends what the job queued in `self.outbox` (a byte on a
+    pipe wakes it at once), and sends a heartbeat every
     `executor.heartbeat_s`. It needs the GIL for that: a job in C code that releases the GIL still heartbeats,
     one in a long call that keeps it (np.unique over millions of rows) does not. So the daemon does not take
     silence for death: it looks at this process's state and CPU time in /proc (daemon/server/vitals.py) and
@@ -88,8 +89,10 @@ class Executor:
         self.sock.connect(endpoint)
         self.jobs: queue.Queue[E.RunJob | None] = queue.Queue()
         self.outbox: queue.Queue[tuple[bytes, list[Any]]] = queue.Queue()
-        # a byte in this pipe wakes the I/O thread's poll when the outbox gets a message: a stream reply goes out
-        # at once, not at the poll's next time-out (up to 20 ms later, which was most of a streamed block's trip)
+        # a byte in this pipe wakes the I/O thread's poll when the outbox gets a message (or it is to stop): a stream
+        # reply goes out at once, not at the poll's next time-out (it was up to 20 ms later, most of a streamed
+        # block's trip), and the thread sleeps until the next heartbeat otherwise (no wake-ups, no GIL taken from
+        # a stream block being computed)
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
@@ -107,6 +110,9 @@ class Executor:
         """Thread-safe: queue a message (and array frames) for the I/O thread. Encoded here, so a value that
         cannot be sent raises in the caller's thread, not in the I/O thread."""
         self.outbox.put((E.encode(msg), arrays or []))
+        self._wake()
+
+    def _wake(self) -> None:
         try:
             os.write(self.wake_w, b"\0")
         except BlockingIOError:
@@ -119,7 +125,7 @@ class Executor:
         poller.register(self.sock, zmq.POLLIN)
         poller.register(self.wake_r, zmq.POLLIN)
         while not self.stop.is_set():
-            ready = dict(poller.poll(20))
+            ready = dict(poller.poll(max(0, int(1000 * (next_beat - time.monotonic())) + 1)))
             if ready.get(self.wake_r):
                 try:
                     os.read(self.wake_r, 4096)
@@ -233,6 +239,7 @@ class Executor:
         while not self.outbox.empty() and time.monotonic() < deadline:
             time.sleep(0.01)
         self.stop.set()
+        self._wake()
         self.io_thread.join(timeout=2)
 
     def _run(self, msg: E.RunJob) -> None:
