@@ -8,15 +8,15 @@ The daemon runs as `python -m daemon.server.main --home HOME` with the test-only
 and short timers, so cancel grace periods and executor restarts take a fraction of a second. Its sockets live in the
 runtime folder derived from the home (client.protocol.runtime_dir), so several daemons run side by side.
 
-NOTE on cleanup: executors start in their own sessions, so killing the daemon's process group does not reach them.
-The harness records every descendant of the daemon it has seen (psutil) whenever it looks, and on exit kills any that
-still live, and removes the job cgroups the daemon's executors made (daemon/common/jobcgroup.py); a failing test
-leaves no process behind even when it killed the daemon itself with SIGKILL.
+NOTE on cleanup: see tests/procs.py; a failing test leaves no process and no job cgroup behind, even when it killed
+the daemon itself with SIGKILL.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -27,6 +27,7 @@ import psutil
 
 from client import protocol as P
 from client.api import Client, DaemonUnavailable
+from tests.procs import ProcessFamily, _alive
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,9 +71,8 @@ class RunningDaemon:
         self.env = daemon_env(self.home, env)
         self.start_timeout = start_timeout
         self.client_timeout = client_timeout
-        self.proc: subprocess.Popen | None = None
+        self.family = ProcessFamily()
         self.client: Client = Client(home=self.home, timeout=client_timeout)
-        self._seen: dict[int, psutil.Process] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
 
@@ -88,6 +88,10 @@ class RunningDaemon:
         self.cleanup()
 
     @property
+    def proc(self) -> subprocess.Popen | None:
+        return self.family.proc
+
+    @property
     def pid(self) -> int:
         assert self.proc is not None, "the daemon is not started"
         return self.proc.pid
@@ -100,10 +104,9 @@ class RunningDaemon:
         """Start the daemon and return its `status` once it answers (and its executors said hello)."""
         (self.home / "logs").mkdir(parents=True, exist_ok=True)
         with open(self.out_path, "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "daemon.server.main", "--home", str(self.home)],
-                                         stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                         cwd=str(ROOT), env=self.env)
-        self._remember(self.proc.pid)
+            self.family.started(subprocess.Popen(
+                [sys.executable, "-m", "daemon.server.main", "--home", str(self.home)], stdin=subprocess.DEVNULL,
+                stdout=out, stderr=subprocess.STDOUT, cwd=str(ROOT), env=self.env))
         probe = Client(home=self.home, timeout=0.5)
         deadline = time.monotonic() + self.start_timeout
         try:
@@ -153,65 +156,27 @@ class RunningDaemon:
 
     # -- processes -------------------------------------------------------------------------------------------------
 
-    def _remember(self, pid: int) -> None:
-        try:
-            self._seen.setdefault(pid, psutil.Process(pid))
-        except psutil.NoSuchProcess:
-            pass
-
     def snapshot(self) -> list[int]:
         """Record the daemon's live descendants (executors, workers) so cleanup can find them after the daemon dies."""
-        if self.proc is None or self.proc.poll() is not None:
-            return []
-        try:
-            kids = psutil.Process(self.proc.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            return []
-        for k in kids:
-            self._seen.setdefault(k.pid, k)
-        return [k.pid for k in kids]
+        return self.family.snapshot()
 
     def executor_pids(self) -> list[int]:
         """Pids of the executors as the daemon reports them (`devices`)."""
         pids = [d["executor_pid"] for d in self.client.devices() if d["executor_pid"]]
         for p in pids:
-            self._remember(p)
+            self.family.remember(p)
         return pids
 
     def cleanup(self) -> None:
-        """Kill the daemon and everything it started that is still alive (psutil checks pid reuse)."""
-        self.snapshot()
+        """Kill the daemon and everything it started that is still alive (tests/procs.py)."""
         self.client.close()
-        for p in self._seen.values():
-            try:
-                if p.is_running():
-                    p.kill()
-            except psutil.NoSuchProcess:
-                pass
-        if self.proc is not None:
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
-        psutil.wait_procs([p for p in self._seen.values() if _alive(p)], timeout=5)
-        # the cgroups of jobs whose executor was killed here: only this home's next daemon would sweep them
-        from daemon.common.jobcgroup import kill_leftovers
-        from daemon.common.orphans import owner_tag
-
-        kill_leftovers(owner_tag(self.home), "test cleanup", lambda pid: False)
+        self.family.kill_all(self.home)
 
     def output_tail(self, n: int = 40) -> str:
         try:
             return "\n".join(self.out_path.read_text(errors="replace").splitlines()[-n:])
         except OSError:
             return "(no output)"
-
-
-def _alive(p: psutil.Process) -> bool:
-    try:
-        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def pid_alive(pid: int) -> bool:
@@ -245,3 +210,23 @@ def wait_state(client: Client, job_id: int, states: tuple[str, ...] | str = P.TE
     wanted = (states,) if isinstance(states, str) else states
     return wait_for(lambda: (lambda j: j if j["state"] in wanted else None)(client.show(job_id)), timeout,
                     what=f"job {job_id} to reach {'/'.join(wanted)}")
+
+
+def free_port() -> int:
+    """A loopback tcp port nobody listens on now (for a daemon's tcp endpoints)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def seisctl(home: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """The real seisctl (python -m client.cli) against the daemon of `home`, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "client.cli", *args], cwd=ROOT, env=daemon_env(home),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def seisctl_json(home: Path, *args: str, code: int = 0) -> Any:
+    """seisctl --json ARGS: its exit status checked, its one JSON document returned."""
+    r = seisctl(home, "--json", *args)
+    assert r.returncode == code, (r.returncode, r.stdout, r.stderr)
+    return json.loads(r.stdout)

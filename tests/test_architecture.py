@@ -58,8 +58,8 @@ def torch_mappings(pid: int) -> list[str]:
 
 def _ok(d: RunningDaemon, job: dict[str, Any], timeout: float = 180) -> dict[str, Any]:
     # a generous reply time-out: a user model's submit check starts a child process that imports torch
-    client = Client(home=d.home, timeout=timeout)
-    record = client.wait(client.submit(job)["id"], timeout=timeout)
+    with Client(home=d.home, timeout=timeout) as client:
+        record = client.wait(client.submit(job)["id"], timeout=timeout)
     assert record["state"] == "succeeded", (job["kind"], record["error"])
     return record
 

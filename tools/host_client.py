@@ -11,7 +11,6 @@ closes the session (stream.close), and prints what it measured: blocks per secon
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import statistics
@@ -24,6 +23,10 @@ from typing import Any, Iterator
 import numpy as np
 import zmq
 
+# where the daemon of a home listens (PROTOCOL.md section 1): the other spec-only example has it
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from raw_client import control_endpoint, home_dir  # noqa: E402
+
 
 class DaemonError(RuntimeError):
     """An error reply: `code` is the protocol's error code (switch on it), the message is for people."""
@@ -31,32 +34,6 @@ class DaemonError(RuntimeError):
     def __init__(self, code: str, message: str):
         super().__init__(f"{code}: {message}")
         self.code = code
-
-
-def home_dir(given: str | None) -> Path:
-    """The daemon's home (PROTOCOL.md section 1): --home, else $SEISD_HOME (a leading "~" is the user's home
-    folder), else $XDG_DATA_HOME/seisd when that is an absolute path, else ~/.local/share/seisd; resolved."""
-    user = os.environ.get("HOME") or os.path.expanduser("~")
-    text = given or os.environ.get("SEISD_HOME", "")
-    if text == "~" or text.startswith("~/"):
-        text = user.rstrip("/") + text[1:] if text != "~" else user
-    if not text:
-        data = os.environ.get("XDG_DATA_HOME", "")
-        text = os.path.join(data if data.startswith("/") else os.path.join(user, ".local", "share"), "seisd")
-    return Path(text).resolve()
-
-
-def control_endpoint(home: Path) -> str:
-    """PROTOCOL.md section 1: <base>/seisd-<uid>-<sha1(home)[:12]>/control.sock, base the first of
-    $XDG_RUNTIME_DIR, $TMPDIR that is an absolute path of an existing folder (trailing slashes removed), else /tmp."""
-    base = "/tmp"
-    for var in ("XDG_RUNTIME_DIR", "TMPDIR"):
-        value = os.environ.get(var, "")
-        if value.startswith("/") and os.path.isdir(value):
-            base = value.rstrip("/")
-            break
-    digest = hashlib.sha1(str(home).encode()).hexdigest()[:12]
-    return f"ipc://{base}/seisd-{os.getuid()}-{digest}/control.sock"
 
 
 class Connection:

@@ -273,7 +273,7 @@ def _text_header(survey: SynthSurvey, what: str) -> bytes:
              2: f"SEED {survey.seed}  NOISE {survey.noise}  SHAPE {nil} x {nxl} x {ns}",
              3: f"INLINES {survey.inlines[0]}-{survey.inlines[-1]} AT BYTE 189, "
                 f"CROSSLINES {survey.crosslines[0]}-{survey.crosslines[-1]} AT BYTE 193",
-             4: f"CDP X/Y AT BYTES 181/185, SCALAR -100 (CM), METRES",
+             4: "CDP X/Y AT BYTES 181/185, SCALAR -100 (CM), METRES",
              5: f"SAMPLES {ns} AT {survey.sample_interval_ms} MS FROM {survey.start_ms} MS, IEEE FLOAT",
              6: "CLASSES " + " ".join(f"{i}={n}" for i, n in enumerate(survey.class_names))}
     return segyio.tools.create_text_header(lines)

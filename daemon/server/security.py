@@ -10,7 +10,9 @@ NOTE [rotation and revocation]
   compared at each look (at most every RESCAN_S), so a key overwritten in place under the same name, a key file
   removed, or the whole folder removed takes effect within a second; the folder's own mtime is not trusted (an
   overwrite in place does not change it). A file that cannot be read or is not a public key is skipped with a
-  warning; it never freezes the rest of the ring. A missing folder is an empty ring: nobody gets in.
+  warning; it never freezes the rest of the ring. A missing folder is an empty ring: nobody gets in. A key the
+  ring does not know makes its handshake look at the folder again first (libzmq never retries a refused handshake,
+  so a client connecting right after `seisctl keys authorize` must not meet a ring half a second old).
   The handshake happens once per connection, so revoking a key must also reach connections that are already
   open: every message on a CURVE socket carries the User-Id the handshake gave it (the client's key, z85), and
   the daemon drops a message whose key is no longer in the ring (`KeyRing.allows`), unanswered, like a stranger's.
@@ -38,7 +40,8 @@ from daemon.server.records import DaemonError
 
 log = logging.getLogger("seisd.security")
 
-RESCAN_S = 0.5
+RESCAN_S = 0.5          # the daemon's loop looks at the folder this often
+UNKNOWN_RESCAN_S = 0.05  # an unknown key's handshake looks again if the last look is older
 
 
 def _fingerprint(folder: Path) -> tuple | None:
@@ -77,27 +80,33 @@ class KeyRing:
         self.keys: frozenset[bytes] = frozenset()
         self.warnings: list[str] = []
         self._seen: Any = ()
-        self._next = 0.0
+        self._last = -RESCAN_S
         self._lock = threading.Lock()
 
     def callback(self, domain: str, client_key: bytes) -> bool:
-        """ZAP's question (in the authenticator's thread): may this key connect?"""
+        """ZAP's question (in the authenticator's thread): may this key connect? An unknown key makes the ring look
+        at the folder first (at most every UNKNOWN_RESCAN_S): libzmq does not retry a refused handshake, so a key
+        authorised a moment before its client connects must be found now, not at the next periodic look."""
+        if client_key in self.keys:
+            return True
+        self.refresh(min_interval=UNKNOWN_RESCAN_S)
         return client_key in self.keys
 
     def allows(self, user_id: str | None) -> bool:
         """May a message whose connection authenticated as `user_id` (the z85 key) be served now?"""
         return user_id is not None and user_id.encode("ascii", "replace") in self.keys
 
-    def refresh(self, force: bool = False) -> bool:
-        """Re-read the folder if its contents changed; True when the ring was rebuilt."""
-        now = time.monotonic()
-        if not force and now < self._next:
-            return False
-        self._next = now + RESCAN_S
-        seen = _fingerprint(self.folder)
-        if seen == self._seen and not force:
-            return False
+    def refresh(self, force: bool = False, min_interval: float = RESCAN_S) -> bool:
+        """Re-read the folder if its contents changed and the last look is `min_interval` old; True when the ring
+        was rebuilt. Called by the daemon's loop and by the ZAP thread, hence the lock."""
         with self._lock:
+            now = time.monotonic()
+            if not force and now < self._last + min_interval:
+                return False
+            self._last = now
+            seen = _fingerprint(self.folder)
+            if seen == self._seen and not force:
+                return False
             self._seen = seen
             self.keys, self.warnings = self._load(seen is not None)
         log.info("authorised client keys: %d%s", len(self.keys),

@@ -11,24 +11,14 @@ import pytest
 import yaml
 
 from client import protocol as P
-from tests.harness import ROOT, RunningDaemon, daemon_env, steps_job, wait_for, wait_state
+from tests.harness import (ROOT, RunningDaemon, daemon_env, seisctl, seisctl_json,  # noqa: F401  (others import them from here)
+                           steps_job, wait_for, wait_state)
 
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
     with RunningDaemon(tmp_path_factory.mktemp("cli") / "home") as d:
         yield d
-
-
-def seisctl(home: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "client.cli", *args], cwd=ROOT, env=daemon_env(home),
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def seisctl_json(home: Path, *args: str, code: int = 0) -> dict:
-    r = seisctl(home, "--json", *args)
-    assert r.returncode == code, (r.returncode, r.stdout, r.stderr)
-    return json.loads(r.stdout)
 
 
 def job_file(tmp_path: Path, job: dict, name: str = "job.yaml") -> str:

@@ -3,7 +3,6 @@ did not give are left out, so the daemon's own defaults apply (they are written 
 folder `keys authorize` writes to."""
 from __future__ import annotations
 
-import socket
 import sys
 import time
 from pathlib import Path
@@ -14,8 +13,7 @@ import yaml
 import zmq.auth
 
 from client.api import Client
-from tests.client.test_cli import seisctl, seisctl_json
-from tests.harness import ROOT, RunningDaemon
+from tests.harness import ROOT, RunningDaemon, free_port, seisctl, seisctl_json
 
 sys.path.insert(0, str(ROOT / "tools"))
 import synth  # noqa: E402
@@ -51,18 +49,12 @@ def test_commands_send_only_what_the_user_gave(survey: tuple[RunningDaemon, Path
     assert job["segy"] == {"file": segy, "iline": 189, "xline": 193, "endian": "big"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_keys_authorize_writes_where_the_daemon_reads(tmp_path: Path) -> None:
     home, elsewhere = tmp_path / "home", tmp_path / "clients"
     server = seisctl_json(home, "keys", "create", "server", "--dir", str(home / "keys"))
     mine = seisctl_json(home, "keys", "create", "alice", "--dir", str(tmp_path / "mine"))
     assert Path(server["secret"]).is_file()
-    env = {"SEISD_TCP__ENDPOINT": f"tcp://127.0.0.1:{_free_port()}", "SEISD_TCP__AUTHORIZED_KEYS": str(elsewhere)}
+    env = {"SEISD_TCP__ENDPOINT": f"tcp://127.0.0.1:{free_port()}", "SEISD_TCP__AUTHORIZED_KEYS": str(elsewhere)}
     with RunningDaemon(home, env=env) as d:
         r = seisctl_json(home, "keys", "authorize", mine["public"])
         assert r["folder"] == str(elsewhere) and r["source"] == "daemon", r

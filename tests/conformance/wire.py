@@ -18,8 +18,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import psutil
 import zmq
+
+from tests.procs import ProcessFamily
 
 ROOT = Path(__file__).resolve().parents[2]
 CTX = zmq.Context.instance()
@@ -194,16 +195,14 @@ class Daemon:
         self.runtime = spec_runtime(str(self.home), self.env)
         self.control = f"ipc://{self.runtime}/control.sock"
         self.events = f"ipc://{self.runtime}/events.sock"
-        self.proc: subprocess.Popen | None = None
-        self.seen: dict[int, psutil.Process] = {}
+        self.family = ProcessFamily()
         self.log = log or Path("/tmp") / f"seisd-conformance-{uuid.uuid4().hex[:8]}.out"
 
     def start(self, timeout_s: float = 60.0, executors: bool = True) -> dict[str, Any]:
         cmd = [sys.executable, "-m", "daemon.server.main"] + (["--home", str(self.home_arg)] if self.home_arg else [])
         with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(cmd, cwd=str(ROOT), env=self.env, stdin=subprocess.DEVNULL, stdout=out,
-                                         stderr=subprocess.STDOUT)
-        self._remember(self.proc.pid)
+            self.family.started(subprocess.Popen(cmd, cwd=str(ROOT), env=self.env, stdin=subprocess.DEVNULL,
+                                                 stdout=out, stderr=subprocess.STDOUT))
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, f"seisd exited at start:\n{self.output()}"
@@ -241,34 +240,15 @@ class Daemon:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
 
-    def snapshot(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        try:
-            for k in psutil.Process(self.proc.pid).children(recursive=True):
-                self.seen.setdefault(k.pid, k)
-        except psutil.NoSuchProcess:
-            pass
+    @property
+    def proc(self) -> subprocess.Popen | None:
+        return self.family.proc
 
-    def _remember(self, pid: int) -> None:
-        try:
-            self.seen.setdefault(pid, psutil.Process(pid))
-        except psutil.NoSuchProcess:
-            pass
+    def snapshot(self) -> None:
+        self.family.snapshot()
 
     def cleanup(self) -> None:
-        self.snapshot()
-        for p in self.seen.values():
-            try:
-                if p.is_running():
-                    p.kill()
-            except psutil.NoSuchProcess:
-                pass
-        if self.proc is not None:
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
+        self.family.kill_all(self.home)
 
     def output(self, n: int = 40) -> str:
         try:

@@ -1,8 +1,6 @@
 """tcp with CURVE: keys made and authorised with the real `seisctl`, then who gets answers and who does not."""
 from __future__ import annotations
 
-import json
-import socket
 import stat
 import subprocess
 import sys
@@ -15,30 +13,16 @@ import zmq
 
 from client import protocol as P
 from client.api import Client, DaemonUnavailable, SeisdError
-from tests.harness import ROOT, RunningDaemon, daemon_env, steps_job, wait_state
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def seisctl(home: Path, *args: str) -> dict:
-    """Run the real seisctl with --json against `home`; returns its JSON output."""
-    r = subprocess.run([sys.executable, "-m", "client.cli", "--json", *args], cwd=ROOT, env=daemon_env(home),
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
+from tests.harness import ROOT, RunningDaemon, daemon_env, free_port, seisctl_json, steps_job, wait_state
 
 
 class Keys:
     def __init__(self, root: Path, home: Path):
         self.home = home
-        self.server = seisctl(home, "keys", "create", "server", "--dir", str(home / "keys"))
-        self.me = seisctl(home, "keys", "create", "me", "--dir", str(root / "client-keys"))
-        self.stranger = seisctl(home, "keys", "create", "stranger", "--dir", str(root / "other-keys"))
-        seisctl(home, "keys", "authorize", self.me["public"])
+        self.server = seisctl_json(home, "keys", "create", "server", "--dir", str(home / "keys"))
+        self.me = seisctl_json(home, "keys", "create", "me", "--dir", str(root / "client-keys"))
+        self.stranger = seisctl_json(home, "keys", "create", "stranger", "--dir", str(root / "other-keys"))
+        seisctl_json(home, "keys", "authorize", self.me["public"])
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +30,8 @@ def curve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningDae
     root = tmp_path_factory.mktemp("curve")
     home = root / "home"
     keys = Keys(root, home)
-    env = {"SEISD_TCP__ENDPOINT": f"tcp://127.0.0.1:{_free_port()}",
-           "SEISD_TCP__EVENTS_ENDPOINT": f"tcp://127.0.0.1:{_free_port()}"}
+    env = {"SEISD_TCP__ENDPOINT": f"tcp://127.0.0.1:{free_port()}",
+           "SEISD_TCP__EVENTS_ENDPOINT": f"tcp://127.0.0.1:{free_port()}"}
     with RunningDaemon(home, env=env) as d:
         yield d, keys
 
@@ -122,7 +106,7 @@ def test_runtime_dir_is_private(curve: tuple[RunningDaemon, Keys]) -> None:
 def test_tcp_without_server_key_refuses_to_start(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
-    env = daemon_env(home, {"SEISD_TCP__ENDPOINT": f"tcp://127.0.0.1:{_free_port()}"})
+    env = daemon_env(home, {"SEISD_TCP__ENDPOINT": f"tcp://127.0.0.1:{free_port()}"})
     r = subprocess.run([sys.executable, "-m", "daemon.server.main", "--home", str(home)], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode != 0
@@ -161,7 +145,7 @@ def _eventually(predicate, timeout: float = 5.0) -> bool:
 def rotating(tmp_path: Path) -> Iterator[tuple[RunningDaemon, Keys, Path]]:
     home = tmp_path / "home"
     keys = Keys(tmp_path, home)
-    env = {"SEISD_TCP__ENDPOINT": f"tcp://127.0.0.1:{_free_port()}"}
+    env = {"SEISD_TCP__ENDPOINT": f"tcp://127.0.0.1:{free_port()}"}
     with RunningDaemon(home, env=env) as d:
         yield d, keys, home / "keys" / "authorized"
 
@@ -169,9 +153,9 @@ def rotating(tmp_path: Path) -> Iterator[tuple[RunningDaemon, Keys, Path]]:
 def test_a_key_rotated_in_place_lets_the_new_key_in_and_the_old_one_out(rotating, tmp_path: Path) -> None:
     d, keys, folder = rotating
     assert _answered(d, keys.me["secret"])
-    new = seisctl(d.home, "keys", "create", "me", "--dir", str(tmp_path / "new-keys"))
+    new = seisctl_json(d.home, "keys", "create", "me", "--dir", str(tmp_path / "new-keys"))
     mtime = folder.stat().st_mtime_ns
-    seisctl(d.home, "keys", "authorize", new["public"])  # the same name: overwritten in place
+    seisctl_json(d.home, "keys", "authorize", new["public"])  # the same name: overwritten in place
     assert folder.stat().st_mtime_ns == mtime, "the folder's mtime moved: this test no longer tests rotation in place"
     assert _eventually(lambda: _answered(d, new["secret"])), "the new key is not let in"
     assert not _answered(d, keys.me["secret"]), "the rotated-out key still gets answers"
@@ -185,7 +169,7 @@ def test_a_revoked_key_loses_its_open_connection_and_a_removed_folder_lets_nobod
         time.sleep(1.2)  # the ring is rescanned at most every 0.5 s
         with pytest.raises(DaemonUnavailable):
             open_client.ping()  # the connection is still open: the daemon drops its messages
-    seisctl(d.home, "keys", "authorize", keys.me["public"])
+    seisctl_json(d.home, "keys", "authorize", keys.me["public"])
     assert _eventually(lambda: _answered(d, keys.me["secret"]))
     import shutil
     shutil.rmtree(folder)
@@ -197,8 +181,8 @@ def test_a_revoked_key_loses_its_open_connection_and_a_removed_folder_lets_nobod
 def test_an_unreadable_key_file_does_not_freeze_the_others(rotating, tmp_path: Path) -> None:
     d, keys, folder = rotating
     (folder / "junk.key").write_text("this is not a key\n")
-    other = seisctl(d.home, "keys", "create", "other", "--dir", str(tmp_path / "other"))
-    seisctl(d.home, "keys", "authorize", other["public"])
+    other = seisctl_json(d.home, "keys", "create", "other", "--dir", str(tmp_path / "other"))
+    seisctl_json(d.home, "keys", "authorize", other["public"])
     assert _eventually(lambda: _answered(d, other["secret"])), "a broken file in the folder froze the key set"
     assert _answered(d, keys.me["secret"])
     warnings = d.client.status()["security"]["warnings"]

@@ -187,7 +187,7 @@ def test_tcp_listens_on_loopback_and_knows_its_peers_user(tmp_path: Path) -> Non
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen()
-        with socket.create_connection(server.getsockname()) as client:
+        with socket.create_connection(server.getsockname()):
             conn, peer = server.accept()
             with conn:
                 assert loopback_peer_uid(peer, conn.getsockname()) == os.getuid()

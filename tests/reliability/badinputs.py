@@ -18,15 +18,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from client.api import Client, SeisdError
-from tests.harness import ROOT, RunningDaemon, daemon_env, wait_state
+from tests.harness import RunningDaemon, free_port, seisctl_json, wait_state
 
 
 @dataclass
@@ -54,26 +51,13 @@ class Outcome:
         return self.refused and any(p.startswith(self.case.key) and self.case.says in p for p in self.problems)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _seisctl(home: Path, *args: str) -> str:
-    r = subprocess.run([sys.executable, "-m", "client.cli", "--json", *args], cwd=ROOT, env=daemon_env(home),
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    return r.stdout
-
-
 def tcp_daemon(base: Path, env: dict[str, str] | None = None) -> tuple[RunningDaemon, str]:
     """A daemon (not started) with tcp on, CURVE keys made and one client key authorised; returns it and the
     client's secret key file."""
     home = base / "home"
-    _seisctl(home, "keys", "create", "server", "--dir", str(home / "keys"))
-    _seisctl(home, "keys", "create", "me", "--dir", str(base / "client-keys"))
-    _seisctl(home, "keys", "authorize", str(base / "client-keys" / "me.key"))
+    seisctl_json(home, "keys", "create", "server", "--dir", str(home / "keys"))
+    seisctl_json(home, "keys", "create", "me", "--dir", str(base / "client-keys"))
+    seisctl_json(home, "keys", "authorize", str(base / "client-keys" / "me.key"))
     d = RunningDaemon(home, env={"SEISD_TCP__ENDPOINT": f"tcp://127.0.0.1:{free_port()}", **(env or {})})
     return d, str(base / "client-keys" / "me.key_secret")
 

@@ -15,6 +15,7 @@ import pytest
 
 from tests.harness import RunningDaemon
 from tests.reliability.homecheck import tmpfs_mount
+from tests.reliability.badinputs import write_picks
 
 LONG = os.environ.get("SEISD_LONG_TESTS") == "1"
 
@@ -54,17 +55,6 @@ def small_fs(tmp_path: Path) -> Iterator[Callable[[Path, int], Path]]:
         subprocess.run(["umount", "-l", str(folder)], capture_output=True, check=False)
 
 
-def _write_picks(folder: Path) -> list[Path]:
-    """Two small pick files (classes sand and shale) inside the F3 crop (inlines 111-133, crosslines 875-892)."""
-    files = []
-    for k, cls in enumerate(("sand", "shale")):
-        rows = [f"{111 + (3 * i + k) % 23}\t{875 + (5 * i) % 18}\t{8 + 4 * ((7 * i + k) % 60)}" for i in range(40)]
-        path = folder / f"multi_{cls}_ilxl.pts"
-        path.write_text("\n".join(rows) + "\n")
-        files.append(path)
-    return files
-
-
 @pytest.fixture(scope="module")
 def stocked_daemon(guarded_daemon: RunningDaemon, shared_data: Path) -> RunningDaemon:
     """The guarded daemon with something to lose: survey f3 (from the real F3 crop) with pick set `two`, example
@@ -77,7 +67,7 @@ def stocked_daemon(guarded_daemon: RunningDaemon, shared_data: Path) -> RunningD
     shutil.copy(shared_data / "segyio" / "f3.sgy", inputs / "f3.sgy")
     c = d.client
     jobs = [{"kind": "import", "survey": "f3", "segy": {"file": str(inputs / "f3.sgy")}},
-            {"kind": "import", "survey": "f3", "picks": {"files": [str(p) for p in _write_picks(inputs)],
+            {"kind": "import", "survey": "f3", "picks": {"files": [str(p) for p in write_picks(inputs)],
                                                           "set": "two"}},
             {"kind": "extract", "examples": "ex1", "sources": [{"survey": "f3", "picks": "two"}],
              "crop": {"size": [8, 8]}}]

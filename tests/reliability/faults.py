@@ -123,7 +123,7 @@ class DescendantWatch:
         for k in kids:
             if k.pid not in self.seen:
                 self.seen[k.pid] = k
-                self.d._seen.setdefault(k.pid, k)  # the harness kills leftovers when a test fails
+                self.d.family.seen.setdefault(k.pid, k)  # the harness kills leftovers when a test fails
         return kids
 
     @property

@@ -11,7 +11,6 @@ import json
 import os
 from pathlib import Path
 
-import pytest
 
 from tests.harness import RunningDaemon
 from tests.reliability.conftest import LONG

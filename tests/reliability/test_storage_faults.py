@@ -4,7 +4,6 @@ tmpfs the test mounts (root only; skipped cleanly elsewhere). Expected: the job 
 written before stays intact and readable, and seisd keeps running."""
 from __future__ import annotations
 
-import shutil
 import sqlite3
 import time
 from pathlib import Path

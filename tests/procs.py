@@ -1,0 +1,73 @@
+"""The processes a test daemon started: remembered while they live, so they can be killed after the daemon died.
+
+NOTE: executors start in their own sessions, so killing the daemon's process group does not reach them. Whoever
+starts a daemon for a test records every descendant it has seen (psutil) whenever it looks, and on cleanup kills
+any that still live; a failing test leaves no process behind even when it killed the daemon itself with SIGKILL.
+Shared by tests/harness.py (RunningDaemon) and the conformance suite's own daemon (tests/conformance/wire.py),
+which may use no client code.
+"""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import psutil
+
+
+class ProcessFamily:
+    """A daemon process and every descendant seen so far."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen | None = None
+        self.seen: dict[int, psutil.Process] = {}
+
+    def started(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+        self.remember(proc.pid)
+
+    def remember(self, pid: int) -> None:
+        try:
+            self.seen.setdefault(pid, psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            pass
+
+    def snapshot(self) -> list[int]:
+        """Record the daemon's live descendants (executors, workers); returns their pids."""
+        if self.proc is None or self.proc.poll() is not None:
+            return []
+        try:
+            kids = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+        for k in kids:
+            self.seen.setdefault(k.pid, k)
+        return [k.pid for k in kids]
+
+    def kill_all(self, home: Path | None) -> None:
+        """Kill the daemon and every remembered process still alive (psutil checks pid reuse), reap the daemon,
+        and kill what is left in the cgroups of `home`'s jobs (only that home's next daemon would sweep them)."""
+        self.snapshot()
+        for p in self.seen.values():
+            try:
+                if p.is_running():
+                    p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        if self.proc is not None:
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+        psutil.wait_procs([p for p in self.seen.values() if _alive(p)], timeout=5)
+        if home is not None:
+            from daemon.common.jobcgroup import kill_leftovers
+            from daemon.common.orphans import owner_tag
+
+            kill_leftovers(owner_tag(home), "test cleanup", lambda pid: False)
+
+
+def _alive(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
