@@ -62,6 +62,7 @@ class Bench:
     peaks: AnonPeaks
     device: str
     stride1_max_crops: int = STRIDE1_MAX_CROPS
+    skip: frozenset[str] = frozenset()  # phases left out (--skip)
 
 
 def executors(b: Bench) -> None:
@@ -185,11 +186,13 @@ def measure(b: Bench, work: Path, shape: tuple[int, int, int]) -> dict[str, Any]
     run_job(d, {"kind": "import", "survey": name, "picks": {"files": [str(p) for p in picks],
                                                              "class_pattern": r"(?P<name>.+)\.pts"}})
     out["predict_unet"] = predict_figures(b, name, voxels, "predict_unet", {"model": "unet"})
-    out["predict_patch_preview"] = {"stride": PREVIEW_STRIDE, **predict_figures(
-        b, name, voxels, "predict_patch_preview", {"model": "patch", "stride": PREVIEW_STRIDE})}
-    if nx * ns_ <= b.stride1_max_crops:
+    if "patch_preview" not in b.skip:
+        out["predict_patch_preview"] = {"stride": PREVIEW_STRIDE, **predict_figures(
+            b, name, voxels, "predict_patch_preview", {"model": "patch", "stride": PREVIEW_STRIDE})}
+    if nx * ns_ <= b.stride1_max_crops and "patch_stride1" not in b.skip:
         out["predict_patch_stride1"] = patch_stride1(b, name, shape)
-    out["train"] = train_figures(b, name)
+    if "train" not in b.skip:
+        out["train"] = train_figures(b, name)
     # SEG-Y in, labels out as SEG-Y: the import and the U-Net predict job, as a user runs them
     out["end_to_end_unet_s"] = round(out["import"]["import_s"] + out["predict_unet"]["job_s"], 2)
     shutil.rmtree(d.home / "surveys" / name, ignore_errors=True)
@@ -197,7 +200,8 @@ def measure(b: Bench, work: Path, shape: tuple[int, int, int]) -> dict[str, Any]
     executor = {phase: p.get("executor") for phase, p in peaks.phases.items()}
     out["rss_anon_mb"] = {"daemon": max(p.get("daemon", 0.0) for p in peaks.phases.values()),
                           "executor": max(v for v in executor.values() if v), "executor_by_phase": executor,
-                          "data_workers": {k: peaks.phases["train"].get(f"children_{k}") for k in ("max", "sum")}}
+                          "data_workers": {k: peaks.phases.get("train", {}).get(f"children_{k}")
+                                           for k in ("max", "sum")}}
     out["seconds"] = round(time.monotonic() - t0, 1)
     peaks.phases.clear()
     return out
@@ -220,12 +224,13 @@ def growth(sizes: list[dict[str, Any]]) -> dict[str, Any]:
     first, last = done[0], done[-1]
     probed = [s["predict_patch_stride1"] for s in done if "estimated_from" not in s.get("predict_patch_stride1", {
         "estimated_from": None})]
-    ratio = lambda a, b: round(a / b, 3) if b else None  # noqa: E731
+    ratio = lambda a, b: round(a / b, 3) if a and b else None  # noqa: E731
     return {"voxels": ratio(last["voxels"], first["voxels"]),
             "import_ns_per_voxel": ratio(last["import"]["ns_per_voxel"], first["import"]["ns_per_voxel"]),
-            **{f"{k}_ns_per_voxel": ratio(last[k]["ns_per_voxel"], first[k]["ns_per_voxel"])
+            **{f"{k}_ns_per_voxel": ratio(last.get(k, {}).get("ns_per_voxel"), first.get(k, {}).get("ns_per_voxel"))
                for k in ("predict_unet", "predict_patch_preview")},
-            "predict_patch_stride1_ns_per_voxel_measured": ratio(probed[-1]["ns_per_voxel"], probed[0]["ns_per_voxel"]),
+            "predict_patch_stride1_ns_per_voxel_measured": ratio(probed[-1]["ns_per_voxel"], probed[0]["ns_per_voxel"])
+            if probed else None,
             "unet_job_ns_per_voxel": ratio(last["predict_unet"]["job_ns_per_voxel"],
                                            first["predict_unet"]["job_ns_per_voxel"]),
             "unet_job_cpu_ns_per_voxel": ratio(last["predict_unet"]["job_cpu_ns_per_voxel"],
@@ -242,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", help="what the predict and train jobs ask for: cpu or cuda")
     ap.add_argument("--stride1-max-crops", type=int, default=None, help="time the patch model at stride 1 on "
                     f"cubes with at most this many crosslines x samples (default {STRIDE1_MAX_CROPS}; on a GPU: all)")
+    ap.add_argument("--skip", default="", help="phases to leave out, comma-separated: patch_preview, patch_stride1, "
+                    "train (import and the U-Net prediction always run)")
     a = ap.parse_args(argv)
     # a cancelled job (the stride-1 probe) stops between batches: give it time rather than replace its executor
     env = {"SEISD_EXECUTOR__CANCEL_GRACE_S": "120"} | ({} if a.device == "cpu" else {"SEISD_DEVICES": "auto"})
@@ -257,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 for shape in sizes:
                     limit = a.stride1_max_crops or (STRIDE1_MAX_CROPS if a.device == "cpu" else 1 << 62)
-                    results.append(measure(Bench(d, peaks, a.device, limit), work, shape))
+                    skip = frozenset(p for p in a.skip.split(",") if p)
+                    results.append(measure(Bench(d, peaks, a.device, limit, skip), work, shape))
                     estimate_stride1(results)
                     # each cube's figures as they come (stderr): a run stopped half-way keeps what it measured
                     print(f"bench_scale: {shape} done in {results[-1].get('seconds')} s: {json.dumps(results[-1])}",
