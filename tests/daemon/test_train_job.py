@@ -265,3 +265,50 @@ def test_a_segmentation_job_learns_from_the_picks_without_a_label_volume(demo: R
     # a float32 label volume (what the job wrote before) has the survey cache's size exactly
     written = [p for p in Path(record["dir"]).rglob("*") if p.is_file() and p.stat().st_size == survey_bytes]
     assert written == [], written
+
+
+NAN_MODEL = """
+import torch
+
+
+class Diverged(torch.nn.Module):
+    def __init__(self, in_channels, n_classes):
+        super().__init__()
+        self.head = torch.nn.Linear(in_channels, n_classes)
+
+    def forward(self, x):
+        # every logit NaN: the loss and the validation figures are NaN, as after a diverged learning rate
+        return self.head(x.mean(dim=(2, 3))) * float("nan")
+
+
+def build_model(in_channels, n_classes):
+    return Diverged(in_channels, n_classes)
+"""
+
+
+def test_a_diverged_run_fails_with_a_clear_reason(demo: RunningDaemon, tmp_path: Path) -> None:
+    """A model whose loss turns NaN ends its job as failed, naming the loss and what to change; the events of
+    the job still reach a subscriber and `events` (JSON has no NaN), and the daemon runs on."""
+    from client import protocol as P
+    from client.api import Client
+
+    checking = Client(home=demo.home, timeout=180)
+    path = tmp_path / "nan_model.py"
+    path.write_text(NAN_MODEL)
+    job = train_job("nan_model", epochs=1)
+    job["model"] = {"name": "user", "params": {"path": str(path)}}
+    sub = demo.client.subscribe("job")
+    try:
+        jid = checking.submit(job)["id"]
+        record = demo.client.wait(jid, timeout=120)
+        published = []
+        while sub.poll(300):
+            published.append(P.Event.decode(sub.recv_multipart()))
+    finally:
+        sub.close()
+    assert record["state"] == "failed" and "loss became nan" in record["error"], record
+    assert "optim.lr" in record["error"]
+    types = [e["type"] for e in demo.client.call("events", id=jid)["events"]]
+    assert types[-1] == "job.state" and any(e.topic == f"job.{jid}" and e.data.get("state") == "failed"
+                                            for e in published)
+    assert demo.client.status()["pid"] == demo.proc.pid
