@@ -388,15 +388,24 @@ def _invalid(problems: list[str]) -> P.ProtocolError:
                            f"{'s' if len(problems) > 1 else ''}: " + "; ".join(problems), {"problems": problems})
 
 
-def _uses_survey(spec: dict[str, Any], name: str) -> bool:
-    """Whether a job file names the survey (as `survey:` or in `sources:`)."""
-    if spec.get("survey") == name:
-        return True
-    return any(isinstance(s, dict) and s.get("survey") == name for s in spec.get("sources") or [])
+def _uses_survey(spec: Any, name: str) -> bool:
+    """Whether a job file names the survey under a `survey` key at any depth (import's `survey`, train's
+    `data.survey`, extract's `sources[].survey`, predict's `survey`)."""
+    if isinstance(spec, dict):
+        return spec.get("survey") == name or any(_uses_survey(v, name) for v in spec.values())
+    if isinstance(spec, list):
+        return any(_uses_survey(v, name) for v in spec)
+    return False
 
 
 def _uses_model(spec: dict[str, Any], name: str) -> bool:
-    """Whether a job file reads or writes the model (`model: NAME`, `output.model`, `init_from`)."""
+    """Whether a job file reads or writes the model: predict's `model: NAME` (or `{name: NAME}`), train's
+    `output: NAME` and `train.init_from` (a model name, or the path of its file models/NAME.h5)."""
     def names(v: Any) -> list[Any]:
         return [v.get("name"), v.get("model")] if isinstance(v, dict) else [v]
-    return name in (names(spec.get("model")) + names(spec.get("output")) + [spec.get("init_from")])
+    train = spec.get("train") if isinstance(spec.get("train"), dict) else {}
+    init = [str(v) for v in (spec.get("init_from"), train.get("init_from")) if v]
+    if any(v == name or Path(v).name == f"{name}.h5" for v in init):
+        return True
+    reads = names(spec.get("model")) if spec.get("kind") != "train" else []  # a train job's model is its architecture
+    return name in reads + names(spec.get("output"))

@@ -312,3 +312,24 @@ def test_a_diverged_run_fails_with_a_clear_reason(demo: RunningDaemon, tmp_path:
     assert types[-1] == "job.state" and any(e.topic == f"job.{jid}" and e.data.get("state") == "failed"
                                             for e in published)
     assert demo.client.status()["pid"] == demo.proc.pid
+
+
+def test_survey_and_model_used_by_a_queued_train_job_cannot_be_removed(demo: RunningDaemon, trained: dict) -> None:
+    """A train job names its survey one level down (data.survey) and the model it starts from under
+    train.init_from (a path): both count as uses, as predict's top-level survey and model do."""
+    from client.api import SeisdError
+    from tests.harness import steps_job
+
+    c = demo.client
+    blocker = c.submit(steps_job(steps=400, step_s=0.02))["id"]   # keeps the one CPU slot busy
+    wait_state(c, blocker, "running")
+    queued = c.submit(train_job("from_base", epochs=1, mode="transfer", init_from="models/base.h5"))["id"]
+    try:
+        for op in ("survey.rm", "models.rm"):
+            with pytest.raises(SeisdError) as err:
+                c.call(op, name="demo" if op == "survey.rm" else "base")
+            assert err.value.code == "conflict" and str(queued) in err.value.message, (op, err.value.message)
+    finally:
+        c.cancel(queued)
+        c.cancel(blocker)
+        wait_state(c, blocker)
