@@ -38,6 +38,10 @@ def split_by_source(points: np.ndarray, source: np.ndarray, names: list[str], d:
     train, val = [], []
     for s in np.unique(source):
         idx = np.flatnonzero(source == s)
+        if getattr(d.split, "kind", "block") == "block" and (points[idx, :2] < 0).any():
+            raise SplitError(f"survey {names[int(s)]!r}: its examples have no grid positions (a set imported from "
+                             "OpendTect keeps none), so no block of its grid can be held out; use data.split.kind: "
+                             "random")
         try:
             part = split_picks(points[idx], d, crop)
         except SplitError as exc:
