@@ -10,8 +10,11 @@ What differs: the crops are already cut. Each example is read from its set (HDF5
 start), normalised with its own source survey's (mean, std) per channel, then augmented: flips, the transpose
 swap of time and 3D crops, stretch, scaling, polarity and noise exactly as from a survey; the vertical shift
 moves the stored crop along its sample axis, the cells it uncovers are zero (as past a survey's edge). The
-inline/crossline swap of a vertical crop would need the other section, which a set does not hold: the train
-job's check refuses it. Segmentation labels are the set's ``labels`` crops (every pick the crop covers).
+inline/crossline swap of a vertical crop needs the other section through the example, which a set does not hold:
+with ``sections`` (each source survey's volumes, still in the home) a swapped row is cut from its survey like a
+row of BatchRecipe (shifted centre, crossline section, labels from the recipe's own examples of that survey as
+PointLabels); without them the train job's check refuses the swap. Segmentation labels are otherwise the set's
+``labels`` crops (every pick of the survey the crop covers).
 """
 from __future__ import annotations
 
@@ -21,8 +24,8 @@ import numpy as np
 
 from workers import augment as aug_ops
 from workers.augment import Augmentation
-from workers.crops import CropSpec
-from workers.sampling import PickSampler, SamplingError, batch_rngs
+from workers.crops import CropSpec, extract_crop
+from workers.sampling import PickSampler, PointLabels, RawVolume, SamplingError, batch_rngs
 
 
 @dataclass
@@ -47,7 +50,10 @@ class ExampleRecipe:
     augment: Augmentation | None = None
     rows: tuple[int, int] | None = None
     context: int = 0  # sets hold their channels as cut: no context slices
+    survey_of: np.ndarray | None = None  # [M] source survey index: with sections, for the swap
+    sections: tuple[tuple[RawVolume, ...], ...] | None = None  # per source survey: its volumes (one per channel)
     _opened: list = field(default_factory=list, repr=False, compare=False)
+    _surveys: list = field(default_factory=list, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         m = len(self.set_of)
@@ -60,7 +66,8 @@ class ExampleRecipe:
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["_opened"] = []  # HDF5 handles never travel: each process opens its own
+        state["_opened"], state["_surveys"] = [], []  # HDF5 handles and maps never travel: each opens its own
+        state.pop("_labels_cache", None)
         return state
 
     @property
@@ -85,6 +92,8 @@ class ExampleRecipe:
             import h5py
 
             self._opened.extend(h5py.File(f, "r") for f in self.files)
+        if self.sections is not None and not self._surveys:
+            self._surveys.extend([v.open() for v in vols] for vols in self.sections)
 
     def make_batch(self, seed: int, epoch: int, k: int, x: np.ndarray, y: np.ndarray) -> None:
         """Fill ``x`` and ``y`` with batch ``k`` of ``epoch``; depends only on (seed, epoch, k)."""
@@ -95,6 +104,7 @@ class ExampleRecipe:
         plans = _plans(self.augment, self.crop, rng_aug, stop)[first:]
         idx = idx[first:stop]
         self._read(idx, x, y)
+        cut = self._cut_swapped(idx, plans, x, y)
         mean, std = self.norm[idx, :, 0], self.norm[idx, :, 1]
         x -= mean.reshape(mean.shape + (1,) * len(self.crop.size)).astype(np.float32)
         x *= (1.0 / std).reshape(std.shape + (1,) * len(self.crop.size)).astype(np.float32)
@@ -103,7 +113,7 @@ class ExampleRecipe:
         if self.augment is None:
             return
         for i, plan in enumerate(plans):
-            if plan.shift:
+            if plan.shift and i not in cut:
                 _shift(x[i], self.crop, plan.shift, lead=1, fill=0)
                 if self.per_voxel:
                     _shift(y[i], self.crop, plan.shift, lead=0, fill=-1)
@@ -124,6 +134,35 @@ class ExampleRecipe:
                 lab = h5["labels"][wanted][back].astype(np.int64)
                 lut = self.label_maps[int(s)]
                 y[mine] = np.where(lab >= 0, lut[np.clip(lab, 0, len(lut) - 1)], -1)
+
+
+    def _cut_swapped(self, idx: np.ndarray, plans: list[aug_ops.AugmentPlan], x: np.ndarray,
+                     y: np.ndarray) -> set[int]:
+        """Rows whose plan swaps a vertical crop, cut raw from their survey's other section; returns those rows."""
+        if self.crop.orientation not in ("inline", "crossline"):
+            return set()
+        rows = {i for i, p in enumerate(plans) if p.swap}
+        if rows and not self._surveys:
+            raise SamplingError("the inline/crossline swap needs the source surveys' volumes (sections), which this "
+                                "recipe was not given")
+        for i in rows:
+            r, plan = int(idx[i]), plans[i]
+            s = int(self.survey_of[r])
+            spec = aug_ops.cut_spec(self.crop, plan)
+            centre = aug_ops.shifted_center(tuple(self.sampler.picks[r]), plan)
+            for c, vol in enumerate(self._surveys[s]):
+                extract_crop(vol, centre, spec, out=x[i, c])
+            if self.per_voxel:
+                y[i] = self._point_labels(s).crops(np.asarray([centre]), spec)[0]
+        return rows
+
+    def _point_labels(self, s: int) -> PointLabels:
+        """This recipe's own examples of survey ``s`` as point labels (training rows see training labels only)."""
+        cache = self.__dict__.setdefault("_labels_cache", {})
+        if s not in cache:
+            mine = self.survey_of == s
+            cache[s] = PointLabels(self._surveys[s][0].shape, self.sampler.picks[mine], self.sampler.labels[mine])
+        return cache[s]
 
 
 def _plans(aug: Augmentation | None, crop: CropSpec, rng: np.random.Generator,

@@ -54,15 +54,17 @@ def set_problems(d: DataSection, home: Path, model: str) -> list[str]:
     problems = []
     if d.context:
         problems.append("data.context: example sets hold their crops as cut, without context slices; use context: 0")
-    if d.crop.orientation in ("inline", "crossline") and d.augment.p_swap > 0:
-        problems.append(f"data.augment.p_swap: an example set holds {d.crop.orientation} sections only; the "
-                        "inline/crossline swap cuts the other section from the survey (use p_swap: 0, or train "
-                        "from data.survey)")
     crop = CropSpec(tuple(d.crop.size), d.crop.orientation)
     try:
         index = read_sets(sets, crop, len(d.volumes))
     except ExampleSetError as exc:
         return problems + [f"{key}: {exc}"]
+    if needs_sections(d):
+        for s in index.surveys:
+            if (why := section_problem(home, s["name"], d.volumes)):
+                problems.append(f"data.augment.p_swap: an example set holds {d.crop.orientation} sections only; the "
+                                f"inline/crossline swap cuts the other section from the source survey, and {why} "
+                                "(use p_swap: 0, or import the survey again)")
     if len(set(index.labels.tolist())) < 2:
         problems.append(f"{key}: the set(s) hold examples of {len(set(index.labels.tolist()))} class; training "
                         "needs at least two")
@@ -77,6 +79,24 @@ def set_problems(d: DataSection, home: Path, model: str) -> list[str]:
     except SplitError as exc:
         problems.append(f"data.split: {exc}")
     return problems
+
+
+def needs_sections(d: DataSection) -> bool:
+    """The swap of a vertical crop cuts the other section from the source surveys (workers.example_batches)."""
+    return d.crop.orientation in ("inline", "crossline") and d.augment.p_swap > 0
+
+
+def section_problem(home: Path, survey: str, volumes: list[str]) -> str | None:
+    """Why survey ``survey`` cannot give its sections (not in this home, or lacks a volume), or None."""
+    import json
+
+    from daemon.common.home import survey_folder
+
+    doc = survey_folder(home, survey) / "survey.json"
+    if not survey or not doc.is_file():
+        return f"survey {survey!r} is not in this home"
+    missing = [v for v in volumes if v not in json.loads(doc.read_text()).get("volumes", {})]
+    return f"survey {survey!r} has no volume {missing[0]!r}" if missing else None
 
 
 def set_classes(d: DataSection, home: Path) -> list[str]:

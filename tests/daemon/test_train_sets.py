@@ -162,3 +162,23 @@ def test_predict_warns_on_a_survey_far_outside_the_training_amplitudes(sets: Run
     quiet = submit_ok(c, {"kind": "predict", "model": "two_sets", "survey": "s1", "output": "s1_pred",
                           "figures": {"enabled": False}, "stride": 4, "format": "hdf5"})
     assert quiet["result"]["warnings"] == []
+
+
+def test_a_segmentation_model_learns_from_the_sets_label_crops_with_the_swap(sets: RunningDaemon) -> None:
+    """A U-Net learns per voxel from the sets' label crops; the swap cuts crossline sections from the source
+    surveys (still in the home), and a set whose survey is gone refuses the swap naming the survey."""
+    from daemon.kinds.modelinfo import read_model_info
+
+    job = train_job("seg_sets", {"examples": ["set0", "set1"], "augment": {"p_swap": 0.5, "p_flip": 0.5}})
+    job["model"] = {"name": "unet", "params": {"base": 4, "depth": 2}}
+    record = submit_ok(sets.client, job)
+    assert record["result"]["step"] == 12
+    info = read_model_info(sets.home / "models" / "seg_sets.h5")
+    assert info.input_spec["apply_kind"] == "fcn" and info.input_spec["apply_orientation"] == "both"
+    # the set's survey removed: the swap cannot be cut, and the job says which survey is missing
+    extract(sets.client, "gone", "loud")
+    seisctl_json(sets.home, "survey", "rm", "loud")
+    job = train_job("seg_gone", {"examples": ["gone"], "augment": {"p_swap": 0.5}})
+    problems = refused(sets.client, job)
+    assert any(p.startswith("data.augment.p_swap:") and "survey 'loud' is not in this home" in p
+               for p in problems), problems

@@ -136,3 +136,36 @@ def test_extract_refuses_a_crop_larger_than_the_survey(two_sets: dict, tmp_path:
                        r"\[32, 32\]"):
         extract_examples([(survey, picks, ["seismic"])], CropSpec((40, 12)), tmp_path / "big.h5")
     assert not (tmp_path / "big.h5").exists()
+
+
+def test_the_swap_cuts_the_other_section_from_the_source_survey(two_sets: dict) -> None:
+    """With the source surveys' volumes (sections), a swapped inline crop is the crossline section through the
+    example, normalised with its survey's statistics, and its labels those of the recipe's own examples."""
+    from workers.crops import extract_crop
+    from workers.sampling import RawVolume
+
+    index = read_sets(two_sets["paths"], CROP, 1)
+    sections = tuple((RawVolume(str(s.folder / s.doc["volumes"]["seismic"]["file"]), s.shape),)
+                     for s in two_sets["surveys"])
+    recipe = ExampleRecipe(files=tuple(index.files), set_of=index.set_of, row_of=index.row_of, norm=index.norm,
+                           label_maps=tuple(index.label_maps),
+                           sampler=PickSampler(index.positions, index.labels, balance=True), crop=CROP, batch_size=8,
+                           batches_per_epoch=4, per_voxel=True, augment=Augmentation(p_swap=1.0),
+                           survey_of=index.survey_of, sections=sections)
+    x, y = batch(recipe, 2, 0, 0)
+    rows = recipe.sampler.draw_index(batch_rngs(2, 0, 0)[0], 8)
+    crossline = CropSpec(CROP.size, "crossline")
+    for i, r in enumerate(rows):
+        s = int(index.survey_of[r])
+        survey = two_sets["surveys"][s]
+        stats = survey.stats("seismic")
+        raw = extract_crop(survey.volume("seismic"), tuple(index.positions[r]), crossline)
+        np.testing.assert_allclose(x[i, 0], (raw - stats["mean"]) / stats["std"], rtol=1e-5, atol=1e-5)
+        mine = index.survey_of == s
+        want = PointLabels(survey.shape, index.positions[mine], index.labels[mine])
+        np.testing.assert_array_equal(y[i], want.crops(index.positions[r][None], crossline)[0])
+    without = ExampleRecipe(**{**{k: getattr(recipe, k) for k in ("files", "set_of", "row_of", "norm", "label_maps",
+                                                                  "sampler", "crop", "batch_size",
+                                                                  "batches_per_epoch", "augment")}})
+    with pytest.raises(Exception, match="swap needs the source surveys' volumes"):
+        batch(without, 2, 0, 0)

@@ -18,12 +18,12 @@ from workers.augment import Augmentation
 from workers.crops import CropSpec
 from workers.example_batches import ExampleRecipe
 from workers.example_index import SetIndex, read_sets
-from workers.sampling import PickSampler
+from workers.sampling import PickSampler, RawVolume
 from workers.survey import Survey
 
 from daemon.common.home import survey_folder
 from daemon.kinds.train_split import split_by_source
-from daemon.kinds.train_sets import job_sets
+from daemon.kinds.train_sets import job_sets, needs_sections, section_problem
 from daemon.kinds.train_spec import DataSection
 
 
@@ -45,13 +45,15 @@ def prepare_set_data(d: DataSection, home: Path, seed: int, per_voxel: bool, val
     split = split_by_source(index.positions, index.survey_of, names, d, crop)
     aug = Augmentation(**d.augment.model_dump())
     aug = aug if aug.enabled else None
+    sections = _sections(index, home, d) if aug is not None and needs_sections(d) else None
 
     def recipe(chosen: np.ndarray, balance: bool, batches: int, augment: Any) -> ExampleRecipe:
         sampler = PickSampler(index.positions[chosen], index.labels[chosen], balance=balance)
         return ExampleRecipe(files=tuple(index.files), set_of=index.set_of[chosen], row_of=index.row_of[chosen],
                              norm=index.norm[chosen], label_maps=tuple(index.label_maps), sampler=sampler, crop=crop,
                              batch_size=d.batch_size, batches_per_epoch=batches, per_voxel=per_voxel,
-                             augment=augment)
+                             augment=augment, survey_of=index.survey_of[chosen],
+                             sections=sections if augment is not None else None)
 
     train = recipe(split.train, d.balance, d.batches_per_epoch, aug)
     val = []
@@ -70,6 +72,18 @@ def prepare_set_data(d: DataSection, home: Path, seed: int, per_voxel: bool, val
                "dropped_points": int(len(index.labels) - len(split.train) - len(split.val)),
                "per_survey": per_survey},
         preview_inline=preview_inline, volumes=volumes, trained_on=index.trained_on())
+
+
+def _sections(index: SetIndex, home: Path, d: DataSection) -> tuple[tuple[RawVolume, ...], ...]:
+    """Each source survey's volumes, for the inline/crossline swap (checked at submit; checked again here)."""
+    out = []
+    for s in index.surveys:
+        if (why := section_problem(home, s["name"], d.volumes)):
+            raise ValueError(f"data.augment.p_swap: the swap cuts the other section from the source survey, and {why}")
+        survey = Survey.open(survey_folder(home, s["name"]))
+        out.append(tuple(RawVolume(str(survey.folder / survey.doc["volumes"][v]["file"]), survey.shape)
+                         for v in d.volumes))
+    return tuple(out)
 
 
 def _preview_survey(index: SetIndex, home: Path, d: DataSection) -> tuple[list[np.ndarray], int]:
