@@ -12,9 +12,12 @@ swap of time and 3D crops, stretch, scaling, polarity and noise exactly as from 
 moves the stored crop along its sample axis, the cells it uncovers are zero (as past a survey's edge). The
 inline/crossline swap of a vertical crop needs the other section through the example, which a set does not hold:
 with ``sections`` (each source survey's volumes, still in the home) a swapped row is cut from its survey like a
-row of BatchRecipe (shifted centre, crossline section, labels from the recipe's own examples of that survey as
-PointLabels); without them the train job's check refuses the swap. Segmentation labels are otherwise the set's
-``labels`` crops (every pick of the survey the crop covers).
+row of BatchRecipe (shifted centre, crossline section); without them the train job's check refuses the swap.
+
+Segmentation labels are made as job_data makes them from picks: the recipe's own examples of each survey are that
+survey's PointLabels (a set's examples are its picks), so a crop carries every example of its survey it covers and
+training crops see training examples only, never a validation one (the set's stored ``labels`` crops, which hold
+every pick, are its record, for viewers and export; training does not read them).
 """
 from __future__ import annotations
 
@@ -33,15 +36,14 @@ class ExampleRecipe:
     """Batches [B, C, *crop] from the rows ``rows_of`` of the set files ``files``.
 
     ``set_of``/``row_of`` [M]: which file and row each drawable example is; ``norm`` [M, C, 2]: its (mean, std)
-    per channel; ``label_maps``: per file, its class ids -> the job's class ids; ``sampler`` draws among the M
-    (its labels are the job's class ids, its picks the examples' positions, unused here).
+    per channel; ``sampler`` draws among the M (its labels are the job's class ids, its picks the examples' grid
+    positions); ``survey_of`` [M] the source survey of each (for per-voxel labels and the swap).
     """
 
     files: tuple[str, ...]
     set_of: np.ndarray
     row_of: np.ndarray
     norm: np.ndarray
-    label_maps: tuple[np.ndarray, ...]
     sampler: PickSampler
     crop: CropSpec
     batch_size: int
@@ -57,6 +59,11 @@ class ExampleRecipe:
 
     def __post_init__(self) -> None:
         m = len(self.set_of)
+        if self.per_voxel and self.survey_of is None:
+            raise SamplingError("per-voxel labels need survey_of: the source survey of each example")
+        if self.per_voxel and (np.asarray(self.sampler.picks) < 0).any():
+            raise SamplingError("per-voxel labels need the examples' grid positions; a set imported from OpendTect "
+                                "has none")
         if not (len(self.row_of) == m == len(self.norm) == len(self.sampler.labels)):
             raise SamplingError("example recipe: set_of, row_of, norm and the sampler need one entry per example")
         if self.batch_size < 1 or self.batches_per_epoch < 1:
@@ -130,10 +137,10 @@ class ExampleRecipe:
             wanted, back = np.unique(rows[mine], return_inverse=True)  # h5py reads increasing, distinct rows
             h5 = self._opened[int(s)]
             x[mine] = h5["x"][wanted][back]
-            if self.per_voxel:
-                lab = h5["labels"][wanted][back].astype(np.int64)
-                lut = self.label_maps[int(s)]
-                y[mine] = np.where(lab >= 0, lut[np.clip(lab, 0, len(lut) - 1)], -1)
+        if self.per_voxel:
+            for s in np.unique(self.survey_of[idx]):
+                mine = np.flatnonzero(self.survey_of[idx] == s)
+                y[mine] = self._point_labels(int(s)).crops(self.sampler.picks[idx[mine]], self.crop)
 
 
     def _cut_swapped(self, idx: np.ndarray, plans: list[aug_ops.AugmentPlan], x: np.ndarray,
@@ -161,7 +168,11 @@ class ExampleRecipe:
         cache = self.__dict__.setdefault("_labels_cache", {})
         if s not in cache:
             mine = self.survey_of == s
-            cache[s] = PointLabels(self._surveys[s][0].shape, self.sampler.picks[mine], self.sampler.labels[mine])
+            points = self.sampler.picks[mine]
+            # the grid the points lie in: the survey's when its volumes are open, else as far as the points reach
+            # (cells past them hold no label either way)
+            shape = self._surveys[s][0].shape if self._surveys else tuple(int(n) + 1 for n in points.max(axis=0))
+            cache[s] = PointLabels(shape, points, self.sampler.labels[mine])
         return cache[s]
 
 

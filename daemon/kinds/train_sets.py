@@ -68,10 +68,9 @@ def set_problems(d: DataSection, home: Path, model: str) -> list[str]:
     if len(set(index.labels.tolist())) < 2:
         problems.append(f"{key}: the set(s) hold examples of {len(set(index.labels.tolist()))} class; training "
                         "needs at least two")
-    if model == "unet" and not all(index.has_labels):
-        old = [n for n, ok in zip(index.names, index.has_labels) if not ok]
-        problems.append(f"{key}: example set(s) {old} hold no label crops (extracted by an older seisd); a "
-                        "segmentation model learns from them: extract the set(s) again")
+    if model == "unet" and (index.positions < 0).any():
+        problems.append(f"{key}: a segmentation model learns from the picks each crop covers, which needs the "
+                        "examples' grid positions; a set imported from OpendTect has none")
     from daemon.kinds.train_split import split_by_source
 
     try:

@@ -55,8 +55,8 @@ def recipe_of(two_sets: dict, per_voxel: bool = False, augment: Augmentation | N
     index = read_sets(two_sets["paths"], CROP, 1)
     sampler = PickSampler(index.positions, index.labels, balance=True)
     recipe = ExampleRecipe(files=tuple(index.files), set_of=index.set_of, row_of=index.row_of, norm=index.norm,
-                           label_maps=tuple(index.label_maps), sampler=sampler, crop=CROP, batch_size=batch_size,
-                           batches_per_epoch=4, per_voxel=per_voxel, augment=augment)
+                           sampler=sampler, crop=CROP, batch_size=batch_size, batches_per_epoch=4,
+                           per_voxel=per_voxel, augment=augment, survey_of=index.survey_of)
     return recipe, index
 
 
@@ -112,6 +112,29 @@ def test_segmentation_labels_are_the_picks_each_crop_covers(two_sets: dict) -> N
         assert y[i][centre] == index.labels[r]  # the centre voxel holds the example's own class
 
 
+def test_a_segmentation_recipe_of_training_examples_sees_no_validation_labels(two_sets: dict) -> None:
+    """Labels come from the recipe's own examples (as job_data's come from the split's picks): examples left out
+    of the recipe (validation) are -1 in its crops even where a crop covers them."""
+    _, index = recipe_of(two_sets)
+    half = np.arange(len(index.labels)) % 2 == 0
+    sampler = PickSampler(index.positions[half], index.labels[half], balance=False)
+    recipe = ExampleRecipe(files=tuple(index.files), set_of=index.set_of[half], row_of=index.row_of[half],
+                           norm=index.norm[half], sampler=sampler, crop=CROP, batch_size=8, batches_per_epoch=2,
+                           per_voxel=True, survey_of=index.survey_of[half])
+    _, y = batch(recipe, 1, 0, 0)
+    rows = sampler.draw_index(batch_rngs(1, 0, 0)[0], 8)
+    hidden = 0  # cells where a left-out example lies under a crop: unlabelled there
+    for i, r in enumerate(rows):
+        s = int(recipe.survey_of[r])
+        mine, left = half & (index.survey_of == s), ~half & (index.survey_of == s)
+        shape = two_sets["surveys"][s].shape
+        want = PointLabels(shape, index.positions[mine], index.labels[mine]).crops(sampler.picks[r][None], CROP)[0]
+        np.testing.assert_array_equal(y[i], want)
+        others = PointLabels(shape, index.positions[left], index.labels[left]).crops(sampler.picks[r][None], CROP)[0]
+        hidden += int(((others >= 0) & (y[i] < 0)).sum())
+    assert hidden > 0  # the batch did cover left-out examples
+
+
 def test_sets_with_their_classes_in_another_order_join_in_one_class_list(two_sets: dict) -> None:
     _, index = recipe_of(two_sets)
     assert index.classes == list(two_sets["picks"][0].class_names)
@@ -148,7 +171,6 @@ def test_the_swap_cuts_the_other_section_from_the_source_survey(two_sets: dict) 
     sections = tuple((RawVolume(str(s.folder / s.doc["volumes"]["seismic"]["file"]), s.shape),)
                      for s in two_sets["surveys"])
     recipe = ExampleRecipe(files=tuple(index.files), set_of=index.set_of, row_of=index.row_of, norm=index.norm,
-                           label_maps=tuple(index.label_maps),
                            sampler=PickSampler(index.positions, index.labels, balance=True), crop=CROP, batch_size=8,
                            batches_per_epoch=4, per_voxel=True, augment=Augmentation(p_swap=1.0),
                            survey_of=index.survey_of, sections=sections)
@@ -164,8 +186,7 @@ def test_the_swap_cuts_the_other_section_from_the_source_survey(two_sets: dict) 
         mine = index.survey_of == s
         want = PointLabels(survey.shape, index.positions[mine], index.labels[mine])
         np.testing.assert_array_equal(y[i], want.crops(index.positions[r][None], crossline)[0])
-    without = ExampleRecipe(**{**{k: getattr(recipe, k) for k in ("files", "set_of", "row_of", "norm", "label_maps",
-                                                                  "sampler", "crop", "batch_size",
+    without = ExampleRecipe(**{**{k: getattr(recipe, k) for k in ("files", "set_of", "row_of", "norm", "sampler", "crop", "batch_size",
                                                                   "batches_per_epoch", "augment")}})
     with pytest.raises(Exception, match="swap needs the source surveys' volumes"):
         batch(without, 2, 0, 0)

@@ -4,8 +4,8 @@ The same TrainData as daemon/executor/training/job_data.py gives for a survey an
 the split is the blocked (or random) split of job_data's path done in each source survey's own grid
 (daemon.kinds.train_split.split_by_source), the batches come from workers.example_batches.ExampleRecipe through the
 same worker pool, and each example is normalised with its own source survey's statistics. A patch classifier
-learns the centre class of each example (y), a segmentation model the set's label crops (every pick the crop
-covers, -1 elsewhere: the same labels job_data cuts from the picks with PointLabels).
+learns the centre class of each example (y), a segmentation model every example of its survey that the crop
+covers, -1 elsewhere: PointLabels of the recipe's own examples, as job_data makes them of its picks.
 """
 from __future__ import annotations
 
@@ -36,10 +36,6 @@ def prepare_set_data(d: DataSection, home: Path, seed: int, per_voxel: bool, val
                      make_batch: Any, train_data: Any) -> Any:
     """TrainData for a job that trains from example sets (job_data.prepare_data hands over here)."""
     index = read_job_sets(d, home)
-    if per_voxel and not all(index.has_labels):
-        old = [n for n, ok in zip(index.names, index.has_labels) if not ok]
-        raise ValueError(f"example set(s) {old} hold no label crops (extracted by an older seisd); a segmentation "
-                         "model learns from them: extract the set(s) again")
     crop = CropSpec(tuple(d.crop.size), d.crop.orientation)
     names = [s["name"] for s in index.surveys]
     split = split_by_source(index.positions, index.survey_of, names, d, crop)
@@ -50,7 +46,7 @@ def prepare_set_data(d: DataSection, home: Path, seed: int, per_voxel: bool, val
     def recipe(chosen: np.ndarray, balance: bool, batches: int, augment: Any) -> ExampleRecipe:
         sampler = PickSampler(index.positions[chosen], index.labels[chosen], balance=balance)
         return ExampleRecipe(files=tuple(index.files), set_of=index.set_of[chosen], row_of=index.row_of[chosen],
-                             norm=index.norm[chosen], label_maps=tuple(index.label_maps), sampler=sampler, crop=crop,
+                             norm=index.norm[chosen], sampler=sampler, crop=crop,
                              batch_size=d.batch_size, batches_per_epoch=batches, per_voxel=per_voxel,
                              augment=augment, survey_of=index.survey_of[chosen],
                              sections=sections if augment is not None else None)
