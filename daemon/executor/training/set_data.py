@@ -51,7 +51,8 @@ def prepare_set_data(d: DataSection, home: Path, seed: int, per_voxel: bool, val
                              augment=augment, survey_of=index.survey_of[chosen],
                              sections=sections if augment is not None else None)
 
-    train = recipe(split.train, d.balance, d.batches_per_epoch, aug)
+    # class balance is for patch models (data.balance); segmentation centres are drawn uniformly, as from picks
+    train = recipe(split.train, d.balance and not per_voxel, d.batches_per_epoch, aug)
     val = []
     if d.val_batches and len(split.val):
         val_recipe = recipe(split.val, False, d.val_batches, None)
