@@ -1,7 +1,9 @@
-"""The `train` job kind: a model trained on crops around a survey's picks, fed by the shared-memory worker pool.
+"""The `train` job kind: a model trained on example sets or on crops around a survey's picks, fed by the
+shared-memory worker pool.
 
 The job file's schema, whole, is daemon.kinds.train_spec.TrainSpec (torch-free, validated at submit). Here are the
-submit-time checks that look at the home (the output, the survey, its picks and volumes, the split), at the machine
+submit-time checks that look at the home (the output, the survey, its picks and volumes, the split; example sets:
+daemon/kinds/train_sets.py), at the machine
 (daemon/kinds/limits.py: workers, memory) and at a user model (built in a child process), and the kind's hooks. The
 files it names (init_from, a user model) are checked by daemon/kinds/job_files.py like every job's. The runner (in
 an executor) is daemon.executor.training.job.run_train_job. docs/train-job.md documents every key.
