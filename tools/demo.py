@@ -6,10 +6,11 @@
 2. start a daemon in OUT/home
 3. import the SEG-Y as survey `demo`, and the ground-truth labels as its volume `truth`
 4. import the picks (one file per class)
-5. train a network on crops around the picks (configs/train_facies_unet.yaml)
-6. predict the whole cube: labels and confidence as SEG-Y, figures of inline, crossline and time slices
-7. print pixel accuracy and mean class accuracy against the ground truth, with the time each stage took
-8. stop the daemon
+5. extract an example set: crops around the picks (examples/demo-picks.h5), the training input
+6. train a network from the example set (configs/train_facies_unet.yaml, with data.examples instead of the survey)
+7. predict the whole cube: labels and confidence as SEG-Y, figures of inline, crossline and time slices
+8. print pixel accuracy and mean class accuracy against the ground truth, with the time each stage took
+9. stop the daemon
 Every step is a seisctl command a user could type; the commands are printed before they run.
 """
 from __future__ import annotations
@@ -96,11 +97,23 @@ def main(argv: list[str] | None = None) -> int:
         seisctl(env, "picks", "import", "demo", *picks, "--pattern", r"(?P<name>.+)\.pts")
         stage("picks", t)
 
-        print(f"5. train ({a.model}) on crops around the picks")
-        t = time.monotonic()
         config = ROOT / "configs" / ("train_facies_unet.yaml" if a.model == "unet" else "train_facies.yaml")
         job = yaml.safe_load(config.read_text())
+        crop = job["data"]["crop"]
+        print("5. extract an example set: crops around the picks, the training input")
+        t = time.monotonic()
+        extracted = seisctl(env, "examples", "extract", "demo-picks", "--survey", "demo", "--size",
+                            *map(str, crop["size"]), "--orientation", crop["orientation"], capture=True)
+        print(f"   examples/demo-picks.h5: {(extracted.get('result') or {}).get('count')} examples, "
+              f"classes {(extracted.get('result') or {}).get('classes')}")
+        stage("extract", t)
+
+        print(f"6. train ({a.model}) from the example set")
+        t = time.monotonic()
         job.update(output="demo", overwrite=True)
+        for key in ("survey", "picks"):
+            job["data"].pop(key, None)
+        job["data"]["examples"] = ["demo-picks"]
         if a.epochs:
             job["train"]["epochs"] = a.epochs
         job_path = out / "train.yaml"
@@ -109,13 +122,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"   job {train['id']}: {train['state']}; {_train_summary(train)}")
         stage("train", t)
 
-        print("6. predict the whole cube")
+        print("7. predict the whole cube")
         t = time.monotonic()
         predict = seisctl(env, "predict", "demo", "demo", "--name", "demo", "--outputs", "labels,confidence",
                           "--truth", "truth", capture=True)
         stage("predict", t)
 
-        print("7. how well")
+        print("8. how well")
         result = predict.get("result") or {}
         scores = result.get("scores") or {}
         print(f"   pixel accuracy      {scores.get('pixel_accuracy', float('nan')):.3f}   (depth only "
@@ -133,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"   figure: {f}")
     finally:
         if not a.keep_daemon:
-            print("8. stop the daemon")
+            print("9. stop the daemon")
             seisctl(env, "daemon", "stop")
     print("\ntime per stage: " + ", ".join(f"{n} {s:.0f} s" for n, s in STAGES) +
           f"; total {time.monotonic() - total:.0f} s")

@@ -265,3 +265,21 @@ def extract_crops(volume: np.ndarray, centers: np.ndarray, spec: CropSpec,
     if volume.ndim != 3:
         raise CropError(f"volume must be 3D [inline, crossline, sample], got shape {volume.shape}")
     return CropWindows(volume.shape, centers, spec).cut(volume, out)
+
+
+_AXIS_NAMES = ("inlines", "crosslines", "samples")
+
+
+def crop_fit_problem(spec: CropSpec, shape: tuple[int, ...], survey: str) -> str | None:
+    """None when a crop fits survey ``shape`` [inline, crossline, sample] along every axis it spans, else the one
+    message that extract and train both give (workers/examples.py, daemon/kinds/train.py).
+
+    A crop may reach past the survey's edge around a pick near it (those cells are zero), but a crop larger than
+    the survey itself would be mostly padding everywhere: that is refused, whoever asks.
+    """
+    have = [int(shape[a]) for a in spec.volume_axes]
+    if all(n <= h for n, h in zip(spec.size, have)):
+        return None
+    names = " x ".join(_AXIS_NAMES[a] for a in spec.volume_axes)
+    return (f"crop {list(spec.size)} ({spec.orientation}) is larger than survey {survey!r}, which has {have} "
+            f"({names}); use a crop of at most {have}")

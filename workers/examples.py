@@ -3,7 +3,9 @@
 File ``<examples folder>/<name>.h5``::
 
     x         [N, C, *crop] float32, chunked one example per chunk (raw amplitudes; normalise with meta's stats)
-    y         [N] int32 class ids (index into meta["class_names"])
+    y         [N] int32 class ids (index into meta["class_names"]): the class of the crop's centre
+    labels    [N, *crop] int16 every pick of the example's survey that the crop covers (class ids), -1 elsewhere:
+              what segmentation models learn from (sets extracted before it was added lack it)
     source    [N] int32 index into meta["surveys"]
     position  [N, 3] int32 grid indices (inline, crossline, sample) of the crop centre
     attrs["meta"]  one JSON document: surveys, volumes, crop, class names and counts, normalisation, created,
@@ -23,9 +25,10 @@ from typing import Any, Callable
 import h5py
 import numpy as np
 
-from workers.crops import CropSpec, extract_crop
+from workers.crops import CropSpec, crop_fit_problem, extract_crop
 from workers.names import is_internal, name_error, work_path
 from workers.picks import PickSet
+from workers.sampling import PointLabels
 from workers.survey import Survey
 
 BATCH = 256  # examples written per HDF5 write: bounds memory, amortises h5py overhead
@@ -74,16 +77,21 @@ class BrokenExampleSet:
 Source = tuple[Survey, PickSet, list[str]]
 
 
-def _class_union(sources: list[Source]) -> tuple[list[str], list[np.ndarray]]:
-    """One class list across sources (first-seen order) and, per source, its ids mapped into it."""
+def class_union(class_lists: list[list[str]]) -> tuple[list[str], list[np.ndarray]]:
+    """One class list across several (first-seen order) and, per list, its ids mapped into it: how extract joins
+    the pick sets of its sources, and how a train job joins the class lists of its example sets."""
     names: list[str] = []
     maps = []
-    for _, picks, _ in sources:
-        for n in picks.class_names:
+    for own in class_lists:
+        for n in own:
             if n not in names:
                 names.append(n)
-        maps.append(np.array([names.index(n) for n in picks.class_names], dtype=np.int32))
+        maps.append(np.array([names.index(n) for n in own], dtype=np.int32))
     return names, maps
+
+
+def _class_union(sources: list[Source]) -> tuple[list[str], list[np.ndarray]]:
+    return class_union([list(picks.class_names) for _, picks, _ in sources])
 
 
 def _check_sources(sources: list[Source]) -> list[str]:
@@ -98,6 +106,13 @@ def _check_sources(sources: list[Source]) -> list[str]:
         if missing:
             raise ExampleSetError(f"survey {survey.name!r} has no volume(s) {missing}; it has {survey.volumes}")
     return volumes
+
+
+def _check_crop(sources: list[Source], spec: CropSpec) -> None:
+    """The crop rule train jobs apply too (workers.crops.crop_fit_problem): one rule, one message."""
+    for survey, _, _ in sources:
+        if (problem := crop_fit_problem(spec, survey.shape, survey.name)):
+            raise ExampleSetError(problem)
 
 
 def _meta(sources: list[Source], spec: CropSpec, names: list[str], counts: np.ndarray, job_id: str | None,
@@ -129,6 +144,7 @@ def extract_examples(sources: list[Source], spec: CropSpec, out_path: str | os.P
     if out_path.exists() and info(out_path).locked:
         raise ExampleSetLocked(f"example set {out_path.stem!r} is locked; unlock it before overwriting")
     _check_sources(sources)
+    _check_crop(sources, spec)
     names, maps = _class_union(sources)
     total = sum(len(p) for _, p, _ in sources)
     channels = len(sources[0][2])
@@ -141,11 +157,12 @@ def extract_examples(sources: list[Source], spec: CropSpec, out_path: str | os.P
             dy = h5.create_dataset("y", (total,), np.int32)
             ds = h5.create_dataset("source", (total,), np.int32)
             dp = h5.create_dataset("position", (total, 3), np.int32)
+            dl = h5.create_dataset("labels", (total, *crop), np.int16, chunks=(1, *crop))
             done = 0
             for k, (survey, picks, vols) in enumerate(sources):
                 y = maps[k][picks.cls] if len(picks) else np.zeros(0, np.int32)
                 counts += np.bincount(y, minlength=len(names))
-                done = _write_source(survey, picks, vols, spec, (dx, dy, ds, dp), y, k, done, total, progress,
+                done = _write_source(survey, picks, vols, spec, (dx, dy, ds, dp, dl), y, k, done, total, progress,
                                      cancel)
             h5.attrs["meta"] = json.dumps(_meta(sources, spec, names, counts, job_id, notes))
         os.replace(tmp, out_path)
@@ -159,9 +176,10 @@ def _write_source(survey: Survey, picks: PickSet, vols: list[str], spec: CropSpe
                   k: int, done: int, total: int, progress: Callable[[float, str], None] | None,
                   cancel: Callable[[], bool] | None) -> int:
     """Write one source's examples in batches; returns the new count of examples written."""
-    dx, dy, ds, dp = dsets
+    dx, dy, ds, dp, dl = dsets
     volumes = [survey.volume(v) for v in vols]
     pos = picks.positions()
+    sparse = PointLabels(survey.shape, pos, y)  # the labels a segmentation job cuts around the same picks
     buf = np.empty((BATCH, len(vols), *spec.out_shape()), dtype=np.float32)
     for a in range(0, len(pos), BATCH):
         if cancel is not None and cancel():
@@ -174,6 +192,7 @@ def _write_source(survey: Survey, picks: PickSet, vols: list[str], spec: CropSpe
         dy[done:done + b - a] = y[a:b]
         ds[done:done + b - a] = k
         dp[done:done + b - a] = pos[a:b]
+        dl[done:done + b - a] = sparse.crops(pos[a:b], spec).astype(np.int16)
         done += b - a
         if progress is not None:
             progress(done / max(total, 1), f"{done} of {total} examples")

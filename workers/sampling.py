@@ -96,6 +96,11 @@ class PickSampler:
 
     def draw(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
         """``n`` centres [n, 3] and their labels [n]."""
+        idx = self.draw_index(rng, n)
+        return self.picks[idx], self.labels[idx]
+
+    def draw_index(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """Which picks ``n`` crops take (indices into ``picks``); example-set recipes draw rows this way."""
         if self.balance:
             classes, inverse = np.unique(self.labels, return_inverse=True)
             chosen = rng.integers(len(classes), size=n)
@@ -107,7 +112,7 @@ class PickSampler:
                 idx[sel] = members[(u[sel] * len(members)).astype(np.int64)]
         else:
             idx = rng.integers(len(self.picks), size=n)
-        return self.picks[idx], self.labels[idx]
+        return idx
 
 
 @dataclass(frozen=True)

@@ -225,7 +225,7 @@ def _crop_text(crop: Any) -> str:
 _NAME = ("name", None)
 command(ExamplesAction("list", "example sets in the home"))
 for _action, _help in (("info", "metadata"), ("lock", "protect from rm, rename, overwrite"), ("unlock", "unprotect"),
-                       ("rm", "remove"), ("default", "make it the default set")):
+                       ("rm", "remove"), ("default", "make it the default set (what a train job naming neither data.survey nor data.examples trains on)")):
     command(ExamplesAction(_action, _help, _NAME))
 command(ExamplesAction("rename", "rename a set", _NAME, ("value", "new_name")))
 command(ExamplesAction("note", "replace a set's notes", _NAME, ("value", "text")))

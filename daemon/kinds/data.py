@@ -6,8 +6,9 @@ so the daemon's main process stays light.
 """
 from __future__ import annotations
 
+import json
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -143,6 +144,19 @@ class ExtractSpec(JobSpec):
         return self.examples
 
 
+def crop_problem(key: str, crop: CropSection, doc: dict[str, Any], survey: str) -> str | None:
+    """The one crop rule (workers.crops.crop_fit_problem) against a survey.json document, as `key: message`."""
+    from workers.crops import CropSpec, crop_fit_problem
+    from workers.survey import Geometry
+
+    try:
+        shape = Geometry.from_json(doc).shape
+    except (KeyError, TypeError, ValueError):
+        return None  # a damaged survey.json is refused by the checks that open the survey
+    problem = crop_fit_problem(CropSpec(tuple(crop.size), crop.orientation), shape, survey)
+    return f"{key}: {problem}" if problem else None
+
+
 def check_extract(spec: ExtractSpec, ctx: CheckContext) -> list[str]:
     problems = [p for p in [name_problem("examples", spec.examples)] if p]
     for k, src in enumerate(spec.sources):
@@ -155,12 +169,14 @@ def check_extract(spec: ExtractSpec, ctx: CheckContext) -> list[str]:
             continue
         if not picks_file(ctx.home, src.survey, src.picks).is_file():
             problems.append(f"sources.{k}.picks: survey {src.survey!r} has no pick set {src.picks!r}")
-        import json
         have = json.loads((folder / "survey.json").read_text()).get("volumes", {})
         for v in src.volumes:
             if v not in have:
                 problems.append(f"sources.{k}.volumes: survey {src.survey!r} has no volume {v!r} "
                                 f"(it has {', '.join(have)})")
+        if (p := crop_problem("crop.size", spec.crop, json.loads((folder / "survey.json").read_text()),
+                              src.survey)):
+            problems.append(p)
     if len({len(s.volumes) for s in spec.sources}) > 1:
         problems.append("sources: every source needs the same number of volumes (they become channels)")
     return problems

@@ -36,6 +36,9 @@ class ModelInfo:
     metrics: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     user_source: str | None = None  # source text of a user model file, for the record
+    # what it was trained on: sets [{name, surveys}] and surveys [{name, examples, volumes [{name, mean, std}]}]
+    # (older model files: empty); predict compares a survey's amplitudes with these (daemon/executor/predict/job.py)
+    trained_on: dict[str, Any] = field(default_factory=dict)
 
 
 def read_model_info(path: str | Path) -> ModelInfo:

@@ -1,7 +1,9 @@
-"""The `train` job kind: a model trained on crops around a survey's picks, fed by the shared-memory worker pool.
+"""The `train` job kind: a model trained on example sets or on crops around a survey's picks, fed by the
+shared-memory worker pool.
 
 The job file's schema, whole, is daemon.kinds.train_spec.TrainSpec (torch-free, validated at submit). Here are the
-submit-time checks that look at the home (the output, the survey, its picks and volumes, the split), at the machine
+submit-time checks that look at the home (the output, the survey, its picks and volumes, the split; example sets:
+daemon/kinds/train_sets.py), at the machine
 (daemon/kinds/limits.py: workers, memory) and at a user model (built in a child process), and the kind's hooks. The
 files it names (init_from, a user model) are checked by daemon/kinds/job_files.py like every job's. The runner (in
 an executor) is daemon.executor.training.job.run_train_job. docs/train-job.md documents every key.
@@ -10,17 +12,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from daemon.common.home import model_file, picks_file, survey_folder
-from daemon.kinds.data import CropSection, name_problem
+from daemon.kinds.data import crop_problem, name_problem
 from daemon.kinds.job_files import job_file
 from daemon.kinds.limits import train_memory_problems, worker_problem
 from daemon.kinds.model_params import COMMON_PARAMS
 from daemon.kinds.registry import CheckContext, JobKind, register
 from daemon.kinds.train_spec import DataSection, TrainSpec
+from daemon.kinds.train_split import default_gap, split_by_source, split_picks  # noqa: F401 (their home before)
 
 
 def check_train(spec: TrainSpec, ctx: CheckContext) -> list[str]:
@@ -29,6 +31,10 @@ def check_train(spec: TrainSpec, ctx: CheckContext) -> list[str]:
     if not problems and not spec.overwrite and model_file(ctx.home, spec.output).exists():
         problems.append(f"output: a model {spec.output!r} already exists (give `overwrite: true` to replace it, "
                         f"`output: NEW` to keep both, or remove it: `seisctl models rm {spec.output}`)")
+    if spec.data.from_sets:
+        from daemon.kinds.train_sets import set_problems
+
+        return problems + _machine_problems(spec, ctx) + set_problems(spec.data, ctx.home, spec.model.name)
     return problems + _machine_problems(spec, ctx) + _check_data(spec.data, ctx.home)
 
 
@@ -49,8 +55,13 @@ def check_user_model_file(spec: TrainSpec, ctx: CheckContext) -> list[str]:
     from daemon.kinds.user_model_check import check_user_model
 
     d = spec.data
-    with np.load(picks_file(ctx.home, d.survey, d.picks)) as z:
-        n_classes = max(len(z["class_names"]), 2)
+    if d.from_sets:
+        from daemon.kinds.train_sets import set_classes
+
+        n_classes = max(len(set_classes(d, ctx.home)), 2)
+    else:
+        with np.load(picks_file(ctx.home, d.survey, d.picks)) as z:
+            n_classes = max(len(z["class_names"]), 2)
     params = {k: v for k, v in spec.model.params.items() if k != "path" and k not in COMMON_PARAMS}  # seisd's keys
     path, problem = job_file(ctx, "model.params.path", spec.model.params["path"])
     if path is None:  # validate_job refused it before; kept for a caller that did not
@@ -75,11 +86,8 @@ def _check_data(d: DataSection, home: Path) -> list[str]:
     doc = json.loads((folder / "survey.json").read_text())
     problems = [f"data.volumes: survey {d.survey!r} has no volume {v!r} (it has {', '.join(doc['volumes'])})"
                 for v in d.volumes if v not in doc.get("volumes", {})]
-    shape = _survey_shape(doc)
-    axes = {"inline": (1, 2), "crossline": (0, 2), "time": (0, 1), "3d": (0, 1, 2)}[d.crop.orientation]
-    if shape and any(n > shape[a] for n, a in zip(d.crop.size, axes)):
-        problems.append(f"data.crop.size: {list(d.crop.size)} does not fit the survey's "
-                        f"{[shape[a] for a in axes]} along the {d.crop.orientation} crop's axes")
+    if (p := crop_problem("data.crop.size", d.crop, doc, d.survey)):
+        problems.append(p)
     picks = picks_file(home, d.survey, d.picks)
     if not picks.is_file():
         problems.append(f"data.picks: survey {d.survey!r} has no pick set {d.picks!r} (seisctl picks import "
@@ -106,32 +114,6 @@ def _split_problems(d: DataSection, points: np.ndarray) -> list[str]:
     except SplitError as exc:
         return [f"data.split: {exc}"]
     return []
-
-
-def _survey_shape(doc: dict[str, Any]) -> tuple[int, int, int] | None:
-    try:
-        from workers.survey import Geometry
-
-        return Geometry.from_json(doc).shape
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
-def default_gap(crop: CropSection) -> int:
-    """Half the crop's extent in the inline-crossline plane: no training crop then covers a validation point."""
-    lateral = {"inline": crop.size[:1], "crossline": crop.size[:1], "time": crop.size, "3d": crop.size[:2]}
-    return max(lateral[crop.orientation]) // 2
-
-
-def split_picks(points: np.ndarray, d: Any, crop: Any) -> Any:
-    """The job's split of pick points: blocked (default) or random."""
-    from workers.split import block_split, random_split
-
-    s = d.split
-    if s.kind == "random":
-        return random_split(points, s.val_fraction, s.seed)
-    gap = default_gap(crop) if s.gap is None else s.gap
-    return block_split(points, s.block, gap, s.val_fraction, s.seed)
 
 
 register(JobKind(name="train", spec=TrainSpec, runner="daemon.executor.training.job:run_train_job", resumable=True,

@@ -1,7 +1,7 @@
 """The train job file, whole: one pydantic model, `TrainSpec`, with every default of a train job written here once.
 
     TrainSpec                 kind, output, overwrite (+ name, priority, device of every job)
-      data: DataSection       survey, picks, volumes, crop, batches, workers; split: SplitSection, augment
+      data: DataSection       survey + picks, or examples (sets); volumes, crop, batches, workers; split, augment
       model: ModelSection     name and params, checked against the model's table (daemon/kinds/model_params.py)
       optim: OptimSection     optimiser
       schedule: ScheduleSection   learning-rate schedule
@@ -76,6 +76,11 @@ class DataSection(PickSource):
                 "required": ["crop"]},
          "then": {"properties": {"context": {"const": 0}}}}]})
 
+    survey: str | None = Field(None, description="survey name in the home: with picks, the examples are made on "
+                               "the fly (else data.examples, else the examples folder's default set)",
+                               json_schema_extra=NAME)
+    examples: list[str] | None = Field(None, min_length=1, description="example sets (seisctl examples extract) to "
+                                       "train from, from one or several surveys; instead of survey and picks")
     crop: CropSection
     context: int = Field(0, ge=0, le=8, description="neighbouring slices on each side as extra channels (2D)")
     batch_size: int = Field(32, ge=1, le=65536)
@@ -95,7 +100,15 @@ class DataSection(PickSource):
     def _context_2d(self) -> "DataSection":
         if self.context and self.crop.orientation == "3d":
             raise ValueError("context applies to 2D crops only; set context: 0 for a 3d crop")
+        if self.survey is not None and self.examples is not None:
+            raise ValueError("give data.survey (examples made on the fly from its picks) or data.examples (example "
+                             "sets), not both")
         return self
+
+    @property
+    def from_sets(self) -> bool:
+        """True when the job trains from example sets (data.examples, or the default set when no survey is named)."""
+        return self.survey is None
 
     @property
     def channels(self) -> int:

@@ -70,7 +70,7 @@ def test_broken_job_files_are_refused_with_each_problem_named(demo: RunningDaemo
     cases = [
         ({"model": {"name": "resnet9000"}}, "model.name: unknown model 'resnet9000'"),
         ({"data": {"crop": {"size": [15, 15, 15], "orientation": "inline"}}}, "data.crop"),
-        ({"data": {"crop": {"size": [15, 99]}}}, "data.crop.size: [15, 99] does not fit"),
+        ({"data": {"crop": {"size": [15, 99]}}}, "data.crop.size: crop [15, 99] (inline) is larger than survey 'demo'"),
         ({"data": {"survey": "nowhere"}}, "data.survey: no survey 'nowhere'"),
         ({"data": {"picks": "one"}}, "data.picks: pick set 'one' has points of 1 class"),
         ({"data": {"augment": {"p_stretch": 0.5, "stretch_range": [0.2, 3.0]}}}, "data.augment: stretch_range"),

@@ -28,7 +28,7 @@ def example_set(shared_data: Path, tmp_path: Path) -> tuple[Path, list]:
                (small, from_labelled_slice(small, 3, lab2, ["sand", "shale", "salt"]), ["seismic", "copy"])]
     out = tmp_path / "examples" / "set1.h5"
     out.parent.mkdir()
-    extract_examples(sources, CropSpec((8, 9), "inline"), out, job_id="job-7", notes="first try")
+    extract_examples(sources, CropSpec((5, 9), "inline"), out, job_id="job-7", notes="first try")
     return out, sources
 
 
@@ -36,18 +36,20 @@ def test_extract_writes_crops_labels_and_meta(example_set: tuple[Path, list]) ->
     out, sources = example_set
     got = info(out)
     assert got.count == 4 and got.class_counts == {"sand": 1, "shale": 2, "salt": 1}
-    assert got.meta["crop"] == {"size": [8, 9], "orientation": "inline"} and got.meta["job_id"] == "job-7"
+    assert got.meta["crop"] == {"size": [5, 9], "orientation": "inline"} and got.meta["job_id"] == "job-7"
     assert got.meta["volumes"] == ["seismic", "ieee"] and got.meta["normalisation"][0]["seismic"]["std"] > 0
     with h5py.File(out, "r") as h5:
-        x, y, src, pos = h5["x"][()], h5["y"][()], h5["source"][()], h5["position"][()]
-    assert x.shape == (4, 2, 8, 9) and y.tolist() == [0, 1, 1, 2] and src.tolist() == [0, 0, 0, 1]
+        x, y, src, pos, lab = h5["x"][()], h5["y"][()], h5["source"][()], h5["position"][()], h5["labels"][()]
+    assert lab.shape == (4, 5, 9) and lab[:, 2, 4].tolist() == y.tolist()  # the centre voxel holds its own class
+    assert (lab >= 0).sum() == 4  # the picks lie far apart: each crop covers its own only
+    assert x.shape == (4, 2, 5, 9) and y.tolist() == [0, 1, 1, 2] and src.tolist() == [0, 0, 0, 1]
     for k in range(4):
         survey, _, vols = sources[src[k]]
         for c, v in enumerate(vols):
             np.testing.assert_array_equal(x[k, c], extract_crop(survey.volume(v), tuple(pos[k]),
-                                                                CropSpec((8, 9))))
-    # centre (xl 17, s 74) is the last crossline and sample: crop rows/cols past index 4 lie outside the volume
-    assert not x[2, :, 5:, :].any() and not x[2, :, :, 5:].any() and x[2, :, :5, :5].all()
+                                                                CropSpec((5, 9))))
+    # centre (xl 17, s 74) is the last crossline and sample: crop rows past index 2, columns past 4 lie outside
+    assert not x[2, :, 3:, :].any() and not x[2, :, :, 5:].any() and x[2, :, :3, :5].all()
 
 
 def test_lock_refuses_rm_and_overwrite_then_unlock(example_set: tuple[Path, list]) -> None:

@@ -27,6 +27,7 @@ import numpy as np
 from daemon.common.home import model_file, prediction_folder, survey_folder
 from daemon.kinds.predict import OUTPUT_NAMES, PredictSpec
 from daemon.executor.modelfile import load_model_file
+from daemon.executor.predict.amplitude import amplitude_warning, survey_normalised
 from daemon.executor.predict.apply import predict_volume
 from daemon.executor.predict.figures import SparseLabels, SurveyAxes, lines_through_picks, slice_figures
 from daemon.executor.predict.outputs import confusion_matrix, load_outputs, scores_of, write_hdf5, write_segy
@@ -44,6 +45,10 @@ def run_predict_job(spec: PredictSpec, ctx: Any) -> dict[str, Any]:
     model, info = load_model_file(model_file(ctx.home, spec.model))
     recipe = recipe_of(info, spec.tile, spec.overlap, spec.orientation, spec.stride)
     survey = Survey.open(survey_folder(ctx.home, spec.survey))
+    recipe = survey_normalised(recipe, info, survey)
+    warnings = [w for w in [amplitude_warning(info, survey, recipe.volumes[0])] if w]
+    for w in warnings:
+        ctx.log.warning("%s", w)
     out = prediction_folder(ctx.home, spec.output)
     if not ctx.resume and out.exists():
         if not spec.overwrite:
@@ -88,7 +93,8 @@ def run_predict_job(spec: PredictSpec, ctx: Any) -> dict[str, Any]:
                "seconds": result["seconds"], "voxels_per_s": result["voxels_per_s"],
                "resumed_from_chunk": result["resumed_from_chunk"], "n_chunks": result["n_chunks"],
                "chunk_inlines": result["chunk_inlines"], "batch_size": result["batch_size"],
-               "device": result["device"], "shards": result.get("shards"), "scores": scores}
+               "device": result["device"], "shards": result.get("shards"), "scores": scores,
+               "warnings": warnings}
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=_jsonable))
     ctx.finish_output(out)
     if not spec.keep_arrays:

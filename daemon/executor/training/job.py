@@ -171,6 +171,10 @@ def _run(spec: TrainSpec, ctx: Any) -> dict[str, Any]:
 
 
 def _n_classes(home: Path, d: DataSection) -> int:
+    if d.from_sets:
+        from daemon.kinds.train_sets import set_classes
+
+        return len(set_classes(d, home))
     with np.load(picks_file(home, d.survey, d.picks)) as z:
         return len(z["class_names"])
 
@@ -206,6 +210,9 @@ def _preview_hook(data: TrainData, how: SliceInput, ctx: Any):
     """(image, prediction) of the labelled inline with the current model, for TensorBoard; None when unsupported."""
     if how.context or how.orientation == "time":
         ctx.log.info("no preview image: the apply engine does not take context channels or time slices yet")
+        return None
+    if not data.volumes:
+        ctx.log.info("no preview image: the example sets' first survey is not in this home")
         return None
     stride = PREVIEW_STRIDE_PATCH if how.kind == "patch" else 1
 
@@ -245,12 +252,13 @@ def _write_model(spec: TrainSpec, ctx: Any, model: torch.nn.Module, data: TrainD
         n_classes=len(data.classes), input_shape=list(d.crop.size), classes=data.classes,
         input_spec={"channels": data.recipe.channels, "crop": list(d.crop.size), "orientation": d.crop.orientation,
                     "apply_orientation": _apply_orientation(d), "volumes": list(d.volumes), "context": d.context,
-                    "apply_kind": how.kind, "survey": d.survey, "picks": d.picks},
+                    "apply_kind": how.kind, "survey": d.survey, "picks": d.picks,
+                    "examples": [s["name"] for s in data.trained_on.get("sets", [])]},
         normalisation=data.normalisation, training={**training, "split": data.split},
-        metrics=metrics, provenance=provenance(str(ctx.job_id)))
+        metrics=metrics, provenance=provenance(str(ctx.job_id)), trained_on=data.trained_on)
     path = save_model_file(model_file(ctx.home, spec.output), model, info)
     ctx.log.info("model written to %s", path)
-    if not how.context and how.orientation != "time":
+    if not how.context and how.orientation != "time" and data.volumes:
         stride = PREVIEW_STRIDE_PATCH if how.kind == "patch" else 1
         np.save(ctx.job_dir / "preview_final.npy",
                 predict_inline(model, data.volumes, data.preview_inline, how, stride=stride))
@@ -268,7 +276,7 @@ def _result(spec: TrainSpec, result: Any, out: Path, data: TrainData, pool_stats
             "workers": n_workers, "split": data.split,
             "data_wait_fraction": pool_stats["consumer_wait_fraction"] if pool_stats else None,
             "data_startup_s": pool_stats["startup_wait_s"] if pool_stats else None,
-            "preview_inline": data.preview_inline}
+            "preview_inline": data.preview_inline, "trained_on": data.trained_on}
 
 
 def training_record(result: TrainResult, optim: Any, schedule: Any,

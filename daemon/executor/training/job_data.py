@@ -21,7 +21,7 @@ from workers.sampling import BatchRecipe, LabelVolumeSampler, PickSampler, Point
 from workers.survey import Survey
 
 from daemon.common.home import survey_folder
-from daemon.kinds.train import split_picks
+from daemon.kinds.train_split import split_picks
 from daemon.kinds.train_spec import DataSection
 
 VAL_SEED_OFFSET = 7919  # validation batches use their own seed, so they never repeat a training batch
@@ -37,11 +37,16 @@ class TrainData:
     normalisation: dict[str, Any]
     split: dict[str, Any]
     preview_inline: int
-    volumes: list[np.ndarray] = field(repr=False, default_factory=list)
+    volumes: list[np.ndarray] = field(repr=False, default_factory=list)  # empty: no preview image
+    trained_on: dict[str, Any] = field(default_factory=dict)  # the model file's record (ModelInfo.trained_on)
 
 
 def prepare_data(d: DataSection, home: Path, job_dir: Path, seed: int, per_voxel: bool) -> TrainData:
-    """Recipe and validation batches for the job's data section."""
+    """Recipe and validation batches for the job's data section: example sets, or a survey and its picks."""
+    if d.from_sets:
+        from daemon.executor.training.set_data import prepare_set_data
+
+        return prepare_set_data(d, home, seed, per_voxel, seed + VAL_SEED_OFFSET, make_batch, TrainData)
     folder = survey_folder(home, d.survey)
     survey = Survey.open(folder)
     picks = PickSet.load(folder, d.picks)
@@ -72,7 +77,9 @@ def prepare_data(d: DataSection, home: Path, job_dir: Path, seed: int, per_voxel
             {"name": v, "mean": m, "std": s, "stats": st} for v, (m, s), st in zip(d.volumes, norm, stats)]},
         split={"kind": d.split.kind, "train_points": int(len(split.train)), "val_points": int(len(split.val)),
                "dropped_points": int(len(points) - len(split.train) - len(split.val))},
-        preview_inline=int(np.argmax(counts)), volumes=[survey.volume(v) for v in d.volumes])
+        preview_inline=int(np.argmax(counts)), volumes=[survey.volume(v) for v in d.volumes],
+        trained_on={"sets": [], "surveys": [{"name": d.survey, "examples": int(len(points)), "volumes": [
+            {"name": v, "mean": m, "std": s} for v, (m, s) in zip(d.volumes, norm)]}]})
 
 
 def _label_sampler(shape: tuple[int, int, int], points: np.ndarray, labels: np.ndarray,
