@@ -36,7 +36,7 @@ Progress = Callable[[float, str], None]
 Cancel = Callable[[], bool]
 
 CHUNK_BYTES = 1 << 20       # raw trace bytes decoded and summed at a time: a chunk stays in a 1 MB L2 cache
-BLOCK_CHUNKS = 8            # chunks per read and per write (8 MB): bounds memory with WRITES_IN_FLIGHT
+BLOCK_CHUNKS = 1            # chunks per read and per write: 2 and 8 measured slower (tools/bench_import.py)
 WRITES_IN_FLIGHT = 2        # blocks handed to the writer thread and not yet written
 STATS_TRACES = 2000         # traces sampled (evenly, in the stream) for the percentiles ...
 STATS_DEPTHS = 128          # ... at about this many depths each
@@ -167,10 +167,9 @@ def _copy_chunks(scan: SegyScan, writers: list[RowWriter], report: _Throttle,
                  cancel: Cancel | None) -> _Sums:
     """The block loop of _stream: read, decode, NaN/inf zeroing, running sums, write samples (and headers).
 
-    The file is read and the cache written BLOCK_CHUNKS chunks at a time (fewer system calls, and the per-block
-    work in Python: cancel, header checks, coordinates, the header write, is paid once per block), while decoding
-    and summing go a chunk at a time, so the samples are summed while still in the CPU's cache (and the sums are
-    those of the same chunks whatever the block size). A writer thread checks a provisional grid against block
+    The file is read and the cache written BLOCK_CHUNKS chunks at a time, decoded and summed a chunk at a time, so
+    the samples are summed while still in the CPU's cache and the sums are those of the same chunks whatever the
+    block size (one chunk a block measured fastest: the kernel's copies stay in cache too). A writer thread checks a provisional grid against block
     k's headers and writes it while this one decodes and sums block k + 1 and a reader thread reads block k + 2
     (system calls and numpy release the GIL), so the three parts of the work overlap; WRITES_IN_FLIGHT bounds the
     buffers. A wrong guess surfaces (ProvisionalGridError) a block or two later, from the writer's future: nothing
