@@ -169,11 +169,11 @@ def _copy_chunks(scan: SegyScan, writers: list[RowWriter], report: _Throttle,
 
     The file is read and the cache written BLOCK_CHUNKS chunks at a time, decoded and summed a chunk at a time, so
     the samples are summed while still in the CPU's cache and the sums are those of the same chunks whatever the
-    block size (one chunk a block measured fastest: the kernel's copies stay in cache too). A writer thread checks a provisional grid against block
-    k's headers and writes it while this one decodes and sums block k + 1 and a reader thread reads block k + 2
-    (system calls and numpy release the GIL), so the three parts of the work overlap; WRITES_IN_FLIGHT bounds the
-    buffers. A wrong guess surfaces (ProvisionalGridError) a block or two later, from the writer's future: nothing
-    written by then is kept.
+    block size (one chunk a block measured fastest: the kernel's copies stay in cache too). A writer thread checks
+    a provisional grid against block k's headers and writes it while this one decodes and sums block k + 1 and a
+    reader thread reads block k + 2 (system calls and numpy release the GIL), so the three parts of the work
+    overlap; WRITES_IN_FLIGHT bounds the buffers. A wrong guess surfaces (ProvisionalGridError) a block or two
+    later, from the writer's future: nothing written by then is kept.
     """
     n, ns = scan.traces, scan.geometry.sample_count
     chunk = max(1, CHUNK_BYTES // scan.trace_bytes)
