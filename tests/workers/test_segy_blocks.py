@@ -97,3 +97,21 @@ def test_reserve_allocates_the_blocks_and_keeps_zeros(tmp_path: Path) -> None:
     assert st.st_size == 4096 + (3 << 20) and st.st_blocks * 512 >= st.st_size
     data = path.read_bytes()
     assert data[:4096] == b"\x01" * 4096 and not any(data[4096:])
+
+
+def test_percentiles_of_a_file_whose_every_sample_is_kept(tmp_path: Path) -> None:
+    """3900 traces of 250 samples: fewer than 2 x STATS_TRACES traces and 2 x STATS_DEPTHS samples, so the
+    percentile sample is every sample, and more than three blocks, so the block buffers are reused: the sample
+    must be a copy, not a view of a buffer."""
+    ni, nx, ns = 39, 100, 250
+    data = np.random.default_rng(5).normal(size=(ni * nx, ns)).astype(np.float32) * 50
+    spec = segyio.spec()
+    spec.format, spec.samples, spec.tracecount = 5, list(range(0, 4 * ns, 4)), ni * nx
+    with segyio.create(str(tmp_path / "c.sgy"), spec) as f:
+        for k in range(ni * nx):
+            f.header[k] = {segyio.TraceField.INLINE_3D: 1 + k // nx, segyio.TraceField.CROSSLINE_3D: 1 + k % nx}
+            f.trace[k] = data[k]
+    assert (240 + 4 * ns) * ni * nx > 3 * segy_import.CHUNK_BYTES * segy_import.BLOCK_CHUNKS
+    stats = import_segy(tmp_path / "c.sgy", tmp_path / "s").stats()
+    p01, p99 = np.percentile(data, [1, 99])
+    assert stats["p01"] == pytest.approx(p01, rel=1e-6) and stats["p99"] == pytest.approx(p99, rel=1e-6)
