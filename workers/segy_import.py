@@ -19,11 +19,12 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Generator, Iterator
 
 import numpy as np
 
 from workers.names import work_path
+from workers.row_writer import RowWriter
 from workers.segy_scan import (CDP_X_BYTE, CDP_Y_BYTE, SCALAR_BYTE, TRACE_ID_BYTE, OFFSET_BYTE,
                                ProvisionalGridError, SegyImportError, SegyScan, fail, scan_segy, trace_blocks)
 from workers.survey import (GeometryArrays, Survey, SurveyError, mark_unsynced, reserve_trace_headers,
@@ -34,8 +35,9 @@ __all__ = ["ImportCancelled", "ImportReport", "SegyImportError", "add_volume", "
 Progress = Callable[[float, str], None]
 Cancel = Callable[[], bool]
 
-CHUNK_BYTES = 1 << 20       # raw trace bytes per step: bounds memory; a chunk stays in a 1 MB L2 cache
-WRITES_IN_FLIGHT = 2        # chunks handed to the writer thread and not yet written
+CHUNK_BYTES = 1 << 20       # raw trace bytes decoded and summed at a time: a chunk stays in a 1 MB L2 cache
+BLOCK_CHUNKS = 1            # chunks per read and per write: 2 and 8 measured slower (tools/bench_import.py)
+WRITES_IN_FLIGHT = 2        # blocks handed to the writer thread and not yet written
 STATS_TRACES = 2000         # traces sampled (evenly, in the stream) for the percentiles ...
 STATS_DEPTHS = 128          # ... at about this many depths each
 # Sample formats read with numpy (code -> dtype without byte order); IBM (1) is read as words and converted.
@@ -97,22 +99,14 @@ def _record_dtype(scan: SegyScan) -> np.dtype:
     return np.dtype([("h", np.uint8, (240,)), ("s", *samples)])
 
 
-def _chunks(scan: SegyScan, chunk: int, buffers: int) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
-    """(first, end, float32 samples [end - first, ns], raw trace records [end - first]) per chunk of traces.
-
-    Both arrays are ``buffers`` buffers used in turn: a chunk's stay valid while the next ``buffers - 1`` are made.
-    """
-    n, ns = scan.traces, scan.geometry.sample_count
-    bufs = [np.empty((min(chunk, n), ns), dtype=np.float32) for _ in range(buffers)]
-    for a, b, records in trace_blocks(scan.path, scan.data_offset, n, _record_dtype(scan), chunk, buffers):
-        out = bufs[(a // chunk) % buffers][:b - a]
-        if scan.sample_format not in NUMPY_FORMATS:  # e.g. 24-bit integers: segyio converts
-            np.copyto(out, scan.f.trace.raw[a:b].reshape(b - a, ns), casting="unsafe")
-        elif scan.sample_format == 1:
-            ibm_to_float32(records["s"], out)
-        else:
-            np.copyto(out, records["s"], casting="unsafe")  # byte swap and cast in one pass
-        yield a, b, out, records
+def _decode(scan: SegyScan, a: int, records: np.ndarray, out: np.ndarray) -> None:
+    """Traces [a, a + len(records)) as float32 into ``out`` ([traces, ns])."""
+    if scan.sample_format not in NUMPY_FORMATS:  # e.g. 24-bit integers: segyio converts
+        np.copyto(out, scan.f.trace.raw[a:a + len(out)].reshape(out.shape), casting="unsafe")
+    elif scan.sample_format == 1:
+        ibm_to_float32(records["s"], out)
+    else:
+        np.copyto(out, records["s"], casting="unsafe")  # byte swap and cast in one pass
 
 
 class _Sums:
@@ -150,89 +144,66 @@ class _Sums:
         self.count += data.size
         self.min, self.max = min(self.min, lo), max(self.max, hi)
         step = max(1, data.shape[1] // STATS_DEPTHS)
-        self.sample.append(data[(-self.seen) % self.every::self.every, ::step].ravel())  # a copy: ours
+        self.sample.append(data[(-self.seen) % self.every::self.every, ::step].flatten())  # a copy: ours
         self.seen += len(data)
-
-
-class _RowWriter:
-    """Writes rows of a [rows, width] memmap's file with pwrite: one call per run of consecutive rows.
-
-    pwrite goes through the page cache, which is cheaper than faulting in fresh memmap pages 4 KiB at a time, and
-    a full disk is an OSError naming the file (a store through a memory map would be a SIGBUS). Nothing waits for
-    the disk here: the kernel writes the pages back while the import goes on reading (workers/survey.py's
-    .unsynced markers say how that stays safe across a crash).
-    """
-
-    def __init__(self, target: np.memmap, width: int) -> None:
-        self.path = str(target.filename)
-        self.base, self.row_bytes = int(target.offset), width * target.itemsize
-        self.fd = os.open(self.path, os.O_WRONLY)
-
-    def write(self, rows: np.ndarray, data: np.ndarray) -> None:
-        """Row ``rows[i]`` gets ``data[i]``; sorted files give one run of consecutive rows, so one call."""
-        if not len(rows):
-            return
-        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-        for a, b in zip(np.r_[0, breaks], np.r_[breaks, len(rows)]):
-            self._pwrite(int(rows[a]), data[a:b])
-
-    def _pwrite(self, row: int, block: np.ndarray) -> None:
-        offset = self.base + row * self.row_bytes
-        view = memoryview(np.ascontiguousarray(block)).cast("B")
-        done = 0
-        try:
-            while done < len(view):  # pwrite may write less than asked
-                done += os.pwrite(self.fd, view[done:], offset + done)
-        except OSError as exc:
-            raise self._named(exc) from exc
-
-    def close(self) -> None:
-        os.close(self.fd)
-
-    def _named(self, exc: OSError) -> OSError:
-        """The error with this file named (a full disk must say which file it was writing)."""
-        return OSError(exc.errno, f"{exc.strerror} (writing {self.path})")
 
 
 def _stream(scan: SegyScan, vol: np.memmap, headers: np.memmap | None, report: _Throttle,
             cancel: Cancel | None) -> _Sums:
-    """Copy traces into ``vol`` (and raw headers into ``headers``) chunk by chunk; returns the running sums (their
+    """Copy traces into ``vol`` (and raw headers into ``headers``) block by block; returns the running sums (their
     ``non_finite`` counts the NaN/inf samples zeroed)."""
-    ns = scan.geometry.sample_count
-    writers = [_RowWriter(vol, ns)] + ([_RowWriter(headers, 240)] if headers is not None else [])
+    writers: list[RowWriter] = []
     try:
+        for target, width in ((vol, scan.geometry.sample_count), (headers, 240)):
+            if target is not None:
+                writers.append(RowWriter(target, width))  # reserves its region: a full disk fails here
         return _copy_chunks(scan, writers, report, cancel)
     finally:
         for w in writers:
             w.close()
 
 
-def _copy_chunks(scan: SegyScan, writers: list[_RowWriter], report: _Throttle,
+def _copy_chunks(scan: SegyScan, writers: list[RowWriter], report: _Throttle,
                  cancel: Cancel | None) -> _Sums:
-    """The chunk loop of _stream: decode, NaN/inf zeroing, write samples (and headers), running sums.
+    """The block loop of _stream: read, decode, NaN/inf zeroing, running sums, write samples (and headers).
 
-    A writer thread checks a provisional grid against chunk k's headers and writes it while this one reads,
-    decodes and sums chunk k + 1 (system calls and numpy release the GIL), so the two halves of the work overlap;
-    WRITES_IN_FLIGHT bounds the buffers. A wrong guess surfaces (ProvisionalGridError) a chunk or two later, from
-    the writer's future: nothing written by then is kept.
+    The file is read and the cache written BLOCK_CHUNKS chunks at a time, decoded and summed a chunk at a time, so
+    the samples are summed while still in the CPU's cache and the sums are those of the same chunks whatever the
+    block size (one chunk a block measured fastest: the kernel's copies stay in cache too). A writer thread checks
+    a provisional grid against block k's headers and writes it while this one decodes and sums block k + 1 and a
+    reader thread reads block k + 2 (system calls and numpy release the GIL), so the three parts of the work
+    overlap; WRITES_IN_FLIGHT bounds the buffers. A wrong guess surfaces (ProvisionalGridError) a block or two
+    later, from the writer's future: nothing written by then is kept.
     """
-    n = scan.traces
+    n, ns = scan.traces, scan.geometry.sample_count
+    chunk = max(1, CHUNK_BYTES // scan.trace_bytes)
+    block = chunk * BLOCK_CHUNKS
     flat_all = scan.ii * scan.geometry.shape[1] + scan.xx
     sums = _Sums(int(scan.keep.sum()))
+    bufs = [np.empty((min(block, n), ns), dtype=np.float32) for _ in range(WRITES_IN_FLIGHT + 1)]
     in_flight: deque[Future] = deque()
     with ThreadPoolExecutor(1, thread_name_prefix="segy-write") as pool:
         try:
-            for a, b, data, records in _chunks(scan, max(1, CHUNK_BYTES // scan.trace_bytes),
-                                               WRITES_IN_FLIGHT + 1):
+            # raw blocks in use: WRITES_IN_FLIGHT being written, one decoded here, one being read
+            for a, b, records in _read_ahead(trace_blocks(scan.path, scan.data_offset, n, _record_dtype(scan),
+                                                          block, WRITES_IN_FLIGHT + 2)):
                 if cancel is not None and cancel():
                     raise ImportCancelled(f"import of {scan.path} cancelled at trace {a} of {n}")
-                keep, flat, heads = scan.keep[a:b], flat_all[a:b], records["h"]
-                if not keep.all():
+                data, keep, starts = bufs[(a // block) % len(bufs)][:b - a], scan.keep[a:b], range(a, b, chunk)
+                whole = bool(keep.all())
+                for c in starts:
+                    _decode(scan, c, records[c - a:c - a + chunk], data[c - a:c - a + chunk])
+                    if whole:
+                        sums.add(data[c - a:c - a + chunk])  # before the write: zeroes NaN/inf in place
+                heads, flat = records["h"], flat_all[a:b]
+                if not whole:  # one offset of several: the kept traces, summed by the same chunks
                     data, heads, flat = data[keep], heads[keep], flat[keep]
-                sums.add(data)  # before the write: zeroes NaN/inf in place
+                    kept = np.concatenate([[0], np.cumsum(keep)])
+                    for c in starts:
+                        sums.add(data[kept[c - a]:kept[min(c + chunk, b) - a]])
                 in_flight.append(pool.submit(_write_chunk, scan, a, b, records, writers, flat, (data, heads)))
                 if len(in_flight) > WRITES_IN_FLIGHT:
-                    in_flight.popleft().result()  # its buffers are reused by the next chunk
+                    in_flight.popleft().result()  # its buffers are reused by the next block
                 report(b / n, f"{b} of {n} traces")
             while in_flight:
                 in_flight.popleft().result()
@@ -242,10 +213,26 @@ def _copy_chunks(scan: SegyScan, writers: list[_RowWriter], report: _Throttle,
     return sums
 
 
-def _write_chunk(scan: SegyScan, a: int, b: int, records: np.ndarray, writers: list[_RowWriter], flat: np.ndarray,
+Block = tuple[int, int, np.ndarray]  # first trace, end, the records of traces [first, end)
+
+
+def _read_ahead(blocks: Generator[Block, None, None]) -> Iterator[Block]:
+    """The items of ``blocks``, each one fetched in a thread while the caller works on the one before; an error of
+    the fetch (a file that ends early) is raised here."""
+    try:
+        with ThreadPoolExecutor(1, thread_name_prefix="segy-read") as pool:
+            ahead = pool.submit(next, blocks, None)
+            while (item := ahead.result()) is not None:
+                ahead = pool.submit(next, blocks, None)
+                yield item
+    finally:
+        blocks.close()  # the file, once no fetch is running (the pool's exit waits for the last)
+
+
+def _write_chunk(scan: SegyScan, a: int, b: int, records: np.ndarray, writers: list[RowWriter], flat: np.ndarray,
                  blocks: tuple[np.ndarray, ...]) -> None:
-    """Writer thread: check traces [a, b) against a provisional grid, then write the chunk's blocks at rows
-    ``flat``."""
+    """Writer thread: check traces [a, b) against a provisional grid, then write the block's arrays (samples,
+    headers) at rows ``flat``."""
     if scan.provisional:
         scan.check_headers(a, b, records)
     for w, rows in zip(writers, blocks):
