@@ -143,7 +143,9 @@ def one_seed(client: Any, work: Path, seed: int, args: argparse.Namespace) -> di
             last = model
         out[arm], out[f"{arm}_lines"] = accs, lines
     step = ni // 8
-    ceiling = [str(p) for p in write_ceiling(folder / "ceiling", s, names, [step // 2 + k * step for k in range(8)])]
+    ceiling = write_ceiling(folder / "ceiling", s, names, [step // 2 + k * step for k in range(8)])
+    if len(ceiling) != len(names):
+        raise RuntimeError(f"seed {seed}: the 8 inlines of the ceiling lack a class; the class ids would shift")
     _import(client, survey, ceiling, "ceiling", add=False)
     _ok(client, train_job(args, f"{survey}-ceiling", survey, "ceiling", None))
     out["ceiling"] = score(client, f"{survey}-ceiling", survey)
@@ -159,7 +161,7 @@ def write_ceiling(folder: Path, s: Any, names: list[str], inlines: list[int]) ->
         for path in write_region(folder / f"i{i}", s, names, "inline", i, (0, s.labels.shape[1] - 1)):
             files.setdefault(Path(path).name, []).append(Path(path).read_text())
     out = []
-    for name, parts in files.items():
+    for name, parts in sorted(files.items()):  # sorted files: the class order of the other sets and the truth
         (folder / name).write_text("".join(parts))
         out.append(str(folder / name))
     return out
