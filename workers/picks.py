@@ -256,6 +256,35 @@ def _to_pickset(parts: list[tuple[np.ndarray, np.ndarray, Path]], survey: Survey
                    dropped_duplicates=int(len(keys) - len(uniq)))
 
 
+def merge_pick_sets(old: PickSet, new: PickSet) -> tuple[PickSet, dict[str, int]]:
+    """`new` added to `old`: the old points are kept, the new ones appended; a position (inline, crossline,
+    sample) held by both keeps the new point's class (the newer pick wins). Classes are matched by name: the old
+    set's class ids stay as they were, a class only the new files name is appended after them. Returns the merged
+    set and counts: ``kept`` (old points not picked again), ``added`` (new positions), ``replaced`` (positions
+    picked again, with the new class), ``changed_class`` (of those, how many changed class), ``new_classes``."""
+    names = list(old.class_names) + [n for n in new.class_names if n not in old.class_names]
+    remap = np.array([names.index(n) for n in new.class_names], dtype=np.int32)
+    new_cls = remap[new.cls] if len(new) else new.cls.astype(np.int32)
+    shape = np.array([max(int(a.max(initial=-1)), int(b.max(initial=-1))) + 1
+                      for a, b in ((old.i, new.i), (old.x, new.x), (old.s, new.s))], dtype=np.int64)
+
+    def keys(ps: PickSet) -> np.ndarray:
+        return (ps.i.astype(np.int64) * shape[1] + ps.x) * shape[2] + ps.s
+
+    old_keys, new_keys = keys(old), keys(new)
+    again = np.isin(old_keys, new_keys)
+    at = {int(k): c for k, c in zip(old_keys[again], old.cls[again])}
+    changed = sum(1 for k, c in zip(new_keys, new_cls) if int(k) in at and at[int(k)] != c)
+    keep = ~again
+    merged = PickSet(np.concatenate([old.i[keep], new.i]).astype(np.int32),
+                     np.concatenate([old.x[keep], new.x]).astype(np.int32),
+                     np.concatenate([old.s[keep], new.s]).astype(np.int32),
+                     np.concatenate([old.cls[keep], new_cls]).astype(np.int32), names,
+                     dropped_outside=new.dropped_outside, dropped_duplicates=new.dropped_duplicates)
+    return merged, {"kept": int(keep.sum()), "added": int((~np.isin(new_keys, old_keys)).sum()), "replaced": int(again.sum()),
+                    "changed_class": int(changed), "new_classes": len(names) - len(old.class_names)}
+
+
 def from_labelled_slice(survey: Survey, inline: int, labels: np.ndarray, class_names: list[str]) -> PickSet:
     """Points of a labelled inline: ``labels`` is [n_crosslines, n_samples] of class ids, -1 = unlabelled."""
     i, _ = survey.index_of(inline, int(survey.crosslines[0]))

@@ -25,7 +25,7 @@ from typing import Any
 
 from client.launch import DaemonStartError
 from client.api import DaemonUnavailable, SeisdError
-from client.cli import daemon, data, jobs, keys, models, shell, viewer  # noqa: F401  (each registers its commands)
+from client.cli import daemon, data, jobs, keys, loop, models, shell, viewer  # noqa: F401  (each registers its commands)
 from client.cli._common import (COMMANDS, EXIT_CANCELLED, EXIT_ERROR, EXIT_FAILED,  # noqa: F401
                                 EXIT_INTERRUPTED, EXIT_NO_DAEMON, EXIT_OK, EXIT_USAGE, GROUPS, OUTCOME_EXIT, Command,
                                 Out, job_options)
@@ -47,7 +47,7 @@ segy.offset=N`); for `retry`, with the `--set`. `--json` keeps the daemon's word
 subcommand or choice is refused naming the closest one ("did you mean 'submit'?")."""
 
 # The order of `seisctl --help`: a top-level command, or a group (its subcommands in the order they are registered)
-ORDER = ["daemon", "submit", "retry", "jobs", "show", "watch", "cancel", "logs", "workers", "predict",
+ORDER = ["daemon", "submit", "retry", "jobs", "show", "watch", "cancel", "logs", "workers", "predict", "suggest",
          "stop-after-epoch", "models", "predictions", "viewer", "devices", "doctor", "survey", "picks", "examples",
          "keys", "completion"]
 

@@ -80,13 +80,15 @@ class PicksImport(Command):
     class named by `--pattern` (a regex with `(?P<name>...)` over the file name; default
     `multi_(?P<name>.+)_ilxl`), or one file with a 0-based `--class-column` of integer class ids. `--set` the pick
     set (default `default`); `--z-unit` (default `auto`); `--drop-outside` drops points outside the survey instead
-    of refusing the files. Options not given are left out of the job: the daemon's defaults (above) apply."""
+    of refusing the files; `--add` adds the points to the existing set `--set` (its points kept; a position picked
+    again takes the new class) and prints how many were added. Options not given are left out of the job: the
+    daemon's defaults (above) apply."""
 
     name, help = "picks import", "point files (inline, crossline, z): one per class, or with a class column"
     runs_job = True
     keys = {"survey": "SURVEY", "picks.files": "FILES", "picks.set": "--set {}", "picks.class_pattern": "--pattern {}",
             "picks.class_column": "--class-column {}", "picks.z_unit": "--z-unit {}",
-            "picks.drop_outside": "--drop-outside"}
+            "picks.drop_outside": "--drop-outside", "picks.add": "--add"}
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("survey")
@@ -98,12 +100,23 @@ class PicksImport(Command):
         p.add_argument("--z-unit", choices=["ms", "s", "sample", "auto"])
         p.add_argument("--drop-outside", action="store_true", default=None,
                        help="drop points outside the survey instead of refusing")
+        p.add_argument("--add", action="store_true", default=None,
+                       help="add to the existing set, keeping its points (a position picked again: the new class)")
 
     def run(self, a: argparse.Namespace, out: Out) -> int:
         picks = {"files": [str(Path(f).resolve()) for f in a.files], **given(
             set=a.set, z_unit=a.z_unit, drop_outside=a.drop_outside, class_column=a.class_column,
-            class_pattern=a.pattern or None)}
-        return submit_and_follow(a, out, {"kind": "import", "survey": a.survey, "picks": picks})
+            class_pattern=a.pattern or None, add=a.add)}
+        code = submit_and_follow(a, out, {"kind": "import", "survey": a.survey, "picks": picks})
+        if code == EXIT_OK and not out.json and not a.detach:
+            r = client_of(a).show(a.job_id).get("result") or {}
+            line = f"pick set {r.get('set')}: {r.get('points')} points"
+            if (m := r.get("add")):
+                line += (f" ({m['added']} added, {m['kept']} kept, {m['replaced']} picked again and replaced by the "
+                         f"new pick, {m['changed_class']} of them with another class; {m['new_classes']} new "
+                         "classes)")
+            print(line)
+        return code
 
 
 group("examples", "example sets: extract, import, export, list, info, rename, lock, unlock, rm, default, note",

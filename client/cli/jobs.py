@@ -48,7 +48,9 @@ class Submit(Command):
     JSON cannot carry (a YAML date, `.nan`, `.inf`: the key is named) is refused by seisctl itself, exit 2. A job
     the daemon refuses prints every problem, exit 2; a fix that sets a key is shown as the key and as the `--set`
     that does it. The submit carries an idempotency key: when no reply comes within --timeout it is sent once more
-    with the same key, so a lost reply never queues the job twice."""
+    with the same key, so a lost reply never queues the job twice. A train job with `--from MODEL` starts from
+    that model of the home: `train.init_from: models/MODEL.h5` and `train.mode: resume` (`--mode transfer` for a
+    new class list); a resume from a model file adds `train.epochs` epochs with a fresh optimiser (docs/loop.md)."""
 
     name, help = "submit", "submit a job file (YAML); waits with a progress bar unless --detach"
     runs_job = True
@@ -56,6 +58,11 @@ class Submit(Command):
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("file")
         set_options(p)
+        p.add_argument("--from", dest="from_model", metavar="MODEL",
+                       help="a train job: start from model MODEL of the home (train.init_from: models/MODEL.h5; "
+                       "train.mode resume unless --mode says transfer)")
+        p.add_argument("--mode", choices=["resume", "transfer"],
+                       help="with --from: resume (the same classes; continue from its weights) or transfer")
 
     def explain(self, text: str) -> str:
         return as_set_options(text, keep_keys=True)
@@ -66,6 +73,16 @@ class Submit(Command):
         except JobFileError as exc:
             print(f"seisctl: {exc}", file=sys.stderr)
             return EXIT_USAGE
+        if a.from_model or a.mode:
+            if not a.from_model or not isinstance(job, dict) or job.get("kind") != "train":
+                print("seisctl: --from MODEL (with --mode) starts a train job from a model: give both a train job "
+                      "file and --from", file=sys.stderr)
+                return EXIT_USAGE
+            train = job.setdefault("train", {}) if isinstance(job.get("train"), dict) or "train" not in job else None
+            if train is None:
+                print(f"seisctl: {a.file}: train must be a mapping of keys", file=sys.stderr)
+                return EXIT_USAGE
+            train.update(mode=a.mode or "resume", init_from=f"models/{a.from_model}.h5")
         return _send(a, out, job, a.file)
 
 

@@ -51,6 +51,8 @@ class PicksSection(Section):
                                      "one file per class")
     z_unit: Literal["ms", "s", "sample", "auto"] = "auto"
     drop_outside: bool = Field(False, description="drop points outside the survey instead of refusing the files")
+    add: bool = Field(False, description="add the points to the existing pick set `set` (its points are kept; a "
+                      "position picked again takes the new class) instead of replacing it")
 
 
 class ImportSpec(JobSpec):
@@ -95,6 +97,10 @@ def check_import(spec: ImportSpec, ctx: CheckContext) -> list[str]:
             problems.append(f"survey: no survey {spec.survey!r}; import its SEG-Y first")
         if (p := name_problem("picks.set", spec.picks.set)):
             problems.append(p)
+        elif spec.picks.add and (folder / "survey.json").is_file() and \
+                not picks_file(ctx.home, spec.survey, spec.picks.set).is_file():
+            problems.append(f"picks.add: survey {spec.survey!r} has no pick set {spec.picks.set!r} to add to (leave "
+                            "`add` out to make it)")
         try:
             if "(?P<name>" not in spec.picks.class_pattern and spec.picks.class_column is None:
                 problems.append("picks.class_pattern: needs a (?P<name>...) group, or give picks.class_column")

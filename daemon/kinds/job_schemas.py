@@ -96,7 +96,7 @@ def documents(names: list[str] | None = None) -> dict[str, str]:
     return out
 
 
-BUILT_IN = ("custom", "extract", "import", "predict", "train")  # the kinds whose schemas docs/schemas/ holds
+BUILT_IN = ("custom", "extract", "import", "predict", "suggest", "train")  # the kinds whose schemas docs/schemas/ holds
 
 
 def _text(doc: dict[str, Any]) -> str:

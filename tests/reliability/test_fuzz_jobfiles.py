@@ -42,6 +42,7 @@ def base_jobs(inputs: Path) -> list[dict[str, Any]]:
          "schedule": {"kind": "constant"}, "train": {"epochs": 1, "init_from": "models/m1.h5"}},
         {"kind": "predict", "model": "m1", "survey": "f3", "output": "p1", "format": "hdf5",
          "figures": {"inlines": [120]}},
+        {"kind": "suggest", "model": "m1", "survey": "f3", "lines": 3, "kinds": ["inline"], "region": 0.5},
         {"kind": "test.steps", "steps": 2, "step_s": 0.0},
     ]
 

@@ -175,7 +175,7 @@ def _score(spec: PredictSpec, survey: Survey, labels: np.ndarray, n_classes: int
     for i0 in range(0, labels.shape[0], SCORE_INLINES):
         sl = slice(i0, i0 + SCORE_INLINES)
         confusion += confusion_matrix(labels[sl], np.rint(truth[sl]), n_classes)
-    scores = scores_of(confusion)
+    scores = {**scores_of(confusion), "truth": spec.truth}
     ctx.log.info("scored against %s: pixel accuracy %.4f, mean class accuracy %.4f over %d voxels", spec.truth,
                  scores["pixel_accuracy"], scores["mean_class_accuracy"], scores["n_scored"])
     return scores

@@ -77,13 +77,20 @@ def _import_picks(spec: ImportSpec, p: PicksSection, folder: Path, ctx: Any) -> 
     ctx.progress(0.1, f"reading {len(p.files)} pick files")
     picks = read_pick_files(p.files, survey, class_pattern=p.class_pattern, z_unit=p.z_unit,
                             class_column=p.class_column, drop_outside=p.drop_outside)
+    merged: dict[str, int] = {}
+    if p.add:
+        from workers.picks import PickSet, merge_pick_sets
+
+        picks, merged = merge_pick_sets(PickSet.load(folder, p.set), picks)
+        ctx.log.info("added to pick set %s: %s (a position picked again takes the new class)", p.set,
+                     json.dumps(merged))
     path = picks.save(folder, p.set)
     counts = picks.counts()
     ctx.log.info("pick set %s: %d points in %d classes %s; dropped %d outside, %d duplicates", p.set, len(picks),
                  len(counts), json.dumps(counts, default=str), picks.dropped_outside, picks.dropped_duplicates)
     return {"survey": spec.survey, "set": p.set, "points": len(picks), "classes": counts,
             "dropped_outside": picks.dropped_outside, "dropped_duplicates": picks.dropped_duplicates,
-            "file": str(path)}
+            "file": str(path), **({"add": merged} if p.add else {})}
 
 
 def run_extract(spec: ExtractSpec, ctx: Any) -> dict[str, Any]:

@@ -24,7 +24,8 @@ from torch import nn
 
 from daemon.executor.training import metrics
 from daemon.executor.training.checkpoint import atomic_write, save_checkpoint
-from daemon.executor.training.modes import freeze_for_transfer, load_matching, read_start_state, set_train_mode
+from daemon.executor.training.modes import (freeze_for_transfer, load_matching, load_resumed, read_start_state,
+                                            set_train_mode)
 from daemon.executor.training.optim import LRSchedule, build_optimizer
 from daemon.executor.training.summary import (SilentSummary, SilentTensorBoard, SummaryFile, TensorBoardLog,
                                               log_interval)
@@ -141,7 +142,7 @@ class Trainer:
         start: dict[str, Any] | None = read_start_state(cfg.init_from) if cfg.mode != "new" else None
         torch.manual_seed(cfg.seed)
         if cfg.mode == "resume":
-            self.model.load_state_dict(start["model"])
+            load_resumed(self.model, start, self.control.class_names)
             if start.get("transfer_trainable_layers"):  # resuming a transfer run: the same layers stay frozen
                 self.trainable_layers = int(start["transfer_trainable_layers"])
         elif cfg.mode == "transfer":
@@ -180,7 +181,8 @@ class Trainer:
         self.batch_index = int(state.get("batch_index", 0))
         self.elapsed_before = float(state.get("elapsed_s", 0.0))
         if state.get("from_model_file"):
-            log.info("resume from a model file: weights and counters restored, optimiser state starts afresh")
+            log.info("resume from a model file (trained %d steps): its weights; steps, epochs, optimiser and schedule "
+                     "start afresh", int(state.get("model_step", 0)))
         else:
             self.optimizer.load_state_dict(state["optimizer"])
             self.schedule.load_state_dict(state["schedule"])

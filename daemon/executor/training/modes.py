@@ -20,7 +20,9 @@ class InitError(Exception):
 
 
 def read_start_state(path: str | Path) -> dict[str, Any]:
-    """A checkpoint's full state, or for a model file (.h5) its weights and step/epoch counters only."""
+    """A checkpoint's full state, or for a model file (.h5) its weights and class names only: a run started from a
+    model file (a retrain on a grown pick set) counts its steps and epochs from 0 with a fresh optimiser and
+    schedule, so `train.epochs` is the number of epochs it adds."""
     file = Path(path)
     try:
         check_regular(file)  # a FIFO or a device put in its place since submit is refused, not waited on
@@ -30,9 +32,27 @@ def read_start_state(path: str | Path) -> dict[str, Any]:
         from daemon.executor.modelfile import read_model_info, read_weights
 
         info = read_model_info(file)
-        return {"model": read_weights(file), "step": int(info.training.get("step", 0)),
-                "epoch": int(info.training.get("epoch", 0)), "batch_index": 0, "from_model_file": True}
+        return {"model": read_weights(file), "step": 0, "epoch": 0, "batch_index": 0, "from_model_file": True,
+                "classes": list(info.classes or []), "model_step": int(info.training.get("step", 0))}
     return load_checkpoint(file)
+
+
+def load_resumed(model: nn.Module, start: dict[str, Any], class_names: list[str] | None) -> None:
+    """A resume's weights into `model`; a model file trained on other classes than the data's is refused by name
+    (transfer mode starts a new head for a new class list), as is any other state that does not fit."""
+    before = start.get("classes")
+    if before and class_names and list(before) != list(class_names):
+        added = [c for c in class_names if c not in before]
+        raise InitError(f"train.init_from: the model was trained on classes {list(before)}, the data has "
+                        f"{list(class_names)}" + (f" (new: {', '.join(added)})" if added else " (another order)") +
+                        "; train.mode: resume needs the same classes in the same order: use train.mode: transfer "
+                        "(its head starts afresh for the new class list) or train anew")
+    try:
+        model.load_state_dict(start["model"])
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[:3]
+        raise InitError(f"train.init_from: its weights do not fit this job's model ({' '.join(first)}); resume "
+                        "needs the same model, parameters and classes (train.mode: transfer loads what fits)") from None
 
 
 def load_matching(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:

@@ -1,0 +1,161 @@
+"""The `suggest` job's runner: rank the survey's lines by how unsure the model's prediction is on them.
+
+Uncertainty is 1 - confidence, confidence being the prediction's top-1 minus top-2 probability (0: a tie between
+two classes, 1: certain). The volume is reduced once, inline by inline, to mean uncertainty per trace and sample
+block; on that grid each line (an inline: crosslines x sample blocks; a crossline: inlines x sample blocks) gets
+its most uncertain region, a window of `region` of its traces and `region_samples` of its samples, and the
+region's mean uncertainty is the line's score. Lines are ranked by score (ties: inlines first, lower index
+first); a line within `spacing` lines of a better one of its kind is passed over, so the list does not name
+neighbours of one line. Everything is deterministic: the same prediction gives the same list.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from daemon.common.home import prediction_folder, survey_folder
+from daemon.kinds.suggest import SUGGEST_FOLDER, SuggestSpec
+
+SAMPLE_BLOCKS = 32  # the sample axis is reduced to at most this many blocks
+
+
+class PredictionVolumes:
+    """Labels and confidence of a finished prediction, read lazily inline by inline (HDF5 or SEG-Y)."""
+
+    def __init__(self, folder: Path, summary: dict[str, Any], survey: Any) -> None:
+        paths = summary.get("paths") or {}
+        self.shape = tuple(survey.shape)
+        big = survey.source.get("endian", "big") == "big"
+        if {"labels", "confidence"} <= set(paths):
+            self.labels = _segy_memmap(Path(paths["labels"]), self.shape, np.dtype("i1"))
+            self.confidence = _segy_memmap(Path(paths["confidence"]), self.shape,
+                                           np.dtype(">f4" if big else "<f4"))
+        else:
+            import h5py
+
+            h5 = h5py.File(paths["hdf5"], "r")
+            if "confidence" not in h5 or "labels" not in h5:
+                raise RuntimeError(f"{paths['hdf5']} holds no confidence or no labels; predict again with "
+                                   "outputs labels and confidence")
+            self.labels, self.confidence = h5["labels"], h5["confidence"]
+
+
+def _segy_memmap(path: Path, shape: tuple[int, int, int], dtype: np.dtype) -> np.ndarray:
+    """[ni, nx, ns] view of the samples of a SEG-Y that write_like_survey wrote (every trace of the grid, inline
+    by inline, headers of 240 bytes)."""
+    ni, nx, ns = shape
+    record = 240 + ns * dtype.itemsize
+    head = path.stat().st_size - ni * nx * record
+    if head < 3600 or (head - 3600) % 3200:
+        raise RuntimeError(f"{path} does not hold the survey's {ni} x {nx} traces of {ns} samples; predict again")
+    traces = np.memmap(path, dtype=np.dtype([("h", "V240"), ("d", dtype, (ns,))]), mode="r", offset=head,
+                       shape=(ni * nx,))
+    return traces["d"].reshape(ni, nx, ns)
+
+
+def uncertainty_grid(confidence: Any, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean 1 - confidence per (inline, crossline, sample block) as float64 [ni, nx, nb], and the blocks' first
+    sample indices (nb + 1 edges)."""
+    ni, nx, ns = shape
+    nb = min(SAMPLE_BLOCKS, ns)
+    edges = np.linspace(0, ns, nb + 1).round().astype(np.int64)
+    grid = np.empty((ni, nx, nb), dtype=np.float64)
+    for i in range(ni):
+        u = 1.0 - np.asarray(confidence[i], dtype=np.float64)
+        grid[i] = np.add.reduceat(u, edges[:-1], axis=1) / np.diff(edges)[None, :]
+    return grid, edges
+
+
+def best_window(section: np.ndarray, width: int, height: int) -> tuple[float, int, int]:
+    """(mean, first trace, first block) of the width x height window of highest mean; the first in row-major
+    order among equals."""
+    n, m = section.shape
+    width, height = min(max(1, width), n), min(max(1, height), m)
+    s = np.zeros((n + 1, m + 1))
+    s[1:, 1:] = section.cumsum(0).cumsum(1)
+    means = (s[width:, height:] - s[:-width, height:] - s[width:, :-height] + s[:-width, :-height]) / (width * height)
+    a, b = np.unravel_index(int(np.argmax(means)), means.shape)
+    return float(means[a, b]), int(a), int(b)
+
+
+def rank_lines(grid: np.ndarray, edges: np.ndarray, spec: SuggestSpec) -> list[dict[str, Any]]:
+    """Every candidate line with its region, ranked and thinned by spacing; the best `spec.lines` of them."""
+    ni, nx, nb = grid.shape
+    height = max(1, int(round(spec.region_samples * nb)))
+    candidates = []
+    for kind in spec.kinds:
+        count, lateral = (ni, nx) if kind == "inline" else (nx, ni)
+        width = max(1, int(round(spec.region * lateral)))
+        for k in range(count):
+            section = grid[k] if kind == "inline" else grid[:, k]
+            score, t0, b0 = best_window(section, width, height)
+            candidates.append({"kind": kind, "index": k, "score": score, "line_mean": float(section.mean()),
+                               "traces": [t0, t0 + min(width, lateral) - 1],
+                               "samples": [int(edges[b0]), int(edges[min(b0 + height, nb)]) - 1]})
+    candidates.sort(key=lambda c: (-round(c["score"], 12), c["kind"] != "inline", c["index"]))
+    spacing = {kind: spec.spacing if spec.spacing is not None else max(2, (ni if kind == "inline" else nx) // 16)
+               for kind in ("inline", "crossline")}
+    chosen: list[dict[str, Any]] = []
+    for c in candidates:
+        if any(o["kind"] == c["kind"] and abs(o["index"] - c["index"]) <= spacing[c["kind"]] for o in chosen):
+            continue
+        chosen.append(c)
+        if len(chosen) == spec.lines:
+            break
+    return chosen
+
+
+def described(rows: list[dict[str, Any]], survey: Any) -> list[dict[str, Any]]:
+    """Rows in the survey's own numbering: line numbers, the lateral extent as the other kind's numbers, times."""
+    out = []
+    for rank, r in enumerate(rows, 1):
+        number = survey.inlines if r["kind"] == "inline" else survey.crosslines
+        across = survey.crosslines if r["kind"] == "inline" else survey.inlines
+        out.append({"rank": rank, "kind": r["kind"], "line": int(number[r["index"]]), "score": round(r["score"], 4),
+                    "line_mean": round(r["line_mean"], 4),
+                    "across": "crossline" if r["kind"] == "inline" else "inline",
+                    "from": int(across[r["traces"][0]]), "to": int(across[r["traces"][1]]),
+                    "time_from": float(survey.samples[r["samples"][0]]),
+                    "time_to": float(survey.samples[r["samples"][1]]),
+                    "index": r["index"], "trace_indices": r["traces"], "sample_indices": r["samples"]})
+    return out
+
+
+def run_suggest_job(spec: SuggestSpec, ctx: Any) -> dict[str, Any]:
+    from daemon.executor.runners.suggest_figure import draw_suggestions
+    from workers.survey import Survey
+
+    survey = Survey.open(survey_folder(ctx.home, spec.survey))
+    folder = prediction_folder(ctx.home, spec.prediction)
+    summary = json.loads((folder / "summary.json").read_text())
+    volumes = PredictionVolumes(folder, summary, survey)
+    ctx.progress(0.05, "reading the confidence")
+    grid, edges = uncertainty_grid(volumes.confidence, survey.shape)
+    ctx.check_cancel()
+    ctx.progress(0.6, "ranking lines")
+    rows = described(rank_lines(grid, edges, spec), survey)
+    out = folder / SUGGEST_FOLDER
+    out.mkdir(exist_ok=True)
+    doc = {"model": spec.model, "survey": spec.survey, "prediction": spec.prediction,
+           "measure": "1 - confidence (top-1 minus top-2 probability), mean over the region",
+           "settings": {"region": spec.region, "region_samples": spec.region_samples, "spacing": spec.spacing,
+                        "kinds": list(spec.kinds)},
+           "sample_unit": survey.geometry.sample_unit, "classes": summary.get("classes"),
+           "mean_uncertainty": round(float(grid.mean()), 4), "suggestions": rows}
+    (out / "suggestions.json").write_text(json.dumps(doc, indent=1))
+    columns = ["rank", "kind", "line", "score", "line_mean", "across", "from", "to", "time_from", "time_to"]
+    with open(out / "suggestions.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        writer.writerows([r[c] for c in columns] for r in rows)
+    ctx.progress(0.7, "drawing")
+    figure = draw_suggestions(out / "suggestions.png", rows, volumes, survey, list(summary.get("classes") or []),
+                              f"{spec.model} on {spec.survey}: the least sure lines")
+    files = {"json": str(out / "suggestions.json"), "csv": str(out / "suggestions.csv"), "png": str(figure)}
+    ctx.log.info("suggested %s", ", ".join(f"{r['kind']} {r['line']} ({r['score']:.3f})" for r in rows))
+    ctx.progress(1.0, "done")
+    return {**{k: v for k, v in doc.items() if k != "settings"}, "files": files}

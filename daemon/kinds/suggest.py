@@ -1,0 +1,83 @@
+"""The `suggest` job kind: after a predict, the lines (inlines and crosslines) and regions where the model is least
+sure, ranked, drawn and written beside the prediction (docs/loop.md).
+
+The spec and its submit-time check are torch-free (the daemon's main process); the runner, in an executor, is
+daemon.executor.runners.suggest.run_suggest_job. It reads the prediction's confidence (top-1 minus top-2
+probability) and labels, and writes predictions/<prediction>/suggest/suggestions.{json,csv,png}.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from daemon.common.home import model_file, prediction_folder, survey_folder
+from daemon.kinds.data import NAME, name_problem
+from daemon.kinds.predict import default_output
+from daemon.kinds.registry import CheckContext, JobKind, JobSpec, register
+
+SUGGEST_FOLDER = "suggest"  # predictions/<prediction>/suggest/: the files a suggest job leaves
+
+
+class SuggestSpec(JobSpec):
+    kind: Literal["suggest"] = "suggest"
+    model: str = Field(description="model name: the model whose prediction is read", json_schema_extra=NAME)
+    survey: str = Field(description="survey name in the home", json_schema_extra=NAME)
+    prediction: str = Field(None, validate_default=False,  # type: ignore[assignment]  # filled in below
+                            description="the prediction to read: predictions/<prediction>/; default <model>-<survey>"
+                            " (what `seisctl predict MODEL SURVEY` writes)")
+    lines: int = Field(5, ge=1, le=200, description="how many lines to suggest")
+    spacing: int | None = Field(None, ge=0, description="suggested lines of one kind lie more than this many lines "
+                                "apart; default 1/16 of the survey's lines of that kind (at least 2)")
+    region: float = Field(0.4, gt=0, le=1, description="the region's share of a line's traces (its lateral extent)")
+    region_samples: float = Field(0.5, gt=0, le=1, description="the region's share of a line's samples")
+    kinds: list[Literal["inline", "crossline"]] = Field(default_factory=lambda: ["inline", "crossline"],
+                                                        min_length=1, description="which kinds of line to suggest")
+
+    @model_validator(mode="after")
+    def _default_prediction(self) -> "SuggestSpec":
+        if self.prediction is None:
+            self.prediction = default_output(self.model, self.survey)
+        return self
+
+    def default_name(self) -> str:
+        return f"suggest {self.prediction}"
+
+
+def check_suggest(spec: SuggestSpec, ctx: CheckContext) -> list[str]:
+    """The model, the survey and a finished prediction of the model on the survey, with confidence."""
+    problems = [p for p in (name_problem("model", spec.model), name_problem("survey", spec.survey),
+                            name_problem("prediction", spec.prediction)) if p]
+    if problems:
+        return problems
+    if not model_file(ctx.home, spec.model).is_file():
+        problems.append(f"model: no model {spec.model!r} in this home (`seisctl models list`)")
+    if not (survey_folder(ctx.home, spec.survey) / "survey.json").is_file():
+        problems.append(f"survey: no survey {spec.survey!r} in this home (`seisctl survey list`)")
+    if problems:
+        return problems
+    run = f"seisctl predict {spec.model} {spec.survey}" + (
+        "" if spec.prediction == default_output(spec.model, spec.survey) else f" --name {spec.prediction}")
+    summary_file = prediction_folder(ctx.home, spec.prediction) / "summary.json"
+    if not summary_file.is_file():
+        return [f"prediction: model {spec.model!r} has no finished prediction {spec.prediction!r} of survey "
+                f"{spec.survey!r}; run `{run}` first"]
+    try:
+        summary: dict[str, Any] = json.loads(summary_file.read_text())
+    except (OSError, ValueError) as exc:
+        return [f"prediction: {summary_file} cannot be read ({exc}); run `{run} --overwrite`"]
+    if (summary.get("model"), summary.get("survey")) != (spec.model, spec.survey):
+        return [f"prediction: {spec.prediction!r} was made by model {summary.get('model')!r} on survey "
+                f"{summary.get('survey')!r}, not {spec.model!r} on {spec.survey!r}; run `{run}`"]
+    paths = summary.get("paths") or {}
+    if not ({"confidence", "labels"} <= set(paths) or "hdf5" in paths):
+        return [f"prediction: {spec.prediction!r} holds no confidence or no labels (its outputs: "
+                f"{', '.join(summary.get('paths') or {}) or 'none'}); run `{run} --outputs labels,confidence "
+                "--overwrite`"]
+    return []
+
+
+register(JobKind(name="suggest", spec=SuggestSpec, runner="daemon.executor.runners.suggest:run_suggest_job",
+                 devices="cpu", idempotent=True, check=check_suggest,
+                 doc="the lines and regions where a model's prediction is least sure (after a predict)"))

@@ -1,0 +1,216 @@
+"""The interpreter in the loop, played with the generator's truth: suggested lines against random ones.
+
+    python tools/loop_experiment.py [--seeds 2] [--rounds 2] [--first-seed 100] [--full] [--shape I X S]
+                                    [--epochs N] [--retrain-epochs N] [--config FILE]
+
+For each survey (tools/synth.py, seeds first-seed .. first-seed + seeds - 1) in a real seisd of a temporary home:
+the usual picks (part of the middle inline) are imported and the job trained (round 0). Then, for R rounds, each of
+two arms adds picks of one line and retrains: the "suggested" arm picks the region of the line `suggest` ranks first
+on its last model's prediction, the "random" arm a region of the same size on a line drawn at random (an inline or a
+crossline, seeded). A round's picks are what a human would pick there: every sample of as many traces as the
+first round's picks hold (labels from the generator's truth), imported with `picks.add`; the model is retrained
+with `train.mode: resume` from the arm's last model (a few epochs), predicted, and scored over the whole cube
+against the truth. The ceiling: the same job, trained anew on the truth of 8 whole inlines (evenly spaced).
+
+Prints a table (accuracy per round, per seed and the mean) and, last, one JSON line with every figure. The default
+is small (64^3, a small U-Net, a few epochs: a few minutes on two cores); --full takes the job file as it is, on
+256 x 256 x 128 surveys.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
+
+import synth  # noqa: E402
+
+from tests.harness import RunningDaemon  # noqa: E402
+
+CONFIG = ROOT / "configs" / "train_facies_unet.yaml"
+PATTERN = r"(?P<name>.+)\.pts"
+ARMS = ("suggested", "random")
+
+
+def _ok(client: Any, job: dict[str, Any], timeout: float = 3600) -> dict[str, Any]:
+    record = client.wait(client.submit(job)["id"], timeout=timeout)
+    if record["state"] != "succeeded":
+        raise RuntimeError(f"{job['kind']} job {record['id']} ended {record['state']}: {record.get('error')}")
+    return record["result"]
+
+
+def train_job(args: argparse.Namespace, output: str, survey: str, picks: str, start: str | None) -> dict[str, Any]:
+    """The job file, made small unless --full; a retrain resumes from `start` for --retrain-epochs epochs."""
+    job = yaml.safe_load((args.config or CONFIG).read_text())
+    job.update(output=output, overwrite=True)
+    job["data"].update(survey=survey, picks=picks)
+    if not args.full:
+        job["data"].update(crop={"size": [32, 32], "orientation": "inline"}, batches_per_epoch=15, val_batches=2)
+        job["data"]["split"].update(block=8, gap=4)
+        job["model"]["params"].update(base=8, depth=3, members=1)
+        job["train"].update(epochs=args.epochs or 8, max_minutes=None)
+        job["train"]["early_stop"] = {"enabled": False}
+    elif args.epochs:
+        job["train"]["epochs"] = args.epochs
+    if start is not None:
+        job["train"].update(mode="resume", init_from=f"models/{start}.h5", epochs=args.retrain_epochs)
+        job["train"]["early_stop"] = {"enabled": False}
+    return job
+
+
+def score(client: Any, model: str, survey: str) -> dict[str, float]:
+    r = _ok(client, {"kind": "predict", "model": model, "survey": survey, "truth": "truth", "overwrite": True,
+                     "figures": {"enabled": False}})
+    return {"pixel": round(r["scores"]["pixel_accuracy"], 4), "class": round(r["scores"]["mean_class_accuracy"], 4)}
+
+
+def write_region(folder: Path, s: Any, names: list[str], kind: str, index: int, traces: tuple[int, int]) -> list[str]:
+    """Pick files (one per class present) of every sample of traces [t0, t1] of one line, from the truth."""
+    folder.mkdir(parents=True)
+    t = np.arange(traces[0], traces[1] + 1)
+    ns = s.labels.shape[2]
+    il = np.full(len(t), index) if kind == "inline" else t
+    xl = t if kind == "inline" else np.full(len(t), index)
+    ii, kk = np.repeat(il, ns), np.tile(np.arange(ns), len(t))
+    xx = np.repeat(xl, ns)
+    truth = np.asarray(s.labels)[ii, xx, kk]
+    files = []
+    for name in names:
+        sel = truth == list(s.class_names).index(name)
+        if sel.any():
+            path = folder / f"{name}.pts"
+            path.write_text("".join(f"{a}\t{b}\t{c:g}\n" for a, b, c in zip(
+                s.inlines[ii[sel]], s.crosslines[xx[sel]], s.samples_ms[kk[sel]])))
+            files.append(str(path))
+    return files
+
+
+def _import(client: Any, survey: str, files: list[str], picks: str, add: bool) -> dict[str, Any]:
+    return _ok(client, {"kind": "import", "survey": survey,
+                        "picks": {"files": files, "class_pattern": PATTERN, "set": picks, "add": add}})
+
+
+def one_seed(client: Any, work: Path, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    t0 = time.monotonic()
+    s = synth.generate(shape=tuple(args.shape), seed=seed)
+    folder = work / f"s{seed}"
+    synth.write(s, folder)
+    names = sorted(s.class_names)  # a pick set of sorted files: the models' class order
+    truth = np.array([names.index(n) for n in s.class_names], dtype=np.float32)[np.asarray(s.labels)]
+    synth.write_segy(s, truth, folder / "truth.sgy", "truth labels in sorted class order")
+    survey = f"s{seed}"
+    _ok(client, {"kind": "import", "survey": survey, "segy": {"file": str(folder / "seismic.sgy")}})
+    _ok(client, {"kind": "import", "survey": survey, "segy": {"file": str(folder / "truth.sgy"), "volume": "truth",
+                                                               "add_volume": True}})
+    first = sorted(str(p) for p in (folder / "picks").glob("*.pts"))
+    width = len(np.unique(s.picks.crossline_index))  # traces of the first round's picks: a round's amount
+    ni, nx, ns = s.labels.shape
+    for arm in ARMS:
+        _import(client, survey, first, arm, add=False)
+    _ok(client, train_job(args, f"{survey}-r0", survey, ARMS[0], None))
+    out: dict[str, Any] = {"seed": seed, "first_round_points": int(len(s.picks.class_id)), "round_traces": width,
+                           "round0": score(client, f"{survey}-r0", survey)}
+    rng = np.random.default_rng(seed)
+    for arm in ARMS:
+        last, accs, lines = f"{survey}-r0", [], []
+        for r in range(1, args.rounds + 1):
+            if arm == "suggested":
+                row = _ok(client, {"kind": "suggest", "model": last, "survey": survey, "lines": 1,
+                                   "region": min(1.0, width / nx), "region_samples": 1.0})["suggestions"][0]
+                kind, index, traces = row["kind"], row["index"], tuple(row["trace_indices"])
+            else:
+                kind = ("inline", "crossline")[int(rng.integers(2))]
+                count, lateral = (ni, nx) if kind == "inline" else (nx, ni)
+                index, w = int(rng.integers(count)), max(1, round(width / nx * lateral))
+                start = int(rng.integers(lateral - w + 1))
+                traces = (start, start + w - 1)
+            files = write_region(folder / f"{arm}_r{r}", s, names, kind, index, traces)
+            added = _import(client, survey, files, arm, add=True)["add"]
+            model = f"{survey}-{arm}-r{r}"
+            _ok(client, train_job(args, model, survey, arm, last))
+            accs.append(score(client, model, survey))
+            number = (s.inlines if kind == "inline" else s.crosslines)[index]
+            lines.append({"kind": kind, "line": int(number), "traces": list(traces), "added": added["added"]})
+            last = model
+        out[arm], out[f"{arm}_lines"] = accs, lines
+    step = ni // 8
+    ceiling = write_ceiling(folder / "ceiling", s, names, [step // 2 + k * step for k in range(8)])
+    if len(ceiling) != len(names):
+        raise RuntimeError(f"seed {seed}: the 8 inlines of the ceiling lack a class; the class ids would shift")
+    _import(client, survey, ceiling, "ceiling", add=False)
+    _ok(client, train_job(args, f"{survey}-ceiling", survey, "ceiling", None))
+    out["ceiling"] = score(client, f"{survey}-ceiling", survey)
+    out["seconds"] = round(time.monotonic() - t0, 1)
+    return out
+
+
+def write_ceiling(folder: Path, s: Any, names: list[str], inlines: list[int]) -> list[str]:
+    """Pick files of every voxel of the given inline indices (the truth of whole inlines)."""
+    folder.mkdir(parents=True)
+    files: dict[str, list[str]] = {}
+    for i in inlines:
+        for path in write_region(folder / f"i{i}", s, names, "inline", i, (0, s.labels.shape[1] - 1)):
+            files.setdefault(Path(path).name, []).append(Path(path).read_text())
+    out = []
+    for name, parts in sorted(files.items()):  # sorted files: the class order of the other sets and the truth
+        (folder / name).write_text("".join(parts))
+        out.append(str(folder / name))
+    return out
+
+
+def table(runs: list[dict[str, Any]], rounds: int) -> str:
+    head = ["seed", "arm", "round 0"] + [f"round {r}" for r in range(1, rounds + 1)] + ["ceiling"]
+    rows = []
+    for arm in ARMS:
+        for run in runs:
+            rows.append([str(run["seed"]), arm, f"{run['round0']['pixel']:.3f}"] +
+                        [f"{a['pixel']:.3f}" for a in run[arm]] + [f"{run['ceiling']['pixel']:.3f}"])
+        rows.append(["mean", arm, f"{np.mean([r['round0']['pixel'] for r in runs]):.3f}"] +
+                    [f"{np.mean([r[arm][k]['pixel'] for r in runs]):.3f}" for k in range(rounds)] +
+                    [f"{np.mean([r['ceiling']['pixel'] for r in runs]):.3f}"])
+    widths = [max(len(h), *(len(r[k]) for r in rows)) for k, h in enumerate(head)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    return "whole-cube pixel accuracy\n" + "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--first-seed", type=int, default=100, help="the first survey's seed (then +1, +2, ...)")
+    ap.add_argument("--full", action="store_true", help="the job file as it is, on 256 x 256 x 128 surveys")
+    ap.add_argument("--shape", type=int, nargs=3, default=None)
+    ap.add_argument("--epochs", type=int, default=None, help="epochs of a new model (default 8; --full: the file's)")
+    ap.add_argument("--retrain-epochs", type=int, default=3, help="epochs of each retrain (resume mode)")
+    ap.add_argument("--config", type=Path, default=None, help="a train job file instead of " + str(CONFIG.name))
+    args = ap.parse_args(argv)
+    args.shape = args.shape or ([256, 256, 128] if args.full else [64, 64, 64])
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="seisd-loop-") as tmp:
+        with RunningDaemon(Path(tmp) / "home", start_timeout=60) as d:
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
+                runs.append(one_seed(d.client, Path(tmp), seed, args))
+                print(f"seed {seed}: {json.dumps(runs[-1])}", file=sys.stderr, flush=True)
+    mean = {arm: [round(float(np.mean([r[arm][k]["pixel"] for r in runs])), 4) for k in range(args.rounds)]
+            for arm in ARMS}
+    doc = {"shape": args.shape, "rounds": args.rounds, "seeds": [r["seed"] for r in runs], "full": args.full,
+           "retrain_epochs": args.retrain_epochs, "runs": runs, "mean_pixel": mean,
+           "mean_round0_pixel": round(float(np.mean([r["round0"]["pixel"] for r in runs])), 4),
+           "mean_ceiling_pixel": round(float(np.mean([r["ceiling"]["pixel"] for r in runs])), 4)}
+    print(table(runs, args.rounds))
+    print(json.dumps(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
