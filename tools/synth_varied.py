@@ -25,6 +25,7 @@ PEAK_HZ_RANGE = (18.0, 40.0)  # wavelet peak frequency
 PHASE_RANGE = (-90.0, 90.0)   # constant phase rotation of the wavelet, degrees
 LOOKS_PER_CLASS = (2, 3)
 MIN_PICK_SHARE = 0.03         # every class covers at least this share of the picks
+MAX_DEPTH_ONLY = 0.42         # a layout whose depth-only baseline (estimated on 8 inlines) is higher is redrawn
 COLOURS = ("#1f4e9c", "#9ecae1", "#2ca02c", "#d62728", "#ff7f0e", "#ffd92f", "#7f3c8d", "#8c564b")
 
 FAMILIES = ("parallel", "wavy", "dipping", "hummocky", "broken", "chaotic")
@@ -236,11 +237,22 @@ def _covers_all(line: np.ndarray, span: tuple[int, int], n_classes: int) -> bool
     return bool(np.all(counts >= max(5, MIN_PICK_SHARE * counts.sum())))
 
 
+def _depth_says_little(lay: VariedLayout, line: np.ndarray, span: tuple[int, int],
+                       shape: tuple[int, int, int]) -> bool:
+    """The depth-only classifier (each sample index -> its most picked class) scores at most MAX_DEPTH_ONLY on
+    8 inlines spread over the survey: depth alone must not name the class."""
+    by_depth = np.array([np.bincount(line[span[0]:span[1], k], minlength=lay.n_classes).argmax()
+                         for k in range(shape[2])], dtype=np.uint8)
+    rows = np.linspace(0, shape[0] - 1, 8).round().astype(int)
+    return float(np.mean(evaluate(lay, rows, shape[1], shape[2])[0] == by_depth)) <= MAX_DEPTH_ONLY
+
+
 def draw_varied(shape: tuple[int, int, int], seed: int, sample_interval_ms: float
                 ) -> tuple[np.ndarray, np.ndarray, tuple[int, tuple[int, int]], VariedLayout, dict]:
     """Seismic, labels, the picked region (inline index, crossline index range) and the layout and description.
 
-    The layout is redrawn (deterministically) until every class covers MIN_PICK_SHARE of the picked part."""
+    The layout is redrawn (deterministically) until every class covers MIN_PICK_SHARE of the picked part and
+    the depth-only baseline, estimated on 8 inlines, is at most MAX_DEPTH_ONLY."""
     nil, nxl, ns = shape
     survey_rng = np.random.default_rng([seed, 1, 0])
     coverage, span = _pick_span(survey_rng, nxl)
@@ -250,7 +262,8 @@ def draw_varied(shape: tuple[int, int, int], seed: int, sample_interval_ms: floa
     ref = (nil // 2, (span[0] + span[1]) // 2)
     for attempt in range(100):
         lay = draw_layout(np.random.default_rng([seed, 1, 1 + attempt]), shape, ref)
-        if _covers_all(evaluate(lay, np.array([ref[0]]), nxl, ns)[0][0], span, lay.n_classes):
+        line = evaluate(lay, np.array([ref[0]]), nxl, ns)[0][0]
+        if _covers_all(line, span, lay.n_classes) and _depth_says_little(lay, line, span, shape):
             break
     else:
         raise ValueError(f"seed {seed}: no varied layout shows every class on the picked part; try another seed "
