@@ -29,7 +29,7 @@ MAX_DEPTH_ONLY = 0.42         # a layout whose depth-only baseline (estimated on
 COLOURS = ("#1f4e9c", "#9ecae1", "#2ca02c", "#d62728", "#ff7f0e", "#ffd92f", "#7f3c8d", "#8c564b")
 
 FAMILIES = ("parallel", "wavy", "dipping", "hummocky", "broken", "chaotic")
-AMPLITUDES = {"strong": 0.16, "weak": 0.06}
+AMPLITUDES = {"strong": 0.16, "weak": 0.08}
 BEDS = {"thin": (1.5, 3.0), "thick": (4.0, 7.0)}
 _CHUNK = 16
 
@@ -98,10 +98,10 @@ def _draw_looks(rng: np.random.Generator, n_classes: int, lo: float, hi: float
 
 
 def _stack(rng: np.random.Generator, n_classes: int) -> list[int]:
-    """Classes of the units seen at the reference trace: every class once in random order, plus a few repeats,
-    never the same class twice in a row."""
+    """Classes of the units seen at the reference trace: every class once in random order, plus one or two
+    repeats, never the same class twice in a row."""
     seq = [int(c) for c in rng.permutation(n_classes)]
-    for _ in range(int(rng.integers(1, n_classes // 2 + 2))):
+    for _ in range(int(rng.integers(1, 3))):
         c = int(rng.integers(n_classes))
         spots = [k for k in range(len(seq) + 1)
                  if (k == 0 or seq[k - 1] != c) and (k == len(seq) or seq[k] != c)]
@@ -127,7 +127,7 @@ def draw_layout(rng: np.random.Generator, shape: tuple[int, int, int], ref: tupl
     window = _stack(rng, n_classes)
     fold_ref = float(fold_tilt[ref] + fold_gain[0] * fold_bumps[ref])
     top0, bot0 = -fold_ref - 0.05 * ns, 1.05 * ns - fold_ref
-    shares = rng.uniform(0.4, 1.6, len(window))
+    shares = rng.uniform(0.6, 1.4, len(window))
     thick = list(shares / shares.sum() * (bot0 - top0))
     mean_t = (bot0 - top0) / len(window)
     reach = 0.6 * ns + float(np.abs(fold_tilt).max()) + 4 * sum(fold_gain)
@@ -162,7 +162,7 @@ def draw_layout(rng: np.random.Generator, shape: tuple[int, int, int], ref: tupl
               "chaos_thin": smooth_field(rng, (64, 64, 64), (1.2, 1.2, 0.8)),
               "chaos_thick": smooth_field(rng, (64, 64, 64), (2.0, 2.0, 1.6))}
     return VariedLayout(n_classes, fold_tilt, fold_bumps, fold_gain, faults, tops[:-1].astype(np.float32),
-                        unit_class, rng.uniform(0.9, 1.1, n_units).astype(np.float32), unit_look, looks,
+                        unit_class, rng.uniform(0.96, 1.04, n_units).astype(np.float32), unit_look, looks,
                         class_looks, fields)
 
 
