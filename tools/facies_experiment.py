@@ -141,7 +141,7 @@ def one_survey(client: Any, home: Path, seed: int, shape: tuple[int, int, int], 
                                  survey=name))
     r = _wait_ok(client, job["id"], 7200)["result"]
     t0 = time.monotonic()
-    labels, _run, classes = predict_cube(home / "models" / f"facies_{name}.h5", home / "surveys" / name,
+    labels, run, classes = predict_cube(home / "models" / f"facies_{name}.h5", home / "surveys" / name,
                                          work / f"pred_{name}")
     labels = np.asarray(to_truth_ids(labels, classes, list(s.class_names)))
     predict_s = time.monotonic() - t0
@@ -159,7 +159,8 @@ def one_survey(client: Any, home: Path, seed: int, shape: tuple[int, int, int], 
             "stopped": r["stopped"], "val": r["validation"], "picks": int(len(s.picks.class_id)),
             "meta": {k: s.meta.get(k) for k in ("coverage", "noise", "peak_hz", "phase_deg")}
             | {"faults": len(s.meta.get("faults", []))},
-            "predict_s": round(predict_s, 2), "predict_voxels_per_s": float(np.prod(shape)) / predict_s}
+            "predict_s": round(predict_s, 2), "predict_apply_s": round(run["seconds"], 2),
+            "predict_voxels_per_s": float(np.prod(shape)) / predict_s}
 
 
 def summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
