@@ -2,7 +2,8 @@
 """Is the varied family (tools/synth_varied.py) what docs/synth.md says? Drawn ranges, baselines and separability
 over a range of seeds.
 
-    python tools/synth_family_check.py [--seeds 16] [--first-seed 1] [--shape 128 128 96] [--ceiling-steps 600]
+    python tools/synth_family_check.py [--seeds 16] [--first-seed 1] [--shape 128 128 96] [--ceiling-steps 400]
+                                      [--unet-seconds 480]
 
 Per seed: classes, faults, pick coverage, noise, wavelet, the depth-only and amplitude-only baselines (both must
 stay low: depth alone must not name the class) and, with --ceiling-steps S > 0, the separability check: a small
@@ -95,7 +96,41 @@ def ceiling(survey: synth.SynthSurvey, steps: int, seed: int) -> dict[str, float
             "truth8_train_s": round(time.monotonic() - t0, 1)}
 
 
-def check_seed(shape: tuple[int, int, int], seed: int, ceiling_steps: int) -> dict:
+def unet_ceiling(survey: synth.SynthSurvey, seconds: float) -> dict[str, float]:
+    """The stronger separability check: a 2-D U-Net (base 16, depth 3, no augmentation) trained for `seconds` on
+    the true labels of 8 whole inlines (4 per step, AdamW 3e-3), applied to every inline, scored over the cube."""
+    import torch
+    from daemon.executor.models import build_model
+
+    torch.manual_seed(0)
+    nil, nxl, ns = survey.labels.shape
+    n = len(survey.class_names)
+    x = ((survey.seismic - survey.seismic.mean()) / survey.seismic.std()).astype(np.float32)
+    rows = np.linspace(4, nil - 5, TRUTH_INLINES).round().astype(int)
+    model = build_model("unet", 1, n, (nxl, ns), {"base": 16, "depth": 3})
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
+    xs = torch.from_numpy(np.ascontiguousarray(x[rows][:, None]))
+    ys = torch.from_numpy(survey.labels[rows].astype(np.int64))
+    rng = np.random.default_rng(0)
+    t0, steps = time.monotonic(), 0
+    while time.monotonic() - t0 < seconds:
+        k = rng.choice(len(rows), 4, replace=False)
+        loss = torch.nn.functional.cross_entropy(model(xs[k]), ys[k])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        steps += 1
+    model.eval()
+    pred = np.empty_like(survey.labels)
+    with torch.no_grad():
+        for i in range(0, nil, 8):
+            pred[i:i + 8] = model(torch.from_numpy(np.ascontiguousarray(x[i:i + 8][:, None]))).argmax(1).numpy()
+    recall = [float(np.mean(pred[survey.labels == c] == c)) for c in range(n)]
+    return {"unet8_pixel": float(np.mean(pred == survey.labels)), "unet8_mean_class": float(np.mean(recall)),
+            "unet8_steps": steps}
+
+
+def check_seed(shape: tuple[int, int, int], seed: int, ceiling_steps: int, unet_seconds: float = 0.0) -> dict:
     t0 = time.monotonic()
     s = synth.generate(shape, seed=seed, family="varied")
     m = s.meta
@@ -106,6 +141,8 @@ def check_seed(shape: tuple[int, int, int], seed: int, ceiling_steps: int) -> di
            "amplitude_only": round(synth.amplitude_only_baseline(s.seismic, s.labels, s.picks), 3)}
     if ceiling_steps > 0:
         row.update({k: round(v, 3) for k, v in ceiling(s, ceiling_steps, seed).items()})
+    if unet_seconds > 0:
+        row.update({k: round(v, 3) for k, v in unet_ceiling(s, unet_seconds).items()})
     return row
 
 
@@ -117,15 +154,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ceiling-steps", type=int, default=0,
                     help="train the truth-of-8-inlines classifier this many steps of 2048 voxels per seed (0: skip "
                     "the separability check)")
+    ap.add_argument("--unet-seconds", type=float, default=0.0,
+                    help="also train a U-Net on the truth of 8 inlines for this many seconds per seed (slow on CPU)")
     args = ap.parse_args(argv)
     rows = []
     cols = ["seed", "classes", "faults", "coverage", "noise", "peak_hz", "phase_deg", "looks", "depth_only",
-            "amplitude_only", "truth8_pixel", "truth8_mean_class"]
-    print(" ".join(f"{c:>16}" if c.startswith("truth") else f"{c:>9}" for c in cols))
+            "amplitude_only", "truth8_pixel", "truth8_mean_class", "unet8_pixel", "unet8_mean_class"]
+    print(" ".join(f"{c:>16}" if c.startswith(("truth", "unet")) else f"{c:>9}" for c in cols))
     for seed in range(args.first_seed, args.first_seed + args.seeds):
-        row = check_seed(tuple(args.shape), seed, args.ceiling_steps)
+        row = check_seed(tuple(args.shape), seed, args.ceiling_steps, args.unet_seconds)
         rows.append(row)
-        print(" ".join(f"{row.get(c, '-'):>16}" if c.startswith("truth") else f"{row.get(c, '-'):>9}"
+        print(" ".join(f"{row.get(c, '-'):>16}" if c.startswith(("truth", "unet")) else f"{row.get(c, '-'):>9}"
                        for c in cols), flush=True)
     summary = {"check": "synth_family_check", "shape": list(args.shape), "seeds": [r["seed"] for r in rows],
                "ceiling_steps": args.ceiling_steps,
