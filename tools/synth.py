@@ -10,6 +10,9 @@ class order changes across the survey; sinuous channels cut into unit tops and a
 part. Impedance per facies gives the texture; reflectivity is convolved with a Ricker wavelet and band-limited
 noise is added. Everything is drawn from numpy generators seeded by `seed`, so a seed gives identical output.
 
+`family="varied"` (tools/synth_varied.py) draws a different kind of survey per seed instead: 4 to 8 classes, folds
+that grow with depth, 0 to 4 faults, several looks per class, its own noise and wavelet and pick coverage.
+
 Run `python tools/synth.py OUT` to write seismic.sgy, labels.sgy, picks/<class>.pts and classes.json (docs/synth.md).
 """
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
+import synth_varied
 from synth_model import (LAYERED, Fault, convolve_traces, draw_layout, evaluate, fault_throw,  # noqa: F401
                          reflectivity, ricker)
 
@@ -40,6 +44,7 @@ FACIES: dict[str, str] = {
     "salt": "#7f3c8d",
 }
 MIN_CLASSES = 6
+FAMILIES = ("classic", "varied")
 # every class covers at least this share of the picks (a sliver cannot be learnt from); cubes under 96 crosslines or
 # samples (tests) cannot fit seven classes that large on their picked part and keep the old 1.5 %
 MIN_PICK_SHARE, MIN_PICK_SHARE_SMALL = 0.06, 0.015
@@ -115,8 +120,21 @@ def _check_options(shape: tuple[int, int, int], classes: Sequence[str], noise: f
 
 
 def pick_region(shape: tuple[int, int, int]) -> tuple[int, tuple[int, int]]:
-    """The interpreter's labelled part: middle inline index, crossline indices [20%, 60%) of the range."""
+    """The classic family's labelled part: middle inline index, crossline indices [20%, 60%) of the range."""
     return shape[0] // 2, (int(0.2 * shape[1]), int(0.6 * shape[1]))
+
+
+def survey_pick_region(survey: "SynthSurvey") -> tuple[int, tuple[int, int]]:
+    """The picked part of a survey of either family: inline index and crossline index range [x0, x1)."""
+    region = survey.meta.get("pick_region")
+    return (region[0], tuple(region[1])) if region else pick_region(survey.labels.shape)
+
+
+def colour_of(name: str) -> str:
+    """Display colour of a class of either family."""
+    if name in FACIES:
+        return FACIES[name]
+    return synth_varied.COLOURS[int(name.rsplit("_", 1)[1]) - 1]
 
 
 def _covers_all(labels_line: np.ndarray, xl_range: tuple[int, int], n_classes: int) -> bool:
@@ -129,14 +147,21 @@ def generate(shape: tuple[int, int, int] = (256, 256, 128), seed: int = 0, n_cla
              classes: Sequence[str] | None = None, noise: float = 0.2, n_faults: int = 2, peak_hz: float = 30.0,
              sample_interval_ms: float = 4.0, start_ms: float = 400.0, first_inline: int = 1000,
              inline_step: int = 1, first_crossline: int = 2000, crossline_step: int = 1,
-             pick_sample_step: int = 1, structure: bool = True) -> SynthSurvey:
+             pick_sample_step: int = 1, structure: bool = True, family: str = "classic") -> SynthSurvey:
     """Generate a survey. `classes` (names from FACIES) overrides `n_classes` (the first n of FACIES); class ids
     are the positions of the names in sorted order. `structure=False` gives the sanity case: a flat layer cake
     (no folds, faults, thickness or lateral facies changes) with the same textures.
 
     The layout is redrawn (deterministically) until every class shows on the picked part of the middle inline.
+    `family="varied"` draws classes, structure, noise, wavelet and pick coverage from the seed (tools/synth_varied.py):
+    then `n_classes`, `classes`, `noise`, `n_faults`, `peak_hz` and `structure` are not used.
     """
     shape = tuple(int(s) for s in shape)
+    lines = (first_inline, inline_step, first_crossline, crossline_step)
+    if family == "varied":
+        return _generate_varied(shape, seed, sample_interval_ms, start_ms, lines, pick_sample_step)
+    if family != "classic":
+        raise SynthError(f"family must be one of {list(FAMILIES)}, got {family!r}")
     # Class ids follow the SORTED names: a tool that reads picks/<name>.pts in sorted file order (seisctl picks
     # import with a shell glob, tools/demo.py) then gets the label volume's ids, and scores need no remapping.
     names = tuple(sorted(classes if classes is not None else list(FACIES)[:n_classes]))
@@ -167,17 +192,30 @@ def generate(shape: tuple[int, int, int] = (256, 256, 128), seed: int = 0, n_cla
         band = convolve_traces(raw, wavelet)
         seismic += (noise / (band.std() + 1e-12)) * band
     return _assemble(seismic, labels, names, lay, seed, noise, attempt, sample_interval_ms, start_ms,
-                     (first_inline, inline_step, first_crossline, crossline_step), pick_sample_step, peak_hz)
+                     lines, pick_sample_step, peak_hz)
 
 
-def _picks_on_line(labels: np.ndarray, pick_sample_step: int) -> PickSet:
-    il, (x0, x1) = pick_region(labels.shape)
+def _generate_varied(shape, seed, dt, t0, lines, pick_step) -> SynthSurvey:
+    _check_options(shape, list(FACIES), 0.0, 0, dt, t0)
+    try:
+        seismic, labels, region, lay, meta = synth_varied.draw_varied(shape, seed, dt)
+    except ValueError as exc:
+        raise SynthError(str(exc)) from None
+    survey = _assemble(seismic, labels, synth_varied.class_names(lay.n_classes), lay, seed, meta["noise"],
+                       meta["layout_attempt"], dt, t0, lines, pick_step, meta["peak_hz"], region)
+    survey.meta = meta | {"pick_region": [region[0], list(region[1])]}
+    return survey
+
+
+def _picks_on_line(labels: np.ndarray, pick_sample_step: int, region=None) -> PickSet:
+    il, (x0, x1) = region or pick_region(labels.shape)
     jj, kk = np.meshgrid(np.arange(x0, x1), np.arange(0, labels.shape[2], pick_sample_step), indexing="ij")
     jj, kk = jj.ravel(), kk.ravel()
     return PickSet(np.full(jj.shape, il), jj, kk, labels[il, jj, kk].astype(np.int64))
 
 
-def _assemble(seismic, labels, names, lay, seed, noise, attempt, dt, t0, lines, pick_step, peak_hz) -> SynthSurvey:
+def _assemble(seismic, labels, names, lay, seed, noise, attempt, dt, t0, lines, pick_step, peak_hz,
+              region=None) -> SynthSurvey:
     nil, nxl, _ = labels.shape
     inlines = lines[0] + lines[1] * np.arange(nil)
     crosslines = lines[2] + lines[3] * np.arange(nxl)
@@ -189,7 +227,7 @@ def _assemble(seismic, labels, names, lay, seed, noise, attempt, dt, t0, lines, 
     meta = {"layout_attempt": attempt, "peak_hz": peak_hz,
             "faults": [vars(f) | {"centre": list(f.centre)} for f in lay.faults]}
     return SynthSurvey(seismic, labels, names, inlines, crosslines, float(dt), float(t0), cdp_x, cdp_y,
-                       _picks_on_line(labels, pick_step), lay.faults, seed, noise, meta)
+                       _picks_on_line(labels, pick_step, region), lay.faults, seed, noise, meta)
 
 
 # ---------------------------------------------------------------- baselines
@@ -236,10 +274,10 @@ def write_figure(survey: SynthSurvey, path: Path) -> Path:
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch, Rectangle
 
-    il, (x0, x1) = pick_region(survey.labels.shape)
+    il, (x0, x1) = survey_pick_region(survey)
     xl = (x0 + x1) // 2
     t = survey.samples_ms
-    cmap = ListedColormap([FACIES[n] for n in survey.class_names])
+    cmap = ListedColormap([colour_of(n) for n in survey.class_names])
     clip = float(np.percentile(np.abs(survey.seismic[il]), 99))
     fig, axes = plt.subplots(2, 2, figsize=(14, 9), constrained_layout=True)
     panels = [(survey.seismic[il].T, survey.labels[il].T, survey.crosslines, f"inline {survey.inlines[il]}", "crossline"),
@@ -256,7 +294,7 @@ def write_figure(survey: SynthSurvey, path: Path) -> Path:
             for ax in axes[0]:
                 ax.add_patch(Rectangle((survey.crosslines[x0], t[-1]), survey.crosslines[x1 - 1] - survey.crosslines[x0],
                                        t[0] - t[-1], fill=False, edgecolor="cyan", lw=2))
-    handles = [Patch(color=FACIES[n], label=f"{i} {n}") for i, n in enumerate(survey.class_names)]
+    handles = [Patch(color=colour_of(n), label=f"{i} {n}") for i, n in enumerate(survey.class_names)]
     axes[0, 1].legend(handles=handles, loc="lower right", fontsize=8)
     fig.suptitle(f"synthetic survey, seed {survey.seed}, noise {survey.noise} (cyan: picked part)")
     fig.savefig(path, dpi=90)
@@ -319,12 +357,13 @@ def write_picks(survey: SynthSurvey, folder: Path) -> list[Path]:
 
 def classes_document(survey: SynthSurvey) -> dict:
     """The contents of classes.json: classes, where the picks are, and how the survey was made."""
-    il, (x0, x1) = pick_region(survey.labels.shape)
+    il, (x0, x1) = survey_pick_region(survey)
     counts = np.bincount(survey.picks.class_id, minlength=len(survey.class_names))
-    return {
+    varied = {k: survey.meta[k] for k in ("family", "phase_deg", "coverage", "looks") if k in survey.meta}
+    return varied | {
         "generator": "seisd tools/synth.py", "generator_version": GENERATOR_VERSION, "seed": survey.seed,
         "noise": survey.noise, "shape": list(survey.labels.shape),
-        "classes": [{"id": i, "name": n, "colour": FACIES[n], "picks": int(counts[i]),
+        "classes": [{"id": i, "name": n, "colour": colour_of(n), "picks": int(counts[i]),
                      "share": float(s)} for i, (n, s) in
                     enumerate(zip(survey.class_names, class_shares(survey.labels, len(survey.class_names))))],
         "picks": {"inline": int(survey.inlines[il]),
@@ -363,18 +402,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("out", type=Path, help="output folder (created)")
     ap.add_argument("--shape", type=int, nargs=3, default=(256, 256, 128), metavar=("IL", "XL", "NS"))
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--classes", nargs="+", default=list(FACIES), metavar="NAME",
-                    help=f"at least {MIN_CLASSES} of: {' '.join(FACIES)}")
-    ap.add_argument("--noise", type=float, default=0.2, help="noise RMS / signal RMS (default 0.2)")
-    ap.add_argument("--faults", type=int, default=2, help="number of normal faults, 0-3 (default 2)")
+    ap.add_argument("--family", choices=FAMILIES, default="classic",
+                    help="classic (default) or varied: classes, structure, noise, wavelet and pick coverage drawn "
+                    "from the seed (docs/synth.md)")
+    ap.add_argument("--classes", nargs="+", default=None, metavar="NAME",
+                    help=f"classic family: at least {MIN_CLASSES} of: {' '.join(FACIES)} (default all)")
+    ap.add_argument("--noise", type=float, default=None, help="classic family: noise RMS / signal RMS (default 0.2)")
+    ap.add_argument("--faults", type=int, default=None, help="classic family: normal faults, 0-3 (default 2)")
     ap.add_argument("--figure", action="store_true", help="also write figure.png of the picked inline")
     ap.add_argument("--quiet", action="store_true", help="print nothing")
     args = ap.parse_args(argv)
     say = (lambda *a: None) if args.quiet else print
+    if args.family == "varied" and (args.classes, args.noise, args.faults) != (None, None, None):
+        print("synth: --classes, --noise and --faults belong to the classic family; the varied family draws them "
+              "from --seed", file=sys.stderr)
+        return 2
     t0 = time.perf_counter()
     try:
-        survey = generate(tuple(args.shape), args.seed, classes=args.classes, noise=args.noise,
-                          n_faults=args.faults)
+        survey = generate(tuple(args.shape), args.seed, classes=args.classes or list(FACIES),
+                          noise=0.2 if args.noise is None else args.noise,
+                          n_faults=2 if args.faults is None else args.faults, family=args.family)
     except SynthError as exc:
         print(f"synth: {exc}", file=sys.stderr)
         return 2
