@@ -199,6 +199,9 @@ class TrainSection(Section):
     # a time budget: no epoch is begun that would end past it (the time before a resume counts)
     max_minutes: Annotated[Number | None, rule(lambda v: v is None or v > 0,
                                                "expected a positive number or null", exclusiveMinimum=0)] = None
+    # what max_minutes counts: "wall" (the clock on the wall), or "cpu": the training process's own CPU time divided
+    # by its torch threads, so a machine busy with other work stretches the budget instead of cutting epochs
+    budget_clock: Annotated[str, one_of("wall", "cpu")] = "wall"
     seed: Int = 0
     checkpoint_every_steps: Int | None = 500
     checkpoint_every_minutes: Number | None = 10.0

@@ -333,3 +333,47 @@ def test_survey_and_model_used_by_a_queued_train_job_cannot_be_removed(demo: Run
         c.cancel(queued)
         c.cancel(blocker)
         wait_state(c, blocker)
+
+
+SLEEPY_MODEL = """
+import time
+
+import torch
+
+
+class Sleepy(torch.nn.Module):
+    \"\"\"A small model whose every forward pass waits 0.15 s without computing: as a job on a machine busy with
+    other work waits for a CPU.\"\"\"
+
+    def __init__(self, in_channels, n_classes):
+        super().__init__()
+        self.head = torch.nn.Linear(in_channels, n_classes)
+
+    def forward(self, x):
+        time.sleep(0.15)
+        return self.head(x.mean(dim=(2, 3)))
+
+
+def build_model(in_channels, n_classes):
+    return Sleepy(in_channels, n_classes)
+"""
+
+
+def test_a_cpu_clock_budget_is_not_spent_by_waiting(demo: RunningDaemon, tmp_path: Path) -> None:
+    """train.max_minutes on the wall clock stops a run whose epochs wait (here: sleep) past the budget; on the cpu
+    clock the same run is charged only for its computing and trains every epoch it was given."""
+    from client.api import Client
+
+    checking = Client(home=demo.home, timeout=180)
+    path = tmp_path / "sleepy.py"
+    path.write_text(SLEEPY_MODEL)
+    results = {}
+    for clock in ("wall", "cpu"):
+        job = train_job(f"sleepy_{clock}", epochs=4, batches=4, max_minutes=0.02, budget_clock=clock)
+        job["model"] = {"name": "user", "params": {"path": str(path)}}
+        record = demo.client.wait(checking.submit(job)["id"], timeout=180)
+        assert record["state"] == "succeeded", record["error"]
+        results[clock] = record["result"]
+    # each epoch sleeps >= 0.9 s (4 training and 2 validation batches): past 1.2 s after the first on the wall
+    assert results["wall"]["stopped"] == "time_limit" and results["wall"]["epoch"] == 1, results["wall"]
+    assert results["cpu"]["stopped"] == "finished" and results["cpu"]["epoch"] == 4, results["cpu"]

@@ -209,7 +209,8 @@ class Trainer:
         """Train until the epochs or steps are done, early stopping triggers, or a control hook stops it."""
         self.tb = (TensorBoardLog(self.job_dir / "tensorboard", self.control.class_names) if self.writes
                    else SilentTensorBoard())
-        self._last_checkpoint = self._run_start = self._epoch_end = time.monotonic()
+        self._last_checkpoint = time.monotonic()
+        self._run_start = self._epoch_end = self._budget_clock()
         try:
             while self.epoch < self.cfg.epochs and self.result.stopped == "finished":
                 if not self._run_epoch():
@@ -310,7 +311,7 @@ class Trainer:
         if not partial:
             self.epoch += 1
             self.batch_index = 0
-        now = time.monotonic()
+        now = self._budget_clock()
         last_epoch, self._epoch_end = now - self._epoch_end, now  # training and validation of this epoch
         if self.sync is not None:  # batch-norm statistics differ per rank: validate (and save) their mean
             self.sync.average_buffers(self.model)
@@ -326,8 +327,8 @@ class Trainer:
         if self.control.stop_after_epoch():
             self.result.stopped = "stop_after_epoch"
         elif self._out_of_time(last_epoch):
-            log.info("time limit: another epoch would end past train.max_minutes=%g after %.0f s",
-                     self.cfg.max_minutes, self.elapsed())
+            log.info("time limit: another epoch would end past train.max_minutes=%g after %.0f s (%s clock)",
+                     self.cfg.max_minutes, self.elapsed(), self.cfg.budget_clock)
             self.result.stopped = "time_limit"
         elif (self.cfg.early_stop.enabled and figures is not None and self.bad_epochs >= self.cfg.early_stop.patience
               and self.epoch >= self.cfg.early_stop.min_epochs):
@@ -336,8 +337,17 @@ class Trainer:
             self.result.stopped = "early_stop"
 
     def elapsed(self) -> float:
-        """Seconds of this run so far, validation and checkpoints included, and before a resume."""
-        return self.elapsed_before + time.monotonic() - self._run_start
+        """Seconds of this run so far on train.budget_clock, validation and checkpoints included, and before a
+        resume."""
+        return self.elapsed_before + self._budget_clock() - self._run_start
+
+    def _budget_clock(self) -> float:
+        """Seconds on the clock train.max_minutes counts: the wall's, or this process's CPU seconds per torch
+        thread (what the run's own computing took: on a machine shared with other work it runs slower than the
+        wall, so the budget buys the same epochs as on an idle machine)."""
+        if self.cfg.budget_clock == "cpu":
+            return time.process_time() / max(1, torch.get_num_threads())
+        return time.monotonic()
 
     def _out_of_time(self, last_epoch: float) -> bool:
         """train.max_minutes: would one more epoch, as long as the last one, end past the budget? Decided on
