@@ -31,7 +31,8 @@ from daemon.executor.models import build_model
 from daemon.executor.training.distributed import (RankGroup, RankJob, rank_device, rank_rows, rendezvous_file,
                                          resolve_backend, share_recipe)
 from daemon.executor.training.job_data import TrainData, in_process_batches, pool_batches, prepare_data
-from daemon.executor.training.loop import Progress, TrainControl, TrainResult, run_config, train
+from daemon.executor.training.loop import Progress, TrainControl, TrainResult, train
+from daemon.executor.training.optim import run_config
 from daemon.executor.training.preview import PreviewUnsupported, SliceInput, apply_kind_of, predict_inline
 from daemon.kinds.limits import cpu_count, max_workers
 from daemon.kinds.train_spec import DataSection, TrainSection, TrainSpec

@@ -26,7 +26,7 @@ from daemon.executor.training import metrics
 from daemon.executor.training.checkpoint import atomic_write, save_checkpoint
 from daemon.executor.training.modes import (freeze_for_transfer, load_matching, load_resumed, read_start_state,
                                             set_train_mode)
-from daemon.executor.training.optim import LRSchedule, build_optimizer
+from daemon.executor.training.optim import LRSchedule, build_optimizer, run_config
 from daemon.executor.training.summary import (SilentSummary, SilentTensorBoard, SummaryFile, TensorBoardLog,
                                               log_interval)
 from daemon.kinds.train_spec import OptimSection, ScheduleSection, TrainSection
@@ -342,9 +342,8 @@ class Trainer:
         return self.elapsed_before + self._budget_clock() - self._run_start
 
     def _budget_clock(self) -> float:
-        """Seconds on the clock train.max_minutes counts: the wall's, or this process's CPU seconds per torch
-        thread (what the run's own computing took: on a machine shared with other work it runs slower than the
-        wall, so the budget buys the same epochs as on an idle machine)."""
+        """Seconds on train.budget_clock: the wall's, or this process's CPU seconds per torch thread (slower than
+        the wall on a machine shared with other work, so the budget buys the epochs it buys on an idle one)."""
         if self.cfg.budget_clock == "cpu":
             return time.process_time() / max(1, torch.get_num_threads())
         return time.monotonic()
@@ -449,8 +448,3 @@ def train(model: nn.Module, train_batches: BatchSource, job_dir: str | Path, *,
     trainer = Trainer(model, train_batches, job_dir, optim or OptimSection(), schedule or ScheduleSection(),
                       config or TrainSection(), val_batches, control, steps_per_epoch, device, sync)
     return trainer.run()
-
-
-def run_config(optim: OptimSection, schedule: ScheduleSection, config: TrainSection) -> dict[str, Any]:
-    """The run's sections as plain dicts, keyed by section name, for checkpoints and model files."""
-    return {"optim": optim.model_dump(), "schedule": schedule.model_dump(), "train": config.model_dump()}

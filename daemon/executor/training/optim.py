@@ -11,7 +11,7 @@ from typing import Any, Iterable
 
 import torch
 
-from daemon.kinds.train_spec import OptimSection, ScheduleSection
+from daemon.kinds.train_spec import OptimSection, ScheduleSection, TrainSection
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimSection) -> torch.optim.Optimizer:
@@ -88,3 +88,8 @@ class LRSchedule:
         self.plateau_factor = float(state["plateau_factor"])
         self.plateau_best = state["plateau_best"]
         self.plateau_bad_epochs = int(state["plateau_bad_epochs"])
+
+
+def run_config(optim: OptimSection, schedule: ScheduleSection, config: TrainSection) -> dict[str, Any]:
+    """The run's sections as plain dicts, keyed by section name, for checkpoints and model files."""
+    return {"optim": optim.model_dump(), "schedule": schedule.model_dump(), "train": config.model_dump()}
