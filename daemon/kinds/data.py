@@ -82,22 +82,23 @@ class ImportSpec(JobSpec):
 
 def check_import(spec: ImportSpec, ctx: CheckContext) -> list[str]:
     problems = [p for p in [name_problem("survey", spec.survey)] if p]
-    folder = survey_folder(ctx.home, spec.survey)
+    # an invalid name never reaches the file system (one past NAME_MAX would raise there, not answer)
+    folder = survey_folder(ctx.home, spec.survey) if not problems else None
     if spec.segy is not None:  # the files themselves: daemon/kinds/job_files.py
         if (p := name_problem("segy.volume", spec.segy.volume)):
             problems.append(p)
-        if spec.segy.add_volume and not (folder / "survey.json").is_file():
+        if folder is not None and spec.segy.add_volume and not (folder / "survey.json").is_file():
             problems.append(f"survey: no survey {spec.survey!r} to add a volume to")
-        if not spec.segy.add_volume and folder.exists():
+        if folder is not None and not spec.segy.add_volume and folder.exists():
             problems.append(f"survey: a survey {spec.survey!r} already exists (give `segy.add_volume: true` to add "
                             f"this volume to it, `survey: NEW` for a new survey, or remove it: `seisctl survey rm "
                             f"{spec.survey}`)")
     if spec.picks is not None:
-        if not (folder / "survey.json").is_file():
+        if folder is not None and not (folder / "survey.json").is_file():
             problems.append(f"survey: no survey {spec.survey!r}; import its SEG-Y first")
         if (p := name_problem("picks.set", spec.picks.set)):
             problems.append(p)
-        elif spec.picks.add and (folder / "survey.json").is_file() and \
+        elif spec.picks.add and folder is not None and (folder / "survey.json").is_file() and \
                 not picks_file(ctx.home, spec.survey, spec.picks.set).is_file():
             problems.append(f"picks.add: survey {spec.survey!r} has no pick set {spec.picks.set!r} to add to (leave "
                             "`add` out to make it)")

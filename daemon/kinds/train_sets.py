@@ -42,6 +42,11 @@ def set_problems(d: DataSection, home: Path, model: str) -> list[str]:
     from workers.examples import ExampleSetError
     from workers.split import SplitError
 
+    from daemon.kinds.data import name_problem
+
+    bad = [p for k, n in enumerate(d.examples or []) if (p := name_problem(f"data.examples.{k}", n))]
+    if bad:
+        return bad  # an invalid name never reaches the file system
     try:
         sets = job_sets(d, home)
     except NoTrainingData as exc:

@@ -134,3 +134,20 @@ def test_survey_in_use_cannot_be_removed(data_daemon: RunningDaemon, shared_data
     c.cancel(queued)
     c.cancel(blocker)
     wait_state(c, blocker)
+
+
+def test_names_past_the_file_systems_limit_are_refused_by_name(data_daemon: RunningDaemon, tmp_path: Path) -> None:
+    """A name of 300 characters (past NAME_MAX) is a problem of the job file, never an OSError of a check that
+    looked for it on disk (found by tests/reliability/test_fuzz_jobfiles.py)."""
+    long = "x" * 300
+    pts = tmp_path / "multi_sand_ilxl.pts"
+    pts.write_text("120\t880\t100\n")
+    jobs = {"survey": {"kind": "import", "survey": long, "picks": {"files": [str(pts)]}},
+            "data.examples.0": {"kind": "train", "output": "m", "data": {"examples": [long], "crop": {"size": [8, 8]}},
+                                "model": {"name": "patchcnn"}}}
+    for key, job in jobs.items():
+        with pytest.raises(SeisdError) as err:
+            data_daemon.client.submit(job)
+        assert err.value.code == "invalid_job", (key, err.value.code, err.value.message)
+        assert any(p.startswith(f"{key}:") and "not a valid name" in p for p in err.value.details["problems"]), \
+            err.value.details
