@@ -27,7 +27,7 @@ import psutil
 
 from client import protocol as P
 from client.api import Client, DaemonUnavailable
-from tests.procs import ProcessFamily, _alive
+from tests.procs import ProcessFamily, StartedInWith, _alive
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,7 +61,7 @@ def daemon_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str
 _UP = {"ready", "busy", "finishing"}  # executor states after its hello
 
 
-class RunningDaemon:
+class RunningDaemon(StartedInWith):
     """A real seisd process; a context manager that leaves no process behind."""
 
     def __init__(self, home: Path, env: dict[str, str] | None = None, start_timeout: float = 30.0,
@@ -75,17 +75,6 @@ class RunningDaemon:
         self.client: Client = Client(home=self.home, timeout=client_timeout)
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
-
-    def __enter__(self) -> "RunningDaemon":
-        try:
-            self.start()
-        except BaseException:
-            self.cleanup()
-            raise
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.cleanup()
 
     @property
     def proc(self) -> subprocess.Popen | None:

@@ -71,3 +71,19 @@ def _alive(p: psutil.Process) -> bool:
         return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+class StartedInWith:
+    """`with X(...) as d:` for a test daemon: start() on entry, cleanup() on exit, and cleanup() too when start()
+    fails, so a daemon that never answered leaves no process behind."""
+
+    def __enter__(self):  # type: ignore[no-untyped-def]
+        try:
+            self.start()  # type: ignore[attr-defined]
+        except BaseException:
+            self.cleanup()  # type: ignore[attr-defined]
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()  # type: ignore[attr-defined]

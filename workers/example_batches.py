@@ -28,11 +28,11 @@ import numpy as np
 from workers import augment as aug_ops
 from workers.augment import Augmentation
 from workers.crops import CropSpec, extract_crop
-from workers.sampling import PickSampler, PointLabels, RawVolume, SamplingError, batch_rngs
+from workers.sampling import BatchShapes, PickSampler, PointLabels, RawVolume, SamplingError, batch_rngs
 
 
 @dataclass
-class ExampleRecipe:
+class ExampleRecipe(BatchShapes):
     """Batches [B, C, *crop] from the rows ``rows_of`` of the set files ``files``.
 
     ``set_of``/``row_of`` [M]: which file and row each drawable example is; ``norm`` [M, C, 2]: its (mean, std)
@@ -82,16 +82,8 @@ class ExampleRecipe:
         return int(self.norm.shape[1])
 
     @property
-    def rows_made(self) -> int:
-        return self.rows[1] - self.rows[0] if self.rows else self.batch_size
-
-    @property
-    def x_shape(self) -> tuple[int, ...]:
-        return (self.rows_made, self.channels, *self.crop.size)
-
-    @property
-    def y_shape(self) -> tuple[int, ...]:
-        return (self.rows_made, *self.crop.size) if self.per_voxel else (self.rows_made,)
+    def per_voxel_labels(self) -> bool:
+        return self.per_voxel
 
     def open(self) -> None:
         """Open the set files in this process (idempotent)."""

@@ -212,8 +212,28 @@ class PointLabels:
 Sampler = Union[PickSampler, LabelVolumeSampler]
 
 
+class BatchShapes:
+    """The shapes of the batches a recipe makes (BatchRecipe here, workers.example_batches.ExampleRecipe): from its
+    batch_size, rows (this recipe's share of the batch, or None), channels, crop and per_voxel_labels."""
+
+    @property
+    def rows_made(self) -> int:
+        """Rows per made batch: the whole batch, or this recipe's share of it."""
+        return self.rows[1] - self.rows[0] if self.rows else self.batch_size  # type: ignore[attr-defined]
+
+    @property
+    def x_shape(self) -> tuple[int, ...]:
+        return (self.rows_made, self.channels, *self.crop.size)  # type: ignore[attr-defined]
+
+    @property
+    def y_shape(self) -> tuple[int, ...]:
+        if self.per_voxel_labels:  # type: ignore[attr-defined]
+            return (self.rows_made, *self.crop.size)  # type: ignore[attr-defined]
+        return (self.rows_made,)
+
+
 @dataclass
-class BatchRecipe:
+class BatchRecipe(BatchShapes):
     """Everything a worker needs to make batch (e, k): x float32 [B, C, *crop], y int64 [B] or [B, *crop].
 
     Channels: for each volume, the crop itself, or with ``context`` > 0 (2D crops only) the 2*context + 1
@@ -255,19 +275,8 @@ class BatchRecipe:
         return len(self.volumes) * (2 * self.context + 1)
 
     @property
-    def rows_made(self) -> int:
-        """Rows per made batch: the whole batch, or this recipe's share of it."""
-        return self.rows[1] - self.rows[0] if self.rows else self.batch_size
-
-    @property
-    def x_shape(self) -> tuple[int, ...]:
-        return (self.rows_made, self.channels, *self.crop.size)
-
-    @property
-    def y_shape(self) -> tuple[int, ...]:
-        if self.sampler.per_voxel_labels:
-            return (self.rows_made, *self.crop.size)
-        return (self.rows_made,)
+    def per_voxel_labels(self) -> bool:
+        return self.sampler.per_voxel_labels
 
     def open(self) -> None:
         """Map the volumes in this process (idempotent)."""

@@ -20,7 +20,7 @@ from typing import Any
 
 import zmq
 
-from tests.procs import ProcessFamily
+from tests.procs import ProcessFamily, StartedInWith
 
 ROOT = Path(__file__).resolve().parents[2]
 CTX = zmq.Context.instance()
@@ -182,7 +182,7 @@ def next_event(sub: zmq.Socket, timeout_s: float, want: Any = lambda ev: True) -
 
 # -- a daemon process, as a user runs one --------------------------------------------------------------------------
 
-class Daemon:
+class Daemon(StartedInWith):
     """`python -m daemon.server.main` with a given environment (no --home unless given): started, asked to stop
     with the `shutdown` operation, or killed with SIGKILL; it leaves no process behind (psutil)."""
 
@@ -256,16 +256,6 @@ class Daemon:
         except OSError:
             return "(no output)"
 
-    def __enter__(self) -> "Daemon":
-        try:
-            self.start()
-        except BaseException:
-            self.cleanup()
-            raise
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.cleanup()
 
 
 def wait_until(predicate: Any, timeout_s: float = 30.0, what: str = "condition") -> Any:
