@@ -104,11 +104,11 @@ def section_problem(home: Path, survey: str, volumes: list[str]) -> str | None:
 
 
 def set_classes(d: DataSection, home: Path) -> list[str]:
-    """The job's class list: the union of its sets' classes (as read_sets makes it)."""
-    from workers.crops import CropSpec
-    from workers.example_index import read_sets
+    """The job's class list: the union of its sets' classes, as read_sets makes it, from the sets' headers alone
+    (not their examples' arrays, which the job reads once, in set_data)."""
+    from workers.examples import class_union, info
 
-    return read_sets(job_sets(d, home), CropSpec(tuple(d.crop.size), d.crop.orientation), len(d.volumes)).classes
+    return class_union([list(info(path).meta["class_names"]) for _, path in job_sets(d, home)])[0]
 
 
 def describe(index: Any) -> dict[str, Any]:
