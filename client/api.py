@@ -36,6 +36,45 @@ class DaemonUnavailable(SeisdError):
     """No daemon answered in time at the endpoint (not running, or a tcp key it does not accept)."""
 
 
+STREAM_TIMEOUT_S = 310.0   # a stream request's wait: above the daemon's own 300 s (docs/PROTOCOL.md, section 3)
+
+
+def exchange(sock: zmq.Socket, req: P.Request, timeout: float,
+             watch: zmq.Socket | None = None) -> P.Reply | None:
+    """Send `req` on a DEALER and return its reply; None when none came within `timeout` seconds. Replies to
+    earlier requests that timed out are skipped. `watch`: a socket whose message means the peer is gone (a
+    connection monitor); it raises PeerGone."""
+    sock.send_multipart(req.encode(), copy=False)
+    poller = zmq.Poller()
+    poller.register(sock, zmq.POLLIN)
+    if watch is not None:
+        poller.register(watch, zmq.POLLIN)
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        ready = dict(poller.poll(int(left * 1000))) if left > 0 else {}
+        if not ready:
+            return None
+        if sock in ready:
+            reply = P.decode_reply(sock.recv_multipart())
+            if reply.re == req.id:
+                return reply
+        elif watch is not None and watch in ready:
+            raise PeerGone()
+
+
+class PeerGone(Exception):
+    """The peer of an exchange went away (its connection dropped) before it answered."""
+
+
+def outcome(reply: P.Reply) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """A reply's result and arrays; SeisdError for an error reply."""
+    if not reply.ok:
+        e = reply.error or {}
+        raise SeisdError(e.get("code", "internal"), e.get("message", "error"), e.get("details"))
+    return reply.result or {}, reply.arrays
+
+
 class Client:
     def __init__(self, home: str | Path | None = None, endpoint: str | None = None, timeout: float = 10.0,
                  server_key: str | Path | None = None, client_key: str | Path | None = None):
@@ -97,23 +136,13 @@ class Client:
         req = P.Request(op=op, args={k: v for k, v in args.items() if v is not None}, arrays=list(arrays))
         if self.endpoint.startswith("ipc://") and not os.path.exists(self.endpoint[len("ipc://"):]):
             raise DaemonUnavailable("unavailable", self._unreachable())  # no socket: do not wait for nobody
-        s = self._socket()
-        s.send_multipart(req.encode(), copy=False)
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not s.poll(int(left * 1000)):
-                # the socket may hold a late reply to this request: drop it so the next call starts clean
-                self.close()
-                raise DaemonUnavailable("unavailable", self._unreachable())
-            reply = P.decode_reply(s.recv_multipart())
-            if reply.re != req.id:
-                continue  # a late reply to an earlier request that timed out
-            self.session = reply.session
-            if not reply.ok:
-                e = reply.error or {}
-                raise SeisdError(e.get("code", "internal"), e.get("message", "error"), e.get("details"))
-            return reply.result or {}, reply.arrays
+        reply = exchange(self._socket(), req, self.timeout if timeout is None else timeout)
+        if reply is None:
+            # the socket may hold a late reply to this request: drop it so the next call starts clean
+            self.close()
+            raise DaemonUnavailable("unavailable", self._unreachable())
+        self.session = reply.session
+        return outcome(reply)
 
     def _unreachable(self) -> str:
         if self.endpoint.startswith("ipc://"):

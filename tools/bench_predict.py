@@ -5,10 +5,12 @@ Prints one JSON line:
             recipe (whole sections up to 512 x 512, channels-last), the forward pass alone on the same tiles, their
             ratio, and the old defaults (128 x 128 tiles, quarter overlap, contiguous layout) as a baseline;
   patchcnn  crops/s end to end (stride 2 preview) vs the forward pass alone on as many crops;
-  stream    blocks/s and latency of stream.apply through a real daemon (one inline per block) vs the same
-            blocks applied in-process by StreamSession, alternately block by block in the same run (the paired
-            difference of the two latencies is the cost of the trip: client -> daemon -> executor and back),
-            and `hop`: how long a message an executor queues takes to reach the daemon's socket;
+  stream    blocks/s and latency of stream.apply (one inline per block) vs the same blocks applied in-process by
+            StreamSession, in turn block by block in the same run (the paired difference of the latencies is the
+            cost of the trip), both ways a client of this machine can send them: `direct` (client -> the
+            executor's direct endpoint -> client, what client.Stream does where the daemon offers it) and `relay`
+            (client -> daemon -> executor and back); and `hop`: how long a message an executor's job queues takes
+            to reach the daemon's socket;
   opendtect blocks/s and latency of the OpendTect endpoint (OpendTect's framing, one request per connection,
             docs/opendtect.md) vs stream.apply on the same blocks and daemon, alternating, and whether the outputs
             are equal.
@@ -43,6 +45,7 @@ from daemon.executor.predict.recipe import recipe_of  # noqa: E402
 UNET = {"base": 8, "depth": 3, "norm": "batch"}
 N_CLASSES = 4
 STREAM_ROUNDS = 5   # alternating rounds of in-process and socket blocks
+STREAM_RUN = 5   # blocks a stream side sends back to back before the next side's turn (the first is not counted)
 STREAM_TIMEOUT_S = 310.0  # above the daemon's own 300 s for stream.apply (docs/PROTOCOL.md, client timeouts)
 REPEATS = 7  # rounds of end-to-end then forward-only: this VM varies +-15 % from one run to the next
 
@@ -147,10 +150,15 @@ def paired_ratio(forward_s: list[float], end_to_end_s: list[float]) -> float:
 
 def bench_stream(folder: Path, section: tuple[int, int], blocks: int, rounds: int = STREAM_ROUNDS,
                  threads: int | None = None) -> dict:
-    """The same blocks applied in this process (StreamSession) and through a real daemon (stream.apply over ipc),
-    alternately block by block, so that the machine's drift and other load hit both sides alike. Figures: blocks/s
-    of each side (sums of per-block times), their ratio (and its spread over rounds), median latencies, and the
-    median over blocks of (socket - in-process) for the same block, back to back."""
+    """The same blocks applied in this process (StreamSession) and through a real daemon's session both ways a
+    client on this machine can send them (client/stream.py): `direct` to the executor's direct endpoint, `relay`
+    through the daemon. The sides take turns in runs of STREAM_RUN blocks sent back to back, as a host streams a
+    volume (the order rotates); the first block of each run is applied but not counted: the OpenMP threads of the
+    side that ran before spin for a while after it (GOMP's wait policy) and, on a 2-core machine, slow that block
+    down by more than the trip costs. Figures per socket side: blocks/s, its ratio to in-process (and its spread
+    over rounds), median latency and p90, and the median over blocks of (socket - in-process) for the same block:
+    the cost of the trip."""
+    from client import Stream
     from daemon.executor.predict.stream import StreamSession
     from tests.harness import RunningDaemon
 
@@ -158,55 +166,65 @@ def bench_stream(folder: Path, section: tuple[int, int], blocks: int, rounds: in
     model = build_model("unet", 1, N_CLASSES, (128, 128), UNET).eval()
     save_model_file(home / "models" / "bench.h5", model, unet_info((1,) + section))
     data = [np.random.default_rng(k).normal(size=(1,) + section).astype(np.float32) for k in range(blocks)]
-    session = StreamSession.open(home, {"model": "bench", "outputs": ["labels", "confidence"]})
+    outputs = ["labels", "confidence"]
+    session = StreamSession.open(home, {"model": "bench", "outputs": outputs})
     env = {}
     if threads:  # both sides alike: this process, and the executor (torch reads OMP_NUM_THREADS at import)
         torch.set_num_threads(threads)
         env["OMP_NUM_THREADS"] = str(threads)
-    local_ms: list[float] = []
-    socket_ms: list[float] = []
-    ratios: list[float] = []
+    times: dict[str, list[float]] = {"in_process": [], "direct": [], "relay": []}
+    per_round: dict[str, list[float]] = {"direct": [], "relay": []}
     with RunningDaemon(home, env=env) as d:
-        sid = d.client.call("stream.open", model="bench", outputs=["labels", "confidence"])["session"]
-        for _ in range(3):  # warm-up: both models touched, both allocators primed
-            session.apply([data[0]])
-            d.client.call_arrays("stream.apply", [data[0]], session=sid, timeout=STREAM_TIMEOUT_S)
+        streams = {"direct": Stream.open(d.client, "bench", outputs=outputs),
+                   "relay": Stream.open(d.client, "bench", outputs=outputs, direct=False)}
+        if streams["direct"].endpoint is None:
+            raise SystemExit("the daemon offered no direct stream endpoint")
+        sides = {"in_process": lambda b: session.apply([b]), "direct": streams["direct"].apply,
+                 "relay": streams["relay"].apply}
+        for _ in range(3):  # warm-up: every model touched, every allocator primed
+            for apply in sides.values():
+                apply(data[0])
+        order = list(sides)
         for r in range(rounds):
-            t_local = t_socket = 0.0
-            for k, block in enumerate(data):
-                sides = [False, True] if (k + r) % 2 == 0 else [True, False]  # which goes first alternates too
-                for remote in sides:
-                    start = time.perf_counter()
-                    if remote:
-                        d.client.call_arrays("stream.apply", [block], session=sid, timeout=STREAM_TIMEOUT_S)
-                    else:
-                        session.apply([block])
-                    ms = 1000 * (time.perf_counter() - start)
-                    (socket_ms if remote else local_ms).append(ms)
-                    if remote:
-                        t_socket += ms
-                    else:
-                        t_local += ms
-            ratios.append(t_local / t_socket)
-        d.client.call("stream.close", session=sid)
-    n = rounds * blocks
-    extra = [s - loc for s, loc in zip(socket_ms, local_ms)]
-    return {"block": [1, *section], "blocks": n, "rounds": rounds, "threads": torch.get_num_threads(),
-            "socket_blocks_per_s": round(1000 * n / sum(socket_ms), 2),
-            "in_process_blocks_per_s": round(1000 * n / sum(local_ms), 2),
-            "ratio_socket_vs_in_process": round(1000 * n / sum(socket_ms) / (1000 * n / sum(local_ms)), 3),
-            "ratio_per_round_median": round(statistics.median(ratios), 3),
-            "ratio_per_round_min_max": [round(min(ratios), 3), round(max(ratios), 3)],
-            "latency_ms_median": round(statistics.median(socket_ms), 2),
-            "in_process_ms_median": round(statistics.median(local_ms), 2),
-            "latency_ms_over_in_process_median_paired": round(statistics.median(extra), 2),
-            "latency_ms_p90": round(statistics.quantiles(socket_ms, n=10)[-1], 2),
-            "in_process_ms_p90": round(statistics.quantiles(local_ms, n=10)[-1], 2)}
+            spent = dict.fromkeys(sides, 0.0)
+            for c, first in enumerate(range(0, len(data), STREAM_RUN)):
+                turn = (c + r) % len(order)
+                for name in order[turn:] + order[:turn]:
+                    sides[name](data[first])  # after the other sides' turn: not counted (see above)
+                    for block in data[first + 1:first + STREAM_RUN]:
+                        start = time.perf_counter()
+                        sides[name](block)
+                        ms = 1000 * (time.perf_counter() - start)
+                        times[name].append(ms)
+                        spent[name] += ms
+            for name in per_round:
+                per_round[name].append(spent["in_process"] / spent[name])
+        same = all((streams["direct"].apply(b)[o] == streams["relay"].apply(b)[o]).all() for b in data[:3]
+                   for o in outputs)
+        for st in streams.values():
+            st.close()
+    n = len(times["in_process"])  # counted blocks per side
+    local = times["in_process"]
+    out: dict = {"block": [1, *section], "blocks": n, "rounds": rounds, "threads": torch.get_num_threads(),
+                 "run": STREAM_RUN, "in_process_blocks_per_s": round(1000 * n / sum(local), 2),
+                 "in_process_ms_median": round(statistics.median(local), 2), "outputs_equal": bool(same)}
+    for name in ("direct", "relay"):
+        ms = times[name]
+        out[name] = {"blocks_per_s": round(1000 * n / sum(ms), 2),
+                     "ratio_vs_in_process": round(sum(local) / sum(ms), 3),
+                     "ratio_per_round_median": round(statistics.median(per_round[name]), 3),
+                     "ratio_per_round_min_max": [round(min(per_round[name]), 3), round(max(per_round[name]), 3)],
+                     "latency_ms_median": round(statistics.median(ms), 2),
+                     "latency_ms_p90": round(statistics.quantiles(ms, n=10)[-1], 2),
+                     "latency_ms_over_in_process_median_paired": round(
+                         statistics.median([a - b for a, b in zip(ms, local)]), 2)}
+    return out
 
 
 def bench_executor_hop(folder: Path, messages: int = 300) -> dict:
-    """How long a message an executor queues (Executor.send, as its stream thread does with a reply) takes to reach
-    the daemon's socket: the executor's I/O thread must notice it (it used to at its next 20 ms poll)."""
+    """How long a message an executor queues (Executor.send, as a job does with its reports) takes to reach the
+    daemon's socket: the executor's I/O thread must notice it (it used to at its next 20 ms poll). Stream replies
+    no longer take this hop: the stream thread sends them on its own socket."""
     import os
 
     import zmq
@@ -219,7 +237,8 @@ def bench_executor_hop(folder: Path, messages: int = 300) -> dict:
     router = ctx.socket(zmq.ROUTER)
     endpoint = f"ipc://{folder}/hop.sock"
     router.bind(endpoint)
-    ex = Executor("cpu", endpoint, folder, load_settings(folder, None), os.getppid())
+    # one_job: no stream socket (a long-lived executor says hello only after the daemon welcomed that one)
+    ex = Executor("cpu", endpoint, folder, load_settings(folder, None), os.getppid(), one_job=True)
     ex.io_thread.start()
     router.recv_multipart()  # its hello
     hops = []

@@ -1,8 +1,11 @@
-"""The executor protocol, version 1: every message between the daemon and its executors, in one module.
+"""The executor protocol, version 2: every message between the daemon and its executors, in one module.
 
 Internal to seisd (clients never see it; client/protocol.py is the public one), and spoken over the daemon's
 `executors.sock` ROUTER (or ray.executor_endpoint over tcp with CURVE) by one DEALER per executor, whose identity
-is its slot name (`slot#launch` for executors that run one job each). One message is one ZeroMQ multipart message:
+is its slot name (`slot#launch` for executors that run one job each), and by a second DEALER per long-lived
+executor, its stream thread's (identity `slot~stream`, stream_identity): jobs, controls and reports go over the
+first (TO_EXECUTOR, TO_DAEMON), streaming sessions over the second (TO_STREAM, and Reply back). One message is one
+ZeroMQ multipart message:
 
     frame 0       a UTF-8 JSON object: {"v": PROTOCOL_VERSION, "type": <the message's TYPE>, <its fields>}
     frame 1..n    binary array frames, only after StreamApply and Reply, described by their `arrays` field exactly
@@ -32,7 +35,7 @@ from typing import Any, ClassVar, Union
 
 import numpy as np
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2   # 2: the stream socket (StreamHello, StreamWelcome; stream requests on it)
 
 
 class ExecProtocolError(ValueError):
@@ -178,6 +181,15 @@ class StreamClose(Message):
 
 
 @dataclass(frozen=True)
+class StreamWelcome(Message):
+    """The daemon's answer to StreamHello: it can route stream requests to the stream socket now. `session`: the
+    daemon's session id, which replies on the direct endpoint carry as the daemon's own do."""
+
+    TYPE: ClassVar[str] = "stream_welcome"
+    session: str
+
+
+@dataclass(frozen=True)
 class Exit(Message):
     """The daemon stops: cancel the running job (it ends with Done, cause daemon_stopping) and exit. An executor
     still alive after executor.cancel_grace_s is killed."""
@@ -195,6 +207,19 @@ class Hello(Message):
     TYPE: ClassVar[str] = "hello"
     slot: str
     pid: int
+
+
+@dataclass(frozen=True)
+class StreamHello(Message):
+    """The first message on a long-lived executor's stream socket (`stream_identity(slot)`), sent before its Hello:
+    the executor says Hello only once the daemon answered with StreamWelcome, so a ready executor is always
+    reachable for stream requests. `direct`: the ipc endpoint where its stream thread also takes stream.apply
+    requests of the public protocol straight from clients of this machine (None: it offers none)."""
+
+    TYPE: ClassVar[str] = "stream_hello"
+    slot: str
+    pid: int
+    direct: str | None = None
 
 
 @dataclass(frozen=True)
@@ -300,9 +325,18 @@ class Reply(Message):
         return cls(token=token, ok=False, code=code, error=error)
 
 
-TO_EXECUTOR = (RunJob, CancelJob, Control, StreamOpen, StreamApply, StreamClose, Exit)
-TO_DAEMON = (Hello, Heartbeat, JobProgress, JobLog, JobMetrics, Done, Reply)
-MESSAGES: dict[str, type[Message]] = {m.TYPE: m for m in TO_EXECUTOR + TO_DAEMON}
+TO_EXECUTOR = (RunJob, CancelJob, Control, Exit)                          # on the executor's main socket
+TO_STREAM = (StreamWelcome, StreamOpen, StreamApply, StreamClose)         # on its stream socket
+TO_DAEMON = (Hello, StreamHello, Heartbeat, JobProgress, JobLog, JobMetrics, Done, Reply)
+MESSAGES: dict[str, type[Message]] = {m.TYPE: m for m in TO_EXECUTOR + TO_STREAM + TO_DAEMON}
+STREAM_SUFFIX = "~stream"
+
+
+def stream_identity(slot: str) -> str:
+    """The identity of a long-lived executor's stream socket: its stream thread's own DEALER, so a block and its
+    outputs go between that thread and the daemon with no hand-over to the I/O thread (two thread wake-ups less
+    per block)."""
+    return slot + STREAM_SUFFIX
 
 
 # -- encoding ----------------------------------------------------------------------------------------------------
@@ -395,5 +429,5 @@ def _name(hint: Any) -> str:
 
 
 def sender_pid(msg: Message) -> int | None:
-    """The executor's pid where the message carries it (Hello, Heartbeat): the supervisor checks it."""
-    return msg.pid if isinstance(msg, (Hello, Heartbeat)) else None
+    """The executor's pid where the message carries it (Hello, StreamHello, Heartbeat): the supervisor checks it."""
+    return msg.pid if isinstance(msg, (Hello, StreamHello, Heartbeat)) else None

@@ -5,9 +5,9 @@ set, so torch (imported only here, never in the daemon) sees exactly its device.
 starts it with `--one-job` on some node of the cluster (daemon/server/backends/ray_backend.py): it runs the one job it is
 sent after its hello and exits; `--parent-pid` is then the Ray worker's, and over tcp it speaks CURVE.
 
-Threads and the one socket:
+Threads and their sockets:
   - the main thread runs jobs, one after another, taking them from `self.jobs`;
-  - the I/O thread owns the DEALER socket to the daemon (ZeroMQ sockets are not thread-safe): it receives run /
+  - the I/O thread owns the main DEALER socket to the daemon (ZeroMQ sockets are not thread-safe): it receives run /
     cancel / control / exit messages, sends what the job queued in `self.outbox` (a byte on a
     pipe wakes it at once), and sends a heartbeat every
     `executor.heartbeat_s`. It needs the GIL for that: a job in C code that releases the GIL still heartbeats,
@@ -24,8 +24,9 @@ Heartbeat, JobProgress/JobLog/JobMetrics, Done, Reply out) and encodes them; a f
 version, say) is logged and dropped. A StreamApply and its Reply carry binary array frames after the JSON frame,
 exactly as on the public socket: the daemon relays them without copying into JSON.
 
-Streaming sessions (a host application applying a model to blocks it holds in memory) are served by a third thread,
-so a loaded model answers blocks while a job runs in the main thread; requests are served one at a time, in order.
+Streaming sessions (a host application applying a model to blocks it holds in memory) are served by a third thread
+with sockets of its own (daemon/executor/streaming.py); the I/O thread says Hello only once the daemon welcomed the
+stream thread's socket. An executor started for one job (Ray) serves no streams and has no stream thread.
 """
 from __future__ import annotations
 
@@ -42,32 +43,17 @@ from typing import Any
 
 import zmq
 
-from client.protocol import ErrorCode, ProtocolError, array_descriptor, decode_array, frame_of
+from client.protocol import ErrorCode
 from daemon import kinds as job_registry
 from daemon.common import execproto as E
 from daemon.common import malloc
 from daemon.common.lifeline import die_with_parent, ignore_sigint
 from daemon.executor.context import EventLogHandler, JobCancelled, JobContext
 from daemon.executor.raytasks import executor_node
+from daemon.executor.streaming import StreamServer
 from daemon.common.settings import Settings, load_settings
 
 log = logging.getLogger("seisd.executor")
-
-
-class StreamRequestError(Exception):
-    """A stream request that cannot be served; `code` is the protocol error code the client gets."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-
-
-def decode_frame(desc: Any, buf: Any, index: int) -> Any:
-    """An array frame relayed by the daemon (already checked there) as a numpy array."""
-    try:
-        return decode_array(desc, buf, index)
-    except ProtocolError as exc:
-        raise StreamRequestError(exc.code, exc.message) from None
 
 
 class Executor:
@@ -78,15 +64,9 @@ class Executor:
         self.settings = settings
         self.parent_pid = parent_pid
         self.one_job = one_job  # started for one job (Ray backend): exit once it is done
+        self.endpoint = endpoint
         self.ctx_zmq = zmq.Context()
-        self.sock = self.ctx_zmq.socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.IDENTITY, slot.encode())
-        self.sock.setsockopt(zmq.LINGER, 2000)
-        if endpoint.startswith("tcp://"):  # an executor on another node: CURVE with the keys in the shared home
-            from daemon.common.keys import executor_keys
-
-            executor_keys(home).apply_client(self.sock)
-        self.sock.connect(endpoint)
+        self.sock = self._connect(slot)
         self.jobs: queue.Queue[E.RunJob | None] = queue.Queue()
         self.outbox: queue.Queue[tuple[bytes, list[Any]]] = queue.Queue()
         # a byte in this pipe wakes the I/O thread's poll when the outbox gets a message (or it is to stop): a stream
@@ -96,13 +76,22 @@ class Executor:
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
-        self.stream_requests: queue.Queue[tuple[E.StreamOpen | E.StreamApply | E.StreamClose, list[Any]]] = \
-            queue.Queue()
-        self.streams: dict[str, Any] = {}
-        self.stream_thread = threading.Thread(target=self._stream_loop, name="executor-stream", daemon=True)
+        self.streams = None if one_job else StreamServer(slot, home, settings, endpoint, self._connect)
         self.current: JobContext | None = None
         self.stop = threading.Event()
         self.io_thread = threading.Thread(target=self._io_loop, name="executor-io", daemon=True)
+
+    def _connect(self, identity: str) -> zmq.Socket:
+        """A DEALER to the daemon's executor socket with this identity (over tcp: CURVE with the shared keys)."""
+        sock = self.ctx_zmq.socket(zmq.DEALER)
+        sock.setsockopt(zmq.IDENTITY, identity.encode())
+        sock.setsockopt(zmq.LINGER, 2000)
+        if self.endpoint.startswith("tcp://"):  # an executor on another node: CURVE with the keys in the shared home
+            from daemon.common.keys import executor_keys
+
+            executor_keys(self.home).apply_client(sock)
+        sock.connect(self.endpoint)
+        return sock
 
     # -- I/O thread --------------------------------------------------------------------------------------------
 
@@ -119,6 +108,8 @@ class Executor:
             pass  # the pipe is full: the I/O thread is woken already
 
     def _io_loop(self) -> None:
+        if self.streams is not None:
+            self.streams.ready.wait()  # never: the daemon kills an executor that does not say hello in time
         self.sock.send(E.encode(E.Hello(slot=self.slot, pid=os.getpid())))
         next_beat = 0.0
         poller = zmq.Poller()
@@ -155,9 +146,7 @@ class Executor:
 
     def _handle(self, msg: E.Message, frames: list[Any]) -> None:
         ctx = self.current
-        if isinstance(msg, (E.StreamOpen, E.StreamApply, E.StreamClose)):
-            self.stream_requests.put((msg, frames))
-        elif isinstance(msg, E.RunJob):
+        if isinstance(msg, E.RunJob):
             self.jobs.put(msg)
         elif isinstance(msg, E.CancelJob) and ctx is not None and ctx.job_id == msg.job:
             ctx.cancel(E.FailureCause.CANCELLED, msg.reason or "cancelled")
@@ -180,53 +169,12 @@ class Executor:
                 reply = E.Reply.failure(msg.token, ErrorCode.BAD_ARGS, f"{type(exc).__name__}: {exc}")
         self.send(reply)
 
-    # -- stream thread -----------------------------------------------------------------------------------------
-
-    def _stream_loop(self) -> None:
-        while True:
-            msg, frames = self.stream_requests.get()
-            arrays: list[Any] = []
-            try:
-                result, descs, arrays = self._stream(msg, frames)
-                reply = E.Reply(token=msg.token, ok=True, result=result, arrays=descs)
-            except StreamRequestError as exc:
-                reply = E.Reply.failure(msg.token, exc.code, str(exc))
-            except Exception as exc:  # a failing block must not end the session or the executor
-                log.exception("stream request failed")
-                reply = E.Reply.failure(msg.token, ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
-            self.send(reply, arrays)
-
-    def _stream(self, msg: E.StreamOpen | E.StreamApply | E.StreamClose,
-                frames: list[Any]) -> tuple[dict[str, Any], list[Any], list[Any]]:
-        """A stream request's result, the descriptors of its array frames, and the frames."""
-        from daemon.executor.predict.stream import StreamSession, StreamInputError
-
-        if isinstance(msg, E.StreamOpen):
-            try:
-                session = StreamSession.open(self.home, msg.open_args(), device=msg.torch_device)
-            except StreamInputError as exc:
-                raise StreamRequestError(ErrorCode.BAD_ARGS, str(exc)) from None
-            self.streams[msg.session] = session
-            return session.describe(), [], []
-        session = self.streams.get(msg.session)
-        if session is None:
-            raise StreamRequestError(ErrorCode.NOT_FOUND, f"no stream session {msg.session} on {self.slot}")
-        if isinstance(msg, E.StreamClose):
-            self.streams.pop(msg.session).close()
-            return {"closed": msg.session}, [], []
-        try:
-            outputs = session.apply([decode_frame(d, f, i) for i, (d, f) in enumerate(zip(msg.arrays, frames))], {})
-        except StreamInputError as exc:
-            raise StreamRequestError(ErrorCode.BAD_ARGS, str(exc)) from None
-        names = list(outputs)
-        arrs = [outputs[n] for n in names]
-        return {"outputs": names}, [array_descriptor(a) for a in arrs], [frame_of(a) for a in arrs]
-
     # -- main thread -------------------------------------------------------------------------------------------
 
     def serve(self) -> None:
+        if self.streams is not None:
+            self.streams.thread.start()
         self.io_thread.start()
-        self.stream_thread.start()
         while True:
             msg = self.jobs.get()
             if msg is None:

@@ -30,7 +30,7 @@ from daemon.common.settings import LimitSettings
 from daemon.kinds import CheckContext, InvalidJob, get_kind, kind_names, validate_job
 from daemon.kinds.job_schemas import job_schema, kind_schema
 from daemon.server import catalog, predictions, scheduler
-from daemon.server.records import ReplyTo
+from daemon.common.router import ReplyTo
 from daemon.server.store import JobRow, StoreError, SubmitKey
 
 DEFERRED = object()

@@ -48,7 +48,8 @@ from daemon.server.execlink import ExecutorLink
 from daemon.server.lifecycle import JobLifecycle
 from daemon.server.opendtect.endpoint import OpendtectEndpoint
 from daemon.server.private import make_private_dir
-from daemon.server.records import DaemonError, ReplyTo
+from daemon.server.records import DaemonError
+from daemon.common.router import ReplyTo, split_request
 from daemon.server.security import CurveServer
 from daemon.server.store import JobStore, StoreError
 from daemon.server.streams import StreamSessions
@@ -113,7 +114,7 @@ class Daemon:
         self.supervisor = Supervisor(
             self.backend.slots(), self.backend, settings.executor.heartbeat_timeout_s,
             settings.executor.restart_backoff_s, on_death=self._executor_died, on_state=self._executor_state)
-        self.link = ExecutorLink(self.exec_sock, self.supervisor, self._executor_state)
+        self.link = ExecutorLink(self.exec_sock, self.supervisor, self._executor_state, self.session)
         self.lifecycle = JobLifecycle(home, self.store, settings, self.supervisor, self.backend, self.link,
                                       self.publish, lambda: self.stopping, self._executor_state)
         self.supervisor.on_note = self.lifecycle.executor_note
@@ -299,11 +300,7 @@ class Daemon:
             # a connection whose key was revoked after its handshake: dropped unanswered, like a stranger's
             log.info("dropped a tcp request from a key no longer authorised")
             return
-        raw = [f.buffer for f in frames]
-        # ROUTER prepends the peer identity; a REQ peer adds an empty delimiter, which we echo back.
-        n_env = 2 if len(raw) >= 2 and len(raw[1]) == 0 else 1
-        envelope, body = [bytes(b) for b in raw[:n_env]], raw[n_env:]
-        rid = P.peek_request_id(body[0]) if body and len(body[0]) <= self.settings.limits.max_header_bytes else None
+        envelope, body, rid = split_request(frames, self.settings.limits.max_header_bytes)
         try:
             lim = self.settings.limits
             req = P.decode_request(body, lim.max_header_bytes, lim.max_message_bytes, lim.max_frames)
@@ -414,9 +411,11 @@ class Daemon:
         self.background.shutdown(wait=False, cancel_futures=True)
         self.zctx.destroy(linger=0)
         self.store.close()
-        for name in ("control.sock", "events.sock", "executors.sock"):
+        # the executors' direct stream endpoints (daemon/executor/streaming.py) are left by one that was killed
+        for path in [*(self.rundir / n for n in ("control.sock", "events.sock", "executors.sock")),
+                     *self.rundir.glob("stream-*.sock")]:
             try:
-                (self.rundir / name).unlink()
+                path.unlink()
             except FileNotFoundError:
                 pass
         try:

@@ -28,23 +28,29 @@ log = logging.getLogger("seisd")
 
 
 class ExecutorLink:
-    def __init__(self, sock: zmq.Socket, supervisor: Supervisor, on_state: Callable[[ExecutorHandle], None]):
+    def __init__(self, sock: zmq.Socket, supervisor: Supervisor, on_state: Callable[[ExecutorHandle], None],
+                 session: str):
         self.sock = sock
+        self.session = session   # the daemon's: an executor's direct stream replies carry it
         self.supervisor = supervisor
         self.on_state = on_state
         self.pending: dict[str, Pending] = {}
 
-    def send(self, h: ExecutorHandle, msg: E.Message, arrays: list[Any] | None = None) -> None:
-        """Send without blocking; a message to an executor that is gone is lost (its death is handled apart)."""
+    def send(self, h: ExecutorHandle, msg: E.Message, arrays: list[Any] | None = None,
+             identity: str | None = None) -> None:
+        """Send without blocking (to the executor's main socket, or `identity`); a message to an executor that is
+        gone is lost (its death is handled apart)."""
         try:
-            self.sock.send_multipart([h.identity.encode(), E.encode(msg), *(arrays or [])], zmq.NOBLOCK, copy=False)
+            self.sock.send_multipart([(identity or h.identity).encode(), E.encode(msg), *(arrays or [])],
+                                     zmq.NOBLOCK, copy=False)
         except zmq.ZMQError as exc:
             log.warning("message to executor %s lost: %s", h.slot.name, exc)
 
     def ask(self, h: ExecutorHandle, request: Callable[[str], E.Message], pending: Pending,
             arrays: list[Any] | None = None) -> None:
-        """Send `request(token)` to an executor; its Reply (and array frames) goes to the client waiting in
-        `pending`. An executor that runs one job and exits (Ray) keeps nothing to ask: unavailable."""
+        """Send `request(token)` to an executor (a stream request to its stream socket); its Reply (and array
+        frames) goes to the client waiting in `pending`. An executor that runs one job and exits (Ray) keeps
+        nothing to ask: unavailable."""
         if h.per_job:
             pending.answer(False)
             raise P.ProtocolError(P.ErrorCode.UNAVAILABLE, f"{h.slot.name} runs one job at a time on "
@@ -53,7 +59,8 @@ class ExecutorLink:
         token = uuid.uuid4().hex
         pending.slot = h.slot.name
         self.pending[token] = pending
-        self.send(h, request(token), arrays)
+        msg = request(token)
+        self.send(h, msg, arrays, E.stream_identity(h.slot.name) if isinstance(msg, E.TO_STREAM) else None)
 
     # -- what arrives ------------------------------------------------------------------------------------------
 
@@ -67,9 +74,17 @@ class ExecutorLink:
         except E.ExecProtocolError as exc:
             log.error("message from executor %s dropped: %s", identity, exc)
             return None
-        h = self.supervisor.seen(identity, E.sender_pid(msg))
+        slot, stream, _ = identity.partition(E.STREAM_SUFFIX)
+        h = self.supervisor.seen(slot, E.sender_pid(msg))
         if h is None:
             return None  # from an executor that is dead or was replaced
+        if stream:  # the executor's stream socket: its hello, and replies to stream requests
+            if isinstance(msg, E.StreamHello):
+                h.stream_direct = msg.direct
+                self.send(h, E.StreamWelcome(session=self.session), identity=identity)
+            elif isinstance(msg, E.Reply):
+                self._relay(msg, frames[2:])
+            return None
         if isinstance(msg, E.Hello):
             run = self.supervisor.hello(h)
             self.on_state(h)

@@ -43,7 +43,8 @@ from daemon.server import scheduler
 from daemon.server.backends import ExecutorBackend
 from daemon.server.endings import Transition, deaths_error, remove_unfinished
 from daemon.server.execlink import ExecutorLink
-from daemon.server.records import CONTROL_TIMEOUT_S, Pending, ReplyTo
+from daemon.server.records import CONTROL_TIMEOUT_S, Pending
+from daemon.common.router import ReplyTo
 from daemon.server.store import JobRow, JobStore, StoreError, SubmitKey
 from daemon.server.supervisor import ExecutorDeath, ExecutorHandle, Supervisor
 from daemon.server.timelimits import TimeLimits

@@ -23,7 +23,8 @@ from client import protocol as P
 from daemon.common import execproto as E
 from daemon.server import scheduler
 from daemon.server.execlink import ExecutorLink
-from daemon.server.records import CONTROL_TIMEOUT_S, Pending, ReplyTo, StreamSession
+from daemon.server.records import CONTROL_TIMEOUT_S, Pending, StreamSession
+from daemon.common.router import ReplyTo
 from daemon.server.supervisor import ExecutorHandle
 
 STREAM_TIMEOUT_S = 300.0   # a large block on a CPU takes a while
@@ -46,7 +47,7 @@ class StreamSessions:
         already used by an open session answers with that session (now, or when its open is answered)."""
         if key is not None and (known := self.keys.get(key)) in self.sessions:
             if known in self.opened:
-                to.ok(self.opened[known])
+                to.ok(self._for(to, self.opened[known]))
             else:
                 self.waiting.setdefault(known, []).append(to)
             return
@@ -59,9 +60,11 @@ class StreamSessions:
         def answered(ok: bool, result: Any) -> None:
             waiting = self.waiting.pop(sid, [])
             if ok:
-                self.opened[sid] = result or {}
+                self.opened[sid] = dict(result or {})
+                if result is not None and not to.remote and h.stream_direct:
+                    result["direct"] = h.stream_direct   # the reply the executor's answer becomes
                 for other in waiting:
-                    other.ok(self.opened[sid])
+                    other.ok(self._for(other, self.opened[sid]))
                 return
             self._forget(sid)
             for other in waiting:
@@ -93,6 +96,14 @@ class StreamSessions:
         while len(self.closed) > CLOSED_KEPT:
             self.closed.popitem(last=False)
         self.link.ask(h, lambda token: E.StreamClose(token, sid), Pending(to, time.monotonic() + CONTROL_TIMEOUT_S))
+
+    def _for(self, to: ReplyTo, opened: dict[str, Any]) -> dict[str, Any]:
+        """A session's stream.open result for the client `to`: with the executor's direct endpoint when it has one
+        and the client is on this machine (ipc)."""
+        h = self.handles[self.sessions[opened["session"]].slot] if opened.get("session") in self.sessions else None
+        if to.remote or h is None or not h.stream_direct:
+            return opened
+        return {**opened, "direct": h.stream_direct}
 
     def list(self) -> list[dict[str, Any]]:
         return [{"session": st.id, "slot": st.slot, "model": st.model, "opened": st.opened}

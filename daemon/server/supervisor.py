@@ -63,6 +63,7 @@ class ExecutorHandle:
     restarts: int = 0
     launches: int = 0                 # per-job executors: which launch may speak for the slot (its identity)
     per_job: bool = False
+    stream_direct: str | None = None   # where its stream thread takes stream.apply straight from local clients
     pending_run: RunJob | None = None   # the run message a per-job executor gets after its hello
     held_by: tuple[str, int] | None = None   # (first slot, job): lent to a job running there, busy meanwhile
     ended_at: float | None = None
@@ -110,6 +111,7 @@ class Supervisor:
         h.launches += 1
         h.proc = self.backend.launch(h.slot, h.identity, job)
         h.pid, h.state, h.killed_for, h.ended_at = h.proc.pid, "starting", None, None
+        h.stream_direct = None
         h.cpu_mark, h.busy_since = None, None
         if not h.per_job and h.held_by is None:
             h.job_id = None

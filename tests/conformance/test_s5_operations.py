@@ -208,3 +208,31 @@ def test_stream_open_with_a_key_opens_one_session(c: Conn, daemon: Daemon, model
 
 def _hdr(rid: str, args: dict) -> bytes:
     return json.dumps({"v": 1, "id": rid, "op": "stream.open", "args": args}).encode()
+
+
+def test_the_direct_stream_endpoint_answers_stream_apply_like_the_daemon(c: Conn, daemon: Daemon, model: str) -> None:
+    """Section 5, stream.open's `direct`: the same request frames sent to the executor's endpoint get the same
+    reply as through the daemon; other operations and unknown sessions get the documented errors."""
+    opened = c.call("stream.open", {"model": model, "outputs": ["labels", "confidence"]})
+    sid, direct = opened["session"], opened["direct"]
+    assert direct.startswith("ipc://") and direct.endswith(".sock"), opened
+    block = np.random.default_rng(5).normal(size=(2, 24, 40)).astype(np.float32)
+    via_daemon, frames_daemon = _block(c, sid, block)
+    d = Conn(direct)
+    try:
+        head, frames = _block(d, sid, block)
+        assert head["ok"] and head["session"] == via_daemon["session"], head
+        assert head["result"] == via_daemon["result"] and head["arrays"] == via_daemon["arrays"]
+        assert frames == frames_daemon  # byte for byte
+        other = d.error("status")
+        assert other["code"] == "unknown_op" and "stream.apply only" in other["message"], other
+        assert d.error("stream.apply", {"session": sid})["code"] == "bad_args"          # no block
+        assert d.error("stream.apply", {"session": sid, "x": 1})["code"] == "bad_args"  # an unknown argument
+        broken, _ = d.raw([b"{not json"])
+        assert broken["ok"] is False and broken["error"]["code"] == "bad_message" and broken["re"] is None
+        assert _block(d, sid, block)[0]["ok"]  # the session survived all of it
+        c.call("stream.close", {"session": sid})
+        gone, _ = _block(d, sid, block)
+        assert gone["error"]["code"] == "not_found", gone
+    finally:
+        d.close()

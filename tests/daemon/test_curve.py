@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import pytest
 import zmq
 
@@ -205,3 +206,19 @@ def test_loose_key_modes_are_warned_about_and_a_writable_folder_is_refused(rotat
     folder.chmod(0o700)
     secret.chmod(0o600)
     assert _eventually(lambda: _answered(d, keys.me["secret"]))
+
+
+def test_a_tcp_client_is_offered_no_direct_stream_endpoint(curve: tuple[RunningDaemon, Keys]) -> None:
+    """The executors' direct endpoints are ipc sockets in the daemon's private folder: only a client of this
+    machine (ipc) is told of one; over tcp every block goes through the daemon and its CURVE socket."""
+    from client import Stream
+    from tests.daemon.predict_data import save_model
+
+    d, keys = curve
+    save_model(d.home, "tcpmodel")
+    block = np.random.default_rng(2).normal(size=(1, 16, 16)).astype(np.float32)
+    with _tcp_client(d, keys.me["secret"], timeout=60) as c, Stream.open(c, "tcpmodel") as remote:
+        assert "direct" not in remote.opened and remote.endpoint is None
+        with Stream.open(d.client, "tcpmodel") as local:
+            assert local.opened["direct"].startswith("ipc://")
+            assert np.array_equal(remote.apply(block)["labels"], local.apply(block)["labels"])

@@ -25,7 +25,9 @@ EXAMPLES: list[E.Message] = [
     E.StreamApply(token="t3", session="s1", arrays=[{"dtype": "float32", "shape": [2, 3, 4]}]),
     E.StreamClose(token="t4", session="s1"),
     E.Exit(),
+    E.StreamWelcome(session="abc"),
     E.Hello(slot="cpu", pid=1234),
+    E.StreamHello(slot="cpu", pid=1234, direct="ipc:///run/seisd/stream-cpu.sock"),
     E.Heartbeat(pid=1234, job=None),
     E.JobProgress(job=3, fraction=0.5, message="epoch 1/2", eta_s=12.0, fields={"epoch": 1}),
     E.JobLog(job=3, level="info", message="started"),
@@ -39,7 +41,7 @@ EXAMPLES: list[E.Message] = [
 
 
 def test_every_message_has_a_docstring_and_a_type_and_is_in_one_direction() -> None:
-    every = E.TO_EXECUTOR + E.TO_DAEMON
+    every = E.TO_EXECUTOR + E.TO_STREAM + E.TO_DAEMON
     assert len({m.TYPE for m in every}) == len(every) == len(E.MESSAGES)
     assert all(m.__doc__ and m.TYPE for m in every)
     assert {type(m) for m in EXAMPLES} == set(every)
@@ -60,8 +62,9 @@ def test_numpy_figures_go_as_plain_numbers() -> None:
 
 def test_another_version_is_refused_naming_both() -> None:
     body = json.loads(E.encode(E.Hello(slot="cpu", pid=1)))
-    with pytest.raises(E.ExecProtocolError, match=f"version 2, this side speaks {E.PROTOCOL_VERSION}"):
-        E.decode(json.dumps({**body, "v": 2}).encode())
+    other = E.PROTOCOL_VERSION + 1
+    with pytest.raises(E.ExecProtocolError, match=f"version {other}, this side speaks {E.PROTOCOL_VERSION}"):
+        E.decode(json.dumps({**body, "v": other}).encode())
     body.pop("v")
     with pytest.raises(E.ExecProtocolError, match="version None"):
         E.decode(json.dumps(body).encode())
@@ -70,15 +73,15 @@ def test_another_version_is_refused_naming_both() -> None:
 @pytest.mark.parametrize("frame, words", [
     (b"not json", "not a JSON object"),
     (b"[1, 2]", "not a JSON object"),
-    (b'{"v": 1, "type": "launch"}', "unknown message type 'launch'"),
-    (b'{"v": 1, "type": "hello", "slot": "cpu"}', "missing fields ['pid']"),
-    (b'{"v": 1, "type": "hello", "slot": "cpu", "pid": 1, "colour": 2}', "unknown fields ['colour']"),
-    (b'{"v": 1, "type": "hello", "slot": "cpu", "pid": "1"}', "hello.pid: expected int"),
-    (b'{"v": 1, "type": "heartbeat", "pid": true, "job": null}', "heartbeat.pid: expected int"),
-    (b'{"v": 1, "type": "done", "job": 1, "outcome": "exploded"}', "done.outcome"),
-    (b'{"v": 1, "type": "done", "job": 1, "outcome": "failed"}', "cannot have cause None"),
-    (b'{"v": 1, "type": "done", "job": 1, "outcome": "succeeded", "cause": "hung"}', "cannot have cause hung"),
-    (b'{"v": 1, "type": "reply", "token": "t", "ok": false}', "needs an error code"),
+    (b'{"v": 2, "type": "launch"}', "unknown message type 'launch'"),
+    (b'{"v": 2, "type": "hello", "slot": "cpu"}', "missing fields ['pid']"),
+    (b'{"v": 2, "type": "hello", "slot": "cpu", "pid": 1, "colour": 2}', "unknown fields ['colour']"),
+    (b'{"v": 2, "type": "hello", "slot": "cpu", "pid": "1"}', "hello.pid: expected int"),
+    (b'{"v": 2, "type": "heartbeat", "pid": true, "job": null}', "heartbeat.pid: expected int"),
+    (b'{"v": 2, "type": "done", "job": 1, "outcome": "exploded"}', "done.outcome"),
+    (b'{"v": 2, "type": "done", "job": 1, "outcome": "failed"}', "cannot have cause None"),
+    (b'{"v": 2, "type": "done", "job": 1, "outcome": "succeeded", "cause": "hung"}', "cannot have cause hung"),
+    (b'{"v": 2, "type": "reply", "token": "t", "ok": false}', "needs an error code"),
 ])
 def test_bad_frames_are_refused_naming_the_problem(frame: bytes, words: str) -> None:
     with pytest.raises(E.ExecProtocolError, match=words.replace("[", r"\[").replace("]", r"\]")):

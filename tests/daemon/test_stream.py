@@ -1,12 +1,17 @@
-"""Streaming apply through a real daemon: same numbers as the whole-volume job, bad blocks, several sessions.
+"""Streaming apply through a real daemon: same numbers as the whole-volume job, bad blocks, several sessions, the
+Python client's Stream both ways (the executor's direct endpoint and the relay through the daemon) and what it says
+when the executor holding its session dies.
 
 Also the block checks of StreamSession in-process, and tools/host_client.py run as a host application would.
 """
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -16,6 +21,7 @@ import numpy as np
 import pytest
 import zmq
 
+from client import Stream
 from client.api import SeisdError
 from client.protocol import runtime_dir
 from daemon.executor.predict.stream import StreamInputError, StreamSession
@@ -152,3 +158,37 @@ def test_block_checks_name_what_was_expected(tmp_path: Path) -> None:
         StreamSession.open(home, {"model": "m", "outputs": ["edges"]})
     with pytest.raises(StreamInputError, match="options"):
         StreamSession.open(home, {"model": "m", "options": {"tiles": 3}})
+
+
+def test_python_stream_direct_and_relayed_agree_and_a_dead_executor_is_named(tmp_path: Path) -> None:
+    home = (tmp_path / "home").resolve()
+    home.mkdir()
+    home_with_unet(home)
+    block = np.random.default_rng(9).normal(size=(2, 16, 24)).astype(np.float32)
+    with RunningDaemon(home) as d:
+        direct = Stream.open(d.client, "unet1", outputs=["labels", "confidence"])
+        relayed = Stream.open(d.client, "unet1", outputs=["labels", "confidence"], direct=False)
+        assert direct.endpoint and direct.endpoint.startswith("ipc://") and relayed.endpoint is None
+        assert Path(direct.endpoint[len("ipc://"):]).parent == runtime_dir(home)  # the daemon's private folder
+        a, b = direct.apply(block), relayed.apply(block)
+        assert list(a) == ["labels", "confidence"] and all(np.array_equal(a[k], b[k]) for k in a)
+        with pytest.raises(SeisdError) as bad:
+            direct.apply(block[0])  # 2D: not a block of this model
+        assert bad.value.code == "bad_args" and "does not fit" in bad.value.message
+        assert np.array_equal(direct.apply(block)["labels"], a["labels"])  # the session survived it
+        pid = d.client.devices()[0]["executor_pid"]
+        os.kill(pid, signal.SIGKILL)
+        start = time.monotonic()
+        with pytest.raises(SeisdError) as lost:
+            direct.apply(block)
+        assert lost.value.code == "not_found" and "went away" in lost.value.message
+        assert time.monotonic() - start < 10  # told at once, not at the 310 s timeout
+        with pytest.raises(SeisdError) as lost_relayed:
+            relayed.apply(block)
+        assert lost_relayed.value.code == "not_found"
+        deadline = time.monotonic() + 60  # the restarted executor opens sessions and serves them directly again
+        while d.client.devices()[0]["state"] != "ready" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        with Stream.open(d.client, "unet1", outputs=["labels", "confidence"]) as again:
+            assert again.endpoint == direct.endpoint
+            assert np.array_equal(again.apply(block)["labels"], a["labels"])
