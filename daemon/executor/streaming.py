@@ -67,6 +67,13 @@ class StreamServer:
         self.thread = threading.Thread(target=self.run, name="executor-stream", daemon=True)
 
     def run(self) -> None:
+        try:
+            self._serve()
+        except Exception:  # noqa: BLE001 - without its stream thread the executor never says hello: end it loudly
+            log.exception("the stream thread failed; the executor exits")
+            os._exit(4)
+
+    def _serve(self) -> None:
         link = self.connect(E.stream_identity(self.slot))
         direct, address = self._bind_direct(link.context)
         link.send(E.encode(E.StreamHello(slot=self.slot, pid=os.getpid(), direct=address)))
