@@ -48,6 +48,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from daemon.executor.training.group import leave_group
 from daemon.kinds.train_spec import TrainSpec
 
 COLLECTIVE_TIMEOUT_S = 600.0  # longer than any validation + preview + checkpoint that rank 0 does alone
@@ -231,14 +232,15 @@ def rank_main(job: RankJob, rank: int, visible: str | None = None) -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
+    finished = False
     try:
         train_share(job, rank, device="cuda:0" if visible is not None else None)
+        finished = True
     except BaseException:
         log.error("rank %d failed:\n%s", rank, traceback.format_exc())
         raise SystemExit(1)
     finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        leave_group(finished)
 
 
 def train_share(job: RankJob, rank: int, device: str | None = None, threads: int | None = None) -> None:
@@ -321,8 +323,7 @@ class RankGroup:
     def __exit__(self, kind: type | None, exc: BaseException | None, tb: Any) -> None:
         # Ranks already dead when rank 0 failed are the cause; those that fail after we leave the group are not.
         dead_first = self._dead() if kind is not None else []
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        leave_group(finished=kind is None)
         torch.set_num_threads(self._threads)
         dead = self._stop_ranks(kill=kind is not None)
         Path(self.job.init_file).unlink(missing_ok=True)

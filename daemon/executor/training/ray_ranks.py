@@ -23,14 +23,13 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
+from daemon.executor.training.group import leave_group
 from daemon.executor.raytasks import connect, task_custom_resources, task_node, task_resources, task_threads
 
 
 def ray_rank_main(job: Any, rank: int, train_share: Callable[..., None], log: logging.Logger) -> None:
     """Body of one rank's Ray task: train the rank's share in lockstep with rank 0 (`train_share`, handed in by
     distributed.py, which starts the ranks: so this module does not import it); log to rank<r>.log."""
-    import torch.distributed as dist
-
     from daemon.common import malloc
 
     malloc.tune()
@@ -42,14 +41,15 @@ def ray_rank_main(job: Any, rank: int, train_share: Callable[..., None], log: lo
     device = "cuda:0" if str(job.device).startswith("cuda") else "cpu"  # Ray shows the task its GPUs from cuda:0
     threads = task_threads()
     log.info("rank %d on %s, pid %d, %s, %d threads", rank, task_node(), os.getpid(), device, threads)
+    finished = False
     try:
         train_share(job, rank, device=device, threads=threads)
+        finished = True
     except BaseException:
         log.error("rank %d failed:\n%s", rank, traceback.format_exc())
         raise
     finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        leave_group(finished)
         log.removeHandler(handler)
         handler.close()
 
