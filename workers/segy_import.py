@@ -169,11 +169,12 @@ def _copy_chunks(scan: SegyScan, writers: list[RowWriter], report: _Throttle,
 
     The file is read and the cache written BLOCK_CHUNKS chunks at a time, decoded and summed a chunk at a time, so
     the samples are summed while still in the CPU's cache and the sums are those of the same chunks whatever the
-    block size (one chunk a block measured fastest: the kernel's copies stay in cache too). A writer thread checks
-    a provisional grid against block k's headers and writes it while this one decodes and sums block k + 1 and a
-    reader thread reads block k + 2 (system calls and numpy release the GIL), so the three parts of the work
-    overlap; WRITES_IN_FLIGHT bounds the buffers. A wrong guess surfaces (ProvisionalGridError) a block or two
-    later, from the writer's future: nothing written by then is kept.
+    block size (one chunk a block measured fastest: the kernel's copies stay in cache too). A writer thread writes
+    block k while this one decodes and sums block k + 1 and a reader thread reads block k + 2 and checks its headers
+    against a provisional grid (system calls and numpy release the GIL), so the three parts of the work overlap;
+    WRITES_IN_FLIGHT bounds the buffers. The check runs in the reader thread, which mostly waits on the disk: in the
+    writer it made that thread the one this one waited for. A wrong guess surfaces (ProvisionalGridError) from the
+    reader's future before the block is decoded: nothing written by then is kept.
     """
     n, ns = scan.traces, scan.geometry.sample_count
     chunk = max(1, CHUNK_BYTES // scan.trace_bytes)
@@ -185,8 +186,8 @@ def _copy_chunks(scan: SegyScan, writers: list[RowWriter], report: _Throttle,
     with ThreadPoolExecutor(1, thread_name_prefix="segy-write") as pool:
         try:
             # raw blocks in use: WRITES_IN_FLIGHT being written, one decoded here, one being read
-            for a, b, records in _read_ahead(trace_blocks(scan.path, scan.data_offset, n, _record_dtype(scan),
-                                                          block, WRITES_IN_FLIGHT + 2)):
+            blocks = trace_blocks(scan.path, scan.data_offset, n, _record_dtype(scan), block, WRITES_IN_FLIGHT + 2)
+            for a, b, records in _read_ahead(_checked(scan, blocks) if scan.provisional else blocks):
                 if cancel is not None and cancel():
                     raise ImportCancelled(f"import of {scan.path} cancelled at trace {a} of {n}")
                 data, keep, starts = bufs[(a // block) % len(bufs)][:b - a], scan.keep[a:b], range(a, b, chunk)
@@ -201,7 +202,7 @@ def _copy_chunks(scan: SegyScan, writers: list[RowWriter], report: _Throttle,
                     kept = np.concatenate([[0], np.cumsum(keep)])
                     for c in starts:
                         sums.add(data[kept[c - a]:kept[min(c + chunk, b) - a]])
-                in_flight.append(pool.submit(_write_chunk, scan, a, b, records, writers, flat, (data, heads)))
+                in_flight.append(pool.submit(_write_chunk, writers, flat, (data, heads)))
                 if len(in_flight) > WRITES_IN_FLIGHT:
                     in_flight.popleft().result()  # its buffers are reused by the next block
                 report(b / n, f"{b} of {n} traces")
@@ -229,12 +230,18 @@ def _read_ahead(blocks: Generator[Block, None, None]) -> Iterator[Block]:
         blocks.close()  # the file, once no fetch is running (the pool's exit waits for the last)
 
 
-def _write_chunk(scan: SegyScan, a: int, b: int, records: np.ndarray, writers: list[RowWriter], flat: np.ndarray,
-                 blocks: tuple[np.ndarray, ...]) -> None:
-    """Writer thread: check traces [a, b) against a provisional grid, then write the block's arrays (samples,
-    headers) at rows ``flat``."""
-    if scan.provisional:
-        scan.check_headers(a, b, records)
+def _checked(scan: SegyScan, blocks: Generator[Block, None, None]) -> Generator[Block, None, None]:
+    """The blocks, each checked against the scan's provisional grid as it is read (in the reader thread)."""
+    try:
+        for a, b, records in blocks:
+            scan.check_headers(a, b, records)
+            yield a, b, records
+    finally:
+        blocks.close()
+
+
+def _write_chunk(writers: list[RowWriter], flat: np.ndarray, blocks: tuple[np.ndarray, ...]) -> None:
+    """Writer thread: write the block's arrays (samples, headers) at rows ``flat``."""
     for w, rows in zip(writers, blocks):
         w.write(flat, rows)
 
@@ -277,7 +284,8 @@ def _grid_coordinates(scan: SegyScan, live: np.ndarray) -> np.ndarray:
     """[ni, nx, 2] coordinates; dead positions from an affine fit (il, xl) -> (x, y) over the live traces."""
     ni, nx, _ = scan.geometry.shape
     cdp = np.zeros((ni, nx, 2), dtype=np.float64)
-    cdp[scan.ii[scan.keep], scan.xx[scan.keep]] = scan.coords[scan.keep]
+    keep = slice(None) if scan.keep.all() else scan.keep  # all: no copies of the per-trace arrays
+    cdp.reshape(ni * nx, 2)[scan.ii[keep] * nx + scan.xx[keep]] = scan.coords[keep]
     if (~live).any() and live.sum() >= 3:
         li, lx = np.nonzero(live)
         design = np.stack([li, lx, np.ones_like(li)], axis=1).astype(np.float64)

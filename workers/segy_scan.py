@@ -76,10 +76,15 @@ class SegyScan:
         """
         block = records.view(fields_dtype(self.fields, self.endian == "big", self.trace_bytes))
         il_axis, xl_axis = self._line_numbers
-        if not (np.array_equal(block["f0"], il_axis[self.ii[a:b]])
-                and np.array_equal(block["f1"], xl_axis[self.xx[a:b]])):
+        if not ((block["f0"] == il_axis[self.ii[a:b]]).all() and (block["f1"] == xl_axis[self.xx[a:b]]).all()):
             raise ProvisionalGridError(f"{self.path}: traces {a}..{b} are not where the guessed grid puts them")
-        self.coords[a:b] = _coordinates(block["f2"], block["f3"], block["f4"])
+        scalar, out = block["f4"], self.coords[a:b]
+        if (scalar == scalar[0]).all():  # one scalar for the block (the rule): two multiplications, no temporaries
+            factor = _scale_factor(int(scalar[0]))
+            np.multiply(block["f2"], factor, out=out[:, 0])
+            np.multiply(block["f3"], factor, out=out[:, 1])
+        else:
+            out[:] = _coordinates(block["f2"], block["f3"], scalar)
 
     @functools.cached_property
     def _line_numbers(self) -> tuple[np.ndarray, np.ndarray]:
@@ -252,6 +257,11 @@ def read_fields(path: Path, data_offset: int, n: int, trace_bytes: int, bytes_: 
     return out
 
 
+def _scale_factor(scalar: int) -> float:
+    """The factor a SEG-Y coordinate scalar stands for (negative: divide, positive: multiply, 0: 1)."""
+    return 1.0 / -scalar if scalar < 0 else float(scalar or 1)
+
+
 def _coordinates(x: np.ndarray, y: np.ndarray, scalar: np.ndarray) -> np.ndarray:
     """[n, 2] cdp x/y with the SEG-Y coordinate scalar applied (negative: divide, positive: multiply, 0: 1)."""
     s = np.where(scalar == 0, 1, scalar).astype(np.float64)
@@ -310,15 +320,16 @@ class _HeaderProbe:
         os.close(self.fd)
 
 
-def _guess_grid(probe: _HeaderProbe, n: int) -> tuple[str, np.ndarray, np.ndarray] | None:
-    """(sorting, inline numbers, crossline numbers of every trace) if the file looks like a complete sorted grid.
+def _guess_grid(probe: _HeaderProbe, n: int) -> tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """(sorting, inline axis, every trace's index in it, crossline axis, every trace's index in it) if the file
+    looks like a complete sorted grid.
 
     A few dozen header reads: the first two traces give the fast axis, a binary search the length of the first
     line, the last trace the number of lines. Only a guess: the importer checks every trace (check_headers).
     """
     il0, xl0 = probe(0)
     if n == 1:
-        return "inline", np.array([il0]), np.array([xl0])
+        return "inline", np.array([il0]), np.zeros(1, dtype=np.int64), np.array([xl0]), np.zeros(1, dtype=np.int64)
     il1, xl1 = probe(1)
     if il1 == il0 and xl1 != xl0:
         sorting, slow, fast_step = "inline", 0, xl1 - xl0
@@ -340,10 +351,18 @@ def _guess_grid(probe: _HeaderProbe, n: int) -> tuple[str, np.ndarray, np.ndarra
     want_last = (slow0 + slow_step * (lines - 1), fast0 + fast_step * (length - 1))
     if slow_step == 0 or (last[slow], last[1 - slow]) != want_last:
         return None
-    fast_numbers = fast0 + fast_step * np.arange(length, dtype=np.int64)
-    slow_numbers = slow0 + slow_step * np.arange(lines, dtype=np.int64)
-    fast_all, slow_all = np.tile(fast_numbers, lines), np.repeat(slow_numbers, length)
-    return (sorting, slow_all, fast_all) if slow == 0 else (sorting, fast_all, slow_all)
+    (fast_axis, fast_at), (slow_axis, slow_at) = _axis(fast0, fast_step, length), _axis(slow0, slow_step, lines)
+    fast_all, slow_all = np.tile(fast_at, lines), np.repeat(slow_at, length)
+    return (sorting, slow_axis, slow_all, fast_axis, fast_all) if slow == 0 else \
+        (sorting, fast_axis, fast_all, slow_axis, slow_all)
+
+
+def _axis(first: int, step: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The line numbers first, first + step, ... (count of them) in increasing order, and where each of them, in
+    the file's order, sits in that axis (no sort or search over every trace: the numbers are a progression)."""
+    at = np.arange(count, dtype=np.int64)
+    numbers = first + step * at
+    return (numbers, at) if step > 0 else (numbers[::-1].copy(), at[::-1].copy())
 
 
 def _provisional(path: Path, iline: int, xline: int, endians: tuple[str, ...], unit: str) -> SegyScan | None:
@@ -382,12 +401,7 @@ def _provisional_scan(f: segyio.SegyFile, path: Path, e: str, iline: int, xline:
         probe.close()
     if guess is None:
         return None
-    sorting, il_all, xl_all = guess
-    il_axis, xl_axis = np.unique(il_all), np.unique(xl_all)
-    if len(il_axis) * len(xl_axis) != n or (len(il_axis) > 1 and len(np.unique(np.diff(il_axis))) > 1) \
-            or (len(xl_axis) > 1 and len(np.unique(np.diff(xl_axis))) > 1):
-        return None
-    ii, xx = np.searchsorted(il_axis, il_all), np.searchsorted(xl_axis, xl_all)
+    sorting, il_axis, ii, xl_axis, xx = guess  # regular axes, every (inline, crossline) once, by construction
     geometry = Geometry(tuple(il_axis), tuple(xl_axis), *axis, len(samples), unit)
     return SegyScan(f, path, e, int(f.bin[segyio.BinField.Format]), sorting, geometry, np.ones(n, dtype=bool), ii,
                     xx, np.zeros((n, 2)), data_offset, trace_bytes, provisional=True,

@@ -161,6 +161,39 @@ def test_regular_file_takes_coordinates_while_streaming(tmp_path: Path) -> None:
         np.testing.assert_array_equal(survey.volume()[i, x], data[k])
 
 
+@pytest.mark.parametrize("scalars", [(-100,), (-10, 100, 0)], ids=["one-scalar", "mixed-scalars"])
+def test_decreasing_line_numbers_and_coordinate_scalars_on_the_single_pass_path(tmp_path: Path,
+                                                                               scalars: tuple[int, ...]) -> None:
+    """A crossline-sorted file whose inline and crossline numbers both decrease, with one coordinate scalar for
+    every trace or a different one trace by trace: the quick path's grid, trace positions and coordinates are
+    those the headers say."""
+    positions = [(il, xl) for xl in (50, 45, 40) for il in (9, 7, 5, 3)]
+    data = np.random.default_rng(4).normal(size=(len(positions), 6)).astype(np.float32)
+    spec = segyio.spec()
+    spec.format, spec.samples, spec.tracecount = 5, list(range(0, 24, 4)), len(positions)
+    want = {}
+    with segyio.create(str(tmp_path / "down.sgy"), spec) as f:
+        for k, (il, xl) in enumerate(positions):
+            scalar = scalars[k % len(scalars)]
+            raw_x, raw_y = 1000 * il + k, 50000 + 30 * xl
+            f.header[k] = {segyio.TraceField.INLINE_3D: il, segyio.TraceField.CROSSLINE_3D: xl,
+                           segyio.TraceField.CDP_X: raw_x, segyio.TraceField.CDP_Y: raw_y,
+                           segyio.TraceField.SourceGroupScalar: scalar}
+            f.trace[k] = data[k]
+            factor = 1 / -scalar if scalar < 0 else scalar or 1
+            want[il, xl] = (raw_x * factor, raw_y * factor)
+    scan = segy_import.scan_segy(tmp_path / "down.sgy", 189, 193, "auto", None, "ms")
+    scan.f.close()
+    assert scan.provisional and scan.sorting == "crossline"  # the premise: the quick path is taken
+    survey = import_segy(tmp_path / "down.sgy", tmp_path / "s")
+    assert survey.inlines.tolist() == [3, 5, 7, 9] and survey.crosslines.tolist() == [40, 45, 50]
+    cx, cy = survey.cdp_xy()
+    for k, (il, xl) in enumerate(positions):
+        i, x = survey.index_of(il, xl)
+        np.testing.assert_array_equal(survey.volume()[i, x], data[k])
+        assert (cx[i, x], cy[i, x]) == pytest.approx(want[il, xl], rel=1e-12)
+
+
 def test_progress_cancel_and_add_volume(shared_data: Path, tmp_path: Path) -> None:
     calls: list[tuple[float, str]] = []
     survey = import_segy(shared_data / "segyio" / "f3.sgy", tmp_path / "f3", progress=lambda f, m: calls.append((f, m)))
