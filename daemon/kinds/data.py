@@ -116,7 +116,7 @@ class PickSource(Section):
 
     survey: str = Field(description="survey name in the home (seisctl survey import ... --name NAME)",
                         json_schema_extra=NAME)
-    picks: str = Field(DEFAULT_PICKS, description="pick set of the survey")
+    picks: str = Field(DEFAULT_PICKS, description="pick set of the survey", json_schema_extra=NAME)
     volumes: list[str] = Field(default_factory=lambda: [DEFAULT_VOLUME], min_length=1,
                                description="volumes stacked as input channels")
 
@@ -174,7 +174,9 @@ def check_extract(spec: ExtractSpec, ctx: CheckContext) -> list[str]:
         if not (folder / "survey.json").is_file():
             problems.append(f"sources.{k}.survey: no survey {src.survey!r}")
             continue
-        if not picks_file(ctx.home, src.survey, src.picks).is_file():
+        if (p := name_problem(f"sources.{k}.picks", src.picks)):
+            problems.append(p)
+        elif not picks_file(ctx.home, src.survey, src.picks).is_file():
             problems.append(f"sources.{k}.picks: survey {src.survey!r} has no pick set {src.picks!r}")
         have = json.loads((folder / "survey.json").read_text()).get("volumes", {})
         for v in src.volumes:

@@ -88,6 +88,8 @@ def _check_data(d: DataSection, home: Path) -> list[str]:
                 for v in d.volumes if v not in doc.get("volumes", {})]
     if (p := crop_problem("data.crop.size", d.crop, doc, d.survey)):
         problems.append(p)
+    if (p := name_problem("data.picks", d.picks)):
+        return [*problems, p]
     picks = picks_file(home, d.survey, d.picks)
     if not picks.is_file():
         problems.append(f"data.picks: survey {d.survey!r} has no pick set {d.picks!r} (seisctl picks import "

@@ -136,15 +136,25 @@ def test_survey_in_use_cannot_be_removed(data_daemon: RunningDaemon, shared_data
     wait_state(c, blocker)
 
 
-def test_names_past_the_file_systems_limit_are_refused_by_name(data_daemon: RunningDaemon, tmp_path: Path) -> None:
+def test_names_past_the_file_systems_limit_are_refused_by_name(data_daemon: RunningDaemon, tmp_path: Path,
+                                                               shared_data: Path) -> None:
     """A name of 300 characters (past NAME_MAX) is a problem of the job file, never an OSError of a check that
-    looked for it on disk (found by tests/reliability/test_fuzz_jobfiles.py)."""
+    looked for it on disk (found by tests/reliability/test_fuzz_jobfiles.py: a survey, an example set, then a pick
+    set of an existing survey)."""
+    if not (data_daemon.home / "surveys" / "f3" / "survey.json").is_file():
+        code, _, err = seisctl(data_daemon.home, "survey", "import", str(shared_data / "segyio" / "f3.sgy"), "--name",
+                               "f3")
+        assert code == 0, err
     long = "x" * 300
     pts = tmp_path / "multi_sand_ilxl.pts"
     pts.write_text("120\t880\t100\n")
     jobs = {"survey": {"kind": "import", "survey": long, "picks": {"files": [str(pts)]}},
             "data.examples.0": {"kind": "train", "output": "m", "data": {"examples": [long], "crop": {"size": [8, 8]}},
-                                "model": {"name": "patchcnn"}}}
+                                "model": {"name": "patchcnn"}},
+            "sources.0.picks": {"kind": "extract", "examples": "ex", "crop": {"size": [8, 8]},
+                                "sources": [{"survey": "f3", "picks": long}]},
+            "data.picks": {"kind": "train", "output": "m", "model": {"name": "patchcnn"},
+                           "data": {"survey": "f3", "picks": long, "crop": {"size": [8, 8]}}}}
     for key, job in jobs.items():
         with pytest.raises(SeisdError) as err:
             data_daemon.client.submit(job)
