@@ -192,6 +192,8 @@ def check_extract(spec: ExtractSpec, ctx: CheckContext) -> list[str]:
 
 
 register(JobKind(name="import", spec=ImportSpec, runner="daemon.executor.runners.data:run_import", devices="cpu",
-                 idempotent=True, check=check_import, doc="SEG-Y into a survey, or picks into a survey"))
+                 idempotent=True, check=check_import, writes=lambda s: (f"surveys/{s.survey}",),
+                 doc="SEG-Y into a survey, or picks into a survey"))
 register(JobKind(name="extract", spec=ExtractSpec, runner="daemon.executor.runners.data:run_extract", devices="cpu",
-                 idempotent=True, check=check_extract, doc="crops around picks into an example set"))
+                 idempotent=True, check=check_extract, writes=lambda s: (f"examples/{s.examples}",),
+                 doc="crops around picks into an example set"))

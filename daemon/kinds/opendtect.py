@@ -76,6 +76,12 @@ def check_opendtect(spec: OpendtectSpec, ctx: CheckContext) -> list[str]:
     return problems
 
 
+def _writes(spec: OpendtectSpec) -> tuple[str, ...]:
+    if spec.action == "export":
+        return ()  # a file outside the home
+    return (f"examples/{spec.examples}", *((f"surveys/{spec.survey}",) if spec.survey else ()))
+
+
 register(JobKind(name="opendtect", spec=OpendtectSpec, runner="daemon.executor.runners.opendtect:run_opendtect",
-                 devices="cpu", check=check_opendtect,
+                 devices="cpu", check=check_opendtect, writes=_writes,
                  doc="an OpendTect example set into a seisd example set (import), or the reverse (export)"))

@@ -163,5 +163,5 @@ def shard_resources(spec: PredictSpec, default: TaskResources) -> TaskResources:
 
 
 register(JobKind(name="predict", spec=PredictSpec, runner="daemon.executor.predict.job:run_predict_job", resumable=True,
-                 check=check_predict, resources=shard_resources,
+                 check=check_predict, resources=shard_resources, writes=lambda s: (f"predictions/{s.output}",),
                  doc="apply a model to a whole survey (SEG-Y / HDF5 outputs, figures, scores)"))

@@ -103,6 +103,9 @@ class JobKind:
     # hook: what the job's own executor task asks a cluster for, from its spec and what a job gets by default
     # (settings ray.num_cpus_per_job, and ray.num_gpus_per_job for a CUDA job); None: the default
     resources: Callable[[Any, TaskResources], TaskResources] | None = None
+    # hook: what the job writes in the home, as names such as "surveys/f3" or "models/facies", from its spec; two
+    # jobs that write one of the same never run at once, the later waits (daemon/server/scheduler.py, one_writer)
+    writes: Callable[[Any], tuple[str, ...]] | None = None
     doc: str = ""
 
     def load_runner(self) -> Callable[..., Any]:
@@ -123,6 +126,11 @@ class JobKind:
         """The `resources` hook, for a typed spec or a stored one; `default` without a hook or a readable spec."""
         typed = self._typed(spec) if self.resources else None
         return self.resources(typed, default) if typed is not None else default
+
+    def writes_to(self, spec: JobSpec | Mapping[str, Any]) -> tuple[str, ...]:
+        """The `writes` hook, for a typed spec or a stored one; () without a hook or a readable spec."""
+        typed = self._typed(spec) if self.writes else None
+        return tuple(self.writes(typed)) if typed is not None else ()
 
     def _typed(self, spec: JobSpec | Mapping[str, Any]) -> JobSpec | None:
         if isinstance(spec, JobSpec):

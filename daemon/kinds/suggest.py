@@ -80,4 +80,5 @@ def check_suggest(spec: SuggestSpec, ctx: CheckContext) -> list[str]:
 
 register(JobKind(name="suggest", spec=SuggestSpec, runner="daemon.executor.runners.suggest:run_suggest_job",
                  devices="cpu", idempotent=True, check=check_suggest,
+                 writes=lambda s: (f"predictions/{s.prediction}",),   # its suggest/ folder; and it reads the rest
                  doc="the lines and regions where a model's prediction is least sure (after a predict)"))

@@ -120,4 +120,5 @@ def _split_problems(d: DataSection, points: np.ndarray) -> list[str]:
 
 register(JobKind(name="train", spec=TrainSpec, runner="daemon.executor.training.job:run_train_job", resumable=True,
                  check=check_train, slow_check=check_user_model_file, slots=gpu_ranks,
+                 writes=lambda s: (f"models/{s.output}",),
                  doc="train a model on crops around picks (new, resume, transfer)"))

@@ -211,6 +211,8 @@ class JobLifecycle:
         if self.stopping() or not any(h.idle for h in self.supervisor.handles.values()):
             return
         queued = self.store.queued_in_order()
+        if queued:  # NOTE [one writer] (daemon/server/scheduler.py)
+            queued = scheduler.one_writer(queued, self.store.list(states=["running"], limit=100_000), _writes)
         # in order (priority, then age); a job no free slot accepts does not hold back those behind it; a job
         # taking several GPU slots gets them all at once (daemon/server/scheduler.py)
         for job, handles in self.supervisor.placements(queued, _kind_devices,
@@ -398,3 +400,8 @@ class JobLifecycle:
 def _kind_devices(job: JobRow) -> str:
     kind = get_kind(job.kind)
     return kind.devices if kind else "any"
+
+
+def _writes(job: JobRow) -> tuple[str, ...]:
+    kind = get_kind(job.kind)
+    return kind.writes_to(job.spec) if kind else ()

@@ -15,15 +15,20 @@ NOTE [no starving]
   only use slots it cannot use, until enough have freed and it starts. Only the first waiting multi-slot job
   reserves, and it never waits for slots that do not exist: `device_available` refuses at submit a job wanting more
   slots than the machine has.
+
+Before that, NOTE [one writer] (`one_writer`) keeps back queued jobs that would write what a running job writes.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Mapping, Protocol
+from typing import Callable, Iterable, Mapping, Protocol, TypeVar
 
 
 class _Job(Protocol):
     id: int
     device: str
+
+
+_J = TypeVar("_J")
 
 
 def slot_accepts(slot_name: str, wanted: str, kind_devices: str) -> bool:
@@ -86,6 +91,25 @@ def assign(queued: Iterable[_Job], free_slots: list[str], kind_devices: dict[int
             reserved.update(usable)
         if not [s for s in free if s not in reserved]:
             break
+    return out
+
+
+def one_writer(queued: Iterable[_J], running: Iterable[_J], writes: Callable[[_J], tuple[str, ...]]) -> list[_J]:
+    """The queued jobs (in order) that may start now under NOTE [one writer].
+
+    NOTE [one writer]: two jobs that write the same thing in the home (a survey, an example set, a model, a
+    prediction: their kinds' `writes` hook, daemon/kinds/registry.py) never run at once. A queued job waits while a
+    running job writes one of its names, and behind an earlier queued job that does (queue order), so the earlier
+    one starts first whichever slot frees up. Without it two imports of one survey on two slots (several CPU slots,
+    or a Ray cluster) would share one half-built folder, and two predicts of one output would write one file."""
+    taken = {name for job in running for name in writes(job)}
+    out = []
+    for job in queued:
+        names = writes(job)
+        if not taken.isdisjoint(names):
+            continue
+        taken.update(names)
+        out.append(job)
     return out
 
 

@@ -1,10 +1,11 @@
 """The scheduler's pure logic: single-slot order, multi-slot jobs (all or none) and the reservation against
-starving them. No daemon: `assign` is a function of the queue and the free slots."""
+starving them; `assign` and `one_writer` are functions of the queue and the free slots. Then one writer per name
+through a real daemon of two slots, and what every kind says it writes."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from daemon.server.scheduler import assign, device_available, group_accepts, groups, slots_wanted
+from daemon.server.scheduler import assign, device_available, group_accepts, groups, one_writer, slots_wanted
 
 GPUS4 = ["cuda:0", "cuda:1", "cuda:2", "cuda:3"]
 
@@ -122,3 +123,61 @@ def test_supervisor_places_a_group_holds_its_slots_busy_and_frees_them_when_the_
     first.job_id, first.state = None, "ready"  # the job finished
     sup.poll()
     assert helper.idle and helper.describe()["job"] is None and helper.describe()["state"] == "ready"
+
+
+def test_one_writer_keeps_back_what_a_running_or_earlier_job_writes() -> None:
+    writes = {1: ("surveys/a",), 2: ("surveys/a",), 3: ("models/m",), 4: ("examples/e", "surveys/b"),
+              5: ("surveys/b",), 6: (), 7: ("models/m",)}
+    running = [Job(3)]
+    queued = [Job(1), Job(2), Job(4), Job(5), Job(6), Job(7)]
+    kept = one_writer(queued, running, lambda j: writes[j.id])
+    # 2 waits behind 1 (same survey), 5 behind 4 (one of 4's names), 7 behind the running 3; 6 writes nothing shared
+    assert [j.id for j in kept] == [1, 4, 6]
+    assert [j.id for j in one_writer(queued, [], lambda j: writes[j.id])] == [1, 4, 6, 7]
+
+
+def test_every_kind_that_writes_in_the_home_says_what() -> None:
+    from daemon.kinds import get_kind
+
+    cases = {"import": ({"kind": "import", "survey": "f3", "segy": {"file": "/x.sgy"}}, ("surveys/f3",)),
+             "extract": ({"kind": "extract", "examples": "ex", "sources": [{"survey": "f3"}],
+                          "crop": {"size": [8, 8]}}, ("examples/ex",)),
+             "train": ({"kind": "train", "output": "m", "data": {"survey": "f3", "crop": {"size": [8, 8]}},
+                        "model": {"name": "patchcnn"}}, ("models/m",)),
+             "predict": ({"kind": "predict", "model": "m", "survey": "f3"}, ("predictions/m-f3",)),
+             "suggest": ({"kind": "suggest", "model": "m", "survey": "f3"}, ("predictions/m-f3",)),
+             "opendtect": ({"kind": "opendtect", "action": "import", "file": "/x.h5", "examples": "ex",
+                            "survey": "s"}, ("examples/ex", "surveys/s"))}
+    for name, (spec, want) in cases.items():
+        kind = get_kind(name)
+        assert kind.writes_to(kind.spec.model_validate(spec)) == want, name
+        assert kind.writes_to(spec) == want, name  # a stored spec reads the same
+    export = {"kind": "opendtect", "action": "export", "file": "/x.h5", "examples": "ex"}
+    assert get_kind("opendtect").writes_to(export) == ()  # a file outside the home
+
+
+def test_two_jobs_writing_one_survey_never_run_at_once(tmp_path) -> None:
+    """Two slots (a stand-in GPU and the CPU): jobs writing different names run side by side, a job writing what a
+    running job writes waits for it, whichever slot is free."""
+    import os
+    import stat
+
+    from tests.harness import RunningDaemon, wait_state
+
+    smi = tmp_path / "bin" / "nvidia-smi"  # what daemon/common/devices.py asks the driver tool for
+    smi.parent.mkdir()
+    smi.write_text("#!/bin/sh\necho '0, Stand-in GPU, 1024 MiB'\n")
+    smi.chmod(smi.stat().st_mode | stat.S_IXUSR)
+    env = {"SEISD_DEVICES": "[cuda:0, cpu]", "PATH": f"{smi.parent}{os.pathsep}{os.environ['PATH']}"}
+    with RunningDaemon(tmp_path / "home", env=env) as d:
+        c = d.client
+        steps = {"kind": "test.steps", "steps": 15, "step_s": 0.1}
+        first = c.submit({**steps, "writes": ["surveys/x"]})["id"]
+        second = c.submit({**steps, "writes": ["surveys/x"]})["id"]
+        other = c.submit({**steps, "writes": ["surveys/y"]})["id"]
+        records = {j: wait_state(c, j, timeout=60) for j in (first, second, other)}
+        assert all(r["state"] == "succeeded" for r in records.values()), records
+        a, b, o = records[first], records[second], records[other]
+        assert o["started"] < a["finished"] and a["started"] < o["finished"]  # different names: side by side
+        assert b["started"] >= a["finished"], (a, b)  # the same name: one after the other
+        assert {a["slot"], o["slot"]} == {"cuda:0", "cpu"}

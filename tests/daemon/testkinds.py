@@ -33,6 +33,8 @@ class StepsSpec(JobSpec):
                                      "job's jumpy sample rates give)")
     progress_scale: float = Field(1.0, gt=0, le=1, description="report this share of the progress made (a job "
                                   "whose last report is below 1, as a training job's before it saves its model)")
+    writes: list[str] = Field(default_factory=list, description="what it says it writes (the kinds' `writes` hook: "
+                              "jobs that write one of the same never run at once)")
 
 
 def hold_gil(seconds: float, idle: bool) -> None:
@@ -75,4 +77,4 @@ def run(spec: StepsSpec, ctx) -> dict:
 
 
 register(JobKind(name="test.steps", spec=StepsSpec, runner="tests.daemon.testkinds:run", resumable=True,
-                 doc="test-only: counts steps"))
+                 writes=lambda s: tuple(s.writes), doc="test-only: counts steps"))
