@@ -111,7 +111,7 @@ def test_a_job_killed_while_distilling_resumes_without_training_the_teacher_agai
                                                                                    tmp_path: Path) -> None:
     c = daemon.client
     import_demo(c, tmp_path / "synth")
-    job_id = c.submit(distill_job("resumed", student_batches=300))["id"]
+    job_id = c.submit(distill_job("resumed", student_batches=100))["id"]
     job_dir = daemon.home / "jobs" / str(job_id)
 
     def student_step() -> int:
