@@ -139,7 +139,8 @@ def one_survey(client: Any, home: Path, seed: int, shape: tuple[int, int, int], 
     import_survey(client, work / name, name)
     job = client.submit(job_file(args.model, f"facies_{name}", "block", args.epochs, args.quick, args.config,
                                  survey=name))
-    r = _wait_ok(client, job["id"], 7200)["result"]
+    record = _wait_ok(client, job["id"], 7200)
+    r = record["result"]
     t0 = time.monotonic()
     labels, run, classes = predict_cube(home / "models" / f"facies_{name}.h5", home / "surveys" / name,
                                          work / f"pred_{name}")
@@ -160,7 +161,25 @@ def one_survey(client: Any, home: Path, seed: int, shape: tuple[int, int, int], 
             "meta": {k: s.meta.get(k) for k in ("coverage", "noise", "peak_hz", "phase_deg")}
             | {"faults": len(s.meta.get("faults", []))},
             "predict_s": round(predict_s, 2), "predict_apply_s": round(run["seconds"], 2),
-            "predict_voxels_per_s": float(np.prod(shape)) / predict_s}
+            "predict_voxels_per_s": float(np.prod(shape)) / predict_s} | _teacher_figures(record, classes, s)
+
+
+def _teacher_figures(record: dict[str, Any], classes: list[str], s: Any) -> dict[str, Any]:
+    """A distilled job's teacher over the cube (its prediction of the survey, in the job folder), beside the
+    student's row: whether the student kept, lost or gained on its teacher."""
+    from daemon.executor.predict import score
+
+    r = record["result"]
+    if not r.get("distill"):
+        return {}
+    teacher = np.load(Path(record["dir"]) / "distill" / "teacher_prediction" / "labels.npy", mmap_mode="r")
+    cube = score(np.asarray(to_truth_ids(teacher, classes, list(s.class_names))), s.labels, len(s.class_names))
+    d = r["distill"]
+    return {"teacher_pixel": cube["pixel_accuracy"], "teacher_mean_class": cube["mean_class_accuracy"],
+            "teacher_epochs": d["teacher"]["epoch"], "teacher_train_s": d["teacher"]["train_seconds"],
+            "student_train_s": d["student_train_seconds"], "student_stopped": d["student_stopped"],
+            "labelled_fraction": d["pseudo_labels"]["labelled_fraction"],
+            "teacher_predict_voxels_per_s": d["pseudo_labels"]["predict_voxels_per_s"]}
 
 
 def summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:

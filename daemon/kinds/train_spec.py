@@ -7,6 +7,8 @@
       schedule: ScheduleSection   learning-rate schedule
       train: TrainSection     mode, init_from, length, checkpoints, device options;
                               early_stop: EarlyStopSection, distributed: DistributedSection
+      distill: DistillSection after training (the teacher), one fast network (the student) trained on the whole
+                              survey from the teacher's confident labels (daemon/executor/training/distill.py)
 
 It is validated once, at submit, in the daemon's main process (torch-free); problems read `key.path: what is wrong`.
 The stored spec (every default filled in) travels to the executor, which reads it back into a TrainSpec and hands
@@ -223,6 +225,50 @@ class TrainSection(Section):
         return value
 
 
+class DistillSection(Section):
+    """After the job's model (the teacher) has trained on the picks, it predicts the whole training survey; its
+    confident voxels, with the training picks written over them, label crops drawn from the whole cube for one
+    small network (the student), which becomes the job's model and is applied inline only."""
+
+    enabled: bool = Field(False, description="distil the trained model into a student (unet, data.survey, one rank)")
+    min_confidence: float = Field(0.3, ge=0, lt=1, description="voxels whose teacher confidence (top-1 minus "
+                                  "top-2 probability) is below this are unlabelled (-1) for the student")
+    epochs: int = Field(30, ge=1, description="the student's epochs")
+    batches_per_epoch: Annotated[int | None, rule(
+        lambda v: v is None or 1 <= v <= MAX_BATCHES_PER_EPOCH,
+        f"expected 1..{MAX_BATCHES_PER_EPOCH:,} batches per epoch or null, got {{value}}", minimum=1,
+        maximum=MAX_BATCHES_PER_EPOCH)] = Field(None, description="the student's batches per epoch; null: "
+                                                 "data.batches_per_epoch")
+    max_minutes: float | None = Field(None, gt=0, description="the student's time budget (train.budget_clock); "
+                                      "train.max_minutes is the teacher's")
+    members: int = Field(1, ge=1, description="the student's members (at most the teacher's)")
+    init: Literal["teacher", "new"] = Field("teacher", description="teacher: the student starts from the "
+                                            "teacher's first members' weights; new: from fresh weights")
+
+
+def distill_problems(spec: "TrainSpec") -> list[tuple[tuple[str | int, ...], str]]:
+    """Where distilling cannot work, with what to change (only when distill.enabled)."""
+    if not spec.distill.enabled:
+        return []
+    d, out = spec.data, []
+    if spec.model.name != "unet":
+        out.append((("distill", "enabled"), f"distilling needs model.name unet, got {spec.model.name!r}: the "
+                    "teacher predicts the whole survey per voxel and the student is a one-member unet"))
+    if d.survey is None:
+        out.append((("distill", "enabled"), "distilling needs data.survey (the survey the teacher predicts and "
+                    "the student trains on); example sets (data.examples) are not supported"))
+    if d.crop.orientation == "time" or d.context:
+        out.append((("distill", "enabled"), "distilling needs inline, crossline or 3d crops without context "
+                    "slices (data.context: 0): the teacher must predict the whole survey"))
+    if spec.train.distributed.world_size > 1:
+        out.append((("distill", "enabled"), "distilling runs on one rank: set train.distributed.world_size: 1"))
+    teacher = int(spec.model.params.get("members", 1))
+    if spec.distill.members > teacher:
+        out.append((("distill", "members"), f"{spec.distill.members} student members, more than the teacher's "
+                    f"{teacher} (model.params.members)"))
+    return out
+
+
 class TrainSpec(JobSpec):
     # _sections_agree: the smallest crop of each model (a batch that splits over the ranks: submit only)
     model_config = ConfigDict(json_schema_extra={"allOf": crop_json_schema()})
@@ -236,16 +282,18 @@ class TrainSpec(JobSpec):
     optim: OptimSection = Field(default_factory=OptimSection, description="docs/training.md")
     schedule: ScheduleSection = Field(default_factory=ScheduleSection)
     train: TrainSection = Field(default_factory=TrainSection)
+    distill: DistillSection = Field(default_factory=DistillSection, description="docs/train-job.md 'distill'")
 
     @model_validator(mode="after")
     def _sections_agree(self) -> "TrainSpec":
-        """Rules across sections: the crop suits the model, the batch splits over the ranks."""
+        """Rules across sections: the crop suits the model, the batch splits over the ranks, distilling can work."""
         crop, world = list(self.data.crop.size), self.train.distributed.world_size
         problems: list[tuple[tuple[str | int, ...], str]] = [
             (("data", "crop", "size"), p) for p in crop_problems(self.model.name, crop, self.data.crop.orientation)]
         if self.data.batch_size % world:
             problems.append((("data", "batch_size"), f"{self.data.batch_size} does not split evenly over "
                              f"train.distributed.world_size {world} ranks; use a multiple of {world}"))
+        problems += distill_problems(self)
         if problems:
             raise problems_error("train", problems)
         return self

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -28,6 +29,7 @@ from daemon.common.home import model_file, picks_file, resolve
 from daemon.executor.context import JobCancelled
 from daemon.executor.modelfile import ModelInfo, provenance, save_model_file
 from daemon.executor.models import build_model
+from daemon.executor.training import distill
 from daemon.executor.training.distributed import (RankGroup, RankJob, rank_device, rank_rows, rendezvous_file,
                                          resolve_backend, share_recipe)
 from daemon.executor.training.job_data import TrainData, in_process_batches, pool_batches, prepare_data
@@ -96,10 +98,14 @@ class RunState:
                          target_workers=s["target_workers"], worker_restarts=s["restarts"])
 
 
-def _progress(ctx: Any, state: RunState, p: Progress) -> None:
+def _progress(ctx: Any, state: RunState, p: Progress, epochs: int, stage: str = "",
+              share: tuple[float, float] = (0.0, 1.0)) -> None:
     fraction = p.step / p.total_steps if p.total_steps else 0.0
-    ctx.progress(min(fraction, 0.999), f"epoch {p.epoch + 1} step {p.step} loss {p.loss:.4f}", eta_s=p.eta_s,
-                 epoch=p.epoch + 1, step=p.step, loss=p.loss, samples_per_s=p.samples_per_s, lr=p.lr)
+    where = f"epoch {p.epoch + 1}/{epochs}" if stage else f"epoch {p.epoch + 1}"
+    extra = {"stage": stage.rstrip(": ")} if stage else {}
+    ctx.progress(min(share[0] + (share[1] - share[0]) * fraction, 0.999), f"{stage}{where} step {p.step} "
+                 f"loss {p.loss:.4f}", eta_s=p.eta_s, epoch=p.epoch + 1, step=p.step, loss=p.loss,
+                 samples_per_s=p.samples_per_s, lr=p.lr, **extra)
     state.publish_pool_stats()
 
 
@@ -134,7 +140,23 @@ def _run(spec: TrainSpec, ctx: Any) -> dict[str, Any]:
     data = prepare_data(d, ctx.home, ctx.job_dir, cfg.seed, per_voxel=kind == "fcn")
     ctx.log.info("split %s; classes %s", data.split, data.classes)
     n_workers = d.workers if d.workers is not None else int(ctx.settings.workers.default_count)
+    how = SliceInput(kind, tuple(d.crop.size), d.crop.orientation,
+                     tuple((v["mean"], v["std"]) for v in data.normalisation["volumes"]), d.context)
+    if spec.distill.enabled:
+        return _distilled(spec, ctx, model, data, how, n_workers)
+    result, pool_stats = _train_stage(spec, ctx, model, data, how, n_workers)
+    out = _write_model(spec, ctx, model.cpu(), data, how, result)
+    return _result(spec, result, out, data, pool_stats, n_workers)
+
+
+def _train_stage(spec: TrainSpec, ctx: Any, model: torch.nn.Module, data: TrainData, how: SliceInput,
+                 n_workers: int, job_dir: Path | None = None, stage: str = "",
+                 share: tuple[float, float] = (0.0, 1.0)) -> tuple[TrainResult, dict | None]:
+    """One training run of `model` on data.recipe as spec says, its files in job_dir (default: the job folder);
+    progress messages start with `stage` and fill `share` of the progress bar. Raises JobCancelled on a cancel."""
+    d, cfg = spec.data, spec.train
     world = cfg.distributed.world_size
+    n_classes = len(data.classes)
     group = _rank_group(spec, ctx, data, n_classes, n_workers) if world > 1 else contextlib.nullcontext()
     with group:
         recipe = share_recipe(data.recipe, 0, world) if world > 1 else data.recipe
@@ -148,27 +170,60 @@ def _run(spec: TrainSpec, ctx: Any) -> dict[str, Any]:
             model = _rank0_model(model, sync, device)
         should_stop, stop_after_epoch = (sync.controls() if sync is not None
                                          else (ctx.cancelled.is_set, state.stop_after_epoch.is_set))
-        how = SliceInput(kind, tuple(d.crop.size), d.crop.orientation,
-                         tuple((v["mean"], v["std"]) for v in data.normalisation["volumes"]), d.context)
         control = TrainControl(
             should_stop=lambda: (state.publish_pool_stats(), should_stop())[1], stop_after_epoch=stop_after_epoch,
-            on_progress=lambda p: _progress(ctx, state, p),
-            preview=_preview_hook(data, how, ctx), on_epoch=lambda e, s, f: _on_epoch(ctx, state, e, s, f),
+            on_progress=lambda p: _progress(ctx, state, p, cfg.epochs, stage, share),
+            preview=_preview_hook(data, how, ctx), on_epoch=lambda e, s, f: _on_epoch(ctx, state, e, s, f, stage),
             class_names=data.classes)
         source = pool_batches(pool) if pool is not None else in_process_batches(recipe, cfg.seed)
         try:
-            result = train(model, source, ctx.job_dir, optim=spec.optim, schedule=spec.schedule, config=cfg,
-                           val_batches=data.val or None, control=control, steps_per_epoch=d.batches_per_epoch,
-                           device=device, sync=sync)
+            result = train(model, source, job_dir or ctx.job_dir, optim=spec.optim, schedule=spec.schedule,
+                           config=cfg, val_batches=data.val or None, control=control,
+                           steps_per_epoch=d.batches_per_epoch, device=device, sync=sync)
             pool_stats = pool.stats() if pool is not None else None
         finally:
             if pool is not None:
                 pool.close()
     if result.stopped == "cancelled":
-        ctx.log.info("cancelled at step %d; checkpoints/last.pt holds the state", result.step)
+        ctx.log.info("cancelled at step %d; %s holds the state", result.step,
+                     Path(job_dir or ctx.job_dir) / "checkpoints" / "last.pt")
         raise JobCancelled(ctx.cancel_reason or "cancelled")
-    out = _write_model(spec, ctx, model.cpu(), data, how, result)
-    return _result(spec, result, out, data, pool_stats, n_workers)
+    return result, pool_stats
+
+
+def _distilled(spec: TrainSpec, ctx: Any, teacher: torch.nn.Module, data: TrainData, how: SliceInput,
+               n_workers: int) -> dict[str, Any]:
+    """The teacher's run (or the one an earlier attempt finished), its prediction of the survey as pseudo labels,
+    and the student's run on them; the student is the job's model (daemon/executor/training/distill.py)."""
+    teacher_figures = distill.finished_teacher(ctx.job_dir)
+    if teacher_figures is not None:
+        ctx.log.info("distilling: the teacher was trained by an earlier attempt (%s); not trained again",
+                     distill.teacher_file(ctx.job_dir))
+    else:
+        ctx.log.info("distilling: training the teacher")
+        result, pool_stats = _train_stage(spec, ctx, teacher, data, how, n_workers, stage="teacher: ",
+                                          share=(0.0, 0.5))
+        path = _write_model(spec, ctx, teacher.cpu(), data, how, result, distill.teacher_file(ctx.job_dir))
+        teacher_figures = _result(spec, result, path, data, pool_stats, n_workers)
+        distill.record_teacher(ctx.job_dir, teacher_figures)
+    ctx.progress(0.5, "distilling: predicting the survey", stage="predict")
+    pseudo = distill.pseudo_labels(spec, ctx, data.recipe.sampler.labels)
+    student_spec = distill.student_spec(spec, ctx)
+    student = distill.student_model(spec, student_spec, ctx.job_dir, data.recipe.channels, len(data.classes))
+    student_data = dataclasses.replace(data, recipe=distill.student_recipe(
+        data.recipe, pseudo, student_spec.data.batches_per_epoch))
+    ctx.log.info("distilling: training the student (%d members, %d epochs of %d batches, from %s weights)",
+                 spec.distill.members, spec.distill.epochs, student_spec.data.batches_per_epoch, spec.distill.init)
+    result, pool_stats = _train_stage(student_spec, ctx, student, student_data, how, n_workers,
+                                      job_dir=distill.folder(ctx.job_dir), stage="distilling: ", share=(0.6, 1.0))
+    out = _write_model(student_spec, ctx, student.cpu(), student_data, how, result,
+                       orientation=student_spec.data.crop.orientation)
+    figures = _result(student_spec, result, out, student_data, pool_stats, n_workers)
+    student_seconds = figures["train_seconds"]
+    figures["train_seconds"] = teacher_figures["train_seconds"] + pseudo["predict_seconds"] + student_seconds
+    figures["distill"] = {"teacher": teacher_figures, "pseudo_labels": pseudo, "student_train_seconds":
+                          student_seconds, "student_epoch": result.epoch, "student_stopped": result.stopped}
+    return figures
 
 
 def _n_classes(home: Path, d: DataSection) -> int:
@@ -228,11 +283,12 @@ def _preview_hook(data: TrainData, how: SliceInput, ctx: Any):
     return preview
 
 
-def _on_epoch(ctx: Any, state: RunState, epoch: int, step: int, figures: dict[str, float] | None) -> None:
+def _on_epoch(ctx: Any, state: RunState, epoch: int, step: int, figures: dict[str, float] | None,
+              stage: str = "") -> None:
     named = {k if k.startswith("val_") else f"val_{k}": v for k, v in (figures or {}).items()}
-    ctx.metrics(epoch=epoch, step=step, **named)
+    ctx.metrics(epoch=epoch, step=step, **named, **({"stage": stage.rstrip(": ")} if stage else {}))
     state.publish_pool_stats(force=True)
-    ctx.log.info("epoch %d done at step %d%s", epoch, step, f": {figures}" if figures else "")
+    ctx.log.info("%sepoch %d done at step %d%s", stage, epoch, step, f": {figures}" if figures else "")
 
 
 def _apply_orientation(d: DataSection) -> str:
@@ -244,20 +300,21 @@ def _apply_orientation(d: DataSection) -> str:
 
 
 def _write_model(spec: TrainSpec, ctx: Any, model: torch.nn.Module, data: TrainData, how: SliceInput,
-                 result: Any) -> Path:
-    """models/<output>.h5 with everything needed to apply it, and the final preview (for checks) in the job."""
+                 result: Any, path: Path | None = None, orientation: str | None = None) -> Path:
+    """models/<output>.h5 (or `path`) with everything needed to apply it (along `orientation`, default
+    _apply_orientation's), and the final preview (for checks) in the job."""
     training, metrics = training_record(result, spec.optim, spec.schedule, spec.train)
     d = spec.data
     info = ModelInfo(
         name=spec.model.name, params=dict(spec.model.params), in_channels=data.recipe.channels,
         n_classes=len(data.classes), input_shape=list(d.crop.size), classes=data.classes,
         input_spec={"channels": data.recipe.channels, "crop": list(d.crop.size), "orientation": d.crop.orientation,
-                    "apply_orientation": _apply_orientation(d), "volumes": list(d.volumes), "context": d.context,
+                    "apply_orientation": orientation or _apply_orientation(d), "volumes": list(d.volumes), "context": d.context,
                     "apply_kind": how.kind, "survey": d.survey, "picks": d.picks,
                     "examples": [s["name"] for s in data.trained_on.get("sets", [])]},
         normalisation=data.normalisation, training={**training, "split": data.split},
         metrics=metrics, provenance=provenance(str(ctx.job_id)), trained_on=data.trained_on)
-    path = save_model_file(model_file(ctx.home, spec.output), model, info)
+    path = save_model_file(path or model_file(ctx.home, spec.output), model, info)
     ctx.log.info("model written to %s", path)
     if not how.context and how.orientation != "time" and data.volumes:
         stride = PREVIEW_STRIDE_PATCH if how.kind == "patch" else 1
