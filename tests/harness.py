@@ -46,6 +46,18 @@ class DaemonDidNotStart(RuntimeError):
     """The daemon exited at start or did not answer `status` in time; the message holds the end of its output."""
 
 
+def stand_in_gpus(folder: Path, count: int) -> dict[str, str]:
+    """Settings of a daemon with `count` GPU slots on a machine without any: a stand-in nvidia-smi (what
+    daemon/common/devices.py asks the driver tool for) listing `count` GPUs, first on PATH, and those slots and
+    the CPU as the devices. Jobs that do not use CUDA (test.steps) run on them as on real ones."""
+    smi = folder / "bin" / "nvidia-smi"
+    smi.parent.mkdir(parents=True, exist_ok=True)
+    smi.write_text("#!/bin/sh\n" + "".join(f"echo '{i}, Stand-in GPU, 1024 MiB'\n" for i in range(count)))
+    smi.chmod(0o755)
+    return {"SEISD_DEVICES": "[" + ", ".join([*(f"cuda:{i}" for i in range(count)), "cpu"]) + "]",
+            "PATH": f"{smi.parent}{os.pathsep}{os.environ['PATH']}"}
+
+
 def daemon_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a test daemon (and of a seisctl run against it): SEISD_HOME, PYTHONPATH, test settings.
 

@@ -44,7 +44,7 @@ from daemon.executor.predict.recipe import recipe_of  # noqa: E402
 
 UNET = {"base": 8, "depth": 3, "norm": "batch"}
 N_CLASSES = 4
-STREAM_ROUNDS = 5   # alternating rounds of in-process and socket blocks
+STREAM_ROUNDS = 5   # rounds of the three stream sides taking turns (bench_stream)
 STREAM_RUN = 5   # blocks a stream side sends back to back before the next side's turn (the first is not counted)
 STREAM_TIMEOUT_S = 310.0  # above the daemon's own 300 s for stream.apply (docs/PROTOCOL.md, client timeouts)
 REPEATS = 7  # rounds of end-to-end then forward-only: this VM varies +-15 % from one run to the next

@@ -101,6 +101,7 @@ class JobLifecycle:
         self.unrecorded: dict[int, list[Transition]] = {}   # state changes the store refused, oldest first
         self.store_error: str | None = None                 # the last refusal, for errors and logs
         self.next_flush = 0.0
+        self.writes: dict[int, tuple[str, ...]] = {}   # queued and running jobs: what each writes (one writer)
 
     # -- records -----------------------------------------------------------------------------------------------
 
@@ -212,7 +213,10 @@ class JobLifecycle:
             return
         queued = self.store.queued_in_order()
         if queued:  # NOTE [one writer] (daemon/server/scheduler.py)
-            queued = scheduler.one_writer(queued, self.store.list(states=["running"], limit=100_000), _writes)
+            running = self.store.list(states=["running"], limit=100_000)
+            # what each job writes is read from its spec once, not at every tick (the specs never change)
+            self.writes = {j.id: self.writes[j.id] if j.id in self.writes else _writes(j) for j in (*queued, *running)}
+            queued = scheduler.one_writer(queued, running, lambda j: self.writes[j.id])
         # in order (priority, then age); a job no free slot accepts does not hold back those behind it; a job
         # taking several GPU slots gets them all at once (daemon/server/scheduler.py)
         for job, handles in self.supervisor.placements(queued, _kind_devices,

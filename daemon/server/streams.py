@@ -47,7 +47,7 @@ class StreamSessions:
         already used by an open session answers with that session (now, or when its open is answered)."""
         if key is not None and (known := self.keys.get(key)) in self.sessions:
             if known in self.opened:
-                to.ok(self._for(to, self.opened[known]))
+                to.ok({**self.opened[known], **self._direct(to, known)})
             else:
                 self.waiting.setdefault(known, []).append(to)
             return
@@ -61,10 +61,10 @@ class StreamSessions:
             waiting = self.waiting.pop(sid, [])
             if ok:
                 self.opened[sid] = dict(result or {})
-                if result is not None and not to.remote and h.stream_direct:
-                    result["direct"] = h.stream_direct   # the reply the executor's answer becomes
+                if result is not None:
+                    result.update(self._direct(to, sid))   # the reply the executor's answer becomes
                 for other in waiting:
-                    other.ok(self._for(other, self.opened[sid]))
+                    other.ok({**self.opened[sid], **self._direct(other, sid)})
                 return
             self._forget(sid)
             for other in waiting:
@@ -97,13 +97,11 @@ class StreamSessions:
             self.closed.popitem(last=False)
         self.link.ask(h, lambda token: E.StreamClose(token, sid), Pending(to, time.monotonic() + CONTROL_TIMEOUT_S))
 
-    def _for(self, to: ReplyTo, opened: dict[str, Any]) -> dict[str, Any]:
-        """A session's stream.open result for the client `to`: with the executor's direct endpoint when it has one
-        and the client is on this machine (ipc)."""
-        h = self.handles[self.sessions[opened["session"]].slot] if opened.get("session") in self.sessions else None
-        if to.remote or h is None or not h.stream_direct:
-            return opened
-        return {**opened, "direct": h.stream_direct}
+    def _direct(self, to: ReplyTo, sid: str) -> dict[str, Any]:
+        """What session `sid`'s stream.open result adds for the client `to`: the executor's direct endpoint, when
+        it has one and the client is on this machine (ipc); else nothing."""
+        endpoint = self.handles[self.sessions[sid].slot].stream_direct
+        return {"direct": endpoint} if endpoint and not to.remote else {}
 
     def list(self) -> list[dict[str, Any]]:
         return [{"session": st.id, "slot": st.slot, "model": st.model, "opened": st.opened}

@@ -5,14 +5,13 @@ The 32^3 synthetic survey of test_train_job.py; tiny U-Nets (base 4, depth 2, 16
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 import pytest
 
-from tests.daemon.test_train_job import import_demo
+from tests.daemon.test_train_job import assert_refused, import_demo
 from tests.harness import RunningDaemon, wait_for, wait_state
 
 MIN_CONFIDENCE = 0.2
@@ -88,23 +87,13 @@ def test_a_distilled_job_writes_a_one_member_inline_student_trained_on_pseudo_la
 
 
 def test_distilling_is_refused_at_submit_where_it_cannot_work(demo: RunningDaemon) -> None:
-    from client.api import SeisdError
-
     cases = [({"model": {"name": "patchcnn", "params": {"filters": [8, 8, 8]}}},
               "distill.enabled: distilling needs model.name unet"),
              ({"distill": {"enabled": True, "members": 3}}, "distill.members: 3 student members, more than the "
               "teacher's 2"),
              ({"train": {"distributed": {"world_size": 2}}}, "distill.enabled: distilling runs on one rank"),
              ({"distill": {"enabled": True, "min_confidence": 1.5}}, "distill.min_confidence")]
-    before = len(demo.client.jobs())
-    for change, expected in cases:
-        job = distill_job("refused")
-        for section, values in change.items():
-            job[section] = {**job[section], **values}
-        with pytest.raises(SeisdError) as err:
-            demo.client.submit(job)
-        assert expected in str(err.value) + json.dumps(err.value.details), (change, err.value)
-    assert len(demo.client.jobs()) == before
+    assert_refused(demo.client, lambda: distill_job("refused"), cases)
 
 
 def test_a_job_killed_while_distilling_resumes_without_training_the_teacher_again(daemon: RunningDaemon,

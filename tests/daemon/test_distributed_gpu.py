@@ -73,21 +73,13 @@ def test_slots_are_placed_and_freed_together_without_gpus(tmp_path: Path) -> Non
     """The dispatch path of a multi-GPU job on any machine: two GPU slots (a stand-in nvidia-smi lists two
     boards; there is no GPU behind them), a world_size 2 job takes both at once and records them, fails at start
     for want of CUDA, and frees both; a world_size 3 job is refused at submit naming the slots it lacks."""
-    import os
-    import stat
-
     from tests.daemon.test_distributed import job
     from tests.daemon.test_train_job import import_demo
-    from tests.harness import RunningDaemon, wait_for
+    from tests.harness import RunningDaemon, stand_in_gpus, wait_for
 
     if _cuda_count() > 0:
         pytest.skip("this machine has CUDA: the two-GPU test above covers the real path")
-    smi = tmp_path / "bin" / "nvidia-smi"  # what daemon/common/devices.py asks the driver tool for
-    smi.parent.mkdir()
-    smi.write_text("#!/bin/sh\necho '0, Stand-in GPU, 1024 MiB'\necho '1, Stand-in GPU, 1024 MiB'\n")
-    smi.chmod(smi.stat().st_mode | stat.S_IXUSR)
-    env = {"SEISD_DEVICES": "[cuda:0, cuda:1, cpu]", "PATH": f"{smi.parent}{os.pathsep}{os.environ['PATH']}"}
-    with RunningDaemon(tmp_path / "home", env=env) as d:
+    with RunningDaemon(tmp_path / "home", env=stand_in_gpus(tmp_path, 2)) as d:
         import_demo(d.client, tmp_path / "synth")
         three = job("gpu3", 3)
         three.update(device="cuda")

@@ -159,17 +159,9 @@ def test_every_kind_that_writes_in_the_home_says_what() -> None:
 def test_two_jobs_writing_one_survey_never_run_at_once(tmp_path) -> None:
     """Two slots (a stand-in GPU and the CPU): jobs writing different names run side by side, a job writing what a
     running job writes waits for it, whichever slot is free."""
-    import os
-    import stat
+    from tests.harness import RunningDaemon, stand_in_gpus, wait_state
 
-    from tests.harness import RunningDaemon, wait_state
-
-    smi = tmp_path / "bin" / "nvidia-smi"  # what daemon/common/devices.py asks the driver tool for
-    smi.parent.mkdir()
-    smi.write_text("#!/bin/sh\necho '0, Stand-in GPU, 1024 MiB'\n")
-    smi.chmod(smi.stat().st_mode | stat.S_IXUSR)
-    env = {"SEISD_DEVICES": "[cuda:0, cpu]", "PATH": f"{smi.parent}{os.pathsep}{os.environ['PATH']}"}
-    with RunningDaemon(tmp_path / "home", env=env) as d:
+    with RunningDaemon(tmp_path / "home", env=stand_in_gpus(tmp_path, 1)) as d:
         c = d.client
         steps = {"kind": "test.steps", "steps": 15, "step_s": 0.1}
         first = c.submit({**steps, "writes": ["surveys/x"]})["id"]

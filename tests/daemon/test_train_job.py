@@ -65,8 +65,6 @@ def last_step(client: Any, job_id: int) -> int:
 
 
 def test_broken_job_files_are_refused_with_each_problem_named(demo: RunningDaemon) -> None:
-    from client.api import SeisdError as DaemonError
-
     cases = [
         ({"model": {"name": "resnet9000"}}, "model.name: unknown model 'resnet9000'"),
         ({"data": {"crop": {"size": [15, 15, 15], "orientation": "inline"}}}, "data.crop"),
@@ -75,15 +73,23 @@ def test_broken_job_files_are_refused_with_each_problem_named(demo: RunningDaemo
         ({"data": {"picks": "one"}}, "data.picks: pick set 'one' has points of 1 class"),
         ({"data": {"augment": {"p_stretch": 0.5, "stretch_range": [0.2, 3.0]}}}, "data.augment: stretch_range"),
     ]
-    before = len(demo.client.jobs())
+    assert_refused(demo.client, lambda: train_job("refused"), cases)
+
+
+def assert_refused(client: Any, make_job: Any, cases: list[tuple[dict, str]]) -> None:
+    """Each change (section -> keys merged into that section of `make_job()`) is refused at submit with a problem
+    that contains its expected text; nothing is queued."""
+    from client.api import SeisdError
+
+    before = len(client.jobs())
     for change, expected in cases:
-        job = train_job("refused")
+        job = make_job()
         for section, values in change.items():
             job[section] = {**job[section], **values}
-        with pytest.raises(DaemonError) as err:
-            demo.client.submit(job)
+        with pytest.raises(SeisdError) as err:
+            client.submit(job)
         assert expected in str(err.value) + json.dumps(err.value.details), (change, err.value)
-    assert len(demo.client.jobs()) == before  # nothing was queued
+    assert len(client.jobs()) == before  # nothing was queued
 
 
 def test_a_job_file_with_mistakes_in_five_sections_is_refused_once_naming_all(demo: RunningDaemon) -> None:
