@@ -1,9 +1,10 @@
 """The interpreter in the loop, played with the generator's truth: suggested lines against random ones.
 
     python tools/loop_experiment.py [--seeds 2] [--rounds 2] [--first-seed 100] [--full] [--shape I X S]
-                                    [--epochs N] [--retrain-epochs N] [--config FILE]
+                                    [--epochs N] [--retrain-epochs N] [--config FILE] [--family varied]
 
-For each survey (tools/synth.py, seeds first-seed .. first-seed + seeds - 1) in a real seisd of a temporary home:
+For each survey (tools/synth.py, the varied family unless --family says otherwise, seeds first-seed .. first-seed +
+seeds - 1) in a real seisd of a temporary home:
 the usual picks (part of the middle inline) are imported and the job trained (round 0). Then, for R rounds, each of
 two arms adds picks of one line and retrains: the "suggested" arm picks the region of the line `suggest` ranks first
 on its last model's prediction, the "random" arm a region of the same size on a line drawn at random (an inline or a
@@ -101,7 +102,7 @@ def _import(client: Any, survey: str, files: list[str], picks: str, add: bool) -
 
 def one_seed(client: Any, work: Path, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.monotonic()
-    s = synth.generate(shape=tuple(args.shape), seed=seed)
+    s = synth.generate(shape=tuple(args.shape), seed=seed, family=args.family)
     folder = work / f"s{seed}"
     synth.write(s, folder)
     names = sorted(s.class_names)  # a pick set of sorted files: the models' class order
@@ -193,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=None, help="epochs of a new model (default 8; --full: the file's)")
     ap.add_argument("--retrain-epochs", type=int, default=3, help="epochs of each retrain (resume mode)")
     ap.add_argument("--config", type=Path, default=None, help="a train job file instead of " + str(CONFIG.name))
+    ap.add_argument("--family", choices=synth.FAMILIES, default="varied", help="survey family (default varied)")
     args = ap.parse_args(argv)
     args.shape = args.shape or ([256, 256, 128] if args.full else [64, 64, 64])
     runs = []
@@ -203,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"seed {seed}: {json.dumps(runs[-1])}", file=sys.stderr, flush=True)
     mean = {arm: [round(float(np.mean([r[arm][k]["pixel"] for r in runs])), 4) for k in range(args.rounds)]
             for arm in ARMS}
-    doc = {"shape": args.shape, "rounds": args.rounds, "seeds": [r["seed"] for r in runs], "full": args.full,
+    doc = {"family": args.family, "shape": args.shape, "rounds": args.rounds, "seeds": [r["seed"] for r in runs],
+           "full": args.full,
            "retrain_epochs": args.retrain_epochs, "runs": runs, "mean_pixel": mean,
            "mean_round0_pixel": round(float(np.mean([r["round0"]["pixel"] for r in runs])), 4),
            "mean_ceiling_pixel": round(float(np.mean([r["ceiling"]["pixel"] for r in runs])), 4)}

@@ -25,8 +25,9 @@ import numpy as np
 
 from workers.names import work_path
 from workers.row_writer import RowWriter
+from workers.segy_records import SegyImportError, fail, trace_blocks
 from workers.segy_scan import (CDP_X_BYTE, CDP_Y_BYTE, SCALAR_BYTE, TRACE_ID_BYTE, OFFSET_BYTE,
-                               ProvisionalGridError, SegyImportError, SegyScan, fail, scan_segy, trace_blocks)
+                               ProvisionalGridError, SegyScan, scan_segy)
 from workers.survey import (GeometryArrays, Survey, SurveyError, mark_unsynced, reserve_trace_headers,
                             write_geometry_h5)
 

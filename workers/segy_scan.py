@@ -2,8 +2,8 @@
 
 segyio opens the file (endianness detected: big, then little; regular geometry first, then ``ignore_geometry=True``
 so an irregular file can be told from a broken one) and checks that the file size is a whole number of traces. The
-header fields are then read with numpy from blocks of trace records (a structured dtype over the raw bytes), read
-sequentially. workers/segy_import.py streams the samples once the grid is known.
+header fields are then read with numpy from blocks of trace records (a structured dtype over the raw bytes, read by
+workers/segy_records.py). workers/segy_import.py streams the samples once the grid is known.
 
 A file that looks like a complete sorted post-stack cube (every inline x crossline once, one offset) is not read
 twice: its grid is guessed from a few dozen headers (``SegyScan.provisional``), and the importer checks every
@@ -21,12 +21,12 @@ import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import segyio
 
 from workers.regular_files import UnreadableFile, open_regular
+from workers.segy_records import SegyImportError, fail, fields_dtype, read_fields
 from workers.survey import Geometry
 
 # The sample formats seisd reads (binary header bytes 3225-3226): code -> (name, bytes per sample). segyio's reader
@@ -36,13 +36,6 @@ SAMPLE_FORMATS = {1: ("IBM float", 4), 2: ("int32", 4), 3: ("int16", 2), 5: ("IE
                   16: ("uint8", 1)}
 FORMAT_BYTE, INTERVAL_BYTE, TRACE_INTERVAL_BYTE = 3225, 3217, 117  # 1-based, 2 bytes each
 OFFSET_BYTE, SCALAR_BYTE, CDP_X_BYTE, CDP_Y_BYTE, TRACE_ID_BYTE = 37, 71, 181, 185, 29
-BLOCK_BYTES = 4 << 20       # bytes of trace records read per step: bounds memory, stays in cache
-
-
-class SegyImportError(ValueError):
-    """A SEG-Y file that cannot be imported as a post-stack 3D survey; the message names the file and why. A fix that
-    is an argument names it as `` `name: value` `` (a job's runner turns that into the job's key, seisctl into its
-    flag)."""
 
 
 class ProvisionalGridError(Exception):
@@ -102,11 +95,6 @@ class SegyScan:
     def traces(self) -> int:
         """Number of traces in the file (all offsets)."""
         return int(self.f.tracecount)
-
-
-def fail(path: Path, why: str) -> SegyImportError:
-    """The error for ``path``, with the file named in the message."""
-    return SegyImportError(f"cannot import {path}: {why}")
 
 
 def _check_size(path: Path) -> None:
@@ -202,59 +190,6 @@ def _check_unique_positions(path: Path, ii: np.ndarray, xx: np.ndarray, nx: int,
                          f"position (e.g. {int(counts[k])} traces at grid index {divmod(int(uniq[k]), nx)}) "
                          f"with inline byte {iline} and crossline byte {xline}; a shot gather or a wrong byte "
                          "position (pass iline=/xline=)")
-
-
-def field_size(byte: int) -> int:
-    """Width of the trace header field starting at ``byte`` (SEG-Y rev 1 table, 1-based)."""
-    four = set(range(1, 29, 4)) | set(range(37, 69, 4)) | set(range(73, 89, 4)) | {181, 185, 189, 193, 197}
-    return 4 if byte in four else 2
-
-
-def trace_blocks(path: Path, data_offset: int, n: int, record: np.dtype, chunk: int,
-                 buffers: int = 1) -> Iterator[tuple[int, int, np.ndarray]]:
-    """(first, end, records [end - first] of dtype ``record``) for every block of ``chunk`` traces, read in order.
-
-    Plain sequential reads into ``buffers`` buffers used in turn (a block stays valid while the next
-    ``buffers - 1`` are read): memory stays at that many blocks whatever the file size. The kernel's own
-    readahead streams a cold file while the caller converts; asking for more (POSIX_FADV_SEQUENTIAL plus WILLNEED
-    of the next block) measured half as fast here (tools/bench_import.py).
-    """
-    raws = [np.empty((min(chunk, n), record.itemsize), dtype=np.uint8) for _ in range(buffers)]
-    bufs = [raw.view(record)[:, 0] for raw in raws]  # fields may be out of order: readinto gets the uint8 buffer
-    with open(path, "rb", buffering=0) as fh:
-        fh.seek(data_offset)
-        for a in range(0, n, chunk):
-            b = min(a + chunk, n)
-            raw, buf = raws[(a // chunk) % buffers], bufs[(a // chunk) % buffers]
-            view = memoryview(raw[:b - a]).cast("B")
-            got = 0
-            while got < len(view):
-                k = fh.readinto(view[got:])
-                if not k:
-                    raise fail(path, f"the file ended inside trace {a + got // record.itemsize}")
-                got += k
-            yield a, b, buf[:b - a]
-
-
-@functools.lru_cache(maxsize=32)
-def fields_dtype(bytes_: tuple[int, ...], big: bool, trace_bytes: int) -> np.dtype:
-    """A trace record with the header fields at 1-based byte positions ``bytes_`` named f0, f1, ..."""
-    order = ">" if big else "<"
-    return np.dtype({"names": [f"f{k}" for k in range(len(bytes_))],
-                     "formats": [f"{order}i{field_size(b)}" for b in bytes_],
-                     "offsets": [b - 1 for b in bytes_], "itemsize": trace_bytes})
-
-
-def read_fields(path: Path, data_offset: int, n: int, trace_bytes: int, bytes_: list[int],
-                big: bool) -> list[np.ndarray]:
-    """Header fields (1-based byte positions) of every trace as int64, read block by block (bounded memory)."""
-    record = fields_dtype(tuple(bytes_), big, trace_bytes)
-    names = list(record.names)
-    out = [np.empty(n, dtype=np.int64) for _ in bytes_]
-    for a, b, block in trace_blocks(path, data_offset, n, record, max(1, BLOCK_BYTES // trace_bytes)):
-        for arr, name in zip(out, names):
-            arr[a:b] = block[name]
-    return out
 
 
 def _scale_factor(scalar: int) -> float:
