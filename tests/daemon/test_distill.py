@@ -119,3 +119,5 @@ def test_a_job_killed_while_distilling_resumes_without_training_the_teacher_agai
     log = (job_dir / "log").read_text()
     assert "the teacher was trained by an earlier attempt" in log and "pseudo labels written by an earlier" in log
     assert log.count("distilling: training the teacher") == 1
+    # the teacher's checkpoint is not "continued" by the second attempt (its student has its own, under distill/)
+    assert f"continuing from {job_dir / 'checkpoints' / 'last.pt'}" not in log

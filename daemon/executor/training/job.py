@@ -43,10 +43,11 @@ METRICS_INTERVAL_S = 2.0
 PREVIEW_STRIDE_PATCH = 2  # a patch model's preview evaluates every 2nd voxel per axis (4x fewer crops)
 
 
-def resume_config(cfg: TrainSection, ctx: Any) -> TrainSection:
-    """A requeued job continues from its own last checkpoint; a fresh one starts as its job file says."""
+def resume_config(cfg: TrainSection, ctx: Any, finished: bool = False) -> TrainSection:
+    """A requeued job continues from its own last checkpoint; a fresh one starts as its job file says. `finished`:
+    an earlier attempt completed this run (a distilled job's teacher), so there is nothing to continue."""
     last = ctx.job_dir / "checkpoints" / "last.pt"
-    if ctx.resume and last.is_file():
+    if ctx.resume and last.is_file() and not finished:
         ctx.log.info("continuing from %s (interrupted attempt)", last)
         return cfg.model_copy(update={"mode": "resume", "init_from": str(last)})
     if cfg.init_from:
@@ -130,7 +131,8 @@ def run_train_job(spec: TrainSpec, ctx: Any) -> dict[str, Any]:
 
 
 def _run(spec: TrainSpec, ctx: Any) -> dict[str, Any]:
-    spec = spec.model_copy(update={"train": resume_config(spec.train, ctx)})
+    teacher_done = spec.distill.enabled and distill.finished_teacher(ctx.job_dir) is not None
+    spec = spec.model_copy(update={"train": resume_config(spec.train, ctx, finished=teacher_done)})
     d, cfg = spec.data, spec.train
     n_classes = _n_classes(ctx.home, d)
     torch.manual_seed(cfg.seed)  # the model's initial weights are part of a reproducible run
