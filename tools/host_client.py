@@ -7,6 +7,10 @@ The reference example for host developers: it uses pyzmq, numpy and json only (s
 never seisd's own modules, and follows docs/PROTOCOL.md. It opens a streaming session (stream.open), sends the
 survey inline by inline as float32 binary frames (stream.apply), receives class labels and confidence frames,
 closes the session (stream.close), and prints what it measured: blocks per second and latency per block.
+
+When stream.open offers a `direct` endpoint (a local daemon: PROTOCOL.md "The direct endpoint"), the blocks go
+there, straight to the executor that holds the session, and a socket monitor tells when that executor went away;
+`--relay` sends them through the daemon instead. The report says which way they went (`path`).
 """
 from __future__ import annotations
 
@@ -39,11 +43,34 @@ class DaemonError(RuntimeError):
 class Connection:
     """One DEALER socket to the daemon; requests carry an id, and replies are matched on `re`."""
 
-    def __init__(self, endpoint: str, timeout_s: float = 310.0):  # the daemon answers stream.* within 300 s
+    def __init__(self, endpoint: str, timeout_s: float = 310.0, watch: bool = False):
+        # the daemon answers stream.* within 300 s
         self.sock = zmq.Context.instance().socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)  # never hang at exit when the daemon is gone
+        # a direct endpoint is watched: a dead executor answers nothing, and its socket's disconnect says so at once
+        self.watch = self.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED) if watch else None
         self.sock.connect(endpoint)
-        self.timeout_ms = int(timeout_s * 1000)
+        self.endpoint, self.timeout_ms = endpoint, int(timeout_s * 1000)
+
+    def close(self) -> None:
+        if self.watch is not None:
+            self.sock.disable_monitor()
+            self.watch.close()
+        self.sock.close()
+
+    def _wait(self, op: str) -> None:
+        """Until a reply is there; raises on the timeout or, when watched, on the peer's going away."""
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        if self.watch is not None:
+            poller.register(self.watch, zmq.POLLIN)
+        ready = dict(poller.poll(self.timeout_ms))
+        if self.sock in ready:
+            return
+        if self.watch is not None and self.watch in ready:
+            self.watch.recv_multipart()  # [event + value, address]
+            raise DaemonError("not_found", f"the executor at {self.endpoint} went away; open a new session")
+        raise DaemonError("timeout", f"no reply to {op} in {self.timeout_ms / 1000:g} s (is seisd running?)")
 
     def call(self, op: str, args: dict[str, Any], arrays: list[np.ndarray] = ()) -> tuple[dict, list[np.ndarray]]:
         """Send [header, array frames...]; return (result, arrays) of the reply, or raise DaemonError."""
@@ -53,8 +80,7 @@ class Connection:
         header = {"v": 1, "id": rid, "op": op, "args": args, "arrays": descs}
         self.sock.send_multipart([json.dumps(header).encode()] + [np.ascontiguousarray(a) for a in arrays])
         while True:
-            if not self.sock.poll(self.timeout_ms):
-                raise DaemonError("timeout", f"no reply to {op} in {self.timeout_ms / 1000:g} s (is seisd running?)")
+            self._wait(op)
             frames = self.sock.recv_multipart()
             reply = json.loads(frames[0])
             if reply.get("re") == rid:
@@ -93,30 +119,36 @@ def session_id(conn: Connection, result: dict[str, Any], before: set[str]) -> st
     return new[0]
 
 
-def stream(conn: Connection, model: str, inlines: Iterator[np.ndarray], outputs: list[str]) -> dict[str, Any]:
+def stream(conn: Connection, model: str, inlines: Iterator[np.ndarray], outputs: list[str],
+           relay: bool = False) -> dict[str, Any]:
     """Open a session, apply it to every inline, close it; returns the measurements."""
     before = {s["session"] for s in conn.call("stream.list", {})[0]["sessions"]}
     # a key makes the open safe to send again after a timeout: the same key returns the same session
     opened, _ = conn.call("stream.open", {"model": model, "outputs": outputs, "key": uuid.uuid4().hex})
     sid = session_id(conn, opened, before)
     print(f"session {sid}: model {model}, classes {opened['classes']}, input {opened['input']}", file=sys.stderr)
+    # blocks to the executor's own endpoint when one is offered; open and close always go to the daemon
+    blocks = conn if relay or not opened.get("direct") else Connection(opened["direct"], watch=True)
     latencies, counts = [], None
     t0 = time.perf_counter()
     try:
         for section in inlines:
             block = section[None]  # one inline: [1, n_crosslines, n_samples]
             start = time.perf_counter()
-            result, arrays = conn.call("stream.apply", {"session": sid}, [block])
+            result, arrays = blocks.call("stream.apply", {"session": sid}, [block])
             latencies.append(time.perf_counter() - start)
             labels = dict(zip(result["outputs"], arrays))["labels"]
             # A host would now display or store the labels; here we only count them per class.
             hist = np.bincount(labels.ravel(), minlength=len(opened["classes"]))
             counts = hist if counts is None else counts + hist
     finally:
+        if blocks is not conn:
+            blocks.close()
         conn.call("stream.close", {"session": sid})
     seconds = time.perf_counter() - t0
     left = len(conn.call("stream.list", {})[0]["sessions"])
-    return {"model": model, "classes": opened["classes"], "blocks": len(latencies),
+    return {"model": model, "classes": opened["classes"], "path": "relay" if blocks is conn else "direct",
+            "blocks": len(latencies),
             "blocks_per_s": len(latencies) / seconds if seconds else None,
             "latency_ms_median": 1000 * statistics.median(latencies) if latencies else None,
             "latency_ms_max": 1000 * max(latencies) if latencies else None,
@@ -133,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shape", help="il,xl,samples of the --cache volume")
     ap.add_argument("--outputs", default="labels,confidence")
     ap.add_argument("--json", action="store_true", help="print the report as one JSON line")
+    ap.add_argument("--relay", action="store_true", help="send the blocks through the daemon even when the "
+                    "executor offers its direct endpoint")
     a = ap.parse_args(argv)
     if a.cache is not None and not a.shape:
         ap.error("--cache needs --shape il,xl,samples")
@@ -140,12 +174,12 @@ def main(argv: list[str] | None = None) -> int:
                inlines_of_cache(a.cache, tuple(int(n) for n in a.shape.split(","))))
     conn = Connection(control_endpoint(home_dir(a.home)))
     try:
-        report = stream(conn, a.model, inlines, a.outputs.split(","))
+        report = stream(conn, a.model, inlines, a.outputs.split(","), relay=a.relay)
     except DaemonError as exc:
         print(f"host_client: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(report) if a.json else
-          f"{report['blocks']} inlines, {report['blocks_per_s']:.1f} blocks/s, median latency "
+          f"{report['blocks']} inlines ({report['path']}), {report['blocks_per_s']:.1f} blocks/s, median latency "
           f"{report['latency_ms_median']:.1f} ms; class counts {report['class_counts']}")
     return 0
 

@@ -129,15 +129,23 @@ def test_several_sessions_at_once_and_closing(prepared) -> None:
 
 
 def test_host_client_streams_a_survey_cache(prepared) -> None:
+    """The reference host, both ways: blocks to the executor's direct endpoint (a local daemon offers it) and,
+    with --relay, through the daemon; the same class counts."""
     d, made = prepared
     cache = made["survey"].folder / "seismic.f32"
-    run = subprocess.run([sys.executable, str(ROOT / "tools" / "host_client.py"), "--home", str(d.home),
-                          "--model", "unet1", "--cache", str(cache), "--shape", "32,32,32", "--json"],
-                         capture_output=True, text=True, timeout=60)
-    assert run.returncode == 0, run.stderr
-    report = json.loads(run.stdout.strip().splitlines()[-1])
-    assert report["blocks"] == 32 and report["blocks_per_s"] > 0 and report["classes"]
-    assert report["open_sessions_after"] == 0
+    reports = []
+    for extra in ([], ["--relay"]):
+        run = subprocess.run([sys.executable, str(ROOT / "tools" / "host_client.py"), "--home", str(d.home),
+                              "--model", "unet1", "--cache", str(cache), "--shape", "32,32,32", "--json", *extra],
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stderr
+        reports.append(json.loads(run.stdout.strip().splitlines()[-1]))
+    direct, relayed = reports
+    assert direct["path"] == "direct" and relayed["path"] == "relay"
+    for report in reports:
+        assert report["blocks"] == 32 and report["blocks_per_s"] > 0 and report["classes"]
+        assert report["open_sessions_after"] == 0
+    assert direct["class_counts"] == relayed["class_counts"] and sum(direct["class_counts"]) == 32 ** 3
 
 
 def test_block_checks_name_what_was_expected(tmp_path: Path) -> None:
