@@ -175,11 +175,6 @@ class Executor:
         if self.streams is not None:
             self.streams.thread.start()
         self.io_thread.start()
-        # The libraries of the data jobs (numpy, h5py, segyio) while no job is running yet: 0.05-0.1 s that a fresh
-        # executor's first import job paid inside its own time (tools/bench_scale.py measures exactly that job).
-        # torch is left to the first job that needs it: an import job would wait for it, and not every executor
-        # starts one (tests start hundreds).
-        import workers.segy_import  # noqa: F401
         while True:
             msg = self.jobs.get()
             if msg is None:
