@@ -51,6 +51,10 @@ class Connection:
         self.watch = self.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED) if watch else None
         self.sock.connect(endpoint)
         self.endpoint, self.timeout_ms = endpoint, int(timeout_s * 1000)
+        self.poller = zmq.Poller()  # made once: every block waits on it
+        for s in (self.sock, self.watch):
+            if s is not None:
+                self.poller.register(s, zmq.POLLIN)
 
     def close(self) -> None:
         if self.watch is not None:
@@ -60,11 +64,7 @@ class Connection:
 
     def _wait(self, op: str) -> None:
         """Until a reply is there; raises on the timeout or, when watched, on the peer's going away."""
-        poller = zmq.Poller()
-        poller.register(self.sock, zmq.POLLIN)
-        if self.watch is not None:
-            poller.register(self.watch, zmq.POLLIN)
-        ready = dict(poller.poll(self.timeout_ms))
+        ready = dict(self.poller.poll(self.timeout_ms))
         if self.sock in ready:
             return
         if self.watch is not None and self.watch in ready:

@@ -86,22 +86,20 @@ MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux >= 5.14; P
 
 def _mapping(path: Path, end: int) -> tuple[BinaryIO, mmap.mmap] | None:
     """The open file and its whole mapping (read-only), or None where mapping or populating it is not possible
-    here (the caller then reads). The mapping lives as long as the record views taken from it; the file is kept
-    open to see its size after each populate."""
+    here (an empty file, no mmap, no populate: the caller then reads). The mapping lives as long as the record
+    views taken from it; the file is kept open to see its size after each populate."""
     if not hasattr(mmap.mmap, "madvise"):
         return None
     try:
         fh = open_regular(path)
     except UnreadableFile:
         return None  # the read path names the problem
-    try:
-        if os.fstat(fh.fileno()).st_size < end:
-            raise ValueError("short")  # the read path names where the file ends
+    try:  # a file shorter than `end` is mapped too: the block loop names the trace where it ends
         view = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
         view.madvise(MADV_POPULATE_READ, 0, min(end, mmap.PAGESIZE))
     except (OSError, ValueError):
         fh.close()
-        return None  # no mmap (some FUSE files), no populate (EINVAL before Linux 5.14): read instead
+        return None  # empty, no mmap (some FUSE files), no populate (EINVAL before Linux 5.14): read instead
     return fh, view
 
 

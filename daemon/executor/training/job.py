@@ -131,8 +131,8 @@ def run_train_job(spec: TrainSpec, ctx: Any) -> dict[str, Any]:
 
 
 def _run(spec: TrainSpec, ctx: Any) -> dict[str, Any]:
-    teacher_done = spec.distill.enabled and distill.finished_teacher(ctx.job_dir) is not None
-    spec = spec.model_copy(update={"train": resume_config(spec.train, ctx, finished=teacher_done)})
+    teacher = distill.finished_teacher(ctx.job_dir) if spec.distill.enabled else None  # an earlier attempt's
+    spec = spec.model_copy(update={"train": resume_config(spec.train, ctx, finished=teacher is not None)})
     d, cfg = spec.data, spec.train
     n_classes = _n_classes(ctx.home, d)
     torch.manual_seed(cfg.seed)  # the model's initial weights are part of a reproducible run
@@ -145,7 +145,7 @@ def _run(spec: TrainSpec, ctx: Any) -> dict[str, Any]:
     how = SliceInput(kind, tuple(d.crop.size), d.crop.orientation,
                      tuple((v["mean"], v["std"]) for v in data.normalisation["volumes"]), d.context)
     if spec.distill.enabled:
-        return _distilled(spec, ctx, model, data, how, n_workers)
+        return _distilled(spec, ctx, model, data, how, n_workers, teacher)
     result, pool_stats = _train_stage(spec, ctx, model, data, how, n_workers)
     out = _write_model(spec, ctx, model.cpu(), data, how, result)
     return _result(spec, result, out, data, pool_stats, n_workers)
@@ -194,10 +194,10 @@ def _train_stage(spec: TrainSpec, ctx: Any, model: torch.nn.Module, data: TrainD
 
 
 def _distilled(spec: TrainSpec, ctx: Any, teacher: torch.nn.Module, data: TrainData, how: SliceInput,
-               n_workers: int) -> dict[str, Any]:
-    """The teacher's run (or the one an earlier attempt finished), its prediction of the survey as pseudo labels,
-    and the student's run on them; the student is the job's model (daemon/executor/training/distill.py)."""
-    teacher_figures = distill.finished_teacher(ctx.job_dir)
+               n_workers: int, teacher_figures: dict[str, Any] | None) -> dict[str, Any]:
+    """The teacher's run (or the one an earlier attempt finished: `teacher_figures`), its prediction of the survey
+    as pseudo labels, and the student's run on them; the student is the job's model
+    (daemon/executor/training/distill.py)."""
     if teacher_figures is not None:
         ctx.log.info("distilling: the teacher was trained by an earlier attempt (%s); not trained again",
                      distill.teacher_file(ctx.job_dir))
