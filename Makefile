@@ -21,8 +21,11 @@ install: $(STAMP)
 demo: install
 	$(PY) tools/demo.py $(DEMO_ARGS)
 
+# two workers (pytest-xdist): most of the suite waits on daemons, sockets and child processes, not on the CPU;
+# tests/conftest.py keeps each module on one worker and the Ray modules together. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest -q $(TEST_ARGS)
+	$(PY) -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS)) $(TEST_ARGS)
 
 bench: install
 	@for b in tools/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -15,3 +15,20 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"third-party test data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: without xdist it is never called
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """`make test` runs the suite on TEST_WORKERS pytest-xdist workers. This scheduler gives a worker whole test
+    modules, so a module's module-scoped daemon starts once, and all the modules that start Ray (test_ray_*.py) to
+    one worker, so there is never more than one Ray instance on the machine. (xdist's own `--dist loadgroup` does
+    not group with pytest 9: the marks never reach its scheduler.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "ray" if Path(module).name.startswith("test_ray_") else module
+
+    return ModuleScheduling(config, log)
