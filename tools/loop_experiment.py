@@ -171,10 +171,10 @@ def write_ceiling(folder: Path, s: Any, names: list[str], inlines: list[int]) ->
 def table(runs: list[dict[str, Any]], rounds: int) -> str:
     head = ["seed", "arm", "round 0"] + [f"round {r}" for r in range(1, rounds + 1)] + ["ceiling"]
     rows = []
-    for arm in ARMS:
+    for arm in ARMS if rounds else ("-",):  # no rounds: both arms would be the same row
         for run in runs:
             rows.append([str(run["seed"]), arm, f"{run['round0']['pixel']:.3f}"] +
-                        [f"{a['pixel']:.3f}" for a in run[arm]] + [f"{run['ceiling']['pixel']:.3f}"])
+                        [f"{a['pixel']:.3f}" for a in run.get(arm, [])] + [f"{run['ceiling']['pixel']:.3f}"])
         rows.append(["mean", arm, f"{np.mean([r['round0']['pixel'] for r in runs]):.3f}"] +
                     [f"{np.mean([r[arm][k]['pixel'] for r in runs]):.3f}" for k in range(rounds)] +
                     [f"{np.mean([r['ceiling']['pixel'] for r in runs]):.3f}"])
