@@ -17,7 +17,6 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-
 @pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: without xdist it is never called
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     """`make test` runs the suite on TEST_WORKERS pytest-xdist workers. This scheduler gives a worker whole test

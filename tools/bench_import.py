@@ -71,13 +71,14 @@ SETTLE_S = 4.0  # longer than a VM guest's free page reporting delay (2 s in Lin
 
 
 def settled_cold(path: Path, rest: float = SETTLE_S) -> None:
-    """evict() and then wait ``rest`` seconds, so that what follows starts from the same state of free memory whatever ran
-    before it. NOTE [first touch on a VM]: on a VM whose guest reports free memory to its host (virtio-balloon
-    free page reporting, this project's Firecracker machine), memory the guest freed a few seconds earlier costs a
-    host page fault at its next first touch: 1.1 GB of new pages took 1.3-2.5 s of kernel time after 5 s of rest
-    and 0.10 s when touched again at once (2026-12-02). A step that runs right after an eviction reuses the pages
-    just freed and pays nothing; one that runs seconds later pays for every page it fills (the read's page cache,
-    the import's output). Comparing the two without the same rest measures the host, not the code."""
+    """evict() and then wait ``rest`` seconds, so that what follows starts from the same state of free memory
+    whatever ran before it. NOTE [first touch on a VM]: on a VM whose guest reports free memory to its host
+    (virtio-balloon free page reporting, this project's Firecracker machine), memory the guest freed a few seconds
+    earlier costs a host page fault at its next first touch: 1.1 GB of new pages took 1.3-2.5 s of kernel time
+    after 5 s of rest and 0.10 s when touched again at once (2026-12-02). A step that runs right after an eviction
+    reuses the pages just freed and pays nothing; one that runs seconds later pays for every page it fills (the
+    read's page cache, the import's output). Comparing the two without the same rest measures the host, not the
+    code."""
     evict(path)
     time.sleep(rest)
 

@@ -61,8 +61,7 @@ def short_tmp() -> Iterator[Path]:
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_the_daemon_binds_where_the_spec_says(short_tmp: Path, case: str) -> None:
-    tmp_path = short_tmp
-    d = Daemon(CASES[case](tmp_path), log=tmp_path / "seisd.out")
+    d = Daemon(CASES[case](short_tmp), log=short_tmp / "seisd.out")
     try:
         status = d.start(executors=False)
         assert status["home"] == str(d.home)
