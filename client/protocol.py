@@ -137,9 +137,9 @@ _op("models.info", "One model: architecture, classes, input specification, norma
 _op("models.rm", "Remove a model file; refused (conflict) while a queued or running job uses it. Result: {removed}.",
     name="string")
 _op("stream.open", "Open a streaming-apply session: a model (by name, in the home's models/) is loaded in an "
-    "executor and kept warm for blocks. outputs: any of labels, probabilities, confidence (default labels); "
-    "device: auto | cpu | cuda | cuda:N; options: tile, overlap, stride, orientation. Result: {session, model, "
-    "classes, input, outputs, device, batch_size, direct?} (direct: the executor's endpoint for this session's "
+    "executor and kept warm for blocks. outputs: any of labels, probabilities, confidence, disagreement (default "
+    "labels); device: auto | cpu | cuda | cuda:N; options: tile, overlap, stride, orientation. Result: {session, "
+    "model, classes, input, outputs, device, batch_size, direct?} (direct: the executor's endpoint for this session's "
     "stream.apply, offered to ipc clients). key: the same key while its session is open returns that "
     "session instead of loading the model again.", model="string", outputs="array?", batch_size="int?",
     device="string?", options="object?", key="string?")

@@ -2,12 +2,13 @@
 
     python tools/loop_experiment.py [--seeds 2] [--rounds 2] [--first-seed 100] [--full] [--shape I X S]
                                     [--epochs N] [--retrain-epochs N] [--config FILE] [--family varied]
+                                    [--measure auto|confidence|disagreement|both]
 
 For each survey (tools/synth.py, the varied family unless --family says otherwise, seeds first-seed .. first-seed +
 seeds - 1) in a real seisd of a temporary home:
 the usual picks (part of the middle inline) are imported and the job trained (round 0). Then, for R rounds, each of
 two arms adds picks of one line and retrains: the "suggested" arm picks the region of the line `suggest` ranks first
-on its last model's prediction, the "random" arm a region of the same size on a line drawn at random (an inline or a
+on its last model's prediction (by --measure), the "random" arm a region of the same size on a line drawn at random (an inline or a
 crossline, seeded). A round's picks are what a human would pick there: every sample of as many traces as the
 first round's picks hold (labels from the generator's truth), imported with `picks.add`; the model is retrained
 with `train.mode: resume` from the arm's last model (a few epochs), predicted, and scored over the whole cube
@@ -69,8 +70,9 @@ def train_job(args: argparse.Namespace, output: str, survey: str, picks: str, st
 
 
 def score(client: Any, model: str, survey: str) -> dict[str, float]:
+    """Whole-cube accuracy of the model's prediction, which keeps the outputs `suggest` reads."""
     r = _ok(client, {"kind": "predict", "model": model, "survey": survey, "truth": "truth", "overwrite": True,
-                     "figures": {"enabled": False}})
+                     "outputs": ["labels", "confidence", "disagreement"], "figures": {"enabled": False}})
     return {"pixel": round(r["scores"]["pixel_accuracy"], 4), "class": round(r["scores"]["mean_class_accuracy"], 4)}
 
 
@@ -126,7 +128,8 @@ def one_seed(client: Any, work: Path, seed: int, args: argparse.Namespace) -> di
         for r in range(1, args.rounds + 1):
             if arm == "suggested":
                 row = _ok(client, {"kind": "suggest", "model": last, "survey": survey, "lines": 1,
-                                   "region": min(1.0, width / nx), "region_samples": 1.0})["suggestions"][0]
+                                   "measure": args.measure, "region": min(1.0, width / nx),
+                                   "region_samples": 1.0})["suggestions"][0]
                 kind, index, traces = row["kind"], row["index"], tuple(row["trace_indices"])
             else:
                 kind = ("inline", "crossline")[int(rng.integers(2))]
@@ -195,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--retrain-epochs", type=int, default=3, help="epochs of each retrain (resume mode)")
     ap.add_argument("--config", type=Path, default=None, help="a train job file instead of " + str(CONFIG.name))
     ap.add_argument("--family", choices=synth.FAMILIES, default="varied", help="survey family (default varied)")
+    ap.add_argument("--measure", choices=["auto", "confidence", "disagreement", "both"], default="auto",
+                    help="what `suggest` ranks lines by (default auto: confidence and disagreement)")
     args = ap.parse_args(argv)
     args.shape = args.shape or ([256, 256, 128] if args.full else [64, 64, 64])
     runs = []
@@ -206,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     mean = {arm: [round(float(np.mean([r[arm][k]["pixel"] for r in runs])), 4) for k in range(args.rounds)]
             for arm in ARMS}
     doc = {"family": args.family, "shape": args.shape, "rounds": args.rounds, "seeds": [r["seed"] for r in runs],
-           "full": args.full,
+           "full": args.full, "measure": args.measure,
            "retrain_epochs": args.retrain_epochs, "runs": runs, "mean_pixel": mean,
            "mean_round0_pixel": round(float(np.mean([r["round0"]["pixel"] for r in runs])), 4),
            "mean_ceiling_pixel": round(float(np.mean([r["ceiling"]["pixel"] for r in runs])), 4)}

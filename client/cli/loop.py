@@ -36,9 +36,12 @@ def run_quietly(a: argparse.Namespace, out: Out, job: dict[str, Any]) -> tuple[i
 @command
 class Suggest(Command):
     """Submits a `suggest` job (docs/loop.md): after `seisctl predict MODEL SURVEY`, the lines (inlines and
-    crosslines) where the model's prediction is least sure, ranked by the mean of 1 - confidence (top-1 minus top-2
-    probability) over each line's most uncertain region (`--region`: its share of the line's traces, default 0.4;
-    `--region-samples`: of its samples, default 0.5). `--lines` how many (default 5); `--spacing` the fewest lines
+    crosslines) where the model's prediction is least sure, ranked by the mean uncertainty over each line's most
+    uncertain region (`--region`: its share of the line's traces, default 0.4; `--region-samples`: of its samples,
+    default 0.5). `--measure`: what uncertainty is: `confidence` (1 - top-1 minus top-2 probability),
+    `disagreement` (between the views the prediction blended: ensemble members, orientations; needs a prediction
+    made with `--outputs labels,confidence,disagreement`), `both` (their mean), `auto` (the default: both when the
+    prediction has the disagreement, else confidence). `--lines` how many (default 5); `--spacing` the fewest lines
     between two suggestions of one kind (default 1/16 of the survey's lines); `--kind inline|crossline` one kind
     only; `--prediction` another prediction than `MODEL-SURVEY`. Without a finished prediction it names the
     `seisctl predict` to run. Prints the table (rank, line, score, the region in the survey's numbering and times)
@@ -50,7 +53,7 @@ class Suggest(Command):
     runs_job = True
     keys = {"model": "MODEL", "survey": "SURVEY", "prediction": "--prediction {}", "lines": "--lines {}",
             "spacing": "--spacing {}", "region": "--region {}", "region_samples": "--region-samples {}",
-            "kinds": "--kind {}"}
+            "kinds": "--kind {}", "measure": "--measure {}"}
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("model")
@@ -61,11 +64,13 @@ class Suggest(Command):
         p.add_argument("--region", type=float, help="the region's share of a line's traces (default 0.4)")
         p.add_argument("--region-samples", type=float, help="the region's share of a line's samples (default 0.5)")
         p.add_argument("--kind", choices=["inline", "crossline"], help="suggest lines of this kind only")
+        p.add_argument("--measure", choices=["auto", "confidence", "disagreement", "both"],
+                       help="what ranks the lines (default auto: both when the prediction has a disagreement output)")
 
     def run(self, a: argparse.Namespace, out: Out) -> int:
         job = {"kind": "suggest", "model": a.model, "survey": a.survey, **given(
             prediction=a.prediction, lines=a.lines, spacing=a.spacing, region=a.region,
-            region_samples=a.region_samples, kinds=[a.kind] if a.kind else None)}
+            region_samples=a.region_samples, kinds=[a.kind] if a.kind else None, measure=a.measure)}
         code, r = run_quietly(a, out, job)
         if r is not None:
             out.emit(r, lambda: _print_suggestions(r))
@@ -78,7 +83,7 @@ def _print_suggestions(r: dict[str, Any]) -> None:
            [[s["rank"], f"{s['kind']} {s['line']}", f"{s['score']:.3f}", f"{s['line_mean']:.3f}",
              f"{s['across']}s {s['from']}-{s['to']}", f"{s['time_from']:g}-{s['time_to']:g}"]
             for s in r["suggestions"]])
-    print(f"score: mean of 1 - confidence over the region (0 sure, 1 a tie); whole survey {r['mean_uncertainty']:.3f}")
+    print(f"score: {r['measure_text']} (0 sure); whole survey {r['mean_uncertainty']:.3f}")
     for kind, path in r["files"].items():
         print(f"{kind:<5} {path}")
 

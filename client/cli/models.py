@@ -38,8 +38,8 @@ class Predict(Command):
         p.add_argument("model", help="model name (seisctl models list)")
         p.add_argument("survey", help="survey name")
         p.add_argument("--name", help="output name: predictions/NAME (default: MODEL-SURVEY)")
-        p.add_argument("--outputs", help="comma-separated: labels, probabilities, confidence (default "
-                       "labels,confidence)")
+        p.add_argument("--outputs", help="comma-separated: labels, probabilities, confidence, disagreement "
+                       "(default labels,confidence)")
         p.add_argument("--format", choices=["segy", "hdf5", "both"])
         p.add_argument("--truth", metavar="VOLUME", help="a label volume of the survey to score against")
         p.add_argument("--figure-inline", type=int, action="append", metavar="N", help="inline number to draw "

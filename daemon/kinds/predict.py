@@ -19,7 +19,7 @@ from daemon.kinds.data import DEFAULT_VOLUME, NAME, name_problem
 from daemon.kinds.registry import CheckContext, JobKind, JobSpec, TaskResources, register
 from daemon.kinds.schema import Section
 
-OutputName = Literal["labels", "probabilities", "confidence"]  # what a model's application can write
+OutputName = Literal["labels", "probabilities", "confidence", "disagreement"]  # what a model's application can write
 OUTPUT_NAMES: tuple[str, ...] = get_args(OutputName)  # in that order (predict jobs, streaming, the apply engine)
 
 

@@ -3,7 +3,8 @@ sure, ranked, drawn and written beside the prediction (docs/loop.md).
 
 The spec and its submit-time check are torch-free (the daemon's main process); the runner, in an executor, is
 daemon.executor.runners.suggest.run_suggest_job. It reads the prediction's confidence (top-1 minus top-2
-probability) and labels, and writes predictions/<prediction>/suggest/suggestions.{json,csv,png}.
+probability) and, when the prediction has it, its disagreement (between ensemble members and orientations), and its
+labels, and writes predictions/<prediction>/suggest/suggestions.{json,csv,png}.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pydantic import Field, model_validator
 
 from daemon.common.home import model_file, prediction_folder, survey_folder
 from daemon.kinds.data import NAME, name_problem
-from daemon.kinds.predict import default_output
+from daemon.kinds.predict import OUTPUT_NAMES, default_output
 from daemon.kinds.registry import CheckContext, JobKind, JobSpec, register
 
 SUGGEST_FOLDER = "suggest"  # predictions/<prediction>/suggest/: the files a suggest job leaves
@@ -34,6 +35,10 @@ class SuggestSpec(JobSpec):
     region_samples: float = Field(0.5, gt=0, le=1, description="the region's share of a line's samples")
     kinds: list[Literal["inline", "crossline"]] = Field(default_factory=lambda: ["inline", "crossline"],
                                                         min_length=1, description="which kinds of line to suggest")
+    measure: Literal["auto", "confidence", "disagreement", "both"] = Field(
+        "auto", description="what ranks the lines: 1 - confidence (top-1 minus top-2 probability), the "
+        "disagreement between the views the prediction blended (ensemble members, orientations), or the mean of "
+        "the two; auto: both when the prediction holds a disagreement output, else confidence")
 
     @model_validator(mode="after")
     def _default_prediction(self) -> "SuggestSpec":
@@ -71,11 +76,18 @@ def check_suggest(spec: SuggestSpec, ctx: CheckContext) -> list[str]:
         return [f"prediction: {spec.prediction!r} was made by model {summary.get('model')!r} on survey "
                 f"{summary.get('survey')!r}, not {spec.model!r} on {spec.survey!r}; run `{run}`"]
     paths = summary.get("paths") or {}
-    if not ({"confidence", "labels"} <= set(paths) or "hdf5" in paths):
-        return [f"prediction: {spec.prediction!r} holds no confidence or no labels (its outputs: "
-                f"{', '.join(summary.get('paths') or {}) or 'none'}); run `{run} --outputs labels,confidence "
-                "--overwrite`"]
+    needs = [o for o in OUTPUT_NAMES if o in {"labels", "confidence"} | MEASURE_OUTPUTS[spec.measure]]
+    if "hdf5" in paths:  # one file: which datasets it holds is known when the runner opens it
+        return []
+    if missing := [o for o in needs if o not in paths]:
+        return [f"prediction: {spec.prediction!r} holds no {' or no '.join(missing)} (its outputs: "
+                f"{', '.join(paths) or 'none'}); run `{run} --outputs {','.join(needs)} --overwrite`"]
     return []
+
+
+# the prediction outputs a measure reads besides labels and confidence (auto: disagreement when it is there)
+MEASURE_OUTPUTS = {"auto": set(), "confidence": set(), "disagreement": {"disagreement"},
+                   "both": {"disagreement"}}
 
 
 register(JobKind(name="suggest", spec=SuggestSpec, runner="daemon.executor.runners.suggest:run_suggest_job",

@@ -80,6 +80,43 @@ def test_both_orientations_average_the_inline_and_crossline_answers(tmp_path, vo
     np.testing.assert_allclose(runs["both"], (runs["inline"] + runs["crossline"]) / 2, atol=2e-6)
 
 
+def _bald(views: list[np.ndarray]) -> np.ndarray:
+    """Disagreement of probability volumes [n_classes, ...] computed here: entropy of their mean minus their mean
+    entropy, over log(n_classes)."""
+    h = lambda p: -(p * np.log(np.clip(p, 1e-12, None))).sum(0)  # noqa: E731
+    return (h(np.mean(views, axis=0)) - np.mean([h(v) for v in views], axis=0)) / np.log(views[0].shape[0])
+
+
+def test_disagreement_is_the_mutual_information_of_the_members_and_orientations(tmp_path, volumes) -> None:
+    """An ensemble of two different 3x3 convolutions, applied both ways on whole sections: four views per voxel
+    (two members x two orientations). Each member applied alone in each orientation gives the views' probabilities;
+    the disagreement output must be their mutual information, and the other outputs those of a run without it."""
+    from daemon.executor.models.ensemble import Ensemble
+
+    seeds = iter([11, 12])
+
+    def member() -> torch.nn.Module:
+        torch.manual_seed(next(seeds))
+        return torch.nn.Conv2d(2, 4, 3, padding=1)
+
+    model = Ensemble(member, 2)
+    kw = dict(tile=(32, 32), overlap=0, normalisation=MEANS_STDS, chunk_inlines=4, device="cpu")
+    views = [load_outputs(predict_volume(m, volumes, out_dir=tmp_path / f"m{k}{o}", orientation=o, **kw))
+             ["probabilities"] for k, m in enumerate(model.members) for o in ("inline", "crossline")]
+    with_it = load_outputs(predict_volume(model, volumes, out_dir=tmp_path / "with", orientation="both",
+                                          outputs=["labels", "probabilities", "confidence", "disagreement"], **kw))
+    without = load_outputs(predict_volume(model, volumes, out_dir=tmp_path / "without", orientation="both",
+                                          outputs=["labels", "probabilities", "confidence"], **kw))
+    expected = _bald([np.asarray(v) for v in views])
+    assert expected.mean() > 0.01 and expected.std() > 0.005  # the views do disagree, by varying amounts
+    np.testing.assert_allclose(with_it["disagreement"], expected, atol=2e-5)
+    np.testing.assert_allclose(with_it["probabilities"], without["probabilities"], atol=1e-6)
+    np.testing.assert_allclose(with_it["confidence"], without["confidence"], atol=2e-6)
+    assert np.array_equal(with_it["labels"], without["labels"])
+    single = apply_block(model.members[0], volumes, outputs=["disagreement"], orientation="inline", **kw)
+    assert single["disagreement"].max() < 1e-5  # one view: nothing to disagree with
+
+
 @pytest.mark.parametrize("crop, orientation", [((7, 9), "inline"), ((6, 8), "crossline"), ((5, 5), "both"),
                                                ((3, 5, 4), "inline")])
 def test_patch_crops_on_every_voxel_give_the_pointwise_answer(volumes, crop, orientation) -> None:

@@ -9,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
@@ -147,6 +148,33 @@ def test_suggest_names_lines_inside_the_survey_the_same_twice(loop_home) -> None
     human = seisctl(d.home, "suggest", "base", "demo", "--lines", "4")
     top = first["suggestions"][0]
     assert f"{top['kind']} {top['line']}" in human.stdout and first["files"]["csv"] in human.stdout
+
+
+def test_suggest_ranks_by_the_disagreement_a_prediction_holds(loop_home) -> None:
+    """--measure disagreement needs a prediction with that output (refused by name otherwise); with one made both
+    ways (two views per voxel), it ranks by it, the same twice, and auto then uses both measures."""
+    d, s, tmp = loop_home
+    if not (d.home / "models" / "base.h5").is_file():
+        pytest.skip("needs the model of test_a_resume_on_a_grown_set_continues_from_the_model")
+    seisctl_json(d.home, "predict", "base", "demo", "--name", "plain", "--no-figures")
+    r = seisctl(d.home, "suggest", "base", "demo", "--prediction", "plain", "--measure", "disagreement")
+    assert r.returncode == 2 and "--outputs labels,confidence,disagreement" in r.stderr, r.stderr
+    seisctl_json(d.home, "predict", "base", "demo", "--name", "views", "--orientation", "both", "--no-figures",
+                 "--outputs", "labels,confidence,disagreement", "--format", "both")
+    first = seisctl_json(d.home, "suggest", "base", "demo", "--prediction", "views", "--measure", "disagreement")
+    again = seisctl_json(d.home, "suggest", "base", "demo", "--prediction", "views", "--measure", "disagreement")
+    assert first["suggestions"] == again["suggestions"] and first["measure"] == "disagreement"
+    with h5py.File(d.home / "predictions" / "views" / "prediction.h5", "r") as f:
+        dis, conf = f["disagreement"][...], f["confidence"][...]
+    assert 0 < dis.max() <= 1 and dis.min() >= 0
+    assert first["mean_uncertainty"] == pytest.approx(dis.mean(), abs=1e-4)
+    assert [r["score"] for r in first["suggestions"]] == sorted((r["score"] for r in first["suggestions"]),
+                                                                reverse=True)
+    auto = seisctl_json(d.home, "suggest", "base", "demo", "--prediction", "views")
+    assert auto["measure"] == "both"
+    assert auto["mean_uncertainty"] == pytest.approx(((1 - conf).mean() + dis.mean()) / 2, abs=1e-4)
+    human = seisctl(d.home, "suggest", "base", "demo", "--prediction", "views", "--measure", "disagreement")
+    assert "disagreement between the views" in human.stdout, human.stdout
 
 
 def test_models_compare_prints_both_models_per_class_metrics(loop_home) -> None:

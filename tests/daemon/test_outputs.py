@@ -61,15 +61,18 @@ def test_segy_export_keeps_the_source_geometry(tmp_path, shared_data) -> None:
     torch.manual_seed(0)
     stats = survey.stats("seismic")
     result = predict_volume(torch.nn.Conv2d(1, 3, 1), survey.volume("seismic"), out_dir=tmp_path / "pred",
-                            tile=(16, 32), normalisation=(stats["mean"], stats["std"]), device="cpu")
+                            tile=(16, 32), normalisation=(stats["mean"], stats["std"]), device="cpu",
+                            outputs=["labels", "probabilities", "confidence", "disagreement"])
     arrays = load_outputs(result)
     paths = write_segy(survey, tmp_path / "sgy", arrays, class_names=["a", "b", "c"])
-    assert set(paths) == {"labels", "confidence", "probability_a", "probability_b", "probability_c"}
+    assert set(paths) == {"labels", "confidence", "disagreement", "probability_a", "probability_b", "probability_c"}
     with segyio.open(paths["labels"]) as f:
         assert list(f.ilines) == list(survey.inlines) and list(f.xlines) == list(survey.crosslines)
         assert np.array_equal(segyio.tools.cube(f).astype(np.int64), arrays["labels"].astype(np.int64))
     with segyio.open(paths["probability_b"]) as f:
         np.testing.assert_allclose(segyio.tools.cube(f), arrays["probabilities"][1], atol=1e-6)
+    with segyio.open(paths["disagreement"]) as f:
+        assert int(f.format) == 5 and np.array_equal(segyio.tools.cube(f), arrays["disagreement"])
 
 
 def test_progress_record_round_trips_and_refuses_a_damaged_file(tmp_path) -> None:

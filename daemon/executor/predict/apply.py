@@ -2,7 +2,8 @@
 
 Both paths run chunk by chunk along the inline axis. For each chunk [i0, i1) the engine evaluates every tile
 (or crop grid point) that touches it, blends the softmax probabilities into the chunk's accumulators, and
-hands normalised probabilities, labels (argmax, uint8) and confidence (top-1 minus top-2) to a sink. The
+hands normalised probabilities, labels (argmax, uint8), confidence (top-1 minus top-2) and, when asked,
+disagreement (between the views blended: ensemble members, orientations, overlapping tiles) to a sink. The
 whole-volume sink writes them into .npy memmaps under out_dir and only then records the chunk as done in
 progress.json (atomic), so an interrupted job resumes at the next chunk; the in-memory sink (apply_block, used
 for streaming) fills arrays. A chunk's numbers depend only on the chunk, the settings and the batch size, so a
@@ -19,11 +20,13 @@ import numpy as np
 import torch
 
 from daemon.executor.predict.outputs import ProgressRecord, done_chunks, model_fingerprint
-from daemon.executor.predict.engine import _Engine, _engine, _finish, _layout_mark, fast_layout  # noqa: F401
+from daemon.executor.predict.engine import (_Engine, _engine, _finish, _layout_mark, disagreement,  # noqa: F401
+                                            fast_layout)
 from daemon.executor.predict.spec import (ApplySpec, PredictError, auto_batch_size, make_spec,  # noqa: F401
                                           resolve_device, _auto_chunk)
 from daemon.kinds.predict import OUTPUT_NAMES
 
+PLAIN_OUTPUTS = ("labels", "probabilities", "confidence")  # the default: disagreement costs a channel, on request
 FINISH_VOXELS = 1 << 22  # voxels turned into labels and confidence at a time (a few F3 inlines)
 
 ProgressCallback = Callable[[float, float | None, str], None]
@@ -84,7 +87,8 @@ def _sizes(engine: _Engine, n_classes: int, batch_size: int | str, chunk_inlines
         spec = engine.spec
         deep = spec.kind == "fcn" and (len(spec.tile) == 3 or spec.orientation != "inline")
         depth = spec.tile[0] if deep else 1
-        chunk_inlines = _auto_chunk(engine.reader.shape, n_classes, engine.reader.n_channels, 2 * depth)
+        chunk_inlines = _auto_chunk(engine.reader.shape, n_classes + int(engine.views_entropy),
+                                    engine.reader.n_channels, 2 * depth)
     if int(chunk_inlines) < 1:
         raise PredictError(f"chunk_inlines must be >= 1, got {chunk_inlines}")
     return batch, int(chunk_inlines)
@@ -92,9 +96,10 @@ def _sizes(engine: _Engine, n_classes: int, batch_size: int | str, chunk_inlines
 
 def _open_outputs(out_dir: Path, outputs: tuple[str, ...], shape: tuple[int, ...], n_classes: int,
                   fresh: bool) -> dict[str, np.memmap]:
-    """The output memmaps: labels uint8 [ni,nx,ns], probabilities float32 [n_classes,ni,nx,ns], confidence."""
+    """The output memmaps: labels uint8 [ni,nx,ns], probabilities float32 [n_classes,ni,nx,ns], confidence and
+    disagreement float32 [ni,nx,ns]."""
     layout = {"labels": (np.uint8, shape), "probabilities": (np.float32, (n_classes,) + shape),
-              "confidence": (np.float32, shape)}
+              "confidence": (np.float32, shape), "disagreement": (np.float32, shape)}
     arrays = {}
     for name in outputs:
         dtype, full = layout[name]
@@ -104,6 +109,9 @@ def _open_outputs(out_dir: Path, outputs: tuple[str, ...], shape: tuple[int, ...
 
 
 def _write_chunk(arrays: dict, probs: torch.Tensor, i0: int, i1: int) -> None:
+    # With a disagreement output the engine's last channel is the views' mean entropy (engine.views_entropy).
+    views_entropy = probs[-1] if "disagreement" in arrays else None
+    probs = probs[:-1] if views_entropy is not None else probs
     if "probabilities" in arrays:
         arrays["probabilities"][:, i0:i1] = probs.numpy()
     # Labels and confidence a few inlines at a time: _finish's working arrays (four of one class's size) then stay
@@ -115,10 +123,13 @@ def _write_chunk(arrays: dict, probs: torch.Tensor, i0: int, i1: int) -> None:
             arrays["labels"][i0 + j:i0 + j + len(labels)] = labels
         if "confidence" in arrays:
             arrays["confidence"][i0 + j:i0 + j + len(labels)] = confidence
+        if views_entropy is not None:
+            arrays["disagreement"][i0 + j:i0 + j + len(labels)] = disagreement(probs[:, j:j + step],
+                                                                               views_entropy[j:j + step])
 
 
 def predict_volume(model: torch.nn.Module, volume, *, out_dir: str | Path, kind: str = "fcn",
-                   normalisation=None, outputs: Sequence[str] = OUTPUT_NAMES, tile: Sequence[int] | None = None,
+                   normalisation=None, outputs: Sequence[str] = PLAIN_OUTPUTS, tile: Sequence[int] | None = None,
                    overlap: int | Sequence[int] | None = None, orientation: str = "inline",
                    crop: Sequence[int] | None = None, stride: int = 1, batch_size: int | str = "auto",
                    device: str | torch.device = "auto", chunk_inlines: int | None = None,
@@ -143,6 +154,7 @@ def predict_volume(model: torch.nn.Module, volume, *, out_dir: str | Path, kind:
     volumes = _as_volumes(volume)
     chosen = _check_outputs(outputs)
     engine = _engine(model, volumes, device, kind, normalisation, tile, overlap, orientation, crop, stride)
+    engine.views_entropy = "disagreement" in chosen
     n_classes = engine.probe_classes(n_classes)
     shape = engine.reader.shape
     key = {"shape": list(shape), "n_classes": n_classes, "outputs": list(chosen),
@@ -210,7 +222,7 @@ def _batch_hook(clock: _ProgressClock, should_stop: StopCallback | None, base: i
 
 
 def apply_block(model: torch.nn.Module, block, *, kind: str = "fcn", normalisation=None,
-                outputs: Sequence[str] = OUTPUT_NAMES, tile: Sequence[int] | None = None,
+                outputs: Sequence[str] = PLAIN_OUTPUTS, tile: Sequence[int] | None = None,
                 overlap: int | Sequence[int] | None = None, orientation: str = "inline",
                 crop: Sequence[int] | None = None, stride: int = 1, batch_size: int | str = "auto",
                 device: str | torch.device = "auto", chunk_inlines: int | None = None,
@@ -225,11 +237,12 @@ def apply_block(model: torch.nn.Module, block, *, kind: str = "fcn", normalisati
     chosen = _check_outputs(outputs)
     mark = _layout_mark(model)
     engine = _engine(model, volumes, device, kind, normalisation, tile, overlap, orientation, crop, stride)
+    engine.views_entropy = "disagreement" in chosen
     n_classes = engine.probe_classes(n_classes)
     engine.batch_size, chunk = _sizes(engine, n_classes, batch_size, chunk_inlines)
     shape = engine.reader.shape
     arrays = {"labels": np.empty(shape, np.uint8), "probabilities": np.empty((n_classes,) + shape, np.float32),
-              "confidence": np.empty(shape, np.float32)}
+              "confidence": np.empty(shape, np.float32), "disagreement": np.empty(shape, np.float32)}
     arrays = {name: arrays[name] for name in chosen}
     for i0 in range(0, shape[0], chunk):
         i1 = min(i0 + chunk, shape[0])

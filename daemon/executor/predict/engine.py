@@ -9,6 +9,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from daemon.executor.models.ensemble import Ensemble
 from daemon.executor.predict.spec import ApplySpec, PredictError, make_spec, resolve_device
 from daemon.executor.predict.tiling import TilePlan, TilingError, VolumeReader, nearest_grid
 
@@ -24,6 +25,10 @@ class _Engine:
     n_classes: int | None = None   # when known: every batch's class count is checked against it
     on_batch: Callable[[float], None] = lambda fraction: None
     memory_format: torch.memory_format | None = None
+    # True: every forward pass returns one more channel after the classes, the mean entropy of the views (an
+    # ensemble's members, or the model alone); it blends like the probabilities, so that at the end a voxel's
+    # disagreement is the entropy of its blended probabilities minus that channel (disagreement()).
+    views_entropy: bool = False
     _windows: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -45,7 +50,9 @@ class _Engine:
         x = torch.as_tensor(batch).to(self.device, non_blocking=True)
         if self.memory_format is not None and x.dim() in (4, 5):
             x = x.contiguous(memory_format=self.memory_format)
-        logits = self.model(x)
+        members = self.model.members if self.views_entropy and isinstance(self.model, Ensemble) else None
+        member_logits = [m(x) for m in members] if members is not None else None
+        logits = member_logits[0] if member_logits is not None else self.model(x)
         expected = (x.shape[0], None) + (tuple(x.shape[2:]) if self.spec.kind == "fcn" else ())
         if logits.dim() != len(expected) or logits.shape[0] != x.shape[0] or tuple(logits.shape[2:]) != expected[2:]:
             raise PredictError(
@@ -57,7 +64,14 @@ class _Engine:
         if self.n_classes is not None and logits.shape[1] != self.n_classes:
             raise PredictError(f"the model returns {logits.shape[1]} class channels; its file names "
                                f"{self.n_classes} classes")
-        probs = torch.softmax(logits.float(), dim=1)
+        if member_logits is not None:  # the members' mean: what the ensemble's own forward returns the log of
+            views = torch.stack([torch.softmax(v.float(), dim=1) for v in member_logits])
+            probs = views.mean(dim=0)
+        else:
+            probs = torch.softmax(logits.float(), dim=1)
+            views = probs[None]
+        if self.views_entropy:
+            probs = torch.cat([probs, entropy(views, dim=2).mean(dim=0, keepdim=False).unsqueeze(1)], dim=1)
         # Back to plain C order: the blending slices tiles and strided views of a channels-last tensor are slow.
         return (probs.contiguous() if c_order else probs).cpu()
 
@@ -72,7 +86,7 @@ class _Engine:
                 first = self.reader.tile_input(self.plan.tiles[0], self.plan.input_shape)
             else:
                 first = np.zeros((self.reader.n_channels,) + self.spec.crop, dtype=np.float32)
-            return int(self.forward(first[None]).shape[1])
+            return int(self.forward(first[None]).shape[1]) - int(self.views_entropy)
 
     def chunk(self, i0: int, i1: int) -> torch.Tensor:
         """Blended probabilities [n_classes, i1 - i0, nx, ns] for inlines [i0, i1)."""
@@ -180,6 +194,20 @@ class _Engine:
         near_i = torch.from_numpy(grids[0][1][i0:i1] - g_lo)
         near_x, near_s = (torch.from_numpy(grids[a][1]) for a in (1, 2))
         return grid_probs[:, near_i][:, :, near_x][:, :, :, near_s]
+
+
+def entropy(probs: torch.Tensor, dim: int) -> torch.Tensor:
+    """Shannon entropy (nats) of probabilities along `dim`."""
+    return -(probs * torch.log(probs.clamp_min(1e-12))).sum(dim=dim)
+
+
+def disagreement(probs: torch.Tensor, views_entropy: torch.Tensor) -> np.ndarray:
+    """How much the views of a voxel disagree, 0..1: the entropy of the blended class probabilities [n_classes,
+    ...] minus the mean entropy of the views that were blended (the mutual information between the class and the
+    view, the BALD measure of active learning), divided by log(n_classes). 0 where every view gives the same
+    probabilities, however unsure; 1 where each view is certain of another class, classes shared evenly."""
+    mutual = entropy(probs, dim=0).sub_(views_entropy)
+    return mutual.div_(float(np.log(probs.shape[0]))).clamp_(0.0, 1.0).numpy()
 
 
 def _finish(probs: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:

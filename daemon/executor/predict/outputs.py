@@ -111,7 +111,7 @@ def _class_names(n_classes: int, class_names: Sequence[str] | None) -> list[str]
 def write_hdf5(path: str | Path, arrays: Mapping[str, np.ndarray], inlines: Sequence[int],
                crosslines: Sequence[int], samples: Sequence[float], class_names: Sequence[str] | None = None,
                attrs: Mapping[str, Any] | None = None) -> Path:
-    """Write labels / probabilities / confidence as HDF5 datasets with the survey's axes as attributes.
+    """Write labels / probabilities / confidence / disagreement as HDF5 datasets with the survey's axes as attributes.
 
     Datasets keep the volume layout [inline, crossline, sample] (probabilities [class, inline, crossline, sample]);
     each carries axis attributes so a reader needs no other file. Extra `attrs` (e.g. model name) go on the root.
@@ -139,8 +139,8 @@ def write_hdf5(path: str | Path, arrays: Mapping[str, np.ndarray], inlines: Sequ
 
 def write_segy(survey, out_dir: str | Path, arrays: Mapping[str, np.ndarray],
                class_names: Sequence[str] | None = None) -> dict[str, Path]:
-    """Write each output as SEG-Y with the survey's geometry and headers: labels int8 (format 8), confidence
-    and one file per class of probabilities float32 (format 5). Returns file paths by output name."""
+    """Write each output as SEG-Y with the survey's geometry and headers: labels int8 (format 8), confidence,
+    disagreement and one file per class of probabilities float32 (format 5). Returns file paths by output name."""
     try:
         from workers.segy_write import write_like_survey
     except ImportError as exc:
@@ -154,9 +154,10 @@ def write_segy(survey, out_dir: str | Path, arrays: Mapping[str, np.ndarray],
             raise OutputError("labels above 127 do not fit SEG-Y format 8 (int8); write HDF5 instead")
         paths["labels"] = out_dir / "labels.sgy"
         write_like_survey(survey, paths["labels"], arrays["labels"].view(np.int8), "int8")
-    if "confidence" in arrays:
-        paths["confidence"] = out_dir / "confidence.sgy"
-        write_like_survey(survey, paths["confidence"], arrays["confidence"], "float32")
+    for name in ("confidence", "disagreement"):
+        if name in arrays:
+            paths[name] = out_dir / f"{name}.sgy"
+            write_like_survey(survey, paths[name], arrays[name], "float32")
     if "probabilities" in arrays:
         probs = arrays["probabilities"]
         for k, name in enumerate(_class_names(probs.shape[0], class_names)):

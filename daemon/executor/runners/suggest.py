@@ -1,7 +1,10 @@
 """The `suggest` job's runner: rank the survey's lines by how unsure the model's prediction is on them.
 
-Uncertainty is 1 - confidence, confidence being the prediction's top-1 minus top-2 probability (0: a tie between
-two classes, 1: certain). The volume is reduced once, inline by inline, to mean uncertainty per trace and sample
+Uncertainty per voxel is one of three measures (the job's `measure`): 1 - confidence, confidence being the
+prediction's top-1 minus top-2 probability (0: a tie between two classes, 1: certain); the disagreement between the
+views the prediction blended (ensemble members, orientations; daemon/executor/predict/engine.py disagreement: 0 all
+alike, 1 each sure of another class), which a predict job writes when its outputs include `disagreement`; or the
+mean of the two. The volume is reduced once, inline by inline, to mean uncertainty per trace and sample
 block; on that grid each line (an inline: crosslines x sample blocks; a crossline: inlines x sample blocks) gets
 its most uncertain region, a window of `region` of its traces and `region_samples` of its samples, and the
 region's mean uncertainty is the line's score. Lines are ranked by score (ties: inlines first, lower index
@@ -13,7 +16,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -21,19 +24,27 @@ from daemon.common.home import prediction_folder, survey_folder
 from daemon.kinds.suggest import SUGGEST_FOLDER, SuggestSpec
 
 SAMPLE_BLOCKS = 32  # the sample axis is reduced to at most this many blocks
+MEASURES = {"confidence": "1 - confidence (top-1 minus top-2 probability)",
+            "disagreement": "disagreement between the views the prediction blended (members, orientations)",
+            "both": "the mean of 1 - confidence and the views' disagreement"}
 
 
 class PredictionVolumes:
-    """Labels and confidence of a finished prediction, read lazily inline by inline (HDF5 or SEG-Y)."""
+    """Labels, confidence and (when the prediction has it) disagreement of a finished prediction, read lazily
+    inline by inline (SEG-Y, else HDF5)."""
 
     def __init__(self, folder: Path, summary: dict[str, Any], survey: Any) -> None:
         paths = summary.get("paths") or {}
         self.shape = tuple(survey.shape)
         big = survey.source.get("endian", "big") == "big"
+        self.disagreement: Any = None
         if {"labels", "confidence"} <= set(paths):
             self.labels = _segy_memmap(Path(paths["labels"]), self.shape, np.dtype("i1"))
             self.confidence = _segy_memmap(Path(paths["confidence"]), self.shape,
                                            np.dtype(">f4" if big else "<f4"))
+            if "disagreement" in paths:
+                self.disagreement = _segy_memmap(Path(paths["disagreement"]), self.shape,
+                                                 np.dtype(">f4" if big else "<f4"))
         else:
             import h5py
 
@@ -42,6 +53,25 @@ class PredictionVolumes:
                 raise RuntimeError(f"{paths['hdf5']} holds no confidence or no labels; predict again with "
                                    "outputs labels and confidence")
             self.labels, self.confidence = h5["labels"], h5["confidence"]
+            self.disagreement = h5["disagreement"] if "disagreement" in h5 else None
+
+    def measure(self, wanted: str) -> str:
+        """The measure a suggest job ranks by: `wanted`, or for auto both when there is a disagreement volume."""
+        if wanted == "auto":
+            return "both" if self.disagreement is not None else "confidence"
+        if wanted != "confidence" and self.disagreement is None:
+            raise RuntimeError(f"measure {wanted!r} needs the prediction's disagreement output; predict again with "
+                               "outputs labels,confidence,disagreement")
+        return wanted
+
+    def uncertainty(self, measure: str, i: int) -> np.ndarray:
+        """Per-voxel uncertainty of inline i as float64 [nx, ns]: 0 sure, 1 most unsure."""
+        if measure == "disagreement":
+            return np.asarray(self.disagreement[i], dtype=np.float64)
+        u = 1.0 - np.asarray(self.confidence[i], dtype=np.float64)
+        if measure == "both":
+            u = (u + np.asarray(self.disagreement[i], dtype=np.float64)) / 2
+        return u
 
 
 def _segy_memmap(path: Path, shape: tuple[int, int, int], dtype: np.dtype) -> np.ndarray:
@@ -57,16 +87,16 @@ def _segy_memmap(path: Path, shape: tuple[int, int, int], dtype: np.dtype) -> np
     return traces["d"].reshape(ni, nx, ns)
 
 
-def uncertainty_grid(confidence: Any, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Mean 1 - confidence per (inline, crossline, sample block) as float64 [ni, nx, nb], and the blocks' first
-    sample indices (nb + 1 edges)."""
+def uncertainty_grid(inline: Callable[[int], np.ndarray], shape: tuple[int, int, int]
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Mean uncertainty per (inline, crossline, sample block) as float64 [ni, nx, nb], from `inline(i)` (one
+    inline's [nx, ns] uncertainty), and the blocks' first sample indices (nb + 1 edges)."""
     ni, nx, ns = shape
     nb = min(SAMPLE_BLOCKS, ns)
     edges = np.linspace(0, ns, nb + 1).round().astype(np.int64)
     grid = np.empty((ni, nx, nb), dtype=np.float64)
     for i in range(ni):
-        u = 1.0 - np.asarray(confidence[i], dtype=np.float64)
-        grid[i] = np.add.reduceat(u, edges[:-1], axis=1) / np.diff(edges)[None, :]
+        grid[i] = np.add.reduceat(inline(i), edges[:-1], axis=1) / np.diff(edges)[None, :]
     return grid, edges
 
 
@@ -133,17 +163,18 @@ def run_suggest_job(spec: SuggestSpec, ctx: Any) -> dict[str, Any]:
     folder = prediction_folder(ctx.home, spec.prediction)
     summary = json.loads((folder / "summary.json").read_text())
     volumes = PredictionVolumes(folder, summary, survey)
-    ctx.progress(0.05, "reading the confidence")
-    grid, edges = uncertainty_grid(volumes.confidence, survey.shape)
+    measure = volumes.measure(spec.measure)
+    ctx.progress(0.05, f"reading the prediction's {MEASURES[measure]}")
+    grid, edges = uncertainty_grid(lambda i: volumes.uncertainty(measure, i), survey.shape)
     ctx.check_cancel()
     ctx.progress(0.6, "ranking lines")
     rows = described(rank_lines(grid, edges, spec), survey)
     out = folder / SUGGEST_FOLDER
     out.mkdir(exist_ok=True)
     doc = {"model": spec.model, "survey": spec.survey, "prediction": spec.prediction,
-           "measure": "1 - confidence (top-1 minus top-2 probability), mean over the region",
+           "measure": measure, "measure_text": f"{MEASURES[measure]}, mean over the region",
            "settings": {"region": spec.region, "region_samples": spec.region_samples, "spacing": spec.spacing,
-                        "kinds": list(spec.kinds)},
+                        "kinds": list(spec.kinds), "measure": spec.measure},
            "sample_unit": survey.geometry.sample_unit, "classes": summary.get("classes"),
            "mean_uncertainty": round(float(grid.mean()), 4), "suggestions": rows}
     (out / "suggestions.json").write_text(json.dumps(doc, indent=1))
