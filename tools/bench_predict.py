@@ -5,6 +5,8 @@ Prints one JSON line:
             recipe (whole sections up to 512 x 512, channels-last), the forward pass alone on the same tiles, their
             ratio, and the old defaults (128 x 128 tiles, quarter overlap, contiguous layout) as a baseline;
   patchcnn  crops/s end to end (stride 2 preview) vs the forward pass alone on as many crops;
+  disagreement  voxels/s of the default facies model (three members, both orientations) end to end with outputs
+            labels + confidence vs with the disagreement output as well, and the ratio (what the output costs);
   stream    blocks/s and latency of stream.apply (one inline per block) vs the same blocks applied in-process by
             StreamSession, in turn block by block in the same run (the paired difference of the latencies is the
             cost of the trip), both ways a client of this machine can send them: `direct` (client -> the
@@ -47,6 +49,7 @@ N_CLASSES = 4
 STREAM_ROUNDS = 5   # rounds of the three stream sides taking turns (bench_stream)
 STREAM_RUN = 5   # blocks a stream side sends back to back before the next side's turn (the first is not counted)
 STREAM_TIMEOUT_S = 310.0  # above the daemon's own 300 s for stream.apply (docs/PROTOCOL.md, client timeouts)
+DISAGREEMENT_ROUNDS = 4  # pairs of runs of the disagreement figure (a three-member model applied both ways is slow)
 REPEATS = 7  # rounds of end-to-end then forward-only: this VM varies +-15 % from one run to the next
 
 
@@ -120,6 +123,30 @@ def bench_unet(folder: Path, shape: tuple[int, int, int], device: str = "cpu") -
             "ratio_best_vs_best": round(seconds / result["seconds"], 3),
             "old_defaults_forward_only_vps": round(voxels / old_seconds),
             "speedup_vs_old_defaults": round(old_seconds / result["seconds"], 2)}
+
+
+def bench_disagreement(folder: Path, shape: tuple[int, int, int], device: str = "cpu") -> dict:
+    """The cost of the disagreement output where it tells something: the default facies job's model (three U-Net
+    members, configs/train_facies_unet.yaml) applied both ways, end to end, with outputs labels + confidence and
+    then with disagreement as well, in turn over DISAGREEMENT_ROUNDS rounds (after a warm-up run); the ratio is
+    the median of the rounds' plain / with-disagreement seconds (1.0: free)."""
+    volume = np.random.default_rng(1).normal(size=shape).astype(np.float32)
+    model = build_model("unet", 1, 6, (64, 64), {"base": 16, "depth": 4, "norm": "batch", "members": 3}).eval()
+    kw = dict(kind="fcn", tile=shape[1:], overlap=0, orientation="both", device=device, resume=False)
+    outputs = {"plain": ("labels", "confidence"), "with": ("labels", "confidence", "disagreement")}
+    for chosen in outputs.values():  # a first run of each makes oneDNN's kernels (the members' own passes too)
+        predict_volume(model, volume, out_dir=folder / "dis-warm", outputs=chosen, **kw)
+    seconds: dict[str, list[float]] = {k: [] for k in outputs}
+    for _ in range(DISAGREEMENT_ROUNDS):
+        for name, chosen in outputs.items():
+            seconds[name].append(predict_volume(model, volume, out_dir=folder / f"dis-{name}", outputs=chosen,
+                                                **kw)["seconds"])
+    voxels = int(np.prod(shape))
+    return {"shape": list(shape), "model": "unet base 16 depth 4, 3 members, both orientations",
+            "plain_vps": round(voxels / min(seconds["plain"])),
+            "with_disagreement_vps": round(voxels / min(seconds["with"])),
+            "ratio_with_vs_plain": paired_ratio(seconds["plain"], seconds["with"]),
+            "seconds": {k: [round(x, 2) for x in v] for k, v in seconds.items()}}
 
 
 def bench_patch(folder: Path, shape: tuple[int, int, int], crop: tuple[int, int], stride: int,
@@ -315,6 +342,7 @@ def main() -> None:
         if not args.stream_only:
             out["unet"] = bench_unet(folder, (16 * scale, 256, 256), args.device)
             out["patchcnn"] = bench_patch(folder, (4 * scale, 64, 96), (33, 33), 2, args.device)
+            out["disagreement"] = bench_disagreement(folder, (16 * scale, 32, 128), args.device)
         if not args.skip_stream:
             out["stream"] = bench_stream(folder, (256, 256), 20 * scale, threads=args.stream_threads)
             out["stream"]["hop"] = bench_executor_hop(folder)

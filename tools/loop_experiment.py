@@ -2,7 +2,7 @@
 
     python tools/loop_experiment.py [--seeds 2] [--rounds 2] [--first-seed 100] [--full] [--shape I X S]
                                     [--epochs N] [--retrain-epochs N] [--config FILE] [--family varied]
-                                    [--measure auto|confidence|disagreement|both]
+                                    [--measure confidence|disagreement|both]
 
 For each survey (tools/synth.py, the varied family unless --family says otherwise, seeds first-seed .. first-seed +
 seeds - 1) in a real seisd of a temporary home:
@@ -198,8 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--retrain-epochs", type=int, default=3, help="epochs of each retrain (resume mode)")
     ap.add_argument("--config", type=Path, default=None, help="a train job file instead of " + str(CONFIG.name))
     ap.add_argument("--family", choices=synth.FAMILIES, default="varied", help="survey family (default varied)")
-    ap.add_argument("--measure", choices=["auto", "confidence", "disagreement", "both"], default="auto",
-                    help="what `suggest` ranks lines by (default auto: confidence and disagreement)")
+    ap.add_argument("--measure", choices=["confidence", "disagreement", "both"], default="confidence",
+                    help="what `suggest` ranks lines by (default confidence, as the suggest job)")
     args = ap.parse_args(argv)
     args.shape = args.shape or ([256, 256, 128] if args.full else [64, 64, 64])
     runs = []

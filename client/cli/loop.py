@@ -38,11 +38,11 @@ class Suggest(Command):
     """Submits a `suggest` job (docs/loop.md): after `seisctl predict MODEL SURVEY`, the lines (inlines and
     crosslines) where the model's prediction is least sure, ranked by the mean uncertainty over each line's most
     uncertain region (`--region`: its share of the line's traces, default 0.4; `--region-samples`: of its samples,
-    default 0.5). `--measure`: what uncertainty is: `confidence` (1 - top-1 minus top-2 probability),
-    `disagreement` (between the views the prediction blended: ensemble members, orientations; needs a prediction
-    made with `--outputs labels,confidence,disagreement`), `both` (their mean), `auto` (the default: both when the
-    prediction has the disagreement, else confidence). `--lines` how many (default 5); `--spacing` the fewest lines
-    between two suggestions of one kind (default 1/16 of the survey's lines); `--kind inline|crossline` one kind
+    default 0.5). `--measure`: what uncertainty is: `confidence` (the default: 1 - top-1 minus top-2
+    probability), `disagreement` (between the views the prediction blended: ensemble members, orientations; needs
+    a prediction made with `--outputs labels,confidence,disagreement`) or `both` (their mean). `--lines` how many (default 5); `--spacing` the fewest lines
+    between two suggestions of one kind (default 1/16 of the survey's lines); `--margin` lines kept out at the
+    survey's edges, where any model is unsure (default 1/16 of the lines); `--kind inline|crossline` one kind
     only; `--prediction` another prediction than `MODEL-SURVEY`. Without a finished prediction it names the
     `seisctl predict` to run. Prints the table (rank, line, score, the region in the survey's numbering and times)
     and the files it wrote under predictions/PREDICTION/suggest/: suggestions.json, suggestions.csv and
@@ -53,7 +53,7 @@ class Suggest(Command):
     runs_job = True
     keys = {"model": "MODEL", "survey": "SURVEY", "prediction": "--prediction {}", "lines": "--lines {}",
             "spacing": "--spacing {}", "region": "--region {}", "region_samples": "--region-samples {}",
-            "kinds": "--kind {}", "measure": "--measure {}"}
+            "kinds": "--kind {}", "measure": "--measure {}", "margin": "--margin {}"}
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("model")
@@ -64,13 +64,16 @@ class Suggest(Command):
         p.add_argument("--region", type=float, help="the region's share of a line's traces (default 0.4)")
         p.add_argument("--region-samples", type=float, help="the region's share of a line's samples (default 0.5)")
         p.add_argument("--kind", choices=["inline", "crossline"], help="suggest lines of this kind only")
-        p.add_argument("--measure", choices=["auto", "confidence", "disagreement", "both"],
-                       help="what ranks the lines (default auto: both when the prediction has a disagreement output)")
+        p.add_argument("--margin", type=int, help="lines this close to the survey's edge are not suggested "
+                       "(default 1/16 of the lines, at least 2; 0: none)")
+        p.add_argument("--measure", choices=["confidence", "disagreement", "both"],
+                       help="what ranks the lines (default confidence)")
 
     def run(self, a: argparse.Namespace, out: Out) -> int:
         job = {"kind": "suggest", "model": a.model, "survey": a.survey, **given(
             prediction=a.prediction, lines=a.lines, spacing=a.spacing, region=a.region,
-            region_samples=a.region_samples, kinds=[a.kind] if a.kind else None, measure=a.measure)}
+            region_samples=a.region_samples, kinds=[a.kind] if a.kind else None, measure=a.measure,
+            margin=a.margin)}
         code, r = run_quietly(a, out, job)
         if r is not None:
             out.emit(r, lambda: _print_suggestions(r))

@@ -3,8 +3,8 @@ sure, ranked, drawn and written beside the prediction (docs/loop.md).
 
 The spec and its submit-time check are torch-free (the daemon's main process); the runner, in an executor, is
 daemon.executor.runners.suggest.run_suggest_job. It reads the prediction's confidence (top-1 minus top-2
-probability) and, when the prediction has it, its disagreement (between ensemble members and orientations), and its
-labels, and writes predictions/<prediction>/suggest/suggestions.{json,csv,png}.
+probability) or its disagreement (between ensemble members and orientations) or both, and its labels, and
+writes predictions/<prediction>/suggest/suggestions.{json,csv,png}.
 """
 from __future__ import annotations
 
@@ -35,10 +35,13 @@ class SuggestSpec(JobSpec):
     region_samples: float = Field(0.5, gt=0, le=1, description="the region's share of a line's samples")
     kinds: list[Literal["inline", "crossline"]] = Field(default_factory=lambda: ["inline", "crossline"],
                                                         min_length=1, description="which kinds of line to suggest")
-    measure: Literal["auto", "confidence", "disagreement", "both"] = Field(
-        "auto", description="what ranks the lines: 1 - confidence (top-1 minus top-2 probability), the "
-        "disagreement between the views the prediction blended (ensemble members, orientations), or the mean of "
-        "the two; auto: both when the prediction holds a disagreement output, else confidence")
+    margin: int | None = Field(None, ge=0, description="lines (and traces of a region) this close to the survey's "
+                               "edge are not suggested: a model is unsure at a section's edge whatever it learnt; "
+                               "default 1/16 of the survey's lines of that kind (at least 2); 0: none")
+    measure: Literal["confidence", "disagreement", "both"] = Field(
+        "confidence", description="what ranks the lines: 1 - confidence (top-1 minus top-2 probability), the "
+        "disagreement between the views the prediction blended (ensemble members, orientations; a predict job's "
+        "`disagreement` output), or the mean of the two (docs/loop.md has what each found)")
 
     @model_validator(mode="after")
     def _default_prediction(self) -> "SuggestSpec":
@@ -85,9 +88,8 @@ def check_suggest(spec: SuggestSpec, ctx: CheckContext) -> list[str]:
     return []
 
 
-# the prediction outputs a measure reads besides labels and confidence (auto: disagreement when it is there)
-MEASURE_OUTPUTS = {"auto": set(), "confidence": set(), "disagreement": {"disagreement"},
-                   "both": {"disagreement"}}
+# the prediction outputs a measure reads besides labels and confidence
+MEASURE_OUTPUTS = {"confidence": set(), "disagreement": {"disagreement"}, "both": {"disagreement"}}
 
 
 register(JobKind(name="suggest", spec=SuggestSpec, runner="daemon.executor.runners.suggest:run_suggest_job",

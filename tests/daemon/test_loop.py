@@ -138,6 +138,8 @@ def test_suggest_names_lines_inside_the_survey_the_same_twice(loop_home) -> None
     for row in first["suggestions"]:
         lines, across = (s.inlines, s.crosslines) if row["kind"] == "inline" else (s.crosslines, s.inlines)
         assert row["line"] in lines and row["from"] in across and row["to"] in across and row["from"] <= row["to"]
+        # the default margin (2 lines of 32) keeps lines and regions off the survey's edges
+        assert 2 <= row["index"] <= 29 and 2 <= row["trace_indices"][0] <= row["trace_indices"][1] <= 29
         assert s.samples_ms[0] <= row["time_from"] <= row["time_to"] <= s.samples_ms[-1]
         assert 0 <= row["score"] <= 1
     scores = [row["score"] for row in first["suggestions"]]
@@ -145,6 +147,8 @@ def test_suggest_names_lines_inside_the_survey_the_same_twice(loop_home) -> None
     for path in first["files"].values():
         assert Path(path).is_file() and Path(path).parent.parent.name == "base-demo"
     assert Path(first["files"]["png"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    edges = seisctl_json(d.home, "suggest", "base", "demo", "--lines", "4", "--margin", "0")
+    assert edges["margins"] == {"inline": 0, "crossline": 0} and first["margins"] == {"inline": 2, "crossline": 2}
     human = seisctl(d.home, "suggest", "base", "demo", "--lines", "4")
     top = first["suggestions"][0]
     assert f"{top['kind']} {top['line']}" in human.stdout and first["files"]["csv"] in human.stdout
@@ -152,7 +156,7 @@ def test_suggest_names_lines_inside_the_survey_the_same_twice(loop_home) -> None
 
 def test_suggest_ranks_by_the_disagreement_a_prediction_holds(loop_home) -> None:
     """--measure disagreement needs a prediction with that output (refused by name otherwise); with one made both
-    ways (two views per voxel), it ranks by it, the same twice, and auto then uses both measures."""
+    ways (two views per voxel), it ranks by it, the same twice, and by the mean of both measures."""
     d, s, tmp = loop_home
     if not (d.home / "models" / "base.h5").is_file():
         pytest.skip("needs the model of test_a_resume_on_a_grown_set_continues_from_the_model")
@@ -170,9 +174,9 @@ def test_suggest_ranks_by_the_disagreement_a_prediction_holds(loop_home) -> None
     assert first["mean_uncertainty"] == pytest.approx(dis.mean(), abs=1e-4)
     assert [r["score"] for r in first["suggestions"]] == sorted((r["score"] for r in first["suggestions"]),
                                                                 reverse=True)
-    auto = seisctl_json(d.home, "suggest", "base", "demo", "--prediction", "views")
-    assert auto["measure"] == "both"
-    assert auto["mean_uncertainty"] == pytest.approx(((1 - conf).mean() + dis.mean()) / 2, abs=1e-4)
+    both = seisctl_json(d.home, "suggest", "base", "demo", "--prediction", "views", "--measure", "both")
+    assert both["measure"] == "both"
+    assert both["mean_uncertainty"] == pytest.approx(((1 - conf).mean() + dis.mean()) / 2, abs=1e-4)
     human = seisctl(d.home, "suggest", "base", "demo", "--prediction", "views", "--measure", "disagreement")
     assert "disagreement between the views" in human.stdout, human.stdout
 

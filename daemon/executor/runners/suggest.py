@@ -7,7 +7,8 @@ alike, 1 each sure of another class), which a predict job writes when its output
 mean of the two. The volume is reduced once, inline by inline, to mean uncertainty per trace and sample
 block; on that grid each line (an inline: crosslines x sample blocks; a crossline: inlines x sample blocks) gets
 its most uncertain region, a window of `region` of its traces and `region_samples` of its samples, and the
-region's mean uncertainty is the line's score. Lines are ranked by score (ties: inlines first, lower index
+region's mean uncertainty is the line's score. Lines and traces within `margin` of the survey's edge are left out
+(rank_lines says why). Lines are ranked by score (ties: inlines first, lower index
 first); a line within `spacing` lines of a better one of its kind is passed over, so the list does not name
 neighbours of one line. Everything is deterministic: the same prediction gives the same list.
 """
@@ -56,9 +57,7 @@ class PredictionVolumes:
             self.disagreement = h5["disagreement"] if "disagreement" in h5 else None
 
     def measure(self, wanted: str) -> str:
-        """The measure a suggest job ranks by: `wanted`, or for auto both when there is a disagreement volume."""
-        if wanted == "auto":
-            return "both" if self.disagreement is not None else "confidence"
+        """The measure a suggest job ranks by, checked against what the prediction holds."""
         if wanted != "confidence" and self.disagreement is None:
             raise RuntimeError(f"measure {wanted!r} needs the prediction's disagreement output; predict again with "
                                "outputs labels,confidence,disagreement")
@@ -112,19 +111,38 @@ def best_window(section: np.ndarray, width: int, height: int) -> tuple[float, in
     return float(means[a, b]), int(a), int(b)
 
 
+def margins(spec: SuggestSpec, shape: tuple[int, ...]) -> dict[str, int]:
+    """Lines of each kind kept out at each edge of the survey: spec.margin or 1/16 of them (at least 2), always
+    leaving at least one line."""
+    out = {}
+    for kind, count in (("inline", shape[0]), ("crossline", shape[1])):
+        m = spec.margin if spec.margin is not None else max(2, count // 16)
+        out[kind] = max(0, min(m, (count - 1) // 2))
+    return out
+
+
 def rank_lines(grid: np.ndarray, edges: np.ndarray, spec: SuggestSpec) -> list[dict[str, Any]]:
-    """Every candidate line with its region, ranked and thinned by spacing; the best `spec.lines` of them."""
+    """Every candidate line with its region, ranked and thinned by spacing; the best `spec.lines` of them.
+
+    Lines within the margin of the survey's edge are no candidates and no region reaches into it: a model that
+    sees a section's edge without what lies beyond is least sure there whatever it learnt, so the raw ranking
+    named edge lines (inline 253 of 0-255, then crossline 255, then inline 255, on a 256^2 survey), and picks there
+    teach the model about the edge rather than the survey."""
     ni, nx, nb = grid.shape
+    margin = margins(spec, grid.shape)
+    mi, mx = margin["inline"], margin["crossline"]
+    inner = grid[mi:ni - mi, mx:nx - mx]
     height = max(1, int(round(spec.region_samples * nb)))
     candidates = []
     for kind in spec.kinds:
         count, lateral = (ni, nx) if kind == "inline" else (nx, ni)
+        first, across = (mi, mx) if kind == "inline" else (mx, mi)
         width = max(1, int(round(spec.region * lateral)))
-        for k in range(count):
-            section = grid[k] if kind == "inline" else grid[:, k]
+        for k in range(first, count - first):
+            section = inner[k - mi] if kind == "inline" else inner[:, k - mx]
             score, t0, b0 = best_window(section, width, height)
             candidates.append({"kind": kind, "index": k, "score": score, "line_mean": float(section.mean()),
-                               "traces": [t0, t0 + min(width, lateral) - 1],
+                               "traces": [across + t0, across + t0 + min(width, section.shape[0]) - 1],
                                "samples": [int(edges[b0]), int(edges[min(b0 + height, nb)]) - 1]})
     candidates.sort(key=lambda c: (-round(c["score"], 12), c["kind"] != "inline", c["index"]))
     spacing = {kind: spec.spacing if spec.spacing is not None else max(2, (ni if kind == "inline" else nx) // 16)
@@ -174,7 +192,8 @@ def run_suggest_job(spec: SuggestSpec, ctx: Any) -> dict[str, Any]:
     doc = {"model": spec.model, "survey": spec.survey, "prediction": spec.prediction,
            "measure": measure, "measure_text": f"{MEASURES[measure]}, mean over the region",
            "settings": {"region": spec.region, "region_samples": spec.region_samples, "spacing": spec.spacing,
-                        "kinds": list(spec.kinds), "measure": spec.measure},
+                        "kinds": list(spec.kinds), "measure": spec.measure, "margin": spec.margin},
+           "margins": margins(spec, survey.shape),
            "sample_unit": survey.geometry.sample_unit, "classes": summary.get("classes"),
            "mean_uncertainty": round(float(grid.mean()), 4), "suggestions": rows}
     (out / "suggestions.json").write_text(json.dumps(doc, indent=1))
