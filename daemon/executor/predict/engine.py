@@ -71,7 +71,7 @@ class _Engine:
             probs = torch.softmax(logits.float(), dim=1)
             views = probs[None]
         if self.views_entropy:
-            probs = torch.cat([probs, entropy(views, dim=2).mean(dim=0, keepdim=False).unsqueeze(1)], dim=1)
+            probs = torch.cat([probs, entropy(views, dim=2).mean(dim=0).unsqueeze(1)], dim=1)
         # Back to plain C order: the blending slices tiles and strided views of a channels-last tensor are slow.
         return (probs.contiguous() if c_order else probs).cpu()
 
