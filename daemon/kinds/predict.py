@@ -21,6 +21,8 @@ from daemon.kinds.schema import Section
 
 OutputName = Literal["labels", "probabilities", "confidence", "disagreement"]  # what a model's application can write
 OUTPUT_NAMES: tuple[str, ...] = get_args(OutputName)  # in that order (predict jobs, streaming, the apply engine)
+# the apply functions' default: disagreement costs a channel and a file, so it is made on request
+PLAIN_OUTPUTS: tuple[str, ...] = tuple(o for o in OUTPUT_NAMES if o != "disagreement")
 
 
 class FiguresSection(Section):

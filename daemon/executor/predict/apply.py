@@ -24,9 +24,8 @@ from daemon.executor.predict.engine import (_Engine, _engine, _finish, _layout_m
                                             fast_layout)
 from daemon.executor.predict.spec import (ApplySpec, PredictError, auto_batch_size, make_spec,  # noqa: F401
                                           resolve_device, _auto_chunk)
-from daemon.kinds.predict import OUTPUT_NAMES
+from daemon.kinds.predict import OUTPUT_NAMES, PLAIN_OUTPUTS
 
-PLAIN_OUTPUTS = ("labels", "probabilities", "confidence")  # the default: disagreement costs a channel, on request
 FINISH_VOXELS = 1 << 22  # voxels turned into labels and confidence at a time (a few F3 inlines)
 
 ProgressCallback = Callable[[float, float | None, str], None]
