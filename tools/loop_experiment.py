@@ -8,11 +8,11 @@ For each survey (tools/synth.py, the varied family unless --family says otherwis
 seeds - 1) in a real seisd of a temporary home:
 the usual picks (part of the middle inline) are imported and the job trained (round 0). Then, for R rounds, each of
 two arms adds picks of one line and retrains: the "suggested" arm picks the region of the line `suggest` ranks first
-on its last model's prediction (by --measure), the "random" arm a region of the same size on a line drawn at random (an inline or a
-crossline, seeded). A round's picks are what a human would pick there: every sample of as many traces as the
-first round's picks hold (labels from the generator's truth), imported with `picks.add`; the model is retrained
-with `train.mode: resume` from the arm's last model (a few epochs), predicted, and scored over the whole cube
-against the truth. The ceiling: the same job, trained anew on the truth of 8 whole inlines (evenly spaced).
+(by --measure) on its last model's prediction, the "random" arm a region of the same size on a line drawn at random
+(an inline or a crossline, seeded). A round's picks are what a human would pick there: every sample of as many
+traces as the first round's picks hold (labels from the generator's truth), imported with `picks.add`; the model is
+retrained with `train.mode: resume` from the arm's last model (a few epochs), predicted, and scored over the whole
+cube against the truth. The ceiling: the same job, trained anew on the truth of 8 whole inlines (evenly spaced).
 
 Prints a table (accuracy per round, per seed and the mean) and, last, one JSON line with every figure. The default
 is small (64^3, a small U-Net, a few epochs: a few minutes on two cores); --full takes the job file as it is, on
@@ -36,6 +36,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
 
 import synth  # noqa: E402
 
+from daemon.kinds.suggest import MEASURES  # noqa: E402
 from tests.harness import RunningDaemon  # noqa: E402
 
 CONFIG = ROOT / "configs" / "train_facies_unet.yaml"
@@ -198,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--retrain-epochs", type=int, default=3, help="epochs of each retrain (resume mode)")
     ap.add_argument("--config", type=Path, default=None, help="a train job file instead of " + str(CONFIG.name))
     ap.add_argument("--family", choices=synth.FAMILIES, default="varied", help="survey family (default varied)")
-    ap.add_argument("--measure", choices=["confidence", "disagreement", "both"], default="confidence",
+    ap.add_argument("--measure", choices=MEASURES, default="confidence",
                     help="what `suggest` ranks lines by (default confidence, as the suggest job)")
     args = ap.parse_args(argv)
     args.shape = args.shape or ([256, 256, 128] if args.full else [64, 64, 64])

@@ -40,8 +40,9 @@ class Suggest(Command):
     uncertain region (`--region`: its share of the line's traces, default 0.4; `--region-samples`: of its samples,
     default 0.5). `--measure`: what uncertainty is: `confidence` (the default: 1 - top-1 minus top-2
     probability), `disagreement` (between the views the prediction blended: ensemble members, orientations; needs
-    a prediction made with `--outputs labels,confidence,disagreement`) or `both` (their mean). `--lines` how many (default 5); `--spacing` the fewest lines
-    between two suggestions of one kind (default 1/16 of the survey's lines); `--margin` lines kept out at the
+    a prediction made with `--outputs labels,confidence,disagreement`) or `both` (their mean). `--lines` how many
+    (default 5); `--spacing` the fewest lines between two suggestions of one kind (default 1/16 of the survey's
+    lines); `--margin` lines kept out at the
     survey's edges, where any model is unsure (default 1/16 of the lines); `--kind inline|crossline` one kind
     only; `--prediction` another prediction than `MODEL-SURVEY`. Without a finished prediction it names the
     `seisctl predict` to run. Prints the table (rank, line, score, the region in the survey's numbering and times)

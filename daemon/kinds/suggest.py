@@ -9,16 +9,18 @@ writes predictions/<prediction>/suggest/suggestions.{json,csv,png}.
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import Field, model_validator
 
 from daemon.common.home import model_file, prediction_folder, survey_folder
 from daemon.kinds.data import NAME, name_problem
-from daemon.kinds.predict import OUTPUT_NAMES, default_output
+from daemon.kinds.predict import default_output
 from daemon.kinds.registry import CheckContext, JobKind, JobSpec, register
 
 SUGGEST_FOLDER = "suggest"  # predictions/<prediction>/suggest/: the files a suggest job leaves
+Measure = Literal["confidence", "disagreement", "both"]  # what ranks the lines; all but confidence read disagreement
+MEASURES: tuple[str, ...] = get_args(Measure)
 
 
 class SuggestSpec(JobSpec):
@@ -38,7 +40,7 @@ class SuggestSpec(JobSpec):
     margin: int | None = Field(None, ge=0, description="lines (and traces of a region) this close to the survey's "
                                "edge are not suggested: a model is unsure at a section's edge whatever it learnt; "
                                "default 1/16 of the survey's lines of that kind (at least 2); 0: none")
-    measure: Literal["confidence", "disagreement", "both"] = Field(
+    measure: Measure = Field(
         "confidence", description="what ranks the lines: 1 - confidence (top-1 minus top-2 probability), the "
         "disagreement between the views the prediction blended (ensemble members, orientations; a predict job's "
         "`disagreement` output), or the mean of the two (docs/loop.md has what each found)")
@@ -79,7 +81,7 @@ def check_suggest(spec: SuggestSpec, ctx: CheckContext) -> list[str]:
         return [f"prediction: {spec.prediction!r} was made by model {summary.get('model')!r} on survey "
                 f"{summary.get('survey')!r}, not {spec.model!r} on {spec.survey!r}; run `{run}`"]
     paths = summary.get("paths") or {}
-    needs = [o for o in OUTPUT_NAMES if o in {"labels", "confidence"} | MEASURE_OUTPUTS[spec.measure]]
+    needs = ["labels", "confidence"] + (["disagreement"] if spec.measure != "confidence" else [])
     if "hdf5" in paths:  # one file: which datasets it holds is known when the runner opens it
         return []
     if missing := [o for o in needs if o not in paths]:
@@ -87,9 +89,6 @@ def check_suggest(spec: SuggestSpec, ctx: CheckContext) -> list[str]:
                 f"{', '.join(paths) or 'none'}); run `{run} --outputs {','.join(needs)} --overwrite`"]
     return []
 
-
-# the prediction outputs a measure reads besides labels and confidence
-MEASURE_OUTPUTS = {"confidence": set(), "disagreement": {"disagreement"}, "both": {"disagreement"}}
 
 
 register(JobKind(name="suggest", spec=SuggestSpec, runner="daemon.executor.runners.suggest:run_suggest_job",

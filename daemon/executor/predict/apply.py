@@ -93,12 +93,17 @@ def _sizes(engine: _Engine, n_classes: int, batch_size: int | str, chunk_inlines
     return batch, int(chunk_inlines)
 
 
+def _layout(shape: tuple[int, ...], n_classes: int) -> dict[str, tuple[type, tuple[int, ...]]]:
+    """dtype and shape of each output: labels uint8 [ni,nx,ns], probabilities float32 [n_classes,ni,nx,ns],
+    confidence and disagreement float32 [ni,nx,ns]."""
+    return {"labels": (np.uint8, shape), "probabilities": (np.float32, (n_classes,) + shape),
+            "confidence": (np.float32, shape), "disagreement": (np.float32, shape)}
+
+
 def _open_outputs(out_dir: Path, outputs: tuple[str, ...], shape: tuple[int, ...], n_classes: int,
                   fresh: bool) -> dict[str, np.memmap]:
-    """The output memmaps: labels uint8 [ni,nx,ns], probabilities float32 [n_classes,ni,nx,ns], confidence and
-    disagreement float32 [ni,nx,ns]."""
-    layout = {"labels": (np.uint8, shape), "probabilities": (np.float32, (n_classes,) + shape),
-              "confidence": (np.float32, shape), "disagreement": (np.float32, shape)}
+    """The output memmaps (_layout)."""
+    layout = _layout(shape, n_classes)
     arrays = {}
     for name in outputs:
         dtype, full = layout[name]
@@ -240,9 +245,8 @@ def apply_block(model: torch.nn.Module, block, *, kind: str = "fcn", normalisati
     n_classes = engine.probe_classes(n_classes)
     engine.batch_size, chunk = _sizes(engine, n_classes, batch_size, chunk_inlines)
     shape = engine.reader.shape
-    arrays = {"labels": np.empty(shape, np.uint8), "probabilities": np.empty((n_classes,) + shape, np.float32),
-              "confidence": np.empty(shape, np.float32), "disagreement": np.empty(shape, np.float32)}
-    arrays = {name: arrays[name] for name in chosen}
+    layout = _layout(shape, n_classes)
+    arrays = {name: np.empty(layout[name][1], layout[name][0]) for name in chosen}
     for i0 in range(0, shape[0], chunk):
         i1 = min(i0 + chunk, shape[0])
         _write_chunk(arrays, engine.chunk(i0, i1), i0, i1)

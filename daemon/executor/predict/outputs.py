@@ -111,7 +111,7 @@ def _class_names(n_classes: int, class_names: Sequence[str] | None) -> list[str]
 def write_hdf5(path: str | Path, arrays: Mapping[str, np.ndarray], inlines: Sequence[int],
                crosslines: Sequence[int], samples: Sequence[float], class_names: Sequence[str] | None = None,
                attrs: Mapping[str, Any] | None = None) -> Path:
-    """Write labels / probabilities / confidence / disagreement as HDF5 datasets with the survey's axes as attributes.
+    """Write labels / probabilities / confidence / disagreement as HDF5 datasets, the survey's axes as attributes.
 
     Datasets keep the volume layout [inline, crossline, sample] (probabilities [class, inline, crossline, sample]);
     each carries axis attributes so a reader needs no other file. Extra `attrs` (e.g. model name) go on the root.

@@ -25,9 +25,9 @@ from daemon.common.home import prediction_folder, survey_folder
 from daemon.kinds.suggest import SUGGEST_FOLDER, SuggestSpec
 
 SAMPLE_BLOCKS = 32  # the sample axis is reduced to at most this many blocks
-MEASURES = {"confidence": "1 - confidence (top-1 minus top-2 probability)",
-            "disagreement": "disagreement between the views the prediction blended (members, orientations)",
-            "both": "the mean of 1 - confidence and the views' disagreement"}
+MEASURE_TEXT = {"confidence": "1 - confidence (top-1 minus top-2 probability)",
+                "disagreement": "disagreement between the views the prediction blended (members, orientations)",
+                "both": "the mean of 1 - confidence and the views' disagreement"}
 
 
 class PredictionVolumes:
@@ -37,15 +37,13 @@ class PredictionVolumes:
     def __init__(self, folder: Path, summary: dict[str, Any], survey: Any) -> None:
         paths = summary.get("paths") or {}
         self.shape = tuple(survey.shape)
-        big = survey.source.get("endian", "big") == "big"
+        f4 = np.dtype(">f4" if survey.source.get("endian", "big") == "big" else "<f4")
         self.disagreement: Any = None
         if {"labels", "confidence"} <= set(paths):
             self.labels = _segy_memmap(Path(paths["labels"]), self.shape, np.dtype("i1"))
-            self.confidence = _segy_memmap(Path(paths["confidence"]), self.shape,
-                                           np.dtype(">f4" if big else "<f4"))
+            self.confidence = _segy_memmap(Path(paths["confidence"]), self.shape, f4)
             if "disagreement" in paths:
-                self.disagreement = _segy_memmap(Path(paths["disagreement"]), self.shape,
-                                                 np.dtype(">f4" if big else "<f4"))
+                self.disagreement = _segy_memmap(Path(paths["disagreement"]), self.shape, f4)
         else:
             import h5py
 
@@ -55,13 +53,6 @@ class PredictionVolumes:
                                    "outputs labels and confidence")
             self.labels, self.confidence = h5["labels"], h5["confidence"]
             self.disagreement = h5["disagreement"] if "disagreement" in h5 else None
-
-    def measure(self, wanted: str) -> str:
-        """The measure a suggest job ranks by, checked against what the prediction holds."""
-        if wanted != "confidence" and self.disagreement is None:
-            raise RuntimeError(f"measure {wanted!r} needs the prediction's disagreement output; predict again with "
-                               "outputs labels,confidence,disagreement")
-        return wanted
 
     def uncertainty(self, measure: str, i: int) -> np.ndarray:
         """Per-voxel uncertainty of inline i as float64 [nx, ns]: 0 sure, 1 most unsure."""
@@ -181,8 +172,11 @@ def run_suggest_job(spec: SuggestSpec, ctx: Any) -> dict[str, Any]:
     folder = prediction_folder(ctx.home, spec.prediction)
     summary = json.loads((folder / "summary.json").read_text())
     volumes = PredictionVolumes(folder, summary, survey)
-    measure = volumes.measure(spec.measure)
-    ctx.progress(0.05, f"reading the prediction's {MEASURES[measure]}")
+    measure = spec.measure
+    if measure != "confidence" and volumes.disagreement is None:  # an HDF5 prediction: known only once opened
+        raise RuntimeError(f"measure {measure!r} needs the prediction's disagreement output; predict again with "
+                           "outputs labels,confidence,disagreement")
+    ctx.progress(0.05, f"reading the prediction's {MEASURE_TEXT[measure]}")
     grid, edges = uncertainty_grid(lambda i: volumes.uncertainty(measure, i), survey.shape)
     ctx.check_cancel()
     ctx.progress(0.6, "ranking lines")
@@ -190,7 +184,7 @@ def run_suggest_job(spec: SuggestSpec, ctx: Any) -> dict[str, Any]:
     out = folder / SUGGEST_FOLDER
     out.mkdir(exist_ok=True)
     doc = {"model": spec.model, "survey": spec.survey, "prediction": spec.prediction,
-           "measure": measure, "measure_text": f"{MEASURES[measure]}, mean over the region",
+           "measure": measure, "measure_text": f"{MEASURE_TEXT[measure]}, mean over the region",
            "settings": {"region": spec.region, "region_samples": spec.region_samples, "spacing": spec.spacing,
                         "kinds": list(spec.kinds), "measure": spec.measure, "margin": spec.margin},
            "margins": margins(spec, survey.shape),
