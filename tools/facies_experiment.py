@@ -122,8 +122,10 @@ def one_run(client: Any, home: Path, s: Any, model: str, split: str, args: argpa
 
 
 FAR_INLINES = 20  # "away from the picks": more than this many inlines from the picked one
+DISTANCE_BINS = ((0, 0), (1, 5), (6, 20), (21, 60), (61, 10**6))  # inlines from the picked one, in the JSON line
 COLUMNS = [("seed", 5, "d"), ("classes", 7, "d"), ("pixel", 6, ".3f"), ("mean_class", 10, ".3f"),
-           ("far_pixel", 9, ".3f"), ("worst_class", 11, ".3f"), ("depth_only", 10, ".3f"),
+           ("far_pixel", 9, ".3f"), ("worst_class", 11, ".3f"), ("seen_share", 10, ".3f"),
+           ("seen_pixel", 10, ".3f"), ("depth_only", 10, ".3f"),
            ("amplitude_only", 14, ".3f"), ("train_s", 7, ".0f"), ("epochs", 6, "d"),
            ("predict_voxels_per_s", 20, ".0f")]
 
@@ -150,10 +152,14 @@ def one_survey(client: Any, home: Path, seed: int, shape: tuple[int, int, int], 
     pick_il = int(s.picks.inline_index[0])
     far = np.abs(np.arange(shape[0]) - pick_il) > FAR_INLINES
     far_pixel = float(np.mean(labels[far] == s.labels[far])) if far.any() else float("nan")
+    distance = np.abs(np.arange(shape[0]) - pick_il)
+    by_distance = {f"{a}-{b}": float(np.mean(labels[sel] == s.labels[sel]))
+                   for a, b in DISTANCE_BINS if (sel := (distance >= a) & (distance <= b)).any()}
     per_class = [a for a in cube["per_class_accuracy"] if a is not None]
     return {"seed": seed, "classes": len(s.class_names), "pixel": cube["pixel_accuracy"],
             "mean_class": cube["mean_class_accuracy"], "far_pixel": far_pixel, "worst_class": min(per_class),
-            "per_class": cube["per_class_accuracy"],
+            "per_class": cube["per_class_accuracy"], "pixel_by_inline_distance": by_distance} | \
+        seen_figures(s, labels) | {
             "depth_only": synth.depth_only_baseline(s.labels, s.picks),
             "amplitude_only": synth.amplitude_only_baseline(s.seismic, s.labels, s.picks),
             "train_s": r["train_seconds"], "epochs": r["epoch"], "best_epoch": r["best_epoch"],
@@ -162,6 +168,17 @@ def one_survey(client: Any, home: Path, seed: int, shape: tuple[int, int, int], 
             | {"faults": len(s.meta.get("faults", []))},
             "predict_s": round(predict_s, 2), "predict_apply_s": round(run["seconds"], 2),
             "predict_voxels_per_s": float(np.prod(shape)) / predict_s} | _teacher_figures(record, classes, s)
+
+
+def seen_figures(s: Any, labels: np.ndarray) -> dict[str, float]:
+    """The share of the cube whose texture look the picks show, and the accuracy on it and on the rest: whether a
+    model misses looks it never saw or fails to carry the ones it saw (tools/synth.py seen_looks)."""
+    seen = synth.seen_looks(s)
+    if seen is None:
+        return {"seen_share": float("nan"), "seen_pixel": float("nan"), "unseen_pixel": float("nan")}
+    hit = labels == s.labels
+    return {"seen_share": float(seen.mean()), "seen_pixel": float(hit[seen].mean()),
+            "unseen_pixel": float(hit[~seen].mean()) if (~seen).any() else float("nan")}
 
 
 def _teacher_figures(record: dict[str, Any], classes: list[str], s: Any) -> dict[str, Any]:
@@ -184,8 +201,8 @@ def _teacher_figures(record: dict[str, Any], classes: list[str], s: Any) -> dict
 
 def summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Mean and worst (lowest accuracy, highest baseline, longest time, slowest prediction) over the surveys."""
-    keys = ["pixel", "mean_class", "far_pixel", "worst_class", "depth_only", "amplitude_only", "train_s",
-            "predict_voxels_per_s"]
+    keys = ["pixel", "mean_class", "far_pixel", "worst_class", "seen_share", "seen_pixel", "depth_only",
+            "amplitude_only", "train_s", "predict_voxels_per_s"]
     worst = {"depth_only": max, "amplitude_only": max, "train_s": max}
     return {"mean": {k: float(np.mean([r[k] for r in rows])) for k in keys},
             "worst": {k: float(worst.get(k, min)(r[k] for r in rows)) for k in keys}}

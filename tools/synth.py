@@ -84,6 +84,7 @@ class SynthSurvey:
     seed: int
     noise: float
     meta: dict = field(default_factory=dict)
+    looks: np.ndarray | None = None  # varied family: per voxel its texture look (synth_varied), else None
 
     @property
     def samples_ms(self) -> np.ndarray:
@@ -198,12 +199,13 @@ def generate(shape: tuple[int, int, int] = (256, 256, 128), seed: int = 0, n_cla
 def _generate_varied(shape, seed, dt, t0, lines, pick_step) -> SynthSurvey:
     _check_options(shape, list(FACIES), 0.0, 0, dt, t0)
     try:
-        seismic, labels, region, lay, meta = synth_varied.draw_varied(shape, seed, dt)
+        seismic, labels, looks, region, lay, meta = synth_varied.draw_varied(shape, seed, dt)
     except ValueError as exc:
         raise SynthError(str(exc)) from None
     survey = _assemble(seismic, labels, synth_varied.class_names(lay.n_classes), lay, seed, meta["noise"],
                        meta["layout_attempt"], dt, t0, lines, pick_step, meta["peak_hz"], region)
     survey.meta = meta | {"pick_region": [region[0], list(region[1])]}
+    survey.looks = looks
     return survey
 
 
@@ -257,6 +259,17 @@ def amplitude_only_baseline(seismic: np.ndarray, labels: np.ndarray, picks: Pick
     for i in range(labels.shape[0]):  # per inline: keeps the bin index array small
         hits += int(np.count_nonzero(table[np.searchsorted(edges, seismic[i])] == labels[i]))
     return hits / labels.size
+
+
+def seen_looks(survey: SynthSurvey) -> np.ndarray | None:
+    """Boolean [il, xl, sample]: the voxels whose texture look shows somewhere in the picks (varied family; None
+    for the classic one). A model that learns textures from the picks has seen the others' look nowhere: only their
+    place in the stack (which unit they belong to) says their class."""
+    if survey.looks is None:
+        return None
+    p = survey.picks
+    shown = np.unique(survey.looks[p.inline_index, p.crossline_index, p.sample_index])
+    return np.isin(survey.looks, shown)
 
 
 def class_shares(labels: np.ndarray, n_classes: int) -> np.ndarray:

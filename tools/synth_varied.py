@@ -188,8 +188,10 @@ def _texture(lay: VariedLayout, look: Look, ii: np.ndarray, jj: np.ndarray, z0: 
     return AMPLITUDES[look.amplitude] * out
 
 
-def evaluate(lay: VariedLayout, i_idx: np.ndarray, nxl: int, ns: int) -> tuple[np.ndarray, np.ndarray]:
-    """Labels (uint8) and impedance (float32) of the inlines `i_idx`, shape [len(i_idx), nxl, ns]."""
+def evaluate(lay: VariedLayout, i_idx: np.ndarray, nxl: int, ns: int
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels (uint8), impedance (float32) and look (int16, an index into `lay.looks`) of the inlines `i_idx`,
+    shape [len(i_idx), nxl, ns]."""
     ii = i_idx[:, None, None].astype(np.float32)
     jj = np.arange(nxl, dtype=np.float32)[None, :, None]
     zz = np.arange(ns, dtype=np.float32)[None, None, :]
@@ -211,7 +213,7 @@ def evaluate(lay: VariedLayout, i_idx: np.ndarray, nxl: int, ns: int) -> tuple[n
     for g in np.unique(look_of):
         sel = look_of == g
         imp[sel] += _texture(lay, lay.looks[g], iif[sel], jjf[sel], z0[sel])
-    return labels, imp
+    return labels, imp, look_of.astype(np.int16)
 
 
 def wavelet(peak_hz: float, phase_deg: float, dt_ms: float) -> np.ndarray:
@@ -248,8 +250,9 @@ def _depth_says_little(lay: VariedLayout, line: np.ndarray, span: tuple[int, int
 
 
 def draw_varied(shape: tuple[int, int, int], seed: int, sample_interval_ms: float
-                ) -> tuple[np.ndarray, np.ndarray, tuple[int, tuple[int, int]], VariedLayout, dict]:
-    """Seismic, labels, the picked region (inline index, crossline index range) and the layout and description.
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, tuple[int, int]], VariedLayout, dict]:
+    """Seismic, labels, looks (per voxel the index of its look in `layout.looks`), the picked region (inline
+    index, crossline index range) and the layout and description.
 
     The layout is redrawn (deterministically) until every class covers MIN_PICK_SHARE of the picked part and
     the depth-only baseline, estimated on 8 inlines, is at most MAX_DEPTH_ONLY."""
@@ -269,11 +272,12 @@ def draw_varied(shape: tuple[int, int, int], seed: int, sample_interval_ms: floa
         raise ValueError(f"seed {seed}: no varied layout shows every class on the picked part; try another seed "
                          "or a larger shape")
     labels = np.empty(shape, dtype=np.uint8)
+    looks = np.empty(shape, dtype=np.int16)
     seismic = np.empty(shape, dtype=np.float32)
     w = wavelet(peak_hz, phase, sample_interval_ms)
     for i0 in range(0, nil, _CHUNK):
         idx = np.arange(i0, min(nil, i0 + _CHUNK))
-        labels[idx], imp = evaluate(lay, idx, nxl, ns)
+        labels[idx], imp, looks[idx] = evaluate(lay, idx, nxl, ns)
         seismic[idx] = convolve_traces(reflectivity(imp), w)
     seismic /= np.sqrt(np.mean(seismic.astype(np.float64) ** 2)) + 1e-12
     raw = np.random.default_rng([seed, 1, 7919]).standard_normal(shape, dtype=np.float32)
@@ -285,4 +289,4 @@ def draw_varied(shape: tuple[int, int, int], seed: int, sample_interval_ms: floa
             "looks": {name: [lay.looks[g].name for g in lay.class_looks[c]]
                       for c, name in enumerate(class_names(lay.n_classes))},
             "faults": [vars(f) | {"centre": list(f.centre)} for f in lay.faults]}
-    return seismic, labels, (ref[0], span), lay, meta
+    return seismic, labels, looks, (ref[0], span), lay, meta

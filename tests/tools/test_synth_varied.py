@@ -107,10 +107,33 @@ def test_experiment_refuses_seed_zero_alone_and_no_seeds():
 
 def test_summary_takes_the_mean_and_the_worst_of_each_figure():
     rows = [{"pixel": 0.9, "mean_class": 0.8, "far_pixel": 0.85, "worst_class": 0.5, "depth_only": 0.3,
-             "amplitude_only": 0.2, "train_s": 100.0, "predict_voxels_per_s": 2e6},
+             "amplitude_only": 0.2, "train_s": 100.0, "predict_voxels_per_s": 2e6, "seen_share": 1.0,
+             "seen_pixel": 0.9},
             {"pixel": 0.7, "mean_class": 0.6, "far_pixel": 0.65, "worst_class": 0.1, "depth_only": 0.4,
-             "amplitude_only": 0.3, "train_s": 300.0, "predict_voxels_per_s": 1e6}]
+             "amplitude_only": 0.3, "train_s": 300.0, "predict_voxels_per_s": 1e6, "seen_share": 0.6,
+             "seen_pixel": 0.75}]
     agg = facies_experiment.summary(rows)
     assert agg["mean"]["pixel"] == pytest.approx(0.8) and agg["worst"]["pixel"] == 0.7
     assert agg["worst"]["depth_only"] == 0.4 and agg["worst"]["train_s"] == 300.0
     assert agg["worst"]["predict_voxels_per_s"] == 1e6 and agg["worst"]["worst_class"] == 0.1
+    assert agg["worst"]["seen_share"] == 0.6 and agg["mean"]["seen_pixel"] == pytest.approx(0.825)
+
+
+def test_looks_per_voxel_belong_to_the_voxels_class_and_the_picks_show_their_own(
+        surveys: dict[int, synth.SynthSurvey]):
+    shares = []
+    for s in surveys.values():
+        names = list(s.class_names)
+        look_class = {look: names.index(name) for name, looks in s.meta["looks"].items() for look in looks}
+        ids = np.unique(s.looks)
+        assert s.looks.shape == s.labels.shape and ids.min() >= 0
+        seen = synth.seen_looks(s)
+        p = s.picks
+        assert seen[p.inline_index, p.crossline_index, p.sample_index].all()
+        for g in ids:
+            classes = np.unique(s.labels[s.looks == g])
+            assert classes.size == 1  # a look belongs to one class
+        assert len(ids) <= len(look_class)
+        shares.append(float(seen.mean()))
+    assert min(shares) < 1.0 and max(shares) > 0.3  # some surveys hold looks the picks never show
+    assert synth.seen_looks(synth.generate(SMALL, seed=0)) is None  # the classic family has one look per class
