@@ -150,16 +150,17 @@ def one_survey(client: Any, home: Path, seed: int, shape: tuple[int, int, int], 
     predict_s = time.monotonic() - t0
     cube = score(labels, s.labels, len(s.class_names))
     pick_il = int(s.picks.inline_index[0])
-    far = np.abs(np.arange(shape[0]) - pick_il) > FAR_INLINES
-    far_pixel = float(np.mean(labels[far] == s.labels[far])) if far.any() else float("nan")
-    distance = np.abs(np.arange(shape[0]) - pick_il)
-    by_distance = {f"{a}-{b}": float(np.mean(labels[sel] == s.labels[sel]))
+    hit = labels == s.labels  # one comparison of the cube, read by every figure below
+    distance = np.abs(np.arange(shape[0]) - pick_il)  # of each inline from the picked one
+    far = distance > FAR_INLINES
+    far_pixel = float(hit[far].mean()) if far.any() else float("nan")
+    by_distance = {f"{a}-{b}": float(hit[sel].mean())
                    for a, b in DISTANCE_BINS if (sel := (distance >= a) & (distance <= b)).any()}
     per_class = [a for a in cube["per_class_accuracy"] if a is not None]
     return {"seed": seed, "classes": len(s.class_names), "pixel": cube["pixel_accuracy"],
             "mean_class": cube["mean_class_accuracy"], "far_pixel": far_pixel, "worst_class": min(per_class),
             "per_class": cube["per_class_accuracy"], "pixel_by_inline_distance": by_distance} | \
-        seen_figures(s, labels) | {
+        seen_figures(s, hit) | {
             "depth_only": synth.depth_only_baseline(s.labels, s.picks),
             "amplitude_only": synth.amplitude_only_baseline(s.seismic, s.labels, s.picks),
             "train_s": r["train_seconds"], "epochs": r["epoch"], "best_epoch": r["best_epoch"],
@@ -170,13 +171,13 @@ def one_survey(client: Any, home: Path, seed: int, shape: tuple[int, int, int], 
             "predict_voxels_per_s": float(np.prod(shape)) / predict_s} | _teacher_figures(record, classes, s)
 
 
-def seen_figures(s: Any, labels: np.ndarray) -> dict[str, float]:
-    """The share of the cube whose texture look the picks show, and the accuracy on it and on the rest: whether a
-    model misses looks it never saw or fails to carry the ones it saw (tools/synth.py seen_looks)."""
+def seen_figures(s: Any, hit: np.ndarray) -> dict[str, float]:
+    """The share of the cube whose texture look the picks show, and the accuracy (`hit`: prediction == truth per
+    voxel) on it and on the rest: whether a model misses looks it never saw or fails to carry the ones it saw
+    (tools/synth.py seen_looks)."""
     seen = synth.seen_looks(s)
     if seen is None:
         return {"seen_share": float("nan"), "seen_pixel": float("nan"), "unseen_pixel": float("nan")}
-    hit = labels == s.labels
     return {"seen_share": float(seen.mean()), "seen_pixel": float(hit[seen].mean()),
             "unseen_pixel": float(hit[~seen].mean()) if (~seen).any() else float("nan")}
 

@@ -213,7 +213,7 @@ def evaluate(lay: VariedLayout, i_idx: np.ndarray, nxl: int, ns: int
     for g in np.unique(look_of):
         sel = look_of == g
         imp[sel] += _texture(lay, lay.looks[g], iif[sel], jjf[sel], z0[sel])
-    return labels, imp, look_of.astype(np.int16)
+    return labels, imp, look_of.astype(np.int16, copy=False)
 
 
 def wavelet(peak_hz: float, phase_deg: float, dt_ms: float) -> np.ndarray:

@@ -55,7 +55,8 @@ ORDER = ["daemon", "submit", "retry", "jobs", "show", "watch", "cancel", "logs",
 def build_parser() -> argparse.ArgumentParser:
     ap = Parser(prog="seisctl", description="Control a seisd daemon: jobs, devices, keys.")
     ap.add_argument("--json", action="store_true", help="print one JSON document (for scripts)")
-    ap.add_argument("--home", help="the daemon's home (default: $SEISD_HOME, else $XDG_DATA_HOME/seisd, else ~/.local/share/seisd)")
+    ap.add_argument("--home", help="the daemon's home (default: $SEISD_HOME, else $XDG_DATA_HOME/seisd, else "
+                    "~/.local/share/seisd)")
     ap.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each reply (default 10)")
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     placed = set()

@@ -231,9 +231,9 @@ class Logs(Command):
 
 @command
 class Workers(Command):
-    """Change the number of data worker processes of a running training job (the daemon takes 1..256, a training
-    job 1..256). Prints what the job answers, `job 7: count: 3`; `--json`: as JSON, `{"count": 3}`. A count
-    refused: exit 2; a job not running: exit 5."""
+    """Change the number of data worker processes of a running training job (1..256). Prints what the job
+    answers, `job 7: count: 3`; `--json`: as JSON, `{"count": 3}`. A count refused: exit 2; a job not running:
+    exit 5."""
 
     name, help = "workers", "change the number of data workers of a running job"
 
