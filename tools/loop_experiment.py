@@ -1,8 +1,8 @@
 """The interpreter in the loop, played with the generator's truth: suggested lines against random ones.
 
     python tools/loop_experiment.py [--seeds 2] [--rounds 2] [--first-seed 100] [--full] [--shape I X S]
-                                    [--epochs N] [--retrain-epochs N] [--config FILE] [--family varied]
-                                    [--measure confidence|disagreement|both]
+                                    [--epochs N] [--retrain-epochs N] [--retrain-lr LR] [--no-ceiling]
+                                    [--config FILE] [--family varied] [--measure confidence|disagreement|both]
 
 For each survey (tools/synth.py, the varied family unless --family says otherwise, seeds first-seed .. first-seed +
 seeds - 1) in a real seisd of a temporary home:
@@ -11,8 +11,9 @@ two arms adds picks of one line and retrains: the "suggested" arm picks the regi
 (by --measure) on its last model's prediction, the "random" arm a region of the same size on a line drawn at random
 (an inline or a crossline, seeded). A round's picks are what a human would pick there: every sample of as many
 traces as the first round's picks hold (labels from the generator's truth), imported with `picks.add`; the model is
-retrained with `train.mode: resume` from the arm's last model (a few epochs), predicted, and scored over the whole
-cube against the truth. The ceiling: the same job, trained anew on the truth of 8 whole inlines (evenly spaced).
+retrained with `train.mode: resume` from the arm's last model (a few epochs; --retrain-lr: at that learning rate
+in place of the job file's), predicted, and scored over the whole cube against the truth. The ceiling: the same job,
+trained anew on the truth of 8 whole inlines (evenly spaced); --no-ceiling skips it (A/B runs of the retrains).
 
 Prints a table (accuracy per round, per seed and the mean) and, last, one JSON line with every figure. The default
 is small (64^3, a small U-Net, a few epochs: a few minutes on two cores); --full takes the job file as it is, on
@@ -67,6 +68,8 @@ def train_job(args: argparse.Namespace, output: str, survey: str, picks: str, st
     if start is not None:
         job["train"].update(mode="resume", init_from=f"models/{start}.h5", epochs=args.retrain_epochs)
         job["train"]["early_stop"] = {"enabled": False}
+        if args.retrain_lr is not None:
+            job["optim"]["lr"] = args.retrain_lr
     return job
 
 
@@ -147,6 +150,9 @@ def one_seed(client: Any, work: Path, seed: int, args: argparse.Namespace) -> di
             lines.append({"kind": kind, "line": int(number), "traces": list(traces), "added": added["added"]})
             last = model
         out[arm], out[f"{arm}_lines"] = accs, lines
+    if args.no_ceiling:
+        out["seconds"] = round(time.monotonic() - t0, 1)
+        return out
     step = ni // 8
     ceiling = write_ceiling(folder / "ceiling", s, names, [step // 2 + k * step for k in range(8)])
     if len(ceiling) != len(names):
@@ -173,15 +179,17 @@ def write_ceiling(folder: Path, s: Any, names: list[str], inlines: list[int]) ->
 
 
 def table(runs: list[dict[str, Any]], rounds: int) -> str:
-    head = ["seed", "arm", "round 0"] + [f"round {r}" for r in range(1, rounds + 1)] + ["ceiling"]
+    ceiling = all("ceiling" in r for r in runs)  # absent with --no-ceiling
+    head = ["seed", "arm", "round 0"] + [f"round {r}" for r in range(1, rounds + 1)] + ["ceiling"] * ceiling
     rows = []
     for arm in ARMS if rounds else ("-",):  # no rounds: both arms would be the same row
         for run in runs:
             rows.append([str(run["seed"]), arm, f"{run['round0']['pixel']:.3f}"] +
-                        [f"{a['pixel']:.3f}" for a in run.get(arm, [])] + [f"{run['ceiling']['pixel']:.3f}"])
+                        [f"{a['pixel']:.3f}" for a in run.get(arm, [])] +
+                        ([f"{run['ceiling']['pixel']:.3f}"] if ceiling else []))
         rows.append(["mean", arm, f"{np.mean([r['round0']['pixel'] for r in runs]):.3f}"] +
                     [f"{np.mean([r[arm][k]['pixel'] for r in runs]):.3f}" for k in range(rounds)] +
-                    [f"{np.mean([r['ceiling']['pixel'] for r in runs]):.3f}"])
+                    ([f"{np.mean([r['ceiling']['pixel'] for r in runs]):.3f}"] if ceiling else []))
     widths = [max(len(h), *(len(r[k]) for r in rows)) for k, h in enumerate(head)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
@@ -197,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shape", type=int, nargs=3, default=None)
     ap.add_argument("--epochs", type=int, default=None, help="epochs of a new model (default 8; --full: the file's)")
     ap.add_argument("--retrain-epochs", type=int, default=3, help="epochs of each retrain (resume mode)")
+    ap.add_argument("--retrain-lr", type=float, default=None,
+                    help="learning rate of each retrain (default: the job file's optim.lr)")
+    ap.add_argument("--no-ceiling", action="store_true", help="skip the ceiling (8 inlines of truth)")
     ap.add_argument("--config", type=Path, default=None, help="a train job file instead of " + str(CONFIG.name))
     ap.add_argument("--family", choices=synth.FAMILIES, default="varied", help="survey family (default varied)")
     ap.add_argument("--measure", choices=MEASURES, default="confidence",
@@ -213,9 +224,10 @@ def main(argv: list[str] | None = None) -> int:
             for arm in ARMS}
     doc = {"family": args.family, "shape": args.shape, "rounds": args.rounds, "seeds": [r["seed"] for r in runs],
            "full": args.full, "measure": args.measure,
-           "retrain_epochs": args.retrain_epochs, "runs": runs, "mean_pixel": mean,
-           "mean_round0_pixel": round(float(np.mean([r["round0"]["pixel"] for r in runs])), 4),
-           "mean_ceiling_pixel": round(float(np.mean([r["ceiling"]["pixel"] for r in runs])), 4)}
+           "retrain_epochs": args.retrain_epochs, "retrain_lr": args.retrain_lr, "runs": runs, "mean_pixel": mean,
+           "mean_round0_pixel": round(float(np.mean([r["round0"]["pixel"] for r in runs])), 4)}
+    if not args.no_ceiling:
+        doc["mean_ceiling_pixel"] = round(float(np.mean([r["ceiling"]["pixel"] for r in runs])), 4)
     print(table(runs, args.rounds))
     print(json.dumps(doc))
     return 0
