@@ -41,7 +41,23 @@ def _picks(home: Path) -> tuple[np.ndarray, np.ndarray]:
     return picks.positions().astype(np.int64), picks.cls.astype(int)
 
 
-def test_a_distilled_job_writes_a_one_member_inline_student_trained_on_pseudo_labels(demo: RunningDaemon) -> None:
+def _teacher_prediction(home: Path, teacher: Path, out: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The teacher's labels and confidence of the demo survey, applied as the job applies it."""
+    from daemon.executor.modelfile import load_model_file
+    from daemon.executor.predict.apply import predict_volume
+    from daemon.executor.predict.recipe import recipe_of
+    from workers.survey import Survey
+
+    model, info = load_model_file(teacher)
+    recipe, survey = recipe_of(info), Survey.open(home / "surveys" / "demo")
+    volumes = [survey.volume(v) for v in recipe.volumes]
+    run = predict_volume(model, volumes if len(volumes) > 1 else volumes[0], out_dir=out, device="cpu",
+                         outputs=["labels", "confidence"], resume=False, **recipe.apply_kwargs(survey.shape))
+    return np.load(run["paths"]["labels"]), np.load(run["paths"]["confidence"])
+
+
+def test_a_distilled_job_writes_a_one_member_inline_student_trained_on_pseudo_labels(demo: RunningDaemon,
+                                                                                      tmp_path: Path) -> None:
     from daemon.executor.modelfile import load_model_file
 
     c = demo.client
@@ -63,13 +79,16 @@ def test_a_distilled_job_writes_a_one_member_inline_student_trained_on_pseudo_la
     folder = job_dir / "distill"
     shape = tuple(r["distill"]["pseudo_labels"]["shape"])
     pseudo = np.fromfile(folder / "pseudo_labels.i8", dtype=np.int8).reshape(shape)
-    labels = np.load(folder / "teacher_prediction" / "labels.npy")
-    confidence = np.load(folder / "teacher_prediction" / "confidence.npy")
+    # the teacher's prediction is not kept (5 bytes a voxel); applied again here, it gives the same pseudo labels
+    assert not (folder / "teacher_prediction").exists()
+    labels, confidence = _teacher_prediction(demo.home, folder / "teacher.h5", tmp_path)
     expected = np.where(confidence >= MIN_CONFIDENCE, labels.astype(np.int8), -1)
     points, cls = _picks(demo.home)
     at_picks = np.zeros(shape, bool)
     at_picks[tuple(points.T)] = True
-    assert np.array_equal(pseudo[~at_picks], expected[~at_picks])
+    on_threshold = np.abs(confidence - MIN_CONFIDENCE) <= 1e-4  # where the rounding of two runs may decide
+    clear = ~at_picks & ~on_threshold
+    assert on_threshold.mean() < 0.01 and np.array_equal(pseudo[clear], expected[clear])
     assert (pseudo == -1).any() and (pseudo >= 0).any()
     on_pick = pseudo[tuple(points.T)] == cls
     assert on_pick.sum() >= r["split"]["train_points"]  # every training pick carries its own label
@@ -81,7 +100,8 @@ def test_a_distilled_job_writes_a_one_member_inline_student_trained_on_pseudo_la
     assert any(m.startswith("distilling: predicting the survey") for m in messages), messages
     assert any(m.startswith("distilling: epoch ") for m in messages), messages
     assert any(m.startswith("teacher: epoch ") for m in messages), messages
-    stages = [e["data"].get("stage") for e in events if e["type"] == "job.metrics" and "val_pixel_accuracy" in e["data"]]
+    stages = [e["data"].get("stage") for e in events
+              if e["type"] == "job.metrics" and "val_pixel_accuracy" in e["data"]]
     assert stages == ["teacher", "teacher", "distilling", "distilling"], stages
     assert (folder / "summary.h5").is_file() and (folder / "checkpoints" / "last.pt").is_file()
 

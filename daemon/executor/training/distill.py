@@ -4,7 +4,8 @@ The stages, each in the job folder's distill/ and each found done by a resumed a
 
     teacher.h5 + teacher.json   the teacher's model file and its figures (written by job.py after its training;
                                 teacher.json last, so its presence says the teacher is done and is never trained again)
-    teacher_prediction/         labels and confidence of the whole training survey (predict_volume, chunk-resumable)
+    teacher_prediction/         labels and confidence of the whole training survey (predict_volume, chunk-resumable);
+                                removed once the pseudo labels are written (they hold what the student needs of it)
     pseudo_labels.i8            int8 [inline, crossline, sample]: the teacher's class where its confidence reaches
                                 distill.min_confidence, else -1; the training picks' own labels written over it
                                 (the validation picks are not: the student's validation stays on unseen labels)
@@ -19,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +75,7 @@ def pseudo_labels(spec: TrainSpec, ctx: Any, train_picks: PointLabels) -> dict[s
     meta_path = out / "pseudo_labels.json"
     if path.is_file() and meta_path.is_file():
         ctx.log.info("distilling: pseudo labels written by an earlier attempt (%s)", path)
+        _drop_teacher_prediction(out, ctx.log)  # an attempt killed between the two steps left it
         return json.loads(meta_path.read_text())
     model, info = load_model_file(teacher_file(ctx.job_dir))
     recipe = recipe_of(info)
@@ -98,7 +101,18 @@ def pseudo_labels(spec: TrainSpec, ctx: Any, train_picks: PointLabels) -> dict[s
     os.replace(tmp, meta_path)
     ctx.log.info("distilling: %.1f%% of the survey's voxels labelled (confidence >= %g), %d training picks over "
                  "them", 100 * meta["labelled_fraction"], spec.distill.min_confidence, meta["picks"])
+    _drop_teacher_prediction(out, ctx.log)
     return meta
+
+
+def _drop_teacher_prediction(out: Path, log: Any) -> None:
+    """The teacher's labels and confidence of the whole survey (5 bytes a voxel) are not kept in the job folder once
+    the pseudo-label volume (1 byte a voxel) holds what the student reads of them."""
+    prediction = out / "teacher_prediction"
+    if prediction.is_dir():
+        shutil.rmtree(prediction)
+        log.info("distilling: the teacher's prediction removed (%s); pseudo_labels.i8 keeps its confident labels",
+                 prediction)
 
 
 def _write_pseudo(path: Path, labels: np.ndarray, confidence: np.ndarray, min_confidence: float,
