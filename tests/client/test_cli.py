@@ -100,7 +100,7 @@ def test_cancelled_job_exits_4(daemon: RunningDaemon, tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.wait()
+            proc.wait(timeout=10)
     assert proc.returncode == 4, err
     assert json.loads(out)["state"] == "cancelled"
 

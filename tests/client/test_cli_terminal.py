@@ -7,6 +7,7 @@ import fcntl
 import os
 import pty
 import re
+import select
 import struct
 import subprocess
 import sys
@@ -37,16 +38,23 @@ def on_terminal(home: Path, *args: str, columns: int = 80, timeout: float = 60) 
                          stdin=slave, stdout=slave, stderr=slave, close_fds=True)
     os.close(slave)
     chunks, deadline = [], time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            data = os.read(master, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(master)
-    return p.wait(timeout=10), b"".join(chunks).decode(errors="replace")
+    try:
+        while (remaining := deadline - time.monotonic()) > 0:
+            if not select.select([master], [], [], remaining)[0]:
+                break  # the deadline passed with nothing to read
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        os.close(master)
+        return p.wait(timeout=10), b"".join(chunks).decode(errors="replace")
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(timeout=10)
 
 
 def frames(text: str) -> list[str]:

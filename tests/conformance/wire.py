@@ -124,6 +124,7 @@ class Conn:
 
     def __init__(self, endpoint: str, timeout_ms: int = 15_000):
         self.endpoint = endpoint
+        self.timeout_ms = timeout_ms
         self.sock = dealer(endpoint, timeout_ms)
 
     def raw(self, frames: list[bytes]) -> tuple[dict[str, Any], list[bytes]]:
@@ -136,11 +137,14 @@ class Conn:
         if arrays:
             h["arrays"] = [d for d, _ in arrays]
         self.sock.send_multipart([json.dumps(h).encode()] + [b for _, b in arrays])
+        deadline = time.monotonic() + self.timeout_ms / 1000
         while True:
-            reply = self.sock.recv_multipart()
+            reply = self.sock.recv_multipart()  # silence raises zmq.Again after the socket's timeout
             head = json.loads(reply[0])
             if head.get("re") == rid:
                 return head, reply[1:]
+            if time.monotonic() > deadline:  # only replies to other requests: do not drop them forever
+                raise TimeoutError(f"no reply to {op!r} (id {rid}) within {self.timeout_ms} ms; last other: {head}")
 
     def call(self, op: str, args: Any = None, **extra: Any) -> dict[str, Any]:
         """The result of an ok reply; an error reply fails the test with its code and message."""

@@ -144,8 +144,8 @@ def test_events_over_sub_and_stored(shared_daemon: RunningDaemon) -> None:
         time.sleep(0.3)  # a SUB socket receives only what is published after it has connected
         job_id = c.submit(steps_job(steps=6, step_s=0.1))["id"]
         wait_state(c, job_id)
-        received = []
-        while sub.poll(500):
+        received, deadline = [], time.monotonic() + 30  # until a 0.5 s quiet gap, at most 30 s
+        while time.monotonic() < deadline and sub.poll(500):
             ev = P.Event.decode(sub.recv_multipart())
             if ev.topic == P.job_topic(job_id):
                 received.append(ev)

@@ -35,7 +35,8 @@ print(json.dumps({"applied": applied, "faults": faults() - before}))
 
 def _probe(mode: str, **env: str) -> dict:
     out = subprocess.run([sys.executable, "-c", PROBE, mode], cwd=ROOT, capture_output=True, text=True, check=True,
-                         env={**{k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}, **env})
+                         env={**{k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}, **env},
+                         timeout=120)
     return json.loads(out.stdout)
 
 

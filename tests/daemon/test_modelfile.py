@@ -50,7 +50,8 @@ def _round_trip(tmp_path: Path, model: torch.nn.Module, info: ModelInfo, x: torc
                 extra: list[str] = ()) -> np.ndarray:
     path = save_model_file(tmp_path / "models" / "m.h5", model, info)
     np.save(tmp_path / "x.npy", x.numpy())
-    subprocess.run([sys.executable, "-c", RELOAD, str(path), str(tmp_path / "x.npy"), *extra], check=True)
+    subprocess.run([sys.executable, "-c", RELOAD, str(path), str(tmp_path / "x.npy"), *extra], check=True,
+                   timeout=120)
     return np.load(tmp_path / "x.npy.out.npy")
 
 

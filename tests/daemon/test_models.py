@@ -64,7 +64,7 @@ def test_validation_runs_without_torch() -> None:
     code = ("import sys; from daemon.executor.models import validate_model_params; "
             "from daemon.kinds.train_spec import TrainSpec; "
             "assert validate_model_params('unet', {}, (8, 8)) == []; assert 'torch' not in sys.modules")
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 USER_MODEL = """

@@ -241,4 +241,4 @@ def test_the_relay_stands_where_the_plugin_starts_its_apply_server(prepared, tmp
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.wait()
+            proc.wait(timeout=10)

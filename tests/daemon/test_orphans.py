@@ -156,7 +156,7 @@ def test_the_start_sweep_kills_this_homes_marked_processes_and_nothing_else(tmp_
     finally:
         for p in procs.values():
             p.kill()
-            p.wait()
+            p.wait(timeout=10)
 
 
 def _cgroups_writable() -> bool:
@@ -187,7 +187,7 @@ def test_a_grandchild_that_clears_its_environment_ends_with_its_jobs_cgroup(daem
 def _daemonised(env: dict[str, str]) -> int:
     """A `sleep 1000` whose parent has exited (reparented to init, as a daemonised server is); returns its pid."""
     sh = subprocess.run(["sh", "-c", "sleep 1000 >/dev/null 2>&1 & echo $!"], env=env, capture_output=True,
-                        text=True, check=True)
+                        text=True, check=True, timeout=30)
     return int(sh.stdout)
 
 
@@ -204,7 +204,7 @@ def test_the_sweep_spares_what_a_live_executors_job_daemonised_until_that_execut
         assert [o.pid for o in sweep(home, grace_s=1)] == [stray]
         assert pid_alive(of_live_job) and not pid_alive(stray)
         executor.kill()
-        executor.wait()
+        executor.wait(timeout=10)
         assert [o.pid for o in sweep(home, grace_s=1)] == [of_live_job]
         assert not pid_alive(of_live_job)
     finally:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -188,7 +189,8 @@ def test_outputs_model_file_summary_and_tensorboard(demo: RunningDaemon, trained
 def test_model_file_predicts_the_same_in_a_new_process(demo: RunningDaemon, trained: dict) -> None:
     job_dir = Path(trained["dir"])
     expected = np.load(job_dir / "preview_final.npy")
-    code = ("import sys, numpy as np; from daemon.executor.training.preview import predict_inline_from_file as predict_slice; "
+    code = ("import sys, numpy as np; "
+            "from daemon.executor.training.preview import predict_inline_from_file as predict_slice; "
             "np.save(sys.argv[4], predict_slice(sys.argv[1], sys.argv[2], int(sys.argv[3]), stride=2))")
     out = job_dir.parent / "fresh_prediction.npy"
     subprocess.run([sys.executable, "-c", code, str(demo.home / "models" / "base.h5"),
@@ -312,8 +314,8 @@ def test_a_diverged_run_fails_with_a_clear_reason(demo: RunningDaemon, tmp_path:
     try:
         jid = checking.submit(job)["id"]
         record = demo.client.wait(jid, timeout=120)
-        published = []
-        while sub.poll(300):
+        published, deadline = [], time.monotonic() + 30  # until a 0.3 s quiet gap, at most 30 s
+        while time.monotonic() < deadline and sub.poll(300):
             published.append(P.Event.decode(sub.recv_multipart()))
     finally:
         sub.close()

@@ -205,4 +205,4 @@ def test_a_new_daemon_adopts_a_healthy_viewer_and_kills_a_hung_one(tmp_path: Pat
         for p in (healthy, hung):
             if p.poll() is None:
                 p.kill()
-                p.wait()
+                p.wait(timeout=10)

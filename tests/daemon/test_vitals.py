@@ -23,7 +23,7 @@ def child():
     yield start
     for p in procs:
         p.kill()
-        p.wait()
+        p.wait(timeout=10)
 
 
 def test_a_working_child_uses_cpu_and_a_sleeping_one_does_not(child) -> None:
@@ -43,7 +43,7 @@ def test_a_stopped_child_is_seen_stopped_and_a_gone_one_not_at_all(child) -> Non
     seen = wait_for(lambda: (lambda s: s if s and s.stopped else None)(vitals.look(p.pid)), 5, what="state T")
     assert seen.state == "T" and "SIGSTOP" in seen.describe()
     p.kill()
-    p.wait()
+    p.wait(timeout=10)
     assert vitals.look(p.pid) is None and vitals.look(None) is None
 
 

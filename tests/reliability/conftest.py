@@ -52,7 +52,7 @@ def small_fs(tmp_path: Path) -> Iterator[Callable[[Path, int], Path]]:
 
     yield mount
     for folder in reversed(mounted):
-        subprocess.run(["umount", "-l", str(folder)], capture_output=True, check=False)
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True, check=False, timeout=30)
 
 
 @pytest.fixture(scope="module")

@@ -80,7 +80,7 @@ def tmpfs_mount(folder: Path, size: int) -> None:
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root")
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, timeout=30)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
 

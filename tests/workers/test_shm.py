@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
 import textwrap
@@ -25,7 +26,7 @@ PREFIX = "seisdtestshm"
 
 def _dead_pid() -> int:
     proc = subprocess.Popen(["true"])
-    proc.wait()
+    proc.wait(timeout=10)
     return proc.pid
 
 
@@ -65,7 +66,7 @@ def test_sweep_removes_segments_of_a_dead_creator_while_the_owner_lives() -> Non
         print(seg.name, flush=True)
         os.kill(os.getpid(), 9)
     """)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     name = proc.stdout.strip()
     assert proc.returncode == -9 and (SHM_DIR / name).exists(), proc.stderr
     assert owner_pid_of(name, PREFIX) == os.getpid() and creator_pid_of(name, PREFIX) != os.getpid()
@@ -125,9 +126,13 @@ def test_sigkilled_consumer_leaves_nothing_after_sweep(tmp_path) -> None:
     script.write_text(textwrap.dedent(CONSUMER))
     proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "v.f32"), PREFIX], cwd=ROOT,
                             stdout=subprocess.PIPE, text=True)
+    if not select.select([proc.stdout], [], [], 60)[0]:
+        proc.kill()
+        proc.wait(timeout=10)
+        pytest.fail("the consumer printed no segment name within 60 s")
     name, *workers = proc.stdout.readline().split()
     proc.kill()
-    proc.wait()  # reaped: its pid is now dead, as after a daemon crash
+    proc.wait(timeout=10)  # reaped: its pid is now dead, as after a daemon crash
     assert (SHM_DIR / name).exists(), "SIGKILL gives no chance to clean up; the sweep must do it"
     deadline = time.monotonic() + 10  # workers die by PDEATHSIG; allow slow CI machines to reap them
     while any(pid_alive(int(w)) for w in workers) and time.monotonic() < deadline:
