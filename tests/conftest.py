@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,5 +30,22 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
         def _split_scope(self, nodeid: str) -> str:
             module = nodeid.split("::", 1)[0]
             return "ray" if Path(module).name.startswith("test_ray_") else module
+
+        def remove_node(self, node: Any) -> str | None:
+            """A worker died (a crash, the OOM killer). xdist 3.8 puts every test it was given back in the queue,
+            finished ones too, and the test it died in: the finished modules then go out as empty work that never
+            reports back, and the run waits for ever at its end. Only the unfinished tests after the crash go back;
+            xdist reports the one it died in as failed."""
+            units = self.assigned_work.get(node, {})
+            crashed = next((t for unit in units.values() for t, done in unit.items() if not done), None)
+            crashitem = super().remove_node(node)
+            for scope, unit in list(self.workqueue.items()):
+                if crashed in unit:
+                    unit[crashed] = True
+                if all(unit.values()):
+                    del self.workqueue[scope]
+            for other in self.assigned_work:
+                self._reschedule(other)
+            return crashitem
 
     return ModuleScheduling(config, log)
