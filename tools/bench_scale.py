@@ -251,7 +251,8 @@ def growth(sizes: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--long", action="store_true", help="up to F3's size (1.3 GB of SEG-Y; about 7 minutes on a quiet 2-core machine)")
+    ap.add_argument("--long", action="store_true",
+                    help="up to F3's size (1.3 GB of SEG-Y; about 7 minutes on a quiet 2-core machine)")
     ap.add_argument("--sizes", help="cubes to run instead, e.g. 100x200x462,651x951x462")
     ap.add_argument("--tmp", default=None, help="folder for the temporary cubes and home (default: the system's)")
     ap.add_argument("--device", default="cpu", help="what the predict and train jobs ask for: cpu or cuda")
