@@ -48,6 +48,7 @@ from workers.worker import DEFAULT_NICE, worker_main
 _JOIN_TIMEOUT_S = 5.0
 _WAIT_TICK_S = 0.1  # how often the loop looks at resize requests while waiting
 _MAX_DEATHS_IN_A_ROW = 3  # deaths with no batch made in between: something is broken, not unlucky
+DEFAULT_STALL_S = 300.0  # a live worker that has held a batch this long (a hung read) is killed and replaced
 
 
 _SPAWN_LOCK = threading.Lock()
@@ -85,8 +86,10 @@ class _Worker:
     conn: Connection
     started: float
     inflight: dict[tuple[int, int], int] = field(default_factory=dict)
+    sent_at: dict[tuple[int, int], float] = field(default_factory=dict)  # when each in-flight item went out
     retiring: bool = False
     dead: bool = False
+    stalled: bool = False  # killed for holding a batch past stall_s
     busy_s: float = 0.0
 
 
@@ -130,13 +133,16 @@ class WorkerPool:
 
     def __init__(self, recipe: BatchRecipe, n_workers: int = 2, seed: int = 0, ring_slots: int = 8,
                  owner_pid: int | None = None, prefix: str = DEFAULT_PREFIX, depth: int = DEFAULT_DEPTH,
-                 device: str | None = None, shm_free_bytes: int | None = None, nice: int = DEFAULT_NICE) -> None:
+                 device: str | None = None, shm_free_bytes: int | None = None, nice: int = DEFAULT_NICE,
+                 stall_s: float = DEFAULT_STALL_S) -> None:
         if n_workers < 1:
             raise ValueError(f"n_workers must be >= 1, got {n_workers}")
         self.recipe = recipe
         self.seed = int(seed)
         self.depth = max(1, depth)
         self.nice = int(nice)  # the workers' (workers.worker.run_in_background)
+        self.stall_s = float(stall_s)  # a worker alive but silent on a batch this long is killed, its batch remade
+        self._stalls = 0
         self._ctx = mp.get_context("spawn")
         self._layout = RingLayout(ring_slots, recipe.x_shape, recipe.y_shape)
         ring = ShmRing.create(self._layout, owner_pid or os.getpid(), prefix, shm_free_bytes)
@@ -230,6 +236,7 @@ class WorkerPool:
             "target_workers": self._target,
             "restarts": self._restarts,
             "remade": self._remade,
+            "stalls": self._stalls,  # workers killed for holding a batch past stall_s (counted in restarts too)
             "free_slots": self._state.ring.n_free,
         }
 
@@ -282,6 +289,7 @@ class WorkerPool:
             w = min(active, key=lambda w: (len(w.inflight), w.wid))
             k = pending.pop(0)
             w.inflight[(epoch, k)] = slot
+            w.sent_at[(epoch, k)] = time.monotonic()
             try:
                 w.conn.send((epoch, k, slot))
             except (BrokenPipeError, ConnectionResetError):
@@ -311,6 +319,18 @@ class WorkerPool:
                 continue
             if not w.proc.is_alive() or obj is not w.conn:
                 self._bury(w, epoch, pending, ready)
+        self._kill_stalled()
+
+    def _kill_stalled(self) -> None:
+        """A worker that is alive but has held an item past stall_s (a read hung on a dead mount, a stopped process)
+        would hold the consumer for ever: kill it; its sentinel buries it on the next tick and its items are remade."""
+        now = time.monotonic()
+        for w in self._state.workers.values():
+            if w.stalled or not w.sent_at or now - min(w.sent_at.values()) <= self.stall_s:
+                continue
+            w.stalled = True
+            self._stalls += 1
+            w.proc.kill()
 
     def _take_replies(self, w: _Worker, epoch: int | None, ready: dict[int, int]) -> bool:
         """Read every reply waiting in ``w``'s pipe; False when the pipe is at EOF."""
@@ -324,6 +344,7 @@ class WorkerPool:
     def _on_reply(self, w: _Worker, msg: tuple, epoch: int | None, ready: dict[int, int]) -> None:
         kind, e, k, slot, payload = msg
         w.inflight.pop((e, k), None)
+        w.sent_at.pop((e, k), None)
         if kind == "error":
             self._state.ring.release(slot)
             raise WorkerError(f"worker {w.wid} failed making batch {k} of epoch {e}:\n{payload}")
@@ -349,10 +370,12 @@ class WorkerPool:
             self._restarts += 1  # _apply_resize starts the replacement on the next turn
             self._deaths_in_a_row += 1
             if self._deaths_in_a_row >= _MAX_DEATHS_IN_A_ROW:
+                why = f"killed after holding a batch for {self.stall_s:g} s" if w.stalled else \
+                    f"exit code {w.proc.exitcode}"
                 raise WorkerError(
-                    f"{self._deaths_in_a_row} workers died in a row without making a batch (last exit code "
-                    f"{w.proc.exitcode}). Check the recipe's volume paths; under spawn, a script that creates "
-                    "the pool must guard its top level with `if __name__ == '__main__':`")
+                    f"{self._deaths_in_a_row} workers died in a row without making a batch (the last {why}). Check "
+                    "the recipe's volume paths; under spawn, a script that creates the pool must guard its top level "
+                    "with `if __name__ == '__main__':`")
 
     def _drain(self, ready: dict[int, int]) -> None:
         for slot in ready.values():

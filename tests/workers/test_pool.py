@@ -111,6 +111,24 @@ def test_worker_killed_mid_stream_is_replaced_and_batch_remade(recipe: BatchReci
         assert pool.ring.n_free == pool.ring.layout.n_slots
 
 
+def test_a_worker_alive_but_stuck_on_a_batch_is_killed_and_its_batch_remade(recipe: BatchRecipe) -> None:
+    """A stopped worker (as one whose read hangs on a dead mount) holds its batch: past stall_s the pool kills it,
+    starts another and remakes the batch, so the stream is the same as without it."""
+    ref = _reference(recipe, 0, seed=5)
+    with WorkerPool(recipe, n_workers=2, seed=5, depth=2, stall_s=1.0) as pool:
+        victims: list[int] = []
+
+        def freeze() -> None:
+            victims.append(pool.worker_pids()[0])
+            os.kill(victims[-1], signal.SIGSTOP)  # alive, never answers
+
+        _assert_same(_collect(pool, 0, {2: freeze}), ref)
+        stats = pool.stats()
+        assert stats["stalls"] == 1 and stats["restarts"] == 1 and stats["remade"] >= 1
+        assert victims[0] not in pool.worker_pids() and len(pool.worker_pids()) == 2
+        assert pool.ring.n_free == pool.ring.layout.n_slots
+
+
 def test_stopping_early_frees_the_ring_for_the_next_epoch(recipe: BatchRecipe) -> None:
     with WorkerPool(recipe, n_workers=2, ring_slots=3) as pool:
         for batch in pool.epoch(0):
