@@ -150,16 +150,14 @@ def one_seed(client: Any, work: Path, seed: int, args: argparse.Namespace) -> di
             lines.append({"kind": kind, "line": int(number), "traces": list(traces), "added": added["added"]})
             last = model
         out[arm], out[f"{arm}_lines"] = accs, lines
-    if args.no_ceiling:
-        out["seconds"] = round(time.monotonic() - t0, 1)
-        return out
-    step = ni // 8
-    ceiling = write_ceiling(folder / "ceiling", s, names, [step // 2 + k * step for k in range(8)])
-    if len(ceiling) != len(names):
-        raise RuntimeError(f"seed {seed}: the 8 inlines of the ceiling lack a class; the class ids would shift")
-    _import(client, survey, ceiling, "ceiling", add=False)
-    _ok(client, train_job(args, f"{survey}-ceiling", survey, "ceiling", None))
-    out["ceiling"] = score(client, f"{survey}-ceiling", survey)
+    if not args.no_ceiling:
+        step = ni // 8
+        ceiling = write_ceiling(folder / "ceiling", s, names, [step // 2 + k * step for k in range(8)])
+        if len(ceiling) != len(names):
+            raise RuntimeError(f"seed {seed}: the 8 inlines of the ceiling lack a class; the class ids would shift")
+        _import(client, survey, ceiling, "ceiling", add=False)
+        _ok(client, train_job(args, f"{survey}-ceiling", survey, "ceiling", None))
+        out["ceiling"] = score(client, f"{survey}-ceiling", survey)
     out["seconds"] = round(time.monotonic() - t0, 1)
     return out
 

@@ -86,7 +86,7 @@ class _Worker:
     conn: Connection
     started: float
     inflight: dict[tuple[int, int], int] = field(default_factory=dict)
-    sent_at: dict[tuple[int, int], float] = field(default_factory=dict)  # when each in-flight item went out
+    waiting_since: float = 0.0  # since when it holds items without a reply (its last reply, or the send to it idle)
     retiring: bool = False
     dead: bool = False
     stalled: bool = False  # killed for holding a batch past stall_s
@@ -288,8 +288,9 @@ class WorkerPool:
                 return
             w = min(active, key=lambda w: (len(w.inflight), w.wid))
             k = pending.pop(0)
+            if not w.inflight:
+                w.waiting_since = time.monotonic()
             w.inflight[(epoch, k)] = slot
-            w.sent_at[(epoch, k)] = time.monotonic()
             try:
                 w.conn.send((epoch, k, slot))
             except (BrokenPipeError, ConnectionResetError):
@@ -326,7 +327,7 @@ class WorkerPool:
         would hold the consumer for ever: kill it; its sentinel buries it on the next tick and its items are remade."""
         now = time.monotonic()
         for w in self._state.workers.values():
-            if w.stalled or not w.sent_at or now - min(w.sent_at.values()) <= self.stall_s:
+            if w.stalled or not w.inflight or now - w.waiting_since <= self.stall_s:
                 continue
             w.stalled = True
             self._stalls += 1
@@ -344,7 +345,7 @@ class WorkerPool:
     def _on_reply(self, w: _Worker, msg: tuple, epoch: int | None, ready: dict[int, int]) -> None:
         kind, e, k, slot, payload = msg
         w.inflight.pop((e, k), None)
-        w.sent_at.pop((e, k), None)
+        w.waiting_since = time.monotonic()
         if kind == "error":
             self._state.ring.release(slot)
             raise WorkerError(f"worker {w.wid} failed making batch {k} of epoch {e}:\n{payload}")

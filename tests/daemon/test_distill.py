@@ -41,24 +41,11 @@ def _picks(home: Path) -> tuple[np.ndarray, np.ndarray]:
     return picks.positions().astype(np.int64), picks.cls.astype(int)
 
 
-def _teacher_prediction(home: Path, teacher: Path, out: Path) -> tuple[np.ndarray, np.ndarray]:
-    """The teacher's labels and confidence of the demo survey, applied as the job applies it."""
-    from daemon.executor.modelfile import load_model_file
-    from daemon.executor.predict.apply import predict_volume
-    from daemon.executor.predict.recipe import recipe_of
-    from workers.survey import Survey
-
-    model, info = load_model_file(teacher)
-    recipe, survey = recipe_of(info), Survey.open(home / "surveys" / "demo")
-    volumes = [survey.volume(v) for v in recipe.volumes]
-    run = predict_volume(model, volumes if len(volumes) > 1 else volumes[0], out_dir=out, device="cpu",
-                         outputs=["labels", "confidence"], resume=False, **recipe.apply_kwargs(survey.shape))
-    return np.load(run["paths"]["labels"]), np.load(run["paths"]["confidence"])
-
-
 def test_a_distilled_job_writes_a_one_member_inline_student_trained_on_pseudo_labels(demo: RunningDaemon,
                                                                                       tmp_path: Path) -> None:
     from daemon.executor.modelfile import load_model_file
+    from daemon.executor.training.distill import teacher_prediction
+    from workers.survey import Survey
 
     c = demo.client
     record = c.wait(c.submit(distill_job("student"))["id"], timeout=120)
@@ -81,7 +68,9 @@ def test_a_distilled_job_writes_a_one_member_inline_student_trained_on_pseudo_la
     pseudo = np.fromfile(folder / "pseudo_labels.i8", dtype=np.int8).reshape(shape)
     # the teacher's prediction is not kept (5 bytes a voxel); applied again here, it gives the same pseudo labels
     assert not (folder / "teacher_prediction").exists()
-    labels, confidence = _teacher_prediction(demo.home, folder / "teacher.h5", tmp_path)
+    run = teacher_prediction(folder / "teacher.h5", Survey.open(demo.home / "surveys" / "demo"), tmp_path,
+                             device="cpu", resume=False)
+    labels, confidence = np.load(run["paths"]["labels"]), np.load(run["paths"]["confidence"])
     expected = np.where(confidence >= MIN_CONFIDENCE, labels.astype(np.int8), -1)
     points, cls = _picks(demo.home)
     at_picks = np.zeros(shape, bool)

@@ -77,17 +77,12 @@ def pseudo_labels(spec: TrainSpec, ctx: Any, train_picks: PointLabels) -> dict[s
         ctx.log.info("distilling: pseudo labels written by an earlier attempt (%s)", path)
         _drop_teacher_prediction(out, ctx.log)  # an attempt killed between the two steps left it
         return json.loads(meta_path.read_text())
-    model, info = load_model_file(teacher_file(ctx.job_dir))
-    recipe = recipe_of(info)
     survey = Survey.open(survey_folder(ctx.home, spec.data.survey))
-    volumes = [survey.volume(v) for v in recipe.volumes]
-    ctx.log.info("distilling: predicting the survey %s %s with the teacher (%s)", spec.data.survey, survey.shape,
-                 recipe.orientation)
+    ctx.log.info("distilling: predicting the survey %s %s with the teacher", spec.data.survey, survey.shape)
     report = lambda f, eta, msg: ctx.progress(0.5 + 0.1 * f, f"distilling: predicting the survey ({msg})",  # noqa: E731
                                               eta_s=eta, stage="predict")
-    run = predict_volume(model, volumes if len(volumes) > 1 else volumes[0], out_dir=out / "teacher_prediction",
-                         outputs=["labels", "confidence"], device=ctx.device, resume=True,
-                         should_stop=ctx.cancelled.is_set, progress=report, **recipe.apply_kwargs(survey.shape))
+    run = teacher_prediction(teacher_file(ctx.job_dir), survey, out / "teacher_prediction", device=ctx.device,
+                             resume=True, should_stop=ctx.cancelled.is_set, progress=report)
     if run["status"] != "complete":
         ctx.check_cancel()
         raise RuntimeError(f"the teacher's prediction stopped at chunk {run['chunks_done']} of {run['n_chunks']}")
@@ -103,6 +98,16 @@ def pseudo_labels(spec: TrainSpec, ctx: Any, train_picks: PointLabels) -> dict[s
                  "them", 100 * meta["labelled_fraction"], spec.distill.min_confidence, meta["picks"])
     _drop_teacher_prediction(out, ctx.log)
     return meta
+
+
+def teacher_prediction(teacher: Path, survey: Survey, out_dir: Path, **run: Any) -> dict[str, Any]:
+    """Labels and confidence of the whole survey from the teacher's model file, applied as a predict job applies it
+    (its recipe's volumes, orientation and tiles); `run`: predict_volume's device, resume, progress, should_stop."""
+    model, info = load_model_file(teacher)
+    recipe = recipe_of(info)
+    volumes = [survey.volume(v) for v in recipe.volumes]
+    return predict_volume(model, volumes if len(volumes) > 1 else volumes[0], out_dir=out_dir,
+                          outputs=["labels", "confidence"], **run, **recipe.apply_kwargs(survey.shape))
 
 
 def _drop_teacher_prediction(out: Path, log: Any) -> None:
