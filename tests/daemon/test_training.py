@@ -294,5 +294,11 @@ def test_time_budget_begins_no_epoch_that_would_end_past_it(tmp_path: Path) -> N
     roomy = train(_model(), _batches(1, 4), tmp_path / "roomy", config=_cfg(epochs=3, max_minutes=60),
                   val_batches=_batches(2, 1))
     assert (roomy.stopped, roomy.epoch) == ("finished", 3)
+    # the budget stops no run before train.budget_min_epochs, then the next epoch's check stops it
+    floored = train(_model(), _batches(1, 4), tmp_path / "floored",
+                    config=_cfg(epochs=5, max_minutes=1e-4, budget_min_epochs=3), val_batches=_batches(2, 1))
+    assert (floored.stopped, floored.epoch, floored.step) == ("time_limit", 3, 12)
+    with pytest.raises(InvalidJob, match="train.budget_min_epochs"):
+        _job(train={"budget_min_epochs": -1})
     with pytest.raises(InvalidJob, match="train.max_minutes"):
         _job(train={"max_minutes": 0})

@@ -349,9 +349,10 @@ class Trainer:
         return time.monotonic()
 
     def _out_of_time(self, last_epoch: float) -> bool:
-        """train.max_minutes: would one more epoch, as long as the last one, end past the budget? Decided on
-        every rank together in a data-parallel run (any rank out of time stops them all)."""
-        if self.cfg.max_minutes is None or self.epoch >= self.cfg.epochs:
+        """train.max_minutes: would one more epoch, as long as the last one, end past the budget? Never before
+        train.budget_min_epochs. Decided on every rank together in a data-parallel run (any rank out of time stops
+        them all)."""
+        if self.cfg.max_minutes is None or self.epoch >= self.cfg.epochs or self.epoch < self.cfg.budget_min_epochs:
             return False
         late = self.elapsed() + last_epoch > self.cfg.max_minutes * 60
         return self.sync.any_rank(late) if self.sync is not None else late
