@@ -349,9 +349,8 @@ class Trainer:
         return time.monotonic()
 
     def _out_of_time(self, last_epoch: float) -> bool:
-        """train.max_minutes: would one more epoch, as long as the last one, end past the budget? Never before
-        train.budget_min_epochs. Decided on every rank together in a data-parallel run (any rank out of time stops
-        them all)."""
+        """train.max_minutes: would one more epoch, as long as the last one, end past it? Never before
+        train.budget_min_epochs; decided on every rank together (any rank out of time stops them all)."""
         if self.cfg.max_minutes is None or self.epoch >= self.cfg.epochs or self.epoch < self.cfg.budget_min_epochs:
             return False
         late = self.elapsed() + last_epoch > self.cfg.max_minutes * 60
