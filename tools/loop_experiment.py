@@ -202,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--full", action="store_true", help="the job file as it is, on 256 x 256 x 128 surveys")
     ap.add_argument("--shape", type=int, nargs=3, default=None)
     ap.add_argument("--epochs", type=int, default=None, help="epochs of a new model (default 8; --full: the file's)")
-    ap.add_argument("--retrain-epochs", type=int, default=3, help="epochs of each retrain (resume mode)")
+    ap.add_argument("--retrain-epochs", type=int, default=12,
+                    help="epochs of each retrain (resume mode; default 12, docs/loop.md: 3 until session 13)")
     ap.add_argument("--retrain-lr", type=float, default=None,
                     help="learning rate of each retrain (default: the job file's optim.lr)")
     ap.add_argument("--no-ceiling", action="store_true", help="skip the ceiling (8 inlines of truth)")
