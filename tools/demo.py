@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         job["data"]["examples"] = ["demo-picks"]
         if a.epochs:
             job["train"]["epochs"] = a.epochs
-        # on the job file's clock (cpu), and never stopped before epoch 10 (the 7 minutes buy about 44 on an idle
+        # on the job file's clock (cpu), and never stopped before epoch 10 (the 7 minutes buy 41 on an idle
         # 2-core machine, and 8 epochs already score 0.86 on this survey against 0.88): beside other work a
         # wall-clock budget had cut the training to a few epochs and the cube's accuracy to 0.37
         job["train"].update(max_minutes=a.train_minutes, budget_min_epochs=DEMO_MIN_EPOCHS)
