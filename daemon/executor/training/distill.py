@@ -156,9 +156,10 @@ def student_spec(spec: TrainSpec, ctx: Any) -> TrainSpec:
     last = folder(ctx.job_dir) / "checkpoints" / "last.pt"
     start = {"mode": "resume", "init_from": str(last)} if ctx.resume and last.is_file() else \
         {"mode": "new", "init_from": None}
-    early = cfg.early_stop.model_copy(update={"min_epochs": min(cfg.early_stop.min_epochs, dist.epochs // 2)})
+    half = dist.epochs // 2  # the student's early stop and budget wait at most half its epochs
+    early = cfg.early_stop.model_copy(update={"min_epochs": min(cfg.early_stop.min_epochs, half)})
     train = cfg.model_copy(update={**start, "epochs": dist.epochs, "max_minutes": dist.max_minutes,
-                                   "budget_min_epochs": min(cfg.budget_min_epochs, dist.epochs // 2),
+                                   "budget_min_epochs": min(cfg.budget_min_epochs, half),
                                    "max_steps": None, "early_stop": early})
     data = spec.data.model_copy(update={"batches_per_epoch": dist.batches_per_epoch or spec.data.batches_per_epoch})
     model = spec.model.model_copy(update={"params": {**spec.model.params, "members": dist.members}})
