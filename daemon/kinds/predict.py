@@ -140,14 +140,13 @@ def _model_problems(spec: PredictSpec, home: Path, have: list[str]) -> list[str]
     except ModelFileError as exc:
         return [f"model: {exc}"]
     input_spec = info.input_spec or {}
-    volumes = list(input_spec.get("volumes") or ([DEFAULT_VOLUME] if info.in_channels == 1 else []))
+    per_volume = 2 * int(input_spec.get("context", 0) or 0) + 1  # its section and the context on each side
+    volumes = list(input_spec.get("volumes") or ([DEFAULT_VOLUME] if info.in_channels == per_volume else []))
     problems = [f"model: the model reads volume {v!r}, which survey {spec.survey!r} lacks (it has "
                 f"{', '.join(have)})" for v in volumes if v not in have]
-    if len(volumes) != info.in_channels:
+    if len(volumes) * per_volume != info.in_channels:
         problems.append(f"model: the model takes {info.in_channels} channels but its input spec names "
-                        f"{len(volumes)} volumes")
-    if int(input_spec.get("context", 0) or 0):
-        problems.append("model: trained with context slices (data.context > 0), which predict does not support yet")
+                        f"{len(volumes)} volumes" + (f" x {per_volume} sections" if per_volume > 1 else ""))
     if input_spec.get("orientation") == "time":
         problems.append("model: trained on time slices, which predict does not apply (inline, crossline, 3d)")
     crop = list(input_spec.get("crop") or info.input_shape)
@@ -160,7 +159,8 @@ def _model_problems(spec: PredictSpec, home: Path, have: list[str]) -> list[str]
 
 def shard_resources(spec: PredictSpec, default: TaskResources) -> TaskResources:
     """The kind's `resources` hook. A sharded job's executor only plans, waits and exports: its shards, tasks of
-    their own, ask for the CPUs (daemon/executor/predict/ray_shards.py); holding CPUs meanwhile could leave none for them."""
+    their own, ask for the CPUs (daemon/executor/predict/ray_shards.py); holding CPUs meanwhile could leave none for
+    them."""
     return TaskResources(0.0, default.gpus) if spec.shards > 1 else default
 
 

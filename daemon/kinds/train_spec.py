@@ -84,7 +84,7 @@ class DataSection(PickSource):
     examples: list[str] | None = Field(None, min_length=1, description="example sets (seisctl examples extract) to "
                                        "train from, from one or several surveys; instead of survey and picks")
     crop: CropSection
-    context: int = Field(0, ge=0, le=8, description="neighbouring slices on each side as extra channels (2D)")
+    context: int = Field(0, ge=0, le=8, description="neighbouring sections on each side as extra channels (2D)")
     batch_size: int = Field(32, ge=1, le=65536)
     batches_per_epoch: Annotated[int, Field(ge=1), rule(
         lambda v: v <= MAX_BATCHES_PER_EPOCH,
@@ -262,7 +262,7 @@ def distill_problems(spec: "TrainSpec") -> list[tuple[tuple[str | int, ...], str
                     "the student trains on); example sets (data.examples) are not supported"))
     if d.crop.orientation == "time" or d.context:
         out.append((("distill", "enabled"), "distilling needs inline, crossline or 3d crops without context "
-                    "slices (data.context: 0): the teacher must predict the whole survey"))
+                    "sections (data.context: 0; a student with context is not built or tested)"))
     if spec.train.distributed.world_size > 1:
         out.append((("distill", "enabled"), "distilling runs on one rank: set train.distributed.world_size: 1"))
     teacher = int(spec.model.params.get("members", 1))

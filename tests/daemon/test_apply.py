@@ -66,6 +66,49 @@ def test_fcn_tiles_blend_to_the_pointwise_answer(tmp_path, volumes, tile, overla
     assert out["labels"].dtype == np.uint8
 
 
+def _with_context(volumes: list[np.ndarray], axis: int, c: int) -> list[np.ndarray]:
+    """Per volume, the volume shifted by -c..c sections along `axis`, mirrored at the ends (np.pad symmetric)."""
+    out = []
+    n = SHAPE[axis]
+    for v in volumes:
+        padded = np.pad(v, [(c, c) if a == axis else (0, 0) for a in range(3)], mode="symmetric")
+        out += [np.take(padded, np.arange(n) + c + d, axis=axis) for d in range(-c, c + 1)]
+    return out
+
+
+@pytest.mark.parametrize("orientation", ["inline", "crossline", "both"])
+def test_context_sections_are_channels_in_the_order_of_the_training_crops(tmp_path, volumes, orientation) -> None:
+    """With context 2 a 1x1 convolution over 2 volumes x 5 sections sees, at each voxel, the voxels 2 below to 2
+    above along the section's normal (inlines for inline sections, crosslines for crossline ones), volume by
+    volume, as workers/sampling.py stacks a crop's context channels; past the volume's ends mirrored."""
+    torch.manual_seed(4)
+    model = torch.nn.Conv2d(10, 4, 1)
+    result = predict_volume(model, volumes, out_dir=tmp_path, tile=(32, 32), overlap=0, orientation=orientation,
+                            normalisation=MEANS_STDS, chunk_inlines=4, device="cpu", context=2)
+    got = load_outputs(result)["probabilities"]
+    stats = [p for p in MEANS_STDS for _ in range(5)]
+
+    def way(axis: int) -> np.ndarray:
+        channels = _with_context(volumes, axis, 2)
+        x = np.stack([(v - m) / s for v, (m, s) in zip(channels, stats)]).reshape(10, -1)
+        logits = model.weight.detach().numpy().reshape(4, 10) @ x + model.bias.detach().numpy()[:, None]
+        e = np.exp(logits - logits.max(0))
+        return (e / e.sum(0)).reshape((4,) + SHAPE)
+    want = {"inline": way(0), "crossline": way(1)}
+    want["both"] = (want["inline"] + want["crossline"]) / 2
+    assert np.abs(want["inline"] - want["crossline"]).max() > 0.05  # the two normals differ: the test means it
+    np.testing.assert_allclose(got, want[orientation], atol=2e-6)
+
+
+def test_context_is_refused_where_it_has_no_meaning(volumes) -> None:
+    with pytest.raises(PredictError, match="2D fully convolutional"):
+        apply_block(torch.nn.Conv3d(6, 4, 1), volumes, tile=(4, 8, 8), normalisation=MEANS_STDS, context=1,
+                    device="cpu")
+    with pytest.raises(PredictError, match="2D fully convolutional"):
+        apply_block(torch.nn.Conv2d(6, 4, 1), volumes, kind="patch", crop=(5, 5), normalisation=MEANS_STDS,
+                    context=1, device="cpu")
+
+
 def test_both_orientations_average_the_inline_and_crossline_answers(tmp_path, volumes) -> None:
     """A 3x3 convolution sees different neighbours in inline and crossline sections, so the two orientations give
     different answers and "both" must be their mean at every voxel (each voxel lies under two whole-section tiles,
@@ -139,7 +182,8 @@ def test_patch_stride_fills_from_the_nearest_computed_voxel(volumes) -> None:
 def context_model() -> torch.nn.Module:
     """A 3x3 FCN with random weights: real spatial context, so tiles and blending matter."""
     torch.manual_seed(5)
-    return torch.nn.Sequential(torch.nn.Conv2d(1, 6, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(6, 3, 3, padding=1))
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 6, 3, padding=1), torch.nn.ReLU(),
+                               torch.nn.Conv2d(6, 3, 3, padding=1))
 
 
 def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path, volumes) -> None:

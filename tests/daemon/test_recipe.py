@@ -33,3 +33,19 @@ def test_whole_volumes_follow_the_advice_streams_and_overrides_do_not() -> None:
     assert recipe_of(info, orientation="crossline").orientation == "crossline"
     assert recipe_of(_info(orientation="crossline")).orientation == "crossline"  # older files: no advice
     assert recipe_of(_info()).orientation == "inline"
+
+
+def test_a_context_model_takes_its_sections_per_volume_and_only_as_an_fcn() -> None:
+    from daemon.executor.predict.apply import PredictError
+
+    info = ModelInfo(name="unet", params={}, in_channels=5, n_classes=3, input_shape=[64, 64],
+                     input_spec={"apply_kind": "fcn", "crop": [64, 64], "context": 2})
+    recipe = recipe_of(info)
+    assert recipe.volumes == ("seismic",) and recipe.context == 2 and recipe.n_channels == 1
+    assert recipe.apply_kwargs((8, 8, 8))["context"] == 2
+    assert "context" not in recipe_of(_info()).apply_kwargs((8, 8, 8))
+    with pytest.raises(PredictError, match="takes 4 input channels .* with 2 context sections"):
+        recipe_of(ModelInfo(**{**vars(info), "in_channels": 4}))
+    with pytest.raises(PredictError, match="fully convolutional 2D models only"):
+        patch_spec = {**info.input_spec, "apply_kind": "patch"}
+        recipe_of(ModelInfo(**{**vars(info), "name": "patchcnn", "input_spec": patch_spec}))

@@ -390,3 +390,37 @@ def test_a_cpu_clock_budget_is_not_spent_by_waiting(demo: RunningDaemon, tmp_pat
     # each epoch sleeps >= 0.9 s (4 training and 2 validation batches): past 1.2 s after the first on the wall
     assert results["wall"]["stopped"] == "time_limit" and results["wall"]["epoch"] == 1, results["wall"]
     assert results["cpu"]["stopped"] == "finished" and results["cpu"]["epoch"] == 4, results["cpu"]
+
+
+def test_a_model_with_context_sections_trains_previews_and_predicts(demo: RunningDaemon, tmp_path: Path) -> None:
+    """data.context 1: the model reads each section with the one on either side. The train job writes its preview,
+    and a predict job through the daemon gives what the apply engine gives from the model file (both ways, as the
+    swapped crops advise); the preview is the inline-way prediction of its inline (its block's neighbours real)."""
+    from daemon.executor.modelfile import load_model_file
+    from daemon.executor.predict.apply import predict_volume
+    from daemon.executor.predict.outputs import load_outputs
+    from daemon.executor.predict.recipe import recipe_of
+    from workers.survey import Survey
+
+    job = train_job("with_context", epochs=1, batches=4)
+    job["model"] = {"name": "unet", "params": {"base": 4, "depth": 2}}
+    job["data"].update(crop={"size": [16, 16]}, split={"block": 4, "gap": 2}, context=1, augment={"p_swap": 0.5})
+    record = demo.client.wait(demo.client.submit(job)["id"], timeout=180)
+    assert record["state"] == "succeeded", record["error"]
+    model, info = load_model_file(demo.home / "models" / "with_context.h5")
+    assert info.in_channels == 3 and info.input_spec["context"] == 1
+    recipe = recipe_of(info)
+    assert recipe.orientation == "both" and recipe.apply_kwargs((32, 32, 32))["context"] == 1
+    volume = Survey.open(demo.home / "surveys" / "demo").volume("seismic")
+    direct = {o: load_outputs(predict_volume(model, volume, out_dir=tmp_path / o, outputs=["labels", "probabilities"],
+                                             device="cpu", **{**recipe.apply_kwargs(volume.shape), "orientation": o}))
+              for o in ("both", "inline")}
+    preview = np.load(Path(record["dir"]) / "preview_final.npy")
+    assert np.array_equal(preview, direct["inline"]["labels"][record["result"]["preview_inline"]])
+    done = demo.client.wait(demo.client.submit({"kind": "predict", "model": "with_context", "survey": "demo",
+                                                "output": "with_context", "format": "hdf5",
+                                                "outputs": ["labels", "probabilities"],
+                                                "figures": {"enabled": False}})["id"], timeout=180)
+    assert done["state"] == "succeeded", done["error"]
+    with h5py.File(Path(done["result"]["output"]) / "prediction.h5") as h5:
+        np.testing.assert_allclose(h5["probabilities"][()], direct["both"]["probabilities"], atol=1e-5)

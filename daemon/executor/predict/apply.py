@@ -138,7 +138,8 @@ def predict_volume(model: torch.nn.Module, volume, *, out_dir: str | Path, kind:
                    crop: Sequence[int] | None = None, stride: int = 1, batch_size: int | str = "auto",
                    device: str | torch.device = "auto", chunk_inlines: int | None = None,
                    progress: ProgressCallback | None = None, should_stop: StopCallback | None = None,
-                   resume: bool = True, chunks: Sequence[int] | None = None, n_classes: int | None = None) -> dict:
+                   resume: bool = True, chunks: Sequence[int] | None = None, n_classes: int | None = None,
+                   context: int = 0) -> dict:
     """Apply a model to a whole volume and write the chosen outputs as .npy memmaps under out_dir.
 
     volume: one [ni, nx, ns] array (a survey memmap) or a list of them as input channels; normalisation:
@@ -148,16 +149,18 @@ def predict_volume(model: torch.nn.Module, volume, *, out_dir: str | Path, kind:
     With resume=True an earlier interrupted run in out_dir with the same settings and weights continues from its
     last finished chunk. Returns status ('complete' or 'stopped'), paths, n_classes, shape, timing figures.
 
-    chunks: only these chunk indices (one shard of a sharded job, daemon.executor.predict.sharding); several processes may
-    run disjoint chunk lists into the same out_dir at once. A shard needs the outputs and the progress record to
-    exist: make them first with chunks=[] (which plans and runs nothing; the result's `done` lists finished chunks).
-    n_classes, when known (the model file says it), saves the probing forward pass.
+    chunks: only these chunk indices (one shard of a sharded job, daemon.executor.predict.sharding); several
+    processes may run disjoint chunk lists into the same out_dir at once. A shard needs the outputs and the
+    progress record to exist: make them first with chunks=[] (which plans and runs nothing; the result's `done`
+    lists finished chunks).
+    n_classes, when known (the model file says it), saves the probing forward pass. context: a 2D fcn model's
+    neighbouring sections on each side as extra channels (a train job's data.context; tiling.VolumeReader).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     volumes = _as_volumes(volume)
     chosen = _check_outputs(outputs)
-    engine = _engine(model, volumes, device, kind, normalisation, tile, overlap, orientation, crop, stride)
+    engine = _engine(model, volumes, device, kind, normalisation, tile, overlap, orientation, crop, stride, context)
     engine.views_entropy = "disagreement" in chosen
     n_classes = engine.probe_classes(n_classes)
     shape = engine.reader.shape
@@ -230,17 +233,18 @@ def apply_block(model: torch.nn.Module, block, *, kind: str = "fcn", normalisati
                 overlap: int | Sequence[int] | None = None, orientation: str = "inline",
                 crop: Sequence[int] | None = None, stride: int = 1, batch_size: int | str = "auto",
                 device: str | torch.device = "auto", chunk_inlines: int | None = None,
-                n_classes: int | None = None) -> dict[str, np.ndarray]:
+                n_classes: int | None = None, context: int = 0) -> dict[str, np.ndarray]:
     """Apply a model to an in-memory block [ni, nx, ns] (or a list of them as channels) and return arrays.
 
     Same options and same code path as predict_volume, so on the same data the numbers are the same;
     for streaming predict, where the model stays warm in the executor. Returns the chosen outputs by name.
-    n_classes, when known (the model file says it), saves the probing forward pass.
+    n_classes, when known (the model file says it), saves the probing forward pass. With ``context`` the block's
+    own first and last sections are mirrored past its edges: send the sections around the ones wanted.
     """
     volumes = _as_volumes(block)
     chosen = _check_outputs(outputs)
     mark = _layout_mark(model)
-    engine = _engine(model, volumes, device, kind, normalisation, tile, overlap, orientation, crop, stride)
+    engine = _engine(model, volumes, device, kind, normalisation, tile, overlap, orientation, crop, stride, context)
     engine.views_entropy = "disagreement" in chosen
     n_classes = engine.probe_classes(n_classes)
     engine.batch_size, chunk = _sizes(engine, n_classes, batch_size, chunk_inlines)

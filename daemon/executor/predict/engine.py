@@ -56,7 +56,8 @@ class _Engine:
         expected = (x.shape[0], None) + (tuple(x.shape[2:]) if self.spec.kind == "fcn" else ())
         if logits.dim() != len(expected) or logits.shape[0] != x.shape[0] or tuple(logits.shape[2:]) != expected[2:]:
             raise PredictError(
-                f"a {self.spec.kind} model must return logits {'[B, n_classes, *input spatial]' if self.spec.kind == 'fcn' else '[B, n_classes]'}"
+                f"a {self.spec.kind} model must return logits "
+                f"{'[B, n_classes, *input spatial]' if self.spec.kind == 'fcn' else '[B, n_classes]'}"
                 f" for input {tuple(x.shape)}, got {tuple(logits.shape)}; check kind ('fcn' or 'patch') and tile/crop")
         if logits.shape[1] < 2:
             raise PredictError(f"the model returns {logits.shape[1]} class channel; apply needs >= 2 classes "
@@ -230,14 +231,14 @@ def _finish(probs: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _engine(model: torch.nn.Module, volumes: list[np.ndarray], device: str | torch.device, kind: str,
-            normalisation, tile, overlap, orientation: str, crop, stride: int) -> _Engine:
-    spec = make_spec(kind, len(volumes), normalisation, tile, overlap, orientation, crop, stride)
+            normalisation, tile, overlap, orientation: str, crop, stride: int, context: int = 0) -> _Engine:
+    spec = make_spec(kind, len(volumes), normalisation, tile, overlap, orientation, crop, stride, context)
     dev = resolve_device(device)
     model.to(dev).eval()
     layout = fast_layout(model, len(spec.tile if spec.kind == "fcn" else spec.crop))
     if layout is not None:
         model.to(memory_format=layout)
-    return _Engine(model, spec, VolumeReader(volumes, spec.normalisation), dev, memory_format=layout)
+    return _Engine(model, spec, VolumeReader(volumes, spec.normalisation, spec.context), dev, memory_format=layout)
 
 
 def fast_layout(model: torch.nn.Module, rank: int) -> torch.memory_format | None:

@@ -8,7 +8,7 @@ numbers. The model file's `input_spec` says how the model reads a survey (keys a
     orientation  inline | crossline | 3d (time slices are not applied by the engine)
     volumes      the survey volumes stacked as channels
     picks        the pick set the model was trained on (drawn on figures), optional
-    context      neighbouring slices as extra channels: not supported by the apply engine (refused)
+    context      neighbouring sections on each side as extra channels (2D fcn models; tiling.VolumeReader)
 
 and `normalisation` holds {"volumes": [{"mean", "std"}, ...]} (or one {"mean", "std"} for every channel).
 
@@ -44,10 +44,11 @@ class ApplyRecipe:
     tile: tuple[int, ...] | None = None           # explicit tile (fcn); None: default_tile(shape)
     overlap: tuple[int, ...] | None = None
     stride: int = 1
+    context: int = 0                              # sections on each side as extra channels (2D fcn)
 
     @property
     def n_channels(self) -> int:
-        """Input channels: one per volume."""
+        """Channels of the data applied to: one per volume (the model takes 2 * context + 1 per volume)."""
         return len(self.volumes)
 
     def default_tile(self, shape: Sequence[int]) -> tuple[int, ...]:
@@ -68,13 +69,15 @@ class ApplyRecipe:
         tile = self.tile or self.default_tile(shape)
         overlap = self.overlap or tuple(min(DEFAULT_OVERLAP, t // 4) for t in tile)
         kw.update(tile=tile, overlap=overlap, orientation=orientation)
+        if self.context:
+            kw["context"] = self.context
         return kw
 
     def describe(self) -> dict[str, Any]:
         """JSON-able summary (stream.open result, job result)."""
         return {"kind": self.kind, "volumes": list(self.volumes), "channels": self.n_channels,
                 "crop": list(self.crop), "orientation": self.orientation, "tile": list(self.tile or []) or None,
-                "overlap": list(self.overlap or []) or None, "stride": self.stride}
+                "overlap": list(self.overlap or []) or None, "stride": self.stride, "context": self.context}
 
 
 def recipe_of(info: Any, tile: Sequence[int] | None = None, overlap: int | Sequence[int] | None = None,
@@ -91,9 +94,10 @@ def recipe_of(info: Any, tile: Sequence[int] | None = None, overlap: int | Seque
     if kind not in ("fcn", "patch"):
         raise PredictError(f"model {info.name!r} does not say how to apply it: its input_spec needs apply_kind "
                            "'fcn' (class map per input) or 'patch' (one class per crop)")
-    if int(spec.get("context", 0) or 0):
-        raise PredictError("the model was trained with context slices as extra channels; the apply engine does "
-                           "not support context yet (train with data.context: 0)")
+    context = int(spec.get("context", 0) or 0)
+    if context and kind != "fcn":
+        raise PredictError("the model was trained with context sections as extra channels; the apply engine "
+                           "takes them for fully convolutional 2D models only (apply_kind 'fcn')")
     crop = tuple(int(c) for c in (spec.get("crop") or info.input_shape))
     own = (spec.get("apply_orientation") if whole_volume else None) or spec.get("orientation") or (
         "3d" if len(crop) == 3 else "inline")
@@ -105,10 +109,15 @@ def recipe_of(info: Any, tile: Sequence[int] | None = None, overlap: int | Seque
         chosen = "3d"
     elif chosen not in ("inline", "crossline", "both"):
         raise PredictError(f"orientation must be inline, crossline or both for a 2D model, got {chosen!r}")
-    volumes = tuple(spec.get("volumes") or ([DEFAULT_VOLUME] if info.in_channels == 1 else []))
-    if len(volumes) != info.in_channels:
+    if context and len(crop) != 2:
+        raise PredictError("the model was trained with context sections but on 3D crops; context applies to 2D "
+                           "models only")
+    per_volume = 2 * context + 1
+    volumes = tuple(spec.get("volumes") or ([DEFAULT_VOLUME] if info.in_channels == per_volume else []))
+    if len(volumes) * per_volume != info.in_channels:
         raise PredictError(f"the model takes {info.in_channels} input channels but its input_spec names "
-                           f"{len(volumes)} volumes ({', '.join(volumes) or 'none'})")
+                           f"{len(volumes)} volumes ({', '.join(volumes) or 'none'})"
+                           + (f" with {context} context sections on each side" if context else ""))
     tile_t = tuple(int(t) for t in tile) if tile else None
     if tile_t is not None and len(tile_t) != len(crop):
         raise PredictError(f"tile {list(tile_t)} must have {len(crop)} sizes like the model's crop {list(crop)}")
@@ -117,7 +126,7 @@ def recipe_of(info: Any, tile: Sequence[int] | None = None, overlap: int | Seque
     classes = tuple(info.classes) if info.classes else tuple(f"class{k}" for k in range(info.n_classes))
     return ApplyRecipe(kind=kind, volumes=volumes, normalisation=normalisation_of(info.normalisation, len(volumes)),
                        crop=crop, orientation=chosen, classes=classes, picks=spec.get("picks"), tile=tile_t,
-                       overlap=overlap_t, stride=int(stride))
+                       overlap=overlap_t, stride=int(stride), context=context)
 
 
 def normalisation_of(doc: dict[str, Any] | None, n_channels: int) -> tuple[tuple[float, float], ...]:

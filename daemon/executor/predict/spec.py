@@ -36,21 +36,31 @@ class ApplySpec:
     orientation: str = "inline"
     crop: tuple[int, ...] | None = None
     stride: int = 1
+    context: int = 0   # neighbouring sections on each side as extra channels (2D fcn models)
 
     def settings(self) -> dict:
         """JSON-able form, part of the resume key."""
         return {"kind": self.kind, "normalisation": [list(p) for p in self.normalisation],
                 "tile": self.tile, "overlap": self.overlap, "orientation": self.orientation,
-                "crop": self.crop, "stride": self.stride}
+                "crop": self.crop, "stride": self.stride, "context": self.context}
 
 
 def make_spec(kind: str, n_channels: int, normalisation, tile, overlap, orientation: str, crop,
-              stride: int) -> ApplySpec:
-    """Check the apply options together and return an ApplySpec, or raise PredictError naming each problem."""
+              stride: int, context: int = 0) -> ApplySpec:
+    """Check the apply options together and return an ApplySpec, or raise PredictError naming each problem.
+
+    ``n_channels`` counts the input volumes; with ``context`` c each volume feeds the model 2c + 1 channels, its
+    sections c below to c above the tile's, and ``normalisation`` still has one (mean, std) per volume."""
     if kind not in ("fcn", "patch"):
         raise PredictError(f"kind must be 'fcn' (tiled, fully convolutional) or 'patch' (one crop per voxel), "
                            f"got {kind!r}")
     norm = _normalisation(normalisation, n_channels)
+    context = int(context)
+    if context < 0:
+        raise PredictError(f"context must be >= 0 (neighbouring sections on each side), got {context}")
+    if context and (kind != "fcn" or tile is None or len(tile) != 2):
+        raise PredictError("context sections apply to 2D fully convolutional models only (kind 'fcn' with a "
+                           "2-size tile); patch and 3D models take none")
     if orientation not in ("inline", "crossline", "both"):
         raise PredictError(f"orientation must be 'inline', 'crossline' or 'both', got {orientation!r}")
     if kind == "fcn":
@@ -59,7 +69,7 @@ def make_spec(kind: str, n_channels: int, normalisation, tile, overlap, orientat
         tile_t = tuple(int(t) for t in tile)
         ov = tuple(t // 4 for t in tile_t) if overlap is None else (
             (int(overlap),) * len(tile_t) if isinstance(overlap, int) else tuple(int(o) for o in overlap))
-        return ApplySpec("fcn", norm, tile=tile_t, overlap=ov, orientation=orientation)
+        return ApplySpec("fcn", norm, tile=tile_t, overlap=ov, orientation=orientation, context=context)
     if crop is None or len(crop) not in (2, 3) or min(crop) < 1:
         raise PredictError(f"kind 'patch' needs crop=(h, w) for a 2D model or (d, h, w) for 3D, got {crop!r}")
     if int(stride) < 1:

@@ -84,6 +84,8 @@ class StreamSession:
                          "block": ["inline", "crossline", "sample"] if r.n_channels == 1
                          else ["channel", "inline", "crossline", "sample"]},
                "outputs": list(self.outputs), "device": str(self.device), "batch_size": self.batch_size}
+        if r.context:  # the model reads this many sections on each side: a block's edges are mirrored
+            doc["input"]["context"] = r.context
         if self.session:
             doc["session"] = self.session
         return doc

@@ -153,21 +153,31 @@ def nearest_grid(n: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 class VolumeReader:
-    """Reads normalised boxes of one or more [ni, nx, ns] volumes (channels), mirrored past the borders."""
+    """Reads normalised boxes of one or more [ni, nx, ns] volumes (channels), mirrored past the borders.
 
-    def __init__(self, volumes: Sequence[np.ndarray], normalisation: Sequence[tuple[float, float]]) -> None:
+    With ``context`` c a 2D tile's input holds, for each volume, the 2c + 1 sections from c below to c above the
+    tile's along the section's normal (inline sections: inlines; crossline sections: crosslines), in that order:
+    the channels of a train job's crops with ``data.context`` (workers/sampling.py, BatchRecipe). Past the volume's
+    edge they are mirrored like the rest of a box (a training crop there reads zeros, but crops centred on picks
+    seldom reach an edge).
+    """
+
+    def __init__(self, volumes: Sequence[np.ndarray], normalisation: Sequence[tuple[float, float]],
+                 context: int = 0) -> None:
         self.volumes = list(volumes)
         self.shape = tuple(self.volumes[0].shape)
         self.mean = np.asarray([m for m, _ in normalisation], dtype=np.float32)
         self.scale = np.asarray([1.0 / s for _, s in normalisation], dtype=np.float32)
+        self.context = int(context)
 
     @property
     def n_channels(self) -> int:
-        """Number of input channels (volumes)."""
-        return len(self.volumes)
+        """Number of model input channels: the volumes, times 2 * context + 1."""
+        return len(self.volumes) * (2 * self.context + 1)
 
     def box(self, lo: Sequence[int], hi: Sequence[int], rows: np.ndarray | None = None) -> np.ndarray:
-        """Normalised float32 [C, *extent] for voxels lo..hi (hi exclusive), mirrored outside the volume.
+        """Normalised float32 [V, *extent] (V volumes) for voxels lo..hi (hi exclusive), mirrored outside the
+        volume.
 
         With `rows`, axis 0 takes exactly those inline indices (all inside the volume) instead of lo[0]..hi[0].
         """
@@ -177,7 +187,7 @@ class VolumeReader:
         if rows is not None:
             pads[0] = (0, 0)
         region = (first, slice(*valid[1]), slice(*valid[2]))
-        out = np.empty((self.n_channels,) + tuple(
+        out = np.empty((len(self.volumes),) + tuple(
             (len(rows) if (rows is not None and a == 0) else v1 - v0) for a, (v0, v1) in enumerate(valid)),
             dtype=np.float32)
         for c, vol in enumerate(self.volumes):
@@ -190,14 +200,16 @@ class VolumeReader:
         return out
 
     def tile_input(self, tile: Tile, input_shape: Sequence[int]) -> np.ndarray:
-        """Model input [C, *input_shape] for a tile: the slab axis dropped, padded by mirroring when needed."""
+        """Model input [C, *input_shape] for a tile: the slab axis dropped (or, with context, its 2c + 1 sections
+        made channels), padded by mirroring when needed."""
         lo = list(tile.start)
         hi = [a + 1 for a in tile.start]
         for axis, length in zip(tile.model_axes(), input_shape):
             hi[axis] = lo[axis] + length
-        data = self.box(lo, hi)
-        if tile.orientation == "inline":
-            return data[:, 0]
-        if tile.orientation == "crossline":
-            return data[:, :, 0]
-        return data
+        if tile.orientation == "3d":
+            return self.box(lo, hi)
+        slab = 0 if tile.orientation == "inline" else 1
+        lo[slab] -= self.context
+        hi[slab] += self.context
+        data = np.moveaxis(self.box(lo, hi), slab + 1, 1)  # [V, 2c + 1, lateral, samples]
+        return data.reshape((-1,) + data.shape[2:]) if self.context else data[:, 0]

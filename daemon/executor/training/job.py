@@ -266,8 +266,8 @@ def _make_pool(recipe: Any, n_workers: int, seed: int, ring_slots: int, ctx: Any
 
 def _preview_hook(data: TrainData, how: SliceInput, ctx: Any):
     """(image, prediction) of the labelled inline with the current model, for TensorBoard; None when unsupported."""
-    if how.context or how.orientation == "time":
-        ctx.log.info("no preview image: the apply engine does not take context channels or time slices yet")
+    if how.orientation == "time":
+        ctx.log.info("no preview image: the apply engine does not take time slices yet")
         return None
     if not data.volumes:
         ctx.log.info("no preview image: the example sets' first survey is not in this home")
@@ -311,14 +311,15 @@ def _write_model(spec: TrainSpec, ctx: Any, model: torch.nn.Module, data: TrainD
         name=spec.model.name, params=dict(spec.model.params), in_channels=data.recipe.channels,
         n_classes=len(data.classes), input_shape=list(d.crop.size), classes=data.classes,
         input_spec={"channels": data.recipe.channels, "crop": list(d.crop.size), "orientation": d.crop.orientation,
-                    "apply_orientation": orientation or _apply_orientation(d), "volumes": list(d.volumes), "context": d.context,
+                    "apply_orientation": orientation or _apply_orientation(d), "volumes": list(d.volumes),
+                    "context": d.context,
                     "apply_kind": how.kind, "survey": d.survey, "picks": d.picks,
                     "examples": [s["name"] for s in data.trained_on.get("sets", [])]},
         normalisation=data.normalisation, training={**training, "split": data.split},
         metrics=metrics, provenance=provenance(str(ctx.job_id)), trained_on=data.trained_on)
     path = save_model_file(path or model_file(ctx.home, spec.output), model, info)
     ctx.log.info("model written to %s", path)
-    if not how.context and how.orientation != "time" and data.volumes:
+    if how.orientation != "time" and data.volumes and not (how.context and how.kind != "fcn"):
         stride = PREVIEW_STRIDE_PATCH if how.kind == "patch" else 1
         np.save(ctx.job_dir / "preview_final.npy",
                 predict_inline(model, data.volumes, data.preview_inline, how, stride=stride))

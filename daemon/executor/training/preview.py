@@ -2,8 +2,8 @@
 
 Uses daemon.executor.predict.apply_block, the same code path as whole-volume prediction, on a block of the inlines the
 model's crops need around the chosen one. Patch classifiers (patchcnn) use kind "patch", fully convolutional
-models (unet) kind "fcn". Context channels (data.context > 0) are not supported by the apply engine yet, so a
-model trained with them gets no preview (PreviewUnsupported).
+models (unet) kind "fcn". A model trained with context sections (data.context > 0) gets them from the block, which
+then holds that many inlines on each side of an inline section.
 """
 from __future__ import annotations
 
@@ -51,12 +51,12 @@ def apply_kind_of(model: torch.nn.Module, channels: int, crop: Sequence[int]) ->
 def predict_inline(model: torch.nn.Module, volumes: Sequence[np.ndarray], inline: int, how: SliceInput, *,
                    stride: int = 1, device: str = "cpu") -> np.ndarray:
     """uint8 labels [crosslines, samples] of inline index `inline` (volumes: [il, xl, s] arrays, one per channel)."""
-    if how.context:
-        raise PreviewUnsupported("models with context channels cannot be applied slice by slice yet")
     if how.orientation == "time":
         raise PreviewUnsupported("models on time slices are not previewed on an inline")
+    if how.context and how.kind != "fcn":
+        raise PreviewUnsupported("context sections are applied to fully convolutional models only")
     ni = volumes[0].shape[0]
-    half = 0 if how.orientation == "inline" else how.crop[0] // 2
+    half = how.context if how.orientation == "inline" else how.crop[0] // 2
     i0, i1 = max(0, inline - half), min(ni, inline + half + 1)
     block = [np.ascontiguousarray(v[i0:i1], dtype=np.float32) for v in volumes]
     orientation = "inline" if how.orientation == "3d" else how.orientation
@@ -67,7 +67,7 @@ def predict_inline(model: torch.nn.Module, volumes: Sequence[np.ndarray], inline
         shape = block[0].shape
         lateral = shape[1:] if how.orientation == "inline" else (shape[0], shape[2])
         tile = tuple(min(c, n) for c, n in zip(how.crop, shape)) if how.orientation == "3d" else tuple(lateral)
-        kw.update(tile=tile, overlap=tuple(t // 4 for t in tile), orientation=orientation)
+        kw.update(tile=tile, overlap=tuple(t // 4 for t in tile), orientation=orientation, context=how.context)
     was_training = model.training
     labels = apply_block(model, block if len(block) > 1 else block[0], **kw)["labels"]
     model.train(was_training)
