@@ -319,10 +319,14 @@ def _write_model(spec: TrainSpec, ctx: Any, model: torch.nn.Module, data: TrainD
         metrics=metrics, provenance=provenance(str(ctx.job_id)), trained_on=data.trained_on)
     path = save_model_file(path or model_file(ctx.home, spec.output), model, info)
     ctx.log.info("model written to %s", path)
-    if how.orientation != "time" and data.volumes and not (how.context and how.kind != "fcn"):
+    if data.volumes:
         stride = PREVIEW_STRIDE_PATCH if how.kind == "patch" else 1
-        np.save(ctx.job_dir / "preview_final.npy",
-                predict_inline(model, data.volumes, data.preview_inline, how, stride=stride))
+        try:
+            final = predict_inline(model, data.volumes, data.preview_inline, how, stride=stride)
+        except PreviewUnsupported as exc:  # the same reasons as the TensorBoard previews (_preview_hook)
+            ctx.log.info("no final preview: %s", exc)
+        else:
+            np.save(ctx.job_dir / "preview_final.npy", final)
     return path
 
 
