@@ -3,9 +3,13 @@
 An ``AugmentPlan`` is drawn for each crop before it is cut, because two operations change where the crop
 is cut: a small vertical shift moves the centre along the sample axis, and the inline/crossline swap of a
 vertical 2D crop cuts the other vertical section. The rest (flips, transpose, vertical stretch, scaling,
-polarity, noise) are applied to the cut crop. Every plan consumes the same number of draws whatever the
-probabilities turn out, so one crop's luck never shifts the next crop's randomness; the stretch's two draws
-are taken only when ``p_stretch`` > 0, so settings without it make the same batches as before it existed.
+polarity, noise, vertical warp) are applied to the cut crop. Every plan consumes the same number of draws
+whatever the probabilities turn out, so one crop's luck never shifts the next crop's randomness; the stretch's
+two draws are taken only when ``p_stretch`` > 0 and the warp's two only when ``p_warp`` > 0, so settings without
+them make the same batches as before they existed.
+
+The stretch and the warp move samples along the sample axis only, inputs and labels alike, and are applied in
+one resampling (``sample_positions``): where each output sample reads the cut crop.
 """
 from __future__ import annotations
 
@@ -16,6 +20,8 @@ import numpy as np
 from workers.crops import CropSpec
 
 _SWAPPED = {"inline": "crossline", "crossline": "inline"}
+MAX_WARP = 32.0                    # samples; a single mirror at the crop's ends covers crops of 2 x this or more
+WARP_WAVELENGTHS = (24.0, 96.0)    # traces: the lateral wavelengths of a warp's folds
 
 
 class AugmentError(ValueError):
@@ -37,8 +43,10 @@ class Augmentation:
     max_shift: int = 2             # samples
     p_stretch: float = 0.0         # vertical stretch or squeeze of the crop about its centre
     stretch_range: tuple[float, float] = (0.7, 1.4)   # layers look this many times thicker (log-uniform)
+    p_warp: float = 0.0            # vertical displacement varying along the section: folds and a fault's throw
+    warp_max: float = 6.0          # largest displacement in samples (at the crop's bottom)
 
-    PROBABILITIES = ("p_flip", "p_swap", "p_scale", "p_polarity", "p_noise", "p_shift", "p_stretch")
+    PROBABILITIES = ("p_flip", "p_swap", "p_scale", "p_polarity", "p_noise", "p_shift", "p_stretch", "p_warp")
 
     @property
     def enabled(self) -> bool:
@@ -61,6 +69,8 @@ class Augmentation:
             raise AugmentError(f"stretch_range must lie within [0.5, 2.0], got {self.stretch_range}")
         if self.max_shift < 0 or self.noise_std < 0:
             raise AugmentError("max_shift and noise_std must be >= 0")
+        if not 0 <= self.warp_max <= MAX_WARP:
+            raise AugmentError(f"warp_max must lie within [0, {MAX_WARP}] samples, got {self.warp_max}")
 
 
 @dataclass
@@ -75,6 +85,8 @@ class AugmentPlan:
     shift: int = 0
     noise_seed: int = 0
     stretch: float = 1.0           # > 1: layers thicker (zoom in along the sample axis); < 1: thinner
+    warp: int | None = None        # the seed of this crop's warp field (``warp_shifts``); None: no warp
+    warp_max: float = 0.0          # its largest displacement (samples)
 
 
 def _lateral_axes(spec: CropSpec) -> tuple[bool, ...]:
@@ -104,6 +116,10 @@ def draw_plan(aug: Augmentation | None, spec: CropSpec, rng: np.random.Generator
         lo, hi = aug.stretch_range
         if v[0] < aug.p_stretch and 2 in spec.volume_axes:
             plan.stretch = float(lo * (hi / lo) ** v[1])  # log-uniform: squeeze by 1/f as likely as stretch by f
+    if aug.p_warp > 0:
+        u_warp, seed = rng.random(), int(rng.integers(2**63))
+        if u_warp < aug.p_warp and aug.warp_max > 0 and 2 in spec.volume_axes:
+            plan.warp, plan.warp_max = seed, float(aug.warp_max)
     return plan
 
 
@@ -127,50 +143,121 @@ def shifted_center(center: tuple[int, int, int], plan: AugmentPlan) -> tuple[int
 
 
 def apply_geometry(a: np.ndarray, spec: CropSpec, plan: AugmentPlan, lead: int) -> np.ndarray:
-    """Flips, the transpose-swap and the vertical stretch, on the crop axes of ``a`` (after ``lead`` leading
-    axes), in place. Float arrays (inputs) are resampled linearly, integer arrays (labels) by nearest sample."""
+    """Flips, the transpose-swap, the vertical stretch and the warp, on the crop axes of ``a`` (after ``lead``
+    leading axes), in place. Float arrays (inputs) are resampled linearly, integer arrays (labels) by nearest
+    sample, so a crop's labels move with its reflectors."""
     out = a
     for i, flip in enumerate(plan.flips):
         if flip:
             out = np.flip(out, axis=lead + i)
     if plan.swap and spec.orientation not in _SWAPPED:
         out = np.swapaxes(out, lead, lead + 1)
-    if plan.stretch != 1.0:
+    if plan.stretch != 1.0 or plan.warp is not None:
+        crop = a.shape[lead:]
+        pos = sample_positions(crop, spec.volume_axes.index(2), plan.stretch, plan.warp, plan.warp_max)
         # the resampled array is new memory, so it is written back without another copy
-        a[...] = stretch_axis(out, lead + spec.volume_axes.index(2), plan.stretch)
+        a[...] = resample_axis(out, lead + spec.volume_axes.index(2), pos.reshape((1,) * lead + pos.shape))
     elif out is not a:
         a[...] = out.copy()  # the views above alias ``a``; copy before writing back
     return a
 
 
-def stretch_positions(n: int, factor: float) -> np.ndarray:
-    """Where each of n output samples reads the input when stretching by ``factor`` about the centre.
-
-    A squeeze (factor < 1) reads past the crop's ends; those positions are mirrored back into the crop, so the
-    crop keeps its texture there (a reflector sequence read backwards) instead of a constant edge value.
-    """
-    c = (n - 1) / 2.0
-    pos = c + (np.arange(n, dtype=np.float64) - c) / factor
+def _mirror(pos: np.ndarray, n: int) -> np.ndarray:
+    """Positions past the crop's ends mirrored back inside (once; then clipped), so the crop keeps its texture
+    there (a reflector sequence read backwards) instead of a constant edge value."""
     pos = np.where(pos < 0, -pos, pos)
     pos = np.where(pos > n - 1, 2 * (n - 1) - pos, pos)
     return np.clip(pos, 0, n - 1)
 
 
-def stretch_axis(a: np.ndarray, axis: int, factor: float) -> np.ndarray:
-    """``a`` stretched along ``axis`` by ``factor`` (new array): linear for floats, nearest for integers."""
+def _stretched(pos: np.ndarray, n: int, factor: float) -> np.ndarray:
+    c = (n - 1) / 2.0
+    return _mirror(c + (pos - c) / factor, n)
+
+
+def stretch_positions(n: int, factor: float) -> np.ndarray:
+    """Where each of n output samples reads the input when stretching by ``factor`` about the centre (a
+    squeeze, factor < 1, reads past the crop's ends: mirrored back inside)."""
+    return _stretched(np.arange(n, dtype=np.float64), n, factor)
+
+
+def warp_shifts(crop: tuple[int, ...], zaxis: int, max_shift: float, seed: int) -> np.ndarray:
+    """Vertical displacements (samples, float64, shaped like the crop) of one warp: output sample z of a trace
+    reads the crop at z + shift. What changes away from a picked line, in one smooth field:
+
+    - folds: two plane waves across the lateral axes (wavelengths WARP_WAVELENGTHS traces, random directions),
+      scaled so that the largest displacement is up to ``max_shift`` samples;
+    - folding that grows with depth: the fold's amplitude rises from a random share of itself at the top to all
+      of it at the bottom, so layers thicken and thin from trace to trace;
+    - on half the warps, a fault: the traces on one side of a random line through the crop's middle half move by
+      a throw of up to ``max_shift`` samples.
+    """
+    rng = np.random.default_rng(seed)
+    lateral = [ax for ax in range(len(crop)) if ax != zaxis]
+    grids = np.meshgrid(*[np.arange(crop[ax], dtype=np.float64) for ax in lateral], indexing="ij")
+    folds = np.zeros(grids[0].shape if grids else ())
+    for _ in range(2):
+        direction = rng.standard_normal(len(lateral))
+        direction /= np.linalg.norm(direction) or 1.0
+        k = 2 * np.pi / rng.uniform(*WARP_WAVELENGTHS)
+        phase = k * sum(d * g for d, g in zip(direction, grids)) + rng.uniform(0, 2 * np.pi)
+        folds += rng.uniform(0.5, 1.0) * np.sin(phase)
+    peak = float(np.abs(folds).max()) or 1.0
+    folds *= rng.uniform(0.0, max_shift) / peak
+    fault = np.zeros_like(folds)
+    if rng.random() < 0.5:
+        normal = rng.standard_normal(len(lateral))
+        normal /= np.linalg.norm(normal) or 1.0
+        centre = [rng.uniform(0.25, 0.75) * (crop[ax] - 1) for ax in lateral]
+        side = sum(d * (g - c) for d, g, c in zip(normal, grids, centre)) > 0
+        fault = np.where(side, rng.uniform(-max_shift, max_shift), 0.0)
+    n = crop[zaxis]
+    top = rng.uniform(0.0, 1.0)
+    gain = top + (1.0 - top) * np.arange(n, dtype=np.float64) / max(n - 1, 1)
+    shape = [1] * len(crop)
+    shape[zaxis] = n
+    lat_shape = [crop[ax] if ax != zaxis else 1 for ax in range(len(crop))]
+    return folds.reshape(lat_shape) * gain.reshape(shape) + fault.reshape(lat_shape)
+
+
+def sample_positions(crop: tuple[int, ...], zaxis: int, stretch: float = 1.0, warp: int | None = None,
+                     warp_max: float = 0.0) -> np.ndarray:
+    """Where each output sample reads the cut crop along the sample axis ``zaxis``: the warp's displaced
+    position (mirrored), then stretched about the centre. Shaped like the crop (1 along the lateral axes when
+    there is no warp)."""
+    n = crop[zaxis]
+    shape = [1] * len(crop)
+    shape[zaxis] = n
+    pos = np.arange(n, dtype=np.float64).reshape(shape)
+    if warp is not None:
+        pos = _mirror(pos + warp_shifts(crop, zaxis, warp_max, warp), n)
+    return _stretched(pos, n, stretch) if stretch != 1.0 else pos
+
+
+def resample_axis(a: np.ndarray, axis: int, pos: np.ndarray) -> np.ndarray:
+    """``a`` read at positions ``pos`` (broadcastable to ``a``) along ``axis`` (new array): linear for floats,
+    nearest for integers."""
     n = a.shape[axis]
-    pos = stretch_positions(n, factor)
     if not np.issubdtype(a.dtype, np.floating):
-        return np.take(a, np.rint(pos).astype(np.intp), axis=axis)
+        return np.take_along_axis(a, np.broadcast_to(np.rint(pos).astype(np.intp), _bshape(a, pos)), axis=axis)
     i0 = np.floor(pos).astype(np.intp)
     i1 = np.minimum(i0 + 1, n - 1)
-    shape = [1] * a.ndim
-    shape[axis] = n
-    w = (pos - i0).astype(a.dtype).reshape(shape)
-    lo = np.take(a, i0, axis=axis)
+    w = (pos - i0).astype(a.dtype)
+    lo = np.take_along_axis(a, np.broadcast_to(i0, _bshape(a, pos)), axis=axis)
     lo *= 1 - w
-    lo += np.take(a, i1, axis=axis) * w
+    lo += np.take_along_axis(a, np.broadcast_to(i1, _bshape(a, pos)), axis=axis) * w
     return lo
+
+
+def _bshape(a: np.ndarray, pos: np.ndarray) -> tuple[int, ...]:
+    return np.broadcast_shapes(a.shape, pos.shape)
+
+
+def stretch_axis(a: np.ndarray, axis: int, factor: float) -> np.ndarray:
+    """``a`` stretched along ``axis`` by ``factor`` (new array): linear for floats, nearest for integers."""
+    shape = [1] * a.ndim
+    shape[axis] = a.shape[axis]
+    return resample_axis(a, axis, stretch_positions(a.shape[axis], factor).reshape(shape))
 
 
 def apply_amplitude(x: np.ndarray, plan: AugmentPlan, aug: Augmentation | None) -> None:

@@ -59,6 +59,9 @@ class AugmentSection(Section):
     p_stretch: float = Field(0.0, ge=0, le=1, description="vertical stretch or squeeze about the crop centre")
     stretch_range: tuple[float, float] = Field((0.7, 1.4), description="layers look this many times thicker "
                                                "(log-uniform; within 0.5-2.0)")
+    p_warp: float = Field(0.0, ge=0, le=1, description="vertical displacement that varies along the section: "
+                          "folds growing with depth and, on half the warps, a fault's throw")
+    warp_max: float = Field(6.0, ge=0, le=32, description="the warp's largest displacement, in samples")
 
     @model_validator(mode="after")
     def _ranges(self) -> "AugmentSection":
