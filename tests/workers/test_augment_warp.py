@@ -1,0 +1,99 @@
+"""Vertical warp augmentation: a displacement along the sample axis that varies across the section (folds that
+grow with depth, a fault's throw), applied to inputs and labels together, drawn reproducibly."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from workers.augment import (MAX_WARP, AugmentError, Augmentation, draw_plan, resample_axis, sample_positions,
+                             warp_shifts)
+from workers.crops import CropSpec
+from workers.sampling import BatchRecipe, LabelVolumeSampler, RawVolume
+
+SHAPE = (16, 40, 48)
+
+
+@pytest.fixture(scope="module")
+def ramp(tmp_path_factory) -> tuple[RawVolume, RawVolume]:
+    """Input = sample index + 1, labels = sample index: after a warp, each label is its input minus one."""
+    folder = tmp_path_factory.mktemp("warp")
+    k = np.broadcast_to(np.arange(SHAPE[2]), SHAPE)
+    (k + 1).astype(np.float32).tofile(folder / "k.f32")
+    k.astype(np.int32).tofile(folder / "lab.i32")
+    return RawVolume(str(folder / "k.f32"), SHAPE), RawVolume(str(folder / "lab.i32"), SHAPE, "int32")
+
+
+def _batch(ramp, spec: CropSpec, aug: Augmentation | None, k: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    vol, lab = ramp
+    sampler = LabelVolumeSampler(lab, SHAPE, centres=np.array([[8, 20, 24]] * 3))
+    recipe = BatchRecipe((vol,), spec, sampler, 8, 1, augment=aug)
+    x, y = np.empty(recipe.x_shape, np.float32), np.empty(recipe.y_shape, np.int64)
+    recipe.make_batch(0, 0, k, x, y)
+    return x, y
+
+
+def test_shifts_are_bounded_reproducible_and_vary_across_the_section() -> None:
+    crop = (64, 48)
+    fields = [warp_shifts(crop, 1, 6.0, seed) for seed in range(40)]
+    np.testing.assert_array_equal(warp_shifts(crop, 1, 6.0, 7), fields[7])
+    assert all(f.shape == crop and np.abs(f).max() <= 12.0 + 1e-9 for f in fields)  # folds + throw
+    lateral = [np.ptp(f[:, -1]) for f in fields]
+    assert max(lateral) > 3.0  # traces move by different amounts: reflectors bend
+    # folding grows with depth: the bottom sample moves more across the section than the top one (without
+    # a fault, whose throw is the same at every depth)
+    no_fault = [f for f in fields if np.abs(np.diff(f, axis=0)).max() < 1.0]
+    assert no_fault and all(np.ptp(f[:, 0]) <= np.ptp(f[:, -1]) + 1e-9 for f in no_fault)
+    # a fault: a jump between neighbouring traces, in some fields and not in others
+    jumps = [np.abs(np.diff(f[:, 0])).max() for f in fields]
+    assert 0 < sum(j > 1.0 for j in jumps) < len(jumps)
+
+
+def test_positions_stay_inside_the_crop_with_stretch() -> None:
+    for seed in range(20):
+        pos = sample_positions((32, 24), 1, stretch=0.6, warp=seed, warp_max=MAX_WARP)
+        assert pos.shape == (32, 24) and pos.min() >= 0 and pos.max() <= 23
+    assert sample_positions((32, 24), 1).shape == (1, 24)  # no warp: the same positions on every trace
+
+
+def test_floats_interpolate_and_integers_take_the_nearest_sample() -> None:
+    pos = sample_positions((10, 30), 1, warp=3, warp_max=5.0)
+    a = np.arange(30, dtype=np.float32)[None].repeat(10, 0)
+    np.testing.assert_allclose(resample_axis(a, 1, pos), pos, atol=1e-5)
+    labels = resample_axis(np.arange(30)[None].repeat(10, 0), 1, pos)
+    assert labels.dtype.kind == "i" and np.all(np.abs(labels - pos) <= 0.5)
+
+
+def test_inline_crops_warp_inputs_and_labels_together(ramp) -> None:
+    x, y = _batch(ramp, CropSpec((32, 32), "inline"), Augmentation(p_warp=1.0, warp_max=6.0))
+    assert np.all(np.abs(y - (x[:, 0] - 1)) <= 0.5)  # each label is the nearest input sample's
+    centre = x[:, 0, :, 16]
+    assert max(np.ptp(row) for row in centre) > 1.0  # the middle sample reads other depths on other traces
+    assert not np.array_equal(x[0], x[1])  # each crop its own field
+
+
+def test_3d_crops_warp_across_both_lateral_axes(ramp) -> None:
+    x, y = _batch(ramp, CropSpec((12, 12, 32), "3d"), Augmentation(p_warp=1.0, warp_max=6.0, p_flip=1.0))
+    assert np.all(np.abs(y - (x[:, 0] - 1)) <= 0.5)
+    mid = x[:, 0, :, :, 16]
+    assert max(np.ptp(m.mean(axis=0)) for m in mid) > 0.1 and max(np.ptp(m.mean(axis=1)) for m in mid) > 0.1
+
+
+def test_off_time_slices_and_draws(ramp) -> None:
+    spec = CropSpec((32, 32), "inline")
+    stretch = Augmentation(p_stretch=0.8)
+    before = _batch(ramp, spec, stretch, k=2)
+    # p_warp 0 takes no draws: the batches of settings without the warp are unchanged
+    np.testing.assert_array_equal(_batch(ramp, spec, Augmentation(p_stretch=0.8, p_warp=0.0), k=2)[0], before[0])
+    plan = draw_plan(Augmentation(p_warp=1.0), CropSpec((6, 6), "time"), np.random.default_rng(0))
+    assert plan.warp is None  # a time slice has no sample axis
+    half = Augmentation(p_warp=0.5)
+    first = _batch(ramp, spec, half, k=5)
+    np.testing.assert_array_equal(_batch(ramp, spec, half, k=5)[0], first[0])
+    flat = [bool(np.all(row[0] == row[0, :1])) for row in first[0]]
+    assert 0 < sum(flat) < len(flat)  # p = 0.5: some crops warped, some not
+
+
+@pytest.mark.parametrize("bad", [-1.0, MAX_WARP + 1])
+def test_warp_max_out_of_range_is_refused(bad: float) -> None:
+    with pytest.raises(AugmentError, match="warp_max"):
+        Augmentation(p_warp=0.5, warp_max=bad)
