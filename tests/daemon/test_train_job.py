@@ -73,6 +73,7 @@ def test_broken_job_files_are_refused_with_each_problem_named(demo: RunningDaemo
         ({"data": {"survey": "nowhere"}}, "data.survey: no survey 'nowhere'"),
         ({"data": {"picks": "one"}}, "data.picks: pick set 'one' has points of 1 class"),
         ({"data": {"augment": {"p_stretch": 0.5, "stretch_range": [0.2, 3.0]}}}, "data.augment: stretch_range"),
+        ({"data": {"augment": {"p_warp": 0.5, "warp_max": 40}}}, "data.augment.warp_max"),
     ]
     assert_refused(demo.client, lambda: train_job("refused"), cases)
 
