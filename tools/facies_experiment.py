@@ -6,19 +6,21 @@
 Makes a synthetic survey (tools/synth.py) in a temporary folder, starts a real daemon there, imports the SEG-Y
 and the picks through the client, and runs the job file configs/train_facies_unet.yaml (or train_facies.yaml)
 twice: with the blocked validation split (the default) and with a random point split. Each trained model file is
-loaded and applied to the whole cube with daemon.executor.predict.predict_volume, and scored against the ground truth next
-to the depth-only and amplitude-only baselines. Prints one JSON line with every figure.
+loaded and applied to the whole cube with daemon.executor.predict.predict_volume, and scored against the ground
+truth next to the depth-only and amplitude-only baselines. Prints one JSON line with every figure.
 
-With --seeds N it runs the story once (blocked split) on each of N surveys, seeds first-seed .. first-seed+N-1 of
-the `varied` family (tools/synth_varied.py) unless --family says otherwise, in one daemon, and prints per survey and
-as mean / worst: whole-cube pixel and mean class accuracy, the accuracy more than 20 inlines away from the picked
-inline, the depth-only and amplitude-only baselines, the training time and the prediction speed (voxels per second
-end to end: loading the model file and the survey, applying, writing the labels). A table, then one JSON line.
+With --seeds N it runs the story once (blocked split, or the first of --splits) on each of N surveys, seeds
+first-seed .. first-seed+N-1 of the `varied` family (tools/synth_varied.py) unless --family says otherwise, in one
+daemon, and prints per survey and as mean / worst: whole-cube pixel and mean class accuracy, the accuracy more
+than 20 inlines away from the picked inline, the depth-only and amplitude-only baselines, the training time and the
+prediction speed (voxels per second end to end: loading the model file and the survey, applying, writing the
+labels). A table, then one JSON line. --views adds the accuracy of each orientation alone, --keep the model files.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -73,9 +75,11 @@ def job_file(model: str, output: str, split: str, epochs: int | None, quick: boo
     return job
 
 
-def predict_cube(model_path: Path, survey_folder: Path, out_dir: Path) -> tuple[np.ndarray, dict[str, Any]]:
+def predict_cube(model_path: Path, survey_folder: Path, out_dir: Path,
+                 orientation: str | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """Labels of the whole cube from a model file, applied the way a predict job applies it (the model file's
-    recipe: whole sections, both orientations for a model trained on both; patch models on a stride-2 grid)."""
+    recipe: whole sections, both orientations for a model trained on both; patch models on a stride-2 grid), or
+    along ``orientation``."""
     from daemon.executor.modelfile import load_model_file
     from daemon.executor.predict import predict_volume
     from daemon.executor.predict.recipe import recipe_of
@@ -83,7 +87,7 @@ def predict_cube(model_path: Path, survey_folder: Path, out_dir: Path) -> tuple[
 
     model, info = load_model_file(model_path)
     survey = Survey.open(survey_folder)
-    recipe = recipe_of(info, stride=2 if info.input_spec["apply_kind"] == "patch" else 1)
+    recipe = recipe_of(info, stride=2 if info.input_spec["apply_kind"] == "patch" else 1, orientation=orientation)
     vols = [survey.volume(v) for v in recipe.volumes]
     run = predict_volume(model, vols if len(vols) > 1 else vols[0], out_dir=out_dir, outputs=["labels"],
                          device="cpu", **recipe.apply_kwargs(survey.shape))
@@ -117,8 +121,8 @@ def one_run(client: Any, home: Path, s: Any, model: str, split: str, args: argpa
             "val_points": r["split"]["val_points"], "job_seconds": round(wall, 1),
             "train_seconds": round(r["train_seconds"], 1), "samples_per_s": r["samples_per_s"],
             "cube_pixel_accuracy": cube["pixel_accuracy"], "cube_mean_class_accuracy": cube["mean_class_accuracy"],
-            "cube_per_class_accuracy": cube["per_class_accuracy"], "accuracy_at_picks": at_picks, "predict_seconds": round(run["seconds"], 1),
-            "predict_orientation": run["orientation"]}
+            "cube_per_class_accuracy": cube["per_class_accuracy"], "accuracy_at_picks": at_picks,
+            "predict_seconds": round(run["seconds"], 1), "predict_orientation": run["orientation"]}
 
 
 FAR_INLINES = 20  # "away from the picks": more than this many inlines from the picked one
@@ -139,7 +143,7 @@ def one_survey(client: Any, home: Path, seed: int, shape: tuple[int, int, int], 
     s = synth.generate(shape=shape, seed=seed, family=args.family)
     synth.write(s, work / name)
     import_survey(client, work / name, name)
-    job = client.submit(job_file(args.model, f"facies_{name}", "block", args.epochs, args.quick, args.config,
+    job = client.submit(job_file(args.model, f"facies_{name}", args.splits[0], args.epochs, args.quick, args.config,
                                  survey=name))
     record = _wait_ok(client, job["id"], 7200)
     r = record["result"]
@@ -148,7 +152,16 @@ def one_survey(client: Any, home: Path, seed: int, shape: tuple[int, int, int], 
                                          work / f"pred_{name}")
     labels = np.asarray(to_truth_ids(labels, classes, list(s.class_names)))
     predict_s = time.monotonic() - t0
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(home / "models" / f"facies_{name}.h5", args.keep / f"facies_{name}.h5")
     cube = score(labels, s.labels, len(s.class_names))
+    views = {}
+    if args.views and run["orientation"] == "both":
+        for view in ("inline", "crossline"):
+            one, _, _ = predict_cube(home / "models" / f"facies_{name}.h5", home / "surveys" / name,
+                                     work / f"pred_{name}_{view}", orientation=view)
+            views[view] = float(np.mean(np.asarray(to_truth_ids(one, classes, list(s.class_names))) == s.labels))
     pick_il = int(s.picks.inline_index[0])
     hit = labels == s.labels  # one comparison of the cube, read by every figure below
     distance = np.abs(np.arange(shape[0]) - pick_il)  # of each inline from the picked one
@@ -168,7 +181,8 @@ def one_survey(client: Any, home: Path, seed: int, shape: tuple[int, int, int], 
             "meta": {k: s.meta.get(k) for k in ("coverage", "noise", "peak_hz", "phase_deg")}
             | {"faults": len(s.meta.get("faults", []))},
             "predict_s": round(predict_s, 2), "predict_apply_s": round(run["seconds"], 2),
-            "predict_voxels_per_s": float(np.prod(shape)) / predict_s} | _teacher_figures(record, classes, s)
+            "predict_voxels_per_s": float(np.prod(shape)) / predict_s} | _teacher_figures(record, classes, s) | \
+        ({"pixel_by_view": views} if views else {})
 
 
 def seen_figures(s: Any, hit: np.ndarray) -> dict[str, float]:
@@ -244,7 +258,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=None, help="override train.epochs of the job file")
     ap.add_argument("--shape", type=int, nargs=3, default=None)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--splits", nargs="+", default=["block", "random"], choices=["block", "random"])
+    ap.add_argument("--splits", nargs="+", default=["block", "random"], choices=["block", "random"],
+                    help="the validation splits to run (with --seeds: the first one only, default block)")
+    ap.add_argument("--views", action="store_true", help="with --seeds: also score a model applied both ways "
+                    "along inlines only and crosslines only (pixel_by_view in the JSON line)")
+    ap.add_argument("--keep", type=Path, default=None, help="with --seeds: copy each survey's model file into this "
+                    "folder (facies_s<seed>.h5; the survey is made again from its seed) for a closer look")
     ap.add_argument("--config", type=Path, default=None, help="a train job file to use instead of the model's "
                     "configs/ file (output, overwrite and the split kind are still set here)")
     args = ap.parse_args(argv)

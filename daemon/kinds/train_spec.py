@@ -219,6 +219,10 @@ class TrainSection(Section):
     # steps between loss points in TensorBoard; null: about 50 points a run, at most 50 steps apart
     log_every_steps: Annotated[Int | None, rule(lambda v: v is None or v >= 1, "expected >= 1 or null")] = None
     class_weights: list[Number] | None = None  # one per class
+    # after this run (the selection), train the model again from the same start on every labelled point (the
+    # validation's and the split's gap too) for the epochs the selection kept; that model is the job's
+    # (daemon/executor/training/refit.py)
+    refit: Flag = False
     early_stop: EarlyStopSection = Field(default_factory=EarlyStopSection)
     distributed: DistributedSection = Field(default_factory=DistributedSection)
 
@@ -300,6 +304,10 @@ class TrainSpec(JobSpec):
             problems.append((("data", "batch_size"), f"{self.data.batch_size} does not split evenly over "
                              f"train.distributed.world_size {world} ranks; use a multiple of {world}"))
         problems += distill_problems(self)
+        if self.train.refit and self.distill.enabled:
+            problems.append((("train", "refit"), "refit and distill.enabled together are not built: choose one"))
+        if self.train.refit and world > 1:
+            problems.append((("train", "refit"), "refitting runs on one rank: set train.distributed.world_size: 1"))
         if problems:
             raise problems_error("train", problems)
         return self

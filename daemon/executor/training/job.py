@@ -29,7 +29,7 @@ from daemon.common.home import model_file, picks_file, resolve
 from daemon.executor.context import JobCancelled
 from daemon.executor.modelfile import ModelInfo, provenance, save_model_file
 from daemon.executor.models import build_model
-from daemon.executor.training import distill
+from daemon.executor.training import distill, refit
 from daemon.executor.training.distributed import (RankGroup, RankJob, rank_device, rank_rows, rendezvous_file,
                                          resolve_backend, share_recipe)
 from daemon.executor.training.job_data import TrainData, in_process_batches, pool_batches, prepare_data
@@ -132,7 +132,10 @@ def run_train_job(spec: TrainSpec, ctx: Any) -> dict[str, Any]:
 
 def _run(spec: TrainSpec, ctx: Any) -> dict[str, Any]:
     teacher = distill.finished_teacher(ctx.job_dir) if spec.distill.enabled else None  # an earlier attempt's
-    spec = spec.model_copy(update={"train": resume_config(spec.train, ctx, finished=teacher is not None)})
+    selection = refit.finished_selection(ctx.job_dir) if spec.train.refit else None  # an earlier attempt's
+    start = spec.train  # the refit run starts where the selection started
+    finished = teacher is not None or selection is not None
+    spec = spec.model_copy(update={"train": resume_config(spec.train, ctx, finished=finished)})
     d, cfg = spec.data, spec.train
     n_classes = _n_classes(ctx.home, d)
     torch.manual_seed(cfg.seed)  # the model's initial weights are part of a reproducible run
@@ -146,6 +149,8 @@ def _run(spec: TrainSpec, ctx: Any) -> dict[str, Any]:
                      tuple((v["mean"], v["std"]) for v in data.normalisation["volumes"]), d.context)
     if spec.distill.enabled:
         return _distilled(spec, ctx, model, data, how, n_workers, teacher)
+    if spec.train.refit:
+        return _refitted(spec, ctx, model, data, how, n_workers, selection, start)
     result, pool_stats = _train_stage(spec, ctx, model, data, how, n_workers)
     out = _write_model(spec, ctx, model.cpu(), data, how, result)
     return _result(spec, result, out, data, pool_stats, n_workers)
@@ -225,6 +230,40 @@ def _distilled(spec: TrainSpec, ctx: Any, teacher: torch.nn.Module, data: TrainD
     figures["train_seconds"] = teacher_figures["train_seconds"] + pseudo["predict_seconds"] + student_seconds
     figures["distill"] = {"teacher": teacher_figures, "pseudo_labels": pseudo, "student_train_seconds":
                           student_seconds, "student_epoch": result.epoch, "student_stopped": result.stopped}
+    return figures
+
+
+def _refitted(spec: TrainSpec, ctx: Any, model: torch.nn.Module, data: TrainData, how: SliceInput, n_workers: int,
+              selection: TrainResult | None, start: TrainSection) -> dict[str, Any]:
+    """The selection run (or the one an earlier attempt finished), then the refit run on every labelled point for
+    the epochs the selection kept; the refit's model is the job's (daemon/executor/training/refit.py)."""
+    if selection is not None:
+        ctx.log.info("refit: the selection run was finished by an earlier attempt (%s); not run again",
+                     refit.folder(ctx.job_dir) / "selection.json")
+    else:
+        selection, _ = _train_stage(spec, ctx, model, data, how, n_workers, stage="selecting: ", share=(0.0, 0.6))
+        refit.record_selection(ctx.job_dir, selection)
+    epochs = refit.refit_epochs(selection)
+    refit_spec = refit.refit_spec(spec.model_copy(update={"train": resume_config(start, ctx, finished=True)}),
+                                  ctx, epochs)
+    torch.manual_seed(spec.train.seed)  # the selection's initial weights
+    fresh = build_model(spec.model.name, data.recipe.channels, len(data.classes), list(spec.data.crop.size),
+                        spec.model.params)
+    every = dataclasses.replace(data, recipe=data.refit_recipe, val=[],
+                                split={**data.split, "refit_points": sum(int(data.split[k]) for k in (
+                                           "train_points", "val_points", "dropped_points")),
+                                       "refit_epochs": epochs})
+    ctx.log.info("refit: training again on all %d labelled points for %d epochs (the selection kept epoch %s of %d)",
+                 every.split["refit_points"], epochs, selection.best_epoch, selection.epoch)
+    result, pool_stats = _train_stage(refit_spec, ctx, fresh, every, how, n_workers,
+                                      job_dir=refit.folder(ctx.job_dir), stage="refit: ", share=(0.6, 1.0))
+    both = refit.merged(selection, result)
+    out = _write_model(spec, ctx, fresh.cpu(), every, how, both)
+    figures = _result(spec, both, out, every, pool_stats, n_workers)
+    figures["train_seconds"] = selection.train_seconds + result.train_seconds
+    figures["refit"] = {"epochs": epochs, "points": every.split["refit_points"], "stopped": result.stopped,
+                        "train_seconds": result.train_seconds, "selection_epochs": selection.epoch,
+                        "selection_stopped": selection.stopped, "selection_train_seconds": selection.train_seconds}
     return figures
 
 

@@ -33,6 +33,7 @@ class TrainData:
 
     recipe: BatchRecipe
     val: list[tuple[torch.Tensor, torch.Tensor]]
+    refit_recipe: Any  # the training recipe over every labelled point (validation and gap too), for train.refit
     classes: list[str]
     normalisation: dict[str, Any]
     split: dict[str, Any]
@@ -62,9 +63,11 @@ def prepare_data(d: DataSection, home: Path, job_dir: Path, seed: int, per_voxel
     if per_voxel:
         train_sampler = _label_sampler(survey.shape, points, labels, split.train)
         val_sampler = _label_sampler(survey.shape, points, labels, split.val)
+        every = _label_sampler(survey.shape, points, labels, np.arange(len(points)))
     else:
         train_sampler = PickSampler(points[split.train], labels[split.train], balance=d.balance)
         val_sampler = PickSampler(points[split.val], labels[split.val], balance=False)
+        every = PickSampler(points, labels, balance=d.balance)
     recipe = BatchRecipe(sampler=train_sampler, batches_per_epoch=d.batches_per_epoch, augment=aug, **common)
     val = []
     if d.val_batches:
@@ -73,6 +76,7 @@ def prepare_data(d: DataSection, home: Path, job_dir: Path, seed: int, per_voxel
     counts = np.bincount(points[:, 0])
     return TrainData(
         recipe=recipe, val=val, classes=list(picks.class_names),
+        refit_recipe=BatchRecipe(sampler=every, batches_per_epoch=d.batches_per_epoch, augment=aug, **common),
         normalisation={"method": "standardise", "volumes": [
             {"name": v, "mean": m, "std": s, "stats": st} for v, (m, s), st in zip(d.volumes, norm, stats)]},
         split={"kind": d.split.kind, "train_points": int(len(split.train)), "val_points": int(len(split.val)),

@@ -63,6 +63,7 @@ def prepare_set_data(d: DataSection, home: Path, seed: int, per_voxel: bool, val
     first = index.surveys[0]["volumes"]
     return train_data(
         recipe=train, val=val, classes=list(index.classes),
+        refit_recipe=recipe(np.arange(len(index.labels)), d.balance and not per_voxel, d.batches_per_epoch, aug),
         normalisation={"method": "per_survey", "volumes": [dict(v) for v in first],
                        "sources": index.trained_on()["surveys"]},
         split={"kind": d.split.kind, "train_points": int(len(split.train)), "val_points": int(len(split.val)),

@@ -1,0 +1,120 @@
+"""train.refit through a real seisd: the selection run with its validation split, then the same model trained again
+from the same start on every labelled point for the epochs the selection kept; its files, figures, stages, submit
+refusals, and a kill -9 during the refit.
+
+The 32^3 synthetic survey of test_train_job.py; tiny U-Nets (base 4, depth 2, 16x16 crops) so a job takes seconds.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pytest
+
+from tests.daemon.test_train_job import assert_refused, import_demo
+from tests.harness import RunningDaemon, wait_for, wait_state
+
+BATCHES = 6
+
+
+def refit_job(output: str, *, batches: int = BATCHES, epochs: int = 4, **train: Any) -> dict[str, Any]:
+    return {"kind": "train", "output": output,
+            "data": {"survey": "demo", "crop": {"size": [16, 16]}, "batch_size": 8, "batches_per_epoch": batches,
+                     "val_batches": 2, "split": {"block": 4, "gap": 2}, "augment": {"p_swap": 0.5, "p_flip": 0.5}},
+            "model": {"name": "unet", "params": {"base": 4, "depth": 2}},
+            "train": {"epochs": epochs, "seed": 0, "checkpoint_every_steps": 5, "progress_interval_s": 0.1,
+                      "refit": True, "early_stop": {"enabled": True, "patience": 1, "min_epochs": 1}, **train}}
+
+
+@pytest.fixture(scope="module")
+def demo(shared_daemon: RunningDaemon, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
+    import_demo(shared_daemon.client, tmp_path_factory.mktemp("synth"))
+    yield shared_daemon
+
+
+def test_a_refit_job_trains_again_on_every_point_for_the_epochs_the_selection_kept(demo: RunningDaemon) -> None:
+    from daemon.executor.modelfile import load_model_file
+
+    c = demo.client
+    record = c.wait(c.submit(refit_job("refitted"))["id"], timeout=120)
+    assert record["state"] == "succeeded", record["error"]
+    r, job_dir = record["result"], Path(record["dir"])
+    selection = json.loads((job_dir / "refit" / "selection.json").read_text())
+    kept = selection["best_epoch"]
+    assert kept is not None and 1 <= kept <= selection["epoch"] <= 4
+    # the refit run: the kept epochs, all of them, on every point of the split (training, validation and gap)
+    split = r["split"]
+    everything = split["train_points"] + split["val_points"] + split["dropped_points"]
+    assert split["val_points"] > 0 and split["dropped_points"] > 0
+    assert r["refit"]["epochs"] == kept and r["refit"]["points"] == everything == split["refit_points"]
+    assert r["epoch"] == kept and r["step"] == kept * BATCHES and r["refit"]["stopped"] == "finished"
+    # the figures are the selection's validation (the refit run has nothing held out to score)
+    assert r["validation"] == selection["history"][-1] and r["best_epoch"] == kept
+    assert r["train_seconds"] == pytest.approx(selection["train_seconds"] + r["refit"]["train_seconds"])
+    # the model file: the refit's weights (not the selection's best), its split record says so
+    model, info = load_model_file(demo.home / "models" / "refitted.h5")
+    assert info.training["split"]["refit_points"] == everything and info.training["split"]["refit_epochs"] == kept
+    import torch
+
+    best = torch.load(job_dir / "checkpoints" / "best.pt", weights_only=False)["model"]
+    state = model.state_dict()
+    assert any(not torch.equal(state[k], best[k]) for k in state if k in best)
+    assert (job_dir / "refit" / "checkpoints" / "last.pt").is_file() and (job_dir / "refit" / "summary.h5").is_file()
+    # the stages show in progress messages, metrics and the log
+    events = c.job_events(record["id"])
+    messages = [e["data"].get("message") or "" for e in events if e["type"] == "job.progress"]
+    assert any(m.startswith("selecting: epoch ") for m in messages), messages
+    assert any(m.startswith("refit: epoch ") for m in messages), messages
+    stages = [e["data"].get("stage") for e in events if e["type"] == "job.metrics" and "epoch" in e["data"]]
+    first = stages.index("refit")
+    assert set(stages[:first]) == {"selecting"} and set(stages[first:]) == {"refit"}, stages
+    assert "refit: training again on all" in (job_dir / "log").read_text()
+
+
+def test_the_refit_recipe_draws_from_every_point_the_split_holds_out(demo: RunningDaemon, tmp_path: Path) -> None:
+    from daemon.executor.training.job_data import prepare_data
+    from daemon.kinds.train_spec import DataSection
+    from workers.picks import PickSet
+
+    d = DataSection.model_validate(refit_job("x")["data"])
+    data = prepare_data(d, demo.home, tmp_path, 0, per_voxel=True)
+    points = PickSet.load(demo.home / "surveys" / "demo", "default").positions()
+    every = {tuple(p) for p in np.asarray(data.refit_recipe.sampler.centres)}
+    trained = {tuple(p) for p in np.asarray(data.recipe.sampler.centres)}
+    assert every == {tuple(p) for p in points} and trained < every
+    assert len(every) == sum(data.split[k] for k in ("train_points", "val_points", "dropped_points"))
+
+
+def test_refit_is_refused_at_submit_where_it_is_not_built(demo: RunningDaemon) -> None:
+    cases = [({"distill": {"enabled": True}}, "train.refit: refit and distill.enabled together are not built"),
+             ({"train": {"refit": True, "distributed": {"world_size": 2}}}, "train.refit: refitting runs on one rank")]
+    assert_refused(demo.client, lambda: {**refit_job("refused"), "distill": {}}, cases)
+
+
+def test_a_job_killed_while_refitting_resumes_without_selecting_again(daemon: RunningDaemon, tmp_path: Path) -> None:
+    c = daemon.client
+    import_demo(c, tmp_path / "synth")
+    job = refit_job("resumed", batches=60, epochs=2, early_stop={"enabled": False})
+    job_id = c.submit(job)["id"]
+    job_dir = daemon.home / "jobs" / str(job_id)
+
+    def refit_step() -> int:
+        steps = [e["data"].get("step") or 0 for e in c.job_events(job_id)
+                 if e["type"] == "job.progress" and e["data"].get("stage") == "refit"]
+        return max(steps, default=0)
+    wait_for(lambda: refit_step() >= 20, timeout=120, what="the refit past a checkpoint")
+    selected = (job_dir / "refit" / "selection.json").stat().st_mtime_ns
+    daemon.kill9()
+    daemon.restart()
+    c = daemon.client
+    record = wait_state(c, job_id, timeout=120)
+    assert record["state"] == "succeeded", record["error"]
+    # without early stopping the selection keeps its last epoch: the refit trains as long
+    assert record["attempts"] == 2 and record["result"]["epoch"] == 2 and record["result"]["step"] == 120
+    assert (job_dir / "refit" / "selection.json").stat().st_mtime_ns == selected
+    log = (job_dir / "log").read_text()
+    assert "the selection run was finished by an earlier attempt" in log
+    assert f"continuing from {job_dir / 'refit' / 'checkpoints' / 'last.pt'}" in log
+    assert f"continuing from {job_dir / 'checkpoints' / 'last.pt'}" not in log
