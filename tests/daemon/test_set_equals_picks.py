@@ -52,7 +52,8 @@ def test_batches_from_a_set_equal_those_from_its_survey_and_picks(home: Path, tm
     for epoch in (0, 1):
         for k in range(3):
             # the training recipes, and those over every point (train.refit)
-            for mine, theirs in ((on_the_fly.recipe, from_set.recipe), (on_the_fly.refit_recipe, from_set.refit_recipe)):
+            pairs = ((on_the_fly.recipe, from_set.recipe), (on_the_fly.refit_recipe, from_set.refit_recipe))
+            for mine, theirs in pairs:
                 a, b = make_batch(mine, 0, epoch, k), make_batch(theirs, 0, epoch, k)
                 np.testing.assert_allclose(b[0].numpy(), a[0].numpy(), rtol=1e-5, atol=1e-5)
                 np.testing.assert_array_equal(b[1].numpy(), a[1].numpy())
