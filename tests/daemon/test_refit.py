@@ -93,6 +93,21 @@ def test_refit_is_refused_at_submit_where_it_is_not_built(demo: RunningDaemon) -
     assert_refused(demo.client, lambda: {**refit_job("refused"), "distill": {}}, cases)
 
 
+def test_a_selection_stopped_by_request_ends_the_job_without_a_refit(demo: RunningDaemon) -> None:
+    c = demo.client
+    job_id = c.submit(refit_job("stopped", batches=40, epochs=50, early_stop={"enabled": False}))["id"]
+    wait_for(lambda: any(e["data"].get("step", 0) >= 2 for e in c.job_events(job_id) if e["type"] == "job.progress"),
+             timeout=90, what="training steps")
+    assert c.call("stop_after_epoch", id=job_id) == {"stopping": True}
+    record = wait_state(c, job_id, timeout=90)
+    assert record["state"] == "succeeded", record["error"]
+    r = record["result"]
+    assert r["stopped"] == "stop_after_epoch" and r["epoch"] < 50 and r["refit"] == {"skipped": True}
+    assert (demo.home / "models" / "stopped.h5").is_file()
+    assert not (Path(record["dir"]) / "refit" / "selection.json").exists()
+    assert "refit: not run, the selection was stopped by request" in (Path(record["dir"]) / "log").read_text()
+
+
 def test_a_job_killed_while_refitting_resumes_without_selecting_again(daemon: RunningDaemon, tmp_path: Path) -> None:
     c = daemon.client
     import_demo(c, tmp_path / "synth")

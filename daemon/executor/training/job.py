@@ -241,7 +241,13 @@ def _refitted(spec: TrainSpec, ctx: Any, model: torch.nn.Module, data: TrainData
         ctx.log.info("refit: the selection run was finished by an earlier attempt (%s); not run again",
                      refit.folder(ctx.job_dir) / "selection.json")
     else:
-        selection, _ = _train_stage(spec, ctx, model, data, how, n_workers, stage="selecting: ", share=(0.0, 0.6))
+        selection, pool_stats = _train_stage(spec, ctx, model, data, how, n_workers, stage="selecting: ",
+                                             share=(0.0, 0.6))
+        if selection.stopped == "stop_after_epoch":  # the user asked the job to end: no second run
+            ctx.log.info("refit: not run, the selection was stopped by request (stop_after_epoch); its model is "
+                         "the job's")
+            out = _write_model(spec, ctx, model.cpu(), data, how, selection)
+            return {**_result(spec, selection, out, data, pool_stats, n_workers), "refit": {"skipped": True}}
         refit.record_selection(ctx.job_dir, selection)
     epochs = refit.refit_epochs(selection)
     refit_spec = refit.refit_spec(spec.model_copy(update={"train": resume_config(start, ctx, finished=True)}),
