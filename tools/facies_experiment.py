@@ -76,7 +76,7 @@ def job_file(model: str, output: str, split: str, epochs: int | None, quick: boo
 
 
 def predict_cube(model_path: Path, survey_folder: Path, out_dir: Path,
-                 orientation: str | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+                 orientation: str | None = None) -> tuple[np.ndarray, dict[str, Any], list[str]]:
     """Labels of the whole cube from a model file, applied the way a predict job applies it (the model file's
     recipe: whole sections, both orientations for a model trained on both; patch models on a stride-2 grid), or
     along ``orientation``."""

@@ -186,38 +186,44 @@ def warp_shifts(crop: tuple[int, ...], zaxis: int, max_shift: float, seed: int) 
     reads the crop at z + shift. What changes away from a picked line, in one smooth field:
 
     - folds: two plane waves across the lateral axes (wavelengths WARP_WAVELENGTHS traces, random directions),
-      scaled so that the largest displacement is up to ``max_shift`` samples;
+      scaled so that their largest displacement relative to the centre sample is up to ``max_shift`` samples;
     - folding that grows with depth: the fold's amplitude rises from a random share of itself at the top to all
       of it at the bottom, so layers thicken and thin from trace to trace;
-    - on half the warps, a fault: the traces on one side of a random line through the crop's middle half move by
-      a throw of up to ``max_shift`` samples.
+    - on half the warps, a fault: the traces on the side of a random line through the crop's middle half away
+      from the centre trace move by a throw of up to ``max_shift`` samples.
+
+    The crop's centre sample stays in place (as in the stretch: a patch model's label is its class), so every
+    displacement is at most 2 x ``max_shift``.
     """
     rng = np.random.default_rng(seed)
     lateral = [ax for ax in range(len(crop)) if ax != zaxis]
     grids = np.meshgrid(*[np.arange(crop[ax], dtype=np.float64) for ax in lateral], indexing="ij")
-    folds = np.zeros(grids[0].shape if grids else ())
+    middle = tuple(crop[ax] // 2 for ax in lateral)  # the centre trace (crops are centred on index size // 2)
+    wave = np.zeros(grids[0].shape if grids else ())
     for _ in range(2):
         direction = rng.standard_normal(len(lateral))
         direction /= np.linalg.norm(direction) or 1.0
         k = 2 * np.pi / rng.uniform(*WARP_WAVELENGTHS)
         phase = k * sum(d * g for d, g in zip(direction, grids)) + rng.uniform(0, 2 * np.pi)
-        folds += rng.uniform(0.5, 1.0) * np.sin(phase)
-    peak = float(np.abs(folds).max()) or 1.0
-    folds *= rng.uniform(0.0, max_shift) / peak
-    fault = np.zeros_like(folds)
-    if rng.random() < 0.5:
-        normal = rng.standard_normal(len(lateral))
-        normal /= np.linalg.norm(normal) or 1.0
-        centre = [rng.uniform(0.25, 0.75) * (crop[ax] - 1) for ax in lateral]
-        side = sum(d * (g - c) for d, g, c in zip(normal, grids, centre)) > 0
-        fault = np.where(side, rng.uniform(-max_shift, max_shift), 0.0)
+        wave += rng.uniform(0.5, 1.0) * np.sin(phase)
     n = crop[zaxis]
     top = rng.uniform(0.0, 1.0)
     gain = top + (1.0 - top) * np.arange(n, dtype=np.float64) / max(n - 1, 1)
     shape = [1] * len(crop)
     shape[zaxis] = n
     lat_shape = [crop[ax] if ax != zaxis else 1 for ax in range(len(crop))]
-    return folds.reshape(lat_shape) * gain.reshape(shape) + fault.reshape(lat_shape)
+    folds = wave.reshape(lat_shape) * gain.reshape(shape)
+    folds -= folds[tuple(c // 2 for c in crop)]  # relative to the crop's centre sample, which stays in place
+    folds *= rng.uniform(0.0, max_shift) / (float(np.abs(folds).max()) or 1.0)
+    fault = np.zeros(wave.shape)
+    if rng.random() < 0.5:
+        normal = rng.standard_normal(len(lateral))
+        normal /= np.linalg.norm(normal) or 1.0
+        line = [rng.uniform(0.25, 0.75) * (crop[ax] - 1) for ax in lateral]
+        side = sum(d * (g - c) for d, g, c in zip(normal, grids, line)) > 0
+        side = ~side if side[middle] else side  # the side away from the centre trace moves
+        fault = np.where(side, rng.uniform(-max_shift, max_shift), 0.0)
+    return folds + fault.reshape(lat_shape)
 
 
 def sample_positions(crop: tuple[int, ...], zaxis: int, stretch: float = 1.0, warp: int | None = None,

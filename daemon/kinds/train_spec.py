@@ -61,7 +61,8 @@ class AugmentSection(Section):
                                                "(log-uniform; within 0.5-2.0)")
     p_warp: float = Field(0.0, ge=0, le=1, description="vertical displacement that varies along the section: "
                           "folds growing with depth and, on half the warps, a fault's throw")
-    warp_max: float = Field(6.0, ge=0, le=32, description="the warp's largest displacement, in samples")
+    warp_max: float = Field(6.0, ge=0, le=32, description="the folds' largest displacement, in samples (a "
+                            "fault adds a throw of up to as much)")
 
     @model_validator(mode="after")
     def _ranges(self) -> "AugmentSection":
@@ -219,10 +220,9 @@ class TrainSection(Section):
     # steps between loss points in TensorBoard; null: about 50 points a run, at most 50 steps apart
     log_every_steps: Annotated[Int | None, rule(lambda v: v is None or v >= 1, "expected >= 1 or null")] = None
     class_weights: list[Number] | None = None  # one per class
-    # after this run (the selection), train the model again from the same start on every labelled point (the
-    # validation's and the split's gap too) for the epochs the selection kept; that model is the job's
-    # (daemon/executor/training/refit.py)
-    refit: Flag = False
+    refit: Flag = Field(False, description="after this run (the selection), train the model again from the same "
+                        "start on every labelled point (the validation's and the split's gap too) for the epochs "
+                        "the selection kept; that model is the job's (docs/train-job.md 'Refitting')")
     early_stop: EarlyStopSection = Field(default_factory=EarlyStopSection)
     distributed: DistributedSection = Field(default_factory=DistributedSection)
 
@@ -254,6 +254,23 @@ class DistillSection(Section):
     members: int = Field(1, ge=1, description="the student's members (at most the teacher's)")
     init: Literal["teacher", "new"] = Field("teacher", description="teacher: the student starts from the "
                                             "teacher's first members' weights; new: from fresh weights")
+
+
+def refit_problems(spec: "TrainSpec") -> list[tuple[tuple[str | int, ...], str]]:
+    """Where refitting cannot repeat the selection run (only when train.refit)."""
+    out: list[tuple[tuple[str | int, ...], str]] = []
+    cfg = spec.train
+    if spec.distill.enabled:
+        out.append((("train", "refit"), "refit and distill.enabled together are not built: choose one"))
+    if cfg.distributed.world_size > 1:
+        out.append((("train", "refit"), "refitting runs on one rank: set train.distributed.world_size: 1"))
+    if spec.schedule.kind == "plateau":
+        out.append((("train", "refit"), "schedule.kind plateau lowers the rate on validation figures, which the "
+                    "refit run does not have: use cosine, step or constant"))
+    if cfg.mode == "resume" and cfg.init_from and not cfg.init_from.endswith((".h5", ".hdf5")):
+        out.append((("train", "refit"), "resuming a checkpoint continues a run whose epochs a refit cannot "
+                    "repeat: start from a model file (.h5) or a new model"))
+    return out
 
 
 def distill_problems(spec: "TrainSpec") -> list[tuple[tuple[str | int, ...], str]]:
@@ -304,10 +321,8 @@ class TrainSpec(JobSpec):
             problems.append((("data", "batch_size"), f"{self.data.batch_size} does not split evenly over "
                              f"train.distributed.world_size {world} ranks; use a multiple of {world}"))
         problems += distill_problems(self)
-        if self.train.refit and self.distill.enabled:
-            problems.append((("train", "refit"), "refit and distill.enabled together are not built: choose one"))
-        if self.train.refit and world > 1:
-            problems.append((("train", "refit"), "refitting runs on one rank: set train.distributed.world_size: 1"))
+        if self.train.refit:
+            problems += refit_problems(self)
         if problems:
             raise problems_error("train", problems)
         return self

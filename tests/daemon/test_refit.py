@@ -89,8 +89,11 @@ def test_the_refit_recipe_draws_from_every_point_the_split_holds_out(demo: Runni
 
 def test_refit_is_refused_at_submit_where_it_is_not_built(demo: RunningDaemon) -> None:
     cases = [({"distill": {"enabled": True}}, "train.refit: refit and distill.enabled together are not built"),
-             ({"train": {"refit": True, "distributed": {"world_size": 2}}}, "train.refit: refitting runs on one rank")]
-    assert_refused(demo.client, lambda: {**refit_job("refused"), "distill": {}}, cases)
+             ({"train": {"refit": True, "distributed": {"world_size": 2}}}, "train.refit: refitting runs on one rank"),
+             ({"schedule": {"kind": "plateau"}}, "train.refit: schedule.kind plateau"),
+             ({"train": {"refit": True, "mode": "resume", "init_from": "jobs/1/checkpoints/last.pt"}},
+              "train.refit: resuming a checkpoint continues a run")]
+    assert_refused(demo.client, lambda: {**refit_job("refused"), "distill": {}, "schedule": {}}, cases)
 
 
 def test_a_selection_stopped_by_request_ends_the_job_without_a_refit(demo: RunningDaemon) -> None:
@@ -111,7 +114,7 @@ def test_a_selection_stopped_by_request_ends_the_job_without_a_refit(demo: Runni
 def test_a_job_killed_while_refitting_resumes_without_selecting_again(daemon: RunningDaemon, tmp_path: Path) -> None:
     c = daemon.client
     import_demo(c, tmp_path / "synth")
-    job = refit_job("resumed", batches=60, epochs=2, early_stop={"enabled": False})
+    job = refit_job("resumed", batches=200, epochs=2, early_stop={"enabled": False})
     job_id = c.submit(job)["id"]
     job_dir = daemon.home / "jobs" / str(job_id)
 
@@ -120,6 +123,7 @@ def test_a_job_killed_while_refitting_resumes_without_selecting_again(daemon: Ru
                  if e["type"] == "job.progress" and e["data"].get("stage") == "refit"]
         return max(steps, default=0)
     wait_for(lambda: refit_step() >= 20, timeout=120, what="the refit past a checkpoint")
+    assert c.show(job_id)["state"] == "running"  # killed during the refit, not after it
     selected = (job_dir / "refit" / "selection.json").stat().st_mtime_ns
     daemon.kill9()
     daemon.restart()
@@ -127,7 +131,7 @@ def test_a_job_killed_while_refitting_resumes_without_selecting_again(daemon: Ru
     record = wait_state(c, job_id, timeout=120)
     assert record["state"] == "succeeded", record["error"]
     # without early stopping the selection keeps its last epoch: the refit trains as long
-    assert record["attempts"] == 2 and record["result"]["epoch"] == 2 and record["result"]["step"] == 120
+    assert record["attempts"] == 2 and record["result"]["epoch"] == 2 and record["result"]["step"] == 400
     assert (job_dir / "refit" / "selection.json").stat().st_mtime_ns == selected
     log = (job_dir / "log").read_text()
     assert "the selection run was finished by an earlier attempt" in log

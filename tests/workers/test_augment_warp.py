@@ -37,6 +37,7 @@ def test_shifts_are_bounded_reproducible_and_vary_across_the_section() -> None:
     fields = [warp_shifts(crop, 1, 6.0, seed) for seed in range(40)]
     np.testing.assert_array_equal(warp_shifts(crop, 1, 6.0, 7), fields[7])
     assert all(f.shape == crop and np.abs(f).max() <= 12.0 + 1e-9 for f in fields)  # folds + throw
+    assert all(f[32, 24] == 0 for f in fields)  # the centre sample stays in place (a patch model's label)
     lateral = [np.ptp(f[:, -1]) for f in fields]
     assert max(lateral) > 3.0  # traces move by different amounts: reflectors bend
     # folding grows with depth: the bottom sample moves more across the section than the top one (without
@@ -69,6 +70,7 @@ def test_inline_crops_warp_inputs_and_labels_together(ramp) -> None:
     centre = x[:, 0, :, 16]
     assert max(np.ptp(row) for row in centre) > 1.0  # the middle sample reads other depths on other traces
     assert not np.array_equal(x[0], x[1])  # each crop its own field
+    assert np.all(x[:, 0, 16, 16] == 25)  # the centre sample (volume sample 24, input 25) stays in place
 
 
 def test_3d_crops_warp_across_both_lateral_axes(ramp) -> None:
@@ -76,6 +78,29 @@ def test_3d_crops_warp_across_both_lateral_axes(ramp) -> None:
     assert np.all(np.abs(y - (x[:, 0] - 1)) <= 0.5)
     mid = x[:, 0, :, :, 16]
     assert max(np.ptp(m.mean(axis=0)) for m in mid) > 0.1 and max(np.ptp(m.mean(axis=1)) for m in mid) > 0.1
+
+
+# Batches of settings without the warp, as the code before it (commit 18e601b) made them: sum of x, sum of |x|,
+# sum of y, and a position-weighted sum of y (made by the same script at both commits).
+BEFORE_WARP = {"inline": (15.135897320160439, 4276.887432005595, 21488, 23903),
+               "3d": (175.75235063384753, 8420.098821002874, 46080, 36866)}
+
+
+@pytest.mark.parametrize("spec", [CropSpec((32, 32), "inline"), CropSpec((8, 8, 24), "3d")])
+def test_settings_without_the_warp_make_the_batches_they_made_before_it(tmp_path, spec: CropSpec) -> None:
+    rng = np.random.default_rng(5)
+    rng.standard_normal(SHAPE).astype(np.float32).tofile(tmp_path / "v.f32")
+    np.broadcast_to((np.arange(SHAPE[2]) // 6).astype(np.int32), SHAPE).astype(np.int32).tofile(tmp_path / "l.i32")
+    centres = np.array([[8, 20, 24], [5, 12, 20], [10, 25, 30]])
+    sampler = LabelVolumeSampler(RawVolume(str(tmp_path / "l.i32"), SHAPE, "int32"), SHAPE, centres=centres)
+    aug = Augmentation(p_flip=0.5, p_swap=0.5, p_noise=0.2, p_stretch=0.8, p_scale=0.3)
+    recipe = BatchRecipe((RawVolume(str(tmp_path / "v.f32"), SHAPE),), spec, sampler, 8, 1, augment=aug)
+    x, y = np.empty(recipe.x_shape, np.float32), np.empty(recipe.y_shape, np.int64)
+    recipe.make_batch(3, 1, 2, x, y)
+    x64 = np.float64(x)
+    total, absolute, labels, weighted = BEFORE_WARP[spec.orientation]
+    assert float(x64.sum()) == pytest.approx(total, rel=1e-9) and float(np.abs(x64).sum()) == pytest.approx(absolute)
+    assert int(y.sum()) == labels and int((y * np.arange(y.size).reshape(y.shape) % 7).sum()) == weighted
 
 
 def test_off_time_slices_and_draws(ramp) -> None:

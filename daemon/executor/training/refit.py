@@ -49,9 +49,13 @@ def record_selection(job_dir: Path, result: TrainResult) -> None:
     os.replace(tmp, record)
 
 
-def refit_epochs(selection: TrainResult) -> int:
-    """The epochs the refit run trains: the one early stopping kept (restore_best), else the selection's last."""
-    return max(1, int(selection.best_epoch or selection.epoch))
+def refit_epochs(spec: TrainSpec, selection: TrainResult) -> int:
+    """The epochs the refit run trains: the epoch whose weights the selection kept (early stopping with
+    restore_best), else all the epochs it ran (the best epoch is tracked either way, but then not what it kept)."""
+    early = spec.train.early_stop
+    if early.enabled and early.restore_best and selection.best_epoch:
+        return int(selection.best_epoch)
+    return max(1, int(selection.epoch))
 
 
 def refit_spec(spec: TrainSpec, ctx: Any, epochs: int) -> TrainSpec:
