@@ -178,6 +178,7 @@ def one_survey(client: Any, home: Path, seed: int, shape: tuple[int, int, int], 
             "amplitude_only": synth.amplitude_only_baseline(s.seismic, s.labels, s.picks),
             "train_s": r["train_seconds"], "epochs": r["epoch"], "best_epoch": r["best_epoch"],
             "stopped": r["stopped"], "val": r["validation"], "picks": int(len(s.picks.class_id)),
+            **({"refit": r["refit"]} if "refit" in r else {}),
             "meta": {k: s.meta.get(k) for k in ("coverage", "noise", "peak_hz", "phase_deg")}
             | {"faults": len(s.meta.get("faults", []))},
             "predict_s": round(predict_s, 2), "predict_apply_s": round(run["seconds"], 2),
