@@ -188,6 +188,13 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def stage_step(client: Any, job_id: int, stage: str) -> int:
+    """The furthest step a job's progress events report for one stage of a two-run train job (0: none yet)."""
+    steps = [e["data"].get("step") or 0 for e in client.job_events(job_id)
+             if e["type"] == "job.progress" and e["data"].get("stage") == stage]
+    return max(steps, default=0)
+
+
 def wait_for(predicate: Any, timeout: float = 20.0, interval: float = 0.05, what: str = "condition") -> Any:
     """Poll `predicate` until it returns something truthy; fail with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout

@@ -13,7 +13,7 @@ one resampling (``sample_positions``): where each output sample reads the cut cr
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -44,7 +44,7 @@ class Augmentation:
     p_stretch: float = 0.0         # vertical stretch or squeeze of the crop about its centre
     stretch_range: tuple[float, float] = (0.7, 1.4)   # layers look this many times thicker (log-uniform)
     p_warp: float = 0.0            # vertical displacement varying along the section: folds and a fault's throw
-    warp_max: float = 6.0          # largest displacement in samples (at the crop's bottom)
+    warp_max: float = 6.0          # the folds' largest displacement from the centre sample (a fault adds as much)
 
     PROBABILITIES = ("p_flip", "p_swap", "p_scale", "p_polarity", "p_noise", "p_shift", "p_stretch", "p_warp")
 
@@ -86,7 +86,14 @@ class AugmentPlan:
     noise_seed: int = 0
     stretch: float = 1.0           # > 1: layers thicker (zoom in along the sample axis); < 1: thinner
     warp: int | None = None        # the seed of this crop's warp field (``warp_shifts``); None: no warp
-    warp_max: float = 0.0          # its largest displacement (samples)
+    warp_max: float = 0.0          # its folds' largest displacement (samples)
+    _positions: np.ndarray | None = field(default=None, repr=False, compare=False)  # sample_positions, made once
+
+    def positions(self, crop: tuple[int, ...], zaxis: int) -> np.ndarray:
+        """Where the stretch and warp read each output sample; made once per crop (its inputs and labels share it)."""
+        if self._positions is None:
+            self._positions = sample_positions(crop, zaxis, self.stretch, self.warp, self.warp_max)
+        return self._positions
 
 
 def _lateral_axes(spec: CropSpec) -> tuple[bool, ...]:
@@ -153,8 +160,7 @@ def apply_geometry(a: np.ndarray, spec: CropSpec, plan: AugmentPlan, lead: int) 
     if plan.swap and spec.orientation not in _SWAPPED:
         out = np.swapaxes(out, lead, lead + 1)
     if plan.stretch != 1.0 or plan.warp is not None:
-        crop = a.shape[lead:]
-        pos = sample_positions(crop, spec.volume_axes.index(2), plan.stretch, plan.warp, plan.warp_max)
+        pos = plan.positions(a.shape[lead:], spec.volume_axes.index(2))
         # the resampled array is new memory, so it is written back without another copy
         a[...] = resample_axis(out, lead + spec.volume_axes.index(2), pos.reshape((1,) * lead + pos.shape))
     elif out is not a:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.daemon.test_train_job import assert_refused, import_demo
-from tests.harness import RunningDaemon, wait_for, wait_state
+from tests.harness import RunningDaemon, stage_step, wait_for, wait_state
 
 MIN_CONFIDENCE = 0.2
 
@@ -111,12 +111,7 @@ def test_a_job_killed_while_distilling_resumes_without_training_the_teacher_agai
     import_demo(c, tmp_path / "synth")
     job_id = c.submit(distill_job("resumed", student_batches=100))["id"]
     job_dir = daemon.home / "jobs" / str(job_id)
-
-    def student_step() -> int:
-        steps = [e["data"].get("step") or 0 for e in c.job_events(job_id)
-                 if e["type"] == "job.progress" and e["data"].get("stage") == "distilling"]
-        return max(steps, default=0)
-    wait_for(lambda: student_step() >= 20, timeout=90, what="the student past a checkpoint")
+    wait_for(lambda: stage_step(c, job_id, "distilling") >= 20, timeout=90, what="the student past a checkpoint")
     teacher_written = (job_dir / "distill" / "teacher.h5").stat().st_mtime_ns
     daemon.kill9()
     daemon.restart()

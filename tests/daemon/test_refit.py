@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from tests.daemon.test_train_job import assert_refused, import_demo
-from tests.harness import RunningDaemon, wait_for, wait_state
+from tests.harness import RunningDaemon, stage_step, wait_for, wait_state
 
 BATCHES = 6
 
@@ -117,12 +117,7 @@ def test_a_job_killed_while_refitting_resumes_without_selecting_again(daemon: Ru
     job = refit_job("resumed", batches=200, epochs=2, early_stop={"enabled": False})
     job_id = c.submit(job)["id"]
     job_dir = daemon.home / "jobs" / str(job_id)
-
-    def refit_step() -> int:
-        steps = [e["data"].get("step") or 0 for e in c.job_events(job_id)
-                 if e["type"] == "job.progress" and e["data"].get("stage") == "refit"]
-        return max(steps, default=0)
-    wait_for(lambda: refit_step() >= 20, timeout=120, what="the refit past a checkpoint")
+    wait_for(lambda: stage_step(c, job_id, "refit") >= 20, timeout=120, what="the refit past a checkpoint")
     assert c.show(job_id)["state"] == "running"  # killed during the refit, not after it
     selected = (job_dir / "refit" / "selection.json").stat().st_mtime_ns
     daemon.kill9()

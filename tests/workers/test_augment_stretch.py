@@ -11,23 +11,32 @@ from workers.sampling import BatchRecipe, LabelVolumeSampler, RawVolume
 SHAPE = (16, 16, 48)
 
 
-@pytest.fixture(scope="module")
-def ramp(tmp_path_factory) -> tuple[RawVolume, RawVolume]:
+def write_ramp(folder, shape: tuple[int, int, int]) -> tuple[RawVolume, RawVolume]:
     """Input = sample index + 1 (a ramp), labels = sample index: resampling either is easy to predict."""
-    folder = tmp_path_factory.mktemp("stretch")
-    k = np.broadcast_to(np.arange(SHAPE[2]), SHAPE)
+    k = np.broadcast_to(np.arange(shape[2]), shape)
     (k + 1).astype(np.float32).tofile(folder / "k.f32")
     k.astype(np.int32).tofile(folder / "lab.i32")
-    return RawVolume(str(folder / "k.f32"), SHAPE), RawVolume(str(folder / "lab.i32"), SHAPE, "int32")
+    return RawVolume(str(folder / "k.f32"), shape), RawVolume(str(folder / "lab.i32"), shape, "int32")
 
 
-def _batch(ramp, spec: CropSpec, aug: Augmentation | None, k: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def ramp_batch(ramp, centre: list[int], batch: int, spec: CropSpec, aug: Augmentation | None,
+               k: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Batch k of epoch 0 of crops around `centre` of the ramp volumes."""
     vol, lab = ramp
-    sampler = LabelVolumeSampler(lab, SHAPE, centres=np.array([[8, 8, 24]] * 3))
-    recipe = BatchRecipe((vol,), spec, sampler, 16, 1, augment=aug)
+    sampler = LabelVolumeSampler(lab, vol.shape, centres=np.array([centre] * 3))
+    recipe = BatchRecipe((vol,), spec, sampler, batch, 1, augment=aug)
     x, y = np.empty(recipe.x_shape, np.float32), np.empty(recipe.y_shape, np.int64)
     recipe.make_batch(0, 0, k, x, y)
     return x, y
+
+
+@pytest.fixture(scope="module")
+def ramp(tmp_path_factory) -> tuple[RawVolume, RawVolume]:
+    return write_ramp(tmp_path_factory.mktemp("stretch"), SHAPE)
+
+
+def _batch(ramp, spec: CropSpec, aug: Augmentation | None, k: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    return ramp_batch(ramp, [8, 8, 24], 16, spec, aug, k)
 
 
 def test_positions_identity_centre_and_mirror() -> None:

@@ -10,26 +10,19 @@ from workers.augment import (MAX_WARP, AugmentError, Augmentation, draw_plan, re
 from workers.crops import CropSpec
 from workers.sampling import BatchRecipe, LabelVolumeSampler, RawVolume
 
+from tests.workers.test_augment_stretch import ramp_batch, write_ramp
+
 SHAPE = (16, 40, 48)
 
 
 @pytest.fixture(scope="module")
 def ramp(tmp_path_factory) -> tuple[RawVolume, RawVolume]:
     """Input = sample index + 1, labels = sample index: after a warp, each label is its input minus one."""
-    folder = tmp_path_factory.mktemp("warp")
-    k = np.broadcast_to(np.arange(SHAPE[2]), SHAPE)
-    (k + 1).astype(np.float32).tofile(folder / "k.f32")
-    k.astype(np.int32).tofile(folder / "lab.i32")
-    return RawVolume(str(folder / "k.f32"), SHAPE), RawVolume(str(folder / "lab.i32"), SHAPE, "int32")
+    return write_ramp(tmp_path_factory.mktemp("warp"), SHAPE)
 
 
 def _batch(ramp, spec: CropSpec, aug: Augmentation | None, k: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    vol, lab = ramp
-    sampler = LabelVolumeSampler(lab, SHAPE, centres=np.array([[8, 20, 24]] * 3))
-    recipe = BatchRecipe((vol,), spec, sampler, 8, 1, augment=aug)
-    x, y = np.empty(recipe.x_shape, np.float32), np.empty(recipe.y_shape, np.int64)
-    recipe.make_batch(0, 0, k, x, y)
-    return x, y
+    return ramp_batch(ramp, [8, 20, 24], 8, spec, aug, k)
 
 
 def test_shifts_are_bounded_reproducible_and_vary_across_the_section() -> None:

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from daemon.executor.training.checkpoint import atomic_write
 from daemon.executor.training.loop import TrainResult
 from daemon.kinds.train_spec import TrainSpec
 
@@ -42,11 +42,9 @@ def finished_selection(job_dir: Path) -> TrainResult | None:
 
 
 def record_selection(job_dir: Path, result: TrainResult) -> None:
-    """Mark the selection done: written to a temporary file and renamed, so it is whole or absent."""
-    record = folder(job_dir) / "selection.json"
-    tmp = record.with_suffix(".tmp")
-    tmp.write_text(json.dumps(dataclasses.asdict(result), default=float))
-    os.replace(tmp, record)
+    """Mark the selection done (written atomically: whole or absent)."""
+    text = json.dumps(dataclasses.asdict(result), default=float).encode()
+    atomic_write(folder(job_dir) / "selection.json", lambda f: f.write(text))
 
 
 def refit_epochs(spec: TrainSpec, selection: TrainResult) -> int:
