@@ -4,9 +4,10 @@
         job = d.client.submit({"kind": "test.steps", "steps": 3})
         d.client.wait(job["id"], timeout=30)
 
-The daemon runs as `python -m daemon.server.main --home HOME` with the test-only job kind `test.steps` loaded (SEISD_PLUGINS)
-and short timers, so cancel grace periods and executor restarts take a fraction of a second. Its sockets live in the
-runtime folder derived from the home (client.protocol.runtime_dir), so several daemons run side by side.
+The daemon runs as `python -m daemon.server.main --home HOME` with the test-only job kind `test.steps` loaded
+(SEISD_PLUGINS) and short timers, so cancel grace periods and executor restarts take a fraction of a second. Its
+sockets live in the runtime folder derived from the home (client.protocol.runtime_dir), so several daemons run side
+by side.
 
 NOTE on cleanup: see tests/procs.py; a failing test leaves no process and no job cgroup behind, even when it killed
 the daemon itself with SIGKILL.

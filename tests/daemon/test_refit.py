@@ -87,6 +87,21 @@ def test_the_refit_recipe_draws_from_every_point_the_split_holds_out(demo: Runni
     assert len(every) == sum(data.split[k] for k in ("train_points", "val_points", "dropped_points"))
 
 
+def test_the_selection_keeps_room_in_the_budget_for_the_epochs_the_refit_would_train() -> None:
+    from daemon.executor.training import refit
+    from daemon.kinds.registry import parse_spec
+    from daemon.kinds.train_spec import TrainSpec
+
+    def spec(early_stop: dict[str, Any]) -> TrainSpec:
+        return parse_spec(TrainSpec, {"kind": "train", "output": "m", "data": {"survey": "s", "crop": {"size": [8, 8]}},
+                                      "model": {"name": "unet"}, "train": {"refit": True, "early_stop": early_stop}})
+
+    kept = spec({"enabled": True, "restore_best": True})
+    assert refit.reserve(kept)(30, 12) == 12 and refit.reserve(kept)(3, None) == 3  # no validation yet: all run
+    assert refit.reserve(spec({"enabled": True, "restore_best": False}))(30, 12) == 30
+    assert refit.reserve(spec({"enabled": False}))(30, 12) == 30
+
+
 def test_refit_is_refused_at_submit_where_it_is_not_built(demo: RunningDaemon) -> None:
     cases = [({"distill": {"enabled": True}}, "train.refit: refit and distill.enabled together are not built"),
              ({"train": {"refit": True, "distributed": {"world_size": 2}}}, "train.refit: refitting runs on one rank"),

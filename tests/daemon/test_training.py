@@ -294,6 +294,11 @@ def test_time_budget_begins_no_epoch_that_would_end_past_it(tmp_path: Path) -> N
     roomy = train(_model(), _batches(1, 4), tmp_path / "roomy", config=_cfg(epochs=3, max_minutes=60),
                   val_batches=_batches(2, 1))
     assert (roomy.stopped, roomy.epoch) == ("finished", 3)
+    # the same budget with room kept for a run to follow (a refit's epochs, each as long as the last): after the
+    # first epoch, another one plus 10**7 reserved ones cannot fit in an hour, so the run ends there
+    reserved = train(_model(), _batches(1, 4), tmp_path / "reserved", config=_cfg(epochs=3, max_minutes=60),
+                     val_batches=_batches(2, 1), control=TrainControl(reserve_epochs=lambda epoch, best: 10**7))
+    assert (reserved.stopped, reserved.epoch) == ("time_limit", 1)
     # the budget stops no run before train.budget_min_epochs, then the next epoch's check stops it
     floored = train(_model(), _batches(1, 4), tmp_path / "floored",
                     config=_cfg(epochs=5, max_minutes=1e-4, budget_min_epochs=3), val_batches=_batches(2, 1))

@@ -294,7 +294,8 @@ class RankGroup:
         if raytasks.on_ray():
             from daemon.executor.training import ray_ranks
 
-            self.procs = ray_ranks.start_ray_ranks(self.job, train_share, log)  # they answer like processes (exitcode, join, kill)
+            # they answer like processes (exitcode, join, kill)
+            self.procs = ray_ranks.start_ray_ranks(self.job, train_share, log)
         else:
             self._spawn()
         try:

@@ -158,9 +158,10 @@ def _run(spec: TrainSpec, ctx: Any) -> dict[str, Any]:
 
 def _train_stage(spec: TrainSpec, ctx: Any, model: torch.nn.Module, data: TrainData, how: SliceInput,
                  n_workers: int, job_dir: Path | None = None, stage: str = "",
-                 share: tuple[float, float] = (0.0, 1.0)) -> tuple[TrainResult, dict | None]:
+                 share: tuple[float, float] = (0.0, 1.0), reserve=None) -> tuple[TrainResult, dict | None]:
     """One training run of `model` on data.recipe as spec says, its files in job_dir (default: the job folder);
-    progress messages start with `stage` and fill `share` of the progress bar. Raises JobCancelled on a cancel."""
+    progress messages start with `stage` and fill `share` of the progress bar; `reserve`: TrainControl's
+    reserve_epochs. Raises JobCancelled on a cancel."""
     d, cfg = spec.data, spec.train
     world = cfg.distributed.world_size
     n_classes = len(data.classes)
@@ -181,7 +182,7 @@ def _train_stage(spec: TrainSpec, ctx: Any, model: torch.nn.Module, data: TrainD
             should_stop=lambda: (state.publish_pool_stats(), should_stop())[1], stop_after_epoch=stop_after_epoch,
             on_progress=lambda p: _progress(ctx, state, p, cfg.epochs, stage, share),
             preview=_preview_hook(data, how, ctx), on_epoch=lambda e, s, f: _on_epoch(ctx, state, e, s, f, stage),
-            class_names=data.classes)
+            class_names=data.classes, **({"reserve_epochs": reserve} if reserve else {}))
         source = pool_batches(pool) if pool is not None else in_process_batches(recipe, cfg.seed)
         try:
             result = train(model, source, job_dir or ctx.job_dir, optim=spec.optim, schedule=spec.schedule,
@@ -242,7 +243,7 @@ def _refitted(spec: TrainSpec, ctx: Any, model: torch.nn.Module, data: TrainData
                      refit.folder(ctx.job_dir) / "selection.json")
     else:
         selection, pool_stats = _train_stage(spec, ctx, model, data, how, n_workers, stage="selecting: ",
-                                             share=(0.0, 0.6))
+                                             share=(0.0, 0.6), reserve=refit.reserve(spec))
         if selection.stopped == "stop_after_epoch":  # the user asked the job to end: no second run
             ctx.log.info("refit: not run, the selection was stopped by request (stop_after_epoch); its model is "
                          "the job's")
@@ -259,8 +260,9 @@ def _refitted(spec: TrainSpec, ctx: Any, model: torch.nn.Module, data: TrainData
                                 split={**data.split, "refit_points": sum(int(data.split[k]) for k in (
                                            "train_points", "val_points", "dropped_points")),
                                        "refit_epochs": epochs})
-    ctx.log.info("refit: training again on all %d labelled points for %d epochs (the selection kept epoch %s of %d)",
-                 every.split["refit_points"], epochs, selection.best_epoch, selection.epoch)
+    ctx.log.info("refit: training again on all %d labelled points for %d epochs (the selection kept epoch %s of %d; "
+                 "it stopped: %s)", every.split["refit_points"], epochs, selection.best_epoch, selection.epoch,
+                 selection.stopped)
     result, pool_stats = _train_stage(refit_spec, ctx, fresh, every, how, n_workers,
                                       job_dir=refit.folder(ctx.job_dir), stage="refit: ", share=(0.6, 1.0))
     both = refit.merged(selection, result)

@@ -59,6 +59,8 @@ class TrainControl:
     preview: Callable[[nn.Module], tuple[np.ndarray, np.ndarray]] | None = None  # -> (image, prediction) 2-D
     on_epoch: Callable[[int, int, dict[str, float] | None], None] | None = None  # (epoch, step, val figures)
     class_names: list[str] | None = None  # names in the validation report (default: class ids)
+    # (epochs done, best epoch) -> epochs of a run to follow within train.max_minutes (a refit), each as the last
+    reserve_epochs: Callable[[int, int | None], int] = lambda epoch, best: 0
 
 
 @dataclass
@@ -121,7 +123,7 @@ class Trainer:
         self.device = torch.device(device)
         self.cuda = self.device.type == "cuda"
         self.steps_per_epoch = steps_per_epoch or (len(train_batches) if hasattr(train_batches, "__len__") else None)
-        self.step = self.epoch = self.batch_index = 0
+        self.step = self.epoch = self.batch_index = self._last_batch_size = 0
         self.elapsed_before = 0.0  # seconds this run had trained before a resume (train.max_minutes counts them)
         self.best_value: float | None = None
         self.best_epoch: int | None = None
@@ -161,9 +163,8 @@ class Trainer:
         self.maximize = cfg.early_stop.metric != "val_loss"
         self.schedule = LRSchedule(self.optimizer, self.optim_cfg.lr, self.schedule_cfg, self.total_steps or 1,
                                    self.maximize)
-        self.amp_dtype = None
-        if self.cuda and cfg.amp:
-            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.amp_dtype = ((torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+                          if self.cuda and cfg.amp else None)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         if cfg.mode == "resume":
             self._restore(start)
@@ -304,8 +305,6 @@ class Trainer:
         self.control.on_progress(Progress(self.epoch, self.step, self.total_steps, loss,
                                           self.optimizer.param_groups[0]["lr"], samples_per_s, eta))
 
-    _last_batch_size = 0
-
     def _end_epoch(self, partial: bool = False) -> None:
         """Validate, log, update early stopping and the plateau schedule, checkpoint."""
         if not partial:
@@ -350,10 +349,12 @@ class Trainer:
 
     def _out_of_time(self, last_epoch: float) -> bool:
         """train.max_minutes: would one more epoch, as long as the last one, end past it? Never before
-        train.budget_min_epochs; decided on every rank together (any rank out of time stops them all)."""
+        train.budget_min_epochs; with room for the epochs control.reserve_epochs keeps; decided on every rank
+        together (any rank out of time stops them all)."""
         if self.cfg.max_minutes is None or self.epoch >= self.cfg.epochs or self.epoch < self.cfg.budget_min_epochs:
             return False
-        late = self.elapsed() + last_epoch > self.cfg.max_minutes * 60
+        reserved = self.control.reserve_epochs(self.epoch, self.best_epoch)
+        late = self.elapsed() + last_epoch * (1 + reserved) > self.cfg.max_minutes * 60
         return self.sync.any_rank(late) if self.sync is not None else late
 
     def _validate(self) -> dict[str, float] | None:
@@ -374,9 +375,8 @@ class Trainer:
         if cm is None:
             return None
         report = metrics.classification_report(cm, self.control.class_names)
-        figures = {"val_loss": loss_sum / max(count, 1), "pixel_accuracy": report["pixel_accuracy"],
-                   "mean_class_accuracy": report["mean_class_accuracy"], "macro_f1": report["macro_f1"],
-                   "weighted_f1": report["weighted_f1"]}
+        figures = {"val_loss": loss_sum / max(count, 1)} | {
+            k: report[k] for k in ("pixel_accuracy", "mean_class_accuracy", "macro_f1", "weighted_f1")}
         self.result.history.append(figures)
         self.result.report = report
         self.summary.add_epoch(self.epoch, figures, cm)

@@ -1,12 +1,13 @@
 """Data-parallel ranks as Ray tasks: ranks 1..N-1 of a train job whose executor runs on the Ray backend.
 
 Rank 0 stays the job's executor (it owns the job's events, controls, cancel, checkpoints and model file, as in
-daemon/executor/training/distributed.py); the other ranks are Ray tasks, each asking for what the job's own task asked for
-(SEISJOB_RAY_CPUS / SEISJOB_RAY_GPUS, set by the Ray backend when it launches the job; task_resources), on
+daemon/executor/training/distributed.py); the other ranks are Ray tasks, each asking for what the job's own task
+asked for (SEISJOB_RAY_CPUS / SEISJOB_RAY_GPUS, set by the Ray backend when it launches the job; task_resources), on
 whichever node Ray picks. They run our own rank function and meet rank 0 through the file rendezvous in the job
-folder, on the shared home; then Gloo (CPU) or NCCL (GPU) connects them directly. Why not Ray Train (TorchTrainer): it runs every rank, rank 0 too, in
-its own worker actors and sets up the process group itself, so the job's context would have to be relayed from a
-worker to the executor; it also needs ray[train] (pandas, pyarrow). Our ranks need neither.
+folder, on the shared home; then Gloo (CPU) or NCCL (GPU) connects them directly. Why not Ray Train (TorchTrainer):
+it runs every rank, rank 0 too, in its own worker actors and sets up the process group itself, so the job's context
+would have to be relayed from a worker to the executor; it also needs ray[train] (pandas, pyarrow). Our ranks need
+neither.
 
 NOTE [failure]
   `RayRank` answers like a multiprocessing.Process (exitcode, is_alive, join, kill), so RankGroup watches Ray

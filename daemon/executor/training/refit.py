@@ -47,13 +47,25 @@ def record_selection(job_dir: Path, result: TrainResult) -> None:
     atomic_write(folder(job_dir) / "selection.json", lambda f: f.write(text))
 
 
-def refit_epochs(spec: TrainSpec, selection: TrainResult) -> int:
-    """The epochs the refit run trains: the epoch whose weights the selection kept (early stopping with
-    restore_best), else all the epochs it ran (the best epoch is tracked either way, but then not what it kept)."""
+def kept_epochs(spec: TrainSpec, epoch: int, best_epoch: int | None) -> int:
+    """The epochs a refit trains after a selection that ran `epoch` epochs with best_epoch the best: the epoch whose
+    weights the selection keeps (early stopping with restore_best), else all the epochs it ran (the best epoch is
+    tracked either way, but then not what it keeps)."""
     early = spec.train.early_stop
-    if early.enabled and early.restore_best and selection.best_epoch:
-        return int(selection.best_epoch)
-    return max(1, int(selection.epoch))
+    if early.enabled and early.restore_best and best_epoch:
+        return int(best_epoch)
+    return max(1, int(epoch))
+
+
+def refit_epochs(spec: TrainSpec, selection: TrainResult) -> int:
+    """The epochs the refit run trains after this selection run."""
+    return kept_epochs(spec, selection.epoch, selection.best_epoch)
+
+
+def reserve(spec: TrainSpec):
+    """The selection run's TrainControl.reserve_epochs: train.max_minutes covers the selection and the refit
+    together, so the selection begins no epoch after which the refit of the epochs it would keep no longer fits."""
+    return lambda epoch, best_epoch: kept_epochs(spec, epoch, best_epoch)
 
 
 def refit_spec(spec: TrainSpec, ctx: Any, epochs: int) -> TrainSpec:
