@@ -31,7 +31,8 @@ class Predict(Command):
             "format": "--format {}", "truth": "--truth {}", "figures.inlines": "--figure-inline {}",
             "figures.crosslines": "--figure-crossline {}", "figures.times": "--figure-time {}",
             "figures.enabled": "--no-figures", "tile": "--tile {}", "overlap": "--overlap {}",
-            "orientation": "--orientation {}", "stride": "--stride {}", "batch_size": "--batch-size {}",
+            "orientation": "--orientation {}", "stride": "--stride {}", "smooth": "--smooth {}",
+            "batch_size": "--batch-size {}",
             "device": "--device {}", "keep_arrays": "--keep-arrays", "overwrite": "--overwrite"}
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
@@ -51,6 +52,8 @@ class Predict(Command):
         p.add_argument("--overlap", type=int)
         p.add_argument("--orientation", choices=["inline", "crossline", "both"])
         p.add_argument("--stride", type=int, help="patch models: every n-th voxel, filled (quick preview)")
+        p.add_argument("--smooth", metavar="SI,SX,SS", type=_sigmas, help="Gaussian sigmas over the "
+                       "probabilities (inlines, crosslines, samples; default the model file's, 0,0,0: none)")
         p.add_argument("--batch-size", type=int)
         p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
         p.add_argument("--keep-arrays", action="store_true", default=None, help="keep the .npy working arrays")
@@ -68,11 +71,22 @@ class Predict(Command):
         if figures:
             job["figures"] = figures
         job.update(given(truth=a.truth, overlap=a.overlap, orientation=a.orientation, batch_size=a.batch_size,
-                         tile=[int(n) for n in a.tile.split(",")] if a.tile else None))
+                         tile=[int(n) for n in a.tile.split(",")] if a.tile else None,
+                         smooth=a.smooth))
         code = submit_and_follow(a, out, job)
         if code == EXIT_OK and not out.json and not a.detach:
             _print_prediction(client_of(a), a)
         return code
+
+
+def _sigmas(text: str) -> list[float]:
+    try:
+        values = [float(n) for n in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"expected three numbers SI,SX,SS (e.g. 16,16,1), got {text!r}")
+    return values
 
 
 def _print_prediction(c: Client, a: argparse.Namespace) -> None:

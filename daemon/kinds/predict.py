@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
@@ -23,6 +23,12 @@ OutputName = Literal["labels", "probabilities", "confidence", "disagreement"]  #
 OUTPUT_NAMES: tuple[str, ...] = get_args(OutputName)  # in that order (predict jobs, streaming, the apply engine)
 # the apply functions' default: disagreement costs a channel and a file, so it is made on request
 PLAIN_OUTPUTS: tuple[str, ...] = tuple(o for o in OUTPUT_NAMES if o != "disagreement")
+# Gaussian sigmas (inlines, crosslines, samples) over the class probabilities before the argmax
+# (daemon/executor/predict/smoothing.py): a train job's apply.smooth, a predict job's smooth
+Sigma = Annotated[float, Field(ge=0, le=64)]
+Smooth = tuple[Sigma, Sigma, Sigma]
+SMOOTH_HELP = ("Gaussian sigmas [inlines, crosslines, samples] over the class probabilities before labels and "
+               "confidence are made (0 = not along that axis; docs/prediction.md 'Smoothing')")
 
 
 class FiguresSection(Section):
@@ -51,6 +57,7 @@ class PredictSpec(JobSpec):
     orientation: Literal["inline", "crossline", "both"] | None = Field(
         None, description="2D models: slab direction; default the model's own")
     stride: int = Field(1, ge=1, le=64, description="patch models: every n-th voxel per axis, filled (preview)")
+    smooth: Smooth | None = Field(None, description=SMOOTH_HELP + "; default the model file's, [0, 0, 0]: none")
     batch_size: int | Literal["auto"] = Field("auto", json_schema_extra=lambda s: s["anyOf"][0].update(
         minimum=1, maximum=65536))  # _batch
     chunk_inlines: int | None = Field(None, ge=1, description="inlines per resumable chunk; default by memory")

@@ -7,6 +7,7 @@
       schedule: ScheduleSection   learning-rate schedule
       train: TrainSection     mode, init_from, length, checkpoints, device options;
                               early_stop: EarlyStopSection, distributed: DistributedSection
+      apply: ApplySection     how predict jobs apply the model file by default (smooth)
       distill: DistillSection after training (the teacher), one fast network (the student) trained on the whole
                               survey from the teacher's confident labels (daemon/executor/training/distill.py)
 
@@ -24,6 +25,7 @@ from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_v
 
 from daemon.kinds.data import NAME, CropSection, PickSource
 from daemon.kinds.limits import MAX_BATCHES_PER_EPOCH
+from daemon.kinds.predict import SMOOTH_HELP, Smooth
 from daemon.kinds.model_params import crop_json_schema, crop_problems, model_section_json_schema, param_problems
 from daemon.kinds.registry import JobSpec
 from daemon.kinds.schema import Flag, Int, Number, Section, Text, one_of, problem, problems_error, rule
@@ -296,6 +298,13 @@ def distill_problems(spec: "TrainSpec") -> list[tuple[tuple[str | int, ...], str
     return out
 
 
+class ApplySection(Section):
+    """How predict jobs (and streams, within each block) apply the model file unless they say otherwise: written
+    to the model file's input_spec."""
+
+    smooth: Smooth | None = Field(None, description=SMOOTH_HELP)
+
+
 class TrainSpec(JobSpec):
     # _sections_agree: the smallest crop of each model (a batch that splits over the ranks: submit only)
     model_config = ConfigDict(json_schema_extra={"allOf": crop_json_schema()})
@@ -310,6 +319,7 @@ class TrainSpec(JobSpec):
     schedule: ScheduleSection = Field(default_factory=ScheduleSection)
     train: TrainSection = Field(default_factory=TrainSection)
     distill: DistillSection = Field(default_factory=DistillSection, description="docs/train-job.md 'distill'")
+    apply: ApplySection = Field(default_factory=ApplySection, description="docs/train-job.md 'apply'")
 
     @model_validator(mode="after")
     def _sections_agree(self) -> "TrainSpec":

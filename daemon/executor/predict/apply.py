@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from daemon.executor.predict import smoothing
 from daemon.executor.predict.outputs import ProgressRecord, done_chunks, model_fingerprint
 from daemon.executor.predict.engine import (_Engine, _engine, _finish, _layout_mark, disagreement,  # noqa: F401
                                             fast_layout)
@@ -139,7 +140,7 @@ def predict_volume(model: torch.nn.Module, volume, *, out_dir: str | Path, kind:
                    device: str | torch.device = "auto", chunk_inlines: int | None = None,
                    progress: ProgressCallback | None = None, should_stop: StopCallback | None = None,
                    resume: bool = True, chunks: Sequence[int] | None = None, n_classes: int | None = None,
-                   context: int = 0) -> dict:
+                   context: int = 0, smooth: Sequence[float] | None = None) -> dict:
     """Apply a model to a whole volume and write the chosen outputs as .npy memmaps under out_dir.
 
     volume: one [ni, nx, ns] array (a survey memmap) or a list of them as input channels; normalisation:
@@ -155,17 +156,21 @@ def predict_volume(model: torch.nn.Module, volume, *, out_dir: str | Path, kind:
     lists finished chunks).
     n_classes, when known (the model file says it), saves the probing forward pass. context: a 2D fcn model's
     neighbouring sections on each side as extra channels (a train job's data.context; tiling.VolumeReader).
+    smooth: Gaussian sigmas (inlines, crosslines, samples) over the probabilities before labels and confidence are
+    made (daemon/executor/predict/smoothing.py); its pass runs once every chunk is done, not in a shard's call.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     volumes = _as_volumes(volume)
-    chosen = _check_outputs(outputs)
+    wanted = _check_outputs(outputs)
+    smooth = smoothing.check_sigma(smooth)
+    chosen = _check_outputs(set(wanted) | {"labels", "probabilities"}) if smooth else wanted
     engine = _engine(model, volumes, device, kind, normalisation, tile, overlap, orientation, crop, stride, context)
     engine.views_entropy = "disagreement" in chosen
     n_classes = engine.probe_classes(n_classes)
     shape = engine.reader.shape
     key = {"shape": list(shape), "n_classes": n_classes, "outputs": list(chosen),
-           "spec": engine.spec.settings(), "model": model_fingerprint(model)}
+           "spec": engine.spec.settings(), "model": model_fingerprint(model)} | ({"smooth": smooth} if smooth else {})
     key = json.loads(json.dumps(key))  # the form it has when read back from progress.json (lists, not tuples)
     record = ProgressRecord(out_dir / "progress.json")
     state = record.load() if resume else None
@@ -210,13 +215,25 @@ def predict_volume(model: torch.nn.Module, volume, *, out_dir: str | Path, kind:
             clock.report(base, f"chunk {k + 1}/{len(bounds)} written (inlines {i0}-{i1 - 1})", force=True)
     except _Stopped:
         status = "stopped"
+    paths = {o: str(out_dir / f"{o}.npy") for o in wanted}
+    if smooth and chunks is None and status == "complete":
+        paths = smoothed_outputs(out_dir, smooth, paths, progress)
     seconds = time.monotonic() - t0
     done_voxels = inlines(ran) * shape[1] * shape[2]
-    return {"status": status, "out_dir": str(out_dir), "paths": {o: str(out_dir / f"{o}.npy") for o in chosen},
-            "shape": list(shape), "n_classes": n_classes, "chunks_done": len(done_chunks(state)),
+    return {"status": status, "out_dir": str(out_dir), "paths": paths, "shape": list(shape), "n_classes": n_classes,
+            "chunks_done": len(done_chunks(state)),
             "done": done_chunks(state), "n_chunks": len(bounds), "resumed_from_chunk": len(done_before),
             "batch_size": engine.batch_size, "chunk_inlines": chunk, "device": str(engine.device),
             "seconds": seconds, "voxels_per_s": done_voxels / seconds if seconds > 0 else None}
+
+
+def smoothed_outputs(out_dir: Path, smooth: Sequence[float], paths: dict[str, str],
+                     progress: ProgressCallback | None = None) -> dict[str, str]:
+    """The smoothing pass over a finished prediction in out_dir (smoothing.smooth_volume); returns `paths` with
+    the probabilities' pointing at the smoothed ones."""
+    say = (lambda message: progress(1.0, None, message)) if progress is not None else None
+    kept = smoothing.smooth_volume(Path(out_dir), smooth, "probabilities" in paths, _finish, say)
+    return paths | ({"probabilities": str(kept)} if kept is not None else {})
 
 
 def _batch_hook(clock: _ProgressClock, should_stop: StopCallback | None, base: int, depth: int, k: int,
@@ -233,16 +250,20 @@ def apply_block(model: torch.nn.Module, block, *, kind: str = "fcn", normalisati
                 overlap: int | Sequence[int] | None = None, orientation: str = "inline",
                 crop: Sequence[int] | None = None, stride: int = 1, batch_size: int | str = "auto",
                 device: str | torch.device = "auto", chunk_inlines: int | None = None,
-                n_classes: int | None = None, context: int = 0) -> dict[str, np.ndarray]:
+                n_classes: int | None = None, context: int = 0,
+                smooth: Sequence[float] | None = None) -> dict[str, np.ndarray]:
     """Apply a model to an in-memory block [ni, nx, ns] (or a list of them as channels) and return arrays.
 
     Same options and same code path as predict_volume, so on the same data the numbers are the same;
     for streaming predict, where the model stays warm in the executor. Returns the chosen outputs by name.
     n_classes, when known (the model file says it), saves the probing forward pass. With ``context`` the block's
-    own first and last sections are mirrored past its edges: send the sections around the ones wanted.
+    own first and last sections are mirrored past its edges: send the sections around the ones wanted. With
+    ``smooth`` the probabilities are smoothed within the block (its edges repeated past it).
     """
     volumes = _as_volumes(block)
-    chosen = _check_outputs(outputs)
+    wanted = _check_outputs(outputs)
+    smooth = smoothing.check_sigma(smooth)
+    chosen = _check_outputs(set(wanted) | {"probabilities"}) if smooth else wanted
     mark = _layout_mark(model)
     engine = _engine(model, volumes, device, kind, normalisation, tile, overlap, orientation, crop, stride, context)
     engine.views_entropy = "disagreement" in chosen
@@ -254,6 +275,11 @@ def apply_block(model: torch.nn.Module, block, *, kind: str = "fcn", normalisati
     for i0 in range(0, shape[0], chunk):
         i1 = min(i0 + chunk, shape[0])
         _write_chunk(arrays, engine.chunk(i0, i1), i0, i1)
+    if smooth:
+        probs = smoothing.smooth_block(torch.from_numpy(arrays["probabilities"]), smooth)
+        arrays["labels"], arrays["confidence"] = _finish(probs)
+        arrays["probabilities"] = probs.numpy()
+        arrays = {name: arrays[name] for name in wanted}
     if _layout_mark(model) != mark:
         # A caller's model (e.g. one being trained, previewed between epochs) gets its own layout back.
         model.to(memory_format=torch.contiguous_format)

@@ -43,7 +43,7 @@ SCORE_INLINES = 32  # inlines scored at a time, so truth and labels never have t
 def run_predict_job(spec: PredictSpec, ctx: Any) -> dict[str, Any]:
     """Run a predict job; returns paths, timing figures, and scores when spec.truth is given."""
     model, info = load_model_file(model_file(ctx.home, spec.model))
-    recipe = recipe_of(info, spec.tile, spec.overlap, spec.orientation, spec.stride)
+    recipe = recipe_of(info, spec.tile, spec.overlap, spec.orientation, spec.stride, smooth=spec.smooth)
     survey = Survey.open(survey_folder(ctx.home, spec.survey))
     recipe = survey_normalised(recipe, info, survey)
     warnings = [w for w in [amplitude_warning(info, survey, recipe.volumes[0])] if w]

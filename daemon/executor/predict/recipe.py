@@ -9,6 +9,8 @@ numbers. The model file's `input_spec` says how the model reads a survey (keys a
     volumes      the survey volumes stacked as channels
     picks        the pick set the model was trained on (drawn on figures), optional
     context      neighbouring sections on each side as extra channels (2D fcn models; tiling.VolumeReader)
+    smooth       Gaussian sigmas (inlines, crosslines, samples) over the probabilities before the argmax
+                 (daemon/executor/predict/smoothing.py; the train job's apply.smooth), optional
 
 and `normalisation` holds {"volumes": [{"mean", "std"}, ...]} (or one {"mean", "std"} for every channel).
 
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from daemon.executor.predict.apply import PredictError
+from daemon.executor.predict.smoothing import check_sigma
 from daemon.kinds.data import DEFAULT_VOLUME
 
 MAX_TILE_2D = 512
@@ -45,6 +48,7 @@ class ApplyRecipe:
     overlap: tuple[int, ...] | None = None
     stride: int = 1
     context: int = 0                              # sections on each side as extra channels (2D fcn)
+    smooth: tuple[float, float, float] | None = None  # probability smoothing sigmas (smoothing.py)
 
     @property
     def n_channels(self) -> int:
@@ -71,23 +75,28 @@ class ApplyRecipe:
         kw.update(tile=tile, overlap=overlap, orientation=orientation)
         if self.context:
             kw["context"] = self.context
+        if self.smooth:
+            kw["smooth"] = self.smooth
         return kw
 
     def describe(self) -> dict[str, Any]:
         """JSON-able summary (stream.open result, job result)."""
         return {"kind": self.kind, "volumes": list(self.volumes), "channels": self.n_channels,
                 "crop": list(self.crop), "orientation": self.orientation, "tile": list(self.tile or []) or None,
-                "overlap": list(self.overlap or []) or None, "stride": self.stride, "context": self.context}
+                "overlap": list(self.overlap or []) or None, "stride": self.stride, "context": self.context,
+                "smooth": list(self.smooth) if self.smooth else None}
 
 
 def recipe_of(info: Any, tile: Sequence[int] | None = None, overlap: int | Sequence[int] | None = None,
-              orientation: str | None = None, stride: int = 1, whole_volume: bool = True) -> ApplyRecipe:
+              orientation: str | None = None, stride: int = 1, whole_volume: bool = True,
+              smooth: Sequence[float] | None = None) -> ApplyRecipe:
     """The recipe of a model file's info (daemon.executor.modelfile.ModelInfo), with optional overrides.
 
     Without an ``orientation``, a whole volume is applied the way the model file advises (``apply_orientation``:
     ``both`` for a 2D model trained on inline and crossline sections), blocks of a stream
     (``whole_volume=False``) along the model's training orientation. Raises PredictError naming the problem
-    when the model cannot be applied by the engine.
+    when the model cannot be applied by the engine. ``smooth`` replaces the model file's smoothing sigmas (all
+    zero: none).
     """
     spec = dict(info.input_spec or {})
     kind = spec.get("apply_kind") or KIND_OF_MODEL.get(info.name)
@@ -126,7 +135,8 @@ def recipe_of(info: Any, tile: Sequence[int] | None = None, overlap: int | Seque
     classes = tuple(info.classes) if info.classes else tuple(f"class{k}" for k in range(info.n_classes))
     return ApplyRecipe(kind=kind, volumes=volumes, normalisation=normalisation_of(info.normalisation, len(volumes)),
                        crop=crop, orientation=chosen, classes=classes, picks=spec.get("picks"), tile=tile_t,
-                       overlap=overlap_t, stride=int(stride), context=context)
+                       overlap=overlap_t, stride=int(stride), context=context,
+                       smooth=check_sigma(smooth if smooth is not None else spec.get("smooth")))
 
 
 def normalisation_of(doc: dict[str, Any] | None, n_channels: int) -> tuple[tuple[float, float], ...]:

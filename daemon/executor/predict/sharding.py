@@ -40,7 +40,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from daemon.executor.predict.apply import ProgressCallback, StopCallback, predict_volume
+from daemon.executor.predict.apply import ProgressCallback, StopCallback, predict_volume, smoothed_outputs
 
 SHARD_STOP_GRACE_S = 10.0
 POLL_S = 0.1
@@ -197,6 +197,8 @@ def predict_sharded(plan: ShardPlan, shards: int, model: torch.nn.Module | None 
     seconds = time.monotonic() - t0
     ran = layout.inlines_of(set(final["done"]) - done)
     status = "complete" if len(final["done"]) == final["n_chunks"] else "stopped"
+    if status == "complete" and plan.apply_kwargs.get("smooth"):  # after every shard: it reads across their ranges
+        final["paths"] = smoothed_outputs(Path(plan.out_dir), plan.apply_kwargs["smooth"], final["paths"], progress)
     return final | {"status": "stopped" if stopped and status != "complete" else status,
                     "resumed_from_chunk": len(done), "seconds": seconds,
                     "voxels_per_s": ran * nx * ns / seconds if seconds > 0 else None,

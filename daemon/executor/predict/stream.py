@@ -28,7 +28,7 @@ from daemon.common.home import model_file
 from daemon.kinds.predict import OUTPUT_NAMES
 
 MAX_BLOCK_VOXELS = 64 * 1024 * 1024
-OPTION_KEYS = ("tile", "overlap", "stride", "orientation")
+OPTION_KEYS = ("tile", "overlap", "stride", "orientation", "smooth")
 
 
 class StreamInputError(ValueError):
@@ -64,7 +64,7 @@ class StreamSession:
         try:
             model, info = load_model_file(path)
             recipe = recipe_of(info, options.get("tile"), options.get("overlap"), options.get("orientation"),
-                               int(options.get("stride", 1)), whole_volume=False)
+                               int(options.get("stride", 1)), whole_volume=False, smooth=options.get("smooth"))
             dev = resolve_device(device)
         except (ModelFileError, PredictError, TypeError, ValueError) as exc:
             raise StreamInputError(f"model {args.get('model') or path.stem}: {exc}") from None
@@ -86,6 +86,8 @@ class StreamSession:
                "outputs": list(self.outputs), "device": str(self.device), "batch_size": self.batch_size}
         if r.context:  # the model reads this many sections on each side: a block's edges are mirrored
             doc["input"]["context"] = r.context
+        if r.smooth:  # probabilities smoothed within each block (its edges repeated past it)
+            doc["input"]["smooth"] = list(r.smooth)
         if self.session:
             doc["session"] = self.session
         return doc

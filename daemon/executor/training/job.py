@@ -359,7 +359,7 @@ def _write_model(spec: TrainSpec, ctx: Any, model: torch.nn.Module, data: TrainD
         n_classes=len(data.classes), input_shape=list(d.crop.size), classes=data.classes,
         input_spec={"channels": data.recipe.channels, "crop": list(d.crop.size), "orientation": d.crop.orientation,
                     "apply_orientation": orientation or _apply_orientation(d), "volumes": list(d.volumes),
-                    "context": d.context,
+                    "context": d.context, "smooth": list(spec.apply.smooth) if spec.apply.smooth else None,
                     "apply_kind": how.kind, "survey": d.survey, "picks": d.picks,
                     "examples": [s["name"] for s in data.trained_on.get("sets", [])]},
         normalisation=data.normalisation, training={**training, "split": data.split},
