@@ -67,12 +67,12 @@ def test_the_whole_volume_pass_in_slabs_equals_smoothing_the_block_at_once(unet:
     expected = smoothing.smooth_block(probs, SIGMA)
     labels, confidence = _finish(expected.clone())
     assert not np.array_equal(labels, np.load(raw["paths"]["labels"]))  # smoothing changed some labels
-    # slabs of 3 inlines, each read with its halo of ceil(3 sigma) = 6 inlines: the same numbers as the whole block
-    smoothing.smooth_volume(tmp_path / "raw", SIGMA, True, _finish, slab_inlines=3)
+    # blocks of 3 crosslines along the inlines, then slabs of 3 inlines: the same numbers as the whole block at once
+    smoothing.smooth_volume(tmp_path / "raw", SIGMA, True, _finish, block_bytes=6 * 32 * 32 * 4 * 3)
     np.testing.assert_allclose(np.load(tmp_path / "raw" / smoothing.SMOOTHED_PROBABILITIES), expected.numpy(),
                                rtol=0, atol=1e-6)
     assert np.array_equal(np.load(tmp_path / "raw" / "labels.npy"), labels)
-    # predict_volume with smooth (chunks of 4, one slab) and apply_block with smooth agree with it too
+    # predict_volume with smooth (chunks of 4, one block) and apply_block with smooth agree with it too
     whole = predict_volume(unet["model"], unet["volume"], out_dir=tmp_path / "whole", outputs=OUTPUTS, device="cpu",
                            chunk_inlines=4, smooth=SIGMA, **kw)
     assert whole["paths"]["probabilities"].endswith(smoothing.SMOOTHED_PROBABILITIES)

@@ -10,11 +10,12 @@ accuracy fell by 0.016 (thin and small classes lose votes): an option, not the d
 padded by repeating the edge section, trace or sample.
 
 Whole volumes (predict_volume, sharded or not): once every chunk's raw probabilities are on disk
-(probabilities.npy, always computed when smoothing), one pass over slabs of inlines, each read with the sigma's
-halo of neighbours, writes the smoothed probabilities (probabilities_smoothed.npy, when they are asked for) and
-labels and confidence from them (in place). smoothed.json, written last, marks the pass done; an interrupted
-pass runs again from the raw probabilities, so the result is the same. A slab's numbers do not depend on the slab
-size. Blocks in memory (apply_block: streams, previews) are smoothed within the block.
+(probabilities.npy, always computed when smoothing), a pass smooths them along the inlines in blocks of
+crosslines (every inline at once), then along the crosslines and samples in slabs of inlines, making labels and
+confidence from the result (in place). The smoothed probabilities go to probabilities_smoothed.npy when they are
+an output, else to a working file removed at the end. smoothed.json, written last, marks the pass done; an
+interrupted pass runs again from the raw probabilities, so the result is the same, and it does not depend on the
+block sizes. Blocks in memory (apply_block: streams) are smoothed within the block.
 """
 from __future__ import annotations
 
@@ -30,9 +31,10 @@ import torch.nn.functional as F
 
 from daemon.executor.predict.spec import PredictError
 
-SLAB_BYTES = 1 << 28  # float32 bytes of one slab's probabilities and halo, times a few working copies
+BLOCK_BYTES = 1 << 27  # float32 probabilities read at a time (the working copies take a few times as much)
 DONE_FILE = "smoothed.json"
 SMOOTHED_PROBABILITIES = "probabilities_smoothed.npy"
+WORKING_FILE = "probabilities_smoothing.npy"  # the smoothed probabilities while they are not an output
 
 
 def check_sigma(sigma: Sequence[float] | None) -> tuple[float, float, float] | None:
@@ -56,20 +58,15 @@ def _kernel(sigma: float) -> torch.Tensor:
     return (k / k.sum()).view(1, 1, -1)
 
 
-def _along(t: torch.Tensor, axis: int, sigma: float, pad: tuple[int, int] | None = None) -> torch.Tensor:
-    """Gaussian along `axis` of t; `pad` (before, after): the edge padding, default the kernel's radius on both
-    sides (same length out); less where t already holds that many neighbours (a slab's halo: shorter out)."""
+def _along(t: torch.Tensor, axis: int, sigma: float) -> torch.Tensor:
+    """Gaussian along `axis` of t, the edges repeated past it (same length out)."""
     if sigma <= 0:
         return t
     r = _radius(sigma)
-    pad = pad if pad is not None else (r, r)
     moved = t.movedim(axis, -1)
     shape = moved.shape
-    flat = moved.reshape(-1, 1, shape[-1])
-    if any(pad):
-        flat = F.pad(flat, pad, mode="replicate")
-    out = F.conv1d(flat, _kernel(sigma))
-    return out.reshape(*shape[:-1], out.shape[-1]).movedim(-1, axis)
+    flat = F.pad(moved.reshape(-1, 1, shape[-1]), (r, r), mode="replicate")
+    return F.conv1d(flat, _kernel(sigma)).reshape(shape).movedim(-1, axis)
 
 
 def smooth_block(probs: torch.Tensor, sigma: Sequence[float]) -> torch.Tensor:
@@ -81,44 +78,46 @@ def smooth_block(probs: torch.Tensor, sigma: Sequence[float]) -> torch.Tensor:
 
 
 def smooth_volume(out_dir: Path, sigma: Sequence[float], keep_probabilities: bool, finish: Callable,
-                  progress: Callable[[str], None] | None = None, slab_inlines: int | None = None) -> Path | None:
+                  progress: Callable[[str], None] | None = None, block_bytes: int = BLOCK_BYTES) -> Path | None:
     """The whole-volume pass over out_dir's raw probabilities.npy (see the module's note). `finish` turns
-    [n_classes, ...] probabilities into (labels, confidence) (the engine's); slab_inlines: inlines per slab
-    (default: as many as SLAB_BYTES holds). Returns the smoothed probabilities' path when kept."""
+    [n_classes, ...] probabilities into (labels, confidence) (the engine's); block_bytes: the float32 bytes read
+    at a time. Returns the smoothed probabilities' path when kept."""
     out_dir = Path(out_dir)
-    smoothed = out_dir / SMOOTHED_PROBABILITIES if keep_probabilities else None
     key = {"sigma": list(sigma), "probabilities": keep_probabilities}
     done = out_dir / DONE_FILE
+    target = out_dir / (SMOOTHED_PROBABILITIES if keep_probabilities else WORKING_FILE)
     if done.is_file() and json.loads(done.read_text()) == key:
-        return smoothed
+        return target if keep_probabilities else None
     raw = np.load(out_dir / "probabilities.npy", mmap_mode="r")
     n_classes, ni, nx, ns = raw.shape
+    out = np.lib.format.open_memmap(target, mode="w+", dtype=np.float32, shape=raw.shape)
+    # along the inlines: blocks of crosslines, every inline at once (no halo to read twice)
+    step = max(1, block_bytes // (n_classes * ni * ns * 4))
+    for x0 in range(0, nx, step):
+        out[:, :, x0:x0 + step] = _along(torch.from_numpy(np.array(raw[:, :, x0:x0 + step])), 1, sigma[0]).numpy()
+        if progress is not None:
+            progress(f"smoothing the probabilities along the inlines: crosslines {min(x0 + step, nx)}/{nx}")
+    # along the crosslines and samples: slabs of whole inlines, then labels and confidence
     labels = np.load(out_dir / "labels.npy", mmap_mode="r+")
     confidence = np.load(out_dir / "confidence.npy", mmap_mode="r+") if (out_dir / "confidence.npy").exists() \
         else None
-    out = (np.lib.format.open_memmap(smoothed, mode="w+", dtype=np.float32, shape=raw.shape)
-           if smoothed is not None else None)
-    halo = _radius(sigma[0])
-    per_inline = n_classes * nx * ns * 4 * 4
-    slab = slab_inlines or max(1, SLAB_BYTES // per_inline - 2 * halo)
-    for i0 in range(0, ni, slab):
-        i1 = min(i0 + slab, ni)
-        a, b = max(0, i0 - halo), min(ni, i1 + halo)
-        part = torch.from_numpy(np.array(raw[:, a:b], dtype=np.float32))
-        part = _along(part, 1, sigma[0], pad=(halo - (i0 - a), halo - (b - i1)))
-        for axis in (2, 3):
-            part = _along(part, axis, sigma[axis - 1])
+    step = max(1, block_bytes // (n_classes * nx * ns * 4))
+    for i0 in range(0, ni, step):
+        i1 = min(i0 + step, ni)
+        part = _along(_along(torch.from_numpy(np.array(out[:, i0:i1])), 2, sigma[1]), 3, sigma[2])
         labels[i0:i1], conf = finish(part)
         if confidence is not None:
             confidence[i0:i1] = conf
-        if out is not None:
-            out[:, i0:i1] = part.numpy()
+        out[:, i0:i1] = part.numpy()
         if progress is not None:
             progress(f"smoothing the probabilities: inlines {i1}/{ni}")
     for array in (labels, confidence, out):
         if array is not None:
             array.flush()
+    del out
+    if not keep_probabilities:
+        target.unlink()
     tmp = done.with_suffix(".tmp")
     tmp.write_text(json.dumps(key))
     os.replace(tmp, done)
-    return smoothed
+    return target if keep_probabilities else None
