@@ -25,7 +25,8 @@ OUTPUT_NAMES: tuple[str, ...] = get_args(OutputName)  # in that order (predict j
 PLAIN_OUTPUTS: tuple[str, ...] = tuple(o for o in OUTPUT_NAMES if o != "disagreement")
 # Gaussian sigmas (inlines, crosslines, samples) over the class probabilities before the argmax
 # (daemon/executor/predict/smoothing.py): a train job's apply.smooth, a predict job's smooth
-Sigma = Annotated[float, Field(ge=0, le=64)]
+SIGMA_MAX = 64
+Sigma = Annotated[float, Field(ge=0, le=SIGMA_MAX)]
 Smooth = tuple[Sigma, Sigma, Sigma]
 SMOOTH_HELP = ("Gaussian sigmas [inlines, crosslines, samples] over the class probabilities before labels and "
                "confidence are made (0 = not along that axis; docs/prediction.md 'Smoothing')")

@@ -68,7 +68,7 @@ def test_the_whole_volume_pass_in_slabs_equals_smoothing_the_block_at_once(unet:
     labels, confidence = _finish(expected.clone())
     assert not np.array_equal(labels, np.load(raw["paths"]["labels"]))  # smoothing changed some labels
     # blocks of 3 crosslines along the inlines, then slabs of 3 inlines: the same numbers as the whole block at once
-    smoothing.smooth_volume(tmp_path / "raw", SIGMA, True, _finish, block_bytes=6 * 32 * 32 * 4 * 3)
+    smoothing.smooth_volume(tmp_path / "raw", SIGMA, OUTPUTS, _finish, block_bytes=6 * 32 * 32 * 4 * 3)
     np.testing.assert_allclose(np.load(tmp_path / "raw" / smoothing.SMOOTHED_PROBABILITIES), expected.numpy(),
                                rtol=0, atol=1e-6)
     assert np.array_equal(np.load(tmp_path / "raw" / "labels.npy"), labels)

@@ -122,15 +122,17 @@ def _write_chunk(arrays: dict, probs: torch.Tensor, i0: int, i1: int) -> None:
     # Labels and confidence a few inlines at a time: _finish's working arrays (four of one class's size) then stay
     # small however large the chunk (they were as large as the chunk's accumulator).
     step = max(1, FINISH_VOXELS // max(1, probs.shape[2] * probs.shape[3]))
+    finish = "labels" in arrays or "confidence" in arrays  # not made here when smoothing makes them later
     for j in range(0, i1 - i0, step):
-        labels, confidence = _finish(probs[:, j:j + step])
-        if "labels" in arrays:
-            arrays["labels"][i0 + j:i0 + j + len(labels)] = labels
-        if "confidence" in arrays:
-            arrays["confidence"][i0 + j:i0 + j + len(labels)] = confidence
+        k = min(j + step, i1 - i0)
+        if finish:
+            labels, confidence = _finish(probs[:, j:k])
+            if "labels" in arrays:
+                arrays["labels"][i0 + j:i0 + k] = labels
+            if "confidence" in arrays:
+                arrays["confidence"][i0 + j:i0 + k] = confidence
         if views_entropy is not None:
-            arrays["disagreement"][i0 + j:i0 + j + len(labels)] = disagreement(probs[:, j:j + step],
-                                                                               views_entropy[j:j + step])
+            arrays["disagreement"][i0 + j:i0 + k] = disagreement(probs[:, j:k], views_entropy[j:k])
 
 
 def predict_volume(model: torch.nn.Module, volume, *, out_dir: str | Path, kind: str = "fcn",
@@ -157,14 +159,15 @@ def predict_volume(model: torch.nn.Module, volume, *, out_dir: str | Path, kind:
     n_classes, when known (the model file says it), saves the probing forward pass. context: a 2D fcn model's
     neighbouring sections on each side as extra channels (a train job's data.context; tiling.VolumeReader).
     smooth: Gaussian sigmas (inlines, crosslines, samples) over the probabilities before labels and confidence are
-    made (daemon/executor/predict/smoothing.py); its pass runs once every chunk is done, not in a shard's call.
+    made (daemon/executor/predict/smoothing.py): the chunks then write the raw probabilities only (and
+    disagreement), and the smoothing pass, run once every chunk is done (not in a shard's call), makes the rest.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     volumes = _as_volumes(volume)
     wanted = _check_outputs(outputs)
     smooth = smoothing.check_sigma(smooth)
-    chosen = _check_outputs(set(wanted) | {"labels", "probabilities"}) if smooth else wanted
+    chosen = _chunk_outputs(wanted, smooth)
     engine = _engine(model, volumes, device, kind, normalisation, tile, overlap, orientation, crop, stride, context)
     engine.views_entropy = "disagreement" in chosen
     n_classes = engine.probe_classes(n_classes)
@@ -232,8 +235,14 @@ def smoothed_outputs(out_dir: Path, smooth: Sequence[float], paths: dict[str, st
     """The smoothing pass over a finished prediction in out_dir (smoothing.smooth_volume); returns `paths` with
     the probabilities' pointing at the smoothed ones."""
     say = (lambda message: progress(1.0, None, message)) if progress is not None else None
-    kept = smoothing.smooth_volume(Path(out_dir), smooth, "probabilities" in paths, _finish, say)
+    kept = smoothing.smooth_volume(Path(out_dir), smooth, set(paths), _finish, say)
     return paths | ({"probabilities": str(kept)} if kept is not None else {})
+
+
+def _chunk_outputs(wanted: tuple[str, ...], smooth: tuple[float, float, float] | None) -> tuple[str, ...]:
+    """What the chunks write: the outputs asked for, or with smoothing the raw probabilities in place of labels
+    and confidence (made from the smoothed ones afterwards)."""
+    return _check_outputs((set(wanted) - {"labels", "confidence"}) | {"probabilities"}) if smooth else wanted
 
 
 def _batch_hook(clock: _ProgressClock, should_stop: StopCallback | None, base: int, depth: int, k: int,
@@ -263,7 +272,7 @@ def apply_block(model: torch.nn.Module, block, *, kind: str = "fcn", normalisati
     volumes = _as_volumes(block)
     wanted = _check_outputs(outputs)
     smooth = smoothing.check_sigma(smooth)
-    chosen = _check_outputs(set(wanted) | {"probabilities"}) if smooth else wanted
+    chosen = _chunk_outputs(wanted, smooth)
     mark = _layout_mark(model)
     engine = _engine(model, volumes, device, kind, normalisation, tile, overlap, orientation, crop, stride, context)
     engine.views_entropy = "disagreement" in chosen
@@ -277,7 +286,8 @@ def apply_block(model: torch.nn.Module, block, *, kind: str = "fcn", normalisati
         _write_chunk(arrays, engine.chunk(i0, i1), i0, i1)
     if smooth:
         probs = smoothing.smooth_block(torch.from_numpy(arrays["probabilities"]), smooth)
-        arrays["labels"], arrays["confidence"] = _finish(probs)
+        arrays["labels"], arrays["confidence"] = _finish(probs) if {"labels", "confidence"} & set(wanted) else (
+            None, None)
         arrays["probabilities"] = probs.numpy()
         arrays = {name: arrays[name] for name in wanted}
     if _layout_mark(model) != mark:

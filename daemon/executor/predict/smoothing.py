@@ -12,7 +12,7 @@ padded by repeating the edge section, trace or sample.
 Whole volumes (predict_volume, sharded or not): once every chunk's raw probabilities are on disk
 (probabilities.npy, always computed when smoothing), a pass smooths them along the inlines in blocks of
 crosslines (every inline at once), then along the crosslines and samples in slabs of inlines, making labels and
-confidence from the result (in place). The smoothed probabilities go to probabilities_smoothed.npy when they are
+confidence from the result. The smoothed probabilities go to probabilities_smoothed.npy when they are
 an output, else to a working file removed at the end. smoothed.json, written last, marks the pass done; an
 interrupted pass runs again from the raw probabilities, so the result is the same, and it does not depend on the
 block sizes. Blocks in memory (apply_block: streams) are smoothed within the block.
@@ -23,13 +23,14 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Collection, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from daemon.executor.predict.spec import PredictError
+from daemon.kinds.predict import SIGMA_MAX
 
 BLOCK_BYTES = 1 << 27  # float32 probabilities read at a time (the working copies take a few times as much)
 DONE_FILE = "smoothed.json"
@@ -42,8 +43,9 @@ def check_sigma(sigma: Sequence[float] | None) -> tuple[float, float, float] | N
     if sigma is None:
         return None
     values = tuple(float(s) for s in sigma)
-    if len(values) != 3 or any(not math.isfinite(s) or s < 0 or s > 64 for s in values):
-        raise PredictError(f"smooth must be three sigmas 0..64 (inlines, crosslines, samples), got {list(sigma)}")
+    if len(values) != 3 or any(not math.isfinite(s) or s < 0 or s > SIGMA_MAX for s in values):
+        raise PredictError(f"smooth must be three sigmas 0..{SIGMA_MAX} (inlines, crosslines, samples), got "
+                           f"{list(sigma)}")
     return values if any(values) else None
 
 
@@ -77,13 +79,15 @@ def smooth_block(probs: torch.Tensor, sigma: Sequence[float]) -> torch.Tensor:
     return out
 
 
-def smooth_volume(out_dir: Path, sigma: Sequence[float], keep_probabilities: bool, finish: Callable,
+def smooth_volume(out_dir: Path, sigma: Sequence[float], outputs: Collection[str], finish: Callable,
                   progress: Callable[[str], None] | None = None, block_bytes: int = BLOCK_BYTES) -> Path | None:
-    """The whole-volume pass over out_dir's raw probabilities.npy (see the module's note). `finish` turns
-    [n_classes, ...] probabilities into (labels, confidence) (the engine's); block_bytes: the float32 bytes read
-    at a time. Returns the smoothed probabilities' path when kept."""
+    """The whole-volume pass over out_dir's raw probabilities.npy (see the module's note), writing those of
+    `outputs` it makes: labels, confidence (`finish` turns [n_classes, ...] probabilities into both: the engine's)
+    and the smoothed probabilities. block_bytes: the float32 bytes read at a time. Returns the smoothed
+    probabilities' path when kept."""
     out_dir = Path(out_dir)
-    key = {"sigma": list(sigma), "probabilities": keep_probabilities}
+    keep_probabilities = "probabilities" in outputs
+    key = {"sigma": list(sigma), "outputs": sorted(set(outputs) & {"labels", "confidence", "probabilities"})}
     done = out_dir / DONE_FILE
     target = out_dir / (SMOOTHED_PROBABILITIES if keep_probabilities else WORKING_FILE)
     if done.is_file() and json.loads(done.read_text()) == key:
@@ -98,17 +102,20 @@ def smooth_volume(out_dir: Path, sigma: Sequence[float], keep_probabilities: boo
         if progress is not None:
             progress(f"smoothing the probabilities along the inlines: crosslines {min(x0 + step, nx)}/{nx}")
     # along the crosslines and samples: slabs of whole inlines, then labels and confidence
-    labels = np.load(out_dir / "labels.npy", mmap_mode="r+")
-    confidence = np.load(out_dir / "confidence.npy", mmap_mode="r+") if (out_dir / "confidence.npy").exists() \
-        else None
+    labels, confidence = (np.lib.format.open_memmap(out_dir / f"{name}.npy", mode="w+", dtype=dtype,
+                                                    shape=(ni, nx, ns)) if name in outputs else None
+                          for name, dtype in (("labels", np.uint8), ("confidence", np.float32)))
     step = max(1, block_bytes // (n_classes * nx * ns * 4))
     for i0 in range(0, ni, step):
         i1 = min(i0 + step, ni)
         part = _along(_along(torch.from_numpy(np.array(out[:, i0:i1])), 2, sigma[1]), 3, sigma[2])
-        labels[i0:i1], conf = finish(part)
-        if confidence is not None:
-            confidence[i0:i1] = conf
-        out[:, i0:i1] = part.numpy()
+        if labels is not None or confidence is not None:
+            made = finish(part)
+            for array, values in zip((labels, confidence), made):
+                if array is not None:
+                    array[i0:i1] = values
+        if keep_probabilities:
+            out[:, i0:i1] = part.numpy()
         if progress is not None:
             progress(f"smoothing the probabilities: inlines {i1}/{ni}")
     for array in (labels, confidence, out):

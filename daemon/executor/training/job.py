@@ -250,7 +250,7 @@ def _refitted(spec: TrainSpec, ctx: Any, model: torch.nn.Module, data: TrainData
             out = _write_model(spec, ctx, model.cpu(), data, how, selection)
             return {**_result(spec, selection, out, data, pool_stats, n_workers), "refit": {"skipped": True}}
         refit.record_selection(ctx.job_dir, selection)
-    epochs = refit.refit_epochs(spec, selection)
+    epochs = refit.kept_epochs(spec, selection.epoch, selection.best_epoch)
     refit_spec = refit.refit_spec(spec.model_copy(update={"train": resume_config(start, ctx, finished=True)}),
                                   ctx, epochs)
     torch.manual_seed(spec.train.seed)  # the selection's initial weights

@@ -57,11 +57,6 @@ def kept_epochs(spec: TrainSpec, epoch: int, best_epoch: int | None) -> int:
     return max(1, int(epoch))
 
 
-def refit_epochs(spec: TrainSpec, selection: TrainResult) -> int:
-    """The epochs the refit run trains after this selection run."""
-    return kept_epochs(spec, selection.epoch, selection.best_epoch)
-
-
 def reserve(spec: TrainSpec):
     """The selection run's TrainControl.reserve_epochs: train.max_minutes covers the selection and the refit
     together, so the selection begins no epoch after which the refit of the epochs it would keep no longer fits."""
