@@ -73,6 +73,28 @@ def test_a_refit_job_trains_again_on_every_point_for_the_epochs_the_selection_ke
     assert "refit: training again on all" in (job_dir / "log").read_text()
 
 
+def test_with_early_stopping_off_a_refit_job_trains_once_on_every_point(demo: RunningDaemon) -> None:
+    """Nothing for a selection to choose: no selection run, the job file's epochs on every labelled point."""
+    from daemon.executor.modelfile import load_model_file
+
+    c = demo.client
+    record = c.wait(c.submit(refit_job("direct", epochs=3, early_stop={"enabled": False}))["id"], timeout=120)
+    assert record["state"] == "succeeded", record["error"]
+    r, job_dir = record["result"], Path(record["dir"])
+    split = r["split"]
+    everything = split["train_points"] + split["val_points"] + split["dropped_points"]
+    assert split["val_points"] > 0 and split["refit_points"] == everything
+    assert r["refit"] == {"selection": False, "epochs": 3, "points": everything, "stopped": "finished",
+                          "train_seconds": r["train_seconds"]}
+    assert r["epoch"] == 3 and r["step"] == 3 * BATCHES and r["best_value"] is None
+    assert not (job_dir / "refit").exists()
+    _, info = load_model_file(demo.home / "models" / "direct.h5")
+    assert info.training["split"]["refit_points"] == everything and not info.metrics["report"]
+    messages = [e["data"].get("message") or "" for e in c.job_events(record["id"]) if e["type"] == "job.progress"]
+    assert not any(m.startswith(("selecting:", "refit:")) for m in messages), messages
+    assert "nothing for a selection run to choose" in (job_dir / "log").read_text()
+
+
 def test_the_refit_recipe_draws_from_every_point_the_split_holds_out(demo: RunningDaemon, tmp_path: Path) -> None:
     from daemon.executor.training.job_data import prepare_data
     from daemon.kinds.train_spec import DataSection
@@ -113,7 +135,8 @@ def test_refit_is_refused_at_submit_where_it_is_not_built(demo: RunningDaemon) -
 
 def test_a_selection_stopped_by_request_ends_the_job_without_a_refit(demo: RunningDaemon) -> None:
     c = demo.client
-    job_id = c.submit(refit_job("stopped", batches=40, epochs=50, early_stop={"enabled": False}))["id"]
+    job_id = c.submit(refit_job("stopped", batches=40, epochs=50,
+                                early_stop={"enabled": True, "patience": 100}))["id"]
     wait_for(lambda: any(e["data"].get("step", 0) >= 2 for e in c.job_events(job_id) if e["type"] == "job.progress"),
              timeout=90, what="training steps")
     assert c.call("stop_after_epoch", id=job_id) == {"stopping": True}
@@ -129,7 +152,8 @@ def test_a_selection_stopped_by_request_ends_the_job_without_a_refit(demo: Runni
 def test_a_job_killed_while_refitting_resumes_without_selecting_again(daemon: RunningDaemon, tmp_path: Path) -> None:
     c = daemon.client
     import_demo(c, tmp_path / "synth")
-    job = refit_job("resumed", batches=200, epochs=2, early_stop={"enabled": False})
+    job = refit_job("resumed", batches=200, epochs=2,
+                    early_stop={"enabled": True, "patience": 10, "restore_best": False})
     job_id = c.submit(job)["id"]
     job_dir = daemon.home / "jobs" / str(job_id)
     wait_for(lambda: stage_step(c, job_id, "refit") >= 20, timeout=120, what="the refit past a checkpoint")
@@ -140,7 +164,7 @@ def test_a_job_killed_while_refitting_resumes_without_selecting_again(daemon: Ru
     c = daemon.client
     record = wait_state(c, job_id, timeout=120)
     assert record["state"] == "succeeded", record["error"]
-    # without early stopping the selection keeps its last epoch: the refit trains as long
+    # without restore_best the selection keeps its last epoch: the refit trains as long
     assert record["attempts"] == 2 and record["result"]["epoch"] == 2 and record["result"]["step"] == 400
     assert (job_dir / "refit" / "selection.json").stat().st_mtime_ns == selected
     log = (job_dir / "log").read_text()

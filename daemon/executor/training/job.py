@@ -149,11 +149,19 @@ def _run(spec: TrainSpec, ctx: Any) -> dict[str, Any]:
                      tuple((v["mean"], v["std"]) for v in data.normalisation["volumes"]), d.context)
     if spec.distill.enabled:
         return _distilled(spec, ctx, model, data, how, n_workers, teacher)
-    if spec.train.refit:
+    if spec.train.refit and refit.selects(spec):
         return _refitted(spec, ctx, model, data, how, n_workers, selection, start)
+    if spec.train.refit:  # early stopping off: no selection, one run on every labelled point
+        data = refit.every_point(data)
+        ctx.log.info("refit with early stopping off: nothing for a selection run to choose, so one run on all %d "
+                     "labelled points (no held-out figures)", data.split["refit_points"])
     result, pool_stats = _train_stage(spec, ctx, model, data, how, n_workers)
     out = _write_model(spec, ctx, model.cpu(), data, how, result)
-    return _result(spec, result, out, data, pool_stats, n_workers)
+    figures = _result(spec, result, out, data, pool_stats, n_workers)
+    if spec.train.refit:
+        figures["refit"] = {"selection": False, "epochs": result.epoch, "points": data.split["refit_points"],
+                            "stopped": result.stopped, "train_seconds": result.train_seconds}
+    return figures
 
 
 def _train_stage(spec: TrainSpec, ctx: Any, model: torch.nn.Module, data: TrainData, how: SliceInput,
@@ -256,10 +264,7 @@ def _refitted(spec: TrainSpec, ctx: Any, model: torch.nn.Module, data: TrainData
     torch.manual_seed(spec.train.seed)  # the selection's initial weights
     fresh = build_model(spec.model.name, data.recipe.channels, len(data.classes), list(spec.data.crop.size),
                         spec.model.params)
-    every = dataclasses.replace(data, recipe=data.refit_recipe, val=[],
-                                split={**data.split, "refit_points": sum(int(data.split[k]) for k in (
-                                           "train_points", "val_points", "dropped_points")),
-                                       "refit_epochs": epochs})
+    every = refit.every_point(data, epochs)
     ctx.log.info("refit: training again on all %d labelled points for %d epochs (the selection kept epoch %s of %d; "
                  "it stopped: %s)", every.split["refit_points"], epochs, selection.best_epoch, selection.epoch,
                  selection.stopped)

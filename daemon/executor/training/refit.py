@@ -63,6 +63,23 @@ def reserve(spec: TrainSpec):
     return lambda epoch, best_epoch: kept_epochs(spec, epoch, best_epoch)
 
 
+def every_point(data: Any, epochs: int | None = None) -> Any:
+    """The job's TrainData with every labelled point in training and none held out (data.refit_recipe); the split
+    record counts them (`refit_points`) and, when given, the epochs they train for (`refit_epochs`)."""
+    split = {**data.split, "refit_points": sum(int(data.split[k]) for k in ("train_points", "val_points",
+                                                                             "dropped_points"))}
+    if epochs is not None:
+        split["refit_epochs"] = epochs
+    return dataclasses.replace(data, recipe=data.refit_recipe, val=[], split=split)
+
+
+def selects(spec: TrainSpec) -> bool:
+    """Whether a selection run has anything to choose: the number of epochs, by early stopping. With early stopping
+    off the refit would train the job file's epochs whatever the selection saw, so the job trains once, on every
+    point, and the model file has no held-out figures."""
+    return bool(spec.train.early_stop.enabled)
+
+
 def refit_spec(spec: TrainSpec, ctx: Any, epochs: int) -> TrainSpec:
     """The job file as the refit run reads it: `epochs` epochs from the selection's start (or the refit's own last
     checkpoint after a requeue), no validation, no early stop, and a budget that cuts no epoch it was given."""
