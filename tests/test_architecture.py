@@ -92,7 +92,8 @@ def test_main_process_loads_no_torch_while_running_every_job_kind(tmp_path: Path
         # a user model is checked at submit by building it: in a child process, never in the daemon
         _ok(d, {"kind": "train", "output": "user", "data": data,
                 "model": {"name": "user", "params": {"path": str(user_model)}}, "train": train})
-        _ok(d, {"kind": "predict", "model": "registry", "survey": "demo", "output": "pred", "figures": {"enabled": False}})
+        _ok(d, {"kind": "predict", "model": "registry", "survey": "demo", "output": "pred",
+                "figures": {"enabled": False}})
         _ok(d, {"kind": "suggest", "model": "registry", "survey": "demo", "prediction": "pred", "lines": 2})
         _ok(d, {"kind": "custom", "script": str(script)})
         odt_address = d.client.status()["endpoints"]["opendtect"]   # OpendTect's apply server, in the main process

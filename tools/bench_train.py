@@ -125,8 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     best = max(range(len(runs)), key=lambda k: rates[k])
     r = runs[best]
     print(json.dumps({
-        "bench": "train", "model": a.model, "device": a.device, "shape": list(shape), "batch_size": job["data"]["batch_size"],
-        "crop": job["data"]["crop"]["size"], "steps": r["step"], "workers": r["workers"], "rounds": a.rounds,
+        "bench": "train", "model": a.model, "device": a.device, "shape": list(shape),
+        "batch_size": job["data"]["batch_size"], "crop": job["data"]["crop"]["size"], "steps": r["step"],
+        "workers": r["workers"], "rounds": a.rounds,
         "seisd_samples_per_s": rates[best], "bare_samples_per_s": max(bare),
         "seisd_all_epochs_samples_per_s": r["samples_per_s"], "seisd_epoch_rounds": [
             [round(e, 1) for e in x["epoch_samples_per_s"]] for x in runs],

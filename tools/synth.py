@@ -115,7 +115,8 @@ def _check_options(shape: tuple[int, int, int], classes: Sequence[str], noise: f
     if not 0 <= n_faults <= 3:
         raise SynthError(f"n_faults must be 0..3, got {n_faults}")
     if sample_interval_ms <= 0 or round(sample_interval_ms * 1000) != sample_interval_ms * 1000:
-        raise SynthError(f"sample_interval_ms must be a positive whole number of microseconds, got {sample_interval_ms}")
+        raise SynthError("sample_interval_ms must be a positive whole number of microseconds, "
+                         f"got {sample_interval_ms}")
     if start_ms < 0 or start_ms != int(start_ms):
         raise SynthError(f"start_ms must be a whole number of ms >= 0 (SEG-Y delay), got {start_ms}")
 
@@ -293,7 +294,8 @@ def write_figure(survey: SynthSurvey, path: Path) -> Path:
     cmap = ListedColormap([colour_of(n) for n in survey.class_names])
     clip = float(np.percentile(np.abs(survey.seismic[il]), 99))
     fig, axes = plt.subplots(2, 2, figsize=(14, 9), constrained_layout=True)
-    panels = [(survey.seismic[il].T, survey.labels[il].T, survey.crosslines, f"inline {survey.inlines[il]}", "crossline"),
+    panels = [(survey.seismic[il].T, survey.labels[il].T, survey.crosslines, f"inline {survey.inlines[il]}",
+               "crossline"),
               (survey.seismic[:, xl].T, survey.labels[:, xl].T, survey.inlines, f"crossline {survey.crosslines[xl]}",
                "inline")]
     for row, (sei, lab, axis, title, xlabel) in enumerate(panels):
@@ -305,7 +307,8 @@ def write_figure(survey: SynthSurvey, path: Path) -> Path:
             ax.set(title=f"{title}: {kind}", xlabel=xlabel, ylabel="TWT (ms)")
         if row == 0:
             for ax in axes[0]:
-                ax.add_patch(Rectangle((survey.crosslines[x0], t[-1]), survey.crosslines[x1 - 1] - survey.crosslines[x0],
+                ax.add_patch(Rectangle((survey.crosslines[x0], t[-1]),
+                                       survey.crosslines[x1 - 1] - survey.crosslines[x0],
                                        t[0] - t[-1], fill=False, edgecolor="cyan", lw=2))
     handles = [Patch(color=colour_of(n), label=f"{i} {n}") for i, n in enumerate(survey.class_names)]
     axes[0, 1].legend(handles=handles, loc="lower right", fontsize=8)

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Can the project's own network learn the synthetic facies? The central story, measured end to end on CPU.
 
-Generate a survey with tools/synth.py, train daemon.executor.models' `patchcnn` on inline crops around the picks (part of one
-inline, class-balanced sampling, crops normalised by the cube's mean and std) or a 2-D `unet` on slabs of the
+Generate a survey with tools/synth.py, train daemon.executor.models' `patchcnn` on inline crops around the picks (part
+of one inline, class-balanced sampling, crops normalised by the cube's mean and std) or a 2-D `unet` on slabs of the
 picked inline with sparse labels (-1 away from the picks), predict the WHOLE cube with
-daemon.executor.predict.apply.predict_volume, and score it against the true labels (the array written as labels.sgy) with
-daemon.executor.training.metrics. Prints ONE JSON line: pixel accuracy, mean class accuracy, per-class recall, the
+daemon.executor.predict.apply.predict_volume, and score it against the true labels (the array written as labels.sgy)
+with daemon.executor.training.metrics. Prints ONE JSON line: pixel accuracy, mean class accuracy, per-class recall, the
 depth-only and amplitude-only baselines, class shares, training and prediction seconds.
 
     python tools/synth_check.py [--shape 128 128 96] [--seed 0] [--model patchcnn|unet] [--crop 32]

@@ -281,8 +281,9 @@ def merge_pick_sets(old: PickSet, new: PickSet) -> tuple[PickSet, dict[str, int]
                      np.concatenate([old.s[keep], new.s]).astype(np.int32),
                      np.concatenate([old.cls[keep], new_cls]).astype(np.int32), names,
                      dropped_outside=new.dropped_outside, dropped_duplicates=new.dropped_duplicates)
-    return merged, {"kept": int(keep.sum()), "added": int((~np.isin(new_keys, old_keys)).sum()), "replaced": int(again.sum()),
-                    "changed_class": int(changed), "new_classes": len(names) - len(old.class_names)}
+    return merged, {"kept": int(keep.sum()), "added": int((~np.isin(new_keys, old_keys)).sum()),
+                    "replaced": int(again.sum()), "changed_class": int(changed),
+                    "new_classes": len(names) - len(old.class_names)}
 
 
 def from_labelled_slice(survey: Survey, inline: int, labels: np.ndarray, class_names: list[str]) -> PickSet:

@@ -1,4 +1,5 @@
-"""SEG-Y header scan: open a file, read every trace's inline/crossline/offset/coordinates and bin the traces into a grid.
+"""SEG-Y header scan: open a file, read every trace's inline/crossline/offset/coordinates and bin the traces into a
+grid.
 
 segyio opens the file (endianness detected: big, then little; regular geometry first, then ``ignore_geometry=True``
 so an irregular file can be told from a broken one) and checks that the file size is a whole number of traces. The

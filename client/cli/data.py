@@ -121,7 +121,8 @@ class PicksImport(Command):
 
 group("examples", "example sets: extract, import, export, list, info, rename, lock, unlock, rm, default, note",
       "Every command but `extract`, `import` and `export` (jobs) calls the `examples` operation: `list` prints a "
-      "table (`*` marks the default set), `rm` prints `removed example set NAME`, the rest print the set as YAML. `--json` prints the "
+      "table (`*` marks the default set), `rm` prints `removed example set NAME`, the rest print the set as YAML. "
+      "`--json` prints the "
       "operation's result (`{\"examples\", \"default\"}` for `list`, `{\"removed\"}` for `rm`, else the set). "
       "`lock` protects a set from `rm`, `rename` and being overwritten; refused actions exit 5 (`conflict`).")
 
@@ -238,7 +239,9 @@ def _crop_text(crop: Any) -> str:
 _NAME = ("name", None)
 command(ExamplesAction("list", "example sets in the home"))
 for _action, _help in (("info", "metadata"), ("lock", "protect from rm, rename, overwrite"), ("unlock", "unprotect"),
-                       ("rm", "remove"), ("default", "make it the default set (what a train job naming neither data.survey nor data.examples trains on)")):
+                       ("rm", "remove"),
+                       ("default", "make it the default set (what a train job naming neither data.survey nor "
+                                   "data.examples trains on)")):
     command(ExamplesAction(_action, _help, _NAME))
 command(ExamplesAction("rename", "rename a set", _NAME, ("value", "new_name")))
 command(ExamplesAction("note", "replace a set's notes", _NAME, ("value", "text")))

@@ -2,8 +2,8 @@
 
 Started by the daemon's supervisor as `python -m daemon.executor --slot SLOT ...` with CUDA_VISIBLE_DEVICES already
 set, so torch (imported only here, never in the daemon) sees exactly its device. With the Ray backend a Ray task
-starts it with `--one-job` on some node of the cluster (daemon/server/backends/ray_backend.py): it runs the one job it is
-sent after its hello and exits; `--parent-pid` is then the Ray worker's, and over tcp it speaks CURVE.
+starts it with `--one-job` on some node of the cluster (daemon/server/backends/ray_backend.py): it runs the one job it
+is sent after its hello and exits; `--parent-pid` is then the Ray worker's, and over tcp it speaks CURVE.
 
 Threads and their sockets:
   - the main thread runs jobs, one after another, taking them from `self.jobs`;

@@ -20,7 +20,8 @@ from workers.names import name_error
 DEFAULT_VOLUME = "seismic"  # the volume a SEG-Y import makes, and the one a job reads unless told
 DEFAULT_PICKS = "default"   # the pick set a picks import makes, and the one a job reads unless told
 
-NAME = {"pattern": r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"}  # workers/names.py's rule, for the job files' JSON Schema
+# workers/names.py's rule, for the job files' JSON Schema
+NAME = {"pattern": r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"}
 
 
 def name_problem(key: str, name: str) -> str | None:

@@ -1,5 +1,5 @@
-"""The survey page (/survey?name=S&prediction=P&picks=Q&palette=greys): inline, crossline and time slices of a survey volume with
-picks and a chosen prediction or label volume drawn over the seismic, and a slider per line.
+"""The survey page (/survey?name=S&prediction=P&picks=Q&palette=greys): inline, crossline and time slices of a survey
+volume with picks and a chosen prediction or label volume drawn over the seismic, and a slider per line.
 
 Every axis is in the survey's own terms: inline and crossline numbers, time in ms (or depth in m); the amplitudes
 have a colour bar and a diverging palette. Only the three shown slices are read from the memory-mapped volume (and

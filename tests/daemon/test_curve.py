@@ -94,7 +94,8 @@ def test_client_refuses_tcp_without_keys(curve: tuple[RunningDaemon, Keys]) -> N
     d, _ = curve
     with pytest.raises(SeisdError) as err:
         Client(home=d.home, endpoint=d.client.status()["endpoints"]["tcp_control"]).ping()
-    assert err.value.code == P.ErrorCode.BAD_ARGS and "CURVE" in str(err.value) and "seisctl keys create" in str(err.value)
+    assert (err.value.code == P.ErrorCode.BAD_ARGS and "CURVE" in str(err.value)
+            and "seisctl keys create" in str(err.value))
 
 
 def test_runtime_dir_is_private(curve: tuple[RunningDaemon, Keys]) -> None:

@@ -1,8 +1,9 @@
 """Data-parallel training (train.distributed) through a real seisd: 2 Gloo ranks against 1 process.
 
 The same job (same seed, same global batch of 16) runs once with world_size 1 and once with world_size 2; each rank
-of the second makes 8 rows of every batch, through its own worker pool. The model has no batch norm and no dropout, so the two runs differ only
-by the order of float sums: the per-step losses agree within 1e-4 (relative), and the final weights within 1e-4.
+of the second makes 8 rows of every batch, through its own worker pool. The model has no batch norm and no dropout,
+so the two runs differ only by the order of float sums: the per-step losses agree within 1e-4 (relative), and the
+final weights within 1e-4.
 With batch norm (per-rank statistics on CPU) the curves only stay close; that case is checked with a looser bound.
 """
 from __future__ import annotations
@@ -70,7 +71,8 @@ def test_two_gloo_ranks_follow_the_single_process_loss_curve(demo: RunningDaemon
         np.testing.assert_allclose(wb[k], wa[k], rtol=1e-4, atol=1e-5, err_msg=k)
     result = double["result"]
     assert result["samples"] == single["result"]["samples"] == 12 * 16  # samples count the global batch
-    assert (Path(double["dir"]) / "checkpoints" / "last.pt").is_file() and (demo.home / "models" / "double.h5").is_file()
+    assert ((Path(double["dir"]) / "checkpoints" / "last.pt").is_file()
+            and (demo.home / "models" / "double.h5").is_file())
     assert not list((Path(double["dir"]) / "rendezvous").iterdir())  # the rendezvous file is removed
 
 

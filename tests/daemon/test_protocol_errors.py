@@ -169,7 +169,8 @@ def test_req_socket_gets_replies(shared_daemon: RunningDaemon) -> None:
 
 def test_request_with_valid_arrays_is_accepted(dealer: zmq.Socket) -> None:
     """Well-formed array frames (big-endian, 0-d) pass the checks; ping ignores them."""
-    descs = [{"dtype": "int16", "shape": [3], "byteorder": "big"}, {"dtype": "float64", "shape": [], "byteorder": "little"}]
+    descs = [{"dtype": "int16", "shape": [3], "byteorder": "big"},
+             {"dtype": "float64", "shape": [], "byteorder": "little"}]
     reply = _exchange(dealer, [_j(_header(arrays=descs)), b"\0\1\0\2\0\3", b"\0" * 8])
     assert reply["ok"], reply
 

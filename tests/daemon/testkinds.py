@@ -72,7 +72,8 @@ def run(spec: StepsSpec, ctx) -> dict:
         tmp.write_text(json.dumps({"step": step + 1}))
         os.replace(tmp, ckpt)
         eta = spec.etas[step % len(spec.etas)] if spec.etas else None
-        ctx.progress(spec.progress_scale * (step + 1) / spec.steps, f"step {step + 1}/{spec.steps}", eta_s=eta, step=step + 1)
+        ctx.progress(spec.progress_scale * (step + 1) / spec.steps, f"step {step + 1}/{spec.steps}", eta_s=eta,
+                     step=step + 1)
     return {"steps": spec.steps, "resumed_from": start, "workers": workers["count"]}
 
 

@@ -469,8 +469,9 @@ class FaultRun:
             if not ok:
                 self.figures.jobs_lost += 1
                 right = False
-                self.figures.findings.append(f"{name} job {job_id} ({chain.kill.describe() if chain.kill else 'no kill'}"
-                                             f"): {rec['state']} (want {want}): {rec.get('error') or rec.get('reason')}"[:300])
+                self.figures.findings.append(
+                    f"{name} job {job_id} ({chain.kill.describe() if chain.kill else 'no kill'}"
+                    f"): {rec['state']} (want {want}): {rec.get('error') or rec.get('reason')}"[:300])
         if right and not self._output_right(name, chain):
             self.figures.wrong_outputs += 1
             right = False

@@ -1,7 +1,7 @@
 """A full disk: while importing a survey cache, while the job store is written, and under the checkpoint and model
-file writers (daemon/executor/training/checkpoint.py atomic_write, daemon/executor/modelfile.py save_model_file). The disk is a small
-tmpfs the test mounts (root only; skipped cleanly elsewhere). Expected: the job fails with the reason, what was
-written before stays intact and readable, and seisd keeps running."""
+file writers (daemon/executor/training/checkpoint.py atomic_write, daemon/executor/modelfile.py save_model_file). The
+disk is a small tmpfs the test mounts (root only; skipped cleanly elsewhere). Expected: the job fails with the reason,
+what was written before stays intact and readable, and seisd keeps running."""
 from __future__ import annotations
 
 import sqlite3

@@ -186,7 +186,8 @@ def test_the_swap_cuts_the_other_section_from_the_source_survey(two_sets: dict) 
         mine = index.survey_of == s
         want = PointLabels(survey.shape, index.positions[mine], index.labels[mine])
         np.testing.assert_array_equal(y[i], want.crops(index.positions[r][None], crossline)[0])
-    without = ExampleRecipe(**{**{k: getattr(recipe, k) for k in ("files", "set_of", "row_of", "norm", "sampler", "crop", "batch_size",
-                                                                  "batches_per_epoch", "augment")}})
+    without = ExampleRecipe(**{**{k: getattr(recipe, k) for k in ("files", "set_of", "row_of", "norm", "sampler",
+                                                                  "crop", "batch_size", "batches_per_epoch",
+                                                                  "augment")}})
     with pytest.raises(Exception, match="swap needs the source surveys' volumes"):
         batch(without, 2, 0, 0)

@@ -1,14 +1,15 @@
 """Executor backends: WHERE and HOW an executor process is launched and watched.
 
-The executor process and its message protocol (daemon/common/execproto.py) are the same everywhere; seisd keeps the queue,
-priorities, cancellation, retries, logs and events. A backend only answers:
+The executor process and its message protocol (daemon/common/execproto.py) are the same everywhere; seisd keeps the
+queue, priorities, cancellation, retries, logs and events. A backend only answers:
   - which slots exist (`slots()`), which jobs a slot may take (`accepts`), and the device the job sees;
   - `launch(slot, identity, job)`: start an executor that connects to the daemon's executor socket and return an
     `ExecutorProcess` the supervisor polls without blocking (`poll()`), kills (`kill()`) and waits for (`wait()`);
   - whether its executors are long-lived (local: one per device slot, restarted when it dies) or run one job each
     (Ray: started for a job on whichever node Ray picks, gone when the job ends).
 
-Backends: `local` (daemon/server/backends/local.py, Popen on this machine) and `ray` (daemon/server/backends/ray_backend.py).
+Backends: `local` (daemon/server/backends/local.py, Popen on this machine) and `ray`
+(daemon/server/backends/ray_backend.py).
 """
 from __future__ import annotations
 
