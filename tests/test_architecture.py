@@ -1,4 +1,4 @@
-"""The house rules, kept by the build: import contracts, module sizes, and no torch in the daemon's main process.
+"""The house rules, kept by the build: import contracts, lint, module sizes, and no torch in the daemon's main process.
 
 The contracts are written in pyproject.toml ([tool.importlinter]; docs/design.md explains them): client knows nothing
 of daemon or workers; workers know nothing of daemon or client; daemon.server (the seisd process) and
@@ -28,6 +28,15 @@ def test_import_contracts_hold() -> None:
     r = subprocess.run([str(lint), "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     assert "0 broken" in r.stdout
+
+
+def test_the_code_is_lint_clean() -> None:
+    """ruff with the rules of pyproject.toml ([tool.ruff]: pyflakes' F and lines of at most 120 characters)."""
+    ruff = Path(sys.executable).with_name("ruff")
+    assert ruff.is_file(), "ruff is not installed (pip install -e '.[test]')"
+    r = subprocess.run([str(ruff), "check", "--no-cache", "daemon", "workers", "client", "tools", "tests"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
 
 
 def test_no_module_is_past_the_size_limit() -> None:
