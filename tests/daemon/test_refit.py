@@ -171,3 +171,40 @@ def test_a_job_killed_while_refitting_resumes_without_selecting_again(daemon: Ru
     assert "the selection run was finished by an earlier attempt" in log
     assert f"continuing from {job_dir / 'refit' / 'checkpoints' / 'last.pt'}" in log
     assert f"continuing from {job_dir / 'checkpoints' / 'last.pt'}" not in log
+
+
+def test_a_job_killed_while_selecting_continues_the_selection_then_refits_from_the_start(
+        daemon: RunningDaemon, tmp_path: Path) -> None:
+    c = daemon.client
+    import_demo(c, tmp_path / "synth")
+    job = refit_job("killed-selecting", batches=200, epochs=2,
+                    early_stop={"enabled": True, "patience": 10, "restore_best": False})
+    job_id = c.submit(job)["id"]
+    job_dir = daemon.home / "jobs" / str(job_id)
+    wait_for(lambda: stage_step(c, job_id, "selecting") >= 20, timeout=120, what="the selection past a checkpoint")
+    assert not (job_dir / "refit" / "selection.json").exists()  # killed during the selection
+    daemon.kill9()
+    daemon.restart()
+    c = daemon.client
+    record = wait_state(c, job_id, timeout=180)
+    assert record["state"] == "succeeded", record["error"]
+    selection = json.loads((job_dir / "refit" / "selection.json").read_text())
+    # the selection went on from its checkpoint to its 2 epochs; the refit then trained them all, from the start
+    assert record["attempts"] == 2 and selection["epoch"] == 2 and selection["step"] == 400
+    assert record["result"]["refit"]["epochs"] == 2 and record["result"]["step"] == 400
+    log = (job_dir / "log").read_text()
+    assert f"continuing from {job_dir / 'checkpoints' / 'last.pt'}" in log
+    assert f"continuing from {job_dir / 'refit' / 'checkpoints' / 'last.pt'}" not in log
+    assert "the selection run was finished by an earlier attempt" not in log
+    assert "refit: training again on all" in log
+    # the refit depends on the selection only through the epochs it kept: the same weights as a job never killed
+    import torch
+
+    from daemon.executor.modelfile import load_model_file
+
+    again = c.wait(c.submit({**job, "output": "never-killed"})["id"], timeout=180)
+    assert again["state"] == "succeeded" and again["attempts"] == 1, again["error"]
+    killed, _ = load_model_file(daemon.home / "models" / "killed-selecting.h5")
+    calm, _ = load_model_file(daemon.home / "models" / "never-killed.h5")
+    a, b = killed.state_dict(), calm.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
