@@ -149,21 +149,31 @@ def test_a_selection_stopped_by_request_ends_the_job_without_a_refit(demo: Runni
     assert "refit: not run, the selection was stopped by request" in (Path(record["dir"]) / "log").read_text()
 
 
-def test_a_job_killed_while_refitting_resumes_without_selecting_again(daemon: RunningDaemon, tmp_path: Path) -> None:
+def killed_during(daemon: RunningDaemon, tmp_path: Path, output: str, stage: str,
+                  before_kill: Any = lambda job_dir: None) -> tuple[dict[str, Any], Path, Any, dict[str, Any]]:
+    """A two-epoch refit job of 200 batches an epoch (the selection keeps both: no restore_best), killed -9 once
+    `stage` is past a checkpoint, the daemon restarted: (job, job_dir, what before_kill(job_dir) returned, record)."""
     c = daemon.client
     import_demo(c, tmp_path / "synth")
-    job = refit_job("resumed", batches=200, epochs=2,
+    job = refit_job(output, batches=200, epochs=2,
                     early_stop={"enabled": True, "patience": 10, "restore_best": False})
     job_id = c.submit(job)["id"]
     job_dir = daemon.home / "jobs" / str(job_id)
-    wait_for(lambda: stage_step(c, job_id, "refit") >= 20, timeout=120, what="the refit past a checkpoint")
-    assert c.show(job_id)["state"] == "running"  # killed during the refit, not after it
-    selected = (job_dir / "refit" / "selection.json").stat().st_mtime_ns
+    wait_for(lambda: stage_step(c, job_id, stage) >= 20, timeout=120, what=f"the {stage} stage past a checkpoint")
+    seen = before_kill(job_dir)
     daemon.kill9()
     daemon.restart()
-    c = daemon.client
-    record = wait_state(c, job_id, timeout=120)
+    record = wait_state(daemon.client, job_id, timeout=180)
     assert record["state"] == "succeeded", record["error"]
+    return job, job_dir, seen, record
+
+
+def test_a_job_killed_while_refitting_resumes_without_selecting_again(daemon: RunningDaemon, tmp_path: Path) -> None:
+    def running_after_selection(job_dir: Path) -> int:
+        assert daemon.client.show(int(job_dir.name))["state"] == "running"  # killed during the refit, not after it
+        return (job_dir / "refit" / "selection.json").stat().st_mtime_ns
+
+    _, job_dir, selected, record = killed_during(daemon, tmp_path, "resumed", "refit", running_after_selection)
     # without restore_best the selection keeps its last epoch: the refit trains as long
     assert record["attempts"] == 2 and record["result"]["epoch"] == 2 and record["result"]["step"] == 400
     assert (job_dir / "refit" / "selection.json").stat().st_mtime_ns == selected
@@ -175,19 +185,11 @@ def test_a_job_killed_while_refitting_resumes_without_selecting_again(daemon: Ru
 
 def test_a_job_killed_while_selecting_continues_the_selection_then_refits_from_the_start(
         daemon: RunningDaemon, tmp_path: Path) -> None:
+    def still_selecting(job_dir: Path) -> None:
+        assert not (job_dir / "refit" / "selection.json").exists()  # killed during the selection
+
+    job, job_dir, _, record = killed_during(daemon, tmp_path, "killed-selecting", "selecting", still_selecting)
     c = daemon.client
-    import_demo(c, tmp_path / "synth")
-    job = refit_job("killed-selecting", batches=200, epochs=2,
-                    early_stop={"enabled": True, "patience": 10, "restore_best": False})
-    job_id = c.submit(job)["id"]
-    job_dir = daemon.home / "jobs" / str(job_id)
-    wait_for(lambda: stage_step(c, job_id, "selecting") >= 20, timeout=120, what="the selection past a checkpoint")
-    assert not (job_dir / "refit" / "selection.json").exists()  # killed during the selection
-    daemon.kill9()
-    daemon.restart()
-    c = daemon.client
-    record = wait_state(c, job_id, timeout=180)
-    assert record["state"] == "succeeded", record["error"]
     selection = json.loads((job_dir / "refit" / "selection.json").read_text())
     # the selection went on from its checkpoint to its 2 epochs; the refit then trained them all, from the start
     assert record["attempts"] == 2 and selection["epoch"] == 2 and selection["step"] == 400
