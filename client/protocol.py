@@ -138,11 +138,11 @@ _op("models.rm", "Remove a model file; refused (conflict) while a queued or runn
     name="string")
 _op("stream.open", "Open a streaming-apply session: a model (by name, in the home's models/) is loaded in an "
     "executor and kept warm for blocks. outputs: any of labels, probabilities, confidence, disagreement (default "
-    "labels); device: auto | cpu | cuda | cuda:N; options: tile, overlap, stride, orientation, smooth. Result: "
-    "{session, model, classes, input, outputs, device, batch_size, direct?} (direct: the executor's endpoint for "
-    "this session's stream.apply, offered to ipc clients). key: the same key while its session is open returns that "
-    "session instead of loading the model again.", model="string", outputs="array?", batch_size="int?",
-    device="string?", options="object?", key="string?")
+    "labels); device: auto | cpu | cuda | cuda:N; options: tile, overlap, stride, orientation, smooth, precision. "
+    "Result: {session, model, classes, input, outputs, device, batch_size, precision, direct?} (direct: the "
+    "executor's endpoint for this session's stream.apply, offered to ipc clients). key: the same key while its "
+    "session is open returns that session instead of loading the model again.", model="string", outputs="array?",
+    batch_size="int?", device="string?", options="object?", key="string?")
 _op("stream.apply", "Apply the session's model to one block sent as one binary array frame (any wire dtype, "
     "converted to float32; [n_inlines, n_crosslines, n_samples], or [channels, ...] for multi-volume models). "
     "Result: {outputs: [names]} and one array frame per output in that order. A block of the wrong shape gets "

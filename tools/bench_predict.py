@@ -7,6 +7,8 @@ Prints one JSON line:
   patchcnn  crops/s end to end (stride 2 preview) vs the forward pass alone on as many crops;
   disagreement  voxels/s of the default facies model (three members, both orientations) end to end with outputs
             labels + confidence vs with the disagreement output as well, and the ratio (what the output costs);
+  precision voxels/s of the same model end to end in float32 vs the default precision ('auto': bfloat16 where the
+            CPU or GPU computes it natively), their ratio, and the share of voxels labelled alike;
   stream    blocks/s and latency of stream.apply (one inline per block) vs the same blocks applied in-process by
             StreamSession, in turn block by block in the same run (the paired difference of the latencies is the
             cost of the trip), both ways a client of this machine can send them: `direct` (client -> the
@@ -59,13 +61,15 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def forward_only(model: torch.nn.Module, inputs: np.ndarray, batch: int, layout=None, device: str = "cpu") -> float:
+def forward_only(model: torch.nn.Module, inputs: np.ndarray, batch: int, layout=None, device: str = "cpu",
+                 precision: str = "float32") -> float:
     """Seconds for the forward passes alone over prepared inputs (after one warm-up batch), inputs copied to the
-    device as they go."""
+    device as they go, in the number format the apply engine used (bfloat16: under autocast, as the engine)."""
     with torch.inference_mode():
         def run(k: int) -> None:
             x = torch.from_numpy(inputs[k:k + batch]).to(device)
-            model(x.contiguous(memory_format=layout) if layout is not None else x)
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+                model(x.contiguous(memory_format=layout) if layout is not None else x)
         run(0)
         sync(device)
         t0 = time.perf_counter()
@@ -98,7 +102,8 @@ def bench_unet(folder: Path, shape: tuple[int, int, int], device: str = "cpu") -
         runs.append(predict_volume(model, volume, out_dir=folder / "unet", outputs=("labels", "confidence"),
                                    device=device, resume=False, **kw))
         runs[-1]["cpu_s"] = time.process_time() - cpu0
-        forwards.append(forward_only(model, inputs, runs[-1]["batch_size"], engine.memory_format, device))
+        forwards.append(forward_only(model, inputs, runs[-1]["batch_size"], engine.memory_format, device,
+                                     runs[-1]["precision"]))
     result = min(runs, key=lambda r: r["seconds"])
     seconds = min(forwards)
     old = build_model("unet", 1, N_CLASSES, (128, 128), UNET).eval()
@@ -114,7 +119,7 @@ def bench_unet(folder: Path, shape: tuple[int, int, int], device: str = "cpu") -
     old_seconds = time.perf_counter() - old_t0
     voxels = int(np.prod(shape))
     return {"shape": list(shape), "tile": list(kw["tile"]), "overlap": list(kw["overlap"]),
-            "tiles": len(inputs), "batch_size": result["batch_size"],
+            "tiles": len(inputs), "batch_size": result["batch_size"], "precision": result["precision"],
             "end_to_end_vps": round(voxels / result["seconds"]), "forward_only_vps": round(voxels / seconds),
             # What the run would reach with every core to itself: voxels per CPU-second times the threads used.
             # Only an estimate (on a busy machine, waiting threads still spin), shown next to the wall-clock figure.
@@ -147,6 +152,36 @@ def bench_disagreement(folder: Path, shape: tuple[int, int, int], device: str = 
             "with_disagreement_vps": round(voxels / min(seconds["with"])),
             "ratio_with_vs_plain": paired_ratio(seconds["plain"], seconds["with"]),
             "seconds": {k: [round(x, 2) for x in v] for k, v in seconds.items()}}
+
+
+def bench_precision(folder: Path, shape: tuple[int, int, int], rounds: int, device: str = "cpu") -> dict:
+    """What the default number format buys: the default facies job's model (three U-Net members, base 16, depth 4)
+    applied both ways to a whole volume end to end in float32, then with precision 'auto' (bfloat16 where the device
+    computes it natively), in turn over `rounds` rounds after a warm-up of each; the ratio is the median of the
+    rounds' float32 / auto seconds, and `labels_agree` the share of voxels both label alike. The weights are
+    random (no training here), so near-ties, and label flips, are more common than with a trained model: the
+    accuracy of trained models in both formats is in docs/prediction.md, "Precision"."""
+    volume = np.random.default_rng(2).normal(size=shape).astype(np.float32)
+    model = build_model("unet", 1, 6, (64, 64), {"base": 16, "depth": 4, "norm": "batch", "members": 3}).eval()
+    kw = dict(kind="fcn", tile=shape[1:], overlap=0, orientation="both", device=device, resume=False,
+              outputs=("labels", "confidence"))
+    formats = ("float32", "auto")
+    for precision in formats:
+        predict_volume(model, volume[:2], out_dir=folder / "prec-warm", precision=precision, **kw)
+    seconds: dict[str, list[float]] = {k: [] for k in formats}
+    runs: dict[str, dict] = {}
+    for _ in range(rounds):
+        for precision in formats:
+            runs[precision] = predict_volume(model, volume, out_dir=folder / f"prec-{precision}",
+                                             precision=precision, **kw)
+            seconds[precision].append(runs[precision]["seconds"])
+    labels = [np.load(runs[p]["paths"]["labels"]) for p in formats]
+    voxels = int(np.prod(shape))
+    return {"shape": list(shape), "model": "unet base 16 depth 4, 3 members, both orientations",
+            "auto_resolves_to": runs["auto"]["precision"],
+            "float32_vps": round(voxels / min(seconds["float32"])), "auto_vps": round(voxels / min(seconds["auto"])),
+            "speedup_auto_vs_float32": paired_ratio(seconds["float32"], seconds["auto"]),
+            "labels_agree": round(float(np.mean(labels[0] == labels[1])), 4)}
 
 
 def bench_patch(folder: Path, shape: tuple[int, int, int], crop: tuple[int, int], stride: int,
@@ -343,6 +378,7 @@ def main() -> None:
             out["unet"] = bench_unet(folder, (16 * scale, 256, 256), args.device)
             out["patchcnn"] = bench_patch(folder, (4 * scale, 64, 96), (33, 33), 2, args.device)
             out["disagreement"] = bench_disagreement(folder, (16 * scale, 32, 128), args.device)
+            out["precision"] = bench_precision(folder, (64, 64 * scale, 128), 3 * scale, args.device)
         if not args.skip_stream:
             out["stream"] = bench_stream(folder, (256, 256), 20 * scale, threads=args.stream_threads)
             out["stream"]["hop"] = bench_executor_hop(folder)

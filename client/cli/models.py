@@ -18,7 +18,7 @@ class Predict(Command):
     the lines to draw (repeatable), `--no-figures` none; `--overlap` the fcn tile overlap; `--orientation` the direction
     of a 2D model's sections. Options not given are left out of the job and the daemon's defaults apply: outputs
     `labels,confidence`, format `segy`, figures (in predictions/NAME/figures/) of the inline, crossline and time
-    holding the most picks (the middle ones without picks), stride 1, batch size
+    holding the most picks (the middle ones without picks), stride 1, precision `auto`, batch size
     automatic, device `auto`; `--tile`, `--overlap` and `--orientation` default to the model's and the survey's
     sizes (docs/prediction.md).
 
@@ -32,7 +32,7 @@ class Predict(Command):
             "figures.crosslines": "--figure-crossline {}", "figures.times": "--figure-time {}",
             "figures.enabled": "--no-figures", "tile": "--tile {}", "overlap": "--overlap {}",
             "orientation": "--orientation {}", "stride": "--stride {}", "smooth": "--smooth {}",
-            "batch_size": "--batch-size {}",
+            "precision": "--precision {}", "batch_size": "--batch-size {}",
             "device": "--device {}", "keep_arrays": "--keep-arrays", "overwrite": "--overwrite"}
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
@@ -54,6 +54,8 @@ class Predict(Command):
         p.add_argument("--stride", type=int, help="patch models: every n-th voxel, filled (quick preview)")
         p.add_argument("--smooth", metavar="SI,SX,SS", type=_sigmas, help="Gaussian sigmas over the "
                        "probabilities (inlines, crosslines, samples; default the model file's, 0,0,0: none)")
+        p.add_argument("--precision", choices=["auto", "float32", "bfloat16"], help="the forward pass's number "
+                       "format (default auto: bfloat16 where the device computes it natively)")
         p.add_argument("--batch-size", type=int)
         p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
         p.add_argument("--keep-arrays", action="store_true", default=None, help="keep the .npy working arrays")
@@ -72,7 +74,7 @@ class Predict(Command):
             job["figures"] = figures
         job.update(given(truth=a.truth, overlap=a.overlap, orientation=a.orientation, batch_size=a.batch_size,
                          tile=[int(n) for n in a.tile.split(",")] if a.tile else None,
-                         smooth=a.smooth))
+                         smooth=a.smooth, precision=a.precision))
         code = submit_and_follow(a, out, job)
         if code == EXIT_OK and not out.json and not a.detach:
             _print_prediction(client_of(a), a)

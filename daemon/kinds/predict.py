@@ -23,6 +23,9 @@ OutputName = Literal["labels", "probabilities", "confidence", "disagreement"]  #
 OUTPUT_NAMES: tuple[str, ...] = get_args(OutputName)  # in that order (predict jobs, streaming, the apply engine)
 # the apply functions' default: disagreement costs a channel and a file, so it is made on request
 PLAIN_OUTPUTS: tuple[str, ...] = tuple(o for o in OUTPUT_NAMES if o != "disagreement")
+# the forward pass's number formats; "auto" resolves by device (daemon/executor/predict/spec.py resolve_precision)
+Precision = Literal["auto", "float32", "bfloat16"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 # Gaussian sigmas (inlines, crosslines, samples) over the class probabilities before the argmax
 # (daemon/executor/predict/smoothing.py): a train job's apply.smooth, a predict job's smooth
 SIGMA_MAX = 64
@@ -59,6 +62,9 @@ class PredictSpec(JobSpec):
         None, description="2D models: slab direction; default the model's own")
     stride: int = Field(1, ge=1, le=64, description="patch models: every n-th voxel per axis, filled (preview)")
     smooth: Smooth | None = Field(None, description=SMOOTH_HELP + "; default the model file's, [0, 0, 0]: none")
+    precision: Precision = Field(
+        "auto", description="the forward pass's number format: bfloat16 runs convolutions in bfloat16 (about 2x "
+        "faster on a CPU with AVX-512 BF16); auto: bfloat16 where the device computes it natively, else float32")
     batch_size: int | Literal["auto"] = Field("auto", json_schema_extra=lambda s: s["anyOf"][0].update(
         minimum=1, maximum=65536))  # _batch
     chunk_inlines: int | None = Field(None, ge=1, description="inlines per resumable chunk; default by memory")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -231,6 +232,32 @@ def test_progress_reports_rising_fractions_up_to_one_with_an_eta(tmp_path, volum
     assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
     assert all(eta is not None and eta >= 0 for _, eta, _ in seen)
     assert "chunk 3/3" in seen[-1][2]
+
+
+@pytest.mark.parametrize("orientation", ["inline", "both"])
+def test_bfloat16_gives_the_float32_answer_within_its_rounding(tmp_path, volumes, orientation) -> None:
+    """bfloat16 keeps 8 bits of mantissa: the probabilities move by a few thousandths, labels only at near-ties."""
+    model = pointwise(2)
+    result = predict_volume(model, volumes, out_dir=tmp_path, tile=(8, 20), overlap=3, orientation=orientation,
+                            normalisation=MEANS_STDS, device="cpu", precision="bfloat16")
+    assert result["precision"] == "bfloat16"
+    out, ref = load_outputs(result), expected_probs(model, volumes)
+    assert np.abs(out["probabilities"] - ref).max() < 0.02
+    assert np.abs(out["probabilities"] - ref).max() > 1e-6  # it did run in bfloat16: float32 is exact to 2e-6
+    top2 = np.sort(ref, axis=0)[-2:]
+    clear = (top2[1] - top2[0]) > 0.05
+    assert np.array_equal(out["labels"][clear], ref.argmax(0)[clear])
+
+
+def test_auto_precision_is_bfloat16_only_where_the_device_computes_it() -> None:
+    from daemon.executor.predict.spec import native_bfloat16, resolve_precision
+    cpu = torch.device("cpu")
+    assert resolve_precision("float32", cpu) == "float32" and resolve_precision("bfloat16", cpu) == "bfloat16"
+    flags = open("/proc/cpuinfo").read().split() if Path("/proc/cpuinfo").exists() else []
+    assert native_bfloat16(cpu) == ("avx512_bf16" in flags or "amx_bf16" in flags)
+    assert resolve_precision("auto", cpu) == ("bfloat16" if native_bfloat16(cpu) else "float32")
+    with pytest.raises(PredictError, match="precision must be one of auto, float32, bfloat16, got 'half'"):
+        resolve_precision("half", cpu)
 
 
 def test_auto_batch_size_is_positive_and_capped() -> None:

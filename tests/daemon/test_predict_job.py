@@ -122,6 +122,32 @@ def test_bad_job_files_are_refused_naming_each_key(prepared) -> None:
     assert any(p.startswith("output:") for p in err.value.details["problems"])
 
 
+def test_the_number_format_is_the_jobs_and_the_result_says_which_ran(prepared) -> None:
+    """precision: float32 is asked and reported; the default ('auto') resolves by the CPU and stays close to it."""
+    import torch
+    from client.api import SeisdError
+    from daemon.executor.predict.spec import native_bfloat16
+
+    d, _ = prepared
+    runs = {name: run_job(d, predict_job("unet1", "synth", f"precision-{name}", outputs=["labels", "probabilities"],
+                                         format="hdf5", figures={"enabled": False}, **extra))["result"]
+            for name, extra in (("float32", {"precision": "float32"}), ("default", {}))}
+    assert runs["float32"]["recipe"]["precision"] == "float32"
+    native = native_bfloat16(torch.device("cpu"))
+    assert runs["default"]["recipe"]["precision"] == ("bfloat16" if native else "float32")
+    arrays = {}
+    for name, result in runs.items():
+        with h5py.File(result["paths"]["hdf5"]) as h5:
+            arrays[name] = h5["labels"][()], h5["probabilities"][()]
+    (labels, probs), (labels_d, probs_d) = arrays["float32"], arrays["default"]
+    top2 = np.sort(probs, axis=0)[-2:]
+    clear = top2[1] - top2[0] > 0.05
+    assert np.array_equal(labels[clear], labels_d[clear]) and np.abs(probs - probs_d).max() < 0.03
+    with pytest.raises(SeisdError) as err:
+        d.client.submit(predict_job("unet1", "synth", "x", precision="half"))
+    assert "precision" in " ".join(err.value.details["problems"])
+
+
 def test_f3_prediction_keeps_its_real_line_numbers(prepared, shared_data: Path) -> None:
     d, _ = prepared
     f3 = shared_data / "segyio" / "f3.sgy"

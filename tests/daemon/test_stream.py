@@ -66,6 +66,7 @@ def test_streaming_inline_by_inline_gives_the_whole_volume_numbers(prepared) -> 
     sid, desc = open_session(d.client, model="unet1", outputs=["labels", "probabilities", "confidence"])
     assert desc["classes"] == job["classes"] and desc["input"]["channels"] == 1
     assert desc["input"]["volumes"] == ["seismic"] and desc["outputs"] == ["labels", "probabilities", "confidence"]
+    assert desc["precision"] == job["recipe"]["precision"]  # both 'auto', resolved alike on one machine
     seismic = made["survey"].volume("seismic")
     for i in range(seismic.shape[0]):
         out = apply(d.client, sid, np.ascontiguousarray(seismic[i:i + 1]))

@@ -142,7 +142,7 @@ def predict_volume(model: torch.nn.Module, volume, *, out_dir: str | Path, kind:
                    device: str | torch.device = "auto", chunk_inlines: int | None = None,
                    progress: ProgressCallback | None = None, should_stop: StopCallback | None = None,
                    resume: bool = True, chunks: Sequence[int] | None = None, n_classes: int | None = None,
-                   context: int = 0, smooth: Sequence[float] | None = None) -> dict:
+                   context: int = 0, smooth: Sequence[float] | None = None, precision: str = "float32") -> dict:
     """Apply a model to a whole volume and write the chosen outputs as .npy memmaps under out_dir.
 
     volume: one [ni, nx, ns] array (a survey memmap) or a list of them as input channels; normalisation:
@@ -161,6 +161,9 @@ def predict_volume(model: torch.nn.Module, volume, *, out_dir: str | Path, kind:
     smooth: Gaussian sigmas (inlines, crosslines, samples) over the probabilities before labels and confidence are
     made (daemon/executor/predict/smoothing.py): the chunks then write the raw probabilities only (and
     disagreement), and the smoothing pass, run once every chunk is done (not in a shard's call), makes the rest.
+    precision: the forward pass's number format, 'float32', 'bfloat16' or 'auto' (bfloat16 where the device
+    computes it natively: spec.resolve_precision); float32 here, exact for callers that compare numbers, while jobs
+    and streams pass their recipe's ('auto' unless the job says otherwise). The result's `precision` says which ran.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -168,7 +171,8 @@ def predict_volume(model: torch.nn.Module, volume, *, out_dir: str | Path, kind:
     wanted = _check_outputs(outputs)
     smooth = smoothing.check_sigma(smooth)
     chosen = _chunk_outputs(wanted, smooth)
-    engine = _engine(model, volumes, device, kind, normalisation, tile, overlap, orientation, crop, stride, context)
+    engine = _engine(model, volumes, device, kind, normalisation, tile, overlap, orientation, crop, stride, context,
+                     precision)
     engine.views_entropy = "disagreement" in chosen
     n_classes = engine.probe_classes(n_classes)
     shape = engine.reader.shape
@@ -227,6 +231,7 @@ def predict_volume(model: torch.nn.Module, volume, *, out_dir: str | Path, kind:
             "chunks_done": len(done_chunks(state)),
             "done": done_chunks(state), "n_chunks": len(bounds), "resumed_from_chunk": len(done_before),
             "batch_size": engine.batch_size, "chunk_inlines": chunk, "device": str(engine.device),
+            "precision": engine.spec.precision,
             "seconds": seconds, "voxels_per_s": done_voxels / seconds if seconds > 0 else None}
 
 
@@ -260,7 +265,7 @@ def apply_block(model: torch.nn.Module, block, *, kind: str = "fcn", normalisati
                 crop: Sequence[int] | None = None, stride: int = 1, batch_size: int | str = "auto",
                 device: str | torch.device = "auto", chunk_inlines: int | None = None,
                 n_classes: int | None = None, context: int = 0,
-                smooth: Sequence[float] | None = None) -> dict[str, np.ndarray]:
+                smooth: Sequence[float] | None = None, precision: str = "float32") -> dict[str, np.ndarray]:
     """Apply a model to an in-memory block [ni, nx, ns] (or a list of them as channels) and return arrays.
 
     Same options and same code path as predict_volume, so on the same data the numbers are the same;
@@ -274,7 +279,8 @@ def apply_block(model: torch.nn.Module, block, *, kind: str = "fcn", normalisati
     smooth = smoothing.check_sigma(smooth)
     chosen = _chunk_outputs(wanted, smooth)
     mark = _layout_mark(model)
-    engine = _engine(model, volumes, device, kind, normalisation, tile, overlap, orientation, crop, stride, context)
+    engine = _engine(model, volumes, device, kind, normalisation, tile, overlap, orientation, crop, stride, context,
+                     precision)
     engine.views_entropy = "disagreement" in chosen
     n_classes = engine.probe_classes(n_classes)
     engine.batch_size, chunk = _sizes(engine, n_classes, batch_size, chunk_inlines)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from daemon.executor.models.ensemble import Ensemble
-from daemon.executor.predict.spec import ApplySpec, PredictError, make_spec, resolve_device
+from daemon.executor.predict.spec import ApplySpec, PredictError, make_spec, resolve_device, resolve_precision
 from daemon.executor.predict.tiling import TilePlan, TilingError, VolumeReader, nearest_grid
 
 @dataclass
@@ -51,8 +51,9 @@ class _Engine:
         if self.memory_format is not None and x.dim() in (4, 5):
             x = x.contiguous(memory_format=self.memory_format)
         members = self.model.members if self.views_entropy and isinstance(self.model, Ensemble) else None
-        member_logits = [m(x) for m in members] if members is not None else None
-        logits = member_logits[0] if member_logits is not None else self.model(x)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.spec.precision == "bfloat16"):
+            member_logits = [m(x) for m in members] if members is not None else None
+            logits = member_logits[0] if member_logits is not None else self.model(x)
         expected = (x.shape[0], None) + (tuple(x.shape[2:]) if self.spec.kind == "fcn" else ())
         if logits.dim() != len(expected) or logits.shape[0] != x.shape[0] or tuple(logits.shape[2:]) != expected[2:]:
             raise PredictError(
@@ -231,9 +232,11 @@ def _finish(probs: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _engine(model: torch.nn.Module, volumes: list[np.ndarray], device: str | torch.device, kind: str,
-            normalisation, tile, overlap, orientation: str, crop, stride: int, context: int = 0) -> _Engine:
-    spec = make_spec(kind, len(volumes), normalisation, tile, overlap, orientation, crop, stride, context)
+            normalisation, tile, overlap, orientation: str, crop, stride: int, context: int = 0,
+            precision: str = "float32") -> _Engine:
     dev = resolve_device(device)
+    spec = make_spec(kind, len(volumes), normalisation, tile, overlap, orientation, crop, stride, context,
+                     resolve_precision(precision, dev))
     model.to(dev).eval()
     layout = fast_layout(model, len(spec.tile if spec.kind == "fcn" else spec.crop))
     if layout is not None:

@@ -43,7 +43,8 @@ SCORE_INLINES = 32  # inlines scored at a time, so truth and labels never have t
 def run_predict_job(spec: PredictSpec, ctx: Any) -> dict[str, Any]:
     """Run a predict job; returns paths, timing figures, and scores when spec.truth is given."""
     model, info = load_model_file(model_file(ctx.home, spec.model))
-    recipe = recipe_of(info, spec.tile, spec.overlap, spec.orientation, spec.stride, smooth=spec.smooth)
+    recipe = recipe_of(info, spec.tile, spec.overlap, spec.orientation, spec.stride, smooth=spec.smooth,
+                       precision=spec.precision)
     survey = Survey.open(survey_folder(ctx.home, spec.survey))
     recipe = survey_normalised(recipe, info, survey)
     warnings = [w for w in [amplitude_warning(info, survey, recipe.volumes[0])] if w]
@@ -89,7 +90,7 @@ def run_predict_job(spec: PredictSpec, ctx: Any) -> dict[str, Any]:
     summary = {"model": spec.model, "survey": spec.survey, "output": str(out), "paths": paths,
                "figures": figures, "shape": result["shape"], "classes": list(recipe.classes),
                "recipe": recipe.describe() | {k: v for k, v in recipe.apply_kwargs(survey.shape).items()
-                                               if k in ("tile", "overlap")},
+                                               if k in ("tile", "overlap")} | {"precision": result["precision"]},
                "seconds": result["seconds"], "voxels_per_s": result["voxels_per_s"],
                "resumed_from_chunk": result["resumed_from_chunk"], "n_chunks": result["n_chunks"],
                "chunk_inlines": result["chunk_inlines"], "batch_size": result["batch_size"],

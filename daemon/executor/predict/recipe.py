@@ -26,6 +26,7 @@ from typing import Any, Sequence
 from daemon.executor.predict.apply import PredictError
 from daemon.executor.predict.smoothing import check_sigma
 from daemon.kinds.data import DEFAULT_VOLUME
+from daemon.kinds.predict import PRECISIONS
 
 MAX_TILE_2D = 512
 MAX_TILE_3D = 96
@@ -49,6 +50,7 @@ class ApplyRecipe:
     stride: int = 1
     context: int = 0                              # sections on each side as extra channels (2D fcn)
     smooth: tuple[float, float, float] | None = None  # probability smoothing sigmas (smoothing.py)
+    precision: str = "auto"                       # the forward pass's number format (spec.PRECISIONS)
 
     @property
     def n_channels(self) -> int:
@@ -65,7 +67,8 @@ class ApplyRecipe:
 
     def apply_kwargs(self, shape: Sequence[int]) -> dict[str, Any]:
         """Keyword arguments for apply_block / predict_volume on a volume or block of this shape."""
-        kw: dict[str, Any] = {"kind": self.kind, "normalisation": self.normalisation, "n_classes": len(self.classes)}
+        kw: dict[str, Any] = {"kind": self.kind, "normalisation": self.normalisation, "n_classes": len(self.classes),
+                              "precision": self.precision}
         orientation = "inline" if self.orientation == "3d" else self.orientation
         if self.kind == "patch":
             kw.update(crop=self.crop, orientation=orientation, stride=self.stride)
@@ -84,20 +87,23 @@ class ApplyRecipe:
         return {"kind": self.kind, "volumes": list(self.volumes), "channels": self.n_channels,
                 "crop": list(self.crop), "orientation": self.orientation, "tile": list(self.tile or []) or None,
                 "overlap": list(self.overlap or []) or None, "stride": self.stride, "context": self.context,
-                "smooth": list(self.smooth) if self.smooth else None}
+                "smooth": list(self.smooth) if self.smooth else None, "precision": self.precision}
 
 
 def recipe_of(info: Any, tile: Sequence[int] | None = None, overlap: int | Sequence[int] | None = None,
               orientation: str | None = None, stride: int = 1, whole_volume: bool = True,
-              smooth: Sequence[float] | None = None) -> ApplyRecipe:
+              smooth: Sequence[float] | None = None, precision: str = "auto") -> ApplyRecipe:
     """The recipe of a model file's info (daemon.executor.modelfile.ModelInfo), with optional overrides.
 
     Without an ``orientation``, a whole volume is applied the way the model file advises (``apply_orientation``:
     ``both`` for a 2D model trained on inline and crossline sections), blocks of a stream
     (``whole_volume=False``) along the model's training orientation. Raises PredictError naming the problem
     when the model cannot be applied by the engine. ``smooth`` replaces the model file's smoothing sigmas (all
-    zero: none).
+    zero: none). ``precision`` is the forward pass's number format (spec.PRECISIONS; 'auto' resolves by device
+    when applied).
     """
+    if precision not in PRECISIONS:
+        raise PredictError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     spec = dict(info.input_spec or {})
     kind = spec.get("apply_kind") or KIND_OF_MODEL.get(info.name)
     if kind not in ("fcn", "patch"):
@@ -136,7 +142,7 @@ def recipe_of(info: Any, tile: Sequence[int] | None = None, overlap: int | Seque
     return ApplyRecipe(kind=kind, volumes=volumes, normalisation=normalisation_of(info.normalisation, len(volumes)),
                        crop=crop, orientation=chosen, classes=classes, picks=spec.get("picks"), tile=tile_t,
                        overlap=overlap_t, stride=int(stride), context=context,
-                       smooth=check_sigma(smooth if smooth is not None else spec.get("smooth")))
+                       smooth=check_sigma(smooth if smooth is not None else spec.get("smooth")), precision=precision)
 
 
 def normalisation_of(doc: dict[str, Any] | None, n_channels: int) -> tuple[tuple[float, float], ...]:

@@ -33,7 +33,7 @@ import multiprocessing.connection  # noqa: F401 (loads mp.connection)
 import os
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -186,6 +186,9 @@ def predict_sharded(plan: ShardPlan, shards: int, model: torch.nn.Module | None 
     t0 = time.monotonic()
     model = model if model is not None else _load_model(plan)
     planned = _apply(plan, model, [], plan.device)
+    # the shards run in the number format the plan resolved ('auto' could resolve otherwise on another machine,
+    # and the progress record's key holds it: a shard with another one would be refused)
+    plan = replace(plan, apply_kwargs=plan.apply_kwargs | {"precision": planned["precision"]})
     done = set(planned["done"])
     step, (ni, nx, ns) = planned["chunk_inlines"], planned["shape"]
     parts = split_chunks([k for k in range(planned["n_chunks"]) if k not in done], shards)

@@ -1,6 +1,7 @@
 """What an apply runs with: the validated settings (ApplySpec), the device, and batch and chunk sizes by memory.
 
-Torch is imported for the device only; daemon/executor/predict/engine.py runs the model, apply.py drives chunks.
+Torch is imported for the device and its number formats only; daemon/executor/predict/engine.py runs the model,
+apply.py drives chunks.
 """
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from typing import Sequence
 import numpy as np
 import psutil
 import torch
+
+from daemon.kinds.predict import PRECISIONS
 
 
 # Rough float32 feature-map values a U-Net keeps per input voxel during a forward pass; sizes "auto" batches.
@@ -37,16 +40,17 @@ class ApplySpec:
     crop: tuple[int, ...] | None = None
     stride: int = 1
     context: int = 0   # neighbouring sections on each side as extra channels (2D fcn models)
+    precision: str = "float32"   # the forward pass's number format, resolved (PRECISIONS less "auto")
 
     def settings(self) -> dict:
         """JSON-able form, part of the resume key."""
         return {"kind": self.kind, "normalisation": [list(p) for p in self.normalisation],
                 "tile": self.tile, "overlap": self.overlap, "orientation": self.orientation,
-                "crop": self.crop, "stride": self.stride, "context": self.context}
+                "crop": self.crop, "stride": self.stride, "context": self.context, "precision": self.precision}
 
 
 def make_spec(kind: str, n_channels: int, normalisation, tile, overlap, orientation: str, crop,
-              stride: int, context: int = 0) -> ApplySpec:
+              stride: int, context: int = 0, precision: str = "float32") -> ApplySpec:
     """Check the apply options together and return an ApplySpec, or raise PredictError naming each problem.
 
     ``n_channels`` counts the input volumes; with ``context`` c each volume feeds the model 2c + 1 channels, its
@@ -61,6 +65,9 @@ def make_spec(kind: str, n_channels: int, normalisation, tile, overlap, orientat
     if context and (kind != "fcn" or tile is None or len(tile) != 2):
         raise PredictError("context sections apply to 2D fully convolutional models only (kind 'fcn' with a "
                            "2-size tile); patch and 3D models take none")
+    if precision not in PRECISIONS or precision == "auto":
+        raise PredictError(f"precision must be one of {', '.join(p for p in PRECISIONS if p != 'auto')} once "
+                           f"resolved, got {precision!r}")
     if orientation not in ("inline", "crossline", "both"):
         raise PredictError(f"orientation must be 'inline', 'crossline' or 'both', got {orientation!r}")
     if kind == "fcn":
@@ -69,13 +76,14 @@ def make_spec(kind: str, n_channels: int, normalisation, tile, overlap, orientat
         tile_t = tuple(int(t) for t in tile)
         ov = tuple(t // 4 for t in tile_t) if overlap is None else (
             (int(overlap),) * len(tile_t) if isinstance(overlap, int) else tuple(int(o) for o in overlap))
-        return ApplySpec("fcn", norm, tile=tile_t, overlap=ov, orientation=orientation, context=context)
+        return ApplySpec("fcn", norm, tile=tile_t, overlap=ov, orientation=orientation, context=context,
+                         precision=precision)
     if crop is None or len(crop) not in (2, 3) or min(crop) < 1:
         raise PredictError(f"kind 'patch' needs crop=(h, w) for a 2D model or (d, h, w) for 3D, got {crop!r}")
     if int(stride) < 1:
         raise PredictError(f"stride must be >= 1 (1 = every voxel; n = every n-th voxel, filled), got {stride}")
     return ApplySpec("patch", norm, crop=tuple(int(c) for c in crop), orientation=orientation,
-                     stride=int(stride))
+                     stride=int(stride), precision=precision)
 
 
 def _normalisation(normalisation, n_channels: int) -> tuple[tuple[float, float], ...]:
@@ -99,6 +107,30 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise PredictError(f"device {device!r} asked for but CUDA is not available; use device='cpu' or 'auto'")
     return dev
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The number format of the forward pass: 'float32', or 'bfloat16' (autocast: convolutions and matrix
+    products in bfloat16, softmax and everything after it in float32). 'auto' is bfloat16 where the device
+    computes it natively (a CPU with AVX-512 BF16 or AMX, which oneDNN uses; a CUDA device of compute
+    capability 8 or later), float32 elsewhere, where emulated bfloat16 would be slower than float32."""
+    if precision not in PRECISIONS:
+        raise PredictError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    return "bfloat16" if native_bfloat16(device) else "float32"
+
+
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether the device runs bfloat16 convolutions in hardware."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    if device.type != "cpu" or not torch.backends.mkldnn.is_available():
+        return False
+    # torch's own CPU feature probes (private, hence the getattr): oneDNN would emulate bfloat16 on any AVX-512
+    # CPU, and emulated it is slower than float32
+    probes = (getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    return any(bool(probe()) for probe in probes if probe is not None)
 
 
 def auto_batch_size(kind: str, device: torch.device, item_voxels: int, n_channels: int) -> int:

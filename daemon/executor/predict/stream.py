@@ -23,12 +23,13 @@ import numpy as np
 
 from daemon.executor.modelfile import ModelFileError, load_model_file
 from daemon.executor.predict.apply import PredictError, apply_block, fast_layout, resolve_device
+from daemon.executor.predict.spec import resolve_precision
 from daemon.executor.predict.recipe import recipe_of
 from daemon.common.home import model_file
 from daemon.kinds.predict import OUTPUT_NAMES
 
 MAX_BLOCK_VOXELS = 64 * 1024 * 1024
-OPTION_KEYS = ("tile", "overlap", "stride", "orientation", "smooth")
+OPTION_KEYS = ("tile", "overlap", "stride", "orientation", "smooth", "precision")
 
 
 class StreamInputError(ValueError):
@@ -64,7 +65,8 @@ class StreamSession:
         try:
             model, info = load_model_file(path)
             recipe = recipe_of(info, options.get("tile"), options.get("overlap"), options.get("orientation"),
-                               int(options.get("stride", 1)), whole_volume=False, smooth=options.get("smooth"))
+                               int(options.get("stride", 1)), whole_volume=False, smooth=options.get("smooth"),
+                               precision=options.get("precision", "auto"))
             dev = resolve_device(device)
         except (ModelFileError, PredictError, TypeError, ValueError) as exc:
             raise StreamInputError(f"model {args.get('model') or path.stem}: {exc}") from None
@@ -83,7 +85,8 @@ class StreamSession:
                          "crop": list(r.crop), "kind": r.kind, "dtype": "float32",
                          "block": ["inline", "crossline", "sample"] if r.n_channels == 1
                          else ["channel", "inline", "crossline", "sample"]},
-               "outputs": list(self.outputs), "device": str(self.device), "batch_size": self.batch_size}
+               "outputs": list(self.outputs), "device": str(self.device), "batch_size": self.batch_size,
+               "precision": resolve_precision(r.precision, self.device)}
         if r.context:  # the model reads this many sections on each side: a block's edges are mirrored
             doc["input"]["context"] = r.context
         if r.smooth:  # probabilities smoothed within each block (its edges repeated past it)
