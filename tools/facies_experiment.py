@@ -75,11 +75,11 @@ def job_file(model: str, output: str, split: str, epochs: int | None, quick: boo
     return job
 
 
-def predict_cube(model_path: Path, survey_folder: Path, out_dir: Path,
-                 orientation: str | None = None) -> tuple[np.ndarray, dict[str, Any], list[str]]:
+def predict_cube(model_path: Path, survey_folder: Path, out_dir: Path, orientation: str | None = None,
+                 precision: str = "auto") -> tuple[np.ndarray, dict[str, Any], list[str]]:
     """Labels of the whole cube from a model file, applied the way a predict job applies it (the model file's
-    recipe: whole sections, both orientations for a model trained on both; patch models on a stride-2 grid), or
-    along ``orientation``."""
+    recipe: whole sections, both orientations for a model trained on both; patch models on a stride-2 grid; the
+    job's default precision), or along ``orientation``, or in another ``precision``."""
     from daemon.executor.modelfile import load_model_file
     from daemon.executor.predict import predict_volume
     from daemon.executor.predict.recipe import recipe_of
@@ -87,7 +87,8 @@ def predict_cube(model_path: Path, survey_folder: Path, out_dir: Path,
 
     model, info = load_model_file(model_path)
     survey = Survey.open(survey_folder)
-    recipe = recipe_of(info, stride=2 if info.input_spec["apply_kind"] == "patch" else 1, orientation=orientation)
+    recipe = recipe_of(info, stride=2 if info.input_spec["apply_kind"] == "patch" else 1, orientation=orientation,
+                       precision=precision)
     vols = [survey.volume(v) for v in recipe.volumes]
     run = predict_volume(model, vols if len(vols) > 1 else vols[0], out_dir=out_dir, outputs=["labels"],
                          device="cpu", **recipe.apply_kwargs(survey.shape))
@@ -162,6 +163,16 @@ def one_survey(client: Any, home: Path, seed: int, shape: tuple[int, int, int], 
             one, _, _ = predict_cube(home / "models" / f"facies_{name}.h5", home / "surveys" / name,
                                      work / f"pred_{name}_{view}", orientation=view)
             views[view] = float(np.mean(np.asarray(to_truth_ids(one, classes, list(s.class_names))) == s.labels))
+    exact_figures: dict[str, float] = {}
+    if args.float32 and run["precision"] != "float32":
+        t1 = time.monotonic()
+        exact, _, _ = predict_cube(home / "models" / f"facies_{name}.h5", home / "surveys" / name,
+                                   work / f"pred_{name}_float32", precision="float32")
+        exact = np.asarray(to_truth_ids(exact, classes, list(s.class_names)))
+        exact_cube = score(exact, s.labels, len(s.class_names))
+        exact_figures = {"pixel": exact_cube["pixel_accuracy"], "mean_class": exact_cube["mean_class_accuracy"],
+                         "labels_agree": float(np.mean(exact == labels)),
+                         "predict_voxels_per_s": float(np.prod(shape)) / (time.monotonic() - t1)}
     pick_il = int(s.picks.inline_index[0])
     hit = labels == s.labels  # one comparison of the cube, read by every figure below
     distance = np.abs(np.arange(shape[0]) - pick_il)  # of each inline from the picked one
@@ -182,8 +193,9 @@ def one_survey(client: Any, home: Path, seed: int, shape: tuple[int, int, int], 
             "meta": {k: s.meta.get(k) for k in ("coverage", "noise", "peak_hz", "phase_deg")}
             | {"faults": len(s.meta.get("faults", []))},
             "predict_s": round(predict_s, 2), "predict_apply_s": round(run["seconds"], 2),
-            "predict_voxels_per_s": float(np.prod(shape)) / predict_s} | _teacher_figures(record, classes, s) | \
-        ({"pixel_by_view": views} if views else {})
+            "predict_voxels_per_s": float(np.prod(shape)) / predict_s, "precision": run["precision"]} | \
+        _teacher_figures(record, classes, s) | \
+        ({"pixel_by_view": views} if views else {}) | ({"float32": exact_figures} if exact_figures else {})
 
 
 def seen_figures(s: Any, hit: np.ndarray) -> dict[str, float]:
@@ -263,6 +275,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="the validation splits to run (with --seeds: the first one only, default block)")
     ap.add_argument("--views", action="store_true", help="with --seeds: also score a model applied both ways "
                     "along inlines only and crosslines only (pixel_by_view in the JSON line)")
+    ap.add_argument("--float32", action="store_true", help="with --seeds: also apply each model in float32 where "
+                    "the default precision resolves to bfloat16 (`float32` in the JSON line: pixel, mean class, "
+                    "labels alike, voxels/s)")
     ap.add_argument("--keep", type=Path, default=None, help="with --seeds: copy each survey's model file into this "
                     "folder (facies_s<seed>.h5; the survey is made again from its seed) for a closer look")
     ap.add_argument("--config", type=Path, default=None, help="a train job file to use instead of the model's "
