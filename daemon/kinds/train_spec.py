@@ -210,8 +210,9 @@ class TrainSection(Section):
     # what max_minutes counts: "wall" (the clock on the wall), or "cpu": the training process's own CPU time divided
     # by its torch threads, so a machine busy with other work stretches the budget instead of cutting epochs
     budget_clock: Annotated[str, one_of("wall", "cpu")] = "wall"
-    # max_minutes stops no run before this many epochs: a busy machine makes the run take longer instead of
-    # learning less (two torch processes on two cores spend 2.3x the CPU per step, so neither clock counts work)
+    # max_minutes stops no run before this many epochs in all (with refit: true, the selection's and the refit's
+    # together): a busy machine makes the run take longer instead of learning less (two torch processes on two
+    # cores spend 2.3x the CPU per step, so neither clock counts work)
     budget_min_epochs: Annotated[Int, rule(lambda v: v >= 0, "expected >= 0", minimum=0)] = 0
     seed: Int = 0
     checkpoint_every_steps: Int | None = 500

@@ -303,6 +303,12 @@ def test_time_budget_begins_no_epoch_that_would_end_past_it(tmp_path: Path) -> N
     floored = train(_model(), _batches(1, 4), tmp_path / "floored",
                     config=_cfg(epochs=5, max_minutes=1e-4, budget_min_epochs=3), val_batches=_batches(2, 1))
     assert (floored.stopped, floored.epoch, floored.step) == ("time_limit", 3, 12)
+    # the floor counts the reserved epochs too (a refit of as many epochs as the selection ran): 2 run + 2 reserved
+    # reach a floor of 4, so the selection ends after epoch 2 and the job trains 4 epochs in all, not 3 + 3
+    shared = train(_model(), _batches(1, 4), tmp_path / "shared",
+                   config=_cfg(epochs=5, max_minutes=1e-4, budget_min_epochs=4), val_batches=_batches(2, 1),
+                   control=TrainControl(reserve_epochs=lambda epoch, best: epoch))
+    assert (shared.stopped, shared.epoch) == ("time_limit", 2)
     with pytest.raises(InvalidJob, match="train.budget_min_epochs"):
         _job(train={"budget_min_epochs": -1})
     with pytest.raises(InvalidJob, match="train.max_minutes"):

@@ -200,6 +200,7 @@ def _train_stage(spec: TrainSpec, ctx: Any, model: torch.nn.Module, data: TrainD
         finally:
             if pool is not None:
                 pool.close()
+            ctx.flush_progress()  # a stage's last progress goes out before the next stage's can replace it
     if result.stopped == "cancelled":
         ctx.log.info("cancelled at step %d; %s holds the state", result.step,
                      Path(job_dir or ctx.job_dir) / "checkpoints" / "last.pt")

@@ -241,6 +241,7 @@ class Trainer:
 
     def _epoch_steps(self) -> bool:
         tick, samples_since = time.monotonic(), 0  # the window of the progress rate
+        last_loss = None
         for batch in _epoch_batches(self.train_batches, self.epoch, self.batch_index):
             x, y = _unpack(batch, self.device, self.cuda and self.cfg.channels_last)
             loss = self._train_step(x, y)
@@ -251,6 +252,7 @@ class Trainer:
             self._last_batch_size = rows
             if loss is None:
                 continue
+            last_loss = loss
             now = time.monotonic()
             if now - tick >= self.cfg.progress_interval_s:
                 self._report(loss, samples_since / (now - tick))
@@ -264,6 +266,8 @@ class Trainer:
                 self._end_epoch(partial=True)
                 return False
             self._maybe_checkpoint()
+        if last_loss is not None and samples_since:  # every epoch reports, however short
+            self._report(last_loss, samples_since / max(time.monotonic() - tick, 1e-9))
         return True
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> float | None:
@@ -348,12 +352,15 @@ class Trainer:
         return time.monotonic()
 
     def _out_of_time(self, last_epoch: float) -> bool:
-        """train.max_minutes: would one more epoch, as long as the last one, end past it? Never before
-        train.budget_min_epochs; with room for the epochs control.reserve_epochs keeps; decided on every rank
-        together (any rank out of time stops them all)."""
-        if self.cfg.max_minutes is None or self.epoch >= self.cfg.epochs or self.epoch < self.cfg.budget_min_epochs:
+        """train.max_minutes: would one more epoch, as long as the last one, plus the epochs control.reserve_epochs
+        keeps for a run to follow (a refit), end past it? Never before train.budget_min_epochs in all: the epochs
+        run and the reserved ones together, so the floor is the epochs the job trains whatever runs it has.
+        Decided on every rank together (any rank out of time stops them all)."""
+        if self.cfg.max_minutes is None or self.epoch >= self.cfg.epochs:
             return False
         reserved = self.control.reserve_epochs(self.epoch, self.best_epoch)
+        if self.epoch + reserved < self.cfg.budget_min_epochs:
+            return False
         late = self.elapsed() + last_epoch * (1 + reserved) > self.cfg.max_minutes * 60
         return self.sync.any_rank(late) if self.sync is not None else late
 
