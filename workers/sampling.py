@@ -122,13 +122,16 @@ class LabelVolumeSampler:
 
     ``slices`` restricts centres to some indices along one axis, e.g. ``(0, (339,))`` for one labelled inline.
     ``centres`` [N, 3] instead draws each centre from these points (e.g. the picks), so that sparse labels
-    fall inside every crop; it takes precedence over ``slices``.
+    fall inside every crop; it takes precedence over ``slices``. ``anywhere`` (with ``centres``): the share of
+    each batch's crops, its last rows, centred anywhere in the volume instead (mostly unlabelled: the unlabelled
+    cube a consistency loss learns from, daemon/executor/training/consistency.py).
     """
 
     labels: "VolumeSource | PointLabels"
     shape: tuple[int, int, int]
     slices: tuple[int, tuple[int, ...]] | None = None
     centres: np.ndarray | None = None
+    anywhere: float = 0.0
 
     def __post_init__(self) -> None:
         if self.centres is not None:
@@ -136,6 +139,8 @@ class LabelVolumeSampler:
             if c.ndim != 2 or c.shape[1] != 3 or len(c) == 0:
                 raise SamplingError(f"centres must be a non-empty [N, 3] array of indices, got shape {c.shape}")
             object.__setattr__(self, "centres", c)
+        if not 0.0 <= self.anywhere < 1.0:
+            raise SamplingError(f"anywhere must be a share in [0, 1), got {self.anywhere}")
 
     @property
     def per_voxel_labels(self) -> bool:
@@ -143,7 +148,11 @@ class LabelVolumeSampler:
 
     def draw(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, None]:
         if self.centres is not None:
-            return self.centres[rng.integers(len(self.centres), size=n)], None
+            free = int(round(n * self.anywhere))
+            picked = self.centres[rng.integers(len(self.centres), size=n - free)]
+            if not free:
+                return picked, None
+            return np.concatenate([picked, (rng.random((free, 3)) * np.asarray(self.shape)).astype(np.int64)]), None
         u = rng.random((n, 3))
         centers = (u * np.asarray(self.shape)).astype(np.int64)
         if self.slices is not None:

@@ -98,6 +98,9 @@ class DataSection(PickSource):
         "checkpoint and the early-stop test, so a longer run wants more epochs (train.epochs), not longer ones")] = 100
     val_batches: int = Field(8, ge=0, description="validation batches (drawn once, the same every epoch)")
     balance: bool = Field(True, description="draw classes uniformly, then a pick of that class")
+    unlabelled: float = Field(0.0, ge=0.0, lt=1.0, description="per-voxel models trained from picks: the share of "
+                              "each batch's crops centred anywhere in the survey instead of on a pick (for "
+                              "train.consistency)")
     workers: int | None = Field(None, ge=0, le=256, description="worker processes; default: the daemon's "
                                 "workers.default_count; 0 makes batches in the executor itself")
     ring_slots: int = Field(8, ge=2, le=256)
@@ -180,6 +183,17 @@ class EarlyStopSection(Section):
     min_epochs: Annotated[Int, rule(lambda v: v >= 0, "expected >= 0", minimum=0)] = 0
 
 
+class ConsistencySection(Section):
+    """The unlabelled voxels of each batch (docs/train-job.md 'Consistency'): the model's own confident classes on
+    the batch as it came, learnt from a noisier view of it."""
+
+    weight: Annotated[Number, rule(lambda v: v >= 0, "expected >= 0", minimum=0)] = 0.0  # 0: off
+    # the lowest top probability (the members' mean for an ensemble) that makes a voxel's class a target
+    threshold: Annotated[Number, rule(lambda v: 0 < v < 1, "expected a number in (0, 1)", exclusiveMinimum=0,
+                                      exclusiveMaximum=1)] = 0.9
+    noise_std: Annotated[Number, rule(lambda v: v >= 0, "expected >= 0", minimum=0)] = 0.1  # the noisier view's
+
+
 class DistributedSection(Section):
     """Data-parallel training: world_size ranks, each taking B / world_size rows of every batch."""
 
@@ -227,6 +241,7 @@ class TrainSection(Section):
                         "start on every labelled point (the validation's and the split's gap too) for the epochs "
                         "the selection kept; that model is the job's (docs/train-job.md 'Refitting')")
     early_stop: EarlyStopSection = Field(default_factory=EarlyStopSection)
+    consistency: ConsistencySection = Field(default_factory=ConsistencySection)
     distributed: DistributedSection = Field(default_factory=DistributedSection)
 
     @field_validator("init_from")
@@ -332,6 +347,12 @@ class TrainSpec(JobSpec):
             problems.append((("data", "batch_size"), f"{self.data.batch_size} does not split evenly over "
                              f"train.distributed.world_size {world} ranks; use a multiple of {world}"))
         problems += distill_problems(self)
+        if self.train.consistency.weight and world > 1:
+            problems.append((("train", "consistency", "weight"), "the consistency loss is built for one rank: set "
+                             "train.distributed.world_size: 1 or weight: 0"))
+        if self.data.unlabelled and self.data.from_sets:
+            problems.append((("data", "unlabelled"), "crops anywhere in a survey need data.survey (examples made on "
+                             "the fly from its picks), not example sets"))
         if self.train.refit:
             problems += refit_problems(self)
         if problems:

@@ -238,3 +238,19 @@ def test_point_labels_give_the_batches_of_the_label_volume_they_stand_for(tmp_pa
         assert (ya >= 0).any() and (ya == -1).any()
     with pytest.raises(SamplingError, match="inside the volume"):
         PointLabels(SHAPE, np.array([[12, 0, 0]]), [1])
+
+
+def test_a_share_of_crops_anywhere_takes_the_last_rows_and_leaves_the_pick_draws_as_they_were() -> None:
+    points = np.array([[3, 4, 5], [6, 7, 8]])
+    plain = LabelVolumeSampler(PointLabels(SHAPE, points, np.array([0, 1])), SHAPE, centres=points)
+    mixed = dataclasses.replace(plain, anywhere=0.25)
+    centres, _ = plain.draw(np.random.default_rng(3), 8)
+    mixed_centres, _ = mixed.draw(np.random.default_rng(3), 8)
+    assert {tuple(c) for c in centres} <= {tuple(p) for p in points}
+    np.testing.assert_array_equal(mixed_centres[:6], centres[:6])  # the picks' draws come first, unchanged
+    free = mixed_centres[6:]
+    assert free.shape == (2, 3) and np.all((free >= 0) & (free < np.asarray(SHAPE)))
+    many, _ = mixed.draw(np.random.default_rng(4), 400)
+    assert len({tuple(c) for c in many[300:]}) > 50  # spread over the volume, not on the two picks
+    with pytest.raises(SamplingError, match="anywhere"):
+        dataclasses.replace(plain, anywhere=1.0)

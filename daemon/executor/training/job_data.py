@@ -60,10 +60,13 @@ def prepare_data(d: DataSection, home: Path, job_dir: Path, seed: int, per_voxel
     aug = Augmentation(**d.augment.model_dump())
     aug = aug if aug.enabled else None
     common = dict(volumes=volumes, crop=crop, batch_size=d.batch_size, context=d.context, norm=norm)
+    if d.unlabelled and not per_voxel:
+        raise ValueError(f"data.unlabelled {d.unlabelled}: crops without picks teach only a model that labels "
+                         "every voxel of its crop (unet, or a user model applied as 'fcn'), not one class per crop")
     if per_voxel:
-        train_sampler = _label_sampler(survey.shape, points, labels, split.train)
+        train_sampler = _label_sampler(survey.shape, points, labels, split.train, d.unlabelled)
         val_sampler = _label_sampler(survey.shape, points, labels, split.val)
-        every = _label_sampler(survey.shape, points, labels, np.arange(len(points)))
+        every = _label_sampler(survey.shape, points, labels, np.arange(len(points)), d.unlabelled)
     else:
         train_sampler = PickSampler(points[split.train], labels[split.train], balance=d.balance)
         val_sampler = PickSampler(points[split.val], labels[split.val], balance=False)
@@ -87,10 +90,12 @@ def prepare_data(d: DataSection, home: Path, job_dir: Path, seed: int, per_voxel
 
 
 def _label_sampler(shape: tuple[int, int, int], points: np.ndarray, labels: np.ndarray,
-                   chosen: np.ndarray) -> LabelVolumeSampler:
-    """Crops centred on the chosen picks, labelled by the chosen picks they cover (-1 elsewhere)."""
+                   chosen: np.ndarray, anywhere: float = 0.0) -> LabelVolumeSampler:
+    """Crops centred on the chosen picks (and the `anywhere` share anywhere in the survey), labelled by the chosen
+    picks they cover (-1 elsewhere)."""
     p = points[chosen]
-    return LabelVolumeSampler(labels=PointLabels(shape, p, labels[chosen]), shape=shape, centres=p)
+    return LabelVolumeSampler(labels=PointLabels(shape, p, labels[chosen]), shape=shape, centres=p,
+                              anywhere=anywhere)
 
 
 def make_batch(recipe: BatchRecipe, seed: int, epoch: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from daemon.executor.training import metrics
+from daemon.executor.training import consistency, metrics
 from daemon.executor.training.checkpoint import atomic_write, save_checkpoint
 from daemon.executor.training.modes import (freeze_for_transfer, load_matching, load_resumed, read_start_state,
                                             set_train_mode)
@@ -280,10 +280,18 @@ class Trainer:
             return None
         lr = self.schedule.apply(self.step)
         self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16,
-                            enabled=self.amp_dtype is not None):
+        autocast = dict(device_type=self.device.type, dtype=self.amp_dtype or torch.bfloat16,
+                        enabled=self.amp_dtype is not None)
+        own = self.cfg.consistency
+        if own.weight > 0:  # the model's confident classes on the batch, then a noisier view of it
+            target, unlabelled = consistency.targets(self.model, x, y, own.threshold, autocast)
+            noise = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.step)
+            x, y, target = consistency.noisier(x, y, target, own.noise_std, noise)
+        with torch.autocast(**autocast):
             logits = self.model(x)
         loss = sparse_loss(logits, y, self.class_weights, labelled)
+        if own.weight > 0 and unlabelled:
+            loss = loss + own.weight * sparse_loss(logits, target, None, unlabelled)
         self.scaler.scale(loss).backward()
         if self.sync is not None:  # sum of the ranks' gradients = the gradient of the whole batch
             loss = self.sync.reduce_gradients(self.model, loss.detach())
