@@ -21,3 +21,12 @@ def shared_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningD
     """One daemon for a whole test module, for tests that leave it running and healthy."""
     with RunningDaemon(tmp_path_factory.mktemp("seisd") / "home") as d:
         yield d
+
+
+@pytest.fixture(scope="module")
+def demo(shared_daemon: RunningDaemon, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
+    """The module's shared daemon with the 32^3 synthetic survey of test_train_job.py imported as 'demo'."""
+    from tests.daemon.test_train_job import import_demo
+
+    import_demo(shared_daemon.client, tmp_path_factory.mktemp("synth"))
+    yield shared_daemon

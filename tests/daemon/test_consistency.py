@@ -4,9 +4,7 @@ seisd with crops anywhere in the survey and a refit."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
 
-import pytest
 import torch
 
 from daemon.executor.models import build_model
@@ -14,7 +12,7 @@ from daemon.executor.training import consistency
 from daemon.executor.training.loop import train
 from daemon.kinds.train_spec import TrainSection
 from tests.daemon.test_refit import refit_job
-from tests.daemon.test_train_job import assert_refused, import_demo
+from tests.daemon.test_train_job import assert_refused
 from tests.harness import RunningDaemon
 
 CPU = dict(device_type="cpu", dtype=torch.bfloat16, enabled=False)
@@ -83,12 +81,6 @@ def test_a_run_with_consistency_trains_differently_from_one_without(tmp_path: Pa
 
     plain, own = run(0.0, "plain"), run(1.0, "own")
     assert any(not torch.equal(a, b) for a, b in zip(plain.state_dict().values(), own.state_dict().values()))
-
-
-@pytest.fixture(scope="module")
-def demo(shared_daemon: RunningDaemon, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
-    import_demo(shared_daemon.client, tmp_path_factory.mktemp("synth"))
-    yield shared_daemon
 
 
 def test_a_job_with_crops_anywhere_and_consistency_selects_and_refits(demo: RunningDaemon) -> None:

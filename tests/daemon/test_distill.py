@@ -6,10 +6,9 @@ The 32^3 synthetic survey of test_train_job.py; tiny U-Nets (base 4, depth 2, 16
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
-import pytest
 
 from tests.daemon.test_train_job import assert_refused, import_demo
 from tests.harness import RunningDaemon, stage_step, wait_for, wait_state
@@ -26,12 +25,6 @@ def distill_job(output: str, *, student_batches: int = 4, **distill: Any) -> dic
                       "early_stop": {"enabled": False}},
             "distill": {"enabled": True, "min_confidence": MIN_CONFIDENCE, "epochs": 2,
                         "batches_per_epoch": student_batches, **distill}}
-
-
-@pytest.fixture(scope="module")
-def demo(shared_daemon: RunningDaemon, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
-    import_demo(shared_daemon.client, tmp_path_factory.mktemp("synth"))
-    yield shared_daemon
 
 
 def _picks(home: Path) -> tuple[np.ndarray, np.ndarray]:

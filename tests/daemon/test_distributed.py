@@ -9,13 +9,12 @@ With batch norm (per-rank statistics on CPU) the curves only stay close; that ca
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import h5py
 import numpy as np
 import pytest
 
-from tests.daemon.test_train_job import import_demo
 from tests.harness import RunningDaemon, wait_for, wait_state
 
 EXACT_MODEL = {"name": "patchcnn", "params": {"filters": [8, 8], "norm": "none", "dropout": 0.0}}
@@ -30,12 +29,6 @@ def job(output: str, world: int, *, model: dict | None = None, epochs: int = 2, 
             "train": {"epochs": epochs, "seed": 3, "checkpoint_every_steps": 4, "progress_interval_s": 0.1,
                       "early_stop": {"enabled": False}, "distributed": {"world_size": world, "backend": "gloo"},
                       **train}}
-
-
-@pytest.fixture(scope="module")
-def demo(shared_daemon: RunningDaemon, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
-    import_demo(shared_daemon.client, tmp_path_factory.mktemp("synth"))
-    yield shared_daemon
 
 
 def run(d: RunningDaemon, spec: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,12 +26,6 @@ def refit_job(output: str, *, batches: int = BATCHES, epochs: int = 4, **train: 
             "model": {"name": "unet", "params": {"base": 4, "depth": 2}},
             "train": {"epochs": epochs, "seed": 0, "checkpoint_every_steps": 5, "progress_interval_s": 0.1,
                       "refit": True, "early_stop": {"enabled": True, "patience": 1, "min_epochs": 1}, **train}}
-
-
-@pytest.fixture(scope="module")
-def demo(shared_daemon: RunningDaemon, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
-    import_demo(shared_daemon.client, tmp_path_factory.mktemp("synth"))
-    yield shared_daemon
 
 
 def test_a_refit_job_trains_again_on_every_point_for_the_epochs_the_selection_kept(demo: RunningDaemon) -> None:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import h5py
 import numpy as np
@@ -44,12 +44,6 @@ def train_job(output: str, *, epochs: int = 2, batches: int = 8, **train: Any) -
             "model": {"name": "patchcnn", "params": {"filters": [8, 8, 8]}},
             "train": {"epochs": epochs, "seed": 0, "checkpoint_every_steps": 5, "progress_interval_s": 0.1,
                       "early_stop": {"enabled": False}, **train}}
-
-
-@pytest.fixture(scope="module")
-def demo(shared_daemon: RunningDaemon, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
-    import_demo(shared_daemon.client, tmp_path_factory.mktemp("synth"))
-    yield shared_daemon
 
 
 @pytest.fixture(scope="module")

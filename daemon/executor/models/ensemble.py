@@ -33,5 +33,10 @@ class Ensemble(nn.Module):
         outs = [member(x) for member in self.members]
         if self.training:
             return torch.stack(outs)
-        logp = torch.stack([torch.log_softmax(o.float(), dim=1) for o in outs])
-        return torch.logsumexp(logp, dim=0) - math.log(len(outs))
+        return mean_log_probability(torch.stack(outs))
+
+
+def mean_log_probability(members: torch.Tensor) -> torch.Tensor:
+    """Members' logits [M, B, n_classes, ...] -> the log of their mean probabilities [B, n_classes, ...]."""
+    logp = torch.log_softmax(members.float(), dim=2)
+    return torch.logsumexp(logp, dim=0) - math.log(members.shape[0])

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from daemon.executor.models.ensemble import mean_log_probability
+
 
 def targets(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, threshold: float,
             autocast: dict) -> tuple[torch.Tensor, int]:
@@ -20,7 +22,7 @@ def targets(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, threshold:
     with torch.no_grad(), torch.autocast(**autocast):
         logits = model(x).float()
     if logits.dim() == y.dim() + 2:  # an ensemble's members [M, B, C, ...]: their mean probability
-        probs = torch.softmax(logits, dim=2).mean(dim=0)
+        probs = mean_log_probability(logits).exp()
     else:
         probs = torch.softmax(logits, dim=1)
     top, cls = probs.max(dim=1)
