@@ -5,11 +5,11 @@ is cut: a small vertical shift moves the centre along the sample axis, and the i
 vertical 2D crop cuts the other vertical section. The rest (flips, transpose, vertical stretch, scaling,
 polarity, noise, vertical warp) are applied to the cut crop. Every plan consumes the same number of draws
 whatever the probabilities turn out, so one crop's luck never shifts the next crop's randomness; the stretch's
-two draws are taken only when ``p_stretch`` > 0 and the warp's two only when ``p_warp`` > 0, so settings without
-them make the same batches as before they existed.
+two draws are taken only when ``p_stretch`` > 0, the warp's two only when ``p_warp`` > 0 and the roll's two only
+when ``p_roll`` > 0, so settings without them make the same batches as before they existed.
 
-The stretch and the warp move samples along the sample axis only, inputs and labels alike, and are applied in
-one resampling (``sample_positions``): where each output sample reads the cut crop.
+The stretch, the warp and the roll move samples along the sample axis only, inputs and labels alike, and are
+applied in one resampling (``sample_positions``): where each output sample reads the cut crop.
 """
 from __future__ import annotations
 
@@ -45,8 +45,10 @@ class Augmentation:
     stretch_range: tuple[float, float] = (0.7, 1.4)   # layers look this many times thicker (log-uniform)
     p_warp: float = 0.0            # vertical displacement varying along the section: folds and a fault's throw
     warp_max: float = 6.0          # the folds' largest displacement from the centre sample (a fault adds as much)
+    p_roll: float = 0.0            # the crop's samples rotated along the sample axis (per-voxel labels only)
 
-    PROBABILITIES = ("p_flip", "p_swap", "p_scale", "p_polarity", "p_noise", "p_shift", "p_stretch", "p_warp")
+    PROBABILITIES = ("p_flip", "p_swap", "p_scale", "p_polarity", "p_noise", "p_shift", "p_stretch", "p_warp",
+                     "p_roll")
 
     @property
     def enabled(self) -> bool:
@@ -87,12 +89,13 @@ class AugmentPlan:
     stretch: float = 1.0           # > 1: layers thicker (zoom in along the sample axis); < 1: thinner
     warp: int | None = None        # the seed of this crop's warp field (``warp_shifts``); None: no warp
     warp_max: float = 0.0          # its folds' largest displacement (samples)
+    roll: float = 0.0              # share of the crop's samples rotated from its bottom to its top (0: none)
     _positions: np.ndarray | None = field(default=None, repr=False, compare=False)  # sample_positions, made once
 
     def positions(self, crop: tuple[int, ...], zaxis: int) -> np.ndarray:
         """Where the stretch and warp read each output sample; made once per crop (its inputs and labels share it)."""
         if self._positions is None:
-            self._positions = sample_positions(crop, zaxis, self.stretch, self.warp, self.warp_max)
+            self._positions = sample_positions(crop, zaxis, self.stretch, self.warp, self.warp_max, self.roll)
         return self._positions
 
 
@@ -127,6 +130,10 @@ def draw_plan(aug: Augmentation | None, spec: CropSpec, rng: np.random.Generator
         u_warp, seed = rng.random(), int(rng.integers(2**63))
         if u_warp < aug.p_warp and aug.warp_max > 0 and 2 in spec.volume_axes:
             plan.warp, plan.warp_max = seed, float(aug.warp_max)
+    if aug.p_roll > 0:
+        v = rng.random(2)
+        if v[0] < aug.p_roll and 2 in spec.volume_axes:
+            plan.roll = float(0.2 + 0.6 * v[1])  # a cut between a fifth and four fifths of the way down
     return plan
 
 
@@ -159,7 +166,7 @@ def apply_geometry(a: np.ndarray, spec: CropSpec, plan: AugmentPlan, lead: int) 
             out = np.flip(out, axis=lead + i)
     if plan.swap and spec.orientation not in _SWAPPED:
         out = np.swapaxes(out, lead, lead + 1)
-    if plan.stretch != 1.0 or plan.warp is not None:
+    if plan.stretch != 1.0 or plan.warp is not None or plan.roll:
         pos = plan.positions(a.shape[lead:], spec.volume_axes.index(2))
         # the resampled array is new memory, so it is written back without another copy
         a[...] = resample_axis(out, lead + spec.volume_axes.index(2), pos.reshape((1,) * lead + pos.shape))
@@ -233,17 +240,29 @@ def warp_shifts(crop: tuple[int, ...], zaxis: int, max_shift: float, seed: int) 
 
 
 def sample_positions(crop: tuple[int, ...], zaxis: int, stretch: float = 1.0, warp: int | None = None,
-                     warp_max: float = 0.0) -> np.ndarray:
+                     warp_max: float = 0.0, roll: float = 0.0) -> np.ndarray:
     """Where each output sample reads the cut crop along the sample axis ``zaxis``: the warp's displaced
-    position (mirrored), then stretched about the centre. Shaped like the crop (1 along the lateral axes when
-    there is no warp)."""
+    position (mirrored), then stretched about the centre, then rolled (``roll_positions``). Shaped like the crop
+    (1 along the lateral axes when there is no warp)."""
     n = crop[zaxis]
     shape = [1] * len(crop)
     shape[zaxis] = n
     pos = np.arange(n, dtype=np.float64).reshape(shape)
     if warp is not None:
         pos = _mirror(pos + warp_shifts(crop, zaxis, warp_max, warp), n)
-    return _stretched(pos, n, stretch) if stretch != 1.0 else pos
+    if stretch != 1.0:
+        pos = _stretched(pos, n, stretch)
+    return np.take(pos, roll_positions(n, roll), axis=zaxis) if roll else pos
+
+
+def roll_positions(n: int, share: float) -> np.ndarray:
+    """Output sample order of a roll: the crop is cut ``share`` of the way down and its lower part put on top, so
+    every unit in it meets, across the cut, a neighbour it need not meet anywhere in the survey. What a model learns
+    from the crop's layers in their picked order (the unit below this one is that class) no longer holds there,
+    and the textures themselves must tell the classes apart, as away from the picks, where units thin out, pinch
+    out and change their order. Whole samples move (no interpolation), so labels stay exact."""
+    cut = min(max(int(round(share * n)), 1), n - 1) if n > 1 else 0
+    return np.roll(np.arange(n), n - cut)
 
 
 def resample_axis(a: np.ndarray, axis: int, pos: np.ndarray) -> np.ndarray:

@@ -65,6 +65,8 @@ class AugmentSection(Section):
                           "folds growing with depth and, on half the warps, a fault's throw")
     warp_max: float = Field(6.0, ge=0, le=32, description="the folds' largest displacement, in samples (a "
                             "fault adds a throw of up to as much)")
+    p_roll: float = Field(0.0, ge=0, le=1, description="the crop cut at a random depth and its lower part put on "
+                          "top: units meet other neighbours (models that label every voxel only)")
 
     @model_validator(mode="after")
     def _ranges(self) -> "AugmentSection":

@@ -422,3 +422,18 @@ def test_a_model_with_context_sections_trains_previews_and_predicts(demo: Runnin
     assert done["state"] == "succeeded", done["error"]
     with h5py.File(Path(done["result"]["output"]) / "prediction.h5") as h5:
         np.testing.assert_allclose(h5["probabilities"][()], direct["both"]["probabilities"], atol=1e-5)
+
+
+def test_a_roll_trains_a_unet_and_fails_a_patch_model_naming_it(demo: RunningDaemon) -> None:
+    """data.augment.p_roll moves a crop's centre sample, so only a model that labels every voxel may use it."""
+    job = train_job("rolled", epochs=1, batches=4)
+    job["model"] = {"name": "unet", "params": {"base": 4, "depth": 2}}
+    job["data"]["crop"], job["data"]["split"] = {"size": [16, 16]}, {"block": 4, "gap": 2}
+    job["data"]["augment"] = {"p_roll": 1.0, "p_flip": 0.5}
+    record = demo.client.wait(demo.client.submit(job)["id"], timeout=180)
+    assert record["state"] == "succeeded", record["error"]
+    patch = train_job("rolled-patch", epochs=1, batches=4)
+    patch["data"]["augment"] = {"p_roll": 0.5}
+    record = demo.client.wait(demo.client.submit(patch)["id"], timeout=120)
+    assert record["state"] == "failed" and "data.augment.p_roll" in record["error"], record["error"]
+    assert not (demo.home / "models" / "rolled-patch.h5").exists()

@@ -44,6 +44,10 @@ class TrainData:
 
 def prepare_data(d: DataSection, home: Path, job_dir: Path, seed: int, per_voxel: bool) -> TrainData:
     """Recipe and validation batches for the job's data section: example sets, or a survey and its picks."""
+    if d.augment.p_roll and not per_voxel:
+        raise ValueError(f"data.augment.p_roll {d.augment.p_roll}: a roll moves the crop's centre sample, so it "
+                         "needs a model that labels every voxel of its crop (unet, or a user model applied as "
+                         "'fcn'), not one class per crop")
     if d.from_sets:
         from daemon.executor.training.set_data import prepare_set_data
 
