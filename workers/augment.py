@@ -92,8 +92,14 @@ class AugmentPlan:
     roll: float = 0.0              # share of the crop's samples rotated from its bottom to its top (0: none)
     _positions: np.ndarray | None = field(default=None, repr=False, compare=False)  # sample_positions, made once
 
+    @property
+    def moves_samples(self) -> bool:
+        """Whether the stretch, the warp or the roll moves samples along the sample axis (``positions``)."""
+        return self.stretch != 1.0 or self.warp is not None or bool(self.roll)
+
     def positions(self, crop: tuple[int, ...], zaxis: int) -> np.ndarray:
-        """Where the stretch and warp read each output sample; made once per crop (its inputs and labels share it)."""
+        """Where the stretch, warp and roll read each output sample; made once per crop (its inputs and labels
+        share it)."""
         if self._positions is None:
             self._positions = sample_positions(crop, zaxis, self.stretch, self.warp, self.warp_max, self.roll)
         return self._positions
@@ -157,8 +163,8 @@ def shifted_center(center: tuple[int, int, int], plan: AugmentPlan) -> tuple[int
 
 
 def apply_geometry(a: np.ndarray, spec: CropSpec, plan: AugmentPlan, lead: int) -> np.ndarray:
-    """Flips, the transpose-swap, the vertical stretch and the warp, on the crop axes of ``a`` (after ``lead``
-    leading axes), in place. Float arrays (inputs) are resampled linearly, integer arrays (labels) by nearest
+    """Flips, the transpose-swap, the vertical stretch, the warp and the roll, on the crop axes of ``a`` (after
+    ``lead`` leading axes), in place. Float arrays (inputs) are resampled linearly, integer arrays (labels) by nearest
     sample, so a crop's labels move with its reflectors."""
     out = a
     for i, flip in enumerate(plan.flips):
@@ -166,7 +172,7 @@ def apply_geometry(a: np.ndarray, spec: CropSpec, plan: AugmentPlan, lead: int) 
             out = np.flip(out, axis=lead + i)
     if plan.swap and spec.orientation not in _SWAPPED:
         out = np.swapaxes(out, lead, lead + 1)
-    if plan.stretch != 1.0 or plan.warp is not None or plan.roll:
+    if plan.moves_samples:
         pos = plan.positions(a.shape[lead:], spec.volume_axes.index(2))
         # the resampled array is new memory, so it is written back without another copy
         a[...] = resample_axis(out, lead + spec.volume_axes.index(2), pos.reshape((1,) * lead + pos.shape))

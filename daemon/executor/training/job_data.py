@@ -42,12 +42,21 @@ class TrainData:
     trained_on: dict[str, Any] = field(default_factory=dict)  # the model file's record (ModelInfo.trained_on)
 
 
+def _per_voxel_only(d: DataSection) -> list[str]:
+    """The job's settings that teach only a model labelling every voxel of its crop, each with its reason."""
+    settings = []
+    if d.unlabelled:
+        settings.append(f"data.unlabelled {d.unlabelled} (crops without picks)")
+    if d.augment.p_roll:
+        settings.append(f"data.augment.p_roll {d.augment.p_roll} (a roll moves the crop's centre sample)")
+    return settings
+
+
 def prepare_data(d: DataSection, home: Path, job_dir: Path, seed: int, per_voxel: bool) -> TrainData:
     """Recipe and validation batches for the job's data section: example sets, or a survey and its picks."""
-    if d.augment.p_roll and not per_voxel:
-        raise ValueError(f"data.augment.p_roll {d.augment.p_roll}: a roll moves the crop's centre sample, so it "
-                         "needs a model that labels every voxel of its crop (unet, or a user model applied as "
-                         "'fcn'), not one class per crop")
+    if not per_voxel and (settings := _per_voxel_only(d)):
+        raise ValueError(f"{'; '.join(settings)}: only a model that labels every voxel of its crop (unet, or a user "
+                         "model applied as 'fcn') can use this, not one class per crop")
     if d.from_sets:
         from daemon.executor.training.set_data import prepare_set_data
 
@@ -64,9 +73,6 @@ def prepare_data(d: DataSection, home: Path, job_dir: Path, seed: int, per_voxel
     aug = Augmentation(**d.augment.model_dump())
     aug = aug if aug.enabled else None
     common = dict(volumes=volumes, crop=crop, batch_size=d.batch_size, context=d.context, norm=norm)
-    if d.unlabelled and not per_voxel:
-        raise ValueError(f"data.unlabelled {d.unlabelled}: crops without picks teach only a model that labels "
-                         "every voxel of its crop (unet, or a user model applied as 'fcn'), not one class per crop")
     if per_voxel:
         train_sampler = _label_sampler(survey.shape, points, labels, split.train, d.unlabelled)
         val_sampler = _label_sampler(survey.shape, points, labels, split.val)
