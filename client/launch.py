@@ -17,8 +17,9 @@ class DaemonStartError(RuntimeError):
 
 
 def start_daemon(home: str | Path | None = None, config: str | Path | None = None, wait_s: float = 60.0,
-                 env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Start `seisd` detached from this terminal (its own session), logging to HOME/logs/seisd.out."""
+                 env: dict[str, str] | None = None, exit_with: int | None = None) -> dict[str, Any]:
+    """Start `seisd` detached from this terminal (its own session), logging to HOME/logs/seisd.out. exit_with: a
+    process id whose end stops the daemon (`seisd --exit-with`), e.g. the host application's own."""
     home_path = Path(home).expanduser().resolve() if home else P.default_home()
     c = Client(home=home_path, timeout=1.0)
     try:
@@ -31,6 +32,8 @@ def start_daemon(home: str | Path | None = None, config: str | Path | None = Non
     cmd = [sys.executable, "-m", "daemon.server.main", "--home", str(home_path)]
     if config:
         cmd += ["--config", str(Path(config).resolve())]
+    if exit_with is not None:
+        cmd += ["--exit-with", str(exit_with)]
     with open(out_path, "ab") as out:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True, env=env if env is not None else dict(os.environ))

@@ -4,7 +4,8 @@
         job = d.client.submit({"kind": "test.steps", "steps": 3})
         d.client.wait(job["id"], timeout=30)
 
-The daemon runs as `python -m daemon.server.main --home HOME` with the test-only job kind `test.steps` loaded
+The daemon runs as `python -m daemon.server.main --home HOME --exit-with PID` (PID: the process that made the
+RunningDaemon, so the daemon does not outlive a killed test run) with the test-only job kind `test.steps` loaded
 (SEISD_PLUGINS) and short timers, so cancel grace periods and executor restarts take a fraction of a second. Its
 sockets live in the runtime folder derived from the home (client.protocol.runtime_dir), so several daemons run side
 by side.
@@ -78,7 +79,10 @@ class RunningDaemon(StartedInWith):
     """A real seisd process; a context manager that leaves no process behind."""
 
     def __init__(self, home: Path, env: dict[str, str] | None = None, start_timeout: float = 30.0,
-                 client_timeout: float = 10.0):
+                 client_timeout: float = 10.0, exit_with: int | None = None):
+        """exit_with: the process whose end stops the daemon (`seisd --exit-with`); by default this test process,
+        so a test run killed outright (SIGKILL of pytest or of an xdist worker) leaves no daemon behind."""
+        self.exit_with = os.getpid() if exit_with is None else exit_with
         self.home = Path(home).resolve()
         self.home.mkdir(parents=True, exist_ok=True)
         self.env = daemon_env(self.home, env)
@@ -107,7 +111,8 @@ class RunningDaemon(StartedInWith):
         (self.home / "logs").mkdir(parents=True, exist_ok=True)
         with open(self.out_path, "ab") as out:
             self.family.started(subprocess.Popen(
-                [sys.executable, "-m", "daemon.server.main", "--home", str(self.home)], stdin=subprocess.DEVNULL,
+                [sys.executable, "-m", "daemon.server.main", "--home", str(self.home), "--exit-with",
+                 str(self.exit_with)], stdin=subprocess.DEVNULL,
                 stdout=out, stderr=subprocess.STDOUT, cwd=str(ROOT), env=self.env))
         probe = Client(home=self.home, timeout=0.5)
         deadline = time.monotonic() + self.start_timeout

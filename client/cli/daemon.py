@@ -16,6 +16,8 @@ group("daemon", "start, stop or inspect the daemon")
 class DaemonStart(Command):
     """Start `seisd` in the background (its output in `HOME/logs/seisd.out`) with the settings file `--config` if
     given, and return once it answers (at most `--wait-s`, default 60 s). Already running: says so, exit 0.
+    `--exit-with PID`: the daemon stops, as on `daemon stop`, once process PID has ended (a host application that
+    starts a daemon for itself passes its own pid; a daemon already running is left as it is).
     `--json`: `{"already_running", "pid", "home", "session"}` (plus `"log"` when it started one)."""
 
     name, help = "daemon start", "start seisd in the background; returns once it answers"
@@ -23,10 +25,11 @@ class DaemonStart(Command):
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("--config", help="settings file for the daemon")
         p.add_argument("--wait-s", type=float, default=60.0)
+        p.add_argument("--exit-with", type=int, metavar="PID", help="stop the daemon once process PID has ended")
 
     def run(self, a: argparse.Namespace, out: Out) -> int:
         from client.launch import start_daemon
-        info = start_daemon(a.home, a.config, a.wait_s)
+        info = start_daemon(a.home, a.config, a.wait_s, exit_with=a.exit_with)
         out.emit(info, lambda: print(f"seisd {'already running' if info['already_running'] else 'started'}: pid "
                                      f"{info['pid']}, home {info['home']}"))
         return EXIT_OK

@@ -5,12 +5,19 @@ import argparse
 import logging
 import logging.handlers
 import sys
+import threading
+import time
 from pathlib import Path
+from typing import Callable
+
+import psutil
 
 from client.protocol import default_home
 from daemon import __version__
 from daemon.common.home import daemon_log
 from daemon.server.private import apply_umask, tighten_home
+
+EXIT_WITH_POLL_S = 0.5   # how often --exit-with looks at its process
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,10 +27,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", type=Path, help="settings file overriding $SEISD_HOME/daemon.yaml")
     ap.add_argument("--print-defaults", action="store_true", help="print every setting with its default and exit")
     ap.add_argument("--check", action="store_true", help="validate the settings and exit")
+    ap.add_argument("--exit-with", type=int, metavar="PID",
+                    help="stop (as on SIGTERM) when process PID has ended: for a host application or a test run "
+                         "that starts its own daemon and must not leave it behind if it dies")
     ap.add_argument("--version", action="version", version=f"seisd {__version__}")
     a = ap.parse_args(argv)
 
     from daemon.common.settings import SettingsError, defaults_yaml, load_settings
+
+    watched = None
+    if a.exit_with is not None:
+        try:
+            watched = psutil.Process(a.exit_with)
+        except (psutil.NoSuchProcess, ValueError):
+            print(f"seisd: --exit-with {a.exit_with}: no such process", file=sys.stderr)
+            return 2
 
     if a.print_defaults:
         sys.stdout.write(defaults_yaml())
@@ -53,8 +71,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"seisd: cannot start: {exc}", file=sys.stderr)
         return 1
     install_signal_handlers(d)
+    if watched is not None:
+        threading.Thread(target=_stop_when_ended, args=(watched, d.request_stop), name="seisd-exit-with",
+                         daemon=True).start()
     d.run()
     return 0
+
+
+def _stop_when_ended(proc: psutil.Process, request_stop: Callable[[str], None], every_s: float = EXIT_WITH_POLL_S
+                     ) -> None:
+    """Ask the daemon to stop once `proc` has ended: gone, a zombie, or its pid taken by a newer process (psutil
+    compares start times). The stop is SIGTERM's: running jobs become interrupted and resume at the next start."""
+    while True:
+        try:
+            alive = proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            alive = False
+        if not alive:
+            reason = f"process {proc.pid} (--exit-with) has ended"
+            logging.getLogger("seisd").warning("stopping: %s", reason)
+            request_stop(reason)
+            return
+        time.sleep(every_s)
 
 
 def _setup_logging(home: Path, level: str) -> None:

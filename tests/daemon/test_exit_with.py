@@ -1,0 +1,66 @@
+"""`seisd --exit-with PID`: the daemon stops, as on SIGTERM, once the process it watches has ended, so a host
+application or a test run that dies outright leaves no daemon behind, and no accepted job is lost."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+from tests.harness import (ROOT, RunningDaemon, daemon_env, pid_alive, seisctl, seisctl_json, steps_job, wait_for,
+                           wait_state)
+
+
+def _states(job: dict) -> list[str]:
+    return [h["state"] for h in job["history"]]
+
+
+def test_the_daemon_stops_when_its_process_is_killed_and_resumes_its_jobs(tmp_path) -> None:
+    host = subprocess.Popen(["sleep", "600"])           # stands for the host application
+    try:
+        with RunningDaemon(tmp_path / "home", exit_with=host.pid) as d:
+            c = d.client
+            running = c.submit(steps_job(steps=60, step_s=0.05))["id"]
+            wait_for(lambda: c.show(running)["progress"] >= 0.1, what="the job to make progress")
+            queued = c.submit(steps_job(steps=1, name="waiting"))["id"]
+            executors = d.executor_pids()
+            host.send_signal(signal.SIGKILL)            # not reaped yet: a zombie has ended too
+            assert d.proc.wait(20) == 0, d.output_tail()
+            log = d.out_path.read_text()
+            assert f"stopping: process {host.pid} (--exit-with) has ended" in log, d.output_tail()
+            wait_for(lambda: not any(pid_alive(p) for p in executors), timeout=10, what="the executors to exit")
+
+            d.exit_with = os.getpid()                    # the restarted daemon watches this test
+            d.start()
+            job = wait_state(c, running)
+            assert job["state"] == "succeeded" and job["result"]["resumed_from"] > 0, job
+            assert "interrupted" in _states(job)
+            assert wait_state(c, queued)["state"] == "succeeded"
+    finally:
+        host.kill()
+        host.wait(10)
+
+
+def test_a_process_that_does_not_exist_is_refused_by_name(tmp_path) -> None:
+    gone = subprocess.Popen(["true"])
+    gone.wait(10)
+    home = tmp_path / "home"
+    r = subprocess.run([sys.executable, "-m", "daemon.server.main", "--home", str(home), "--exit-with",
+                        str(gone.pid)], cwd=ROOT, env=daemon_env(home), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert f"--exit-with {gone.pid}: no such process" in r.stderr
+
+
+def test_seisctl_daemon_start_passes_it_on(tmp_path) -> None:
+    host = subprocess.Popen(["sleep", "600"])
+    home = tmp_path / "home"
+    try:
+        started = seisctl_json(home, "daemon", "start", "--exit-with", str(host.pid))
+        assert started["already_running"] is False
+        assert seisctl_json(home, "daemon", "status")["pid"] == started["pid"]
+    finally:
+        host.kill()                                      # also ends the daemon if an assertion failed
+        host.wait(10)
+    wait_for(lambda: not pid_alive(started["pid"]), timeout=20, what="the daemon to stop")
+    r = seisctl(home, "daemon", "status")
+    assert r.returncode != 0 and "no seisd is running" in r.stderr, (r.stdout, r.stderr)
