@@ -128,6 +128,9 @@ def one_run(client: Any, home: Path, s: Any, model: str, split: str, args: argpa
 
 FAR_INLINES = 20  # "away from the picks": more than this many inlines from the picked one
 DISTANCE_BINS = ((0, 0), (1, 5), (6, 20), (21, 60), (61, 10**6))  # inlines from the picked one, in the JSON line
+# picks that show a voxel's look, in the JSON line: never, on a few traces' worth, on a handful, well (a picked trace
+# of a 128-sample cube holds 128 picks)
+LOOK_PICK_BINS = ((0, 0), (1, 99), (100, 799), (800, np.iinfo(np.int64).max))
 COLUMNS = [("seed", 5, "d"), ("classes", 7, "d"), ("pixel", 6, ".3f"), ("mean_class", 10, ".3f"),
            ("far_pixel", 9, ".3f"), ("worst_class", 11, ".3f"), ("seen_share", 10, ".3f"),
            ("seen_pixel", 10, ".3f"), ("depth_only", 10, ".3f"),
@@ -198,15 +201,23 @@ def one_survey(client: Any, home: Path, seed: int, shape: tuple[int, int, int], 
         ({"pixel_by_view": views} if views else {}) | ({"float32": exact_figures} if exact_figures else {})
 
 
-def seen_figures(s: Any, hit: np.ndarray) -> dict[str, float]:
+def seen_figures(s: Any, hit: np.ndarray) -> dict[str, Any]:
     """The share of the cube whose texture look the picks show, and the accuracy (`hit`: prediction == truth per
     voxel) on it and on the rest: whether a model misses looks it never saw or fails to carry the ones it saw
-    (tools/synth.py seen_looks)."""
-    seen = synth.seen_looks(s)
-    if seen is None:
+    (tools/synth.py seen_looks). `pixel_by_look_picks`: the same by how many picks show the voxel's look
+    (LOOK_PICK_BINS), each part's share of the cube and accuracy."""
+    counts = synth.look_picks(s)
+    if counts is None:
         return {"seen_share": float("nan"), "seen_pixel": float("nan"), "unseen_pixel": float("nan")}
+    seen = counts > 0
+    by_picks = {}
+    for lo, hi in LOOK_PICK_BINS:
+        part = (counts >= lo) & (counts <= hi)
+        by_picks[f"{lo}-{hi}" if hi < np.iinfo(np.int64).max else f">={lo}"] = {
+            "share": float(part.mean()), "pixel": float(hit[part].mean()) if part.any() else float("nan")}
     return {"seen_share": float(seen.mean()), "seen_pixel": float(hit[seen].mean()),
-            "unseen_pixel": float(hit[~seen].mean()) if (~seen).any() else float("nan")}
+            "unseen_pixel": float(hit[~seen].mean()) if (~seen).any() else float("nan"),
+            "pixel_by_look_picks": by_picks}
 
 
 def _teacher_figures(record: dict[str, Any], classes: list[str], s: Any) -> dict[str, Any]:

@@ -266,11 +266,18 @@ def seen_looks(survey: SynthSurvey) -> np.ndarray | None:
     """Boolean [il, xl, sample]: the voxels whose texture look shows somewhere in the picks (varied family; None
     for the classic one). A model that learns textures from the picks has seen the others' look nowhere: only their
     place in the stack (which unit they belong to) says their class."""
+    counts = look_picks(survey)
+    return None if counts is None else counts > 0
+
+
+def look_picks(survey: SynthSurvey) -> np.ndarray | None:
+    """Int [il, xl, sample]: how many picks show each voxel's texture look (varied family; None for the classic
+    one). A look on a few picks at the span's edge counts as seen but is hardly shown: this says how much."""
     if survey.looks is None:
         return None
     p = survey.picks
-    shown = np.unique(survey.looks[p.inline_index, p.crossline_index, p.sample_index])
-    return np.isin(survey.looks, shown)
+    shown = survey.looks[p.inline_index, p.crossline_index, p.sample_index]
+    return np.bincount(shown, minlength=int(survey.looks.max()) + 1)[survey.looks]
 
 
 def class_shares(labels: np.ndarray, n_classes: int) -> np.ndarray:
