@@ -19,7 +19,8 @@ class DaemonStartError(RuntimeError):
 def start_daemon(home: str | Path | None = None, config: str | Path | None = None, wait_s: float = 60.0,
                  env: dict[str, str] | None = None, exit_with: int | None = None) -> dict[str, Any]:
     """Start `seisd` detached from this terminal (its own session), logging to HOME/logs/seisd.out. exit_with: a
-    process id whose end stops the daemon (`seisd --exit-with`), e.g. the host application's own."""
+    process id whose end stops the daemon (`seisd --exit-with`), e.g. the host application's own. A daemon already
+    running for the home is left as it is (`already_running` true): it was not started with exit_with."""
     home_path = Path(home).expanduser().resolve() if home else P.default_home()
     c = Client(home=home_path, timeout=1.0)
     try:

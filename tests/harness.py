@@ -213,6 +213,11 @@ def wait_for(predicate: Any, timeout: float = 20.0, interval: float = 0.05, what
         time.sleep(interval)
 
 
+def job_states(job: dict[str, Any]) -> list[str]:
+    """The states a job record went through, oldest first."""
+    return [h["state"] for h in job["history"]]
+
+
 def steps_job(steps: int = 3, step_s: float = 0.01, **extra: Any) -> dict[str, Any]:
     """A `test.steps` job file."""
     return {"kind": "test.steps", "steps": steps, "step_s": step_s, **extra}

@@ -128,7 +128,7 @@ def run(requests: int, clients: int, seconds: float) -> dict[str, Any]:
     home = tmp / "home"
     home.mkdir()
     server_key, client_key = make_keys(home, tmp / "client")
-    info = start_daemon(home, env=daemon_env(home), wait_s=60)
+    info = start_daemon(home, env=daemon_env(home), wait_s=60, exit_with=os.getpid())
     try:
         with Client(home=home, timeout=10) as ipc:
             tcp_endpoint = ipc.status()["endpoints"]["tcp_control"]

@@ -128,9 +128,9 @@ def one_run(client: Any, home: Path, s: Any, model: str, split: str, args: argpa
 
 FAR_INLINES = 20  # "away from the picks": more than this many inlines from the picked one
 DISTANCE_BINS = ((0, 0), (1, 5), (6, 20), (21, 60), (61, 10**6))  # inlines from the picked one, in the JSON line
-# picks that show a voxel's look, in the JSON line: never, on a few traces' worth, on a handful, well (a picked trace
-# of a 128-sample cube holds 128 picks)
-LOOK_PICK_BINS = ((0, 0), (1, 99), (100, 799), (800, np.iinfo(np.int64).max))
+# picks that show a voxel's look, in the JSON line: none, under one trace's worth, one to six traces' worth, more (a
+# picked trace of a 128-sample cube holds 128 picks)
+LOOK_PICK_BINS = ((0, 0), (1, 99), (100, 799), (800, 10**9))
 COLUMNS = [("seed", 5, "d"), ("classes", 7, "d"), ("pixel", 6, ".3f"), ("mean_class", 10, ".3f"),
            ("far_pixel", 9, ".3f"), ("worst_class", 11, ".3f"), ("seen_share", 10, ".3f"),
            ("seen_pixel", 10, ".3f"), ("depth_only", 10, ".3f"),
@@ -208,12 +208,13 @@ def seen_figures(s: Any, hit: np.ndarray) -> dict[str, Any]:
     (LOOK_PICK_BINS), each part's share of the cube and accuracy."""
     counts = synth.look_picks(s)
     if counts is None:
-        return {"seen_share": float("nan"), "seen_pixel": float("nan"), "unseen_pixel": float("nan")}
+        return {"seen_share": float("nan"), "seen_pixel": float("nan"), "unseen_pixel": float("nan"),
+                "pixel_by_look_picks": {}}
     seen = counts > 0
     by_picks = {}
     for lo, hi in LOOK_PICK_BINS:
         part = (counts >= lo) & (counts <= hi)
-        by_picks[f"{lo}-{hi}" if hi < np.iinfo(np.int64).max else f">={lo}"] = {
+        by_picks[f"{lo}-{hi}" if hi < LOOK_PICK_BINS[-1][1] else f">={lo}"] = {
             "share": float(part.mean()), "pixel": float(hit[part].mean()) if part.any() else float("nan")}
     return {"seen_share": float(seen.mean()), "seen_pixel": float(hit[seen].mean()),
             "unseen_pixel": float(hit[~seen].mean()) if (~seen).any() else float("nan"),

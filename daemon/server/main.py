@@ -35,14 +35,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from daemon.common.settings import SettingsError, defaults_yaml, load_settings
 
-    watched = None
-    if a.exit_with is not None:
-        try:
-            watched = psutil.Process(a.exit_with)
-        except (psutil.NoSuchProcess, ValueError):
-            print(f"seisd: --exit-with {a.exit_with}: no such process", file=sys.stderr)
-            return 2
-
     if a.print_defaults:
         sys.stdout.write(defaults_yaml())
         return 0
@@ -57,6 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     if a.check:
         print(f"settings OK for home {home}")
         return 0
+    watched = None
+    if a.exit_with is not None:
+        try:
+            watched = psutil.Process(a.exit_with)
+        except (psutil.NoSuchProcess, ValueError):
+            print(f"seisd: --exit-with {a.exit_with}: no such process", file=sys.stderr)
+            return 2
     apply_umask(settings.home_access)
     _setup_logging(home, settings.log_level)
     for line in tighten_home(home, settings.home_access):
@@ -87,10 +86,13 @@ def _stop_when_ended(proc: psutil.Process, request_stop: Callable[[str], None], 
             alive = proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
         except psutil.NoSuchProcess:
             alive = False
+        except psutil.AccessDenied:      # it exists; its state is not ours to read
+            alive = True
+        except Exception:                # keep watching: a daemon that never stops is the worse failure
+            logging.getLogger("seisd").exception("--exit-with: cannot look at process %d", proc.pid)
+            alive = True
         if not alive:
-            reason = f"process {proc.pid} (--exit-with) has ended"
-            logging.getLogger("seisd").warning("stopping: %s", reason)
-            request_stop(reason)
+            request_stop(f"process {proc.pid} (--exit-with) has ended")   # the daemon logs it as it stops
             return
         time.sleep(every_s)
 

@@ -203,7 +203,8 @@ class Daemon(StartedInWith):
         self.log = log or Path("/tmp") / f"seisd-conformance-{uuid.uuid4().hex[:8]}.out"
 
     def start(self, timeout_s: float = 60.0, executors: bool = True) -> dict[str, Any]:
-        cmd = [sys.executable, "-m", "daemon.server.main"] + (["--home", str(self.home_arg)] if self.home_arg else [])
+        cmd = [sys.executable, "-m", "daemon.server.main", "--exit-with", str(os.getpid())] + \
+            (["--home", str(self.home_arg)] if self.home_arg else [])
         with open(self.log, "ab") as out:
             self.family.started(subprocess.Popen(cmd, cwd=str(ROOT), env=self.env, stdin=subprocess.DEVNULL,
                                                  stdout=out, stderr=subprocess.STDOUT))

@@ -11,11 +11,7 @@ import pytest
 
 from client import protocol as P
 from client.api import SeisdError
-from tests.harness import RunningDaemon, steps_job, wait_for, wait_state
-
-
-def _states(job: dict) -> list[str]:
-    return [h["state"] for h in job["history"]]
+from tests.harness import RunningDaemon, job_states, steps_job, wait_for, wait_state
 
 
 def _occupy(d: RunningDaemon) -> int:
@@ -48,7 +44,7 @@ def test_submit_list_show(shared_daemon: RunningDaemon) -> None:
     assert job["kind"] == "test.steps" and job["name"] == "counting" and job["priority"] == 7
     assert job["progress"] == 1.0 and job["error"] is None and job["attempts"] == 1
     assert job["result"] == {"steps": 4, "resumed_from": 0, "workers": 1}
-    assert _states(job) == ["queued", "running", "succeeded"]
+    assert job_states(job) == ["queued", "running", "succeeded"]
     assert job["spec"]["steps"] == 4
     assert job["started"] >= job["created"] and job["finished"] >= job["started"]
     assert any(j["id"] == r["id"] for j in c.jobs(state=["succeeded"], kind="test.steps"))
@@ -98,12 +94,12 @@ def test_cancel_queued_and_running(shared_daemon: RunningDaemon) -> None:
     assert c.cancel(blocker)["state"] == "cancelling"
     job = wait_state(c, blocker)
     assert job["state"] == "cancelled"
-    assert _states(job) == ["queued", "running", "cancelled"]
+    assert job_states(job) == ["queued", "running", "cancelled"]
     assert 0 < job["progress"] < 1
-    assert _states(c.show(queued)) == ["queued", "cancelled"]
+    assert job_states(c.show(queued)) == ["queued", "cancelled"]
     # a repeated cancel (its first reply lost) gets the same answer, and changes nothing
     assert c.cancel(queued) == {"id": queued, "state": "cancelled"}
-    assert _states(c.show(queued)) == ["queued", "cancelled"]
+    assert job_states(c.show(queued)) == ["queued", "cancelled"]
     done = c.submit(steps_job(steps=1))["id"]
     assert wait_state(c, done)["state"] == "succeeded"
     with pytest.raises(SeisdError) as err:

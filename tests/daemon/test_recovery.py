@@ -7,11 +7,7 @@ import signal
 
 import pytest
 
-from tests.harness import DaemonDidNotStart, RunningDaemon, pid_alive, steps_job, wait_for, wait_state
-
-
-def _states(job: dict) -> list[str]:
-    return [h["state"] for h in job["history"]]
+from tests.harness import DaemonDidNotStart, RunningDaemon, job_states, pid_alive, steps_job, wait_for, wait_state
 
 
 def _running_with_checkpoint(d: RunningDaemon, steps: int = 60, step_s: float = 0.05) -> int:
@@ -39,17 +35,17 @@ def test_kill9_daemon_loses_nothing(daemon: RunningDaemon) -> None:
     status = daemon.restart()
     assert status["session"] != old_session and status["pid"] == daemon.pid
     for job_id in queued:
-        assert "interrupted" not in _states(c.show(job_id))
+        assert "interrupted" not in job_states(c.show(job_id))
 
     resumed = wait_state(c, running)
     assert resumed["state"] == "succeeded", resumed
     assert resumed["result"]["resumed_from"] > 0
     assert resumed["attempts"] == 2
-    assert _states(resumed) == ["queued", "running", "interrupted", "queued", "running", "succeeded"]
+    assert job_states(resumed) == ["queued", "running", "interrupted", "queued", "running", "succeeded"]
     assert "resumed_from" in resumed["result"] and c.session != old_session
     for job_id in queued:
         job = wait_state(c, job_id)
-        assert job["state"] == "succeeded" and _states(job) == ["queued", "running", "succeeded"]
+        assert job["state"] == "succeeded" and job_states(job) == ["queued", "running", "succeeded"]
     after = c.show(finished["id"])
     assert (after["state"], after["history"], after["finished"], after["result"]) == \
         (finished["state"], finished["history"], finished["finished"], finished["result"])
@@ -67,7 +63,7 @@ def test_stop_interrupts_and_next_start_resumes(daemon: RunningDaemon) -> None:
     daemon.start()
     job = wait_state(c, running)
     assert job["state"] == "succeeded" and job["result"]["resumed_from"] > 0
-    assert "interrupted" in _states(job)
+    assert "interrupted" in job_states(job)
     assert wait_state(c, queued)["state"] == "succeeded"
 
 
@@ -81,7 +77,7 @@ def test_kill9_executor_resumes_its_job_on_the_restarted_executor(daemon: Runnin
     job = wait_state(c, job_id)
     assert job["state"] == "succeeded", job
     assert job["result"]["resumed_from"] > 0 and job["attempts"] == 2
-    assert _states(job) == ["queued", "running", "interrupted", "queued", "running", "succeeded"]
+    assert job_states(job) == ["queued", "running", "interrupted", "queued", "running", "succeeded"]
     lost = job["history"][2]
     assert lost["cause"] == "executor_died" and "killed by SIGKILL" in lost["reason"], lost
     assert str(slot["executor_pid"]) in c.logs(job_id)["text"]
