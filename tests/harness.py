@@ -223,6 +223,13 @@ def steps_job(steps: int = 3, step_s: float = 0.01, **extra: Any) -> dict[str, A
     return {"kind": "test.steps", "steps": steps, "step_s": step_s, **extra}
 
 
+def running_with_checkpoint(d: RunningDaemon, steps: int = 60, step_s: float = 0.05) -> int:
+    """Submit a `test.steps` job and wait until it has checkpointed a few steps; returns its id."""
+    job_id = d.client.submit(steps_job(steps=steps, step_s=step_s))["id"]
+    wait_for(lambda: d.client.show(job_id)["progress"] >= 0.1, what=f"job {job_id} to make progress")
+    return job_id
+
+
 def wait_state(client: Client, job_id: int, states: tuple[str, ...] | str = P.TERMINAL_STATES,
                timeout: float = 30.0) -> dict[str, Any]:
     """Poll `show` until the job is in one of `states`; returns the record."""

@@ -130,7 +130,7 @@ FAR_INLINES = 20  # "away from the picks": more than this many inlines from the 
 DISTANCE_BINS = ((0, 0), (1, 5), (6, 20), (21, 60), (61, 10**6))  # inlines from the picked one, in the JSON line
 # picks that show a voxel's look, in the JSON line: none, under one trace's worth, one to six traces' worth, more (a
 # picked trace of a 128-sample cube holds 128 picks)
-LOOK_PICK_BINS = ((0, 0), (1, 99), (100, 799), (800, 10**9))
+LOOK_PICK_BINS = (("0-0", 0, 0), ("1-99", 1, 99), ("100-799", 100, 799), (">=800", 800, 10**9))
 COLUMNS = [("seed", 5, "d"), ("classes", 7, "d"), ("pixel", 6, ".3f"), ("mean_class", 10, ".3f"),
            ("far_pixel", 9, ".3f"), ("worst_class", 11, ".3f"), ("seen_share", 10, ".3f"),
            ("seen_pixel", 10, ".3f"), ("depth_only", 10, ".3f"),
@@ -212,10 +212,9 @@ def seen_figures(s: Any, hit: np.ndarray) -> dict[str, Any]:
                 "pixel_by_look_picks": {}}
     seen = counts > 0
     by_picks = {}
-    for lo, hi in LOOK_PICK_BINS:
+    for name, lo, hi in LOOK_PICK_BINS:
         part = (counts >= lo) & (counts <= hi)
-        by_picks[f"{lo}-{hi}" if hi < LOOK_PICK_BINS[-1][1] else f">={lo}"] = {
-            "share": float(part.mean()), "pixel": float(hit[part].mean()) if part.any() else float("nan")}
+        by_picks[name] = {"share": float(part.mean()), "pixel": float(hit[part].mean()) if part.any() else float("nan")}
     return {"seen_share": float(seen.mean()), "seen_pixel": float(hit[seen].mean()),
             "unseen_pixel": float(hit[~seen].mean()) if (~seen).any() else float("nan"),
             "pixel_by_look_picks": by_picks}

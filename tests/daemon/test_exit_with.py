@@ -9,8 +9,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from tests.harness import (ROOT, RunningDaemon, daemon_env, job_states, pid_alive, seisctl, seisctl_json, steps_job,
-                           wait_for, wait_state)
+from tests.harness import (ROOT, RunningDaemon, daemon_env, job_states, pid_alive, running_with_checkpoint, seisctl,
+                           seisctl_json, steps_job, wait_for, wait_state)
 
 
 def test_the_daemon_stops_when_its_process_is_killed_and_resumes_its_jobs(tmp_path: Path) -> None:
@@ -18,8 +18,7 @@ def test_the_daemon_stops_when_its_process_is_killed_and_resumes_its_jobs(tmp_pa
     try:
         with RunningDaemon(tmp_path / "home", exit_with=host.pid) as d:
             c = d.client
-            running = c.submit(steps_job(steps=60, step_s=0.05))["id"]
-            wait_for(lambda: c.show(running)["progress"] >= 0.1, what="the job to make progress")
+            running = running_with_checkpoint(d)
             queued = c.submit(steps_job(steps=1, name="waiting"))["id"]
             executors = d.executor_pids()
             host.send_signal(signal.SIGKILL)            # not reaped yet: a zombie has ended too

@@ -7,21 +7,15 @@ import signal
 
 import pytest
 
-from tests.harness import DaemonDidNotStart, RunningDaemon, job_states, pid_alive, steps_job, wait_for, wait_state
-
-
-def _running_with_checkpoint(d: RunningDaemon, steps: int = 60, step_s: float = 0.05) -> int:
-    """Submit a job and wait until it has checkpointed a few steps."""
-    job_id = d.client.submit(steps_job(steps=steps, step_s=step_s))["id"]
-    wait_for(lambda: d.client.show(job_id)["progress"] >= 0.1, what=f"job {job_id} to make progress")
-    return job_id
+from tests.harness import (DaemonDidNotStart, RunningDaemon, job_states, pid_alive, running_with_checkpoint, steps_job,
+                           wait_for, wait_state)
 
 
 def test_kill9_daemon_loses_nothing(daemon: RunningDaemon) -> None:
     c = daemon.client
     finished = wait_state(c, c.submit(steps_job(steps=2))["id"])
     assert finished["state"] == "succeeded"
-    running = _running_with_checkpoint(daemon)
+    running = running_with_checkpoint(daemon)
     queued = [c.submit(steps_job(steps=2, name=f"q{i}"))["id"] for i in range(2)]
     old_session = c.status()["session"]
     executors = daemon.executor_pids()
@@ -55,7 +49,7 @@ def test_kill9_daemon_loses_nothing(daemon: RunningDaemon) -> None:
 
 def test_stop_interrupts_and_next_start_resumes(daemon: RunningDaemon) -> None:
     c = daemon.client
-    running = _running_with_checkpoint(daemon)
+    running = running_with_checkpoint(daemon)
     queued = c.submit(steps_job(steps=1))["id"]
     executors = daemon.executor_pids()
     assert daemon.stop() == 0
@@ -69,7 +63,7 @@ def test_stop_interrupts_and_next_start_resumes(daemon: RunningDaemon) -> None:
 
 def test_kill9_executor_resumes_its_job_on_the_restarted_executor(daemon: RunningDaemon) -> None:
     c = daemon.client
-    job_id = _running_with_checkpoint(daemon, steps=150, step_s=0.02)
+    job_id = running_with_checkpoint(daemon, steps=150, step_s=0.02)
     [slot] = c.devices()
     assert slot["state"] == "busy" and slot["job"] == job_id
     os.kill(slot["executor_pid"], signal.SIGKILL)
