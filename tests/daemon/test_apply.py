@@ -219,9 +219,12 @@ def test_resume_with_other_weights_is_refused(tmp_path, volumes) -> None:
 def test_apply_block_equals_the_whole_volume_job(tmp_path, volumes) -> None:
     opts = dict(tile=(12, 16), overlap=4, normalisation=MEANS_STDS[0], device="cpu")
     job = load_outputs(predict_volume(context_model(), volumes[0], out_dir=tmp_path, **opts))
-    block = apply_block(context_model(), np.array(volumes[0]), **opts)
+    training = context_model().train()  # a model being trained, previewed between epochs
+    block = apply_block(training, np.array(volumes[0]), **opts)
     np.testing.assert_allclose(block["probabilities"], job["probabilities"], atol=1e-6)
     np.testing.assert_allclose(block["confidence"], job["confidence"], atol=1e-6)
+    # apply ran a prediction copy: the caller's model keeps its mode and layout
+    assert training.training and all(p.is_contiguous() for p in training.parameters())
 
 
 def test_progress_reports_rising_fractions_up_to_one_with_an_eta(tmp_path, volumes) -> None:

@@ -132,3 +132,56 @@ def test_ensemble_size_is_checked_at_submit() -> None:
         assert len(problems) == 1 and problems[0].startswith("model.params.members"), (bad, problems)
     assert validate_model_params("patchcnn", {"members": 4}, (17, 17)) == []
     assert "members" in validate_model_params("unet", {"colour": 1}, (8, 8))[0]  # listed among the accepted keys
+
+
+@pytest.mark.parametrize("params", [{"base": 4, "depth": 3, "members": 2},
+                                    {"base": 4, "depth": 2, "norm": "instance", "activation": "elu"}])
+def test_the_prediction_copy_computes_the_same_and_leaves_the_model_alone(params: dict) -> None:
+    from daemon.executor.models.inference import inference_copy
+    torch.manual_seed(0)
+    model = build_model("unet", 2, 4, (16, 24), params)
+    model.train()(torch.randn(8, 2, 16, 24))  # batch norms get running statistics away from their start
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ready = inference_copy(model)
+    assert model.training and not ready.training
+    assert inference_copy(ready) is ready  # made once (a stream's model), not again per block
+    def norms(m: torch.nn.Module) -> list[str]:
+        return [type(n).__name__ for n in m.modules() if isinstance(n, (torch.nn.BatchNorm2d, torch.nn.InstanceNorm2d))]
+    if params.get("norm", "batch") == "batch":
+        assert norms(model) and norms(ready) == []  # every one folded, the bottom block's (nested) too
+    else:
+        assert norms(ready) == norms(model)  # only batch norms fold
+    x = torch.randn(3, 2, 37, 50)
+    with torch.no_grad():
+        expected = model.eval()(x)
+        got = ready(x)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_the_unet_upsamples_after_its_1x1_convolution_to_the_same_numbers() -> None:
+    torch.manual_seed(0)
+    model = build_model("unet", 1, 3, (16, 16), {"base": 4, "depth": 2}).eval()
+    x = torch.randn(2, 1, 16, 16)
+    with torch.no_grad():
+        got = model(x)
+        # the order written out: upsample, then the 1x1 conv, as the network was first built
+        h, skips = x, []
+        for block in model.down:
+            h = block(h)
+            skips.append(h)
+            h = model.pool(h)
+        h = model.bottom(h)
+        for reduce, block, skip in zip(model.reduce, model.up, reversed(skips)):
+            h = block(torch.cat([reduce(F.interpolate(h, scale_factor=2.0, mode="nearest")), skip], dim=1))
+        expected = model.head(h)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_user_model_is_copied_for_prediction_but_not_folded() -> None:
+    from daemon.executor.models.inference import inference_copy
+    user = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3, padding=1), torch.nn.BatchNorm2d(3), torch.nn.ReLU())
+    ready = inference_copy(user)
+    assert ready is not user and user.training and not ready.training
+    assert [type(m).__name__ for m in ready] == ["Conv2d", "BatchNorm2d", "ReLU"]  # its forward may index them

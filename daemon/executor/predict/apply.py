@@ -21,8 +21,8 @@ import torch
 
 from daemon.executor.predict import smoothing
 from daemon.executor.predict.outputs import ProgressRecord, done_chunks, model_fingerprint
-from daemon.executor.predict.engine import (_Engine, _engine, _finish, _layout_mark, disagreement,  # noqa: F401
-                                            fast_layout)
+from daemon.executor.predict.engine import (_Engine, _engine, _finish, disagreement,  # noqa: F401
+                                            prepared)
 from daemon.executor.predict.spec import (ApplySpec, PredictError, auto_batch_size, make_spec,  # noqa: F401
                                           resolve_device, _auto_chunk)
 from daemon.kinds.predict import OUTPUT_NAMES, PLAIN_OUTPUTS
@@ -148,7 +148,8 @@ def predict_volume(model: torch.nn.Module, volume, *, out_dir: str | Path, kind:
     volume: one [ni, nx, ns] array (a survey memmap) or a list of them as input channels; normalisation:
     (mean, std) or one pair per channel. kind "fcn" tiles with `tile` (2 or 3 sizes) and `overlap` (default a
     quarter of the tile); kind "patch" evaluates a `crop` centred on every stride-th voxel per axis and fills
-    between by nearest neighbour. The model is moved to `device` ('auto': CUDA when available) and set to eval.
+    between by nearest neighbour. The model runs on `device` ('auto': CUDA when available) as an eval-mode copy
+    made for prediction (engine.prepared); the caller's model is not changed.
     With resume=True an earlier interrupted run in out_dir with the same settings and weights continues from its
     last finished chunk. Returns status ('complete' or 'stopped'), paths, n_classes, shape, timing figures.
 
@@ -278,7 +279,6 @@ def apply_block(model: torch.nn.Module, block, *, kind: str = "fcn", normalisati
     wanted = _check_outputs(outputs)
     smooth = smoothing.check_sigma(smooth)
     chosen = _chunk_outputs(wanted, smooth)
-    mark = _layout_mark(model)
     engine = _engine(model, volumes, device, kind, normalisation, tile, overlap, orientation, crop, stride, context,
                      precision)
     engine.views_entropy = "disagreement" in chosen
@@ -296,7 +296,4 @@ def apply_block(model: torch.nn.Module, block, *, kind: str = "fcn", normalisati
             None, None)
         arrays["probabilities"] = probs.numpy()
         arrays = {name: arrays[name] for name in wanted}
-    if _layout_mark(model) != mark:
-        # A caller's model (e.g. one being trained, previewed between epochs) gets its own layout back.
-        model.to(memory_format=torch.contiguous_format)
     return arrays

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from daemon.executor.models.ensemble import Ensemble
+from daemon.executor.models.inference import inference_copy
 from daemon.executor.predict.spec import ApplySpec, PredictError, make_spec, resolve_device, resolve_precision
 from daemon.executor.predict.tiling import TilePlan, TilingError, VolumeReader, nearest_grid
 
@@ -50,7 +51,9 @@ class _Engine:
         x = torch.as_tensor(batch).to(self.device, non_blocking=True)
         if self.memory_format is not None and x.dim() in (4, 5):
             x = x.contiguous(memory_format=self.memory_format)
-        members = self.model.members if self.views_entropy and isinstance(self.model, Ensemble) else None
+        # An ensemble's members are run here and their probabilities averaged: the ensemble's own forward
+        # returns the log of that mean, which would only be turned back into it.
+        members = self.model.members if isinstance(self.model, Ensemble) else None
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.spec.precision == "bfloat16"):
             member_logits = [m(x) for m in members] if members is not None else None
             logits = member_logits[0] if member_logits is not None else self.model(x)
@@ -66,7 +69,7 @@ class _Engine:
         if self.n_classes is not None and logits.shape[1] != self.n_classes:
             raise PredictError(f"the model returns {logits.shape[1]} class channels; its file names "
                                f"{self.n_classes} classes")
-        if member_logits is not None:  # the members' mean: what the ensemble's own forward returns the log of
+        if member_logits is not None:
             views = torch.stack([torch.softmax(v.float(), dim=1) for v in member_logits])
             probs = views.mean(dim=0)
         else:
@@ -237,11 +240,20 @@ def _engine(model: torch.nn.Module, volumes: list[np.ndarray], device: str | tor
     dev = resolve_device(device)
     spec = make_spec(kind, len(volumes), normalisation, tile, overlap, orientation, crop, stride, context,
                      resolve_precision(precision, dev))
-    model.to(dev).eval()
-    layout = fast_layout(model, len(spec.tile if spec.kind == "fcn" else spec.crop))
-    if layout is not None:
-        model.to(memory_format=layout)
+    model, layout = prepared(model, dev, len(spec.tile if spec.kind == "fcn" else spec.crop))
     return _Engine(model, spec, VolumeReader(volumes, spec.normalisation, spec.context), dev, memory_format=layout)
+
+
+def prepared(model: torch.nn.Module, device: torch.device, rank: int) -> tuple[torch.nn.Module,
+                                                                              torch.memory_format | None]:
+    """The model as prediction runs it, and its input layout: an inference copy (batch norms folded, models/
+    inference.py) on the device, channels-last where it has convolutions. The caller's model is left as it is;
+    a model already prepared comes back as it is, so a stream prepares its model once."""
+    ready = inference_copy(model).to(device)
+    layout = fast_layout(ready, rank)
+    if layout is not None:
+        ready.to(memory_format=layout)
+    return ready, layout
 
 
 def fast_layout(model: torch.nn.Module, rank: int) -> torch.memory_format | None:
@@ -250,11 +262,3 @@ def fast_layout(model: torch.nn.Module, rank: int) -> torch.memory_format | None
     if not any(isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d)) for m in model.modules()):
         return None
     return torch.channels_last if rank == 2 else torch.channels_last_3d
-
-
-def _layout_mark(model: torch.nn.Module) -> tuple | None:
-    """Strides of the first convolution's weight: tells whether apply changed the caller's model layout."""
-    for m in model.modules():
-        if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d)):
-            return tuple(m.weight.stride())
-    return None

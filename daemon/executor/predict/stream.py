@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from daemon.executor.modelfile import ModelFileError, load_model_file
-from daemon.executor.predict.apply import PredictError, apply_block, fast_layout, resolve_device
+from daemon.executor.predict.apply import PredictError, apply_block, prepared, resolve_device
 from daemon.executor.predict.spec import resolve_precision
 from daemon.executor.predict.recipe import recipe_of
 from daemon.common.home import model_file
@@ -70,10 +70,7 @@ class StreamSession:
             dev = resolve_device(device)
         except (ModelFileError, PredictError, TypeError, ValueError) as exc:
             raise StreamInputError(f"model {args.get('model') or path.stem}: {exc}") from None
-        model.to(dev).eval()
-        layout = fast_layout(model, len(recipe.crop))
-        if layout is not None:  # once here, so apply_block finds the model already in its fast layout
-            model.to(memory_format=layout)
+        model, _ = prepared(model, dev, len(recipe.crop))  # once here: apply_block finds it ready
         return cls(model, info, recipe, [o for o in OUTPUT_NAMES if o in outputs], batch, dev,
                    str(args.get("model") or path.stem), args.get("session"))
 
