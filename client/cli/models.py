@@ -16,7 +16,7 @@ class Predict(Command):
     writing prediction `--name` (default `MODEL-SURVEY`, so one model's predictions of two surveys do not clash;
     see `predictions list`). `--format` the output files; `--figure-inline N`, `--figure-crossline N`, `--figure-time T`
     the lines to draw (repeatable), `--no-figures` none; `--overlap` the fcn tile overlap; `--orientation` the direction
-    of a 2D model's sections. Options not given are left out of the job and the daemon's defaults apply: outputs
+    of a 2D model's sections (`split`: both ways, each member of an ensemble along one of them, for half the time). Options not given are left out of the job and the daemon's defaults apply: outputs
     `labels,confidence`, format `segy`, figures (in predictions/NAME/figures/) of the inline, crossline and time
     holding the most picks (the middle ones without picks), stride 1, precision `auto`, batch size
     automatic, device `auto`; `--tile`, `--overlap` and `--orientation` default to the model's and the survey's
@@ -50,7 +50,7 @@ class Predict(Command):
         p.add_argument("--no-figures", action="store_true")
         p.add_argument("--tile", help="fcn tile, e.g. 256,256")
         p.add_argument("--overlap", type=int)
-        p.add_argument("--orientation", choices=["inline", "crossline", "both"])
+        p.add_argument("--orientation", choices=["inline", "crossline", "both", "split"])
         p.add_argument("--stride", type=int, help="patch models: every n-th voxel, filled (quick preview)")
         p.add_argument("--smooth", metavar="SI,SX,SS", type=_sigmas, help="Gaussian sigmas over the "
                        "probabilities (inlines, crosslines, samples; default the model file's, 0,0,0: none)")

@@ -26,6 +26,10 @@ PLAIN_OUTPUTS: tuple[str, ...] = tuple(o for o in OUTPUT_NAMES if o != "disagree
 # the forward pass's number formats; "auto" resolves by device (daemon/executor/predict/spec.py resolve_precision)
 Precision = Literal["auto", "float32", "bfloat16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
+# how a 2D model meets the volume: along inlines, along crosslines, both ways averaged, or both ways with each
+# member of an ensemble along one of them only (daemon/executor/predict/engine.py; docs/prediction.md)
+Orientation2D = Literal["inline", "crossline", "both", "split"]
+ORIENTATIONS_2D: tuple[str, ...] = get_args(Orientation2D)
 # Gaussian sigmas (inlines, crosslines, samples) over the class probabilities before the argmax
 # (daemon/executor/predict/smoothing.py): a train job's apply.smooth, a predict job's smooth
 SIGMA_MAX = 64
@@ -58,8 +62,9 @@ class PredictSpec(JobSpec):
     tile: list[int] | None = Field(None, description="fcn tile [lateral, samples] (2D) or 3 sizes (3D); "
                                    "default whole sections up to 512 x 512")
     overlap: int | list[int] | None = Field(None, description="fcn tile overlap; default min(32, tile / 4)")
-    orientation: Literal["inline", "crossline", "both"] | None = Field(
-        None, description="2D models: slab direction; default the model's own")
+    orientation: Orientation2D | None = Field(
+        None, description="2D models: slab direction (both: inline and crossline sections averaged; split: the "
+        "same with each member of an ensemble along one of them, half the forward passes); default the model's own")
     stride: int = Field(1, ge=1, le=64, description="patch models: every n-th voxel per axis, filled (preview)")
     smooth: Smooth | None = Field(None, description=SMOOTH_HELP + "; default the model file's, [0, 0, 0]: none")
     precision: Precision = Field(

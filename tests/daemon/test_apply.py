@@ -161,6 +161,35 @@ def test_disagreement_is_the_mutual_information_of_the_members_and_orientations(
     assert single["disagreement"].max() < 1e-5  # one view: nothing to disagree with
 
 
+def test_split_runs_each_member_along_one_orientation(tmp_path, volumes) -> None:
+    """orientation "split": a three-member ensemble's first two members along inlines (their probabilities
+    averaged), the third along crosslines, the two orientations averaged; a single model is refused by name."""
+    from daemon.executor.models.ensemble import Ensemble
+
+    seeds = iter([21, 22, 23])
+
+    def member() -> torch.nn.Module:
+        torch.manual_seed(next(seeds))
+        return torch.nn.Conv2d(2, 4, 3, padding=1)
+
+    model = Ensemble(member, 3)
+    kw = dict(tile=(32, 32), overlap=0, normalisation=MEANS_STDS, chunk_inlines=4, batch_size=3, device="cpu")
+    alone = {(k, o): load_outputs(predict_volume(m, volumes, out_dir=tmp_path / f"m{k}{o}", orientation=o, **kw))
+             ["probabilities"] for k, m in enumerate(model.members) for o in ("inline", "crossline")}
+    split = load_outputs(predict_volume(model, volumes, out_dir=tmp_path / "split", orientation="split",
+                                        outputs=["labels", "probabilities", "disagreement"], **kw))
+    expected = ((alone[0, "inline"] + alone[1, "inline"]) / 2 + alone[2, "crossline"]) / 2
+    both = (sum(alone.values())) / 6
+    assert np.abs(expected - both).max() > 0.02  # the members and orientations do differ
+    np.testing.assert_allclose(split["probabilities"], expected, atol=2e-6)
+    views = [alone[0, "inline"], alone[1, "inline"], alone[2, "crossline"], alone[2, "crossline"]]
+    np.testing.assert_allclose(split["disagreement"], _bald([np.asarray(v) for v in views]), atol=2e-5)
+    block = apply_block(model, volumes, orientation="split", outputs=["probabilities"], **kw)
+    np.testing.assert_allclose(block["probabilities"], expected, atol=2e-6)
+    with pytest.raises(PredictError, match="one member: use 'both'"):
+        predict_volume(model.members[0], volumes, out_dir=tmp_path / "single", orientation="split", **kw)
+
+
 @pytest.mark.parametrize("crop, orientation", [((7, 9), "inline"), ((6, 8), "crossline"), ((5, 5), "both"),
                                                ((3, 5, 4), "inline")])
 def test_patch_crops_on_every_voxel_give_the_pointwise_answer(volumes, crop, orientation) -> None:

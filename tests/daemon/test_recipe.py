@@ -19,11 +19,15 @@ def _data(orientation: str, p_swap: float) -> DataSection:
                        augment={"p_swap": p_swap})
 
 
-@pytest.mark.parametrize(("orientation", "p_swap", "want"), [
-    ("inline", 0.5, "both"), ("crossline", 0.1, "both"), ("inline", 0.0, "inline"), ("crossline", 0.0, "crossline"),
+@pytest.mark.parametrize(("orientation", "p_swap", "members", "want"), [
+    ("inline", 0.5, 1, "both"), ("crossline", 0.1, 1, "both"), ("inline", 0.0, 1, "inline"),
+    ("crossline", 0.0, 1, "crossline"), ("inline", 0.5, 3, "split"), ("crossline", 0.5, 2, "split"),
+    ("inline", 0.0, 3, "inline"),
 ])
-def test_train_jobs_advise_both_orientations_after_swapped_crops(orientation: str, p_swap: float, want: str) -> None:
-    assert _apply_orientation(_data(orientation, p_swap)) == want
+def test_train_jobs_advise_both_orientations_after_swapped_crops(orientation: str, p_swap: float, members: int,
+                                                                  want: str) -> None:
+    # an ensemble's members are split between the two ways (half the passes), a single model runs both
+    assert _apply_orientation(_data(orientation, p_swap), members) == want
 
 
 def test_whole_volumes_follow_the_advice_streams_and_overrides_do_not() -> None:

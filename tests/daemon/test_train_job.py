@@ -424,6 +424,35 @@ def test_a_model_with_context_sections_trains_previews_and_predicts(demo: Runnin
         np.testing.assert_allclose(h5["probabilities"][()], direct["both"]["probabilities"], atol=1e-5)
 
 
+def test_an_ensemble_trained_both_ways_is_predicted_split(demo: RunningDaemon, tmp_path: Path) -> None:
+    """An ensemble that trained on swapped crops advises "split" (each member along one way, half the passes), and
+    a predict job through the daemon gives what the apply engine gives from the model file that way."""
+    from daemon.executor.modelfile import load_model_file
+    from daemon.executor.predict.apply import predict_volume
+    from daemon.executor.predict.outputs import load_outputs
+    from daemon.executor.predict.recipe import recipe_of
+    from workers.survey import Survey
+
+    job = train_job("pair", epochs=1, batches=4)
+    job["model"] = {"name": "unet", "params": {"base": 4, "depth": 2, "members": 2}}
+    job["data"].update(crop={"size": [16, 16]}, split={"block": 4, "gap": 2}, augment={"p_swap": 0.5})
+    record = demo.client.wait(demo.client.submit(job)["id"], timeout=180)
+    assert record["state"] == "succeeded", record["error"]
+    model, info = load_model_file(demo.home / "models" / "pair.h5")
+    recipe = recipe_of(info)
+    assert info.input_spec["apply_orientation"] == "split" and recipe.orientation == "split"
+    volume = Survey.open(demo.home / "surveys" / "demo").volume("seismic")
+    direct = load_outputs(predict_volume(model, volume, out_dir=tmp_path / "split", outputs=["probabilities"],
+                                         device="cpu", **recipe.apply_kwargs(volume.shape)))
+    done = demo.client.wait(demo.client.submit({"kind": "predict", "model": "pair", "survey": "demo",
+                                                "output": "pair", "format": "hdf5", "outputs": ["probabilities"],
+                                                "figures": {"enabled": False}})["id"], timeout=180)
+    assert done["state"] == "succeeded", done["error"]
+    assert done["result"]["recipe"]["orientation"] == "split"
+    with h5py.File(Path(done["result"]["output"]) / "prediction.h5") as h5:
+        np.testing.assert_allclose(h5["probabilities"][()], direct["probabilities"], atol=1e-5)
+
+
 def test_a_roll_trains_a_unet_and_fails_a_patch_model_naming_it(demo: RunningDaemon) -> None:
     """data.augment.p_roll moves a crop's centre sample, so only a model that labels every voxel may use it."""
     job = train_job("rolled", epochs=1, batches=4)

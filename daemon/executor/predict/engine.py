@@ -12,7 +12,7 @@ import torch
 from daemon.executor.models.ensemble import Ensemble
 from daemon.executor.models.inference import inference_copy
 from daemon.executor.predict.spec import ApplySpec, PredictError, make_spec, resolve_device, resolve_precision
-from daemon.executor.predict.tiling import TilePlan, TilingError, VolumeReader, nearest_grid
+from daemon.executor.predict.tiling import TWO_WAYS, TilePlan, TilingError, VolumeReader, nearest_grid
 
 @dataclass
 class _Engine:
@@ -45,15 +45,28 @@ class _Engine:
         """Voxels of one model input."""
         return int(np.prod(self.spec.tile if self.spec.kind == "fcn" else self.spec.crop))
 
-    def forward(self, batch: np.ndarray | torch.Tensor, c_order: bool = True) -> torch.Tensor:
-        """Softmax probabilities of a batch, on the CPU, float32; in C order unless ``c_order`` is False (then
-        in the model's layout, e.g. channels-last, saving a copy for a caller that only copies them out)."""
+    def members(self, orientation: str | None) -> list[torch.nn.Module] | None:
+        """The members of an ensemble that run on inputs of this orientation (all of them, or with orientation
+        "split" the first half along inlines and the rest along crosslines); None for a single model."""
+        if not isinstance(self.model, Ensemble):
+            return None
+        members = list(self.model.members)
+        if self.spec.orientation != "split" or orientation is None:
+            return members
+        half = -(-len(members) // 2)
+        return members[:half] if orientation == "inline" else members[half:]
+
+    def forward(self, batch: np.ndarray | torch.Tensor, c_order: bool = True,
+                orientation: str | None = None) -> torch.Tensor:
+        """Softmax probabilities of a batch (of one orientation, which chooses the members with "split"), on the
+        CPU, float32; in C order unless ``c_order`` is False (then in the model's layout, e.g. channels-last,
+        saving a copy for a caller that only copies them out)."""
         x = torch.as_tensor(batch).to(self.device, non_blocking=True)
         if self.memory_format is not None and x.dim() in (4, 5):
             x = x.contiguous(memory_format=self.memory_format)
         # An ensemble's members are run here and their probabilities averaged: the ensemble's own forward
         # returns the log of that mean, which would only be turned back into it.
-        members = self.model.members if isinstance(self.model, Ensemble) else None
+        members = self.members(orientation)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.spec.precision == "bfloat16"):
             member_logits = [m(x) for m in members] if members is not None else None
             logits = member_logits[0] if member_logits is not None else self.model(x)
@@ -118,11 +131,14 @@ class _Engine:
                     for t in tiles) > (i1 - i0) * nx * ns
         acc: torch.Tensor | None = None
         wsum = torch.zeros((i1 - i0, nx, ns), dtype=torch.float32) if blend else None
-        n_batches = -(-len(tiles) // self.batch_size)
-        for b in range(n_batches):
-            batch = tiles[b * self.batch_size:(b + 1) * self.batch_size]
+        # A batch holds tiles of one orientation (with "split" each runs its own members).
+        batches = [group[k:k + self.batch_size] for o in self.plan.orientations
+                   for group in [[t for t in tiles if t.orientation == o]] for k in range(0, len(group), self.batch_size)]
+        n_batches = len(batches)
+        for b, batch in enumerate(batches):
             inputs = np.stack([self.reader.tile_input(t, self.plan.input_shape) for t in batch])
-            probs = self.forward(inputs, c_order=blend)  # copied straight into place when nothing blends
+            # copied straight into place when nothing blends
+            probs = self.forward(inputs, c_order=blend, orientation=batch[0].orientation)
             if acc is None:
                 acc = (torch.zeros if blend else torch.empty)((probs.shape[1], i1 - i0, nx, ns), dtype=torch.float32)
             for tile, p in zip(batch, probs):
@@ -154,7 +170,7 @@ class _Engine:
             wsum[region] += w
 
     def _patch_chunk(self, i0: int, i1: int) -> torch.Tensor:
-        orientations = ("inline", "crossline") if self.spec.orientation == "both" else (self.spec.orientation,)
+        orientations = ("inline", "crossline") if self.spec.orientation in TWO_WAYS else (self.spec.orientation,)
         if len(self.spec.crop) == 3:
             orientations = ("3d",)
         total = None
@@ -187,7 +203,7 @@ class _Engine:
             idx = torch.arange(b * self.batch_size, min(count, (b + 1) * self.batch_size))
             a_i, rest = idx // (n_grid[1] * n_grid[2]), idx % (n_grid[1] * n_grid[2])
             crops = windows[a_i, rest // n_grid[2], rest % n_grid[2]].reshape((len(idx),) + model_shape)
-            probs = self.forward(crops)
+            probs = self.forward(crops, orientation=orientation)
             if grid_probs is None:
                 grid_probs = torch.empty((probs.shape[1], count), dtype=torch.float32)
             grid_probs[:, idx] = probs.T
@@ -241,6 +257,11 @@ def _engine(model: torch.nn.Module, volumes: list[np.ndarray], device: str | tor
     spec = make_spec(kind, len(volumes), normalisation, tile, overlap, orientation, crop, stride, context,
                      resolve_precision(precision, dev))
     model, layout = prepared(model, dev, len(spec.tile if spec.kind == "fcn" else spec.crop))
+    rank = len(spec.tile if spec.kind == "fcn" else spec.crop)
+    if spec.orientation == "split" and (rank != 2 or not isinstance(model, Ensemble)):
+        raise PredictError("orientation 'split' runs each member of an ensemble along inlines or along crosslines; "
+                           + ("a 3D model has no orientation" if rank != 2 else
+                              "this model has one member: use 'both' (or 'inline' for half the time)"))
     return _Engine(model, spec, VolumeReader(volumes, spec.normalisation, spec.context), dev, memory_format=layout)
 
 

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 from daemon.executor.predict.apply import PredictError
 from daemon.executor.predict.smoothing import check_sigma
 from daemon.kinds.data import DEFAULT_VOLUME
-from daemon.kinds.predict import PRECISIONS
+from daemon.kinds.predict import ORIENTATIONS_2D, PRECISIONS
 
 MAX_TILE_2D = 512
 MAX_TILE_3D = 96
@@ -62,7 +62,7 @@ class ApplyRecipe:
         ni, nx, ns = (int(n) for n in shape)
         if len(self.crop) == 3:
             return tuple(max(c, min(n, MAX_TILE_3D)) for c, n in zip(self.crop, (ni, nx, ns)))
-        lateral = {"inline": nx, "crossline": ni, "both": min(ni, nx)}[self.orientation]
+        lateral = {"inline": nx, "crossline": ni, "both": min(ni, nx), "split": min(ni, nx)}[self.orientation]
         return (min(lateral, MAX_TILE_2D), min(ns, MAX_TILE_2D))
 
     def apply_kwargs(self, shape: Sequence[int]) -> dict[str, Any]:
@@ -122,8 +122,8 @@ def recipe_of(info: Any, tile: Sequence[int] | None = None, overlap: int | Seque
     chosen = orientation or own
     if len(crop) == 3:
         chosen = "3d"
-    elif chosen not in ("inline", "crossline", "both"):
-        raise PredictError(f"orientation must be inline, crossline or both for a 2D model, got {chosen!r}")
+    elif chosen not in ORIENTATIONS_2D:
+        raise PredictError(f"orientation must be inline, crossline, both or split for a 2D model, got {chosen!r}")
     if context and len(crop) != 2:
         raise PredictError("the model was trained with context sections but on 3D crops; context applies to 2D "
                            "models only")

@@ -12,7 +12,7 @@ import numpy as np
 import psutil
 import torch
 
-from daemon.kinds.predict import PRECISIONS
+from daemon.kinds.predict import ORIENTATIONS_2D, PRECISIONS
 
 
 # Rough float32 feature-map values a U-Net keeps per input voxel during a forward pass; sizes "auto" batches.
@@ -68,8 +68,8 @@ def make_spec(kind: str, n_channels: int, normalisation, tile, overlap, orientat
     if precision not in PRECISIONS or precision == "auto":
         raise PredictError(f"precision must be one of {', '.join(p for p in PRECISIONS if p != 'auto')} once "
                            f"resolved, got {precision!r}")
-    if orientation not in ("inline", "crossline", "both"):
-        raise PredictError(f"orientation must be 'inline', 'crossline' or 'both', got {orientation!r}")
+    if orientation not in ORIENTATIONS_2D:
+        raise PredictError(f"orientation must be 'inline', 'crossline', 'both' or 'split', got {orientation!r}")
     if kind == "fcn":
         if tile is None:
             raise PredictError("kind 'fcn' needs tile=(lateral, samples) for a 2D model or (il, xl, samples) for 3D")

@@ -7,7 +7,8 @@ including the irregular one of the last tile along an axis, is normalised exactl
 
 Orientations for 2D models: "inline" tiles lie in the crossline x sample plane of one inline (volume extent
 (1, a, s)), "crossline" tiles in the inline x sample plane of one crossline (extent (a, 1, s)); "both" lists
-the two sets so their predictions are averaged. 3D models get 3D tiles. The model input is always laid out in
+the two sets so their predictions are averaged, and so does "split" (where the engine runs each member of an
+ensemble along one of the two only). 3D models get 3D tiles. The model input is always laid out in
 the volume's C order with the slab axis removed: [lateral, sample] in 2D, [inline, crossline, sample] in 3D.
 """
 from __future__ import annotations
@@ -17,7 +18,9 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-ORIENTATIONS_2D = ("inline", "crossline", "both")
+from daemon.kinds.predict import ORIENTATIONS_2D
+
+TWO_WAYS = ("both", "split")  # the orientations that tile along inlines and crosslines
 
 # The smallest blending weight; the ramp starts above it so every covered voxel has a positive weight.
 MIN_WEIGHT = 1e-3
@@ -100,7 +103,7 @@ class TilePlan:
         if len(self.tile) == 3:
             self.orientations: tuple[str, ...] = ("3d",)
         elif orientation in ORIENTATIONS_2D:
-            self.orientations = ("inline", "crossline") if orientation == "both" else (orientation,)
+            self.orientations = ("inline", "crossline") if orientation in TWO_WAYS else (orientation,)
         else:
             raise TilingError(f"orientation must be one of {ORIENTATIONS_2D}, got {orientation!r}")
         self.tiles: list[Tile] = list(self._make_tiles())
