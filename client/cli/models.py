@@ -16,7 +16,8 @@ class Predict(Command):
     writing prediction `--name` (default `MODEL-SURVEY`, so one model's predictions of two surveys do not clash;
     see `predictions list`). `--format` the output files; `--figure-inline N`, `--figure-crossline N`, `--figure-time T`
     the lines to draw (repeatable), `--no-figures` none; `--overlap` the fcn tile overlap; `--orientation` the direction
-    of a 2D model's sections (`split`: both ways, each member of an ensemble along one of them, for half the time). Options not given are left out of the job and the daemon's defaults apply: outputs
+    of a 2D model's sections (`split`: both ways, each member of an ensemble along one of them, for half the
+    time). Options not given are left out of the job and the daemon's defaults apply: outputs
     `labels,confidence`, format `segy`, figures (in predictions/NAME/figures/) of the inline, crossline and time
     holding the most picks (the middle ones without picks), stride 1, precision `auto`, batch size
     automatic, device `auto`; `--tile`, `--overlap` and `--orientation` default to the model's and the survey's

@@ -132,8 +132,8 @@ class _Engine:
         acc: torch.Tensor | None = None
         wsum = torch.zeros((i1 - i0, nx, ns), dtype=torch.float32) if blend else None
         # A batch holds tiles of one orientation (with "split" each runs its own members).
-        batches = [group[k:k + self.batch_size] for o in self.plan.orientations
-                   for group in [[t for t in tiles if t.orientation == o]] for k in range(0, len(group), self.batch_size)]
+        groups = [[t for t in tiles if t.orientation == o] for o in self.plan.orientations]
+        batches = [g[k:k + self.batch_size] for g in groups for k in range(0, len(g), self.batch_size)]
         n_batches = len(batches)
         for b, batch in enumerate(batches):
             inputs = np.stack([self.reader.tile_input(t, self.plan.input_shape) for t in batch])
