@@ -152,15 +152,19 @@ class LabelVolumeSampler:
             picked = self.centres[rng.integers(len(self.centres), size=n - free)]
             if not free:
                 return picked, None
-            return np.concatenate([picked, (rng.random((free, 3)) * np.asarray(self.shape)).astype(np.int64)]), None
+            return np.concatenate([picked, self._anywhere(rng.random((free, 3)))]), None
         u = rng.random((n, 3))
-        centers = (u * np.asarray(self.shape)).astype(np.int64)
+        centers = self._anywhere(u)
         if self.slices is not None:
             axis, indices = self.slices
             if not indices:
                 raise SamplingError("label sampler slices list is empty")
             centers[:, axis] = np.asarray(indices, dtype=np.int64)[(u[:, axis] * len(indices)).astype(np.int64)]
         return centers, None
+
+    def _anywhere(self, u: np.ndarray) -> np.ndarray:
+        """Centres [n, 3] anywhere in the volume from uniform draws u [n, 3] in [0, 1)."""
+        return (u * np.asarray(self.shape)).astype(np.int64)
 
 
 @dataclass(frozen=True)
