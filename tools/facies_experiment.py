@@ -78,8 +78,9 @@ def job_file(model: str, output: str, split: str, epochs: int | None, quick: boo
 def predict_cube(model_path: Path, survey_folder: Path, out_dir: Path, orientation: str | None = None,
                  precision: str = "auto") -> tuple[np.ndarray, dict[str, Any], list[str]]:
     """Labels of the whole cube from a model file, applied the way a predict job applies it (the model file's
-    recipe: whole sections, both orientations for a model trained on both; patch models on a stride-2 grid; the
-    job's default precision), or along ``orientation``, or in another ``precision``."""
+    recipe: whole sections, both orientations for a model trained on both, split between an ensemble's members;
+    patch models on a stride-2 grid; the job's default precision), or along ``orientation``, or in another
+    ``precision``."""
     from daemon.executor.modelfile import load_model_file
     from daemon.executor.predict import predict_volume
     from daemon.executor.predict.recipe import recipe_of
@@ -161,7 +162,7 @@ def one_survey(client: Any, home: Path, seed: int, shape: tuple[int, int, int], 
         shutil.copy2(home / "models" / f"facies_{name}.h5", args.keep / f"facies_{name}.h5")
     cube = score(labels, s.labels, len(s.class_names))
     views = {}
-    if args.views and run["orientation"] == "both":
+    if args.views and run["orientation"] in ("both", "split"):
         for view in ("inline", "crossline"):
             one, _, _ = predict_cube(home / "models" / f"facies_{name}.h5", home / "surveys" / name,
                                      work / f"pred_{name}_{view}", orientation=view)
