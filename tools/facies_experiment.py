@@ -143,6 +143,7 @@ def one_survey(client: Any, home: Path, seed: int, shape: tuple[int, int, int], 
                work: Path) -> dict[str, Any]:
     """Generate, import, train the job file with the blocked split, predict the cube, score: one table row."""
     from daemon.executor.predict import score
+    from daemon.executor.predict.tiling import TWO_WAYS
 
     name = f"s{seed}"
     s = synth.generate(shape=shape, seed=seed, family=args.family)
@@ -162,7 +163,7 @@ def one_survey(client: Any, home: Path, seed: int, shape: tuple[int, int, int], 
         shutil.copy2(home / "models" / f"facies_{name}.h5", args.keep / f"facies_{name}.h5")
     cube = score(labels, s.labels, len(s.class_names))
     views = {}
-    if args.views and run["orientation"] in ("both", "split"):
+    if args.views and run["orientation"] in TWO_WAYS:
         for view in ("inline", "crossline"):
             one, _, _ = predict_cube(home / "models" / f"facies_{name}.h5", home / "surveys" / name,
                                      work / f"pred_{name}_{view}", orientation=view)

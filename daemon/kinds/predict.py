@@ -30,6 +30,8 @@ PRECISIONS: tuple[str, ...] = get_args(Precision)
 # member of an ensemble along one of them only (daemon/executor/predict/engine.py; docs/prediction.md)
 Orientation2D = Literal["inline", "crossline", "both", "split"]
 ORIENTATIONS_2D: tuple[str, ...] = get_args(Orientation2D)
+SPLIT_NEEDS_MEMBERS = ("'split' runs each member of an ensemble along inlines or along crosslines, and this "
+                       "model has one member: use 'both'")
 # Gaussian sigmas (inlines, crosslines, samples) over the class probabilities before the argmax
 # (daemon/executor/predict/smoothing.py): a train job's apply.smooth, a predict job's smooth
 SIGMA_MAX = 64
@@ -173,6 +175,8 @@ def _model_problems(spec: PredictSpec, home: Path, have: list[str]) -> list[str]
         problems.append(f"tile: {len(crop)} sizes expected for this model (its crop is {crop}), got {spec.tile}")
     if spec.orientation is not None and len(crop) == 3:
         problems.append("orientation: a 3D model has no slab orientation; remove the key")
+    elif spec.orientation == "split" and int(info.params.get("members", 1) or 1) < 2:
+        problems.append(f"orientation: {SPLIT_NEEDS_MEMBERS}")
     return problems
 
 

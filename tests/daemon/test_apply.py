@@ -188,6 +188,22 @@ def test_split_runs_each_member_along_one_orientation(tmp_path, volumes) -> None
     np.testing.assert_allclose(block["probabilities"], expected, atol=2e-6)
     with pytest.raises(PredictError, match="one member: use 'both'"):
         predict_volume(model.members[0], volumes, out_dir=tmp_path / "single", orientation="split", **kw)
+    deep = Ensemble(lambda: torch.nn.Conv3d(2, 4, 1), 2)
+    with pytest.raises(PredictError, match="a 3D model has no slab orientation"):
+        apply_block(deep, volumes, orientation="split", tile=(4, 8, 8), normalisation=MEANS_STDS, device="cpu")
+
+
+def test_split_runs_a_patch_ensembles_members_one_way_each(volumes) -> None:
+    from daemon.executor.models.ensemble import Ensemble
+
+    torch.manual_seed(31)
+    model = Ensemble(lambda: CentreVoxel(torch.nn.Conv2d(1, 4, 1)), 2)  # two draws: two different members
+    kw = dict(kind="patch", crop=(5, 5), normalisation=MEANS_STDS[0], device="cpu", outputs=["probabilities"])
+    one = {(k, o): apply_block(m, volumes[0], orientation=o, **kw)["probabilities"]
+           for k, m in enumerate(model.members) for o in ("inline", "crossline")}
+    split = apply_block(model, volumes[0], orientation="split", **kw)["probabilities"]
+    assert np.abs(one[0, "inline"] - one[1, "crossline"]).max() > 0.02
+    np.testing.assert_allclose(split, (one[0, "inline"] + one[1, "crossline"]) / 2, atol=2e-6)
 
 
 @pytest.mark.parametrize("crop, orientation", [((7, 9), "inline"), ((6, 8), "crossline"), ((5, 5), "both"),

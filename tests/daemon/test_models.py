@@ -185,3 +185,16 @@ def test_a_user_model_is_copied_for_prediction_but_not_folded() -> None:
     ready = inference_copy(user)
     assert ready is not user and user.training and not ready.training
     assert [type(m).__name__ for m in ready] == ["Conv2d", "BatchNorm2d", "ReLU"]  # its forward may index them
+    assert inference_copy(ready) is ready  # a stream copies it once
+
+    class Uncopyable(torch.nn.Module):  # holds what deepcopy refuses (a generator, say)
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 2, 1)
+            self.feed = (i for i in range(3))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(x)
+
+    odd = Uncopyable()
+    assert inference_copy(odd) is odd and not odd.training  # predicted with itself, in eval mode, as before

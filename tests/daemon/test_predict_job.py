@@ -120,6 +120,10 @@ def test_bad_job_files_are_refused_naming_each_key(prepared) -> None:
     with pytest.raises(SeisdError) as err:
         d.client.submit(predict_job("unet1", "nosurvey", "../x"))
     assert any(p.startswith("output:") for p in err.value.details["problems"])
+    with pytest.raises(SeisdError) as err:  # split needs an ensemble: refused at submit, not when it runs
+        d.client.submit(predict_job("unet1", "synth", "x", orientation="split"))
+    assert err.value.details["problems"] == ["orientation: 'split' runs each member of an ensemble along inlines "
+                                             "or along crosslines, and this model has one member: use 'both'"]
 
 
 def test_the_number_format_is_the_jobs_and_the_result_says_which_ran(prepared) -> None:

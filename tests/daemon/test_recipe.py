@@ -30,6 +30,16 @@ def test_train_jobs_advise_both_orientations_after_swapped_crops(orientation: st
     assert _apply_orientation(_data(orientation, p_swap), members) == want
 
 
+def test_split_is_refused_for_a_single_model_before_anything_runs() -> None:
+    from daemon.executor.predict.apply import PredictError
+
+    pair = ModelInfo(name="unet", params={"members": 2}, in_channels=1, n_classes=3, input_shape=[64, 64],
+                     input_spec={"apply_kind": "fcn", "crop": [64, 64], "apply_orientation": "split"})
+    assert recipe_of(pair).orientation == "split"
+    with pytest.raises(PredictError, match="one member: use 'both'"):
+        recipe_of(_info(), orientation="split")  # a stream's option or a predict job's key, on a single model
+
+
 def test_whole_volumes_follow_the_advice_streams_and_overrides_do_not() -> None:
     info = _info(orientation="inline", apply_orientation="both")
     assert recipe_of(info).orientation == "both"

@@ -8,7 +8,9 @@ U-Nets score 0.841-0.854 over the cube alone and more together (docs/train-job.m
 Training mode returns every member's logits stacked on a new first axis [M, B, n_classes, ...]; the training loop
 averages the members' losses (daemon.executor.training.loop.sparse_loss). Eval mode returns log(mean of the members'
 softmax), so that a softmax of the output is exactly the averaged probabilities, and an argmax is the ensemble's
-class: every consumer of a model (prediction, validation, previews) uses an ensemble like any single model.
+class: validation and any other caller use an ensemble like any single model. The apply engine
+(daemon/executor/predict/engine.py) runs the members itself and averages their probabilities (the same numbers
+without the log and back), which also lets it run each member along one orientation only ("split").
 """
 from __future__ import annotations
 

@@ -6,7 +6,8 @@ they remove two memory passes per convolution, which on a CPU cost as much as a 
 forward pass (tools/bench_unet_predict.py measures it). The caller's model is never changed, so a model being
 trained can be previewed between epochs. The folding applies to the registry's models (unet, patchcnn, and
 ensembles of them), whose nn.Sequential blocks are only ever called whole; a user's model (models/user.py) may
-index its blocks, so it is copied as it is.
+index its blocks, so it is copied as it is, or, when it cannot be copied (it holds something deepcopy refuses),
+used itself in eval mode as before.
 """
 from __future__ import annotations
 
@@ -28,9 +29,14 @@ def inference_copy(model: nn.Module) -> nn.Module:
     """An eval-mode copy of ``model`` for prediction; the same copy back when given one already made."""
     if getattr(model, "_seisd_inference", False):
         return model
-    ready = copy.deepcopy(model).eval()
-    if _registry(ready):
+    if _registry(model):
+        ready = copy.deepcopy(model).eval()
         _fold_children(ready)
+    else:
+        try:
+            ready = copy.deepcopy(model).eval()
+        except Exception:  # noqa: BLE001 - whatever a user's module holds: predict with the model itself
+            return model.eval()
     for p in ready.parameters():
         p.requires_grad_(False)
     ready._seisd_inference = True

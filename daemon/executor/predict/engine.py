@@ -12,6 +12,7 @@ import torch
 from daemon.executor.models.ensemble import Ensemble
 from daemon.executor.models.inference import inference_copy
 from daemon.executor.predict.spec import ApplySpec, PredictError, make_spec, resolve_device, resolve_precision
+from daemon.kinds.predict import SPLIT_NEEDS_MEMBERS
 from daemon.executor.predict.tiling import TWO_WAYS, TilePlan, TilingError, VolumeReader, nearest_grid
 
 @dataclass
@@ -256,12 +257,12 @@ def _engine(model: torch.nn.Module, volumes: list[np.ndarray], device: str | tor
     dev = resolve_device(device)
     spec = make_spec(kind, len(volumes), normalisation, tile, overlap, orientation, crop, stride, context,
                      resolve_precision(precision, dev))
-    model, layout = prepared(model, dev, len(spec.tile if spec.kind == "fcn" else spec.crop))
     rank = len(spec.tile if spec.kind == "fcn" else spec.crop)
-    if spec.orientation == "split" and (rank != 2 or not isinstance(model, Ensemble)):
-        raise PredictError("orientation 'split' runs each member of an ensemble along inlines or along crosslines; "
-                           + ("a 3D model has no orientation" if rank != 2 else
-                              "this model has one member: use 'both' (or 'inline' for half the time)"))
+    if spec.orientation == "split" and rank != 2:
+        raise PredictError("orientation 'split' is for 2D models; a 3D model has no slab orientation")
+    if spec.orientation == "split" and not isinstance(model, Ensemble):
+        raise PredictError(f"orientation {SPLIT_NEEDS_MEMBERS}")
+    model, layout = prepared(model, dev, rank)
     return _Engine(model, spec, VolumeReader(volumes, spec.normalisation, spec.context), dev, memory_format=layout)
 
 

@@ -6,6 +6,9 @@ numbers. The model file's `input_spec` says how the model reads a survey (keys a
     apply_kind   "fcn" (whole slabs, tiled) or "patch" (one crop per voxel); default from the model name
     crop         the training crop ([a, b] 2D, [a, b, c] 3D); default the model's input_shape
     orientation  inline | crossline | 3d (time slices are not applied by the engine)
+    apply_orientation
+                 how a whole volume is best applied (train jobs: both for a 2D model trained on inline and
+                 crossline sections, split for an ensemble of them), optional
     volumes      the survey volumes stacked as channels
     picks        the pick set the model was trained on (drawn on figures), optional
     context      neighbouring sections on each side as extra channels (2D fcn models; tiling.VolumeReader)
@@ -26,7 +29,7 @@ from typing import Any, Sequence
 from daemon.executor.predict.apply import PredictError
 from daemon.executor.predict.smoothing import check_sigma
 from daemon.kinds.data import DEFAULT_VOLUME
-from daemon.kinds.predict import ORIENTATIONS_2D, PRECISIONS
+from daemon.kinds.predict import ORIENTATIONS_2D, PRECISIONS, SPLIT_NEEDS_MEMBERS
 
 MAX_TILE_2D = 512
 MAX_TILE_3D = 96
@@ -42,7 +45,7 @@ class ApplyRecipe:
     volumes: tuple[str, ...]
     normalisation: tuple[tuple[float, float], ...]
     crop: tuple[int, ...]
-    orientation: str                              # inline | crossline | both | 3d
+    orientation: str                              # inline | crossline | both | split | 3d
     classes: tuple[str, ...]
     picks: str | None = None
     tile: tuple[int, ...] | None = None           # explicit tile (fcn); None: default_tile(shape)
@@ -62,7 +65,7 @@ class ApplyRecipe:
         ni, nx, ns = (int(n) for n in shape)
         if len(self.crop) == 3:
             return tuple(max(c, min(n, MAX_TILE_3D)) for c, n in zip(self.crop, (ni, nx, ns)))
-        lateral = {"inline": nx, "crossline": ni, "both": min(ni, nx), "split": min(ni, nx)}[self.orientation]
+        lateral = {"inline": nx, "crossline": ni}.get(self.orientation, min(ni, nx))  # both ways: the shorter
         return (min(lateral, MAX_TILE_2D), min(ns, MAX_TILE_2D))
 
     def apply_kwargs(self, shape: Sequence[int]) -> dict[str, Any]:
@@ -96,8 +99,8 @@ def recipe_of(info: Any, tile: Sequence[int] | None = None, overlap: int | Seque
     """The recipe of a model file's info (daemon.executor.modelfile.ModelInfo), with optional overrides.
 
     Without an ``orientation``, a whole volume is applied the way the model file advises (``apply_orientation``:
-    ``both`` for a 2D model trained on inline and crossline sections), blocks of a stream
-    (``whole_volume=False``) along the model's training orientation. Raises PredictError naming the problem
+    ``both`` for a 2D model trained on inline and crossline sections, ``split`` for an ensemble of them), blocks
+    of a stream (``whole_volume=False``) along the model's training orientation. Raises PredictError naming the problem
     when the model cannot be applied by the engine. ``smooth`` replaces the model file's smoothing sigmas (all
     zero: none). ``precision`` is the forward pass's number format (spec.PRECISIONS; 'auto' resolves by device
     when applied).
@@ -124,6 +127,8 @@ def recipe_of(info: Any, tile: Sequence[int] | None = None, overlap: int | Seque
         chosen = "3d"
     elif chosen not in ORIENTATIONS_2D:
         raise PredictError(f"orientation must be inline, crossline, both or split for a 2D model, got {chosen!r}")
+    elif chosen == "split" and int((info.params or {}).get("members", 1) or 1) < 2:
+        raise PredictError(f"orientation {SPLIT_NEEDS_MEMBERS}")
     if context and len(crop) != 2:
         raise PredictError("the model was trained with context sections but on 3D crops; context applies to 2D "
                            "models only")

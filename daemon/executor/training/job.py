@@ -29,6 +29,7 @@ from daemon.common.home import model_file, picks_file, resolve
 from daemon.executor.context import JobCancelled
 from daemon.executor.modelfile import ModelInfo, provenance, save_model_file
 from daemon.executor.models import build_model
+from daemon.executor.models.ensemble import Ensemble
 from daemon.executor.training import distill, refit
 from daemon.executor.training.distributed import (RankGroup, RankJob, rank_device, rank_rows, rendezvous_file,
                                          resolve_backend, share_recipe)
@@ -358,11 +359,6 @@ def _apply_orientation(d: DataSection, members: int = 1) -> str:
     return d.crop.orientation
 
 
-def _members(spec: TrainSpec) -> int:
-    """The number of ensemble members the job's model has (the registry's default is one)."""
-    return int(spec.model.params.get("members", 1) or 1)
-
-
 def _write_model(spec: TrainSpec, ctx: Any, model: torch.nn.Module, data: TrainData, how: SliceInput,
                  result: Any, path: Path | None = None, orientation: str | None = None) -> Path:
     """models/<output>.h5 (or `path`) with everything needed to apply it (along `orientation`, default
@@ -373,7 +369,8 @@ def _write_model(spec: TrainSpec, ctx: Any, model: torch.nn.Module, data: TrainD
         name=spec.model.name, params=dict(spec.model.params), in_channels=data.recipe.channels,
         n_classes=len(data.classes), input_shape=list(d.crop.size), classes=data.classes,
         input_spec={"channels": data.recipe.channels, "crop": list(d.crop.size), "orientation": d.crop.orientation,
-                    "apply_orientation": orientation or _apply_orientation(d, _members(spec)),
+                    "apply_orientation": orientation or _apply_orientation(
+                        d, len(model.members) if isinstance(model, Ensemble) else 1),
                     "volumes": list(d.volumes),
                     "context": d.context, "smooth": list(spec.apply.smooth) if spec.apply.smooth else None,
                     "apply_kind": how.kind, "survey": d.survey, "picks": d.picks,

@@ -68,10 +68,8 @@ def predict_inline(model: torch.nn.Module, volumes: Sequence[np.ndarray], inline
         lateral = shape[1:] if how.orientation == "inline" else (shape[0], shape[2])
         tile = tuple(min(c, n) for c, n in zip(how.crop, shape)) if how.orientation == "3d" else tuple(lateral)
         kw.update(tile=tile, overlap=tuple(t // 4 for t in tile), orientation=orientation, context=how.context)
-    was_training = model.training
-    labels = apply_block(model, block if len(block) > 1 else block[0], **kw)["labels"]
-    model.train(was_training)
-    return labels[inline - i0]
+    labels = apply_block(model, block if len(block) > 1 else block[0], **kw)["labels"]  # on a copy: the model
+    return labels[inline - i0]                                                            # keeps its mode
 
 
 def predict_inline_from_file(model_path: str | Path, survey_folder: str | Path, inline: int, *, stride: int = 1,
