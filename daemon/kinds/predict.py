@@ -32,6 +32,13 @@ Orientation2D = Literal["inline", "crossline", "both", "split"]
 ORIENTATIONS_2D: tuple[str, ...] = get_args(Orientation2D)
 SPLIT_NEEDS_MEMBERS = ("'split' runs each member of an ensemble along inlines or along crosslines, and this "
                        "model has one member: use 'both'")
+
+
+def split_problem(orientation: str | None, params: dict[str, Any] | None) -> str | None:
+    """SPLIT_NEEDS_MEMBERS when `orientation` is split and the model file's params name fewer than two members."""
+    if orientation == "split" and int((params or {}).get("members", 1) or 1) < 2:
+        return SPLIT_NEEDS_MEMBERS
+    return None
 # Gaussian sigmas (inlines, crosslines, samples) over the class probabilities before the argmax
 # (daemon/executor/predict/smoothing.py): a train job's apply.smooth, a predict job's smooth
 SIGMA_MAX = 64
@@ -175,8 +182,8 @@ def _model_problems(spec: PredictSpec, home: Path, have: list[str]) -> list[str]
         problems.append(f"tile: {len(crop)} sizes expected for this model (its crop is {crop}), got {spec.tile}")
     if spec.orientation is not None and len(crop) == 3:
         problems.append("orientation: a 3D model has no slab orientation; remove the key")
-    elif spec.orientation == "split" and int(info.params.get("members", 1) or 1) < 2:
-        problems.append(f"orientation: {SPLIT_NEEDS_MEMBERS}")
+    elif problem := split_problem(spec.orientation, info.params):
+        problems.append(f"orientation: {problem}")
     return problems
 
 

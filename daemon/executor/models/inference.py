@@ -29,14 +29,12 @@ def inference_copy(model: nn.Module) -> nn.Module:
     """An eval-mode copy of ``model`` for prediction; the same copy back when given one already made."""
     if getattr(model, "_seisd_inference", False):
         return model
-    if _registry(model):
+    try:
         ready = copy.deepcopy(model).eval()
+    except Exception:  # noqa: BLE001 - whatever a user's module holds: predict with the model itself
+        return model.eval()
+    if _registry(ready):
         _fold_children(ready)
-    else:
-        try:
-            ready = copy.deepcopy(model).eval()
-        except Exception:  # noqa: BLE001 - whatever a user's module holds: predict with the model itself
-            return model.eval()
     for p in ready.parameters():
         p.requires_grad_(False)
     ready._seisd_inference = True
@@ -66,8 +64,7 @@ def _fused(seq: nn.Sequential) -> nn.Sequential:
     while i < len(items):
         layer = items[i]
         nxt = items[i + 1] if i + 1 < len(items) else None
-        if isinstance(layer, _CONVS) and isinstance(nxt, _NORMS) and nxt.track_running_stats \
-                and nxt.running_mean is not None:
+        if isinstance(layer, _CONVS) and isinstance(nxt, _NORMS) and nxt.running_mean is not None:
             out.append(fuse_conv_bn_eval(layer, nxt))
             i += 2
             continue

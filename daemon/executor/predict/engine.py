@@ -13,7 +13,7 @@ from daemon.executor.models.ensemble import Ensemble
 from daemon.executor.models.inference import inference_copy
 from daemon.executor.predict.spec import ApplySpec, PredictError, make_spec, resolve_device, resolve_precision
 from daemon.kinds.predict import SPLIT_NEEDS_MEMBERS
-from daemon.executor.predict.tiling import TWO_WAYS, TilePlan, TilingError, VolumeReader, nearest_grid
+from daemon.executor.predict.tiling import TilePlan, TilingError, VolumeReader, nearest_grid, slab_orientations
 
 @dataclass
 class _Engine:
@@ -171,9 +171,7 @@ class _Engine:
             wsum[region] += w
 
     def _patch_chunk(self, i0: int, i1: int) -> torch.Tensor:
-        orientations = ("inline", "crossline") if self.spec.orientation in TWO_WAYS else (self.spec.orientation,)
-        if len(self.spec.crop) == 3:
-            orientations = ("3d",)
+        orientations = slab_orientations(self.spec.orientation, len(self.spec.crop))
         total = None
         for k, orientation in enumerate(orientations):
             probs = self._patch_orientation(i0, i1, orientation, k, len(orientations))
@@ -257,12 +255,9 @@ def _engine(model: torch.nn.Module, volumes: list[np.ndarray], device: str | tor
     dev = resolve_device(device)
     spec = make_spec(kind, len(volumes), normalisation, tile, overlap, orientation, crop, stride, context,
                      resolve_precision(precision, dev))
-    rank = len(spec.tile if spec.kind == "fcn" else spec.crop)
-    if spec.orientation == "split" and rank != 2:
-        raise PredictError("orientation 'split' is for 2D models; a 3D model has no slab orientation")
     if spec.orientation == "split" and not isinstance(model, Ensemble):
         raise PredictError(f"orientation {SPLIT_NEEDS_MEMBERS}")
-    model, layout = prepared(model, dev, rank)
+    model, layout = prepared(model, dev, len(spec.tile if spec.kind == "fcn" else spec.crop))
     return _Engine(model, spec, VolumeReader(volumes, spec.normalisation, spec.context), dev, memory_format=layout)
 
 

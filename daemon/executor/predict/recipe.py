@@ -29,7 +29,7 @@ from typing import Any, Sequence
 from daemon.executor.predict.apply import PredictError
 from daemon.executor.predict.smoothing import check_sigma
 from daemon.kinds.data import DEFAULT_VOLUME
-from daemon.kinds.predict import ORIENTATIONS_2D, PRECISIONS, SPLIT_NEEDS_MEMBERS
+from daemon.kinds.predict import ORIENTATIONS_2D, PRECISIONS, split_problem
 
 MAX_TILE_2D = 512
 MAX_TILE_3D = 96
@@ -127,8 +127,8 @@ def recipe_of(info: Any, tile: Sequence[int] | None = None, overlap: int | Seque
         chosen = "3d"
     elif chosen not in ORIENTATIONS_2D:
         raise PredictError(f"orientation must be inline, crossline, both or split for a 2D model, got {chosen!r}")
-    elif chosen == "split" and int((info.params or {}).get("members", 1) or 1) < 2:
-        raise PredictError(f"orientation {SPLIT_NEEDS_MEMBERS}")
+    elif problem := split_problem(chosen, info.params):
+        raise PredictError(f"orientation {problem}")
     if context and len(crop) != 2:
         raise PredictError("the model was trained with context sections but on 3D crops; context applies to 2D "
                            "models only")

@@ -70,6 +70,8 @@ def make_spec(kind: str, n_channels: int, normalisation, tile, overlap, orientat
                            f"resolved, got {precision!r}")
     if orientation not in ORIENTATIONS_2D:
         raise PredictError(f"orientation must be 'inline', 'crossline', 'both' or 'split', got {orientation!r}")
+    if orientation == "split" and len((tile if kind == "fcn" else crop) or ()) == 3:
+        raise PredictError("orientation 'split' is for 2D models; a 3D model has no slab orientation")
     if kind == "fcn":
         if tile is None:
             raise PredictError("kind 'fcn' needs tile=(lateral, samples) for a 2D model or (il, xl, samples) for 3D")

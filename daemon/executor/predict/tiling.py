@@ -22,6 +22,14 @@ from daemon.kinds.predict import ORIENTATIONS_2D
 
 TWO_WAYS = ("both", "split")  # the orientations that tile along inlines and crosslines
 
+
+def slab_orientations(orientation: str, rank: int) -> tuple[str, ...]:
+    """The slab orientations a model of this rank is run along: ("3d",) for a 3D model, inline and crossline for
+    the two-way orientations, else the one named."""
+    if rank == 3:
+        return ("3d",)
+    return ("inline", "crossline") if orientation in TWO_WAYS else (orientation,)
+
 # The smallest blending weight; the ramp starts above it so every covered voxel has a positive weight.
 MIN_WEIGHT = 1e-3
 
@@ -100,12 +108,9 @@ class TilePlan:
         if len(ov) != len(self.tile) or min(ov) < 0:
             raise TilingError(f"overlap must be one size >= 0 or one per tile axis, got {overlap}")
         self.overlap = ov
-        if len(self.tile) == 3:
-            self.orientations: tuple[str, ...] = ("3d",)
-        elif orientation in ORIENTATIONS_2D:
-            self.orientations = ("inline", "crossline") if orientation in TWO_WAYS else (orientation,)
-        else:
+        if len(self.tile) == 2 and orientation not in ORIENTATIONS_2D:
             raise TilingError(f"orientation must be one of {ORIENTATIONS_2D}, got {orientation!r}")
+        self.orientations = slab_orientations(orientation, len(self.tile))
         self.tiles: list[Tile] = list(self._make_tiles())
 
     @property
