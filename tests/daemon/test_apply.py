@@ -206,6 +206,28 @@ def test_split_runs_a_patch_ensembles_members_one_way_each(volumes) -> None:
     np.testing.assert_allclose(split, (one[0, "inline"] + one[1, "crossline"]) / 2, atol=2e-6)
 
 
+def test_progress_within_a_chunk_counts_forward_passes(volumes) -> None:
+    """With split, each of the 9 inline sections runs two members of three and each of the 23 crossline sections
+    one: the inline batches are 18 of the chunk's 41 passes, where counting batches (3 of 11) made the ETA of a
+    split prediction wrong by up to two times. A patch ensemble's inline crops run one member of two: half."""
+    from daemon.executor.models.ensemble import Ensemble
+    from daemon.executor.predict.engine import _engine
+
+    model = Ensemble(lambda: torch.nn.Conv2d(2, 4, 3, padding=1), 3)
+    engine = _engine(model, volumes, "cpu", "fcn", MEANS_STDS, (32, 32), 0, "split", None, 1)
+    engine.batch_size, seen = 3, []
+    engine.on_batch = seen.append
+    engine.chunk(0, SHAPE[0])
+    assert len(seen) == 3 + 8 and seen == sorted(seen) and seen[-1] == pytest.approx(1.0)
+    assert seen[2] == pytest.approx(18 / 41)  # the last batch of inlines
+    patch = Ensemble(lambda: CentreVoxel(torch.nn.Conv2d(1, 4, 1)), 2)
+    engine = _engine(patch, volumes[:1], "cpu", "patch", MEANS_STDS[0], None, None, "split", (5, 5), 1)
+    engine.batch_size, seen = 10 ** 6, []
+    engine.on_batch = seen.append
+    engine.chunk(0, 2)
+    assert seen == pytest.approx([0.5, 1.0])
+
+
 @pytest.mark.parametrize("crop, orientation", [((7, 9), "inline"), ((6, 8), "crossline"), ((5, 5), "both"),
                                                ((3, 5, 4), "inline")])
 def test_patch_crops_on_every_voxel_give_the_pointwise_answer(volumes, crop, orientation) -> None:

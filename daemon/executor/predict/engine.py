@@ -57,6 +57,11 @@ class _Engine:
         half = -(-len(members) // 2)
         return members[:half] if orientation == "inline" else members[half:]
 
+    def passes(self, orientation: str | None) -> int:
+        """Forward passes of one input of this orientation: the members that run on it, or 1."""
+        members = self.members(orientation)
+        return 1 if members is None else len(members)
+
     def forward(self, batch: np.ndarray | torch.Tensor, c_order: bool = True,
                 orientation: str | None = None) -> torch.Tensor:
         """Softmax probabilities of a batch (of one orientation, which chooses the members with "split"), on the
@@ -135,7 +140,9 @@ class _Engine:
         # A batch holds tiles of one orientation (with "split" each runs its own members).
         groups = [[t for t in tiles if t.orientation == o] for o in self.plan.orientations]
         batches = [g[k:k + self.batch_size] for g in groups for k in range(0, len(g), self.batch_size)]
-        n_batches = len(batches)
+        # Progress counts forward passes: every input has the plan's shape, and with "split" a batch of inlines
+        # runs more members than one of crosslines (2 against 1 for three members).
+        costs = np.cumsum([len(batch) * self.passes(batch[0].orientation) for batch in batches])
         for b, batch in enumerate(batches):
             inputs = np.stack([self.reader.tile_input(t, self.plan.input_shape) for t in batch])
             # copied straight into place when nothing blends
@@ -144,7 +151,7 @@ class _Engine:
                 acc = (torch.zeros if blend else torch.empty)((probs.shape[1], i1 - i0, nx, ns), dtype=torch.float32)
             for tile, p in zip(batch, probs):
                 self._accumulate(acc, wsum, tile, p, i0, i1)
-            self.on_batch((b + 1) / n_batches)
+            self.on_batch(float(costs[b] / costs[-1]))
         return acc.div_(wsum) if blend else acc  # in place: no second chunk-sized tensor
 
     def _accumulate(self, acc: torch.Tensor, wsum: torch.Tensor | None, tile, p: torch.Tensor, i0: int,
@@ -172,14 +179,19 @@ class _Engine:
 
     def _patch_chunk(self, i0: int, i1: int) -> torch.Tensor:
         orientations = slab_orientations(self.spec.orientation, len(self.spec.crop))
+        # each orientation's share of the progress: its forward passes (the same crops, its members)
+        bounds = np.concatenate([[0.0], np.cumsum([self.passes(o) for o in orientations])])
+        bounds /= bounds[-1]
         total = None
         for k, orientation in enumerate(orientations):
-            probs = self._patch_orientation(i0, i1, orientation, k, len(orientations))
+            probs = self._patch_orientation(i0, i1, orientation, (float(bounds[k]), float(bounds[k + 1])))
             total = probs if total is None else total.add_(probs)
         # in place: a chunk-sized copy here was a quarter of the executor's memory at F3's size
         return total if len(orientations) == 1 else total.div_(len(orientations))
 
-    def _patch_orientation(self, i0: int, i1: int, orientation: str, part: int, n_parts: int) -> torch.Tensor:
+    def _patch_orientation(self, i0: int, i1: int, orientation: str, share: tuple[float, float]) -> torch.Tensor:
+        """The chunk's probabilities from the crops of one orientation; ``share``: the part of the chunk's
+        progress that they make (from, to)."""
         crop, s = self.spec.crop, self.spec.stride
         extent = {"inline": (1,) + crop, "crossline": (crop[0], 1, crop[1]), "3d": crop}[orientation]
         grids = [nearest_grid(n, s) for n in self.reader.shape]
@@ -206,7 +218,7 @@ class _Engine:
             if grid_probs is None:
                 grid_probs = torch.empty((probs.shape[1], count), dtype=torch.float32)
             grid_probs[:, idx] = probs.T
-            self.on_batch((part + (b + 1) / n_batches) / n_parts)
+            self.on_batch(share[0] + (share[1] - share[0]) * (b + 1) / n_batches)
         grid_probs = grid_probs.reshape((-1,) + tuple(n_grid))
         if s == 1:
             return grid_probs  # a crop at every voxel: the grid is the chunk, nothing to fill (nor to copy)
