@@ -126,6 +126,7 @@ def one_seed(client: Any, work: Path, seed: int, args: argparse.Namespace) -> di
     _ok(client, train_job(args, f"{survey}-r0", survey, ARMS[0], None))
     out: dict[str, Any] = {"seed": seed, "first_round_points": int(len(s.picks.class_id)), "round_traces": width,
                            "round0": score(client, f"{survey}-r0", survey)}
+    say(t0, f"seed {seed}: round 0 {out['round0']}")
     rng = np.random.default_rng(seed)
     for arm in ARMS:
         last, accs, lines = f"{survey}-r0", [], []
@@ -148,6 +149,7 @@ def one_seed(client: Any, work: Path, seed: int, args: argparse.Namespace) -> di
             accs.append(score(client, model, survey))
             number = (s.inlines if kind == "inline" else s.crosslines)[index]
             lines.append({"kind": kind, "line": int(number), "traces": list(traces), "added": added["added"]})
+            say(t0, f"seed {seed}: {arm} round {r}, {kind} {number} traces {traces[0]}-{traces[1]}: {accs[-1]}")
             last = model
         out[arm], out[f"{arm}_lines"] = accs, lines
     if not args.no_ceiling:
@@ -158,8 +160,14 @@ def one_seed(client: Any, work: Path, seed: int, args: argparse.Namespace) -> di
         _import(client, survey, ceiling, "ceiling", add=False)
         _ok(client, train_job(args, f"{survey}-ceiling", survey, "ceiling", None))
         out["ceiling"] = score(client, f"{survey}-ceiling", survey)
+        say(t0, f"seed {seed}: ceiling {out['ceiling']}")
     out["seconds"] = round(time.monotonic() - t0, 1)
     return out
+
+
+def say(t0: float, message: str) -> None:
+    """A step done, on stderr at once: a full-size survey takes half an hour, and the table comes at the end."""
+    print(f"[{time.monotonic() - t0:6.0f} s] {message}", file=sys.stderr, flush=True)
 
 
 def write_ceiling(folder: Path, s: Any, names: list[str], inlines: list[int]) -> list[str]:
