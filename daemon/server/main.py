@@ -23,7 +23,8 @@ EXIT_WITH_POLL_S = 0.5   # how often --exit-with looks at its process
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="seisd", description="seisd: the seismic machine-learning training daemon. "
                                  "It runs in the foreground; `seisctl daemon start` starts it in the background.")
-    ap.add_argument("--home", type=Path, help="home folder (default: $SEISD_HOME, else $XDG_DATA_HOME/seisd, else ~/.local/share/seisd)")
+    ap.add_argument("--home", type=Path, help="home folder (default: $SEISD_HOME, else $XDG_DATA_HOME/seisd, "
+                    "else ~/.local/share/seisd)")
     ap.add_argument("--config", type=Path, help="settings file overriding $SEISD_HOME/daemon.yaml")
     ap.add_argument("--print-defaults", action="store_true", help="print every setting with its default and exit")
     ap.add_argument("--check", action="store_true", help="validate the settings and exit")
