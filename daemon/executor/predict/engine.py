@@ -142,7 +142,8 @@ class _Engine:
         batches = [g[k:k + self.batch_size] for g in groups for k in range(0, len(g), self.batch_size)]
         # Progress counts forward passes: every input has the plan's shape, and with "split" a batch of inlines
         # runs more members than one of crosslines (2 against 1 for three members).
-        costs = np.cumsum([len(batch) * self.passes(batch[0].orientation) for batch in batches])
+        passes = {o: self.passes(o) for o in self.plan.orientations}
+        costs = np.cumsum([len(batch) * passes[batch[0].orientation] for batch in batches])
         for b, batch in enumerate(batches):
             inputs = np.stack([self.reader.tile_input(t, self.plan.input_shape) for t in batch])
             # copied straight into place when nothing blends
