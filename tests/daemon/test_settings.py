@@ -90,6 +90,26 @@ def test_seisd_check_exits_2_naming_the_key(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "limits.max_fames" in bad.stderr
 
 
+def test_help_names_the_default_home_as_it_is_chosen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`seisd --help` states the home rule of client.endpoints.default_home, each source in the order it applies."""
+    from client.endpoints import default_home
+
+    r = subprocess.run([sys.executable, "-m", "daemon.server.main", "--help"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=60, env=daemon_env(tmp_path, {"COLUMNS": "80"}))
+    assert r.returncode == 0
+    text = " ".join(r.stdout.split())  # argparse wraps to the terminal's width
+    assert "(default: $SEISD_HOME, else $XDG_DATA_HOME/seisd, else ~/.local/share/seisd)" in text
+    user = tmp_path / "user"
+    monkeypatch.setenv("HOME", str(user))
+    monkeypatch.setenv("SEISD_HOME", str(tmp_path / "seisd-home"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    assert default_home() == (tmp_path / "seisd-home").resolve()
+    monkeypatch.delenv("SEISD_HOME")
+    assert default_home() == (tmp_path / "data" / "seisd").resolve()
+    monkeypatch.delenv("XDG_DATA_HOME")
+    assert default_home() == (user / ".local" / "share" / "seisd").resolve()
+
+
 def test_unreadable_settings_file_is_named(tmp_path: Path) -> None:
     (tmp_path / "daemon.yaml").write_text("executor: [unclosed\n")
     with pytest.raises(SettingsError) as err:
