@@ -3,6 +3,7 @@
     python tools/loop_experiment.py [--seeds 2] [--rounds 2] [--first-seed 100] [--full] [--shape I X S]
                                     [--epochs N] [--retrain-epochs N] [--retrain-lr LR] [--no-ceiling]
                                     [--config FILE] [--family varied] [--measure confidence|disagreement|both]
+                                    [--arms suggested random]
 
 For each survey (tools/synth.py, the varied family unless --family says otherwise, seeds first-seed .. first-seed +
 seeds - 1) in a real seisd of a temporary home:
@@ -13,7 +14,8 @@ two arms adds picks of one line and retrains: the "suggested" arm picks the regi
 traces as the first round's picks hold (labels from the generator's truth), imported with `picks.add`; the model is
 retrained with `train.mode: resume` from the arm's last model (a few epochs; --retrain-lr: at that learning rate
 in place of the job file's), predicted, and scored over the whole cube against the truth. The ceiling: the same job,
-trained anew on the truth of 8 whole inlines (evenly spaced); --no-ceiling skips it (A/B runs of the retrains).
+trained anew on the truth of 8 whole inlines (evenly spaced); --no-ceiling skips it and --arms suggested runs one
+arm (A/B runs of the retrains, whose round 0 and ceiling are known).
 
 Prints a table (accuracy per round, per seed and the mean) and, last, one JSON line with every figure. The default
 is small (64^3, a small U-Net, a few epochs: a few minutes on two cores); --full takes the job file as it is, on
@@ -121,14 +123,14 @@ def one_seed(client: Any, work: Path, seed: int, args: argparse.Namespace) -> di
     first = sorted(str(p) for p in (folder / "picks").glob("*.pts"))
     width = len(np.unique(s.picks.crossline_index))  # traces of the first round's picks: a round's amount
     ni, nx, ns = s.labels.shape
-    for arm in ARMS:
+    for arm in args.arms:
         _import(client, survey, first, arm, add=False)
-    _ok(client, train_job(args, f"{survey}-r0", survey, ARMS[0], None))
+    _ok(client, train_job(args, f"{survey}-r0", survey, args.arms[0], None))
     out: dict[str, Any] = {"seed": seed, "first_round_points": int(len(s.picks.class_id)), "round_traces": width,
                            "round0": score(client, f"{survey}-r0", survey)}
     say(t0, f"seed {seed}: round 0 {out['round0']}")
     rng = np.random.default_rng(seed)
-    for arm in ARMS:
+    for arm in args.arms:
         last, accs, lines = f"{survey}-r0", [], []
         for r in range(1, args.rounds + 1):
             if arm == "suggested":
@@ -184,11 +186,11 @@ def write_ceiling(folder: Path, s: Any, names: list[str], inlines: list[int]) ->
     return out
 
 
-def table(runs: list[dict[str, Any]], rounds: int) -> str:
+def table(runs: list[dict[str, Any]], rounds: int, arms: tuple[str, ...] = ARMS) -> str:
     ceiling = all("ceiling" in r for r in runs)  # absent with --no-ceiling
     head = ["seed", "arm", "round 0"] + [f"round {r}" for r in range(1, rounds + 1)] + ["ceiling"] * ceiling
     rows = []
-    for arm in ARMS if rounds else ("-",):  # no rounds: both arms would be the same row
+    for arm in arms if rounds else ("-",):  # no rounds: both arms would be the same row
         for run in runs:
             rows.append([str(run["seed"]), arm, f"{run['round0']['pixel']:.3f}"] +
                         [f"{a['pixel']:.3f}" for a in run.get(arm, [])] +
@@ -219,7 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--family", choices=synth.FAMILIES, default="varied", help="survey family (default varied)")
     ap.add_argument("--measure", choices=MEASURES, default="confidence",
                     help="what `suggest` ranks lines by (default confidence, as the suggest job)")
+    ap.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS),
+                    help="the arms to run, in this order (default both)")
     args = ap.parse_args(argv)
+    args.arms = tuple(dict.fromkeys(args.arms))
     args.shape = args.shape or ([256, 256, 128] if args.full else [64, 64, 64])
     runs = []
     with tempfile.TemporaryDirectory(prefix="seisd-loop-") as tmp:
@@ -228,14 +233,15 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append(one_seed(d.client, Path(tmp), seed, args))
                 print(f"seed {seed}: {json.dumps(runs[-1])}", file=sys.stderr, flush=True)
     mean = {arm: [round(float(np.mean([r[arm][k]["pixel"] for r in runs])), 4) for k in range(args.rounds)]
-            for arm in ARMS}
-    doc = {"family": args.family, "shape": args.shape, "rounds": args.rounds, "seeds": [r["seed"] for r in runs],
+            for arm in args.arms}
+    doc = {"arms": list(args.arms),
+           "family": args.family, "shape": args.shape, "rounds": args.rounds, "seeds": [r["seed"] for r in runs],
            "full": args.full, "measure": args.measure,
            "retrain_epochs": args.retrain_epochs, "retrain_lr": args.retrain_lr, "runs": runs, "mean_pixel": mean,
            "mean_round0_pixel": round(float(np.mean([r["round0"]["pixel"] for r in runs])), 4)}
     if not args.no_ceiling:
         doc["mean_ceiling_pixel"] = round(float(np.mean([r["ceiling"]["pixel"] for r in runs])), 4)
-    print(table(runs, args.rounds))
+    print(table(runs, args.rounds, args.arms))
     print(json.dumps(doc))
     return 0
 
