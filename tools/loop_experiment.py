@@ -1,7 +1,7 @@
 """The interpreter in the loop, played with the generator's truth: suggested lines against random ones.
 
     python tools/loop_experiment.py [--seeds 2] [--rounds 2] [--first-seed 100] [--full] [--shape I X S]
-                                    [--epochs N] [--retrain-epochs N] [--retrain-lr LR] [--no-ceiling]
+                                    [--epochs N] [--retrain-epochs N [N ...]] [--retrain-lr LR] [--no-ceiling]
                                     [--config FILE] [--family varied] [--measure confidence|disagreement|both]
                                     [--arms suggested random]
 
@@ -15,7 +15,8 @@ traces as the first round's picks hold (labels from the generator's truth), impo
 retrained with `train.mode: resume` from the arm's last model (a few epochs; --retrain-lr: at that learning rate
 in place of the job file's), predicted, and scored over the whole cube against the truth. The ceiling: the same job,
 trained anew on the truth of 8 whole inlines (evenly spaced); --no-ceiling skips it and --arms suggested runs one
-arm (A/B runs of the retrains, whose round 0 and ceiling are known).
+arm (A/B runs of the retrains, whose round 0 and ceiling are known). Several --retrain-epochs run each arm once per
+length from the same round 0 (rows "suggested-e12", "suggested-e24", ...; the random arms draw the same lines).
 
 Prints a table (accuracy per round, per seed and the mean) and, last, one JSON line with every figure. The default
 is small (64^3, a small U-Net, a few epochs: a few minutes on two cores); --full takes the job file as it is, on
@@ -54,8 +55,9 @@ def _ok(client: Any, job: dict[str, Any], timeout: float = 3600) -> dict[str, An
     return record["result"]
 
 
-def train_job(args: argparse.Namespace, output: str, survey: str, picks: str, start: str | None) -> dict[str, Any]:
-    """The job file, made small unless --full; a retrain resumes from `start` for --retrain-epochs epochs."""
+def train_job(args: argparse.Namespace, output: str, survey: str, picks: str, start: str | None,
+              epochs: int = 0) -> dict[str, Any]:
+    """The job file, made small unless --full; a retrain resumes from `start` for `epochs` epochs."""
     job = yaml.safe_load((args.config or CONFIG).read_text())
     job.update(output=output, overwrite=True)
     job["data"].update(survey=survey, picks=picks)
@@ -68,7 +70,7 @@ def train_job(args: argparse.Namespace, output: str, survey: str, picks: str, st
     elif args.epochs:
         job["train"]["epochs"] = args.epochs
     if start is not None:
-        job["train"].update(mode="resume", init_from=f"models/{start}.h5", epochs=args.retrain_epochs)
+        job["train"].update(mode="resume", init_from=f"models/{start}.h5", epochs=epochs)
         job["train"]["early_stop"] = {"enabled": False}
         if args.retrain_lr is not None:
             job["optim"]["lr"] = args.retrain_lr
@@ -123,14 +125,14 @@ def one_seed(client: Any, work: Path, seed: int, args: argparse.Namespace) -> di
     first = sorted(str(p) for p in (folder / "picks").glob("*.pts"))
     width = len(np.unique(s.picks.crossline_index))  # traces of the first round's picks: a round's amount
     ni, nx, ns = s.labels.shape
-    for arm in args.arms:
-        _import(client, survey, first, arm, add=False)
-    _ok(client, train_job(args, f"{survey}-r0", survey, args.arms[0], None))
+    for label, _, _ in args.runs:
+        _import(client, survey, first, label, add=False)
+    _ok(client, train_job(args, f"{survey}-r0", survey, args.runs[0][0], None))
     out: dict[str, Any] = {"seed": seed, "first_round_points": int(len(s.picks.class_id)), "round_traces": width,
                            "round0": score(client, f"{survey}-r0", survey)}
     say(t0, f"seed {seed}: round 0 {out['round0']}")
-    rng = np.random.default_rng(seed)
-    for arm in args.arms:
+    for label, arm, epochs in args.runs:
+        rng = np.random.default_rng(seed)  # every random arm draws the same lines
         last, accs, lines = f"{survey}-r0", [], []
         for r in range(1, args.rounds + 1):
             if arm == "suggested":
@@ -144,16 +146,16 @@ def one_seed(client: Any, work: Path, seed: int, args: argparse.Namespace) -> di
                 index, w = int(rng.integers(count)), max(1, round(width / nx * lateral))
                 start = int(rng.integers(lateral - w + 1))
                 traces = (start, start + w - 1)
-            files = write_region(folder / f"{arm}_r{r}", s, names, kind, index, traces)
-            added = _import(client, survey, files, arm, add=True)["add"]
-            model = f"{survey}-{arm}-r{r}"
-            _ok(client, train_job(args, model, survey, arm, last))
+            files = write_region(folder / f"{label}_r{r}", s, names, kind, index, traces)
+            added = _import(client, survey, files, label, add=True)["add"]
+            model = f"{survey}-{label}-r{r}"
+            _ok(client, train_job(args, model, survey, label, last, epochs))
             accs.append(score(client, model, survey))
             number = (s.inlines if kind == "inline" else s.crosslines)[index]
             lines.append({"kind": kind, "line": int(number), "traces": list(traces), "added": added["added"]})
-            say(t0, f"seed {seed}: {arm} round {r}, {kind} {number} traces {traces[0]}-{traces[1]}: {accs[-1]}")
+            say(t0, f"seed {seed}: {label} round {r}, {kind} {number} traces {traces[0]}-{traces[1]}: {accs[-1]}")
             last = model
-        out[arm], out[f"{arm}_lines"] = accs, lines
+        out[label], out[f"{label}_lines"] = accs, lines
     if not args.no_ceiling:
         step = ni // 8
         ceiling = write_ceiling(folder / "ceiling", s, names, [step // 2 + k * step for k in range(8)])
@@ -212,8 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--full", action="store_true", help="the job file as it is, on 256 x 256 x 128 surveys")
     ap.add_argument("--shape", type=int, nargs=3, default=None)
     ap.add_argument("--epochs", type=int, default=None, help="epochs of a new model (default 8; --full: the file's)")
-    ap.add_argument("--retrain-epochs", type=int, default=12,
-                    help="epochs of each retrain (resume mode; default 12, docs/loop.md: 3 until session 13)")
+    ap.add_argument("--retrain-epochs", type=int, nargs="+", default=[12],
+                    help="epochs of each retrain (resume mode; default 12, docs/loop.md: 3 until session 13); "
+                         "several: each arm once per length, from the same round 0")
     ap.add_argument("--retrain-lr", type=float, default=None,
                     help="learning rate of each retrain (default: the job file's optim.lr)")
     ap.add_argument("--no-ceiling", action="store_true", help="skip the ceiling (8 inlines of truth)")
@@ -225,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="the arms to run, in this order (default both)")
     args = ap.parse_args(argv)
     args.arms = tuple(dict.fromkeys(args.arms))
+    lengths = list(dict.fromkeys(args.retrain_epochs))
+    args.runs = [(arm if len(lengths) == 1 else f"{arm}-e{e}", arm, e) for arm in args.arms for e in lengths]
+    labels = tuple(label for label, _, _ in args.runs)
     args.shape = args.shape or ([256, 256, 128] if args.full else [64, 64, 64])
     runs = []
     with tempfile.TemporaryDirectory(prefix="seisd-loop-") as tmp:
@@ -233,15 +239,15 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append(one_seed(d.client, Path(tmp), seed, args))
                 print(f"seed {seed}: {json.dumps(runs[-1])}", file=sys.stderr, flush=True)
     mean = {arm: [round(float(np.mean([r[arm][k]["pixel"] for r in runs])), 4) for k in range(args.rounds)]
-            for arm in args.arms}
-    doc = {"arms": list(args.arms),
+            for arm in labels}
+    doc = {"arms": list(labels),
            "family": args.family, "shape": args.shape, "rounds": args.rounds, "seeds": [r["seed"] for r in runs],
            "full": args.full, "measure": args.measure,
            "retrain_epochs": args.retrain_epochs, "retrain_lr": args.retrain_lr, "runs": runs, "mean_pixel": mean,
            "mean_round0_pixel": round(float(np.mean([r["round0"]["pixel"] for r in runs])), 4)}
     if not args.no_ceiling:
         doc["mean_ceiling_pixel"] = round(float(np.mean([r["ceiling"]["pixel"] for r in runs])), 4)
-    print(table(runs, args.rounds, args.arms))
+    print(table(runs, args.rounds, labels))
     print(json.dumps(doc))
     return 0
 
