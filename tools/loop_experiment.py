@@ -214,8 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--full", action="store_true", help="the job file as it is, on 256 x 256 x 128 surveys")
     ap.add_argument("--shape", type=int, nargs=3, default=None)
     ap.add_argument("--epochs", type=int, default=None, help="epochs of a new model (default 8; --full: the file's)")
-    ap.add_argument("--retrain-epochs", type=int, nargs="+", default=[12],
-                    help="epochs of each retrain (resume mode; default 12, docs/loop.md: 3 until session 13); "
+    ap.add_argument("--retrain-epochs", type=int, nargs="+", default=[24],
+                    help="epochs of each retrain (resume mode; default 24, docs/loop.md: 3 until session 13, 12 "
+                         "until session 26); "
                          "several: each arm once per length, from the same round 0")
     ap.add_argument("--retrain-lr", type=float, default=None,
                     help="learning rate of each retrain (default: the job file's optim.lr)")

@@ -1,0 +1,29 @@
+"""tools/loop_experiment.py as a user runs it (a real daemon, real SEG-Y, a tiny survey): the arms and the retrain
+lengths it compares."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_two_retrain_lengths_share_round_0_and_the_random_lines(tmp_path: Path):
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "loop_experiment.py"), "--seeds", "1", "--first-seed", "100",
+         "--rounds", "2", "--shape", "48", "48", "32", "--epochs", "1", "--retrain-epochs", "1", "2",
+         "--arms", "random", "--no-ceiling"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    doc = json.loads(out.stdout.strip().splitlines()[-1])
+    assert doc["arms"] == ["random-e1", "random-e2"] and doc["retrain_epochs"] == [1, 2]
+    run = doc["runs"][0]
+    # one round 0 for both lengths, each length its own models: the same lines drawn, two rounds each
+    assert [len(run[a]) for a in doc["arms"]] == [2, 2]
+    assert run["random-e1_lines"] == run["random-e2_lines"]
+    assert all(line["added"] > 0 for line in run["random-e1_lines"])
+    assert "suggested" not in run and "suggested-e1" not in run and "ceiling" not in run
+    table = out.stdout.splitlines()
+    assert any(row.startswith("mean  random-e2") for row in table), out.stdout
