@@ -55,9 +55,9 @@ def _ok(client: Any, job: dict[str, Any], timeout: float = 3600) -> dict[str, An
     return record["result"]
 
 
-def train_job(args: argparse.Namespace, output: str, survey: str, picks: str, start: str | None,
-              epochs: int = 0) -> dict[str, Any]:
-    """The job file, made small unless --full; a retrain resumes from `start` for `epochs` epochs."""
+def train_job(args: argparse.Namespace, output: str, survey: str, picks: str,
+              retrain: tuple[str, int] | None = None) -> dict[str, Any]:
+    """The job file, made small unless --full; a retrain (model, epochs) resumes from that model for so many epochs."""
     job = yaml.safe_load((args.config or CONFIG).read_text())
     job.update(output=output, overwrite=True)
     job["data"].update(survey=survey, picks=picks)
@@ -69,7 +69,8 @@ def train_job(args: argparse.Namespace, output: str, survey: str, picks: str, st
         job["train"]["early_stop"] = {"enabled": False}
     elif args.epochs:
         job["train"]["epochs"] = args.epochs
-    if start is not None:
+    if retrain is not None:
+        start, epochs = retrain
         job["train"].update(mode="resume", init_from=f"models/{start}.h5", epochs=epochs)
         job["train"]["early_stop"] = {"enabled": False}
         if args.retrain_lr is not None:
@@ -127,7 +128,7 @@ def one_seed(client: Any, work: Path, seed: int, args: argparse.Namespace) -> di
     ni, nx, ns = s.labels.shape
     for label, _, _ in args.runs:
         _import(client, survey, first, label, add=False)
-    _ok(client, train_job(args, f"{survey}-r0", survey, args.runs[0][0], None))
+    _ok(client, train_job(args, f"{survey}-r0", survey, args.runs[0][0]))
     out: dict[str, Any] = {"seed": seed, "first_round_points": int(len(s.picks.class_id)), "round_traces": width,
                            "round0": score(client, f"{survey}-r0", survey)}
     say(t0, f"seed {seed}: round 0 {out['round0']}")
@@ -149,7 +150,7 @@ def one_seed(client: Any, work: Path, seed: int, args: argparse.Namespace) -> di
             files = write_region(folder / f"{label}_r{r}", s, names, kind, index, traces)
             added = _import(client, survey, files, label, add=True)["add"]
             model = f"{survey}-{label}-r{r}"
-            _ok(client, train_job(args, model, survey, label, last, epochs))
+            _ok(client, train_job(args, model, survey, label, (last, epochs)))
             accs.append(score(client, model, survey))
             number = (s.inlines if kind == "inline" else s.crosslines)[index]
             lines.append({"kind": kind, "line": int(number), "traces": list(traces), "added": added["added"]})
@@ -162,7 +163,7 @@ def one_seed(client: Any, work: Path, seed: int, args: argparse.Namespace) -> di
         if len(ceiling) != len(names):
             raise RuntimeError(f"seed {seed}: the 8 inlines of the ceiling lack a class; the class ids would shift")
         _import(client, survey, ceiling, "ceiling", add=False)
-        _ok(client, train_job(args, f"{survey}-ceiling", survey, "ceiling", None))
+        _ok(client, train_job(args, f"{survey}-ceiling", survey, "ceiling"))
         out["ceiling"] = score(client, f"{survey}-ceiling", survey)
         say(t0, f"seed {seed}: ceiling {out['ceiling']}")
     out["seconds"] = round(time.monotonic() - t0, 1)
@@ -188,7 +189,7 @@ def write_ceiling(folder: Path, s: Any, names: list[str], inlines: list[int]) ->
     return out
 
 
-def table(runs: list[dict[str, Any]], rounds: int, arms: tuple[str, ...] = ARMS) -> str:
+def table(runs: list[dict[str, Any]], rounds: int, arms: tuple[str, ...]) -> str:
     ceiling = all("ceiling" in r for r in runs)  # absent with --no-ceiling
     head = ["seed", "arm", "round 0"] + [f"round {r}" for r in range(1, rounds + 1)] + ["ceiling"] * ceiling
     rows = []
@@ -229,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="the arms to run, in this order (default both)")
     args = ap.parse_args(argv)
     args.arms = tuple(dict.fromkeys(args.arms))
-    lengths = list(dict.fromkeys(args.retrain_epochs))
+    args.retrain_epochs = list(dict.fromkeys(args.retrain_epochs))
+    lengths = args.retrain_epochs
     args.runs = [(arm if len(lengths) == 1 else f"{arm}-e{e}", arm, e) for arm in args.arms for e in lengths]
     labels = tuple(label for label, _, _ in args.runs)
     args.shape = args.shape or ([256, 256, 128] if args.full else [64, 64, 64])
