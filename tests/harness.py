@@ -186,6 +186,23 @@ class RunningDaemon(StartedInWith):
             return "(no output)"
 
 
+def command_line(proc: psutil.Process) -> str:
+    """`proc`'s command line as one string; "" once it has ended or is a zombie (children come and go while a
+    test walks the tree: Ray's workers, a spawn helper)."""
+    try:
+        return " ".join(proc.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):  # ZombieProcess is a NoSuchProcess
+        return ""
+
+
+def listens(proc: psutil.Process) -> bool:
+    """True when `proc` holds an inet socket in LISTEN state; False once it has ended."""
+    try:
+        return any(c.status == psutil.CONN_LISTEN for c in proc.net_connections(kind="inet"))
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
 def pid_alive(pid: int) -> bool:
     """True when `pid` names a live process (a zombie counts as dead)."""
     try:

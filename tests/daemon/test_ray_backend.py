@@ -26,7 +26,8 @@ pytest.importorskip("ray")
 from tests.daemon.predict_data import SLOW_JOB, home_with_unet, predict_job, save_slow_model  # noqa: E402
 from tests.daemon.test_distributed import job as ddp_job, losses  # noqa: E402
 from tests.daemon.test_train_job import import_demo, train_job  # noqa: E402
-from tests.harness import RunningDaemon, pid_alive, steps_job, wait_for, wait_state  # noqa: E402
+from tests.harness import (RunningDaemon, command_line, listens, pid_alive, steps_job, wait_for,  # noqa: E402
+                           wait_state)
 
 RAY_ENV = {"SEISD_BACKEND": "ray", "SEISD_RAY__ADDRESS": "local", "SEISD_RAY__LOCAL_NUM_CPUS": "2",
            "SEISD_RAY__SLOTS": "2", "SEISD_RAY__NUM_CPUS_PER_JOB": "1", "SEISD_RAY__MAX_RETRIES": "1",
@@ -192,14 +193,7 @@ def test_data_parallel_training_on_ray_runs_its_ranks_as_ray_tasks(ray_daemon: R
 
 def _ray_tasks_named(d: RunningDaemon, name: str) -> list[psutil.Process]:
     """Ray workers under the daemon running a task called `name` now (Ray titles the worker after the task)."""
-    out = []
-    for p in psutil.Process(d.pid).children(recursive=True):
-        try:
-            if name in " ".join(p.cmdline()):
-                out.append(p)
-        except psutil.NoSuchProcess:
-            pass
-    return out
+    return [p for p in psutil.Process(d.pid).children(recursive=True) if name in command_line(p)]
 
 
 def test_a_killed_ray_rank_fails_the_job_naming_it(ray_daemon: RunningDaemon) -> None:
@@ -264,7 +258,7 @@ def test_cancel_stops_the_shards_on_ray(shard_models: RunningDaemon) -> None:
     assert rec["state"] == "cancelled", rec
     # the shard tasks end (their workers go back to Ray's pool or exit): none runs a shard any more
     wait_for(lambda: not _shard_workers(ray_daemon), timeout=30, what="the shard tasks to end")
-    assert all(not p.is_running() or "seisd-shard" not in " ".join(p.cmdline()) for p in workers)
+    assert all("seisd-shard" not in command_line(p) for p in workers)
 
 
 def test_a_killed_shard_worker_fails_the_job_naming_the_shard(shard_models: RunningDaemon) -> None:
@@ -294,7 +288,7 @@ def _open_to_the_network(proc: psutil.Process) -> list[str]:
     for conn in conns:  # unix sockets are not inet: reachable from this machine only
         waiting = conn.status == psutil.CONN_LISTEN or (conn.type == socket.SOCK_DGRAM and not conn.raddr)
         if waiting and conn.laddr and not _loopback(conn.laddr.ip):
-            found.append(f"{proc.pid} {proc.name()} {conn.laddr.ip}:{conn.laddr.port}")
+            found.append(f"{proc.pid} {command_line(proc)[:80]} {conn.laddr.ip}:{conn.laddr.port}")
     return found
 
 
@@ -302,11 +296,10 @@ def test_local_ray_listens_on_loopback_only(ray_daemon: RunningDaemon) -> None:
     run_ok(ray_daemon, steps_job(steps=2))  # Ray workers exist (they listen too)
     daemon = psutil.Process(ray_daemon.pid)
     procs = [daemon, *daemon.children(recursive=True)]
-    names = " ".join(" ".join(p.cmdline()) for p in procs if p.is_running())
+    names = " ".join(command_line(p) for p in procs)
     for part in ("gcs_server", "raylet", "ray::"):  # the head, the node manager, workers and agents are covered
         assert part in names, f"no Ray process with {part!r} under the daemon"
-    listening = [p for p in procs if p.is_running() and any(c.status == psutil.CONN_LISTEN
-                                                            for c in p.net_connections(kind="inet"))]
+    listening = [p for p in procs if listens(p)]
     assert len(listening) >= 3, "Ray's servers were not found listening"
     exposed = [line for p in procs for line in _open_to_the_network(p)]
     assert exposed == [], f"sockets open beyond loopback: {exposed}"
@@ -314,6 +307,6 @@ def test_local_ray_listens_on_loopback_only(ray_daemon: RunningDaemon) -> None:
 
 def test_stop_leaves_no_ray_process_behind(ray_daemon: RunningDaemon) -> None:
     ray_pids = [p for p in ray_daemon.snapshot()]
-    assert any("raylet" in " ".join(psutil.Process(p).cmdline()) for p in ray_pids if pid_alive(p))
+    assert any("raylet" in command_line(psutil.Process(p)) for p in ray_pids if pid_alive(p))
     assert ray_daemon.stop() == 0
     wait_for(lambda: not any(pid_alive(p) for p in ray_pids), timeout=30, what="every Ray process to exit")

@@ -17,7 +17,7 @@ import pytest
 
 from tests.daemon.predict_data import (SHAPE, SLOW_JOB, home_with_unet, make_synth_survey, predict_job, run_job,
                                        save_slow_model)
-from tests.harness import RunningDaemon, wait_for, wait_state
+from tests.harness import RunningDaemon, command_line, wait_for, wait_state
 
 OUTPUTS = dict(outputs=["labels", "probabilities", "confidence"], format="hdf5", chunk_inlines=4,
                figures={"enabled": False})
@@ -70,8 +70,9 @@ def _done(record: Path) -> int:
 
 
 def _shard_processes(d: RunningDaemon) -> list[psutil.Process]:
-    return [p for p in psutil.Process(d.proc.pid).children(recursive=True)
-            if "seisd-shard" in p.name() or any("spawn_main" in c for c in p.cmdline())]
+    """The executor's spawn children (shards are multiprocessing processes: their OS name is python's); a child that
+    ended meanwhile has an empty command line and is left out."""
+    return [p for p in psutil.Process(d.proc.pid).children(recursive=True) if "spawn_main" in command_line(p)]
 
 
 def test_killed_shard_fails_the_job_and_kill9_of_the_daemon_resumes_sharded(tmp_path: Path) -> None:
