@@ -1,6 +1,6 @@
 """`make demo`: the seed's story end to end, on embedded defaults, through the real daemon and the real seisctl.
 
-    python tools/demo.py [--out demo-out] [--shape 192 192 128] [--epochs N] [--train-minutes 7] [--keep-daemon]
+    python tools/demo.py [--out demo-out] [--shape 256 256 128] [--epochs N] [--train-minutes 7] [--keep-daemon]
 
 1. generate a synthetic survey with ground truth (tools/synth.py): SEG-Y, a label volume, picks on part of one inline
 2. start a daemon in OUT/home
@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-minutes", type=float, default=7.0,
                     help="training budget in minutes of the training's own CPU time per thread (default 7: on an "
                     "idle 2-core machine about as many minutes of wall time, so `make demo` on a fresh clone, its "
-                    "install included, ends within 10 minutes; it stops no training before epoch 10, so a busy "
-                    "machine makes the demo take longer, not learn less)")
+                    "install included, ends within 10 minutes; it stops no training before 20 epochs in all, the "
+                    "selection's and the refit's, so a busy machine makes the demo take longer, not learn less)")
     ap.add_argument("--model", choices=["unet", "patchcnn"], default="unet")
     ap.add_argument("--keep-daemon", action="store_true", help="leave the daemon running at the end")
     a = ap.parse_args(argv)
