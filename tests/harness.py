@@ -195,12 +195,12 @@ def command_line(proc: psutil.Process) -> str:
         return ""
 
 
-def listens(proc: psutil.Process) -> bool:
-    """True when `proc` holds an inet socket in LISTEN state; False once it has ended."""
+def inet_sockets(proc: psutil.Process) -> list[Any]:
+    """`proc`'s inet sockets (psutil's connection records); none once it has ended."""
     try:
-        return any(c.status == psutil.CONN_LISTEN for c in proc.net_connections(kind="inet"))
+        return proc.net_connections(kind="inet")
     except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
+        return []
 
 
 def pid_alive(pid: int) -> bool:

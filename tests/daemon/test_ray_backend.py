@@ -26,7 +26,7 @@ pytest.importorskip("ray")
 from tests.daemon.predict_data import SLOW_JOB, home_with_unet, predict_job, save_slow_model  # noqa: E402
 from tests.daemon.test_distributed import job as ddp_job, losses  # noqa: E402
 from tests.daemon.test_train_job import import_demo, train_job  # noqa: E402
-from tests.harness import (RunningDaemon, command_line, listens, pid_alive, steps_job, wait_for,  # noqa: E402
+from tests.harness import (RunningDaemon, command_line, inet_sockets, pid_alive, steps_job, wait_for,  # noqa: E402
                            wait_state)
 
 RAY_ENV = {"SEISD_BACKEND": "ray", "SEISD_RAY__ADDRESS": "local", "SEISD_RAY__LOCAL_NUM_CPUS": "2",
@@ -281,11 +281,7 @@ def _loopback(ip: str) -> bool:
 def _open_to_the_network(proc: psutil.Process) -> list[str]:
     """The inet sockets of `proc` that wait for peers (tcp LISTEN, unconnected udp) on a non-loopback address."""
     found = []
-    try:
-        conns = proc.net_connections(kind="inet")
-    except psutil.NoSuchProcess:  # a worker that ended meanwhile listens nowhere
-        return []
-    for conn in conns:  # unix sockets are not inet: reachable from this machine only
+    for conn in inet_sockets(proc):  # unix sockets are not inet: reachable from this machine only
         waiting = conn.status == psutil.CONN_LISTEN or (conn.type == socket.SOCK_DGRAM and not conn.raddr)
         if waiting and conn.laddr and not _loopback(conn.laddr.ip):
             found.append(f"{proc.pid} {command_line(proc)[:80]} {conn.laddr.ip}:{conn.laddr.port}")
@@ -299,7 +295,7 @@ def test_local_ray_listens_on_loopback_only(ray_daemon: RunningDaemon) -> None:
     names = " ".join(command_line(p) for p in procs)
     for part in ("gcs_server", "raylet", "ray::"):  # the head, the node manager, workers and agents are covered
         assert part in names, f"no Ray process with {part!r} under the daemon"
-    listening = [p for p in procs if listens(p)]
+    listening = [p for p in procs if any(c.status == psutil.CONN_LISTEN for c in inet_sockets(p))]
     assert len(listening) >= 3, "Ray's servers were not found listening"
     exposed = [line for p in procs for line in _open_to_the_network(p)]
     assert exposed == [], f"sockets open beyond loopback: {exposed}"

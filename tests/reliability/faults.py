@@ -30,7 +30,7 @@ import h5py
 import numpy as np
 import psutil
 
-from tests.harness import RunningDaemon, wait_for, wait_state
+from tests.harness import RunningDaemon, command_line, wait_for, wait_state
 from workers.shm import SHM_DIR, owner_pid_of
 
 KINDS = ("daemon", "executor", "worker", "viewer")
@@ -151,15 +151,7 @@ def data_workers(executor_pid: int) -> list[psutil.Process]:
         kids = psutil.Process(executor_pid).children()
     except psutil.NoSuchProcess:
         return []
-    out = []
-    for k in kids:
-        try:
-            cmd = " ".join(k.cmdline())
-        except psutil.NoSuchProcess:
-            continue
-        if "spawn_main" in cmd and "resource_tracker" not in cmd:
-            out.append(k)
-    return out
+    return [k for k in kids if "spawn_main" in (cmd := command_line(k)) and "resource_tracker" not in cmd]
 
 
 def segments_of(owner_pids: set[int]) -> list[str]:
@@ -501,10 +493,7 @@ class FaultRun:
         trackers) and the viewer."""
         allowed = set()
         for p in self.watch.sample():
-            try:
-                cmd = " ".join(p.cmdline())
-            except psutil.NoSuchProcess:
-                continue
+            cmd = command_line(p)  # "" once it ended: not allowed, and not running either
             if "daemon.executor" in cmd or "resource_tracker" in cmd or "daemon.viewers" in cmd:
                 allowed.add(p.pid)
         return allowed
