@@ -55,10 +55,14 @@ class JobContext:
 
     def progress(self, fraction: float, message: str | None = None, *, eta_s: float | None = None,
                  **fields: Any) -> None:
-        """Report progress in [0, 1]; events are coalesced to a few a second, the last one always goes out."""
+        """Report progress in [0, 1]; events are coalesced to a few a second, the last one always goes out, and so
+        does each stage's last one: a held event whose `stage` field differs from this one's is sent first (a stage
+        shorter than the interval, such as the teacher's prediction between two trainings, would vanish)."""
         # a message is text on the wire (a user script's progress file may hold a number there)
         msg = E.JobProgress(self.job_id, max(0.0, min(1.0, float(fraction))),
                             None if message is None else str(message), eta_s, fields)
+        if self._pending_progress is not None and self._pending_progress.fields.get("stage") != fields.get("stage"):
+            self.flush_progress()
         now = time.monotonic()
         if now - self._last_progress >= PROGRESS_INTERVAL_S or msg.fraction >= 1.0:
             self._last_progress = now

@@ -201,7 +201,7 @@ def _train_stage(spec: TrainSpec, ctx: Any, model: torch.nn.Module, data: TrainD
         finally:
             if pool is not None:
                 pool.close()
-            ctx.flush_progress()  # a stage's last progress goes out before the next stage's can replace it
+            ctx.flush_progress()  # the run's last progress goes out (a run without a stage field has no change to tell)
     if result.stopped == "cancelled":
         ctx.log.info("cancelled at step %d; %s holds the state", result.step,
                      Path(job_dir or ctx.job_dir) / "checkpoints" / "last.pt")
