@@ -3,7 +3,7 @@
     python tools/loop_experiment.py [--seeds 2] [--rounds 2] [--first-seed 100] [--full] [--shape I X S]
                                     [--epochs N] [--retrain-epochs N [N ...]] [--retrain-lr LR] [--no-ceiling]
                                     [--config FILE] [--family varied] [--measure confidence|disagreement|both]
-                                    [--arms suggested random]
+                                    [--near N [N ...]] [--arms suggested random]
 
 For each survey (tools/synth.py, the varied family unless --family says otherwise, seeds first-seed .. first-seed +
 seeds - 1) in a real seisd of a temporary home:
@@ -16,7 +16,9 @@ retrained with `train.mode: resume` from the arm's last model (a few epochs; --r
 in place of the job file's), predicted, and scored over the whole cube against the truth. The ceiling: the same job,
 trained anew on the truth of 8 whole inlines (evenly spaced); --no-ceiling skips it and --arms suggested runs one
 arm (A/B runs of the retrains, whose round 0 and ceiling are known). Several --retrain-epochs run each arm once per
-length from the same round 0 (rows "suggested-e12", "suggested-e24", ...; the random arms draw the same lines).
+length from the same round 0 (rows "suggested-e12", "suggested-e24", ...; the random arms draw the same lines);
+several --near run the suggested arm once per value of suggest's `near` (how far the weight of the arm's picks
+reaches; 0: none), rows "suggested-n0", "suggested-n32".
 
 Prints a table (accuracy per round, per seed and the mean) and, last, one JSON line with every figure. The default
 is small (64^3, a small U-Net, a few epochs: a few minutes on two cores); --full takes the job file as it is, on
@@ -126,20 +128,20 @@ def one_seed(client: Any, work: Path, seed: int, args: argparse.Namespace) -> di
     first = sorted(str(p) for p in (folder / "picks").glob("*.pts"))
     width = len(np.unique(s.picks.crossline_index))  # traces of the first round's picks: a round's amount
     ni, nx, ns = s.labels.shape
-    for label, _, _ in args.runs:
+    for label, *_ in args.runs:
         _import(client, survey, first, label, add=False)
     _ok(client, train_job(args, f"{survey}-r0", survey, args.runs[0][0]))
     out: dict[str, Any] = {"seed": seed, "first_round_points": int(len(s.picks.class_id)), "round_traces": width,
                            "round0": score(client, f"{survey}-r0", survey)}
     say(t0, f"seed {seed}: round 0 {out['round0']}")
-    for label, arm, epochs in args.runs:
+    for label, arm, epochs, near in args.runs:
         rng = np.random.default_rng(seed)  # every random arm draws the same lines
         last, accs, lines = f"{survey}-r0", [], []
         for r in range(1, args.rounds + 1):
             if arm == "suggested":
-                row = _ok(client, {"kind": "suggest", "model": last, "survey": survey, "lines": 1,
-                                   "measure": args.measure, "region": min(1.0, width / nx),
-                                   "region_samples": 1.0})["suggestions"][0]
+                row = _ok(client, {"kind": "suggest", "model": last, "survey": survey, "lines": 1, "picks": label,
+                                   "measure": args.measure, "region": min(1.0, width / nx), "region_samples": 1.0,
+                                   **({} if near is None else {"near": near})})["suggestions"][0]
                 kind, index, traces = row["kind"], row["index"], tuple(row["trace_indices"])
             else:
                 kind = ("inline", "crossline")[int(rng.integers(2))]
@@ -226,14 +228,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--family", choices=synth.FAMILIES, default="varied", help="survey family (default varied)")
     ap.add_argument("--measure", choices=MEASURES, default="confidence",
                     help="what `suggest` ranks lines by (default confidence, as the suggest job)")
+    ap.add_argument("--near", type=int, nargs="+", default=None,
+                    help="suggest's `near` (traces over which the picks' weight fades; default the job's, 1/8 of "
+                         "the survey's lines; 0: picks do not weigh); several: the suggested arm once per value, "
+                         "from the same round 0 (rows suggested-n0, suggested-n32, ...)")
     ap.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS),
                     help="the arms to run, in this order (default both)")
     args = ap.parse_args(argv)
     args.arms = tuple(dict.fromkeys(args.arms))
     args.retrain_epochs = list(dict.fromkeys(args.retrain_epochs))
     lengths = args.retrain_epochs
-    args.runs = [(arm if len(lengths) == 1 else f"{arm}-e{e}", arm, e) for arm in args.arms for e in lengths]
-    labels = tuple(label for label, _, _ in args.runs)
+    nears = list(dict.fromkeys(args.near)) if args.near else [None]
+    args.runs = [("-".join([arm] + [f"e{e}"] * (len(lengths) > 1)
+                           + [f"n{n}"] * (arm == "suggested" and len(nears) > 1)), arm, e, n)
+                 for arm in args.arms for e in lengths for n in (nears if arm == "suggested" else [None])]
+    labels = tuple(label for label, *_ in args.runs)
     args.shape = args.shape or ([256, 256, 128] if args.full else [64, 64, 64])
     runs = []
     with tempfile.TemporaryDirectory(prefix="seisd-loop-") as tmp:
@@ -245,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
             for arm in labels}
     doc = {"arms": list(labels),
            "family": args.family, "shape": args.shape, "rounds": args.rounds, "seeds": [r["seed"] for r in runs],
-           "full": args.full, "measure": args.measure,
+           "full": args.full, "measure": args.measure, "near": args.near,
            "retrain_epochs": args.retrain_epochs, "retrain_lr": args.retrain_lr, "runs": runs, "mean_pixel": mean,
            "mean_round0_pixel": round(float(np.mean([r["round0"]["pixel"] for r in runs])), 4)}
     if not args.no_ceiling:

@@ -44,17 +44,21 @@ class Suggest(Command):
     (default 5); `--spacing` the fewest lines between two suggestions of one kind (default 1/16 of the survey's
     lines); `--margin` lines kept out at the
     survey's edges, where any model is unsure (default 1/16 of the lines); `--kind inline|crossline` one kind
-    only; `--prediction` another prediction than `MODEL-SURVEY`. Without a finished prediction it names the
-    `seisctl predict` to run. Prints the table (rank, line, score, the region in the survey's numbering and times)
-    and the files it wrote under predictions/PREDICTION/suggest/: suggestions.json, suggestions.csv and
-    suggestions.png (each line's predicted classes and confidence, the region outlined). The same prediction gives
-    the same list. `--json`: the job's result (`suggestions`, `files`)."""
+    only; `--prediction` another prediction than `MODEL-SURVEY`. What is picked counts for less: uncertainty is
+    weighted by the distance from the picks of `--picks` (default the set the model was trained from), nothing on
+    a picked trace and in full from `--near` traces on (default 1/8 of the survey's lines; 0: not weighted).
+    Without a finished prediction it names the `seisctl predict` to run. Prints the table (rank, line, score, the
+    region's own uncertainty, the line's mean, the region in the survey's numbering and times) and the files it
+    wrote under predictions/PREDICTION/suggest/: suggestions.json, suggestions.csv and suggestions.png (each
+    line's predicted classes and confidence, the region outlined). The same prediction gives the same list.
+    `--json`: the job's result (`suggestions`, `files`, `picks`, `near`)."""
 
     name, help = "suggest", "the lines where a model's prediction is least sure: where to pick next (a job)"
     runs_job = True
     keys = {"model": "MODEL", "survey": "SURVEY", "prediction": "--prediction {}", "lines": "--lines {}",
             "spacing": "--spacing {}", "region": "--region {}", "region_samples": "--region-samples {}",
-            "kinds": "--kind {}", "measure": "--measure {}", "margin": "--margin {}"}
+            "kinds": "--kind {}", "measure": "--measure {}", "margin": "--margin {}", "picks": "--picks {}",
+            "near": "--near {}"}
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("model")
@@ -69,12 +73,15 @@ class Suggest(Command):
                        "(default 1/16 of the lines, at least 2; 0: none)")
         p.add_argument("--measure", choices=["confidence", "disagreement", "both"],
                        help="what ranks the lines (default confidence)")
+        p.add_argument("--picks", help="the pick set whose picks count for less (default the model's own)")
+        p.add_argument("--near", type=int, help="traces from a pick at which uncertainty counts in full "
+                       "(default 1/8 of the survey's lines; 0: picks do not weigh)")
 
     def run(self, a: argparse.Namespace, out: Out) -> int:
         job = {"kind": "suggest", "model": a.model, "survey": a.survey, **given(
             prediction=a.prediction, lines=a.lines, spacing=a.spacing, region=a.region,
             region_samples=a.region_samples, kinds=[a.kind] if a.kind else None, measure=a.measure,
-            margin=a.margin)}
+            margin=a.margin, picks=a.picks, near=a.near)}
         code, r = run_quietly(a, out, job)
         if r is not None:
             out.emit(r, lambda: _print_suggestions(r))
@@ -83,11 +90,15 @@ class Suggest(Command):
 
 def _print_suggestions(r: dict[str, Any]) -> None:
     unit = r.get("sample_unit", "ms")
-    _table(["RANK", "LINE", "SCORE", "LINE MEAN", "REGION", f"TIME ({unit})"],
-           [[s["rank"], f"{s['kind']} {s['line']}", f"{s['score']:.3f}", f"{s['line_mean']:.3f}",
+    _table(["RANK", "LINE", "SCORE", "UNSURE", "LINE MEAN", "REGION", f"TIME ({unit})"],
+           [[s["rank"], f"{s['kind']} {s['line']}", f"{s['score']:.3f}", f"{s['uncertainty']:.3f}",
+             f"{s['line_mean']:.3f}",
              f"{s['across']}s {s['from']}-{s['to']}", f"{s['time_from']:g}-{s['time_to']:g}"]
             for s in r["suggestions"]])
     print(f"score: {r['measure_text']} (0 sure); whole survey {r['mean_uncertainty']:.3f}")
+    if r.get("picks"):
+        print(f"weighted by the distance from pick set {r['picks']} (0 on a picked trace, 1 from {r['near']} "
+              "traces on); UNSURE: the region's own")
     for kind, path in r["files"].items():
         print(f"{kind:<5} {path}")
 

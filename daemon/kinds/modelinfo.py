@@ -36,7 +36,8 @@ class ModelInfo:
     metrics: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     user_source: str | None = None  # source text of a user model file, for the record
-    # what it was trained on: sets [{name, surveys}] and surveys [{name, examples, volumes [{name, mean, std}]}]
+    # what it was trained on: sets [{name, surveys}] and surveys [{name, picks, examples, volumes [{name, mean,
+    # std}]}] (picks: the pick set, trained from picks; suggest weighs its picks)
     # (older model files: empty); predict compares a survey's amplitudes with these (daemon/executor/predict/job.py)
     trained_on: dict[str, Any] = field(default_factory=dict)
 

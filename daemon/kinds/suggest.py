@@ -17,6 +17,7 @@ from daemon.common.home import model_file, prediction_folder, survey_folder
 from daemon.kinds.data import NAME, name_problem
 from daemon.kinds.predict import default_output
 from daemon.kinds.registry import CheckContext, JobKind, JobSpec, register
+from workers.picks import pick_set_names
 
 SUGGEST_FOLDER = "suggest"  # predictions/<prediction>/suggest/: the files a suggest job leaves
 Measure = Literal["confidence", "disagreement", "both"]  # what ranks the lines; all but confidence read disagreement
@@ -40,6 +41,14 @@ class SuggestSpec(JobSpec):
     margin: int | None = Field(None, ge=0, description="lines (and traces of a region) this close to the survey's "
                                "edge are not suggested: a model is unsure at a section's edge whatever it learnt; "
                                "default 1/16 of the survey's lines of that kind (at least 2); 0: none")
+    picks: str | None = Field(None, description="the pick set already picked on the survey: uncertainty within "
+                              "`near` traces of its picks counts for less (nothing on a picked trace), so the list "
+                              "favours what the picks do not cover; default the set the model was trained from on "
+                              "this survey (its model file names it; none for older models)",
+                              json_schema_extra=NAME)
+    near: int | None = Field(None, ge=0, description="the lateral distance in traces over which a trace's weight "
+                             "grows from 0 on a picked trace to 1; default 1/8 of the survey's fewer lines (at "
+                             "least 2); 0: the picks do not weigh")
     measure: Measure = Field(
         "confidence", description="what ranks the lines: 1 - confidence (top-1 minus top-2 probability), the "
         "disagreement between the views the prediction blended (ensemble members, orientations; a predict job's "
@@ -58,13 +67,17 @@ class SuggestSpec(JobSpec):
 def check_suggest(spec: SuggestSpec, ctx: CheckContext) -> list[str]:
     """The model, the survey and a finished prediction of the model on the survey, with confidence."""
     problems = [p for p in (name_problem("model", spec.model), name_problem("survey", spec.survey),
-                            name_problem("prediction", spec.prediction)) if p]
+                            name_problem("prediction", spec.prediction),
+                            spec.picks is not None and name_problem("picks", spec.picks)) if p]
     if problems:
         return problems
     if not model_file(ctx.home, spec.model).is_file():
         problems.append(f"model: no model {spec.model!r} in this home (`seisctl models list`)")
     if not (survey_folder(ctx.home, spec.survey) / "survey.json").is_file():
         problems.append(f"survey: no survey {spec.survey!r} in this home (`seisctl survey list`)")
+    elif spec.picks is not None and spec.picks not in (sets := pick_set_names(survey_folder(ctx.home, spec.survey))):
+        problems.append(f"picks: survey {spec.survey!r} has no pick set {spec.picks!r} (it has "
+                        f"{', '.join(sets) or 'none'}; `seisctl survey info {spec.survey}`)")
     if problems:
         return problems
     run = f"seisctl predict {spec.model} {spec.survey}" + (

@@ -152,6 +152,23 @@ def test_suggest_names_lines_inside_the_survey_the_same_twice(loop_home) -> None
     human = seisctl(d.home, "suggest", "base", "demo", "--lines", "4")
     top = first["suggestions"][0]
     assert f"{top['kind']} {top['line']}" in human.stdout and first["files"]["csv"] in human.stdout
+    # what is picked counts for less: by default the set the model was trained from (its model file says which),
+    # full weight from 1/8 of the survey's lines (4 of 32) on; --near 0 ranks by the uncertainty alone
+    from daemon.kinds.data import DEFAULT_PICKS
+    from daemon.kinds.modelinfo import read_model_info
+
+    assert read_model_info(d.home / "models" / "base.h5").trained_on["surveys"][0]["picks"] == DEFAULT_PICKS
+    assert (first["picks"], first["near"]) == (DEFAULT_PICKS, 4)
+    assert f"weighted by the distance from pick set {DEFAULT_PICKS}" in human.stdout
+    assert all(row["score"] <= row["uncertainty"] + 1e-4 for row in first["suggestions"])
+    plain = seisctl_json(d.home, "suggest", "base", "demo", "--lines", "4", "--near", "0")
+    assert (plain["picks"], plain["near"]) == (None, 0)
+    assert all(row["score"] == row["uncertainty"] for row in plain["suggestions"])
+    # the picks cover the middle inline: unweighted, the scores there are not lowered, so the weighted ranking's
+    # best score is no higher than the plain one's
+    assert plain["suggestions"][0]["score"] >= first["suggestions"][0]["score"]
+    r = seisctl(d.home, "suggest", "base", "demo", "--picks", "nope")
+    assert r.returncode == 2 and "no pick set 'nope'" in r.stderr, r.stderr
 
 
 def test_suggest_ranks_by_the_disagreement_a_prediction_holds(loop_home) -> None:

@@ -27,3 +27,18 @@ def test_two_retrain_lengths_share_round_0_and_the_random_lines(tmp_path: Path):
     assert "suggested" not in run and "suggested-e1" not in run and "ceiling" not in run
     table = out.stdout.splitlines()
     assert any(row.startswith("mean  random-e2") for row in table), out.stdout
+
+
+def test_several_near_values_run_the_suggested_arm_once_each_from_one_round_0(tmp_path: Path):
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "loop_experiment.py"), "--seeds", "1", "--first-seed", "100",
+         "--rounds", "1", "--shape", "48", "48", "32", "--epochs", "1", "--retrain-epochs", "1", "--near", "0", "6",
+         "--no-ceiling"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    doc = json.loads(out.stdout.strip().splitlines()[-1])
+    # the random arm does not suggest: one run of it, two of the suggested arm
+    assert doc["arms"] == ["suggested-n0", "suggested-n6", "random"] and doc["near"] == [0, 6]
+    run = doc["runs"][0]
+    assert all(len(run[a]) == 1 and run[f"{a}_lines"][0]["added"] > 0 for a in doc["arms"])
+    assert any(row.startswith("mean  suggested-n6") for row in out.stdout.splitlines()), out.stdout

@@ -8,7 +8,10 @@ mean of the two. The volume is reduced once, inline by inline, to mean uncertain
 block; on that grid each line (an inline: crosslines x sample blocks; a crossline: inlines x sample blocks) gets
 its most uncertain region, a window of `region` of its traces and `region_samples` of its samples, and the
 region's mean uncertainty is the line's score. Lines and traces within `margin` of the survey's edge are left out
-(rank_lines says why). Lines are ranked by score (ties: inlines first, lower index
+(rank_lines says why). What is already picked counts for less: each trace's uncertainty is weighted by its
+lateral distance from the nearest trace of the pick set (`picks`, default the set the model was trained from),
+0 on a picked trace rising to 1 at `near` traces (pick_distance), so a region that re-covers the picks is passed
+over for one the picks do not show. Lines are ranked by score (ties: inlines first, lower index
 first); a line within `spacing` lines of a better one of its kind is passed over, so the list does not name
 neighbours of one line. Everything is deterministic: the same prediction gives the same list.
 """
@@ -21,8 +24,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from daemon.common.home import prediction_folder, survey_folder
+from daemon.common.home import model_file, prediction_folder, survey_folder
+from daemon.kinds.modelinfo import read_model_info
 from daemon.kinds.suggest import SUGGEST_FOLDER, SuggestSpec
+from workers.picks import PickSet, pick_set_names
 
 SAMPLE_BLOCKS = 32  # the sample axis is reduced to at most this many blocks
 MEASURE_TEXT = {"confidence": "1 - confidence (top-1 minus top-2 probability)",
@@ -90,6 +95,36 @@ def uncertainty_grid(inline: Callable[[int], np.ndarray], shape: tuple[int, int,
     return grid, edges
 
 
+def pick_distance(picked: np.ndarray, cap: int) -> np.ndarray:
+    """Lateral distance in traces from each trace of the [ni, nx] grid to the nearest True one, exact up to `cap`
+    (farther, and on a grid with none: cap): per inline the distance along it, then the smallest g(i')^2 + (i -
+    i')^2 over the inlines i' within cap (a truncated Euclidean distance transform; cap + 1 passes of the grid)."""
+    ni, nx = picked.shape
+    cols = np.arange(nx)
+    far = nx + cap + 1
+    before = np.maximum.accumulate(np.where(picked, cols, -far), axis=1)
+    after = np.minimum.accumulate(np.where(picked, cols, 2 * far)[:, ::-1], axis=1)[:, ::-1]
+    g2 = np.minimum(np.minimum(cols - before, after - cols), cap + 1).astype(np.float64) ** 2
+    best = g2.copy()
+    for di in range(1, min(cap, ni - 1) + 1):
+        np.minimum(best[di:], g2[:-di] + di * di, out=best[di:])
+        np.minimum(best[:-di], g2[di:] + di * di, out=best[:-di])
+    return np.minimum(np.sqrt(best), cap)
+
+
+def near_default(spec: SuggestSpec, shape: tuple[int, ...]) -> int:
+    """The `near` of a spec: its own, or 1/8 of the survey's fewer lines (at least 2)."""
+    return spec.near if spec.near is not None else max(2, min(shape[0], shape[1]) // 8)
+
+
+def picked_weight(positions: np.ndarray, shape: tuple[int, ...], near: int) -> np.ndarray:
+    """[ni, nx] weights of the traces: 0 on a trace holding a pick (positions: [N, >=2] inline and crossline
+    indices), rising linearly to 1 at `near` traces from the nearest one."""
+    picked = np.zeros(shape[:2], dtype=bool)
+    picked[positions[:, 0], positions[:, 1]] = True
+    return pick_distance(picked, near) / near
+
+
 def best_window(section: np.ndarray, width: int, height: int) -> tuple[float, int, int]:
     """(mean, first trace, first block) of the width x height window of highest mean; the first in row-major
     order among equals."""
@@ -112,8 +147,11 @@ def margins(spec: SuggestSpec, shape: tuple[int, ...]) -> dict[str, int]:
     return out
 
 
-def rank_lines(grid: np.ndarray, edges: np.ndarray, spec: SuggestSpec) -> list[dict[str, Any]]:
-    """Every candidate line with its region, ranked and thinned by spacing; the best `spec.lines` of them.
+def rank_lines(grid: np.ndarray, edges: np.ndarray, spec: SuggestSpec,
+               weight: np.ndarray | None = None) -> list[dict[str, Any]]:
+    """Every candidate line with its region, ranked and thinned by spacing; the best `spec.lines` of them. With a
+    [ni, nx] `weight` (picked_weight), the score is the region's mean of weighted uncertainty and `uncertainty` its
+    mean of the grid's own; without, the two are the same.
 
     Lines within the margin of the survey's edge are no candidates and no region reaches into it: a model that
     sees a section's edge without what lies beyond is least sure there whatever it learnt, so the raw ranking
@@ -123,6 +161,7 @@ def rank_lines(grid: np.ndarray, edges: np.ndarray, spec: SuggestSpec) -> list[d
     margin = margins(spec, grid.shape)
     mi, mx = margin["inline"], margin["crossline"]
     inner = grid[mi:ni - mi, mx:nx - mx]
+    ranked = inner if weight is None else inner * weight[mi:ni - mi, mx:nx - mx, None]
     height = max(1, int(round(spec.region_samples * nb)))
     candidates = []
     for kind in spec.kinds:
@@ -131,8 +170,10 @@ def rank_lines(grid: np.ndarray, edges: np.ndarray, spec: SuggestSpec) -> list[d
         width = max(1, int(round(spec.region * lateral)))
         for k in range(first, count - first):
             section = inner[k - mi] if kind == "inline" else inner[:, k - mx]
-            score, t0, b0 = best_window(section, width, height)
-            candidates.append({"kind": kind, "index": k, "score": score, "line_mean": float(section.mean()),
+            score, t0, b0 = best_window(ranked[k - mi] if kind == "inline" else ranked[:, k - mx], width, height)
+            region = section[t0:t0 + width, b0:b0 + height]
+            candidates.append({"kind": kind, "index": k, "score": score, "uncertainty": float(region.mean()),
+                               "line_mean": float(section.mean()),
                                "traces": [across + t0, across + t0 + min(width, section.shape[0]) - 1],
                                "samples": [int(edges[b0]), int(edges[min(b0 + height, nb)]) - 1]})
     candidates.sort(key=lambda c: (-round(c["score"], 12), c["kind"] != "inline", c["index"]))
@@ -155,13 +196,25 @@ def described(rows: list[dict[str, Any]], survey: Any) -> list[dict[str, Any]]:
         number = survey.inlines if r["kind"] == "inline" else survey.crosslines
         across = survey.crosslines if r["kind"] == "inline" else survey.inlines
         out.append({"rank": rank, "kind": r["kind"], "line": int(number[r["index"]]), "score": round(r["score"], 4),
-                    "line_mean": round(r["line_mean"], 4),
+                    "uncertainty": round(r["uncertainty"], 4), "line_mean": round(r["line_mean"], 4),
                     "across": "crossline" if r["kind"] == "inline" else "inline",
                     "from": int(across[r["traces"][0]]), "to": int(across[r["traces"][1]]),
                     "time_from": float(survey.samples[r["samples"][0]]),
                     "time_to": float(survey.samples[r["samples"][1]]),
                     "index": r["index"], "trace_indices": r["traces"], "sample_indices": r["samples"]})
     return out
+
+
+def known_picks(spec: SuggestSpec, home: Path, survey: Any) -> tuple[str | None, int]:
+    """(the pick set whose picks weigh, near): the spec's, else the set the model file says it was trained from on
+    this survey when the survey still has it, else None (a model trained from example sets, or older)."""
+    near = near_default(spec, survey.shape)
+    if spec.picks is not None:
+        return spec.picks, near
+    info = read_model_info(model_file(home, spec.model))
+    names = [s.get("picks") for s in info.trained_on.get("surveys", []) if s.get("name") == spec.survey]
+    folder = survey_folder(home, spec.survey)
+    return next((n for n in names if n and n in pick_set_names(folder)), None), near
 
 
 def run_suggest_job(spec: SuggestSpec, ctx: Any) -> dict[str, Any]:
@@ -179,15 +232,23 @@ def run_suggest_job(spec: SuggestSpec, ctx: Any) -> dict[str, Any]:
     ctx.progress(0.05, f"reading the prediction's {MEASURE_TEXT[measure]}")
     grid, edges = uncertainty_grid(lambda i: volumes.uncertainty(measure, i), survey.shape)
     ctx.check_cancel()
+    picks, near = known_picks(spec, ctx.home, survey)
+    weight = None
+    if picks is not None and near > 0:
+        ctx.progress(0.55, f"weighing by the distance from pick set {picks!r} (full at {near} traces)")
+        weight = picked_weight(PickSet.load(survey_folder(ctx.home, spec.survey), picks).positions(),
+                               survey.shape, near)
     ctx.progress(0.6, "ranking lines")
-    rows = described(rank_lines(grid, edges, spec), survey)
+    rows = described(rank_lines(grid, edges, spec, weight), survey)
     out = folder / SUGGEST_FOLDER
     out.mkdir(exist_ok=True)
     doc = {"model": spec.model, "survey": spec.survey, "prediction": spec.prediction,
            "measure": measure, "measure_text": f"{MEASURE_TEXT[measure]}, mean over the region",
            "settings": {"region": spec.region, "region_samples": spec.region_samples, "spacing": spec.spacing,
-                        "kinds": list(spec.kinds), "measure": spec.measure, "margin": spec.margin},
-           "margins": margins(spec, survey.shape),
+                        "kinds": list(spec.kinds), "measure": spec.measure, "margin": spec.margin,
+                        "picks": spec.picks, "near": spec.near},
+           "margins": margins(spec, survey.shape), "picks": picks if weight is not None else None,
+           "near": near if weight is not None else 0,
            "sample_unit": survey.geometry.sample_unit, "classes": summary.get("classes"),
            "mean_uncertainty": round(float(grid.mean()), 4), "suggestions": rows}
     (out / "suggestions.json").write_text(json.dumps(doc, indent=1))

@@ -95,8 +95,9 @@ def prepare_data(d: DataSection, home: Path, job_dir: Path, seed: int, per_voxel
         split={"kind": d.split.kind, "train_points": int(len(split.train)), "val_points": int(len(split.val)),
                "dropped_points": int(len(points) - len(split.train) - len(split.val))},
         preview_inline=int(np.argmax(counts)), volumes=[survey.volume(v) for v in d.volumes],
-        trained_on={"sets": [], "surveys": [{"name": d.survey, "examples": int(len(points)), "volumes": [
-            {"name": v, "mean": m, "std": s} for v, (m, s) in zip(d.volumes, norm)]}]})
+        trained_on={"sets": [], "surveys": [{"name": d.survey, "picks": d.picks, "examples": int(len(points)),
+                                             "volumes": [{"name": v, "mean": m, "std": s}
+                                                         for v, (m, s) in zip(d.volumes, norm)]}]})
 
 
 def _label_sampler(shape: tuple[int, int, int], points: np.ndarray, labels: np.ndarray,
