@@ -229,9 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--measure", choices=MEASURES, default="confidence",
                     help="what `suggest` ranks lines by (default confidence, as the suggest job)")
     ap.add_argument("--near", type=int, nargs="+", default=None,
-                    help="suggest's `near` (traces over which the picks' weight fades; default the job's, 1/8 of "
-                         "the survey's lines; 0: picks do not weigh); several: the suggested arm once per value, "
-                         "from the same round 0 (rows suggested-n0, suggested-n32, ...)")
+                    help="suggest's `near` (traces over which the weight of the arm's picks fades; default the "
+                         "job's, 0: picks do not weigh); several: the suggested arm once per value, from the same "
+                         "round 0 (rows suggested-n0, suggested-n32, ...)")
     ap.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS),
                     help="the arms to run, in this order (default both)")
     args = ap.parse_args(argv)

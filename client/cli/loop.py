@@ -44,9 +44,9 @@ class Suggest(Command):
     (default 5); `--spacing` the fewest lines between two suggestions of one kind (default 1/16 of the survey's
     lines); `--margin` lines kept out at the
     survey's edges, where any model is unsure (default 1/16 of the lines); `--kind inline|crossline` one kind
-    only; `--prediction` another prediction than `MODEL-SURVEY`. What is picked counts for less: uncertainty is
-    weighted by the distance from the picks of `--picks` (default the set the model was trained from), nothing on
-    a picked trace and in full from `--near` traces on (default 1/8 of the survey's lines; 0: not weighted).
+    only; `--prediction` another prediction than `MODEL-SURVEY`. `--near N` makes what is picked count for less:
+    uncertainty weighted by the distance from the picks of `--picks` (default the set the model was trained from),
+    nothing on a picked trace and in full from N traces on (default 0: not weighted; docs/loop.md).
     Without a finished prediction it names the `seisctl predict` to run. Prints the table (rank, line, score, the
     region's own uncertainty, the line's mean, the region in the survey's numbering and times) and the files it
     wrote under predictions/PREDICTION/suggest/: suggestions.json, suggestions.csv and suggestions.png (each
@@ -74,8 +74,8 @@ class Suggest(Command):
         p.add_argument("--measure", choices=["confidence", "disagreement", "both"],
                        help="what ranks the lines (default confidence)")
         p.add_argument("--picks", help="the pick set whose picks count for less (default the model's own)")
-        p.add_argument("--near", type=int, help="traces from a pick at which uncertainty counts in full "
-                       "(default 1/8 of the survey's lines; 0: picks do not weigh)")
+        p.add_argument("--near", type=int, help="traces from a pick at which uncertainty counts in full; nearer, "
+                       "less (default 0: picks do not weigh)")
 
     def run(self, a: argparse.Namespace, out: Out) -> int:
         job = {"kind": "suggest", "model": a.model, "survey": a.survey, **given(

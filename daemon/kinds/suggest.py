@@ -46,9 +46,9 @@ class SuggestSpec(JobSpec):
                               "favours what the picks do not cover; default the set the model was trained from on "
                               "this survey (its model file names it; none for older models)",
                               json_schema_extra=NAME)
-    near: int | None = Field(None, ge=0, description="the lateral distance in traces over which a trace's weight "
-                             "grows from 0 on a picked trace to 1; default 1/8 of the survey's fewer lines (at "
-                             "least 2); 0: the picks do not weigh")
+    near: int = Field(0, ge=0, description="the lateral distance in traces over which a trace's weight grows from "
+                      "0 on a picked trace to 1; 0 (the default): the picks do not weigh (1/8 of the lines changed "
+                      "2 of 8 choices of the loop experiment and gained nothing, docs/loop.md)")
     measure: Measure = Field(
         "confidence", description="what ranks the lines: 1 - confidence (top-1 minus top-2 probability), the "
         "disagreement between the views the prediction blended (ensemble members, orientations; a predict job's "

@@ -152,22 +152,22 @@ def test_suggest_names_lines_inside_the_survey_the_same_twice(loop_home) -> None
     human = seisctl(d.home, "suggest", "base", "demo", "--lines", "4")
     top = first["suggestions"][0]
     assert f"{top['kind']} {top['line']}" in human.stdout and first["files"]["csv"] in human.stdout
-    # what is picked counts for less: by default the set the model was trained from (its model file says which),
-    # full weight from 1/8 of the survey's lines (4 of 32) on; --near 0 ranks by the uncertainty alone
+    # by default the uncertainty alone ranks; with --near 4, what is picked counts for less: the picks of the set
+    # the model was trained from (its model file says which), in full from 4 traces away on
     from daemon.kinds.data import DEFAULT_PICKS
     from daemon.kinds.modelinfo import read_model_info
 
+    assert (first["picks"], first["near"]) == (None, 0) and "weighted by" not in human.stdout
+    assert all(row["score"] == row["uncertainty"] for row in first["suggestions"])
     assert read_model_info(d.home / "models" / "base.h5").trained_on["surveys"][0]["picks"] == DEFAULT_PICKS
-    assert (first["picks"], first["near"]) == (DEFAULT_PICKS, 4)
-    assert f"weighted by the distance from pick set {DEFAULT_PICKS}" in human.stdout
-    assert all(row["score"] <= row["uncertainty"] + 1e-4 for row in first["suggestions"])
-    plain = seisctl_json(d.home, "suggest", "base", "demo", "--lines", "4", "--near", "0")
-    assert (plain["picks"], plain["near"]) == (None, 0)
-    assert all(row["score"] == row["uncertainty"] for row in plain["suggestions"])
-    # the picks cover the middle inline: unweighted, the scores there are not lowered, so the weighted ranking's
-    # best score is no higher than the plain one's
-    assert plain["suggestions"][0]["score"] >= first["suggestions"][0]["score"]
-    r = seisctl(d.home, "suggest", "base", "demo", "--picks", "nope")
+    near = seisctl_json(d.home, "suggest", "base", "demo", "--lines", "4", "--near", "4")
+    assert (near["picks"], near["near"]) == (DEFAULT_PICKS, 4)
+    assert all(row["score"] <= row["uncertainty"] + 1e-4 for row in near["suggestions"])
+    # the picks cover the middle inline: weighted, no score is raised, so the best is no higher than the plain one
+    assert first["suggestions"][0]["score"] >= near["suggestions"][0]["score"]
+    human = seisctl(d.home, "suggest", "base", "demo", "--lines", "4", "--near", "4")
+    assert f"weighted by the distance from pick set {DEFAULT_PICKS}" in human.stdout, human.stdout
+    r = seisctl(d.home, "suggest", "base", "demo", "--near", "4", "--picks", "nope")
     assert r.returncode == 2 and "no pick set 'nope'" in r.stderr, r.stderr
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from daemon.executor.runners.suggest import near_default, pick_distance, picked_weight, rank_lines
+from daemon.executor.runners.suggest import pick_distance, picked_weight, rank_lines
 from daemon.kinds.suggest import SuggestSpec
 
 
@@ -33,12 +33,6 @@ def test_the_weight_is_0_on_picked_traces_and_1_from_near_on() -> None:
     assert w.shape == (21, 30)
     assert (w[10, 5:8] == 0).all() and w[10, 8] == pytest.approx(0.25) and w[12, 6] == pytest.approx(0.5)
     assert (w[:6] == 1).all() and (w[15:] == 1).all() and w[10, 11] == 1
-
-
-def test_near_defaults_to_an_eighth_of_the_fewer_lines() -> None:
-    spec = SuggestSpec(model="m", survey="s")
-    assert near_default(spec, (256, 400, 128)) == 32 and near_default(spec, (10, 12, 5)) == 2
-    assert near_default(SuggestSpec(model="m", survey="s", near=0), (256, 256, 8)) == 0
 
 
 def test_a_region_over_the_picks_ranks_below_an_almost_as_unsure_one_away_from_them() -> None:

@@ -8,12 +8,13 @@ mean of the two. The volume is reduced once, inline by inline, to mean uncertain
 block; on that grid each line (an inline: crosslines x sample blocks; a crossline: inlines x sample blocks) gets
 its most uncertain region, a window of `region` of its traces and `region_samples` of its samples, and the
 region's mean uncertainty is the line's score. Lines and traces within `margin` of the survey's edge are left out
-(rank_lines says why). What is already picked counts for less: each trace's uncertainty is weighted by its
-lateral distance from the nearest trace of the pick set (`picks`, default the set the model was trained from),
-0 on a picked trace rising to 1 at `near` traces (pick_distance), so a region that re-covers the picks is passed
-over for one the picks do not show. Lines are ranked by score (ties: inlines first, lower index
-first); a line within `spacing` lines of a better one of its kind is passed over, so the list does not name
-neighbours of one line. Everything is deterministic: the same prediction gives the same list.
+(rank_lines says why). With `near` > 0 what is already picked counts for less: each trace's uncertainty is
+weighted by its lateral distance from the nearest trace of the pick set (`picks`, default the set the model was
+trained from), 0 on a picked trace rising to 1 at `near` traces (pick_distance), so a region that re-covers the
+picks is passed over for one the picks do not show; near 0, the default, leaves the uncertainty as it is. Lines
+are ranked by score (ties: inlines first, lower index first); a line within `spacing` lines of a better one of its
+kind is passed over, so the list does not name neighbours of one line. Everything is deterministic: the same
+prediction gives the same list.
 """
 from __future__ import annotations
 
@@ -112,11 +113,6 @@ def pick_distance(picked: np.ndarray, cap: int) -> np.ndarray:
     return np.minimum(np.sqrt(best), cap)
 
 
-def near_default(spec: SuggestSpec, shape: tuple[int, ...]) -> int:
-    """The `near` of a spec: its own, or 1/8 of the survey's fewer lines (at least 2)."""
-    return spec.near if spec.near is not None else max(2, min(shape[0], shape[1]) // 8)
-
-
 def picked_weight(positions: np.ndarray, shape: tuple[int, ...], near: int) -> np.ndarray:
     """[ni, nx] weights of the traces: 0 on a trace holding a pick (positions: [N, >=2] inline and crossline
     indices), rising linearly to 1 at `near` traces from the nearest one."""
@@ -205,16 +201,15 @@ def described(rows: list[dict[str, Any]], survey: Any) -> list[dict[str, Any]]:
     return out
 
 
-def known_picks(spec: SuggestSpec, home: Path, survey: Any) -> tuple[str | None, int]:
-    """(the pick set whose picks weigh, near): the spec's, else the set the model file says it was trained from on
-    this survey when the survey still has it, else None (a model trained from example sets, or older)."""
-    near = near_default(spec, survey.shape)
+def known_picks(spec: SuggestSpec, home: Path) -> str | None:
+    """The pick set whose picks weigh: the spec's, else the set the model file says it was trained from on this
+    survey when the survey still has it, else None (a model trained from example sets, or older)."""
     if spec.picks is not None:
-        return spec.picks, near
+        return spec.picks
     info = read_model_info(model_file(home, spec.model))
     names = [s.get("picks") for s in info.trained_on.get("surveys", []) if s.get("name") == spec.survey]
     folder = survey_folder(home, spec.survey)
-    return next((n for n in names if n and n in pick_set_names(folder)), None), near
+    return next((n for n in names if n and n in pick_set_names(folder)), None)
 
 
 def run_suggest_job(spec: SuggestSpec, ctx: Any) -> dict[str, Any]:
@@ -232,9 +227,10 @@ def run_suggest_job(spec: SuggestSpec, ctx: Any) -> dict[str, Any]:
     ctx.progress(0.05, f"reading the prediction's {MEASURE_TEXT[measure]}")
     grid, edges = uncertainty_grid(lambda i: volumes.uncertainty(measure, i), survey.shape)
     ctx.check_cancel()
-    picks, near = known_picks(spec, ctx.home, survey)
+    near = spec.near
+    picks = known_picks(spec, ctx.home) if near > 0 else None
     weight = None
-    if picks is not None and near > 0:
+    if picks is not None:
         ctx.progress(0.55, f"weighing by the distance from pick set {picks!r} (full at {near} traces)")
         weight = picked_weight(PickSet.load(survey_folder(ctx.home, spec.survey), picks).positions(),
                                survey.shape, near)
