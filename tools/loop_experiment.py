@@ -139,9 +139,10 @@ def one_seed(client: Any, work: Path, seed: int, args: argparse.Namespace) -> di
         last, accs, lines = f"{survey}-r0", [], []
         for r in range(1, args.rounds + 1):
             if arm == "suggested":
-                row = _ok(client, {"kind": "suggest", "model": last, "survey": survey, "lines": 1, "picks": label,
-                                   "measure": args.measure, "region": min(1.0, width / nx), "region_samples": 1.0,
-                                   **({} if near is None else {"near": near})})["suggestions"][0]
+                found = _ok(client, {"kind": "suggest", "model": last, "survey": survey, "lines": 1,
+                                     "measure": args.measure, "region": min(1.0, width / nx), "region_samples": 1.0,
+                                     **({"picks": label, "near": near} if near else {})})
+                row = found["suggestions"][0]
                 kind, index, traces = row["kind"], row["index"], tuple(row["trace_indices"])
             else:
                 kind = ("inline", "crossline")[int(rng.integers(2))]
@@ -155,7 +156,8 @@ def one_seed(client: Any, work: Path, seed: int, args: argparse.Namespace) -> di
             _ok(client, train_job(args, model, survey, label, (last, epochs)))
             accs.append(score(client, model, survey))
             number = (s.inlines if kind == "inline" else s.crosslines)[index]
-            lines.append({"kind": kind, "line": int(number), "traces": list(traces), "added": added["added"]})
+            lines.append({"kind": kind, "line": int(number), "traces": list(traces), "added": added["added"],
+                          **({"near": found["near"], "picks": found["picks"]} if arm == "suggested" else {})})
             say(t0, f"seed {seed}: {label} round {r}, {kind} {number} traces {traces[0]}-{traces[1]}: {accs[-1]}")
             last = model
         out[label], out[f"{label}_lines"] = accs, lines

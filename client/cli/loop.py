@@ -73,7 +73,8 @@ class Suggest(Command):
                        "(default 1/16 of the lines, at least 2; 0: none)")
         p.add_argument("--measure", choices=["confidence", "disagreement", "both"],
                        help="what ranks the lines (default confidence)")
-        p.add_argument("--picks", help="the pick set whose picks count for less (default the model's own)")
+        p.add_argument("--picks", help="with --near: the pick set whose picks count for less (default the one the "
+                       "model was trained from)")
         p.add_argument("--near", type=int, help="traces from a pick at which uncertainty counts in full; nearer, "
                        "less (default 0: picks do not weigh)")
 

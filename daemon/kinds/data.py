@@ -31,6 +31,16 @@ def name_problem(key: str, name: str) -> str | None:
     return f"{key}: {why}" if why else None
 
 
+def pick_set_problem(key: str, home: Any, survey: str, name: str) -> str | None:
+    """`key: survey S has no pick set N (it has ...)` when the survey lacks that pick set, else None."""
+    if picks_file(home, survey, name).is_file():
+        return None
+    from workers.picks import pick_set_names
+
+    have = pick_set_names(survey_folder(home, survey))
+    return f"{key}: survey {survey!r} has no pick set {name!r} (it has {', '.join(have) or 'none'})"
+
+
 class SegySection(Section):
     file: str = Field(description="path of the post-stack 3D SEG-Y file")
     volume: str = Field(DEFAULT_VOLUME, description="name of the volume (attribute) in the survey",
@@ -177,8 +187,8 @@ def check_extract(spec: ExtractSpec, ctx: CheckContext) -> list[str]:
             continue
         if (p := name_problem(f"sources.{k}.picks", src.picks)):
             problems.append(p)
-        elif not picks_file(ctx.home, src.survey, src.picks).is_file():
-            problems.append(f"sources.{k}.picks: survey {src.survey!r} has no pick set {src.picks!r}")
+        elif (p := pick_set_problem(f"sources.{k}.picks", ctx.home, src.survey, src.picks)):
+            problems.append(p)
         have = json.loads((folder / "survey.json").read_text()).get("volumes", {})
         for v in src.volumes:
             if v not in have:

@@ -14,7 +14,8 @@ from typing import Any, Literal, get_args
 from pydantic import Field, model_validator
 
 from daemon.common.home import model_file, prediction_folder, survey_folder
-from daemon.kinds.data import NAME, name_problem
+from daemon.kinds.data import NAME, name_problem, pick_set_problem
+from daemon.kinds.modelinfo import ModelFileError, read_model_info
 from daemon.kinds.predict import default_output
 from daemon.kinds.registry import CheckContext, JobKind, JobSpec, register
 from workers.picks import pick_set_names
@@ -64,6 +65,20 @@ class SuggestSpec(JobSpec):
         return f"suggest {self.prediction}"
 
 
+def default_picks(spec: SuggestSpec, home: Any) -> str | None:
+    """The pick set whose picks weigh: the spec's, else the one the model file says the model was trained from on
+    this survey when the survey still has it, else None (a model trained from example sets, or older)."""
+    if spec.picks is not None:
+        return spec.picks
+    try:
+        info = read_model_info(model_file(home, spec.model))
+    except ModelFileError:
+        return None
+    names = [s.get("picks") for s in info.trained_on.get("surveys", []) if s.get("name") == spec.survey]
+    have = pick_set_names(survey_folder(home, spec.survey))
+    return next((n for n in names if n and n in have), None)
+
+
 def check_suggest(spec: SuggestSpec, ctx: CheckContext) -> list[str]:
     """The model, the survey and a finished prediction of the model on the survey, with confidence."""
     problems = [p for p in (name_problem("model", spec.model), name_problem("survey", spec.survey),
@@ -75,11 +90,16 @@ def check_suggest(spec: SuggestSpec, ctx: CheckContext) -> list[str]:
         problems.append(f"model: no model {spec.model!r} in this home (`seisctl models list`)")
     if not (survey_folder(ctx.home, spec.survey) / "survey.json").is_file():
         problems.append(f"survey: no survey {spec.survey!r} in this home (`seisctl survey list`)")
-    elif spec.picks is not None and spec.picks not in (sets := pick_set_names(survey_folder(ctx.home, spec.survey))):
-        problems.append(f"picks: survey {spec.survey!r} has no pick set {spec.picks!r} (it has "
-                        f"{', '.join(sets) or 'none'}; `seisctl survey info {spec.survey}`)")
+    elif spec.picks is not None and (p := pick_set_problem("picks", ctx.home, spec.survey, spec.picks)):
+        problems.append(p)
     if problems:
         return problems
+    if spec.picks is not None and spec.near == 0:
+        return ["picks: the pick set weighs the ranking only with near > 0 (the distance in traces at which a "
+                "trace counts in full); give near, or leave picks out"]
+    if spec.near > 0 and spec.picks is None and default_picks(spec, ctx.home) is None:
+        return [f"near: model {spec.model!r} names no pick set of survey {spec.survey!r} it was trained from "
+                "(trained from example sets, or an older model file, or the set is gone): give picks"]
     run = f"seisctl predict {spec.model} {spec.survey}" + (
         "" if spec.prediction == default_output(spec.model, spec.survey) else f" --name {spec.prediction}")
     summary_file = prediction_folder(ctx.home, spec.prediction) / "summary.json"

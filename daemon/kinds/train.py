@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from daemon.common.home import model_file, picks_file, survey_folder
-from daemon.kinds.data import crop_problem, name_problem
+from daemon.kinds.data import crop_problem, name_problem, pick_set_problem
 from daemon.kinds.job_files import job_file
 from daemon.kinds.limits import train_memory_problems, worker_problem
 from daemon.kinds.model_params import COMMON_PARAMS
@@ -90,11 +90,9 @@ def _check_data(d: DataSection, home: Path) -> list[str]:
         problems.append(p)
     if (p := name_problem("data.picks", d.picks)):
         return [*problems, p]
+    if (p := pick_set_problem("data.picks", home, d.survey, d.picks)):
+        return [*problems, f"{p}: seisctl picks import {d.survey} FILES --set {d.picks}"]
     picks = picks_file(home, d.survey, d.picks)
-    if not picks.is_file():
-        problems.append(f"data.picks: survey {d.survey!r} has no pick set {d.picks!r} (seisctl picks import "
-                        f"{d.survey} FILES --set {d.picks})")
-        return problems
     with np.load(picks) as z:
         cls, names = z["cls"], [str(n) for n in z["class_names"]]
         points = np.stack([z["i"], z["x"], z["s"]], axis=1)

@@ -161,3 +161,28 @@ def test_names_past_the_file_systems_limit_are_refused_by_name(data_daemon: Runn
         assert err.value.code == "invalid_job", (key, err.value.code, err.value.message)
         assert any(p.startswith(f"{key}:") and "not a valid name" in p for p in err.value.details["problems"]), \
             err.value.details
+
+
+def test_a_missing_pick_set_is_refused_by_name_with_the_sets_the_survey_has(data_daemon: RunningDaemon,
+                                                                          shared_data: Path) -> None:
+    """train and extract name the missing pick set, and the sets the survey has (daemon/kinds/data.py
+    pick_set_problem, which suggest's check uses too); train adds the import that would make it."""
+    if not (data_daemon.home / "surveys" / "f3" / "survey.json").is_file():
+        code, _, err = seisctl(data_daemon.home, "survey", "import", str(shared_data / "segyio" / "f3.sgy"), "--name",
+                               "f3")
+        assert code == 0, err
+    have = sorted(p.stem for p in (data_daemon.home / "surveys" / "f3" / "picks").glob("*.npz")) \
+        if (data_daemon.home / "surveys" / "f3" / "picks").is_dir() else []
+    listed = ", ".join(have) or "none"
+    jobs = {"sources.0.picks": {"kind": "extract", "examples": "ex", "crop": {"size": [8, 8]},
+                                "sources": [{"survey": "f3", "picks": "absent"}]},
+            "data.picks": {"kind": "train", "output": "m", "model": {"name": "patchcnn"},
+                           "data": {"survey": "f3", "picks": "absent", "crop": {"size": [8, 8]}}}}
+    for key, job in jobs.items():
+        with pytest.raises(SeisdError) as err:
+            data_daemon.client.submit(job)
+        problems = err.value.details["problems"]
+        want = f"{key}: survey 'f3' has no pick set 'absent' (it has {listed})"
+        assert any(p.startswith(want) for p in problems), (want, problems)
+        if key == "data.picks":
+            assert any("seisctl picks import f3 FILES --set absent" in p for p in problems), problems

@@ -50,9 +50,17 @@ def test_a_region_over_the_picks_ranks_below_an_almost_as_unsure_one_away_from_t
     assert (plain["kind"], plain["index"], plain["traces"]) == ("crossline", 10, [20, 29])
     assert plain["score"] == pytest.approx(0.8) and plain["uncertainty"] == pytest.approx(0.8)
     picks = np.array([[24, x, 0] for x in range(4, 44)])  # crosslines 4-43 of inline 24
-    weight = picked_weight(picks, (ni, nx, nb), near=8)
-    weighted = rank_lines(grid, edges, spec, weight)[0]
+    weighted = rank_lines(grid, edges, spec, picked_weight(picks, (ni, nx, nb), near=16))[0]
     assert (weighted["kind"], weighted["index"], weighted["traces"]) == ("crossline", 10, [34, 43])
-    assert weighted["score"] == pytest.approx(0.75) and weighted["uncertainty"] == pytest.approx(0.75)
-    over_picks = (grid[20:30, 10] * weight[20:30, 10, None]).mean()
-    assert over_picks < 0.4  # what the first window scores once weighed: below the far one, so it lost
+    # inlines 34-43 lie 10-19 from the picks: weights 10/16 .. 16/16; the score is weighed, the uncertainty not
+    assert weighted["score"] == pytest.approx(0.75 * (10 + 11 + 12 + 13 + 14 + 15 + 4 * 16) / 160)
+    assert weighted["uncertainty"] == pytest.approx(0.75)
+    # the window over the picks weighs 0.8 * (4+3+2+1+0+1+2+3+4+5)/160 = 0.125: it lost
+
+
+def test_picked_weight_refuses_picks_off_the_grid_and_is_1_without_near() -> None:
+    assert (picked_weight(np.array([[1, 1, 0]]), (5, 6, 3), near=0) == 1).all()
+    with pytest.raises(ValueError, match="outside the survey's 5 x 6 traces"):
+        picked_weight(np.array([[5, 1, 0]]), (5, 6, 3), near=2)
+    with pytest.raises(ValueError, match="outside"):
+        picked_weight(np.array([[1, -1, 0]]), (5, 6, 3), near=2)

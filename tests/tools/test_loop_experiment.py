@@ -41,4 +41,7 @@ def test_several_near_values_run_the_suggested_arm_once_each_from_one_round_0(tm
     assert doc["arms"] == ["suggested-n0", "suggested-n6", "random"] and doc["near"] == [0, 6]
     run = doc["runs"][0]
     assert all(len(run[a]) == 1 and run[f"{a}_lines"][0]["added"] > 0 for a in doc["arms"])
+    # each suggested run's suggest job weighed by its own value and its own pick set
+    assert [run[f"suggested-n{n}_lines"][0]["near"] for n in (0, 6)] == [0, 6]
+    assert [run[f"suggested-n{n}_lines"][0]["picks"] for n in (0, 6)] == [None, "suggested-n6"]
     assert any(row.startswith("mean  suggested-n6") for row in out.stdout.splitlines()), out.stdout

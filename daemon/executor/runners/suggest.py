@@ -25,10 +25,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from daemon.common.home import model_file, prediction_folder, survey_folder
-from daemon.kinds.modelinfo import read_model_info
-from daemon.kinds.suggest import SUGGEST_FOLDER, SuggestSpec
-from workers.picks import PickSet, pick_set_names
+from daemon.common.home import prediction_folder, survey_folder
+from daemon.kinds.suggest import SUGGEST_FOLDER, SuggestSpec, default_picks
+from workers.picks import PickSet
 
 SAMPLE_BLOCKS = 32  # the sample axis is reduced to at most this many blocks
 MEASURE_TEXT = {"confidence": "1 - confidence (top-1 minus top-2 probability)",
@@ -115,7 +114,11 @@ def pick_distance(picked: np.ndarray, cap: int) -> np.ndarray:
 
 def picked_weight(positions: np.ndarray, shape: tuple[int, ...], near: int) -> np.ndarray:
     """[ni, nx] weights of the traces: 0 on a trace holding a pick (positions: [N, >=2] inline and crossline
-    indices), rising linearly to 1 at `near` traces from the nearest one."""
+    indices inside the grid), rising linearly to 1 at `near` traces from the nearest one; near 0: all 1."""
+    if near <= 0:
+        return np.ones(shape[:2])
+    if len(positions) and (positions[:, :2].min() < 0 or (positions[:, :2].max(0) >= shape[:2]).any()):
+        raise ValueError(f"picks outside the survey's {shape[0]} x {shape[1]} traces")
     picked = np.zeros(shape[:2], dtype=bool)
     picked[positions[:, 0], positions[:, 1]] = True
     return pick_distance(picked, near) / near
@@ -201,17 +204,6 @@ def described(rows: list[dict[str, Any]], survey: Any) -> list[dict[str, Any]]:
     return out
 
 
-def known_picks(spec: SuggestSpec, home: Path) -> str | None:
-    """The pick set whose picks weigh: the spec's, else the set the model file says it was trained from on this
-    survey when the survey still has it, else None (a model trained from example sets, or older)."""
-    if spec.picks is not None:
-        return spec.picks
-    info = read_model_info(model_file(home, spec.model))
-    names = [s.get("picks") for s in info.trained_on.get("surveys", []) if s.get("name") == spec.survey]
-    folder = survey_folder(home, spec.survey)
-    return next((n for n in names if n and n in pick_set_names(folder)), None)
-
-
 def run_suggest_job(spec: SuggestSpec, ctx: Any) -> dict[str, Any]:
     from daemon.executor.runners.suggest_figure import draw_suggestions
     from workers.survey import Survey
@@ -228,9 +220,12 @@ def run_suggest_job(spec: SuggestSpec, ctx: Any) -> dict[str, Any]:
     grid, edges = uncertainty_grid(lambda i: volumes.uncertainty(measure, i), survey.shape)
     ctx.check_cancel()
     near = spec.near
-    picks = known_picks(spec, ctx.home) if near > 0 else None
+    picks = default_picks(spec, ctx.home) if near > 0 else None
     weight = None
-    if picks is not None:
+    if near > 0:
+        if picks is None:  # checked at submit; the set can go before the job runs
+            raise RuntimeError(f"near {near}: model {spec.model!r} names no pick set of survey {spec.survey!r} "
+                               "that the survey still has; give picks")
         ctx.progress(0.55, f"weighing by the distance from pick set {picks!r} (full at {near} traces)")
         weight = picked_weight(PickSet.load(survey_folder(ctx.home, spec.survey), picks).positions(),
                                survey.shape, near)
@@ -248,7 +243,8 @@ def run_suggest_job(spec: SuggestSpec, ctx: Any) -> dict[str, Any]:
            "sample_unit": survey.geometry.sample_unit, "classes": summary.get("classes"),
            "mean_uncertainty": round(float(grid.mean()), 4), "suggestions": rows}
     (out / "suggestions.json").write_text(json.dumps(doc, indent=1))
-    columns = ["rank", "kind", "line", "score", "line_mean", "across", "from", "to", "time_from", "time_to"]
+    columns = ["rank", "kind", "line", "score", "uncertainty", "line_mean", "across", "from", "to", "time_from",
+               "time_to"]
     with open(out / "suggestions.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
