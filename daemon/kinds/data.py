@@ -16,6 +16,7 @@ from daemon.common.home import picks_file, survey_folder
 from daemon.kinds.registry import CheckContext, JobKind, JobSpec, register
 from daemon.kinds.schema import Section
 from workers.names import name_error
+from workers.picks import pick_set_names
 
 DEFAULT_VOLUME = "seismic"  # the volume a SEG-Y import makes, and the one a job reads unless told
 DEFAULT_PICKS = "default"   # the pick set a picks import makes, and the one a job reads unless told
@@ -35,8 +36,6 @@ def pick_set_problem(key: str, home: Any, survey: str, name: str) -> str | None:
     """`key: survey S has no pick set N (it has ...)` when the survey lacks that pick set, else None."""
     if picks_file(home, survey, name).is_file():
         return None
-    from workers.picks import pick_set_names
-
     have = pick_set_names(survey_folder(home, survey))
     return f"{key}: survey {survey!r} has no pick set {name!r} (it has {', '.join(have) or 'none'})"
 

@@ -13,6 +13,7 @@ import segyio
 
 from client.api import SeisdError
 from tests.harness import RunningDaemon, daemon_env, steps_job, wait_state
+from workers.picks import pick_set_names
 
 
 def seisctl(home: Path, *args: str, extra_env: dict[str, str] | None = None) -> tuple[int, Any, str]:
@@ -171,9 +172,7 @@ def test_a_missing_pick_set_is_refused_by_name_with_the_sets_the_survey_has(data
         code, _, err = seisctl(data_daemon.home, "survey", "import", str(shared_data / "segyio" / "f3.sgy"), "--name",
                                "f3")
         assert code == 0, err
-    have = sorted(p.stem for p in (data_daemon.home / "surveys" / "f3" / "picks").glob("*.npz")) \
-        if (data_daemon.home / "surveys" / "f3" / "picks").is_dir() else []
-    listed = ", ".join(have) or "none"
+    listed = ", ".join(pick_set_names(data_daemon.home / "surveys" / "f3")) or "none"
     jobs = {"sources.0.picks": {"kind": "extract", "examples": "ex", "crop": {"size": [8, 8]},
                                 "sources": [{"survey": "f3", "picks": "absent"}]},
             "data.picks": {"kind": "train", "output": "m", "model": {"name": "patchcnn"},

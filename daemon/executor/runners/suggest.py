@@ -219,10 +219,9 @@ def run_suggest_job(spec: SuggestSpec, ctx: Any) -> dict[str, Any]:
     ctx.progress(0.05, f"reading the prediction's {MEASURE_TEXT[measure]}")
     grid, edges = uncertainty_grid(lambda i: volumes.uncertainty(measure, i), survey.shape)
     ctx.check_cancel()
-    near = spec.near
-    picks = default_picks(spec, ctx.home) if near > 0 else None
-    weight = None
+    near, picks, weight = spec.near, None, None
     if near > 0:
+        picks = default_picks(spec, ctx.home)
         if picks is None:  # checked at submit; the set can go before the job runs
             raise RuntimeError(f"near {near}: model {spec.model!r} names no pick set of survey {spec.survey!r} "
                                "that the survey still has; give picks")
@@ -238,8 +237,7 @@ def run_suggest_job(spec: SuggestSpec, ctx: Any) -> dict[str, Any]:
            "settings": {"region": spec.region, "region_samples": spec.region_samples, "spacing": spec.spacing,
                         "kinds": list(spec.kinds), "measure": spec.measure, "margin": spec.margin,
                         "picks": spec.picks, "near": spec.near},
-           "margins": margins(spec, survey.shape), "picks": picks if weight is not None else None,
-           "near": near if weight is not None else 0,
+           "margins": margins(spec, survey.shape), "picks": picks, "near": near,
            "sample_unit": survey.geometry.sample_unit, "classes": summary.get("classes"),
            "mean_uncertainty": round(float(grid.mean()), 4), "suggestions": rows}
     (out / "suggestions.json").write_text(json.dumps(doc, indent=1))
