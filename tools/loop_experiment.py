@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
 
 import synth  # noqa: E402
+from client.retrain import RETRAIN_EPOCHS, from_model  # noqa: E402
 
 from daemon.kinds.suggest import MEASURES  # noqa: E402
 from tests.harness import RunningDaemon  # noqa: E402
@@ -73,8 +74,7 @@ def train_job(args: argparse.Namespace, output: str, survey: str, picks: str,
         job["train"]["epochs"] = args.epochs
     if retrain is not None:
         start, epochs = retrain
-        job["train"].update(mode="resume", init_from=f"models/{start}.h5", epochs=epochs)
-        job["train"]["early_stop"] = {"enabled": False}
+        from_model(job, start, "resume", epochs)
         if args.retrain_lr is not None:
             job["optim"]["lr"] = args.retrain_lr
     return job
@@ -219,9 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--full", action="store_true", help="the job file as it is, on 256 x 256 x 128 surveys")
     ap.add_argument("--shape", type=int, nargs=3, default=None)
     ap.add_argument("--epochs", type=int, default=None, help="epochs of a new model (default 8; --full: the file's)")
-    ap.add_argument("--retrain-epochs", type=int, nargs="+", default=[24],
-                    help="epochs of each retrain (resume mode; default 24, docs/loop.md: 3 until session 13, 12 "
-                         "until session 26); "
+    ap.add_argument("--retrain-epochs", type=int, nargs="+", default=[RETRAIN_EPOCHS],
+                    help=f"epochs of each retrain (resume mode; default {RETRAIN_EPOCHS}, the retrain of seisctl "
+                         "submit --from, client/retrain.py; docs/loop.md: 3 until session 13, 12 until session 26); "
                          "several: each arm once per length, from the same round 0")
     ap.add_argument("--retrain-lr", type=float, default=None,
                     help="learning rate of each retrain (default: the job file's optim.lr)")

@@ -14,6 +14,7 @@ from client.cli._common import EXIT_OK, EXIT_USAGE, Command, Out, _table, client
 from client.cli._follow import follow, submit_and_follow
 from client.cli._jobfile import JobFileError, load_job_file, set_value, unsendable
 from client.cli._keys import as_set_options
+from client.retrain import RETRAIN_EPOCHS, RetrainError, from_model
 
 
 def set_options(p: argparse.ArgumentParser) -> None:
@@ -50,7 +51,8 @@ class Submit(Command):
     that does it. The submit carries an idempotency key: when no reply comes within --timeout it is sent once more
     with the same key, so a lost reply never queues the job twice. A train job with `--from MODEL` starts from
     that model of the home: `train.init_from: models/MODEL.h5` and `train.mode: resume` (`--mode transfer` for a
-    new class list); a resume from a model file adds `train.epochs` epochs with a fresh optimiser (docs/loop.md)."""
+    new class list), and the loop's retrain (client/retrain.py): 24 epochs added with a fresh optimiser, early
+    stopping off, whatever the file says; `--set` changes them (docs/loop.md)."""
 
     name, help = "submit", "submit a job file (YAML); waits with a progress bar unless --detach"
     runs_job = True
@@ -78,11 +80,14 @@ class Submit(Command):
                 print("seisctl: --from MODEL (with --mode) starts a train job from a model: give both a train job "
                       "file and --from", file=sys.stderr)
                 return EXIT_USAGE
-            train = job.setdefault("train", {}) if isinstance(job.get("train"), dict) or "train" not in job else None
-            if train is None:
-                print(f"seisctl: {a.file}: train must be a mapping of keys", file=sys.stderr)
+            try:
+                from_model(job, a.from_model, a.mode or "resume")
+            except RetrainError as exc:
+                print(f"seisctl: {a.file}: {exc}", file=sys.stderr)
                 return EXIT_USAGE
-            train.update(mode=a.mode or "resume", init_from=f"models/{a.from_model}.h5")
+            print(f"seisctl: a retrain from {a.from_model}: train.mode {job['train']['mode']}, train.epochs "
+                  f"{RETRAIN_EPOCHS} without early stopping (docs/loop.md); --set train.epochs=N or "
+                  "--set train.early_stop.enabled=true to change", file=sys.stderr)
         return _send(a, out, job, a.file)
 
 

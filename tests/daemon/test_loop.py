@@ -121,7 +121,12 @@ def test_a_resume_on_a_grown_set_continues_from_the_model(loop_home) -> None:
     seisctl_json(d.home, "picks", "import", "demo", str(extra), "--pattern", r"(?P<name>.+)\.pts", "--add")
     failed = _train(d, tmp, "newclass", "--from", "base", code=1)
     assert "new: extra" in failed["error"] and "transfer" in failed["error"], failed["error"]
-    ok = _train(d, tmp, "newclass", "--from", "base", "--mode", "transfer", "--set", "train.trainable_layers=99")
+    # --from alone makes the loop's retrain (client/retrain.py), whatever the job file said
+    assert failed["spec"]["train"]["epochs"] == 24 and failed["spec"]["train"]["early_stop"]["enabled"] is False
+    assert TRAIN["train"]["epochs"] == 1
+    ok = _train(d, tmp, "newclass", "--from", "base", "--mode", "transfer", "--set", "train.trainable_layers=99",
+                "--set", "train.epochs=1")
+    assert ok["result"]["epoch"] == 1  # --set wins over the retrain's length
     assert ok["state"] == "succeeded"
 
 
