@@ -177,7 +177,7 @@ class RunningDaemon(StartedInWith):
     def cleanup(self) -> None:
         """Kill the daemon and everything it started that is still alive (tests/procs.py)."""
         self.client.close()
-        self.family.kill_all(self.home)
+        self.family.kill_all(self.home, P.runtime_dir(self.home))
 
     def output_tail(self, n: int = 40) -> str:
         try:

@@ -8,6 +8,7 @@ which may use no client code.
 """
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -43,9 +44,11 @@ class ProcessFamily:
             self.seen.setdefault(k.pid, k)
         return [k.pid for k in kids]
 
-    def kill_all(self, home: Path | None) -> None:
+    def kill_all(self, home: Path | None, runtime: Path | None = None) -> None:
         """Kill the daemon and every remembered process still alive (psutil checks pid reuse), reap the daemon,
-        and kill what is left in the cgroups of `home`'s jobs (only that home's next daemon would sweep them)."""
+        kill what is left in the cgroups of `home`'s jobs (only that home's next daemon would sweep them), and
+        remove the home's runtime folder of sockets: a daemon killed does not, and each test's home has its own
+        folder in /tmp (hundreds a suite run)."""
         self.snapshot()
         for p in self.seen.values():
             try:
@@ -64,6 +67,8 @@ class ProcessFamily:
             from daemon.common.orphans import owner_tag
 
             kill_leftovers(owner_tag(home), "test cleanup", lambda pid: False)
+        if runtime is not None:
+            shutil.rmtree(runtime, ignore_errors=True)
 
 
 def _alive(p: psutil.Process) -> bool:

@@ -253,7 +253,7 @@ class Daemon(StartedInWith):
         self.family.snapshot()
 
     def cleanup(self) -> None:
-        self.family.kill_all(self.home)
+        self.family.kill_all(self.home, Path(self.runtime))
 
     def output(self, n: int = 40) -> str:
         try:

@@ -109,3 +109,15 @@ def test_make_private_dir_refuses_links_and_files_and_tightens_a_folder(tmp_path
     fresh = tmp_path / "fresh"
     make_private_dir(fresh)
     assert fresh.is_dir() and mode(fresh) == 0o700
+
+
+def test_the_runtime_folder_goes_when_the_daemon_stops_and_when_a_test_kills_it(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    rundir = P.runtime_dir(home.resolve())
+    with RunningDaemon(home) as d:
+        assert (rundir / "control.sock").exists()
+        assert d.stop() == 0
+        assert not rundir.exists()  # the daemon's own shutdown (daemon/server/daemon.py)
+        d.restart()
+        assert (rundir / "control.sock").exists()
+    assert not rundir.exists()  # killed by the test's cleanup (tests/procs.py), which removes it
