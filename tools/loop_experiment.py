@@ -2,7 +2,7 @@
 
     python tools/loop_experiment.py [--seeds 2] [--rounds 2] [--first-seed 100] [--full] [--shape I X S]
                                     [--epochs N] [--retrain-epochs N [N ...]] [--retrain-lr LR] [--no-ceiling]
-                                    [--config FILE] [--family varied] [--measure confidence|disagreement|both]
+                                    [--config FILE] [--family varied] [--measure M [M ...]]
                                     [--near N [N ...]] [--arms suggested random]
 
 For each survey (tools/synth.py, the varied family unless --family says otherwise, seeds first-seed .. first-seed +
@@ -18,7 +18,8 @@ trained anew on the truth of 8 whole inlines (evenly spaced); --no-ceiling skips
 arm (A/B runs of the retrains, whose round 0 and ceiling are known). Several --retrain-epochs run each arm once per
 length from the same round 0 (rows "suggested-e12", "suggested-e24", ...; the random arms draw the same lines);
 several --near run the suggested arm once per value of suggest's `near` (how far the weight of the arm's picks
-reaches; 0: none), rows "suggested-n0", "suggested-n32".
+reaches; 0: none), rows "suggested-n0", "suggested-n32"; several --measure once per measure, rows
+"suggested-confidence", "suggested-disagreement".
 
 Prints a table (accuracy per round, per seed and the mean) and, last, one JSON line with every figure. The default
 is small (64^3, a small U-Net, a few epochs: a few minutes on two cores); --full takes the job file as it is, on
@@ -134,13 +135,13 @@ def one_seed(client: Any, work: Path, seed: int, args: argparse.Namespace) -> di
     out: dict[str, Any] = {"seed": seed, "first_round_points": int(len(s.picks.class_id)), "round_traces": width,
                            "round0": score(client, f"{survey}-r0", survey)}
     say(t0, f"seed {seed}: round 0 {out['round0']}")
-    for label, arm, epochs, near in args.runs:
+    for label, arm, epochs, near, measure in args.runs:
         rng = np.random.default_rng(seed)  # every random arm draws the same lines
         last, accs, lines = f"{survey}-r0", [], []
         for r in range(1, args.rounds + 1):
             if arm == "suggested":
                 found = _ok(client, {"kind": "suggest", "model": last, "survey": survey, "lines": 1,
-                                     "measure": args.measure, "region": min(1.0, width / nx), "region_samples": 1.0,
+                                     "measure": measure, "region": min(1.0, width / nx), "region_samples": 1.0,
                                      **({"picks": label, "near": near} if near else {})})
                 row = found["suggestions"][0]
                 kind, index, traces = row["kind"], row["index"], tuple(row["trace_indices"])
@@ -157,7 +158,8 @@ def one_seed(client: Any, work: Path, seed: int, args: argparse.Namespace) -> di
             accs.append(score(client, model, survey))
             number = (s.inlines if kind == "inline" else s.crosslines)[index]
             lines.append({"kind": kind, "line": int(number), "traces": list(traces), "added": added["added"],
-                          **({"near": found["near"], "picks": found["picks"]} if arm == "suggested" else {})})
+                          **({"near": found["near"], "picks": found["picks"], "measure": found["measure"]}
+                             if arm == "suggested" else {})})
             say(t0, f"seed {seed}: {label} round {r}, {kind} {number} traces {traces[0]}-{traces[1]}: {accs[-1]}")
             last = model
         out[label], out[f"{label}_lines"] = accs, lines
@@ -228,8 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-ceiling", action="store_true", help="skip the ceiling (8 inlines of truth)")
     ap.add_argument("--config", type=Path, default=None, help="a train job file instead of " + str(CONFIG.name))
     ap.add_argument("--family", choices=synth.FAMILIES, default="varied", help="survey family (default varied)")
-    ap.add_argument("--measure", choices=MEASURES, default="confidence",
-                    help="what `suggest` ranks lines by (default confidence, as the suggest job)")
+    ap.add_argument("--measure", choices=MEASURES, nargs="+", default=["confidence"],
+                    help="what `suggest` ranks lines by (default confidence, as the suggest job); several: the "
+                         "suggested arm once per measure, from the same round 0 (rows suggested-confidence, ...)")
     ap.add_argument("--near", type=int, nargs="+", default=None,
                     help="suggest's `near` (traces over which the weight of the arm's picks fades; default the "
                          "job's, 0: picks do not weigh); several: the suggested arm once per value, from the same "
@@ -241,9 +244,12 @@ def main(argv: list[str] | None = None) -> int:
     args.retrain_epochs = list(dict.fromkeys(args.retrain_epochs))
     lengths = args.retrain_epochs
     nears = list(dict.fromkeys(args.near)) if args.near else [None]
+    args.measure = list(dict.fromkeys(args.measure))
     args.runs = [("-".join([arm] + [f"e{e}"] * (len(lengths) > 1)
-                           + [f"n{n}"] * (arm == "suggested" and len(nears) > 1)), arm, e, n)
-                 for arm in args.arms for e in lengths for n in (nears if arm == "suggested" else [None])]
+                           + [f"n{n}"] * (arm == "suggested" and len(nears) > 1)
+                           + [m] * (arm == "suggested" and len(args.measure) > 1)), arm, e, n, m)
+                 for arm in args.arms for e in lengths for n in (nears if arm == "suggested" else [None])
+                 for m in (args.measure if arm == "suggested" else [None])]
     labels = tuple(label for label, *_ in args.runs)
     args.shape = args.shape or ([256, 256, 128] if args.full else [64, 64, 64])
     runs = []

@@ -29,19 +29,22 @@ def test_two_retrain_lengths_share_round_0_and_the_random_lines(tmp_path: Path):
     assert any(row.startswith("mean  random-e2") for row in table), out.stdout
 
 
-def test_several_near_values_run_the_suggested_arm_once_each_from_one_round_0(tmp_path: Path):
+def test_several_near_values_and_measures_run_the_suggested_arm_once_each_from_one_round_0(tmp_path: Path):
     out = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "loop_experiment.py"), "--seeds", "1", "--first-seed", "100",
          "--rounds", "1", "--shape", "48", "48", "32", "--epochs", "1", "--retrain-epochs", "1", "--near", "0", "6",
-         "--no-ceiling"],
+         "--measure", "confidence", "disagreement", "--no-ceiling"],
         capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     doc = json.loads(out.stdout.strip().splitlines()[-1])
-    # the random arm does not suggest: one run of it, two of the suggested arm
-    assert doc["arms"] == ["suggested-n0", "suggested-n6", "random"] and doc["near"] == [0, 6]
+    # the random arm does not suggest: one run of it, one of the suggested arm per (near, measure)
+    variants = [(n, m) for n in (0, 6) for m in ("confidence", "disagreement")]
+    assert doc["arms"] == [f"suggested-n{n}-{m}" for n, m in variants] + ["random"]
+    assert doc["near"] == [0, 6] and doc["measure"] == ["confidence", "disagreement"]
     run = doc["runs"][0]
     assert all(len(run[a]) == 1 and run[f"{a}_lines"][0]["added"] > 0 for a in doc["arms"])
-    # each suggested run's suggest job weighed by its own value and its own pick set
-    assert [run[f"suggested-n{n}_lines"][0]["near"] for n in (0, 6)] == [0, 6]
-    assert [run[f"suggested-n{n}_lines"][0]["picks"] for n in (0, 6)] == [None, "suggested-n6"]
-    assert any(row.startswith("mean  suggested-n6") for row in out.stdout.splitlines()), out.stdout
+    # each suggested run's suggest job weighed by its own value and its own pick set, ranked by its own measure
+    for n, m in variants:
+        line = run[f"suggested-n{n}-{m}_lines"][0]
+        assert (line["near"], line["picks"], line["measure"]) == (n, f"suggested-n{n}-{m}" if n else None, m)
+    assert any(row.startswith("mean  suggested-n6-disagreement") for row in out.stdout.splitlines()), out.stdout
