@@ -5,7 +5,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -22,8 +22,9 @@ def set_options(p: argparse.ArgumentParser) -> None:
                    help="set a key of the job (repeatable), e.g. --set train.epochs=5; the value is read as YAML")
 
 
-def _send(a: argparse.Namespace, out: Out, job: Any, where: str) -> int:
-    """Apply --set to `job` (read from `where`), check that JSON can carry it, and submit it."""
+def _send(a: argparse.Namespace, out: Out, job: Any, where: str,
+          announce: Callable[[dict[str, Any]], None] | None = None) -> int:
+    """Apply --set to `job` (read from `where`), check that JSON can carry it, `announce` it, and submit it."""
     if not isinstance(job, dict):
         print(f"seisctl: {where} must hold a mapping of keys (kind: ..., ...)", file=sys.stderr)
         return EXIT_USAGE
@@ -38,6 +39,8 @@ def _send(a: argparse.Namespace, out: Out, job: Any, where: str) -> int:
         print(f"seisctl: {where}: {bad[0]}: {bad[1]} cannot go in a job; quote dates and times, and use finite "
               "numbers", file=sys.stderr)
         return EXIT_USAGE
+    if announce is not None:
+        announce(job)
     return submit_and_follow(a, out, job)
 
 
@@ -85,10 +88,17 @@ class Submit(Command):
             except RetrainError as exc:
                 print(f"seisctl: {a.file}: {exc}", file=sys.stderr)
                 return EXIT_USAGE
-            print(f"seisctl: a retrain from {a.from_model}: train.mode {job['train']['mode']}, train.epochs "
-                  f"{RETRAIN_EPOCHS} without early stopping (docs/loop.md); --set train.epochs=N or "
-                  "--set train.early_stop.enabled=true to change", file=sys.stderr)
+            return _send(a, out, job, a.file, lambda sent: _say_retrain(a.from_model, sent))
         return _send(a, out, job, a.file)
+
+
+def _say_retrain(model: str, job: dict[str, Any]) -> None:
+    """What `--from` made of the job, once --set has changed it (stderr: --json output stays one document)."""
+    train = job.get("train") if isinstance(job.get("train"), dict) else {}
+    stop = train.get("early_stop") if isinstance(train.get("early_stop"), dict) else {}
+    print(f"seisctl: a retrain from {model}: train.mode {train.get('mode')}, train.epochs {train.get('epochs')}, "
+          f"early stopping {'on' if stop.get('enabled') else 'off'} (--from's default: {RETRAIN_EPOCHS} epochs, "
+          "off; docs/loop.md)", file=sys.stderr)
 
 
 @command

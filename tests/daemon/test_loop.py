@@ -124,9 +124,13 @@ def test_a_resume_on_a_grown_set_continues_from_the_model(loop_home) -> None:
     # --from alone makes the loop's retrain (client/retrain.py), whatever the job file said
     assert failed["spec"]["train"]["epochs"] == 24 and failed["spec"]["train"]["early_stop"]["enabled"] is False
     assert TRAIN["train"]["epochs"] == 1
-    ok = _train(d, tmp, "newclass", "--from", "base", "--mode", "transfer", "--set", "train.trainable_layers=99",
-                "--set", "train.epochs=1")
-    assert ok["result"]["epoch"] == 1  # --set wins over the retrain's length
+    (tmp / "transfer.json").write_text(json.dumps({**TRAIN, "output": "newclass"}))
+    r = seisctl(d.home, "--json", "submit", str(tmp / "transfer.json"), "--from", "base", "--mode", "transfer",
+                "--set", "train.trainable_layers=99", "--set", "train.epochs=1", timeout=120)
+    assert r.returncode == 0, r.stderr
+    ok = json.loads(r.stdout)
+    assert ok["result"]["epoch"] == 1  # --set wins over the retrain's length, and stderr says what was sent
+    assert "a retrain from base: train.mode transfer, train.epochs 1, early stopping off" in r.stderr, r.stderr
     assert ok["state"] == "succeeded"
 
 
