@@ -8,6 +8,7 @@ which may use no client code.
 """
 from __future__ import annotations
 
+import fcntl
 import shutil
 import subprocess
 from pathlib import Path
@@ -47,8 +48,8 @@ class ProcessFamily:
     def kill_all(self, home: Path | None, runtime: Path | None = None) -> None:
         """Kill the daemon and every remembered process still alive (psutil checks pid reuse), reap the daemon,
         kill what is left in the cgroups of `home`'s jobs (only that home's next daemon would sweep them), and
-        remove the home's runtime folder of sockets: a daemon killed does not, and each test's home has its own
-        folder in /tmp (hundreds a suite run)."""
+        remove the home's runtime folder of sockets unless another live seisd holds the home: a daemon killed does
+        not remove it, and each test's home has its own folder in /tmp (hundreds a suite run)."""
         self.snapshot()
         for p in self.seen.values():
             try:
@@ -67,8 +68,25 @@ class ProcessFamily:
             from daemon.common.orphans import owner_tag
 
             kill_leftovers(owner_tag(home), "test cleanup", lambda pid: False)
-        if runtime is not None:
+        if runtime is not None and not (home is not None and _home_in_use(home)):
             shutil.rmtree(runtime, ignore_errors=True)
+
+
+def _home_in_use(home: Path) -> bool:
+    """Whether a live seisd holds `home`'s lock (daemon/server/daemon.py, _lock_home): then the runtime folder is
+    that daemon's (a test that started a second daemon of a home, which was refused, cleans up the second)."""
+    from daemon.common import home as layout
+
+    try:
+        with open(layout.lock_file(home)) as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(f, fcntl.LOCK_UN)
+    except OSError:  # no lock file: no daemon ever ran there
+        pass
+    return False
 
 
 def _alive(p: psutil.Process) -> bool:

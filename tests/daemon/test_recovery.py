@@ -108,4 +108,5 @@ def test_second_daemon_on_same_home_is_refused(daemon: RunningDaemon) -> None:
     finally:
         second.cleanup()
     assert "another seisd already runs" in str(err.value) and str(daemon.pid) in str(err.value)
+    # the second one's cleanup left the first's sockets (its runtime folder) alone
     assert daemon.client.ping()
