@@ -28,6 +28,7 @@ is small (64^3, a small U-Net, a few epochs: a few minutes on two cores); --full
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import tempfile
@@ -42,8 +43,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
 
 import synth  # noqa: E402
-from client.retrain import RETRAIN_EPOCHS, from_model  # noqa: E402
 
+from client.retrain import RETRAIN_EPOCHS, from_model  # noqa: E402
 from daemon.kinds.suggest import MEASURES  # noqa: E402
 from tests.harness import RunningDaemon  # noqa: E402
 
@@ -242,14 +243,16 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     args.arms = tuple(dict.fromkeys(args.arms))
     args.retrain_epochs = list(dict.fromkeys(args.retrain_epochs))
-    lengths = args.retrain_epochs
-    nears = list(dict.fromkeys(args.near)) if args.near else [None]
     args.measure = list(dict.fromkeys(args.measure))
-    args.runs = [("-".join([arm] + [f"e{e}"] * (len(lengths) > 1)
-                           + [f"n{n}"] * (arm == "suggested" and len(nears) > 1)
-                           + [m] * (arm == "suggested" and len(args.measure) > 1)), arm, e, n, m)
-                 for arm in args.arms for e in lengths for n in (nears if arm == "suggested" else [None])
-                 for m in (args.measure if arm == "suggested" else [None])]
+    nears = list(dict.fromkeys(args.near)) if args.near else [None]
+    # the variants of an arm: (label prefix, values, only the suggested arm has it); a label names the axes that
+    # vary ("suggested-e24-n32-disagreement"), and an axis of the suggested arm is None for the random one
+    axes = [("e", args.retrain_epochs, False), ("n", nears, True), ("", args.measure, True)]
+    args.runs = []
+    for arm in args.arms:
+        for combo in itertools.product(*[vals if arm == "suggested" or not own else [None] for _, vals, own in axes]):
+            parts = [f"{prefix}{v}" for (prefix, vals, _), v in zip(axes, combo) if v is not None and len(vals) > 1]
+            args.runs.append(("-".join([arm, *parts]), arm, *combo))
     labels = tuple(label for label, *_ in args.runs)
     args.shape = args.shape or ([256, 256, 128] if args.full else [64, 64, 64])
     runs = []
