@@ -21,7 +21,9 @@ several --near run the suggested arm once per value of suggest's `near` (how far
 reaches; 0: none), rows "suggested-n0", "suggested-n32"; several --measure once per measure, rows
 "suggested-confidence", "suggested-disagreement".
 
-Prints a table (accuracy per round, per seed and the mean) and, last, one JSON line with every figure. The default
+Prints a table (accuracy per round, per seed and the mean), the issue's two targets (the suggested runs' lead
+over random in the mean after each round; with the ceiling, how far each run is short of it after two added
+lines) and, last, one JSON line with every figure. The default
 is small (64^3, a small U-Net, a few epochs: a few minutes on two cores); --full takes the job file as it is, on
 256 x 256 x 128 surveys.
 """
@@ -214,6 +216,38 @@ def table(runs: list[dict[str, Any]], rounds: int, arms: tuple[str, ...]) -> str
     return "whole-cube pixel accuracy\n" + "\n".join(lines)
 
 
+def targets(runs: list[dict[str, Any]], rounds: int, labels: tuple[str, ...],
+            pairs: dict[str, str]) -> dict[str, Any]:
+    """The issue's two targets of the loop, from the surveys' scores. `lead_over_random`: for each suggested run
+    (`pairs` maps it to the random run of the same retrain length), its mean pixel accuracy minus the random run's
+    after each round. `short_of_ceiling` (only when every survey has its ceiling): the ceiling's mean minus the mean
+    of each run in `labels` after each round (negative: above the ceiling)."""
+    def mean(label: str, k: int) -> float:
+        return float(np.mean([r[label][k]["pixel"] for r in runs]))
+    out: dict[str, Any] = {"lead_over_random": {s: [round(mean(s, k) - mean(rnd, k), 4) for k in range(rounds)]
+                                                for s, rnd in pairs.items()}}
+    if runs and all("ceiling" in r for r in runs):
+        ceiling = float(np.mean([r["ceiling"]["pixel"] for r in runs]))
+        out["short_of_ceiling"] = {label: [round(ceiling - mean(label, k), 4) for k in range(rounds)]
+                                   for label in labels}
+    return out
+
+
+def verdicts(found: dict[str, Any], rounds: int) -> str:
+    """The targets as lines a reader checks against the issue: ahead of random after every round, and within 0.03
+    of the ceiling after two added lines (when the run has two rounds and the ceiling)."""
+    lines = []
+    for label, lead in found["lead_over_random"].items():
+        ahead = "yes" if lead and all(x > 0 for x in lead) else "no"
+        lines.append(f"{label}: lead over random in the mean, round 1..{rounds}: "
+                     f"{' '.join(f'{x:+.3f}' for x in lead)} (ahead after every round: {ahead})")
+    for label, short in found.get("short_of_ceiling", {}).items():
+        if rounds >= 2:
+            lines.append(f"{label}: short of the ceiling after two added lines: {short[1]:.3f} "
+                         f"(within 0.03: {'yes' if short[1] <= 0.03 else 'no'})")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=2)
@@ -270,7 +304,13 @@ def main(argv: list[str] | None = None) -> int:
            "mean_round0_pixel": round(float(np.mean([r["round0"]["pixel"] for r in runs])), 4)}
     if not args.no_ceiling:
         doc["mean_ceiling_pixel"] = round(float(np.mean([r["ceiling"]["pixel"] for r in runs])), 4)
+    random_by_length = {e: label for label, arm, e, *_ in args.runs if arm == "random"}
+    pairs = {label: random_by_length[e] for label, arm, e, *_ in args.runs
+             if arm == "suggested" and e in random_by_length}
+    doc["targets"] = targets(runs, args.rounds, labels, pairs)
     print(table(runs, args.rounds, labels))
+    if verdicts(doc["targets"], args.rounds):
+        print(verdicts(doc["targets"], args.rounds))
     print(json.dumps(doc))
     return 0
 

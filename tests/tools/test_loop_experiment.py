@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tools"))
+import loop_experiment  # noqa: E402
 
 
 def test_two_retrain_lengths_share_round_0_and_the_random_lines(tmp_path: Path):
@@ -48,3 +50,28 @@ def test_several_near_values_and_measures_run_the_suggested_arm_once_each_from_o
         line = run[f"suggested-n{n}-{m}_lines"][0]
         assert (line["near"], line["picks"], line["measure"]) == (n, f"suggested-n{n}-{m}" if n else None, m)
     assert any(row.startswith("mean  suggested-n6-disagreement") for row in out.stdout.splitlines()), out.stdout
+    # the first target: each suggested run against the random one, in the mean, printed as the JSON line has it
+    lead = doc["targets"]["lead_over_random"]
+    assert sorted(lead) == sorted(doc["arms"][:-1]) and "short_of_ceiling" not in doc["targets"]
+    for label, (x,) in lead.items():
+        assert abs(x - (doc["mean_pixel"][label][0] - doc["mean_pixel"]["random"][0])) < 2e-4
+        assert f"{label}: lead over random in the mean, round 1..1: {x:+.3f}" in out.stdout
+
+
+def test_targets_lead_over_random_and_short_of_the_ceiling():
+    def run(seed: int, ceiling: float, suggested: list[float], random: list[float]) -> dict:
+        return {"seed": seed, "ceiling": {"pixel": ceiling},
+                "suggested": [{"pixel": x} for x in suggested], "random": [{"pixel": x} for x in random]}
+    runs = [run(1, 0.80, [0.60, 0.78], [0.55, 0.70]), run(2, 0.90, [0.70, 0.84], [0.72, 0.86])]
+    found = loop_experiment.targets(runs, 2, ("suggested", "random"), {"suggested": "random"})
+    assert found["lead_over_random"] == {"suggested": [0.015, 0.03]}
+    assert found["short_of_ceiling"] == {"suggested": [0.2, 0.04], "random": [0.215, 0.07]}
+    text = loop_experiment.verdicts(found, 2)
+    assert "suggested: lead over random in the mean, round 1..2: +0.015 +0.030 (ahead after every round: yes)" in text
+    assert "suggested: short of the ceiling after two added lines: 0.040 (within 0.03: no)" in text
+    # a survey without its ceiling: no distance to it; a round behind random: not ahead after every round
+    runs[1].pop("ceiling")
+    runs[1]["suggested"][0]["pixel"] = 0.60
+    found = loop_experiment.targets(runs, 2, ("suggested", "random"), {"suggested": "random"})
+    assert "short_of_ceiling" not in found
+    assert "(ahead after every round: no)" in loop_experiment.verdicts(found, 2)
