@@ -237,7 +237,7 @@ def verdicts(found: dict[str, Any], rounds: int) -> str:
     """The targets as lines a reader checks against the issue: ahead of random after every round, and within 0.03
     of the ceiling after two added lines (when the run has two rounds and the ceiling)."""
     lines = []
-    for label, lead in found["lead_over_random"].items():
+    for label, lead in found["lead_over_random"].items() if rounds else ():
         ahead = "yes" if lead and all(x > 0 for x in lead) else "no"
         lines.append(f"{label}: lead over random in the mean, round 1..{rounds}: "
                      f"{' '.join(f'{x:+.3f}' for x in lead)} (ahead after every round: {ahead})")
@@ -246,6 +246,13 @@ def verdicts(found: dict[str, Any], rounds: int) -> str:
             lines.append(f"{label}: short of the ceiling after two added lines: {short[1]:.3f} "
                          f"(within 0.03: {'yes' if short[1] <= 0.03 else 'no'})")
     return "\n".join(lines)
+
+
+def pair_with_random(runs: list[tuple[Any, ...]]) -> dict[str, str]:
+    """Each suggested run's label mapped to the label of the random run of the same retrain length (an entry of
+    `runs` is (label, arm, retrain epochs, ...)); none where the random arm was not run."""
+    random_by_length = {e: label for label, arm, e, *_ in runs if arm == "random"}
+    return {label: random_by_length[e] for label, arm, e, *_ in runs if arm == "suggested" and e in random_by_length}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -304,10 +311,7 @@ def main(argv: list[str] | None = None) -> int:
            "mean_round0_pixel": round(float(np.mean([r["round0"]["pixel"] for r in runs])), 4)}
     if not args.no_ceiling:
         doc["mean_ceiling_pixel"] = round(float(np.mean([r["ceiling"]["pixel"] for r in runs])), 4)
-    random_by_length = {e: label for label, arm, e, *_ in args.runs if arm == "random"}
-    pairs = {label: random_by_length[e] for label, arm, e, *_ in args.runs
-             if arm == "suggested" and e in random_by_length}
-    doc["targets"] = targets(runs, args.rounds, labels, pairs)
+    doc["targets"] = targets(runs, args.rounds, labels, pair_with_random(args.runs))
     print(table(runs, args.rounds, labels))
     if verdicts(doc["targets"], args.rounds):
         print(verdicts(doc["targets"], args.rounds))

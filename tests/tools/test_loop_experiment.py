@@ -75,3 +75,13 @@ def test_targets_lead_over_random_and_short_of_the_ceiling():
     found = loop_experiment.targets(runs, 2, ("suggested", "random"), {"suggested": "random"})
     assert "short_of_ceiling" not in found
     assert "(ahead after every round: no)" in loop_experiment.verdicts(found, 2)
+
+
+def test_each_suggested_run_is_paired_with_the_random_run_of_its_retrain_length():
+    runs = [("suggested-e12", "suggested", 12, None, "confidence"),
+            ("suggested-e24", "suggested", 24, None, "confidence"),
+            ("random-e12", "random", 12, None, None), ("random-e24", "random", 24, None, None)]
+    assert loop_experiment.pair_with_random(runs) == {"suggested-e12": "random-e12", "suggested-e24": "random-e24"}
+    assert loop_experiment.pair_with_random(runs[:2]) == {}  # --arms suggested: nothing to lead
+    # no rounds: no lead to state, so no verdict that reads as a target missed
+    assert loop_experiment.verdicts({"lead_over_random": {"suggested": []}}, 0) == ""
