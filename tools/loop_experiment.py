@@ -198,8 +198,19 @@ def write_ceiling(folder: Path, s: Any, names: list[str], inlines: list[int]) ->
     return out
 
 
+def mean_pixel(runs: list[dict[str, Any]], label: str, k: int | None = None) -> float:
+    """The surveys' mean pixel accuracy of run `label` after round k+1, or of `label`'s one score (round0, ceiling)
+    when k is None."""
+    return float(np.mean([(r[label] if k is None else r[label][k])["pixel"] for r in runs]))
+
+
+def has_ceiling(runs: list[dict[str, Any]]) -> bool:
+    """Whether every survey has its ceiling (none with --no-ceiling)."""
+    return bool(runs) and all("ceiling" in r for r in runs)
+
+
 def table(runs: list[dict[str, Any]], rounds: int, arms: tuple[str, ...]) -> str:
-    ceiling = all("ceiling" in r for r in runs)  # absent with --no-ceiling
+    ceiling = has_ceiling(runs)
     head = ["seed", "arm", "round 0"] + [f"round {r}" for r in range(1, rounds + 1)] + ["ceiling"] * ceiling
     rows = []
     for arm in arms if rounds else ("-",):  # no rounds: both arms would be the same row
@@ -207,9 +218,9 @@ def table(runs: list[dict[str, Any]], rounds: int, arms: tuple[str, ...]) -> str
             rows.append([str(run["seed"]), arm, f"{run['round0']['pixel']:.3f}"] +
                         [f"{a['pixel']:.3f}" for a in run.get(arm, [])] +
                         ([f"{run['ceiling']['pixel']:.3f}"] if ceiling else []))
-        rows.append(["mean", arm, f"{np.mean([r['round0']['pixel'] for r in runs]):.3f}"] +
-                    [f"{np.mean([r[arm][k]['pixel'] for r in runs]):.3f}" for k in range(rounds)] +
-                    ([f"{np.mean([r['ceiling']['pixel'] for r in runs]):.3f}"] if ceiling else []))
+        rows.append(["mean", arm, f"{mean_pixel(runs, 'round0'):.3f}"] +
+                    [f"{mean_pixel(runs, arm, k):.3f}" for k in range(rounds)] +
+                    ([f"{mean_pixel(runs, 'ceiling'):.3f}"] if ceiling else []))
     widths = [max(len(h), *(len(r[k]) for r in rows)) for k, h in enumerate(head)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
@@ -222,13 +233,12 @@ def targets(runs: list[dict[str, Any]], rounds: int, labels: tuple[str, ...],
     (`pairs` maps it to the random run of the same retrain length), its mean pixel accuracy minus the random run's
     after each round. `short_of_ceiling` (only when every survey has its ceiling): the ceiling's mean minus the mean
     of each run in `labels` after each round (negative: above the ceiling)."""
-    def mean(label: str, k: int) -> float:
-        return float(np.mean([r[label][k]["pixel"] for r in runs]))
-    out: dict[str, Any] = {"lead_over_random": {s: [round(mean(s, k) - mean(rnd, k), 4) for k in range(rounds)]
-                                                for s, rnd in pairs.items()}}
-    if runs and all("ceiling" in r for r in runs):
-        ceiling = float(np.mean([r["ceiling"]["pixel"] for r in runs]))
-        out["short_of_ceiling"] = {label: [round(ceiling - mean(label, k), 4) for k in range(rounds)]
+    out: dict[str, Any] = {"lead_over_random": {
+        s: [round(mean_pixel(runs, s, k) - mean_pixel(runs, rnd, k), 4) for k in range(rounds)]
+        for s, rnd in pairs.items()}}
+    if has_ceiling(runs):
+        ceiling = mean_pixel(runs, "ceiling")
+        out["short_of_ceiling"] = {label: [round(ceiling - mean_pixel(runs, label, k), 4) for k in range(rounds)]
                                    for label in labels}
     return out
 
@@ -302,19 +312,19 @@ def main(argv: list[str] | None = None) -> int:
             for seed in range(args.first_seed, args.first_seed + args.seeds):
                 runs.append(one_seed(d.client, Path(tmp), seed, args))
                 print(f"seed {seed}: {json.dumps(runs[-1])}", file=sys.stderr, flush=True)
-    mean = {arm: [round(float(np.mean([r[arm][k]["pixel"] for r in runs])), 4) for k in range(args.rounds)]
-            for arm in labels}
+    mean = {arm: [round(mean_pixel(runs, arm, k), 4) for k in range(args.rounds)] for arm in labels}
     doc = {"arms": list(labels),
            "family": args.family, "shape": args.shape, "rounds": args.rounds, "seeds": [r["seed"] for r in runs],
            "full": args.full, "measure": args.measure, "near": args.near,
            "retrain_epochs": args.retrain_epochs, "retrain_lr": args.retrain_lr, "runs": runs, "mean_pixel": mean,
-           "mean_round0_pixel": round(float(np.mean([r["round0"]["pixel"] for r in runs])), 4)}
-    if not args.no_ceiling:
-        doc["mean_ceiling_pixel"] = round(float(np.mean([r["ceiling"]["pixel"] for r in runs])), 4)
+           "mean_round0_pixel": round(mean_pixel(runs, "round0"), 4)}
+    if has_ceiling(runs):
+        doc["mean_ceiling_pixel"] = round(mean_pixel(runs, "ceiling"), 4)
     doc["targets"] = targets(runs, args.rounds, labels, pair_with_random(args.runs))
     print(table(runs, args.rounds, labels))
-    if verdicts(doc["targets"], args.rounds):
-        print(verdicts(doc["targets"], args.rounds))
+    said = verdicts(doc["targets"], args.rounds)
+    if said:
+        print(said)
     print(json.dumps(doc))
     return 0
 
