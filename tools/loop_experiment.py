@@ -3,7 +3,7 @@
     python tools/loop_experiment.py [--seeds 2] [--rounds 2] [--first-seed 100] [--full] [--shape I X S]
                                     [--epochs N] [--retrain-epochs N [N ...]] [--retrain-lr LR] [--no-ceiling]
                                     [--config FILE] [--family varied] [--measure M [M ...]]
-                                    [--near N [N ...]] [--arms suggested random]
+                                    [--near N [N ...]] [--lines-per-round N [N ...]] [--arms suggested random]
 
 For each survey (tools/synth.py, the varied family unless --family says otherwise, seeds first-seed .. first-seed +
 seeds - 1) in a real seisd of a temporary home:
@@ -19,7 +19,9 @@ arm (A/B runs of the retrains, whose round 0 and ceiling are known). Several --r
 length from the same round 0 (rows "suggested-e12", "suggested-e24", ...; the random arms draw the same lines);
 several --near run the suggested arm once per value of suggest's `near` (how far the weight of the arm's picks
 reaches; 0: none), rows "suggested-n0", "suggested-n32"; several --measure once per measure, rows
-"suggested-confidence", "suggested-disagreement".
+"suggested-confidence", "suggested-disagreement". --lines-per-round N spreads a round's traces over N lines (1/N of
+them each: the N lines `suggest` ranks first, or N random ones); several values run each arm once per value, rows
+"suggested-l1", "suggested-l2".
 
 Prints a table (accuracy per round, per seed and the mean), the issue's two targets (the suggested runs' lead
 over random in the mean after each round; with the ceiling, how far each run is short of it after two added
@@ -91,15 +93,20 @@ def score(client: Any, model: str, survey: str) -> dict[str, float]:
     return {"pixel": round(r["scores"]["pixel_accuracy"], 4), "class": round(r["scores"]["mean_class_accuracy"], 4)}
 
 
-def write_region(folder: Path, s: Any, names: list[str], kind: str, index: int, traces: tuple[int, int]) -> list[str]:
-    """Pick files (one per class present) of every sample of traces [t0, t1] of one line, from the truth."""
+def write_regions(folder: Path, s: Any, names: list[str], regions: list[tuple[str, int, tuple[int, int]]]
+                  ) -> list[str]:
+    """Pick files (one per class present) of every sample of the traces of each region (kind, line index, traces
+    [t0, t1] along it), from the truth; a voxel two regions share (where an inline crosses a crossline) once."""
     folder.mkdir(parents=True)
-    t = np.arange(traces[0], traces[1] + 1)
     ns = s.labels.shape[2]
-    il = np.full(len(t), index) if kind == "inline" else t
-    xl = t if kind == "inline" else np.full(len(t), index)
-    ii, kk = np.repeat(il, ns), np.tile(np.arange(ns), len(t))
-    xx = np.repeat(xl, ns)
+    il, xl = [], []
+    for kind, index, traces in regions:
+        t = np.arange(traces[0], traces[1] + 1)
+        il.append(np.full(len(t), index) if kind == "inline" else t)
+        xl.append(t if kind == "inline" else np.full(len(t), index))
+    trace = np.unique(np.stack([np.concatenate(il), np.concatenate(xl)], axis=1), axis=0)
+    ii, kk = np.repeat(trace[:, 0], ns), np.tile(np.arange(ns), len(trace))
+    xx = np.repeat(trace[:, 1], ns)
     truth = np.asarray(s.labels)[ii, xx, kk]
     files = []
     for name in names:
@@ -138,37 +145,36 @@ def one_seed(client: Any, work: Path, seed: int, args: argparse.Namespace) -> di
     out: dict[str, Any] = {"seed": seed, "first_round_points": int(len(s.picks.class_id)), "round_traces": width,
                            "round0": score(client, f"{survey}-r0", survey)}
     say(t0, f"seed {seed}: round 0 {out['round0']}")
-    for label, arm, epochs, near, measure in args.runs:
-        rng = np.random.default_rng(seed)  # every random arm draws the same lines
+    for label, arm, epochs, split, near, measure in args.runs:
+        rng = np.random.default_rng(seed)  # every random arm of one split draws the same lines
         last, accs, lines = f"{survey}-r0", [], []
+        each = max(1, round(width / split))  # a round's traces, spread over `split` lines
         for r in range(1, args.rounds + 1):
             if arm == "suggested":
-                found = _ok(client, {"kind": "suggest", "model": last, "survey": survey, "lines": 1,
-                                     "measure": measure, "region": min(1.0, width / nx), "region_samples": 1.0,
+                found = _ok(client, {"kind": "suggest", "model": last, "survey": survey, "lines": split,
+                                     "measure": measure, "region": min(1.0, each / nx), "region_samples": 1.0,
                                      **({"picks": label, "near": near} if near else {})})
-                row = found["suggestions"][0]
-                kind, index, traces = row["kind"], row["index"], tuple(row["trace_indices"])
+                regions = [(row["kind"], row["index"], tuple(row["trace_indices"])) for row in found["suggestions"]]
             else:
-                kind = ("inline", "crossline")[int(rng.integers(2))]
-                count, lateral = (ni, nx) if kind == "inline" else (nx, ni)
-                index, w = int(rng.integers(count)), max(1, round(width / nx * lateral))
-                start = int(rng.integers(lateral - w + 1))
-                traces = (start, start + w - 1)
-            files = write_region(folder / f"{label}_r{r}", s, names, kind, index, traces)
+                regions = [random_region(rng, each / nx, ni, nx) for _ in range(split)]
+            files = write_regions(folder / f"{label}_r{r}", s, names, regions)
             added = _import(client, survey, files, label, add=True)["add"]
             model = f"{survey}-{label}-r{r}"
             _ok(client, train_job(args, model, survey, label, (last, epochs)))
             accs.append(score(client, model, survey))
-            number = (s.inlines if kind == "inline" else s.crosslines)[index]
-            lines.append({"kind": kind, "line": int(number), "traces": list(traces), "added": added["added"],
+            named = [{"kind": kind, "line": int((s.inlines if kind == "inline" else s.crosslines)[index]),
+                      "traces": list(traces)} for kind, index, traces in regions]
+            lines.append({"regions": named, "added": added["added"],
                           **({"near": found["near"], "picks": found["picks"], "measure": found["measure"]}
                              if arm == "suggested" else {})})
-            say(t0, f"seed {seed}: {label} round {r}, {kind} {number} traces {traces[0]}-{traces[1]}: {accs[-1]}")
+            where = ", ".join(f"{n['kind']} {n['line']} traces {n['traces'][0]}-{n['traces'][1]}" for n in named)
+            say(t0, f"seed {seed}: {label} round {r}, {where}: {accs[-1]}")
             last = model
         out[label], out[f"{label}_lines"] = accs, lines
     if not args.no_ceiling:
         step = ni // 8
-        ceiling = write_ceiling(folder / "ceiling", s, names, [step // 2 + k * step for k in range(8)])
+        ceiling = write_regions(folder / "ceiling", s, names,
+                                [("inline", step // 2 + k * step, (0, nx - 1)) for k in range(8)])
         if len(ceiling) != len(names):
             raise RuntimeError(f"seed {seed}: the 8 inlines of the ceiling lack a class; the class ids would shift")
         _import(client, survey, ceiling, "ceiling", add=False)
@@ -184,18 +190,13 @@ def say(t0: float, message: str) -> None:
     print(f"[{time.monotonic() - t0:6.0f} s] {message}", file=sys.stderr, flush=True)
 
 
-def write_ceiling(folder: Path, s: Any, names: list[str], inlines: list[int]) -> list[str]:
-    """Pick files of every voxel of the given inline indices (the truth of whole inlines)."""
-    folder.mkdir(parents=True)
-    files: dict[str, list[str]] = {}
-    for i in inlines:
-        for path in write_region(folder / f"i{i}", s, names, "inline", i, (0, s.labels.shape[1] - 1)):
-            files.setdefault(Path(path).name, []).append(Path(path).read_text())
-    out = []
-    for name, parts in sorted(files.items()):  # sorted files: the class order of the other sets and the truth
-        (folder / name).write_text("".join(parts))
-        out.append(str(folder / name))
-    return out
+def random_region(rng: np.random.Generator, share: float, ni: int, nx: int) -> tuple[str, int, tuple[int, int]]:
+    """A line drawn at random (an inline or a crossline) and a window of `share` of its traces at a random place."""
+    kind = ("inline", "crossline")[int(rng.integers(2))]
+    count, lateral = (ni, nx) if kind == "inline" else (nx, ni)
+    index, w = int(rng.integers(count)), max(1, min(lateral, round(share * lateral)))
+    start = int(rng.integers(lateral - w + 1))
+    return kind, index, (start, start + w - 1)
 
 
 def mean_pixel(runs: list[dict[str, Any]], label: str, k: int | None = None) -> float:
@@ -259,10 +260,12 @@ def verdicts(found: dict[str, Any], rounds: int) -> str:
 
 
 def pair_with_random(runs: list[tuple[Any, ...]]) -> dict[str, str]:
-    """Each suggested run's label mapped to the label of the random run of the same retrain length (an entry of
-    `runs` is (label, arm, retrain epochs, ...)); none where the random arm was not run."""
-    random_by_length = {e: label for label, arm, e, *_ in runs if arm == "random"}
-    return {label: random_by_length[e] for label, arm, e, *_ in runs if arm == "suggested" and e in random_by_length}
+    """Each suggested run's label mapped to the label of the random run of the same retrain length and lines per
+    round (an entry of `runs` is (label, arm, retrain epochs, lines per round, ...)); none where the random arm was
+    not run."""
+    random_by_kind = {(e, n): label for label, arm, e, n, *_ in runs if arm == "random"}
+    return {label: random_by_kind[e, n] for label, arm, e, n, *_ in runs
+            if arm == "suggested" and (e, n) in random_by_kind}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -289,16 +292,25 @@ def main(argv: list[str] | None = None) -> int:
                     help="suggest's `near` (traces over which the weight of the arm's picks fades; default the "
                          "job's, 0: picks do not weigh); several: the suggested arm once per value, from the same "
                          "round 0 (rows suggested-n0, suggested-n32, ...)")
+    ap.add_argument("--lines-per-round", type=int, nargs="+", default=[1],
+                    help="the lines a round's picks are spread over (default 1): each of N lines gets 1/N of the "
+                         "round's traces, the suggested arm on the N lines suggest ranks first, the random arm on N "
+                         "random ones; several: each arm once per value, from the same round 0 (rows "
+                         "suggested-l1, suggested-l2, ...)")
     ap.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS),
                     help="the arms to run, in this order (default both)")
     args = ap.parse_args(argv)
     args.arms = tuple(dict.fromkeys(args.arms))
     args.retrain_epochs = list(dict.fromkeys(args.retrain_epochs))
     args.measure = list(dict.fromkeys(args.measure))
+    args.lines_per_round = list(dict.fromkeys(args.lines_per_round))
+    if min(args.lines_per_round) < 1:
+        ap.error("--lines-per-round: at least 1")
     nears = list(dict.fromkeys(args.near)) if args.near else [None]
     # the variants of an arm: (label prefix, values, only the suggested arm has it); a label names the axes that
     # vary ("suggested-e24-n32-disagreement"), and an axis of the suggested arm is None for the random one
-    axes = [("e", args.retrain_epochs, False), ("n", nears, True), ("", args.measure, True)]
+    axes = [("e", args.retrain_epochs, False), ("l", args.lines_per_round, False), ("n", nears, True),
+            ("", args.measure, True)]
     args.runs = []
     for arm in args.arms:
         for combo in itertools.product(*[vals if arm == "suggested" or not own else [None] for _, vals, own in axes]):
@@ -316,7 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     doc = {"arms": list(labels),
            "family": args.family, "shape": args.shape, "rounds": args.rounds, "seeds": [r["seed"] for r in runs],
            "full": args.full, "measure": args.measure, "near": args.near,
-           "retrain_epochs": args.retrain_epochs, "retrain_lr": args.retrain_lr, "runs": runs, "mean_pixel": mean,
+           "retrain_epochs": args.retrain_epochs, "retrain_lr": args.retrain_lr,
+           "lines_per_round": args.lines_per_round, "runs": runs, "mean_pixel": mean,
            "mean_round0_pixel": round(mean_pixel(runs, "round0"), 4)}
     if has_ceiling(runs):
         doc["mean_ceiling_pixel"] = round(mean_pixel(runs, "ceiling"), 4)

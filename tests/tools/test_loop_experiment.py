@@ -78,10 +78,62 @@ def test_targets_lead_over_random_and_short_of_the_ceiling():
 
 
 def test_each_suggested_run_is_paired_with_the_random_run_of_its_retrain_length():
-    runs = [("suggested-e12", "suggested", 12, None, "confidence"),
-            ("suggested-e24", "suggested", 24, None, "confidence"),
-            ("random-e12", "random", 12, None, None), ("random-e24", "random", 24, None, None)]
+    runs = [("suggested-e12", "suggested", 12, 1, None, "confidence"),
+            ("suggested-e24", "suggested", 24, 1, None, "confidence"),
+            ("random-e12", "random", 12, 1, None, None), ("random-e24", "random", 24, 1, None, None)]
     assert loop_experiment.pair_with_random(runs) == {"suggested-e12": "random-e12", "suggested-e24": "random-e24"}
+    # and by the lines a round is spread over
+    split = [("suggested-l1", "suggested", 24, 1, None, "confidence"),
+             ("suggested-l2", "suggested", 24, 2, None, "confidence"),
+             ("random-l1", "random", 24, 1, None, None), ("random-l2", "random", 24, 2, None, None)]
+    assert loop_experiment.pair_with_random(split) == {"suggested-l1": "random-l1", "suggested-l2": "random-l2"}
     assert loop_experiment.pair_with_random(runs[:2]) == {}  # --arms suggested: nothing to lead
     # no rounds: no lead to state, so no verdict that reads as a target missed
     assert loop_experiment.verdicts({"lead_over_random": {"suggested": []}}, 0) == ""
+
+
+def test_a_round_spread_over_two_lines_picks_half_the_traces_on_each(tmp_path: Path):
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "loop_experiment.py"), "--seeds", "1", "--first-seed", "100",
+         "--rounds", "1", "--shape", "48", "48", "32", "--epochs", "1", "--retrain-epochs", "1",
+         "--lines-per-round", "1", "2", "--no-ceiling"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    doc = json.loads(out.stdout.strip().splitlines()[-1])
+    assert doc["arms"] == ["suggested-l1", "suggested-l2", "random-l1", "random-l2"]
+    assert doc["lines_per_round"] == [1, 2]
+    run = doc["runs"][0]
+    width = run["round_traces"]
+    for arm, n in (("suggested-l1", 1), ("suggested-l2", 2), ("random-l1", 1), ("random-l2", 2)):
+        [one] = run[f"{arm}_lines"]
+        assert len(one["regions"]) == n, one
+        # each region holds round(width / n) traces, and the picks added are every sample of them (a voxel two
+        # crossing lines share counted once)
+        assert all(r["traces"][1] - r["traces"][0] + 1 == max(1, round(width / n)) for r in one["regions"]), one
+        assert 0 < one["added"] <= n * max(1, round(width / n)) * 32
+    # the suggested arm takes the lines suggest ranks first: two different lines
+    two = run["suggested-l2_lines"][0]["regions"]
+    assert (two[0]["kind"], two[0]["line"]) != (two[1]["kind"], two[1]["line"])
+    lead = doc["targets"]["lead_over_random"]
+    assert sorted(lead) == ["suggested-l1", "suggested-l2"]
+    assert abs(lead["suggested-l2"][0] - (doc["mean_pixel"]["suggested-l2"][0]
+                                          - doc["mean_pixel"]["random-l2"][0])) < 2e-4
+
+
+def test_regions_that_cross_write_their_shared_voxels_once(tmp_path: Path):
+    import numpy as np
+    import synth
+
+    s = synth.generate(shape=(32, 32, 32), seed=3, family="varied")
+    names = sorted(s.class_names)
+    files = loop_experiment.write_regions(tmp_path / "r", s, names, [("inline", 4, (0, 15)), ("crossline", 6, (0, 9))])
+    rows = [line.split("\t") for f in files for line in Path(f).read_text().splitlines()]
+    keys = {(r[0], r[1], r[2]) for r in rows}
+    assert len(rows) == len(keys) == (16 + 10 - 1) * 32  # inline 4 crosses crossline 6 within both: once
+    # each voxel in the file of its own class
+    for f in files:
+        cls = list(s.class_names).index(Path(f).stem)
+        for a, b, c in (line.split("\t") for line in Path(f).read_text().splitlines()):
+            i, x = int(np.flatnonzero(s.inlines == int(a))[0]), int(np.flatnonzero(s.crosslines == int(b))[0])
+            k = int(np.flatnonzero(np.isclose(s.samples_ms, float(c)))[0])
+            assert s.labels[i, x, k] == cls
