@@ -8,7 +8,8 @@
 For each survey (tools/synth.py, the varied family unless --family says otherwise, seeds first-seed .. first-seed +
 seeds - 1) in a real seisd of a temporary home:
 the usual picks (part of the middle inline) are imported and the job trained (round 0). Then, for R rounds, each of
-two arms adds picks of one line and retrains: the "suggested" arm picks the region of the line `suggest` ranks first
+two arms adds picks of one line (of N with --lines-per-round N) and retrains: the "suggested" arm picks the region of
+the line `suggest` ranks first
 (by --measure) on its last model's prediction, the "random" arm a region of the same size on a line drawn at random
 (an inline or a crossline, seeded). A round's picks are what a human would pick there: every sample of as many
 traces as the first round's picks hold (labels from the generator's truth), imported with `picks.add`; the model is
@@ -21,7 +22,9 @@ several --near run the suggested arm once per value of suggest's `near` (how far
 reaches; 0: none), rows "suggested-n0", "suggested-n32"; several --measure once per measure, rows
 "suggested-confidence", "suggested-disagreement". --lines-per-round N spreads a round's traces over N lines (1/N of
 them each: the N lines `suggest` ranks first, or N random ones); several values run each arm once per value, rows
-"suggested-l1", "suggested-l2".
+"suggested-l1", "suggested-l2"; the random arms share one seeded stream, so with N lines a round the first round
+takes the lines the one-line arm takes in rounds 1..N. With N lines a round, the target's "two added lines" reads
+after two rounds (2N lines).
 
 Prints a table (accuracy per round, per seed and the mean), the issue's two targets (the suggested runs' lead
 over random in the mean after each round; with the ceiling, how far each run is short of it after two added
@@ -146,7 +149,9 @@ def one_seed(client: Any, work: Path, seed: int, args: argparse.Namespace) -> di
                            "round0": score(client, f"{survey}-r0", survey)}
     say(t0, f"seed {seed}: round 0 {out['round0']}")
     for label, arm, epochs, split, near, measure in args.runs:
-        rng = np.random.default_rng(seed)  # every random arm of one split draws the same lines
+        # one seeded stream for every random arm: with N lines a round, round 1 takes the lines the one-line arm
+        # takes in rounds 1..N (kind, line and start drawn in the same order), each with 1/N of the traces
+        rng = np.random.default_rng(seed)
         last, accs, lines = f"{survey}-r0", [], []
         each = max(1, round(width / split))  # a round's traces, spread over `split` lines
         for r in range(1, args.rounds + 1):
@@ -155,6 +160,9 @@ def one_seed(client: Any, work: Path, seed: int, args: argparse.Namespace) -> di
                                      "measure": measure, "region": min(1.0, each / nx), "region_samples": 1.0,
                                      **({"picks": label, "near": near} if near else {})})
                 regions = [(row["kind"], row["index"], tuple(row["trace_indices"])) for row in found["suggestions"]]
+                if len(regions) != split:  # a small survey's spacing can leave fewer lines than asked for
+                    raise RuntimeError(f"seed {seed}: suggest named {len(regions)} lines of the {split} asked for; "
+                                       "use fewer --lines-per-round")
             else:
                 regions = [random_region(rng, each / nx, ni, nx) for _ in range(split)]
             files = write_regions(folder / f"{label}_r{r}", s, names, regions)
@@ -231,7 +239,8 @@ def table(runs: list[dict[str, Any]], rounds: int, arms: tuple[str, ...]) -> str
 def targets(runs: list[dict[str, Any]], rounds: int, labels: tuple[str, ...],
             pairs: dict[str, str]) -> dict[str, Any]:
     """The issue's two targets of the loop, from the surveys' scores. `lead_over_random`: for each suggested run
-    (`pairs` maps it to the random run of the same retrain length), its mean pixel accuracy minus the random run's
+    (`pairs` maps it to the random run of the same retrain length and lines per round), its mean pixel accuracy
+    minus the random run's
     after each round. `short_of_ceiling` (only when every survey has its ceiling): the ceiling's mean minus the mean
     of each run in `labels` after each round (negative: above the ceiling)."""
     out: dict[str, Any] = {"lead_over_random": {

@@ -137,3 +137,14 @@ def test_regions_that_cross_write_their_shared_voxels_once(tmp_path: Path):
             i, x = int(np.flatnonzero(s.inlines == int(a))[0]), int(np.flatnonzero(s.crosslines == int(b))[0])
             k = int(np.flatnonzero(np.isclose(s.samples_ms, float(c)))[0])
             assert s.labels[i, x, k] == cls
+
+
+def test_more_lines_a_round_than_suggest_can_name_stops_the_run_by_name(tmp_path: Path):
+    # on 48 x 48 traces the margins and spacing leave far fewer than 40 lines: no round silently smaller than asked
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "loop_experiment.py"), "--seeds", "1", "--first-seed", "100",
+         "--rounds", "1", "--shape", "48", "48", "32", "--epochs", "1", "--retrain-epochs", "1",
+         "--lines-per-round", "40", "--arms", "suggested", "--no-ceiling"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode != 0
+    assert "lines of the 40 asked for; use fewer --lines-per-round" in out.stderr, out.stderr[-3000:]
