@@ -58,6 +58,11 @@ from tests.harness import RunningDaemon  # noqa: E402
 CONFIG = ROOT / "configs" / "train_facies_unet.yaml"
 PATTERN = r"(?P<name>.+)\.pts"
 ARMS = ("suggested", "random")
+# the axes an arm's runs vary along, in the order of an entry of args.runs after (label, arm): (label prefix, option,
+# only the suggested arm has it). A label names the axes that vary ("suggested-e24-n32-disagreement"); an axis of the
+# suggested arm alone is None in a random run, and a suggested run is paired with the random run that matches it on
+# every other axis (pair_with_random).
+AXES = (("e", "retrain_epochs", False), ("l", "lines_per_round", False), ("n", "near", True), ("", "measure", True))
 
 
 def _ok(client: Any, job: dict[str, Any], timeout: float = 3600) -> dict[str, Any]:
@@ -240,9 +245,8 @@ def targets(runs: list[dict[str, Any]], rounds: int, labels: tuple[str, ...],
             pairs: dict[str, str]) -> dict[str, Any]:
     """The issue's two targets of the loop, from the surveys' scores. `lead_over_random`: for each suggested run
     (`pairs` maps it to the random run of the same retrain length and lines per round), its mean pixel accuracy
-    minus the random run's
-    after each round. `short_of_ceiling` (only when every survey has its ceiling): the ceiling's mean minus the mean
-    of each run in `labels` after each round (negative: above the ceiling)."""
+    minus the random run's after each round. `short_of_ceiling` (only when every survey has its ceiling): the
+    ceiling's mean minus the mean of each run in `labels` after each round (negative: above the ceiling)."""
     out: dict[str, Any] = {"lead_over_random": {
         s: [round(mean_pixel(runs, s, k) - mean_pixel(runs, rnd, k), 4) for k in range(rounds)]
         for s, rnd in pairs.items()}}
@@ -269,12 +273,15 @@ def verdicts(found: dict[str, Any], rounds: int) -> str:
 
 
 def pair_with_random(runs: list[tuple[Any, ...]]) -> dict[str, str]:
-    """Each suggested run's label mapped to the label of the random run of the same retrain length and lines per
-    round (an entry of `runs` is (label, arm, retrain epochs, lines per round, ...)); none where the random arm was
-    not run."""
-    random_by_kind = {(e, n): label for label, arm, e, n, *_ in runs if arm == "random"}
-    return {label: random_by_kind[e, n] for label, arm, e, n, *_ in runs
-            if arm == "suggested" and (e, n) in random_by_kind}
+    """Each suggested run's label mapped to the label of the random run that matches it on every axis both arms
+    have (AXES: the retrain length and the lines per round; an entry of `runs` is (label, arm, *the axes' values));
+    none where the random arm was not run."""
+    def shared(values: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(v for v, (_, _, own) in zip(values, AXES) if not own)
+
+    random_by_key = {shared(values): label for label, arm, *values in runs if arm == "random"}
+    return {label: random_by_key[shared(values)] for label, arm, *values in runs
+            if arm == "suggested" and shared(values) in random_by_key}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -316,10 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.lines_per_round) < 1:
         ap.error("--lines-per-round: at least 1")
     nears = list(dict.fromkeys(args.near)) if args.near else [None]
-    # the variants of an arm: (label prefix, values, only the suggested arm has it); a label names the axes that
-    # vary ("suggested-e24-n32-disagreement"), and an axis of the suggested arm is None for the random one
-    axes = [("e", args.retrain_epochs, False), ("l", args.lines_per_round, False), ("n", nears, True),
-            ("", args.measure, True)]
+    axes = [(prefix, nears if option == "near" else getattr(args, option), own) for prefix, option, own in AXES]
     args.runs = []
     for arm in args.arms:
         for combo in itertools.product(*[vals if arm == "suggested" or not own else [None] for _, vals, own in axes]):
