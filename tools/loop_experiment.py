@@ -4,6 +4,7 @@
                                     [--epochs N] [--retrain-epochs N [N ...]] [--retrain-lr LR] [--no-ceiling]
                                     [--config FILE] [--family varied] [--measure M [M ...]]
                                     [--near N [N ...]] [--lines-per-round N [N ...]] [--arms suggested random]
+                                    [--anew]
 
 For each survey (tools/synth.py, the varied family unless --family says otherwise, seeds first-seed .. first-seed +
 seeds - 1) in a real seisd of a temporary home:
@@ -24,7 +25,9 @@ reaches; 0: none), rows "suggested-n0", "suggested-n32"; several --measure once 
 them each: the N lines `suggest` ranks first, or N random ones); several values run each arm once per value, rows
 "suggested-l1", "suggested-l2"; the random arms share one seeded stream, so with N lines a round the first round
 takes the lines the one-line arm takes in rounds 1..N. With N lines a round, the target's "two added lines" reads
-after two rounds (2N lines).
+after two rounds (2N lines). --anew, after each run's last round, also trains the job file anew on the run's grown
+pick set (train.mode new, its whole budget, as the ceiling is trained) and scores it (column "anew"): whether the
+distance to the ceiling lies in the picks or in the short resume retrains.
 
 Prints a table (accuracy per round, per seed and the mean), the issue's two targets (the suggested runs' lead
 over random in the mean after each round; with the ceiling, how far each run is short of it after two added
@@ -184,6 +187,10 @@ def one_seed(client: Any, work: Path, seed: int, args: argparse.Namespace) -> di
             say(t0, f"seed {seed}: {label} round {r}, {where}: {accs[-1]}")
             last = model
         out[label], out[f"{label}_lines"] = accs, lines
+        if args.anew and args.rounds:
+            _ok(client, train_job(args, f"{survey}-{label}-anew", survey, label))
+            out[f"{label}_anew"] = score(client, f"{survey}-{label}-anew", survey)
+            say(t0, f"seed {seed}: {label} trained anew on its {args.rounds} added lines: {out[f'{label}_anew']}")
     if not args.no_ceiling:
         step = ni // 8
         ceiling = write_regions(folder / "ceiling", s, names,
@@ -220,20 +227,29 @@ def mean_pixel(runs: list[dict[str, Any]], label: str, k: int | None = None) -> 
 
 def has_ceiling(runs: list[dict[str, Any]]) -> bool:
     """Whether every survey has its ceiling (none with --no-ceiling)."""
-    return bool(runs) and all("ceiling" in r for r in runs)
+    return has_all(runs, "ceiling")
+
+
+def has_all(runs: list[dict[str, Any]], key: str) -> bool:
+    """Whether every survey has the score `key` (the ceiling, a run's "<label>_anew")."""
+    return bool(runs) and all(key in r for r in runs)
 
 
 def table(runs: list[dict[str, Any]], rounds: int, arms: tuple[str, ...]) -> str:
     ceiling = has_ceiling(runs)
-    head = ["seed", "arm", "round 0"] + [f"round {r}" for r in range(1, rounds + 1)] + ["ceiling"] * ceiling
+    anew = rounds > 0 and all(has_all(runs, f"{arm}_anew") for arm in arms)
+    head = (["seed", "arm", "round 0"] + [f"round {r}" for r in range(1, rounds + 1)] + ["anew"] * anew +
+            ["ceiling"] * ceiling)
     rows = []
     for arm in arms if rounds else ("-",):  # no rounds: both arms would be the same row
         for run in runs:
             rows.append([str(run["seed"]), arm, f"{run['round0']['pixel']:.3f}"] +
                         [f"{a['pixel']:.3f}" for a in run.get(arm, [])] +
+                        ([f"{run[arm + '_anew']['pixel']:.3f}"] if anew else []) +
                         ([f"{run['ceiling']['pixel']:.3f}"] if ceiling else []))
         rows.append(["mean", arm, f"{mean_pixel(runs, 'round0'):.3f}"] +
                     [f"{mean_pixel(runs, arm, k):.3f}" for k in range(rounds)] +
+                    ([f"{mean_pixel(runs, arm + '_anew'):.3f}"] if anew else []) +
                     ([f"{mean_pixel(runs, 'ceiling'):.3f}"] if ceiling else []))
     widths = [max(len(h), *(len(r[k]) for r in rows)) for k, h in enumerate(head)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
@@ -246,7 +262,8 @@ def targets(runs: list[dict[str, Any]], rounds: int, labels: tuple[str, ...],
     """The issue's two targets of the loop, from the surveys' scores. `lead_over_random`: for each suggested run
     (`pairs` maps it to the random run of the same retrain length and lines per round), its mean pixel accuracy
     minus the random run's after each round. `short_of_ceiling` (only when every survey has its ceiling): the
-    ceiling's mean minus the mean of each run in `labels` after each round (negative: above the ceiling)."""
+    ceiling's mean minus the mean of each run in `labels` after each round (negative: above the ceiling);
+    `anew_short_of_ceiling` (with --anew): the same for each run's model trained anew after its last round."""
     out: dict[str, Any] = {"lead_over_random": {
         s: [round(mean_pixel(runs, s, k) - mean_pixel(runs, rnd, k), 4) for k in range(rounds)]
         for s, rnd in pairs.items()}}
@@ -254,6 +271,10 @@ def targets(runs: list[dict[str, Any]], rounds: int, labels: tuple[str, ...],
         ceiling = mean_pixel(runs, "ceiling")
         out["short_of_ceiling"] = {label: [round(ceiling - mean_pixel(runs, label, k), 4) for k in range(rounds)]
                                    for label in labels}
+        anew = {label: round(ceiling - mean_pixel(runs, f"{label}_anew"), 4) for label in labels
+                if rounds and has_all(runs, f"{label}_anew")}
+        if anew:
+            out["anew_short_of_ceiling"] = anew
     return out
 
 
@@ -269,6 +290,10 @@ def verdicts(found: dict[str, Any], rounds: int) -> str:
         if rounds >= 2:
             lines.append(f"{label}: short of the ceiling after two added lines: {short[1]:.3f} "
                          f"(within 0.03: {'yes' if short[1] <= 0.03 else 'no'})")
+    for label, short in found.get("anew_short_of_ceiling", {}).items():
+        lines.append(f"{label}: trained anew after {rounds} added line{'s' * (rounds != 1)}, short of the ceiling: "
+                     f"{short:.3f} "
+                     f"(within 0.03: {'yes' if short <= 0.03 else 'no'})")
     return "\n".join(lines)
 
 
@@ -284,7 +309,8 @@ def pair_with_random(runs: list[tuple[Any, ...]]) -> dict[str, str]:
             if arm == "suggested" and shared(values) in random_by_key}
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, with the runs it asks for (`runs`: (label, arm, *the AXES' values)) and the survey shape."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=2)
@@ -315,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
                          "suggested-l1, suggested-l2, ...)")
     ap.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS),
                     help="the arms to run, in this order (default both)")
+    ap.add_argument("--anew", action="store_true",
+                    help="after each run's last round, also train the job file anew on its grown pick set (as the "
+                         "ceiling is trained) and score it (column anew)")
     args = ap.parse_args(argv)
     args.arms = tuple(dict.fromkeys(args.arms))
     args.retrain_epochs = list(dict.fromkeys(args.retrain_epochs))
@@ -329,8 +358,13 @@ def main(argv: list[str] | None = None) -> int:
         for combo in itertools.product(*[vals if arm == "suggested" or not own else [None] for _, vals, own in axes]):
             parts = [f"{prefix}{v}" for (prefix, vals, _), v in zip(axes, combo) if v is not None and len(vals) > 1]
             args.runs.append(("-".join([arm, *parts]), arm, *combo))
-    labels = tuple(label for label, *_ in args.runs)
     args.shape = args.shape or ([256, 256, 128] if args.full else [64, 64, 64])
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    labels = tuple(label for label, *_ in args.runs)
     runs = []
     with tempfile.TemporaryDirectory(prefix="seisd-loop-") as tmp:
         with RunningDaemon(Path(tmp) / "home", start_timeout=60) as d:
@@ -342,10 +376,12 @@ def main(argv: list[str] | None = None) -> int:
            "family": args.family, "shape": args.shape, "rounds": args.rounds, "seeds": [r["seed"] for r in runs],
            "full": args.full, "measure": args.measure, "near": args.near,
            "retrain_epochs": args.retrain_epochs, "retrain_lr": args.retrain_lr,
-           "lines_per_round": args.lines_per_round, "runs": runs, "mean_pixel": mean,
+           "lines_per_round": args.lines_per_round, "anew": args.anew, "runs": runs, "mean_pixel": mean,
            "mean_round0_pixel": round(mean_pixel(runs, "round0"), 4)}
     if has_ceiling(runs):
         doc["mean_ceiling_pixel"] = round(mean_pixel(runs, "ceiling"), 4)
+    if args.anew and args.rounds:
+        doc["mean_anew_pixel"] = {label: round(mean_pixel(runs, f"{label}_anew"), 4) for label in labels}
     doc["targets"] = targets(runs, args.rounds, labels, pair_with_random(args.runs))
     print(table(runs, args.rounds, labels))
     said = verdicts(doc["targets"], args.rounds)

@@ -148,3 +148,29 @@ def test_more_lines_a_round_than_suggest_can_name_stops_the_run_by_name(tmp_path
         capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert out.returncode != 0
     assert "lines of the 40 asked for; use fewer --lines-per-round" in out.stderr, out.stderr[-3000:]
+
+
+def test_anew_trains_the_job_file_anew_on_each_runs_grown_set_and_scores_it(tmp_path: Path):
+    from tests.harness import RunningDaemon
+
+    args = loop_experiment.parse(["--seeds", "1", "--rounds", "1", "--shape", "48", "48", "32", "--epochs", "1",
+                                  "--retrain-epochs", "1", "--anew", "--no-ceiling"])
+    with RunningDaemon(tmp_path / "home", start_timeout=60) as d:
+        run = loop_experiment.one_seed(d.client, tmp_path, 100, args)
+        specs = [d.client.show(j["id"])["spec"] for j in d.client.jobs(kind="train")]
+    specs = {spec["output"]: spec for spec in specs}
+    for arm in ("suggested", "random"):
+        # the retrain resumes from round 0's model; the anew model starts from nothing, on the arm's set
+        assert specs[f"s100-{arm}-r1"]["train"]["init_from"] == "models/s100-r0.h5"
+        anew = specs[f"s100-{arm}-anew"]
+        assert anew["data"]["picks"] == arm and anew["train"].get("mode", "new") == "new"
+        assert not anew["train"].get("init_from")
+        assert anew["train"]["epochs"] == 1 == specs["s100-r0"]["train"]["epochs"]  # the job file's, as round 0's
+        assert 0 <= run[f"{arm}_anew"]["pixel"] <= 1
+    # the column and the distance to the ceiling, from a run's scores
+    runs = [{**run, "ceiling": {"pixel": run["suggested_anew"]["pixel"] + 0.02}}]
+    assert "anew" in loop_experiment.table(runs, 1, ("suggested", "random")).splitlines()[1].split()
+    found = loop_experiment.targets(runs, 1, ("suggested", "random"), {"suggested": "random"})
+    assert abs(found["anew_short_of_ceiling"]["suggested"] - 0.02) < 2e-4
+    assert ("suggested: trained anew after 1 added line, short of the ceiling: 0.020 (within 0.03: yes)"
+            in loop_experiment.verdicts(found, 1))
