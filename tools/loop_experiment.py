@@ -190,7 +190,7 @@ def one_seed(client: Any, work: Path, seed: int, args: argparse.Namespace) -> di
         if args.anew and args.rounds:
             _ok(client, train_job(args, f"{survey}-{label}-anew", survey, label))
             out[f"{label}_anew"] = score(client, f"{survey}-{label}-anew", survey)
-            say(t0, f"seed {seed}: {label} trained anew on its {args.rounds} added lines: {out[f'{label}_anew']}")
+            say(t0, f"seed {seed}: {label} trained anew after round {args.rounds}: {out[f'{label}_anew']}")
     if not args.no_ceiling:
         step = ni // 8
         ceiling = write_regions(folder / "ceiling", s, names,
@@ -291,8 +291,7 @@ def verdicts(found: dict[str, Any], rounds: int) -> str:
             lines.append(f"{label}: short of the ceiling after two added lines: {short[1]:.3f} "
                          f"(within 0.03: {'yes' if short[1] <= 0.03 else 'no'})")
     for label, short in found.get("anew_short_of_ceiling", {}).items():
-        lines.append(f"{label}: trained anew after {rounds} added line{'s' * (rounds != 1)}, short of the ceiling: "
-                     f"{short:.3f} "
+        lines.append(f"{label}: trained anew after round {rounds}, short of the ceiling: {short:.3f} "
                      f"(within 0.03: {'yes' if short <= 0.03 else 'no'})")
     return "\n".join(lines)
 

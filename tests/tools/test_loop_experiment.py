@@ -172,5 +172,5 @@ def test_anew_trains_the_job_file_anew_on_each_runs_grown_set_and_scores_it(tmp_
     assert "anew" in loop_experiment.table(runs, 1, ("suggested", "random")).splitlines()[1].split()
     found = loop_experiment.targets(runs, 1, ("suggested", "random"), {"suggested": "random"})
     assert abs(found["anew_short_of_ceiling"]["suggested"] - 0.02) < 2e-4
-    assert ("suggested: trained anew after 1 added line, short of the ceiling: 0.020 (within 0.03: yes)"
+    assert ("suggested: trained anew after round 1, short of the ceiling: 0.020 (within 0.03: yes)"
             in loop_experiment.verdicts(found, 1))
