@@ -225,19 +225,15 @@ def mean_pixel(runs: list[dict[str, Any]], label: str, k: int | None = None) -> 
     return float(np.mean([(r[label] if k is None else r[label][k])["pixel"] for r in runs]))
 
 
-def has_ceiling(runs: list[dict[str, Any]]) -> bool:
-    """Whether every survey has its ceiling (none with --no-ceiling)."""
-    return has_all(runs, "ceiling")
-
-
 def has_all(runs: list[dict[str, Any]], key: str) -> bool:
-    """Whether every survey has the score `key` (the ceiling, a run's "<label>_anew")."""
+    """Whether every survey has the score `key`: "ceiling" (none with --no-ceiling), a run's "<label>_anew" (only
+    with --anew and rounds)."""
     return bool(runs) and all(key in r for r in runs)
 
 
 def table(runs: list[dict[str, Any]], rounds: int, arms: tuple[str, ...]) -> str:
-    ceiling = has_ceiling(runs)
-    anew = rounds > 0 and all(has_all(runs, f"{arm}_anew") for arm in arms)
+    ceiling = has_all(runs, "ceiling")
+    anew = all(has_all(runs, f"{arm}_anew") for arm in arms)
     head = (["seed", "arm", "round 0"] + [f"round {r}" for r in range(1, rounds + 1)] + ["anew"] * anew +
             ["ceiling"] * ceiling)
     rows = []
@@ -267,12 +263,12 @@ def targets(runs: list[dict[str, Any]], rounds: int, labels: tuple[str, ...],
     out: dict[str, Any] = {"lead_over_random": {
         s: [round(mean_pixel(runs, s, k) - mean_pixel(runs, rnd, k), 4) for k in range(rounds)]
         for s, rnd in pairs.items()}}
-    if has_ceiling(runs):
+    if has_all(runs, "ceiling"):
         ceiling = mean_pixel(runs, "ceiling")
         out["short_of_ceiling"] = {label: [round(ceiling - mean_pixel(runs, label, k), 4) for k in range(rounds)]
                                    for label in labels}
         anew = {label: round(ceiling - mean_pixel(runs, f"{label}_anew"), 4) for label in labels
-                if rounds and has_all(runs, f"{label}_anew")}
+                if has_all(runs, f"{label}_anew")}
         if anew:
             out["anew_short_of_ceiling"] = anew
     return out
@@ -377,9 +373,9 @@ def main(argv: list[str] | None = None) -> int:
            "retrain_epochs": args.retrain_epochs, "retrain_lr": args.retrain_lr,
            "lines_per_round": args.lines_per_round, "anew": args.anew, "runs": runs, "mean_pixel": mean,
            "mean_round0_pixel": round(mean_pixel(runs, "round0"), 4)}
-    if has_ceiling(runs):
+    if has_all(runs, "ceiling"):
         doc["mean_ceiling_pixel"] = round(mean_pixel(runs, "ceiling"), 4)
-    if args.anew and args.rounds:
+    if all(has_all(runs, f"{label}_anew") for label in labels):
         doc["mean_anew_pixel"] = {label: round(mean_pixel(runs, f"{label}_anew"), 4) for label in labels}
     doc["targets"] = targets(runs, args.rounds, labels, pair_with_random(args.runs))
     print(table(runs, args.rounds, labels))
