@@ -4,7 +4,7 @@
                                     [--epochs N] [--retrain-epochs N [N ...]] [--retrain-lr LR] [--no-ceiling]
                                     [--config FILE] [--family varied] [--measure M [M ...]]
                                     [--near N [N ...]] [--lines-per-round N [N ...]] [--arms suggested random]
-                                    [--anew]
+                                    [--kinds K [K ...]] [--anew]
 
 For each survey (tools/synth.py, the varied family unless --family says otherwise, seeds first-seed .. first-seed +
 seeds - 1) in a real seisd of a temporary home:
@@ -25,7 +25,10 @@ reaches; 0: none), rows "suggested-n0", "suggested-n32"; several --measure once 
 them each: the N lines `suggest` ranks first, or N random ones); several values run each arm once per value, rows
 "suggested-l1", "suggested-l2"; the random arms share one seeded stream, so with N lines a round the first round
 takes the lines the one-line arm takes in rounds 1..N. With N lines a round, the target's "two added lines" reads
-after two rounds (2N lines). --anew, after each run's last round, also trains the job file anew on the run's grown
+after two rounds (2N lines). --kinds restricts the kinds of line `suggest` may name: both (the default),
+inline, crossline, or other (the kind the arm's last line is not: round 1 a crossline, as the first picks lie on an
+inline, round 2 an inline, ...); several values run the suggested arm once per value, rows "suggested-kboth",
+"suggested-kother". --anew, after each run's last round, also trains the job file anew on the run's grown
 pick set (train.mode new, its whole budget, as the ceiling is trained) and scores it (column "anew"): whether the
 distance to the ceiling lies in the picks or in the short resume retrains.
 
@@ -65,7 +68,10 @@ ARMS = ("suggested", "random")
 # only the suggested arm has it). A label names the axes that vary ("suggested-e24-n32-disagreement"); an axis of the
 # suggested arm alone is None in a random run, and a suggested run is paired with the random run that matches it on
 # every other axis (pair_with_random).
-AXES = (("e", "retrain_epochs", False), ("l", "lines_per_round", False), ("n", "near", True), ("", "measure", True))
+AXES = (("e", "retrain_epochs", False), ("l", "lines_per_round", False), ("n", "near", True), ("", "measure", True),
+        ("k", "kinds", True))
+# --kinds: the kinds of line `suggest` may name; "other": the kind the arm's last line is not
+KINDS = ("both", "inline", "crossline", "other")
 
 
 def _ok(client: Any, job: dict[str, Any], timeout: float = 3600) -> dict[str, Any]:
@@ -156,16 +162,19 @@ def one_seed(client: Any, work: Path, seed: int, args: argparse.Namespace) -> di
     out: dict[str, Any] = {"seed": seed, "first_round_points": int(len(s.picks.class_id)), "round_traces": width,
                            "round0": score(client, f"{survey}-r0", survey)}
     say(t0, f"seed {seed}: round 0 {out['round0']}")
-    for label, arm, epochs, split, near, measure in args.runs:
+    for label, arm, epochs, split, near, measure, kinds in args.runs:
         # one seeded stream for every random arm: with N lines a round, round 1 takes the lines the one-line arm
         # takes in rounds 1..N (kind, line and start drawn in the same order), each with 1/N of the traces
         rng = np.random.default_rng(seed)
         last, accs, lines = f"{survey}-r0", [], []
+        last_kind = "inline"  # the first picks lie on (part of) the middle inline
         each = max(1, round(width / split))  # a round's traces, spread over `split` lines
         for r in range(1, args.rounds + 1):
             if arm == "suggested":
+                allowed = suggest_kinds(kinds, last_kind)
                 found = _ok(client, {"kind": "suggest", "model": last, "survey": survey, "lines": split,
                                      "measure": measure, "region": min(1.0, each / nx), "region_samples": 1.0,
+                                     "kinds": allowed,
                                      **({"picks": label, "near": near} if near else {})})
                 regions = [(row["kind"], row["index"], tuple(row["trace_indices"])) for row in found["suggestions"]]
                 if len(regions) != split:  # a small survey's spacing can leave fewer lines than asked for
@@ -181,11 +190,11 @@ def one_seed(client: Any, work: Path, seed: int, args: argparse.Namespace) -> di
             named = [{"kind": kind, "line": int((s.inlines if kind == "inline" else s.crosslines)[index]),
                       "traces": list(traces)} for kind, index, traces in regions]
             lines.append({"regions": named, "added": added["added"],
-                          **({"near": found["near"], "picks": found["picks"], "measure": found["measure"]}
-                             if arm == "suggested" else {})})
+                          **({"near": found["near"], "picks": found["picks"], "measure": found["measure"],
+                              "kinds": allowed} if arm == "suggested" else {})})
             where = ", ".join(f"{n['kind']} {n['line']} traces {n['traces'][0]}-{n['traces'][1]}" for n in named)
             say(t0, f"seed {seed}: {label} round {r}, {where}: {accs[-1]}")
-            last = model
+            last, last_kind = model, regions[-1][0]
         out[label], out[f"{label}_lines"] = accs, lines
         if args.anew and args.rounds:
             _ok(client, train_job(args, f"{survey}-{label}-anew", survey, label))
@@ -203,6 +212,16 @@ def one_seed(client: Any, work: Path, seed: int, args: argparse.Namespace) -> di
         say(t0, f"seed {seed}: ceiling {out['ceiling']}")
     out["seconds"] = round(time.monotonic() - t0, 1)
     return out
+
+
+def suggest_kinds(kinds: str, last_kind: str) -> list[str]:
+    """The kinds of line a suggested round may name (suggest's `kinds`), by --kinds and the kind of the arm's last
+    line."""
+    if kinds == "both":
+        return ["inline", "crossline"]
+    if kinds == "other":
+        return ["crossline" if last_kind == "inline" else "inline"]
+    return [kinds]
 
 
 def say(t0: float, message: str) -> None:
@@ -336,6 +355,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                          "suggested-l1, suggested-l2, ...)")
     ap.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS),
                     help="the arms to run, in this order (default both)")
+    ap.add_argument("--kinds", choices=KINDS, nargs="+", default=["both"],
+                    help="the kinds of line suggest may name (default both; other: the kind the arm's last line is "
+                         "not, round 1 a crossline as the first picks lie on an inline); several: the suggested arm "
+                         "once per value, from the same round 0 (rows suggested-kboth, suggested-kother, ...)")
     ap.add_argument("--anew", action="store_true",
                     help="after each run's last round, also train the job file anew on its grown pick set (as the "
                          "ceiling is trained) and score it (column anew)")
@@ -343,6 +366,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     args.arms = tuple(dict.fromkeys(args.arms))
     args.retrain_epochs = list(dict.fromkeys(args.retrain_epochs))
     args.measure = list(dict.fromkeys(args.measure))
+    args.kinds = list(dict.fromkeys(args.kinds))
     args.lines_per_round = list(dict.fromkeys(args.lines_per_round))
     if min(args.lines_per_round) < 1:
         ap.error("--lines-per-round: at least 1")
@@ -371,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
            "family": args.family, "shape": args.shape, "rounds": args.rounds, "seeds": [r["seed"] for r in runs],
            "full": args.full, "measure": args.measure, "near": args.near,
            "retrain_epochs": args.retrain_epochs, "retrain_lr": args.retrain_lr,
-           "lines_per_round": args.lines_per_round, "anew": args.anew, "runs": runs, "mean_pixel": mean,
+           "lines_per_round": args.lines_per_round, "kinds": args.kinds, "anew": args.anew, "runs": runs,
+           "mean_pixel": mean,
            "mean_round0_pixel": round(mean_pixel(runs, "round0"), 4)}
     if has_all(runs, "ceiling"):
         doc["mean_ceiling_pixel"] = round(mean_pixel(runs, "ceiling"), 4)

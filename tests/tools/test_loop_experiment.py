@@ -78,15 +78,19 @@ def test_targets_lead_over_random_and_short_of_the_ceiling():
 
 
 def test_each_suggested_run_is_paired_with_the_random_run_of_its_retrain_length():
-    runs = [("suggested-e12", "suggested", 12, 1, None, "confidence"),
-            ("suggested-e24", "suggested", 24, 1, None, "confidence"),
-            ("random-e12", "random", 12, 1, None, None), ("random-e24", "random", 24, 1, None, None)]
+    runs = [("suggested-e12", "suggested", 12, 1, None, "confidence", "both"),
+            ("suggested-e24", "suggested", 24, 1, None, "confidence", "both"),
+            ("random-e12", "random", 12, 1, None, None, None), ("random-e24", "random", 24, 1, None, None, None)]
     assert loop_experiment.pair_with_random(runs) == {"suggested-e12": "random-e12", "suggested-e24": "random-e24"}
     # and by the lines a round is spread over
-    split = [("suggested-l1", "suggested", 24, 1, None, "confidence"),
-             ("suggested-l2", "suggested", 24, 2, None, "confidence"),
-             ("random-l1", "random", 24, 1, None, None), ("random-l2", "random", 24, 2, None, None)]
+    split = [("suggested-l1", "suggested", 24, 1, None, "confidence", "both"),
+             ("suggested-l2", "suggested", 24, 2, None, "confidence", "both"),
+             ("random-l1", "random", 24, 1, None, None, None), ("random-l2", "random", 24, 2, None, None, None)]
     assert loop_experiment.pair_with_random(split) == {"suggested-l1": "random-l1", "suggested-l2": "random-l2"}
+    # the kinds of line suggest may name are the suggested arm's alone: every --kinds run leads the one random run
+    kinds = loop_experiment.parse(["--kinds", "both", "other"]).runs
+    assert [r[0] for r in kinds] == ["suggested-kboth", "suggested-kother", "random"]
+    assert loop_experiment.pair_with_random(kinds) == {"suggested-kboth": "random", "suggested-kother": "random"}
     assert loop_experiment.pair_with_random(runs[:2]) == {}  # --arms suggested: nothing to lead
     # no rounds: no lead to state, so no verdict that reads as a target missed
     assert loop_experiment.verdicts({"lead_over_random": {"suggested": []}}, 0) == ""
@@ -118,6 +122,30 @@ def test_a_round_spread_over_two_lines_picks_half_the_traces_on_each(tmp_path: P
     assert sorted(lead) == ["suggested-l1", "suggested-l2"]
     assert abs(lead["suggested-l2"][0] - (doc["mean_pixel"]["suggested-l2"][0]
                                           - doc["mean_pixel"]["random-l2"][0])) < 2e-4
+
+
+def test_kinds_other_alternates_the_kind_of_line_from_the_first_picks_inline(tmp_path: Path):
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "loop_experiment.py"), "--seeds", "1", "--first-seed", "100",
+         "--rounds", "2", "--shape", "48", "48", "32", "--epochs", "1", "--retrain-epochs", "1",
+         "--kinds", "both", "other", "crossline", "--arms", "suggested", "--no-ceiling"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    doc = json.loads(out.stdout.strip().splitlines()[-1])
+    assert doc["arms"] == ["suggested-kboth", "suggested-kother", "suggested-kcrossline"]
+    assert doc["kinds"] == ["both", "other", "crossline"]
+    run = doc["runs"][0]
+    # the kinds each round's suggest job was given, and the kind of the line it named
+    asked = {a: [line["kinds"] for line in run[f"{a}_lines"]] for a in doc["arms"]}
+    named = {a: [line["regions"][0]["kind"] for line in run[f"{a}_lines"]] for a in doc["arms"]}
+    assert asked["suggested-kboth"] == [["inline", "crossline"]] * 2
+    # other: round 1 a crossline (the first picks lie on an inline), round 2 an inline (round 1's was a crossline)
+    assert asked["suggested-kother"] == [["crossline"], ["inline"]]
+    assert named["suggested-kother"] == ["crossline", "inline"]
+    assert asked["suggested-kcrossline"] == [["crossline"]] * 2 and named["suggested-kcrossline"] == ["crossline"] * 2
+    # the same round-1 suggestion where the kinds allowed agree
+    assert run["suggested-kother_lines"][0]["regions"] == run["suggested-kcrossline_lines"][0]["regions"]
+    assert any(row.startswith("mean  suggested-kother") for row in out.stdout.splitlines()), out.stdout
 
 
 def test_regions_that_cross_write_their_shared_voxels_once(tmp_path: Path):
