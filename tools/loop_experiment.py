@@ -167,11 +167,11 @@ def one_seed(client: Any, work: Path, seed: int, args: argparse.Namespace) -> di
         # takes in rounds 1..N (kind, line and start drawn in the same order), each with 1/N of the traces
         rng = np.random.default_rng(seed)
         last, accs, lines = f"{survey}-r0", [], []
-        last_kind = "inline"  # the first picks lie on (part of) the middle inline
         each = max(1, round(width / split))  # a round's traces, spread over `split` lines
         for r in range(1, args.rounds + 1):
             if arm == "suggested":
-                allowed = suggest_kinds(kinds, last_kind)
+                # the first picks lie on (part of) the middle inline
+                allowed = suggest_kinds(kinds, lines[-1]["regions"][-1]["kind"] if lines else "inline")
                 found = _ok(client, {"kind": "suggest", "model": last, "survey": survey, "lines": split,
                                      "measure": measure, "region": min(1.0, each / nx), "region_samples": 1.0,
                                      "kinds": allowed,
@@ -194,7 +194,7 @@ def one_seed(client: Any, work: Path, seed: int, args: argparse.Namespace) -> di
                               "kinds": allowed} if arm == "suggested" else {})})
             where = ", ".join(f"{n['kind']} {n['line']} traces {n['traces'][0]}-{n['traces'][1]}" for n in named)
             say(t0, f"seed {seed}: {label} round {r}, {where}: {accs[-1]}")
-            last, last_kind = model, regions[-1][0]
+            last = model
         out[label], out[f"{label}_lines"] = accs, lines
         if args.anew and args.rounds:
             _ok(client, train_job(args, f"{survey}-{label}-anew", survey, label))
@@ -364,14 +364,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                          "ceiling is trained) and score it (column anew)")
     args = ap.parse_args(argv)
     args.arms = tuple(dict.fromkeys(args.arms))
-    args.retrain_epochs = list(dict.fromkeys(args.retrain_epochs))
-    args.measure = list(dict.fromkeys(args.measure))
-    args.kinds = list(dict.fromkeys(args.kinds))
-    args.lines_per_round = list(dict.fromkeys(args.lines_per_round))
+    for _, option, _ in AXES:  # each value once (--near: None unless given)
+        if getattr(args, option) is not None:
+            setattr(args, option, list(dict.fromkeys(getattr(args, option))))
     if min(args.lines_per_round) < 1:
         ap.error("--lines-per-round: at least 1")
-    nears = list(dict.fromkeys(args.near)) if args.near else [None]
-    axes = [(prefix, nears if option == "near" else getattr(args, option), own) for prefix, option, own in AXES]
+    axes = [(prefix, (getattr(args, option) or [None]) if option == "near" else getattr(args, option), own)
+            for prefix, option, own in AXES]
     args.runs = []
     for arm in args.arms:
         for combo in itertools.product(*[vals if arm == "suggested" or not own else [None] for _, vals, own in axes]):
