@@ -3,7 +3,8 @@
     python tools/loop_experiment.py [--seeds 2] [--rounds 2] [--first-seed 100] [--full] [--shape I X S]
                                     [--epochs N] [--retrain-epochs N [N ...]] [--retrain-lr LR] [--no-ceiling]
                                     [--config FILE] [--family varied] [--measure M [M ...]]
-                                    [--near N [N ...]] [--lines-per-round N [N ...]] [--arms suggested random]
+                                    [--near N [N ...]] [--lines-per-round N [N ...]]
+                                    [--arms suggested random oracle]
                                     [--kinds K [K ...]] [--anew]
 
 For each survey (tools/synth.py, the varied family unless --family says otherwise, seeds first-seed .. first-seed +
@@ -30,7 +31,11 @@ inline, crossline, or other (the kind the arm's last line is not: round 1 a cros
 inline, round 2 an inline, ...); several values run the suggested arm once per value, rows "suggested-kboth",
 "suggested-kother". --anew, after each run's last round, also trains the job file anew on the run's grown
 pick set (train.mode new, its whole budget, as the ceiling is trained) and scores it (column "anew"): whether the
-distance to the ceiling lies in the picks or in the short resume retrains.
+distance to the ceiling lies in the picks or in the short resume retrains. --arms oracle adds a third arm (not
+run by default) that knows the truth: each round it takes the region where its last model's prediction has the
+most errors, windows, margin and spacing as `suggest` has them (daemon/executor/runners/suggest.py rank_lines, on
+the share of wrong voxels in place of the uncertainty): what a ranking that found the model's errors exactly would
+give, the bound of any measure `suggest` could rank by.
 
 Prints a table (accuracy per round, per seed and the mean), the issue's two targets (the suggested runs' lead
 over random in the mean after each round; with the ceiling, how far each run is short of it after two added
@@ -58,12 +63,15 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
 import synth  # noqa: E402
 
 from client.retrain import RETRAIN_EPOCHS, from_model  # noqa: E402
-from daemon.kinds.suggest import MEASURES  # noqa: E402
+from daemon.common.home import prediction_folder, survey_folder  # noqa: E402
+from daemon.executor.runners.suggest import PredictionVolumes, rank_lines, uncertainty_grid  # noqa: E402
+from daemon.kinds.suggest import MEASURES, SuggestSpec  # noqa: E402
+from workers.survey import Survey  # noqa: E402
 from tests.harness import RunningDaemon  # noqa: E402
 
 CONFIG = ROOT / "configs" / "train_facies_unet.yaml"
 PATTERN = r"(?P<name>.+)\.pts"
-ARMS = ("suggested", "random")
+ARMS = ("suggested", "random", "oracle")  # oracle: only when --arms names it
 # the axes an arm's runs vary along, in the order of an entry of args.runs after (label, arm): (label prefix, option,
 # only the suggested arm has it). A label names the axes that vary ("suggested-e24-n32-disagreement"); an axis of the
 # suggested arm alone is None in a random run, and a suggested run is paired with the random run that matches it on
@@ -180,6 +188,8 @@ def one_seed(client: Any, work: Path, seed: int, args: argparse.Namespace) -> di
                 if len(regions) != split:  # a small survey's spacing can leave fewer lines than asked for
                     raise RuntimeError(f"seed {seed}: suggest named {len(regions)} lines of the {split} asked for; "
                                        "use fewer --lines-per-round")
+            elif arm == "oracle":
+                regions = oracle_regions(client.home, last, survey, truth, split, min(1.0, each / nx))
             else:
                 regions = [random_region(rng, each / nx, ni, nx) for _ in range(split)]
             files = write_regions(folder / f"{label}_r{r}", s, names, regions)
@@ -222,6 +232,21 @@ def suggest_kinds(kinds: str, last_kind: str) -> list[str]:
     if kinds == "other":
         return ["crossline" if last_kind == "inline" else "inline"]
     return [kinds]
+
+
+def oracle_regions(home: Path, model: str, survey: str, truth: np.ndarray, lines: int, region: float
+                   ) -> list[tuple[str, int, tuple[int, int]]]:
+    """The regions (kind, line index, traces) of the `lines` lines where the model's prediction of the survey (the
+    one `score` made) has the largest share of wrong voxels against `truth` (class ids in the model's order): the
+    suggest job's ranking (margin, spacing, windows of `region` of a line's traces by every sample) on errors in
+    place of uncertainty."""
+    folder = prediction_folder(home, f"{model}-{survey}")
+    volumes = PredictionVolumes(folder, json.loads((folder / "summary.json").read_text()),
+                                Survey.open(survey_folder(home, survey)))
+    grid, edges = uncertainty_grid(
+        lambda i: (np.asarray(volumes.labels[i]) != truth[i]).astype(np.float64), truth.shape)
+    spec = SuggestSpec(model=model, survey=survey, lines=lines, region=region, region_samples=1.0)
+    return [(row["kind"], row["index"], tuple(row["traces"])) for row in rank_lines(grid, edges, spec)]
 
 
 def say(t0: float, message: str) -> None:
@@ -312,15 +337,15 @@ def verdicts(found: dict[str, Any], rounds: int) -> str:
 
 
 def pair_with_random(runs: list[tuple[Any, ...]]) -> dict[str, str]:
-    """Each suggested run's label mapped to the label of the random run that matches it on every axis both arms
-    have (AXES: the retrain length and the lines per round; an entry of `runs` is (label, arm, *the axes' values));
-    none where the random arm was not run."""
+    """Each suggested (and oracle) run's label mapped to the label of the random run that matches it on every axis
+    both arms have (AXES: the retrain length and the lines per round; an entry of `runs` is (label, arm, *the axes'
+    values)); none where the random arm was not run."""
     def shared(values: tuple[Any, ...]) -> tuple[Any, ...]:
         return tuple(v for v, (_, _, own) in zip(values, AXES) if not own)
 
     random_by_key = {shared(values): label for label, arm, *values in runs if arm == "random"}
     return {label: random_by_key[shared(values)] for label, arm, *values in runs
-            if arm == "suggested" and shared(values) in random_by_key}
+            if arm != "random" and shared(values) in random_by_key}
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -353,8 +378,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                          "round's traces, the suggested arm on the N lines suggest ranks first, the random arm on N "
                          "random ones; several: each arm once per value, from the same round 0 (rows "
                          "suggested-l1, suggested-l2, ...)")
-    ap.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS),
-                    help="the arms to run, in this order (default both)")
+    ap.add_argument("--arms", nargs="+", choices=ARMS, default=["suggested", "random"],
+                    help="the arms to run, in this order (default suggested random; oracle: the region of the "
+                         "most errors, by the truth)")
     ap.add_argument("--kinds", choices=KINDS, nargs="+", default=["both"],
                     help="the kinds of line suggest may name (default both; other: the kind the arm's last line is "
                          "not, round 1 a crossline as the first picks lie on an inline); several: the suggested arm "

@@ -202,3 +202,39 @@ def test_anew_trains_the_job_file_anew_on_each_runs_grown_set_and_scores_it(tmp_
     assert abs(found["anew_short_of_ceiling"]["suggested"] - 0.02) < 2e-4
     assert ("suggested: trained anew after round 1, short of the ceiling: 0.020 (within 0.03: yes)"
             in loop_experiment.verdicts(found, 1))
+
+
+def test_the_oracle_arm_takes_the_region_of_the_most_errors_of_its_last_prediction(tmp_path: Path):
+    import numpy as np
+    import synth
+    from tests.harness import RunningDaemon
+
+    args = loop_experiment.parse(["--seeds", "1", "--rounds", "1", "--shape", "48", "48", "32", "--epochs", "1",
+                                  "--retrain-epochs", "1", "--arms", "oracle", "random", "--no-ceiling"])
+    assert [r[0] for r in args.runs] == ["oracle", "random"]
+    assert loop_experiment.pair_with_random(args.runs) == {"oracle": "random"}
+    with RunningDaemon(tmp_path / "home", start_timeout=60) as d:
+        run = loop_experiment.one_seed(d.client, tmp_path, 100, args)
+        # round 0's prediction, as the predict job wrote it, against the generator's truth: brute force over every
+        # window of the region's width on every line inside the margin (3 lines on 48)
+        summary = json.loads((d.home / "predictions" / "s100-r0-s100" / "summary.json").read_text())
+    import segyio
+
+    with segyio.open(summary["paths"]["labels"], ignore_geometry=True) as f:
+        predicted = np.asarray(f.trace.raw[:]).reshape(48, 48, 32)  # every trace, inline by inline
+    s = synth.generate(shape=(48, 48, 32), seed=100, family="varied")
+    names = sorted(s.class_names)
+    truth = np.array([names.index(n) for n in s.class_names])[np.asarray(s.labels)]
+    wrong = (predicted != truth).mean(axis=2)  # [inline, crossline] share of wrong samples
+    [line] = run["oracle_lines"]
+    [region] = line["regions"]
+    width = region["traces"][1] - region["traces"][0] + 1
+    assert width == run["round_traces"] and line["added"] == width * 32
+    best = max(max(wrong[k, t:t + width].mean(), wrong[t:t + width, k].mean())
+               for k in range(3, 45) for t in range(3, 45 - width + 1))
+    k = int(np.flatnonzero((s.inlines if region["kind"] == "inline" else s.crosslines) == region["line"])[0])
+    t0, t1 = region["traces"]
+    chosen = wrong[k, t0:t1 + 1] if region["kind"] == "inline" else wrong[t0:t1 + 1, k]
+    assert 3 <= k < 45 and t0 >= 3 and t1 < 45
+    assert abs(chosen.mean() - best) < 1e-9, (region, chosen.mean(), best)
+    assert best > wrong.mean()  # a one-epoch model is wrong somewhere more than in the mean
