@@ -35,7 +35,8 @@ distance to the ceiling lies in the picks or in the short resume retrains. --arm
 run by default) that knows the truth: each round it takes the region where its last model's prediction has the
 most errors, windows, margin and spacing as `suggest` has them (daemon/executor/runners/suggest.py rank_lines, on
 the share of wrong voxels in place of the uncertainty): what a ranking that found the model's errors exactly would
-give, the bound of any measure `suggest` could rank by.
+give (the reference for any measure `suggest` could rank by, though not a strict bound: the region of the most
+errors need not teach the model most).
 
 Prints a table (accuracy per round, per seed and the mean), the issue's two targets (the suggested runs' lead
 over random in the mean after each round; with the ceiling, how far each run is short of it after two added
