@@ -186,13 +186,13 @@ def one_seed(client: Any, work: Path, seed: int, args: argparse.Namespace) -> di
                                      "kinds": allowed,
                                      **({"picks": label, "near": near} if near else {})})
                 regions = [(row["kind"], row["index"], tuple(row["trace_indices"])) for row in found["suggestions"]]
-                if len(regions) != split:  # a small survey's spacing can leave fewer lines than asked for
-                    raise RuntimeError(f"seed {seed}: suggest named {len(regions)} lines of the {split} asked for; "
-                                       "use fewer --lines-per-round")
             elif arm == "oracle":
                 regions = oracle_regions(client.home, last, survey, truth, split, min(1.0, each / nx))
             else:
                 regions = [random_region(rng, each / nx, ni, nx) for _ in range(split)]
+            if len(regions) != split:  # a small survey's spacing can leave fewer lines than asked for
+                raise RuntimeError(f"seed {seed}: {arm} named {len(regions)} lines of the {split} asked for; "
+                                   "use fewer --lines-per-round")
             files = write_regions(folder / f"{label}_r{r}", s, names, regions)
             added = _import(client, survey, files, label, add=True)["add"]
             model = f"{survey}-{label}-r{r}"

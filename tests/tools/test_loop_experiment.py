@@ -175,7 +175,16 @@ def test_more_lines_a_round_than_suggest_can_name_stops_the_run_by_name(tmp_path
          "--lines-per-round", "40", "--arms", "suggested", "--no-ceiling"],
         capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert out.returncode != 0
-    assert "lines of the 40 asked for; use fewer --lines-per-round" in out.stderr, out.stderr[-3000:]
+    assert "suggested named" in out.stderr and "lines of the 40 asked for; use fewer --lines-per-round" in out.stderr, \
+        out.stderr[-3000:]
+    # the oracle ranks as suggest does: the same refusal, by its name
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "loop_experiment.py"), "--seeds", "1", "--first-seed", "100",
+         "--rounds", "1", "--shape", "48", "48", "32", "--epochs", "1", "--retrain-epochs", "1",
+         "--lines-per-round", "40", "--arms", "oracle", "--no-ceiling"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode != 0
+    assert "oracle named" in out.stderr and "lines of the 40 asked for" in out.stderr, out.stderr[-3000:]
 
 
 def test_anew_trains_the_job_file_anew_on_each_runs_grown_set_and_scores_it(tmp_path: Path):
