@@ -75,8 +75,8 @@ PATTERN = r"(?P<name>.+)\.pts"
 ARMS = ("suggested", "random", "oracle")  # oracle: only when --arms names it
 # the axes an arm's runs vary along, in the order of an entry of args.runs after (label, arm): (label prefix, option,
 # only the suggested arm has it). A label names the axes that vary ("suggested-e24-n32-disagreement"); an axis of the
-# suggested arm alone is None in a random run, and a suggested run is paired with the random run that matches it on
-# every other axis (pair_with_random).
+# suggested arm alone is None in a random or oracle run, and a suggested or oracle run is paired with the random run
+# that matches it on every other axis (pair_with_random).
 AXES = (("e", "retrain_epochs", False), ("l", "lines_per_round", False), ("n", "near", True), ("", "measure", True),
         ("k", "kinds", True))
 # --kinds: the kinds of line `suggest` may name; "other": the kind the arm's last line is not
@@ -177,19 +177,20 @@ def one_seed(client: Any, work: Path, seed: int, args: argparse.Namespace) -> di
         rng = np.random.default_rng(seed)
         last, accs, lines = f"{survey}-r0", [], []
         each = max(1, round(width / split))  # a round's traces, spread over `split` lines
+        share = min(1.0, each / nx)  # each region's share of a line's traces (sized on the crosslines' count)
         for r in range(1, args.rounds + 1):
             if arm == "suggested":
                 # the first picks lie on (part of) the middle inline
                 allowed = suggest_kinds(kinds, lines[-1]["regions"][-1]["kind"] if lines else "inline")
                 found = _ok(client, {"kind": "suggest", "model": last, "survey": survey, "lines": split,
-                                     "measure": measure, "region": min(1.0, each / nx), "region_samples": 1.0,
+                                     "measure": measure, "region": share, "region_samples": 1.0,
                                      "kinds": allowed,
                                      **({"picks": label, "near": near} if near else {})})
                 regions = [(row["kind"], row["index"], tuple(row["trace_indices"])) for row in found["suggestions"]]
             elif arm == "oracle":
-                regions = oracle_regions(client.home, last, survey, truth, split, min(1.0, each / nx))
+                regions = oracle_regions(client.home, last, survey, truth, split, share)
             else:
-                regions = [random_region(rng, each / nx, ni, nx) for _ in range(split)]
+                regions = [random_region(rng, share, ni, nx) for _ in range(split)]
             if len(regions) != split:  # a small survey's spacing can leave fewer lines than asked for
                 raise RuntimeError(f"seed {seed}: {arm} named {len(regions)} lines of the {split} asked for; "
                                    "use fewer --lines-per-round")
