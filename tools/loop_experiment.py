@@ -36,7 +36,8 @@ run by default) that knows the truth: each round it takes the region where its l
 most errors, windows, margin and spacing as `suggest` has them (daemon/executor/runners/suggest.py rank_lines, on
 the share of wrong voxels in place of the uncertainty): what a ranking that found the model's errors exactly would
 give (the reference for any measure `suggest` could rank by, though not a strict bound: the region of the most
-errors need not teach the model most).
+errors need not teach the model most). A run whose picks so far are an earlier run's (the same regions every round,
+the same retrain length) takes that run's model and score in place of training the same one again.
 
 Prints a table (accuracy per round, per seed and the mean), the issue's two targets (the suggested runs' lead
 over random in the mean after each round; with the ceiling, how far each run is short of it after two added
@@ -171,11 +172,15 @@ def one_seed(client: Any, work: Path, seed: int, args: argparse.Namespace) -> di
     out: dict[str, Any] = {"seed": seed, "first_round_points": int(len(s.picks.class_id)), "round_traces": width,
                            "round0": score(client, f"{survey}-r0", survey)}
     say(t0, f"seed {seed}: round 0 {out['round0']}")
+    # (retrain epochs, each round's regions so far) -> (model, score): a run whose picks so far are an earlier run's
+    # takes that run's model in place of training the same one again (the retrains are deterministic: the same
+    # round-0 model, picks and epochs give the same model; docs/loop.md)
+    trained: dict[tuple[Any, ...], tuple[str, dict[str, float]]] = {}
     for label, arm, epochs, split, near, measure, kinds in args.runs:
         # one seeded stream for every random arm: with N lines a round, round 1 takes the lines the one-line arm
         # takes in rounds 1..N (kind, line and start drawn in the same order), each with 1/N of the traces
         rng = np.random.default_rng(seed)
-        last, accs, lines = f"{survey}-r0", [], []
+        last, accs, lines, picked = f"{survey}-r0", [], [], (epochs,)
         each = max(1, round(width / split))  # a round's traces, spread over `split` lines
         share = min(1.0, each / nx)  # each region's share of a line's traces (sized on the crosslines' count)
         for r in range(1, args.rounds + 1):
@@ -196,16 +201,21 @@ def one_seed(client: Any, work: Path, seed: int, args: argparse.Namespace) -> di
                                    "use fewer --lines-per-round")
             files = write_regions(folder / f"{label}_r{r}", s, names, regions)
             added = _import(client, survey, files, label, add=True)["add"]
-            model = f"{survey}-{label}-r{r}"
-            _ok(client, train_job(args, model, survey, label, (last, epochs)))
-            accs.append(score(client, model, survey))
+            picked += (tuple(regions),)
+            reused = picked in trained
+            if not reused:
+                model = f"{survey}-{label}-r{r}"
+                _ok(client, train_job(args, model, survey, label, (last, epochs)))
+                trained[picked] = model, score(client, model, survey)
+            model, acc = trained[picked]
+            accs.append(acc)
             named = [{"kind": kind, "line": int((s.inlines if kind == "inline" else s.crosslines)[index]),
                       "traces": list(traces)} for kind, index, traces in regions]
-            lines.append({"regions": named, "added": added["added"],
+            lines.append({"regions": named, "added": added["added"], "model": model,
                           **({"near": found["near"], "picks": found["picks"], "measure": found["measure"],
                               "kinds": allowed} if arm == "suggested" else {})})
             where = ", ".join(f"{n['kind']} {n['line']} traces {n['traces'][0]}-{n['traces'][1]}" for n in named)
-            say(t0, f"seed {seed}: {label} round {r}, {where}: {accs[-1]}")
+            say(t0, f"seed {seed}: {label} round {r}, {where}: {acc}" + (f" (model {model}: the same picks)" * reused))
             last = model
         out[label], out[f"{label}_lines"] = accs, lines
         if args.anew and args.rounds:

@@ -146,6 +146,21 @@ def test_kinds_other_alternates_the_kind_of_line_from_the_first_picks_inline(tmp
     # the same round-1 suggestion where the kinds allowed agree
     assert run["suggested-kother_lines"][0]["regions"] == run["suggested-kcrossline_lines"][0]["regions"]
     assert any(row.startswith("mean  suggested-kother") for row in out.stdout.splitlines()), out.stdout
+    # same picks, same model: crossline's round 1 takes other's model and score (its own set still gets the picks);
+    # its round 2 (a crossline where other took an inline) is trained from that model
+    other, cross = run["suggested-kother_lines"], run["suggested-kcrossline_lines"]
+    assert cross[0]["model"] == other[0]["model"] == "s100-suggested-kother-r1"
+    assert run["suggested-kcrossline"][0] == run["suggested-kother"][0] and cross[0]["added"] == other[0]["added"] > 0
+    said = [row for row in out.stderr.splitlines() if "suggested-kcrossline round 1," in row]
+    assert len(said) == 1 and said[0].endswith("(model s100-suggested-kother-r1: the same picks)"), out.stderr
+    assert cross[1]["model"] == "s100-suggested-kcrossline-r2" and other[1]["model"] == "s100-suggested-kother-r2"
+    # every round of every run: its own model unless an earlier run had made the same picks up to that round
+    first: dict[str, str] = {}
+    for a in doc["arms"]:
+        history = ""
+        for r, line in enumerate(run[f"{a}_lines"], 1):
+            history += json.dumps(line["regions"])
+            assert line["model"] == first.setdefault(history, f"s100-{a}-r{r}"), (a, r)
 
 
 def test_regions_that_cross_write_their_shared_voxels_once(tmp_path: Path):
