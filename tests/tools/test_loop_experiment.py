@@ -24,7 +24,10 @@ def test_two_retrain_lengths_share_round_0_and_the_random_lines(tmp_path: Path):
     run = doc["runs"][0]
     # one round 0 for both lengths, each length its own models: the same lines drawn, two rounds each
     assert [len(run[a]) for a in doc["arms"]] == [2, 2]
-    assert run["random-e1_lines"] == run["random-e2_lines"]
+    assert [(line["regions"], line["added"]) for line in run["random-e1_lines"]] == \
+        [(line["regions"], line["added"]) for line in run["random-e2_lines"]]
+    # a retrain length of its own: each length trains its own models from the same picks
+    assert [line["model"] for line in run["random-e2_lines"]] == ["s100-random-e2-r1", "s100-random-e2-r2"]
     assert all(line["added"] > 0 for line in run["random-e1_lines"])
     assert "suggested" not in run and "suggested-e1" not in run and "ceiling" not in run
     table = out.stdout.splitlines()
