@@ -1,6 +1,7 @@
 """Shared fixtures: where the third-party test data lives."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -8,6 +9,22 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def _share_the_cores() -> None:
+    """Each pytest-xdist worker, and every daemon, executor and tool it starts (they inherit the environment),
+    computes with its share of the machine's cores: OMP_NUM_THREADS = cores // workers, unless the caller set it.
+    Left to torch's default, each of the two workers' executors runs one thread per core: four OpenMP threads on a
+    2-core machine, whose parallel regions then wait on teammates the other process holds off the cores. Measured on
+    2 cores (session 36): tests/daemon/test_refit.py beside tests/tools/test_loop_experiment.py took 520 s and timed
+    out a refit test, against 170 s with one thread each. This runs when a worker loads this file, before any test
+    module imports torch."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0)
+    if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
+
+
+_share_the_cores()
 
 
 @pytest.fixture(scope="session")

@@ -134,6 +134,19 @@ def test_rank_shares_of_a_batch_are_its_rows(tmp_path: Path) -> None:
     assert np.array_equal(np.concatenate([p[1] for p in parts]), whole[1].numpy())
 
 
+def test_ranks_share_the_executors_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """N CPU ranks share out OMP_NUM_THREADS where the daemon's environment sets it, else the machine's cores."""
+    import os
+
+    from daemon.executor.training.distributed import rank_threads
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "6")
+    assert [rank_threads(w) for w in (1, 2, 4, 8)] == [6, 3, 1, 1]
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    cores = os.cpu_count() or 1
+    assert rank_threads(1) == cores and rank_threads(2) == max(1, cores // 2) and rank_threads(cores * 2) == 1
+
+
 def test_time_budget_stops_every_rank_together(demo: RunningDaemon) -> None:
     record = run(demo, job("budget2", 2, epochs=50, batches=4, max_minutes=1e-3))
     assert record["result"]["stopped"] == "time_limit" and record["result"]["epoch"] == 1

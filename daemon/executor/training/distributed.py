@@ -213,8 +213,10 @@ def init_group(job: RankJob, rank: int) -> None:
 
 
 def rank_threads(world: int) -> int:
-    """Intra-op threads per rank: the machine's cores shared out, so N ranks do not oversubscribe them."""
-    return max(1, (os.cpu_count() or 1) // world)
+    """Intra-op threads per rank: the executor's threads shared out, so N ranks do not oversubscribe the cores. The
+    executor's threads are OMP_NUM_THREADS where the daemon's environment sets it (an admin sharing the machine, or
+    the test suite's workers), else one per core."""
+    return max(1, (int(os.environ.get("OMP_NUM_THREADS") or 0) or os.cpu_count() or 1) // world)
 
 
 def rank_main(job: RankJob, rank: int, visible: str | None = None) -> None:
