@@ -81,10 +81,17 @@ def test_plain_tcp_gets_no_answer(curve: tuple[RunningDaemon, Keys]) -> None:
     d, _ = curve
     s = zmq.Context.instance().socket(zmq.DEALER)
     s.setsockopt(zmq.LINGER, 0)
+    # the server drops a peer that fails the CURVE handshake: a send between that and the next reconnect has no
+    # pipe to queue on and would wait for ever (it did once, in session 36's suite), so it gives up after 1 s
+    s.setsockopt(zmq.SNDTIMEO, 1000)
     try:
         s.connect(d.client.status()["endpoints"]["tcp_control"])
-        s.send_multipart(P.Request(op="ping").encode())
-        assert not s.poll(1000)
+        try:
+            s.send_multipart(P.Request(op="ping").encode())
+        except zmq.Again:
+            pass  # not even queued: no answer either
+        else:
+            assert not s.poll(1000)
     finally:
         s.close(0)
     assert d.client.ping()

@@ -15,7 +15,6 @@ from daemon.executor.models import build_model
 from daemon.executor.modelfile import ModelFileError, ModelInfo, load_model_file, provenance, read_model_info, \
     save_model_file
 
-torch.set_num_threads(2)
 
 RELOAD = """
 import sys, numpy as np, torch

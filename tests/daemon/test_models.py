@@ -13,8 +13,6 @@ import torch.nn.functional as F
 from daemon.executor.models import ModelParamsError, build_model, model_names, validate_model_params
 from daemon.kinds.user_model_check import check_user_model
 
-torch.set_num_threads(2)
-
 
 @pytest.mark.parametrize("shape", [(24, 24), (12, 12, 8), (16, 16, 1)])
 def test_patchcnn_classifies_2d_and_3d_crops(shape: tuple[int, ...]) -> None:

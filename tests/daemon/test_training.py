@@ -15,7 +15,6 @@ from daemon.kinds.train_spec import EarlyStopSection, OptimSection, ScheduleSect
 from daemon.executor.training.loop import TrainControl, train
 from daemon.executor.training.optim import LRSchedule
 
-torch.set_num_threads(2)
 N_CLASSES = 3
 
 
