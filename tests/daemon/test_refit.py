@@ -17,6 +17,7 @@ from tests.daemon.test_train_job import assert_refused, import_demo
 from tests.harness import RunningDaemon, stage_step, wait_for, wait_state
 
 BATCHES = 6
+KILL_BATCHES = 100  # an epoch of the killed jobs: 200 steps a stage, 180 of them after the kill's step 20
 
 
 def refit_job(output: str, *, batches: int = BATCHES, epochs: int = 4, **train: Any) -> dict[str, Any]:
@@ -145,11 +146,12 @@ def test_a_selection_stopped_by_request_ends_the_job_without_a_refit(demo: Runni
 
 def killed_during(daemon: RunningDaemon, tmp_path: Path, output: str, stage: str,
                   before_kill: Any = lambda job_dir: None) -> tuple[dict[str, Any], Path, Any, dict[str, Any]]:
-    """A two-epoch refit job of 200 batches an epoch (the selection keeps both: no restore_best), killed -9 once
-    `stage` is past a checkpoint, the daemon restarted: (job, job_dir, what before_kill(job_dir) returned, record)."""
+    """A two-epoch refit job of KILL_BATCHES batches an epoch (the selection keeps both: no restore_best), killed -9
+    once `stage` is past a checkpoint, the daemon restarted: (job, job_dir, what before_kill(job_dir) returned,
+    record)."""
     c = daemon.client
     import_demo(c, tmp_path / "synth")
-    job = refit_job(output, batches=200, epochs=2,
+    job = refit_job(output, batches=KILL_BATCHES, epochs=2,
                     early_stop={"enabled": True, "patience": 10, "restore_best": False})
     job_id = c.submit(job)["id"]
     job_dir = daemon.home / "jobs" / str(job_id)
@@ -169,7 +171,7 @@ def test_a_job_killed_while_refitting_resumes_without_selecting_again(daemon: Ru
 
     _, job_dir, selected, record = killed_during(daemon, tmp_path, "resumed", "refit", running_after_selection)
     # without restore_best the selection keeps its last epoch: the refit trains as long
-    assert record["attempts"] == 2 and record["result"]["epoch"] == 2 and record["result"]["step"] == 400
+    assert record["attempts"] == 2 and record["result"]["epoch"] == 2 and record["result"]["step"] == 2 * KILL_BATCHES
     assert (job_dir / "refit" / "selection.json").stat().st_mtime_ns == selected
     log = (job_dir / "log").read_text()
     assert "the selection run was finished by an earlier attempt" in log
@@ -186,8 +188,8 @@ def test_a_job_killed_while_selecting_continues_the_selection_then_refits_from_t
     c = daemon.client
     selection = json.loads((job_dir / "refit" / "selection.json").read_text())
     # the selection went on from its checkpoint to its 2 epochs; the refit then trained them all, from the start
-    assert record["attempts"] == 2 and selection["epoch"] == 2 and selection["step"] == 400
-    assert record["result"]["refit"]["epochs"] == 2 and record["result"]["step"] == 400
+    assert record["attempts"] == 2 and selection["epoch"] == 2 and selection["step"] == 2 * KILL_BATCHES
+    assert record["result"]["refit"]["epochs"] == 2 and record["result"]["step"] == 2 * KILL_BATCHES
     log = (job_dir / "log").read_text()
     assert f"continuing from {job_dir / 'checkpoints' / 'last.pt'}" in log
     assert f"continuing from {job_dir / 'refit' / 'checkpoints' / 'last.pt'}" not in log
