@@ -148,8 +148,12 @@ def main(argv: list[str] | None = None) -> int:
         voxels = 1
         for n in result.get("shape") or [0]:
             voxels *= n
+        recipe = result.get("recipe") or {}
+        # the number format says why the speed differs between CPUs: bfloat16 only where the CPU computes it
+        # natively, float32 elsewhere (docs/prediction.md, "precision")
         print(f"   predicted {voxels:,} voxels in {result.get('seconds', 0):.1f} s "
-              f"({result.get('voxels_per_s', 0):,.0f} voxels/s)")
+              f"({result.get('voxels_per_s', 0):,.0f} voxels/s; {recipe.get('precision', '?')}, "
+              f"orientation {recipe.get('orientation', '?')})")
         paths = result.get("paths") or {}
         for f in paths.values() if isinstance(paths, dict) else paths:
             print(f"   output: {f}")
