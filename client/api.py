@@ -43,13 +43,20 @@ def exchange(sock: zmq.Socket, req: P.Request, timeout: float,
              watch: zmq.Socket | None = None) -> P.Reply | None:
     """Send `req` on a DEALER and return its reply; None when none came within `timeout` seconds. Replies to
     earlier requests that timed out are skipped. `watch`: a socket whose message means the peer is gone (a
-    connection monitor); it raises PeerGone."""
-    sock.send_multipart(req.encode(), copy=False)
+    connection monitor); it raises PeerGone. The send too waits at most `timeout`: a DEALER with no connection
+    (the daemon dropped it after a refused CURVE handshake, and libzmq has not reconnected yet) has no pipe to
+    queue on, and a blocking send would wait for ever."""
+    deadline = time.monotonic() + timeout
+    if not sock.poll(max(0, int(timeout * 1000)), zmq.POLLOUT):
+        return None
+    try:
+        sock.send_multipart(req.encode(), flags=zmq.NOBLOCK, copy=False)
+    except zmq.Again:
+        return None
     poller = zmq.Poller()
     poller.register(sock, zmq.POLLIN)
     if watch is not None:
         poller.register(watch, zmq.POLLIN)
-    deadline = time.monotonic() + timeout
     while True:
         left = deadline - time.monotonic()
         ready = dict(poller.poll(int(left * 1000))) if left > 0 else {}

@@ -1,6 +1,7 @@
 """tcp with CURVE: keys made and authorised with the real `seisctl`, then who gets answers and who does not."""
 from __future__ import annotations
 
+import json
 import stat
 import subprocess
 import sys
@@ -94,6 +95,34 @@ def test_plain_tcp_gets_no_answer(curve: tuple[RunningDaemon, Keys]) -> None:
             assert not s.poll(1000)
     finally:
         s.close(0)
+    assert d.client.ping()
+
+
+_DROPPED_SENDER = """
+import json, sys, time, zmq
+from client import protocol as P
+from client.api import exchange
+s = zmq.Context.instance().socket(zmq.DEALER)
+s.setsockopt(zmq.LINGER, 0)
+s.connect(sys.argv[1])
+replies = []
+for _ in range(4):  # the first send may queue; the server drops the peer; later sends may have no pipe
+    t0 = time.monotonic()
+    replies.append([exchange(s, P.Request(op="ping"), 0.5), round(time.monotonic() - t0, 2)])
+print(json.dumps(replies))
+"""
+
+
+def test_an_exchange_on_a_dropped_connection_times_out_instead_of_blocking(curve: tuple[RunningDaemon, Keys]) -> None:
+    """`client.api.exchange` must give up within its timeout even when its send has nowhere to go: a DEALER whose
+    handshake the daemon refused has no pipe until libzmq reconnects, and a blocking send there never returns."""
+    d, _ = curve
+    r = subprocess.run([sys.executable, "-c", _DROPPED_SENDER, d.client.status()["endpoints"]["tcp_control"]],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    replies = json.loads(r.stdout)  # [[reply or null, seconds], ...]
+    assert [reply for reply, _ in replies] == [None] * 4
+    assert all(took < 2.0 for _, took in replies), replies
     assert d.client.ping()
 
 
