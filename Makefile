@@ -29,8 +29,9 @@ install: $(STAMP) bytecode
 demo: install
 	$(PY) tools/demo.py $(DEMO_ARGS)
 
-# two workers (pytest-xdist): most of the suite waits on daemons, sockets and child processes, not on the CPU;
-# tests/conftest.py keeps each module on one worker and the Ray modules together. TEST_WORKERS=0: one process.
+# two workers (pytest-xdist), one a core on a 2-core machine: the suite is bound by the CPU there (three took as
+# long as two, session 37); tests/conftest.py keeps each module on one worker and the Ray modules together and
+# gives each worker its share of the cores. TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
 test: install
 	$(PY) -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS)) $(TEST_ARGS)
