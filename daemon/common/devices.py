@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -24,6 +25,14 @@ class DeviceSlot:
     @property
     def torch_device(self) -> str:
         return "cpu" if self.index is None else "cuda:0"
+
+
+def cpu_threads() -> int:
+    """The CPU threads this process computes with: OMP_NUM_THREADS where its environment sets it (the daemon's
+    `executor.threads`, or the daemon's own environment: an admin sharing the machine, the test suite's workers),
+    else one per core. torch follows the same variable at start; ranks and shards share this number out."""
+    text = (os.environ.get("OMP_NUM_THREADS") or "").split(",")[0].strip()   # "4,2": nested levels, the first counts
+    return int(text) if text.isdigit() and int(text) > 0 else (os.cpu_count() or 1)
 
 
 def cuda_devices() -> list[DeviceSlot]:

@@ -29,6 +29,10 @@ class ExecutorSettings(_Section):
     cancel_grace_s: float = Field(10.0, ge=0, description="how long a cancelled job may take to stop before its "
                                   "executor is killed")
     start_timeout_s: float = Field(60.0, gt=0, description="how long a new executor may take to say hello")
+    threads: int | None = Field(None, ge=1, le=4096, description="CPU threads each local executor computes with "
+                                "(its OMP_NUM_THREADS: torch's threads, shared out among data-parallel ranks and "
+                                "predict shards); null: the daemon's own OMP_NUM_THREADS, else one per core. Give "
+                                "part of the cores on a machine shared with other work")
     restart_backoff_s: float = Field(1.0, ge=0, description="pause before restarting an executor that died")
     max_job_retries: int = Field(2, ge=0, le=100, description="times a job whose executor died (killed, out of "
                                  "memory, hung) is run again on a new one: train and predict resume from their "

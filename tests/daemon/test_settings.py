@@ -119,3 +119,33 @@ def test_unreadable_settings_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(SettingsError) as err:
         load_settings(tmp_path, environ={})
     assert "mapping" in str(err.value)
+
+
+def test_executor_threads_set_the_executors_omp_num_threads(tmp_path: Path) -> None:
+    """`executor.threads` is what the local executor computes with (its OMP_NUM_THREADS, which torch and
+    daemon.common.devices.cpu_threads follow), over the daemon's own environment; unset, the executor inherits the
+    daemon's variable."""
+    import psutil
+
+    from tests.harness import RunningDaemon, wait_for
+
+    def executor_env(d: RunningDaemon) -> dict[str, str]:
+        pid = wait_for(lambda: d.client.status()["devices"][0]["executor_pid"], timeout=60, what="an executor")
+        return psutil.Process(pid).environ()
+
+    with RunningDaemon(tmp_path / "a", env={"OMP_NUM_THREADS": "3", "SEISD_EXECUTOR__THREADS": "2"}) as d:
+        assert executor_env(d)["OMP_NUM_THREADS"] == "2"
+    with RunningDaemon(tmp_path / "b", env={"OMP_NUM_THREADS": "3"}) as d:
+        assert executor_env(d)["OMP_NUM_THREADS"] == "3"
+    with pytest.raises(SettingsError, match="executor.threads"):
+        load_settings(tmp_path, environ={"SEISD_EXECUTOR__THREADS": "0"})
+
+
+@pytest.mark.parametrize("value, threads", [("6", 6), ("4,2", 4), (" 3 ", 3), ("0", None), ("many", None), ("", None)])
+def test_cpu_threads_reads_omp_num_threads(monkeypatch: pytest.MonkeyPatch, value: str, threads: int | None) -> None:
+    import os
+
+    from daemon.common.devices import cpu_threads
+
+    monkeypatch.setenv("OMP_NUM_THREADS", value)
+    assert cpu_threads() == (threads or os.cpu_count() or 1)

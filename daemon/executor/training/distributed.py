@@ -48,6 +48,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from daemon.common.devices import cpu_threads
 from daemon.executor.training.group import leave_group
 from daemon.kinds.train_spec import TrainSpec
 
@@ -213,10 +214,9 @@ def init_group(job: RankJob, rank: int) -> None:
 
 
 def rank_threads(world: int) -> int:
-    """Intra-op threads per rank: the executor's threads shared out, so N ranks do not oversubscribe the cores. The
-    executor's threads are OMP_NUM_THREADS where the daemon's environment sets it (an admin sharing the machine, or
-    the test suite's workers), else one per core."""
-    return max(1, (int(os.environ.get("OMP_NUM_THREADS") or 0) or os.cpu_count() or 1) // world)
+    """Intra-op threads per rank: the executor's threads (daemon.common.devices.cpu_threads) shared out, so N ranks
+    do not oversubscribe the cores."""
+    return max(1, cpu_threads() // world)
 
 
 def rank_main(job: RankJob, rank: int, visible: str | None = None) -> None:

@@ -70,6 +70,7 @@ class LocalBackend:
     def __init__(self, settings: Settings, launch: LaunchArgs):
         self.launch_args = launch
         self.start_timeout_s = settings.executor.start_timeout_s
+        self.threads = settings.executor.threads
         self._slots = discover(settings.devices)
 
     def slots(self) -> list[DeviceSlot]:
@@ -87,6 +88,8 @@ class LocalBackend:
     def launch(self, slot: DeviceSlot, identity: str, job: RunJob | None) -> LocalProcess:
         a = self.launch_args
         env = dict(os.environ, **slot.env())
+        if self.threads:
+            env["OMP_NUM_THREADS"] = str(self.threads)   # torch reads it at start (daemon.common.devices.cpu_threads)
         cmd = [sys.executable, "-m", "daemon.executor", *a.arguments(identity), "--parent-pid", str(os.getpid())]
         return LocalProcess(cmd, env, a.home, a.log_path(slot.name))
 
