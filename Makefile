@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml | $(PY)
 # call would compile the sources again, some 0.4 s of CPU per executor. Python reads a .pyc whatever that setting,
 # and ignores one whose source changed since.
 bytecode: $(STAMP)
-	@$(PY) -m compileall -q -j 0 daemon workers client tools tests >/dev/null
+	@$(PY) -m compileall -q -j 0 daemon workers client tools tests
 
 install: $(STAMP) bytecode
 

@@ -47,6 +47,8 @@ class Connection:
         # the daemon answers stream.* within 300 s
         self.sock = zmq.Context.instance().socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)  # never hang at exit when the daemon is gone
+        # nor on a send: a connection the peer dropped leaves nowhere to queue a message until libzmq reconnects
+        self.sock.setsockopt(zmq.SNDTIMEO, int(timeout_s * 1000))
         # a direct endpoint is watched: a dead executor answers nothing, and its socket's disconnect says so at once
         self.watch = self.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED) if watch else None
         self.sock.connect(endpoint)
@@ -78,7 +80,11 @@ class Connection:
         # Each array is described in the header and travels as raw C-order bytes in its own frame.
         descs = [{"dtype": a.dtype.name, "shape": list(a.shape), "byteorder": "little"} for a in arrays]
         header = {"v": 1, "id": rid, "op": op, "args": args, "arrays": descs}
-        self.sock.send_multipart([json.dumps(header).encode()] + [np.ascontiguousarray(a) for a in arrays])
+        try:
+            self.sock.send_multipart([json.dumps(header).encode()] + [np.ascontiguousarray(a) for a in arrays])
+        except zmq.Again:
+            raise DaemonError("timeout", f"could not send {op} in {self.timeout_ms / 1000:g} s (is seisd running?)") \
+                from None
         while True:
             self._wait(op)
             frames = self.sock.recv_multipart()

@@ -109,19 +109,30 @@ replies = []
 for _ in range(4):  # the first send may queue; the server drops the peer; later sends may have no pipe
     t0 = time.monotonic()
     replies.append([exchange(s, P.Request(op="ping"), 0.5), round(time.monotonic() - t0, 2)])
+sys.path.insert(0, "tools")
+from host_client import Connection, DaemonError  # the reference host client: one socket for all its requests
+host = Connection(sys.argv[1], timeout_s=0.5)
+for _ in range(4):
+    t0 = time.monotonic()
+    try:
+        host.call("ping", {})
+        replies.append(["answered", 0])
+    except DaemonError as e:
+        replies.append([None if e.code == "timeout" else e.code, round(time.monotonic() - t0, 2)])
 print(json.dumps(replies))
 """
 
 
 def test_an_exchange_on_a_dropped_connection_times_out_instead_of_blocking(curve: tuple[RunningDaemon, Keys]) -> None:
-    """`client.api.exchange` must give up within its timeout even when its send has nowhere to go: a DEALER whose
-    handshake the daemon refused has no pipe until libzmq reconnects, and a blocking send there never returns."""
+    """`client.api.exchange`, and tools/host_client.py's Connection, must give up within their timeout even when a
+    send has nowhere to go: a DEALER whose handshake the daemon refused has no pipe until libzmq reconnects, and a
+    blocking send there never returns."""
     d, _ = curve
     r = subprocess.run([sys.executable, "-c", _DROPPED_SENDER, d.client.status()["endpoints"]["tcp_control"]],
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     replies = json.loads(r.stdout)  # [[reply or null, seconds], ...]
-    assert [reply for reply, _ in replies] == [None] * 4
+    assert [reply for reply, _ in replies] == [None] * 8
     assert all(took < 2.0 for _, took in replies), replies
     assert d.client.ping()
 

@@ -58,14 +58,16 @@ def marked_outside(home: Path, daemon_pid: int | None) -> list[int]:
     from daemon.common.orphans import OWNER_ENV, owner_tag
 
     tag = owner_tag(home)
-    keep: set[int] = set()
-    if daemon_pid is not None and pid_alive(daemon_pid):
-        keep = {daemon_pid} | {p.pid for p in psutil.Process(daemon_pid).children(recursive=True)}
     found = []
     for p in psutil.process_iter():
         try:
-            if p.pid not in keep and p.status() != psutil.STATUS_ZOMBIE and p.environ().get(OWNER_ENV) == tag:
-                found.append(p.pid)
+            if p.pid == daemon_pid or p.status() == psutil.STATUS_ZOMBIE or p.environ().get(OWNER_ENV) != tag:
+                continue
+            # ancestry read per process, not from a snapshot of the daemon's children taken first: a child the
+            # daemon starts meanwhile (its executor, a data worker) would show as outside (it did once, session 37)
+            if daemon_pid is not None and any(q.pid == daemon_pid for q in p.parents()):
+                continue
+            found.append(p.pid)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return found
