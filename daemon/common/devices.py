@@ -27,12 +27,18 @@ class DeviceSlot:
         return "cpu" if self.index is None else "cuda:0"
 
 
+def omp_threads() -> int | None:
+    """OMP_NUM_THREADS of this process's environment ("4,2", nested levels: the first counts); None where it is
+    unset or not a positive number. The one reader of the variable: cpu_threads here, Ray tasks' task_threads."""
+    text = (os.environ.get("OMP_NUM_THREADS") or "").split(",")[0].strip()
+    return int(text) if text.isdigit() and int(text) > 0 else None
+
+
 def cpu_threads() -> int:
     """The CPU threads this process computes with: OMP_NUM_THREADS where its environment sets it (the daemon's
     `executor.threads`, or the daemon's own environment: an admin sharing the machine, the test suite's workers),
     else one per core. torch follows the same variable at start; ranks and shards share this number out."""
-    text = (os.environ.get("OMP_NUM_THREADS") or "").split(",")[0].strip()   # "4,2": nested levels, the first counts
-    return int(text) if text.isdigit() and int(text) > 0 else (os.cpu_count() or 1)
+    return omp_threads() or os.cpu_count() or 1
 
 
 def cuda_devices() -> list[DeviceSlot]:

@@ -10,6 +10,7 @@ import logging
 import os
 from typing import Any
 
+from daemon.common.devices import omp_threads
 from daemon.common.ray_task import ADDRESS_ENV, CPUS_ENV, GPUS_ENV, NODE_ENV, custom_resources
 
 
@@ -43,7 +44,7 @@ def executor_node() -> str:
 def task_threads() -> int:
     """Intra-op threads inside a Ray task: Ray sets OMP_NUM_THREADS to the CPUs it gave; torch follows it only
     when told."""
-    return max(1, int(os.environ.get("OMP_NUM_THREADS") or 1))
+    return omp_threads() or 1
 
 
 def on_ray() -> bool:
