@@ -123,7 +123,8 @@ class RunningDaemon(StartedInWith):
                                             f"{self.output_tail()}")
                 try:
                     status = probe.status()
-                except DaemonUnavailable:
+                except DaemonUnavailable:  # no socket yet: the call returned at once, so wait before the next
+                    time.sleep(0.05)
                     continue
                 # another daemon of this home may answer: only ours, with its executors up, counts (busy too: a
                 # restart may hand a requeued job to an executor at once, and it stays busy until that job ends)

@@ -201,12 +201,14 @@ def test_a_killed_ray_rank_fails_the_job_naming_it(ray_daemon: RunningDaemon) ->
     jid = c.submit(ddp_job("ray-lost", 2, epochs=50, batches=100))["id"]
     wait_for(lambda: any(e["data"].get("step", 0) >= 2 for e in c.job_events(jid) if e["type"] == "job.progress"),
              timeout=90, what="training steps")
-    rank = wait_for(lambda: _ray_tasks_named(ray_daemon, "seisd-rank-1"), timeout=10, what="rank 1's worker")
+    rank = wait_for(lambda: _ray_tasks_named(ray_daemon, "seisd-rank-1"), timeout=10, interval=0.5,
+                    what="rank 1's worker")
     rank[0].kill()
     rec = wait_state(c, jid, timeout=120)
     assert rec["state"] == "failed" and "lost a rank" in rec["error"] and "rank 1" in rec["error"], rec["error"]
     assert not ray_daemon.home.joinpath("models", "ray-lost.h5").exists()
-    wait_for(lambda: not _ray_tasks_named(ray_daemon, "seisd-rank-"), timeout=30, what="no rank task left")
+    wait_for(lambda: not _ray_tasks_named(ray_daemon, "seisd-rank-"), timeout=30, interval=0.5,
+             what="no rank task left")
 
 
 SHARD_OUTPUTS = dict(outputs=["labels", "probabilities", "confidence"], format="hdf5", chunk_inlines=4,
@@ -243,8 +245,12 @@ def test_sharded_predict_on_ray_matches_the_unsharded_job(shard_models: RunningD
 def _slow_shards_running(ray_daemon: RunningDaemon, name: str) -> tuple[int, list[psutil.Process]]:
     """Submit the slow model's predict job in 2 shards; (job id, the two shard workers) once both run."""
     jid = ray_daemon.client.submit(predict_job("slow", "synth", name, shards=2, **SLOW_JOB))["id"]
-    workers = wait_for(lambda: len(_shard_workers(ray_daemon)) == 2 and _shard_workers(ray_daemon),
-                       timeout=180, what="two shard tasks running")  # Ray starts tasks slowly on a loaded machine
+    def both_running() -> list[psutil.Process] | None:
+        found = _shard_workers(ray_daemon)
+        return found if len(found) == 2 else None
+
+    # Ray starts tasks slowly on a loaded machine; each look walks the process table, so not too often
+    workers = wait_for(both_running, timeout=180, interval=0.5, what="two shard tasks running")
     return jid, workers
 
 
@@ -257,7 +263,7 @@ def test_cancel_stops_the_shards_on_ray(shard_models: RunningDaemon) -> None:
     rec = wait_state(c, jid, timeout=180)
     assert rec["state"] == "cancelled", rec
     # the shard tasks end (their workers go back to Ray's pool or exit): none runs a shard any more
-    wait_for(lambda: not _shard_workers(ray_daemon), timeout=30, what="the shard tasks to end")
+    wait_for(lambda: not _shard_workers(ray_daemon), timeout=30, interval=0.5, what="the shard tasks to end")
     assert all("seisd-shard" not in command_line(p) for p in workers)
 
 
@@ -269,7 +275,7 @@ def test_a_killed_shard_worker_fails_the_job_naming_the_shard(shard_models: Runn
     rec = wait_state(c, jid, timeout=180)
     assert rec["state"] == "failed", rec
     assert re.search(r"shard \d \(inlines \d+-\d+\) failed: its Ray task failed", rec["error"]), rec["error"]
-    wait_for(lambda: not _shard_workers(ray_daemon), timeout=30, what="the other shard task to end")
+    wait_for(lambda: not _shard_workers(ray_daemon), timeout=30, interval=0.5, what="the other shard task to end")
 
 
 def _loopback(ip: str) -> bool:
