@@ -19,9 +19,10 @@ import math
 import sys
 import time
 from collections import deque
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from tqdm import tqdm
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 from client.cli._common import _duration
 
@@ -106,6 +107,8 @@ class ProgressBar:
 
     def _draw(self, frac: float, text: str) -> None:
         if self.bar is None:
+            from tqdm import tqdm  # here, not at the top: a tenth of every seisctl call's start, for a terminal's bar
+
             self.bar = tqdm(total=STEPS, file=self.stream, dynamic_ncols=True, leave=True, mininterval=0,
                             bar_format="{percentage:5.1f}%|{bar}| {desc}")
         self.bar.n = round(frac * STEPS)
