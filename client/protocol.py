@@ -68,7 +68,7 @@ class EventType:
     DAEMON_STARTED = "daemon.started"  # data: version, pid, session
     DAEMON_STOPPING = "daemon.stopping"  # data: reason
     EXECUTOR_STATE = "daemon.executor"  # data: slot, kind, description, executor_pid, state (starting, ready,
-    #                                     busy, dead, stopped), job, restarts
+    #                                     busy, dead, stopped), job, restarts, threads
 
     ALL = (JOB_STATE, JOB_PROGRESS, JOB_LOG, JOB_METRICS, VIEWER_STATE, DAEMON_STARTED, DAEMON_STOPPING,
            EXECUTOR_STATE)

@@ -99,9 +99,9 @@ class DaemonStatus(Command):
 
 
 def _print_devices(devices: list[dict[str, Any]]) -> None:
-    _table(["SLOT", "STATE", "JOB", "EXECUTOR", "RESTARTS", "DEVICE"],
-           [[d["slot"], d["state"], d["job"] or "-", d["executor_pid"] or "-", d["restarts"], d["description"]]
-            for d in devices])
+    _table(["SLOT", "STATE", "JOB", "EXECUTOR", "THREADS", "RESTARTS", "DEVICE"],
+           [[d["slot"], d["state"], d["job"] or "-", d["executor_pid"] or "-", d.get("threads") or "-", d["restarts"],
+             d["description"]] for d in devices])
 
 
 @command

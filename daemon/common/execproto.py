@@ -202,11 +202,13 @@ class Exit(Message):
 
 @dataclass(frozen=True)
 class Hello(Message):
-    """The executor's first message, once connected: it is ready for jobs (the supervisor marks it so)."""
+    """The executor's first message, once connected: it is ready for jobs (the supervisor marks it so). `threads`:
+    the CPU threads it computes with (daemon.common.devices.cpu_threads), which `status` shows for its slot."""
 
     TYPE: ClassVar[str] = "hello"
     slot: str
     pid: int
+    threads: int | None = None
 
 
 @dataclass(frozen=True)

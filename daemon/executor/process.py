@@ -47,6 +47,7 @@ from client.protocol import ErrorCode
 from daemon import kinds as job_registry
 from daemon.common import execproto as E
 from daemon.common import malloc
+from daemon.common.devices import cpu_threads
 from daemon.common.lifeline import die_with_parent, ignore_sigint
 from daemon.executor.context import EventLogHandler, JobCancelled, JobContext
 from daemon.executor.raytasks import executor_node
@@ -110,7 +111,7 @@ class Executor:
     def _io_loop(self) -> None:
         if self.streams is not None:
             self.streams.ready.wait()  # never: the daemon kills an executor that does not say hello in time
-        self.sock.send(E.encode(E.Hello(slot=self.slot, pid=os.getpid())))
+        self.sock.send(E.encode(E.Hello(slot=self.slot, pid=os.getpid(), threads=cpu_threads())))
         next_beat = 0.0
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)

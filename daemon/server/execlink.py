@@ -86,6 +86,7 @@ class ExecutorLink:
                 self._relay(msg, frames[2:])
             return None
         if isinstance(msg, E.Hello):
+            h.threads = msg.threads
             run = self.supervisor.hello(h)
             self.on_state(h)
             if run is not None:  # a per-job executor gets its job now

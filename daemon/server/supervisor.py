@@ -64,6 +64,7 @@ class ExecutorHandle:
     launches: int = 0                 # per-job executors: which launch may speak for the slot (its identity)
     per_job: bool = False
     stream_direct: str | None = None   # where its stream thread takes stream.apply straight from local clients
+    threads: int | None = None        # the CPU threads the executor computes with, from its hello
     pending_run: RunJob | None = None   # the run message a per-job executor gets after its hello
     held_by: tuple[str, int] | None = None   # (first slot, job): lent to a job running there, busy meanwhile
     ended_at: float | None = None
@@ -82,7 +83,8 @@ class ExecutorHandle:
 
     def describe(self) -> dict:
         return {"slot": self.slot.name, "kind": self.slot.kind, "description": self.slot.description,
-                "executor_pid": self.pid, "state": self.state, "job": self.job_id, "restarts": self.restarts}
+                "executor_pid": self.pid, "state": self.state, "job": self.job_id, "restarts": self.restarts,
+                "threads": self.threads}
 
 
 class Supervisor:
@@ -111,7 +113,7 @@ class Supervisor:
         h.launches += 1
         h.proc = self.backend.launch(h.slot, h.identity, job)
         h.pid, h.state, h.killed_for, h.ended_at = h.proc.pid, "starting", None, None
-        h.stream_direct = None
+        h.stream_direct, h.threads = None, None
         h.cpu_mark, h.busy_since = None, None
         if not h.per_job and h.held_by is None:
             h.job_id = None

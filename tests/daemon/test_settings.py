@@ -124,19 +124,24 @@ def test_unreadable_settings_file_is_named(tmp_path: Path) -> None:
 def test_executor_threads_set_the_executors_omp_num_threads(tmp_path: Path) -> None:
     """`executor.threads` is what the local executor computes with (its OMP_NUM_THREADS, which torch and
     daemon.common.devices.cpu_threads follow), over the daemon's own environment; unset, the executor inherits the
-    daemon's variable."""
+    daemon's variable. `status` and `seisctl daemon status` show the number the executor said it computes with."""
+    import subprocess
+    import sys
+
     import psutil
 
-    from tests.harness import RunningDaemon, wait_for
+    from tests.harness import ROOT, RunningDaemon
 
-    def executor_env(d: RunningDaemon) -> dict[str, str]:
-        pid = wait_for(lambda: d.client.status()["devices"][0]["executor_pid"], timeout=60, what="an executor")
-        return psutil.Process(pid).environ()
-
-    with RunningDaemon(tmp_path / "a", env={"OMP_NUM_THREADS": "3", "SEISD_EXECUTOR__THREADS": "2"}) as d:
-        assert executor_env(d)["OMP_NUM_THREADS"] == "2"
-    with RunningDaemon(tmp_path / "b", env={"OMP_NUM_THREADS": "3"}) as d:
-        assert executor_env(d)["OMP_NUM_THREADS"] == "3"
+    for name, env, threads in [("a", {"OMP_NUM_THREADS": "3", "SEISD_EXECUTOR__THREADS": "2"}, 2),
+                               ("b", {"OMP_NUM_THREADS": "3"}, 3)]:
+        with RunningDaemon(tmp_path / name, env=env) as d:
+            slot = d.client.status()["devices"][0]   # start() returned once the executor said hello
+            assert psutil.Process(slot["executor_pid"]).environ()["OMP_NUM_THREADS"] == str(threads)
+            assert slot["threads"] == threads, slot
+            out = subprocess.run([sys.executable, "-m", "client.cli", "--home", str(d.home), "daemon", "status"],
+                                 capture_output=True, text=True, timeout=60, cwd=ROOT, check=True).stdout
+            header, row = [line.split() for line in out.splitlines() if line.startswith(("SLOT", "cpu"))]
+            assert row[header.index("THREADS")] == str(threads), out
     with pytest.raises(SettingsError, match="executor.threads"):
         load_settings(tmp_path, environ={"SEISD_EXECUTOR__THREADS": "0"})
 
