@@ -123,7 +123,7 @@ class RunningDaemon(StartedInWith):
                                             f"{self.output_tail()}")
                 try:
                     status = probe.status()
-                except DaemonUnavailable:  # no socket yet: the call returned at once, so wait before the next
+                except DaemonUnavailable:  # no socket yet (the call returned at once) or no answer yet: look again
                     time.sleep(0.05)
                     continue
                 # another daemon of this home may answer: only ours, with its executors up, counts (busy too: a

@@ -35,7 +35,7 @@ from typing import Any, ClassVar, Union
 
 import numpy as np
 
-PROTOCOL_VERSION = 2   # 2: the stream socket (StreamHello, StreamWelcome; stream requests on it)
+PROTOCOL_VERSION = 3   # 2: the stream socket (StreamHello, StreamWelcome; stream requests on it); 3: hello's threads
 
 
 class ExecProtocolError(ValueError):

@@ -286,6 +286,7 @@ class Supervisor:
     def _free(self, h: ExecutorHandle) -> None:
         """A per-job executor is gone: its slot takes the next job."""
         h.proc, h.pid, h.job_id, h.pending_run, h.state = None, None, None, None, "ready"
+        h.threads = None   # the next job's executor says its own
         self.on_state(h)
 
     def stop_all(self, grace_s: float, send_exit: Callable[[ExecutorHandle], None]) -> None:

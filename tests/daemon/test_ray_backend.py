@@ -83,6 +83,19 @@ def test_train_and_predict_on_ray_match_the_local_backend(ray_daemon: RunningDae
     states = {n: [h["state"] for h in r["history"]] for n, r in recs.items()}
     assert states["ray"] == states["local"] == ["queued", "running", "succeeded"]
     assert recs["ray"]["result"]["step"] == recs["local"]["result"]["step"] == 6
+
+    def slot(d: RunningDaemon, name: str) -> dict:
+        return next(s for s in d.client.status()["devices"] if s["slot"] == name.split("#")[0])
+
+    # a Ray slot's executor lives for one job: once it is gone its slot names no pid and no threads (the next job's
+    # executor says its own); the local executor stays, with the threads it said at its hello
+    def ray_slot_free() -> dict | None:
+        s = slot(ray_daemon, recs["ray"]["slot"])
+        return s if s["executor_pid"] is None else None
+
+    ended = wait_for(ray_slot_free, timeout=30, interval=0.2, what="the Ray job's executor to end")
+    assert ended["threads"] is None, ended
+    assert isinstance(slot(local_daemon, "cpu")["threads"], int), slot(local_daemon, "cpu")
     events = {n: d.client.job_events(recs[n]["id"]) for n, d in (("ray", ray_daemon), ("local", local_daemon))}
     assert {e["type"] for e in events["ray"]} == {e["type"] for e in events["local"]}
     # per-step figures alike (worker statistics come at times of their own, so they are not counted)

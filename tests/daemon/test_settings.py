@@ -125,12 +125,9 @@ def test_executor_threads_set_the_executors_omp_num_threads(tmp_path: Path) -> N
     """`executor.threads` is what the local executor computes with (its OMP_NUM_THREADS, which torch and
     daemon.common.devices.cpu_threads follow), over the daemon's own environment; unset, the executor inherits the
     daemon's variable. `status` and `seisctl daemon status` show the number the executor said it computes with."""
-    import subprocess
-    import sys
-
     import psutil
 
-    from tests.harness import ROOT, RunningDaemon
+    from tests.harness import RunningDaemon, seisctl
 
     for name, env, threads in [("a", {"OMP_NUM_THREADS": "3", "SEISD_EXECUTOR__THREADS": "2"}, 2),
                                ("b", {"OMP_NUM_THREADS": "3"}, 3)]:
@@ -138,8 +135,9 @@ def test_executor_threads_set_the_executors_omp_num_threads(tmp_path: Path) -> N
             slot = d.client.status()["devices"][0]   # start() returned once the executor said hello
             assert psutil.Process(slot["executor_pid"]).environ()["OMP_NUM_THREADS"] == str(threads)
             assert slot["threads"] == threads, slot
-            out = subprocess.run([sys.executable, "-m", "client.cli", "--home", str(d.home), "daemon", "status"],
-                                 capture_output=True, text=True, timeout=60, cwd=ROOT, check=True).stdout
+            shown = seisctl(d.home, "daemon", "status")
+            assert shown.returncode == 0, shown.stderr
+            out = shown.stdout
             header, row = [line.split() for line in out.splitlines() if line.startswith(("SLOT", "cpu"))]
             assert row[header.index("THREADS")] == str(threads), out
     with pytest.raises(SettingsError, match="executor.threads"):
