@@ -1,4 +1,4 @@
-"""The executor protocol, version 2: every message between the daemon and its executors, in one module.
+"""The executor protocol, version 3: every message between the daemon and its executors, in one module.
 
 Internal to seisd (clients never see it; client/protocol.py is the public one), and spoken over the daemon's
 `executors.sock` ROUTER (or ray.executor_endpoint over tcp with CURVE) by one DEALER per executor, whose identity
