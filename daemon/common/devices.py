@@ -41,6 +41,12 @@ def cpu_threads() -> int:
     return omp_threads() or os.cpu_count() or 1
 
 
+def threads_each(parts: int) -> int:
+    """This process's threads (cpu_threads) shared out among `parts` processes it starts (data-parallel ranks,
+    predict shards), at least one each, so together they do not oversubscribe the cores."""
+    return max(1, cpu_threads() // max(1, parts))
+
+
 def cuda_devices() -> list[DeviceSlot]:
     """CUDA devices as nvidia-smi lists them; none when there is no driver."""
     exe = shutil.which("nvidia-smi")

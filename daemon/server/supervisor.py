@@ -81,6 +81,13 @@ class ExecutorHandle:
         message from an executor of an earlier job on the slot is never taken for the current one's."""
         return f"{self.slot.name}#{self.launches}" if self.per_job else self.slot.name
 
+    def new_process(self, proc: ExecutorProcess | None) -> None:
+        """The slot's executor process is now `proc` (None: a per-job executor is gone). What was learnt from the
+        one before (its pid, stream endpoint, threads, CPU readings) goes with it."""
+        self.proc, self.pid = proc, (proc.pid if proc is not None else None)
+        self.stream_direct, self.threads = None, None
+        self.cpu_mark, self.busy_since = None, None
+
     def describe(self) -> dict:
         return {"slot": self.slot.name, "kind": self.slot.kind, "description": self.slot.description,
                 "executor_pid": self.pid, "state": self.state, "job": self.job_id, "restarts": self.restarts,
@@ -111,10 +118,8 @@ class Supervisor:
 
     def _start(self, h: ExecutorHandle, job: RunJob | None = None) -> None:
         h.launches += 1
-        h.proc = self.backend.launch(h.slot, h.identity, job)
-        h.pid, h.state, h.killed_for, h.ended_at = h.proc.pid, "starting", None, None
-        h.stream_direct, h.threads = None, None
-        h.cpu_mark, h.busy_since = None, None
+        h.new_process(self.backend.launch(h.slot, h.identity, job))
+        h.state, h.killed_for, h.ended_at = "starting", None, None
         if not h.per_job and h.held_by is None:
             h.job_id = None
         h.started = h.last_seen = time.monotonic()
@@ -285,8 +290,8 @@ class Supervisor:
 
     def _free(self, h: ExecutorHandle) -> None:
         """A per-job executor is gone: its slot takes the next job."""
-        h.proc, h.pid, h.job_id, h.pending_run, h.state = None, None, None, None, "ready"
-        h.threads = None   # the next job's executor says its own
+        h.new_process(None)   # the next job's executor says its own pid and threads
+        h.job_id, h.pending_run, h.state = None, None, "ready"
         self.on_state(h)
 
     def stop_all(self, grace_s: float, send_exit: Callable[[ExecutorHandle], None]) -> None:

@@ -39,7 +39,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from daemon.common.devices import cpu_threads
+from daemon.common.devices import threads_each
 from daemon.executor.predict.apply import ProgressCallback, StopCallback, predict_volume, smoothed_outputs
 
 SHARD_STOP_GRACE_S = 10.0
@@ -221,7 +221,7 @@ def _start(plan: ShardPlan, ranges: list[ShardRange], stop: Any) -> list[_Shard]
     from workers.pool import _main_module_hidden
 
     ctx = mp.get_context("spawn")
-    threads = max(1, cpu_threads() // max(1, len(ranges)))   # the executor's threads shared out
+    threads = threads_each(len(ranges))   # the executor's threads shared out
     shards = []
     with _main_module_hidden():  # shards import what they need; they must not re-run the executor's main
         for r in ranges:

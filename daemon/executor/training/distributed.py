@@ -48,7 +48,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from daemon.common.devices import cpu_threads
+from daemon.common.devices import threads_each
 from daemon.executor.training.group import leave_group
 from daemon.kinds.train_spec import TrainSpec
 
@@ -214,9 +214,8 @@ def init_group(job: RankJob, rank: int) -> None:
 
 
 def rank_threads(world: int) -> int:
-    """Intra-op threads per rank: the executor's threads (daemon.common.devices.cpu_threads) shared out, so N ranks
-    do not oversubscribe the cores."""
-    return max(1, cpu_threads() // world)
+    """Intra-op threads per rank: the executor's threads shared out among the ranks (devices.threads_each)."""
+    return threads_each(world)
 
 
 def rank_main(job: RankJob, rank: int, visible: str | None = None) -> None:
