@@ -196,6 +196,18 @@ class ConsistencySection(Section):
     noise_std: Annotated[Number, rule(lambda v: v >= 0, "expected >= 0", minimum=0)] = 0.1  # the noisier view's
 
 
+class PretrainSection(Section):
+    """A new run's start (docs/train-job.md 'Pretraining'): before the picks are learnt, the model learns to fill
+    in masked patches of crops drawn anywhere in the survey, so that its features describe the whole cube's
+    textures, not only the picked ones; then its class head starts afresh."""
+
+    steps: Annotated[Int, rule(lambda v: v >= 0, "expected >= 0", minimum=0)] = 0  # 0: off
+    # the share of the crop's patches blanked (their input set to the mean, 0) for the model to fill in
+    mask: Annotated[Number, rule(lambda v: 0 < v < 1, "expected a number in (0, 1)", exclusiveMinimum=0,
+                                 exclusiveMaximum=1)] = 0.5
+    patch: Annotated[Int, rule(lambda v: v >= 1, "expected >= 1", minimum=1)] = 8  # the patches' side, voxels
+
+
 class DistributedSection(Section):
     """Data-parallel training: world_size ranks, each taking B / world_size rows of every batch."""
 
@@ -244,6 +256,7 @@ class TrainSection(Section):
                         "the selection kept; that model is the job's (docs/train-job.md 'Refitting')")
     early_stop: EarlyStopSection = Field(default_factory=EarlyStopSection)
     consistency: ConsistencySection = Field(default_factory=ConsistencySection)
+    pretrain: PretrainSection = Field(default_factory=PretrainSection)
     distributed: DistributedSection = Field(default_factory=DistributedSection)
 
     @field_validator("init_from")
@@ -290,6 +303,22 @@ def refit_problems(spec: "TrainSpec") -> list[tuple[tuple[str | int, ...], str]]
     if cfg.mode == "resume" and cfg.init_from and not cfg.init_from.endswith((".h5", ".hdf5")):
         out.append((("train", "refit"), "resuming a checkpoint continues a run whose epochs a refit cannot "
                     "repeat: start from a model file (.h5) or a new model"))
+    return out
+
+
+def pretrain_problems(spec: "TrainSpec") -> list[tuple[tuple[str | int, ...], str]]:
+    """Where pretraining cannot work (only when train.pretrain.steps > 0)."""
+    if not spec.train.pretrain.steps:
+        return []
+    where, out = ("train", "pretrain", "steps"), []
+    if spec.model.name != "unet":
+        out.append((where, f"pretraining needs model.name unet, got {spec.model.name!r}: it fills in every voxel of "
+                    "a crop with a head in place of the class head"))
+    if spec.data.survey is None:
+        out.append((where, "pretraining draws crops anywhere in data.survey; example sets (data.examples) are not "
+                    "supported"))
+    if spec.train.distributed.world_size > 1:
+        out.append((where, "pretraining runs on one rank: set train.distributed.world_size: 1"))
     return out
 
 
@@ -357,6 +386,7 @@ class TrainSpec(JobSpec):
                              "the fly from its picks), not example sets"))
         if self.train.refit:
             problems += refit_problems(self)
+        problems += pretrain_problems(self)
         if problems:
             raise problems_error("train", problems)
         return self

@@ -30,7 +30,7 @@ from daemon.executor.context import JobCancelled
 from daemon.executor.modelfile import ModelInfo, provenance, save_model_file
 from daemon.executor.models import build_model
 from daemon.executor.models.ensemble import Ensemble
-from daemon.executor.training import distill, refit
+from daemon.executor.training import distill, pretrain, refit
 from daemon.executor.training.distributed import (RankGroup, RankJob, rank_device, rank_rows, rendezvous_file,
                                          resolve_backend, share_recipe)
 from daemon.executor.training.job_data import TrainData, in_process_batches, pool_batches, prepare_data
@@ -148,10 +148,52 @@ def _run(spec: TrainSpec, ctx: Any) -> dict[str, Any]:
     n_workers = d.workers if d.workers is not None else int(ctx.settings.workers.default_count)
     how = SliceInput(kind, tuple(d.crop.size), d.crop.orientation,
                      tuple((v["mean"], v["std"]) for v in data.normalisation["volumes"]), d.context)
+    spec, initial, learnt = _pretrained(spec, ctx, model, data, start)
+    figures = _trained(spec, ctx, model, data, how, n_workers, teacher, selection, start, initial)
+    if learnt is not None:
+        figures["pretrain"] = learnt
+        figures["train_seconds"] += learnt["seconds"]
+    return figures
+
+
+def _pretrained(spec: TrainSpec, ctx: Any, model: torch.nn.Module, data: TrainData,
+                start: TrainSection) -> tuple[TrainSpec, dict | None, dict | None]:
+    """train.pretrain (daemon/executor/training/pretrain.py): the model's start learnt from the whole survey, or
+    the one an earlier attempt wrote; returns the job file with the budget that leaves, the start's weights (a
+    refit's fresh model takes them too) and the pretraining's figures. Nothing for a resume or transfer run,
+    which starts from init_from's weights."""
+    if not spec.train.pretrain.steps:
+        return spec, None, None
+    if start.mode != "new":
+        ctx.log.info("train.pretrain: not run, a %s run starts from the weights of %s", start.mode, start.init_from)
+        return spec, None, None
+    done = pretrain.finished(ctx.job_dir)
+    if done is not None:
+        model.load_state_dict(done["model"])
+        learnt = done["figures"]
+        ctx.log.info("pretraining: done by an earlier attempt (%s); not run again", pretrain.start_file(ctx.job_dir))
+    else:
+        steps = spec.train.pretrain.steps
+        ctx.log.info("pretraining: %d steps filling in masked patches of crops anywhere in the survey", steps)
+
+        def on_step(k: int, n: int, loss: float) -> None:
+            ctx.progress(0.05 * k / n, f"pretraining step {k}/{n} loss {loss:.4f}", stage="pretrain", step=k,
+                         loss=loss)
+        learnt = pretrain.run(model, data.recipe, spec, ctx.job_dir, ctx.device, ctx.cancelled.is_set, on_step)
+        if learnt.get("cancelled"):
+            raise JobCancelled(ctx.cancel_reason or "cancelled")
+    initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return pretrain.spent(spec, learnt["budget_seconds"]), initial, learnt
+
+
+def _trained(spec: TrainSpec, ctx: Any, model: torch.nn.Module, data: TrainData, how: SliceInput, n_workers: int,
+             teacher: dict | None, selection: TrainResult | None, start: TrainSection,
+             initial: dict | None) -> dict[str, Any]:
+    """The job's runs from the model's start: distilled, refitted, or one run."""
     if spec.distill.enabled:
         return _distilled(spec, ctx, model, data, how, n_workers, teacher)
     if spec.train.refit and refit.selects(spec):
-        return _refitted(spec, ctx, model, data, how, n_workers, selection, start)
+        return _refitted(spec, ctx, model, data, how, n_workers, selection, start, initial)
     if spec.train.refit:  # early stopping off: no selection, one run on every labelled point
         data = refit.every_point(data)
         ctx.log.info("refit with early stopping off: nothing for a selection run to choose, so one run on all %d "
@@ -247,9 +289,10 @@ def _distilled(spec: TrainSpec, ctx: Any, teacher: torch.nn.Module, data: TrainD
 
 
 def _refitted(spec: TrainSpec, ctx: Any, model: torch.nn.Module, data: TrainData, how: SliceInput, n_workers: int,
-              selection: TrainResult | None, start: TrainSection) -> dict[str, Any]:
+              selection: TrainResult | None, start: TrainSection, initial: dict | None = None) -> dict[str, Any]:
     """The selection run (or the one an earlier attempt finished), then the refit run on every labelled point for
-    the epochs the selection kept; the refit's model is the job's (daemon/executor/training/refit.py)."""
+    the epochs the selection kept; the refit's model is the job's (daemon/executor/training/refit.py). Both start
+    from the same weights: the seeded initial ones, or `initial` (pretrained)."""
     if selection is not None:
         ctx.log.info("refit: the selection run was finished by an earlier attempt (%s); not run again",
                      refit.folder(ctx.job_dir) / "selection.json")
@@ -268,6 +311,8 @@ def _refitted(spec: TrainSpec, ctx: Any, model: torch.nn.Module, data: TrainData
     torch.manual_seed(spec.train.seed)  # the selection's initial weights
     fresh = build_model(spec.model.name, data.recipe.channels, len(data.classes), list(spec.data.crop.size),
                         spec.model.params)
+    if initial is not None:
+        fresh.load_state_dict(initial)
     every = refit.every_point(data, epochs)
     ctx.log.info("refit: training again on all %d labelled points for %d epochs (the selection kept epoch %s of %d; "
                  "it stopped: %s)", every.split["refit_points"], epochs, selection.best_epoch, selection.epoch,

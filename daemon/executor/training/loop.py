@@ -53,6 +53,14 @@ def sparse_loss(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | No
     return F.cross_entropy(logits.float(), y, weight=weight, ignore_index=-1, reduction="sum") / labelled
 
 
+def budget_seconds(clock: str) -> float:
+    """Seconds on train.budget_clock `clock`: the wall's, or this process's CPU seconds per torch thread (slower
+    than the wall on a machine shared with other work, so the budget buys the epochs it buys on an idle one)."""
+    if clock == "cpu":
+        return time.process_time() / max(1, torch.get_num_threads())
+    return time.monotonic()
+
+
 def _epoch_batches(source: BatchSource, epoch: int, start: int) -> Iterator[Any]:
     if callable(source) and not hasattr(source, "__iter__"):
         return iter(source(epoch, start))
@@ -308,11 +316,7 @@ class Trainer:
         return self.elapsed_before + self._budget_clock() - self._run_start
 
     def _budget_clock(self) -> float:
-        """Seconds on train.budget_clock: the wall's, or this process's CPU seconds per torch thread (slower than
-        the wall on a machine shared with other work, so the budget buys the epochs it buys on an idle one)."""
-        if self.cfg.budget_clock == "cpu":
-            return time.process_time() / max(1, torch.get_num_threads())
-        return time.monotonic()
+        return budget_seconds(self.cfg.budget_clock)
 
     def _out_of_time(self, last_epoch: float) -> bool:
         """train.max_minutes: would one more epoch, as long as the last one, plus the epochs control.reserve_epochs
