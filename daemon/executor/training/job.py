@@ -148,42 +148,12 @@ def _run(spec: TrainSpec, ctx: Any) -> dict[str, Any]:
     n_workers = d.workers if d.workers is not None else int(ctx.settings.workers.default_count)
     how = SliceInput(kind, tuple(d.crop.size), d.crop.orientation,
                      tuple((v["mean"], v["std"]) for v in data.normalisation["volumes"]), d.context)
-    spec, initial, learnt = _pretrained(spec, ctx, model, data, start)
+    spec, initial, learnt = pretrain.prepare(spec, ctx, model, data.recipe, start.mode, start.init_from)
     figures = _trained(spec, ctx, model, data, how, n_workers, teacher, selection, start, initial)
     if learnt is not None:
         figures["pretrain"] = learnt
         figures["train_seconds"] += learnt["seconds"]
     return figures
-
-
-def _pretrained(spec: TrainSpec, ctx: Any, model: torch.nn.Module, data: TrainData,
-                start: TrainSection) -> tuple[TrainSpec, dict | None, dict | None]:
-    """train.pretrain (daemon/executor/training/pretrain.py): the model's start learnt from the whole survey, or
-    the one an earlier attempt wrote; returns the job file with the budget that leaves, the start's weights (a
-    refit's fresh model takes them too) and the pretraining's figures. Nothing for a resume or transfer run,
-    which starts from init_from's weights."""
-    if not spec.train.pretrain.steps:
-        return spec, None, None
-    if start.mode != "new":
-        ctx.log.info("train.pretrain: not run, a %s run starts from the weights of %s", start.mode, start.init_from)
-        return spec, None, None
-    done = pretrain.finished(ctx.job_dir)
-    if done is not None:
-        model.load_state_dict(done["model"])
-        learnt = done["figures"]
-        ctx.log.info("pretraining: done by an earlier attempt (%s); not run again", pretrain.start_file(ctx.job_dir))
-    else:
-        steps = spec.train.pretrain.steps
-        ctx.log.info("pretraining: %d steps filling in masked patches of crops anywhere in the survey", steps)
-
-        def on_step(k: int, n: int, loss: float) -> None:
-            ctx.progress(0.05 * k / n, f"pretraining step {k}/{n} loss {loss:.4f}", stage="pretrain", step=k,
-                         loss=loss)
-        learnt = pretrain.run(model, data.recipe, spec, ctx.job_dir, ctx.device, ctx.cancelled.is_set, on_step)
-        if learnt.get("cancelled"):
-            raise JobCancelled(ctx.cancel_reason or "cancelled")
-    initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    return pretrain.spent(spec, learnt["budget_seconds"]), initial, learnt
 
 
 def _trained(spec: TrainSpec, ctx: Any, model: torch.nn.Module, data: TrainData, how: SliceInput, n_workers: int,

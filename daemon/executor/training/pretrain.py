@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 import torch
 
+from daemon.executor.context import JobCancelled
 from daemon.executor.models import layers
 from daemon.executor.models.ensemble import Ensemble
 from daemon.executor.models.unet import UNet
@@ -125,6 +126,36 @@ def run(model: torch.nn.Module, recipe: Any, spec: Any, job_dir: Path, device: A
     log.info("pretrained %d steps in %.0f s: reconstruction loss %.4f -> %.4f", cfg.steps, figures["seconds"],
              figures["loss_first"], figures["loss_last"])
     return figures
+
+
+def prepare(spec: Any, ctx: Any, model: torch.nn.Module, recipe: Any, mode: str,
+            init_from: str | None) -> tuple[Any, dict | None, dict | None]:
+    """A train job's pretraining: the model's start learnt from the whole survey (run), or the one an earlier
+    attempt wrote. Returns the job file with the budget that leaves (spent), the start's weights (a refit's fresh
+    model takes them too) and the pretraining's figures. Nothing for a resume or transfer run (`mode` as the job
+    file says), which starts from init_from's weights. Raises JobCancelled on a cancel."""
+    if not spec.train.pretrain.steps:
+        return spec, None, None
+    if mode != "new":
+        ctx.log.info("train.pretrain: not run, a %s run starts from the weights of %s", mode, init_from)
+        return spec, None, None
+    done = finished(ctx.job_dir)
+    if done is not None:
+        model.load_state_dict(done["model"])
+        learnt = done["figures"]
+        ctx.log.info("pretraining: done by an earlier attempt (%s); not run again", start_file(ctx.job_dir))
+    else:
+        steps = spec.train.pretrain.steps
+        ctx.log.info("pretraining: %d steps filling in masked patches of crops anywhere in the survey", steps)
+
+        def on_step(k: int, n: int, loss: float) -> None:
+            ctx.progress(0.05 * k / n, f"pretraining step {k}/{n} loss {loss:.4f}", stage="pretrain", step=k,
+                         loss=loss)
+        learnt = run(model, recipe, spec, ctx.job_dir, ctx.device, ctx.cancelled.is_set, on_step)
+        if learnt.get("cancelled"):
+            raise JobCancelled(ctx.cancel_reason or "cancelled")
+    initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return spent(spec, learnt["budget_seconds"]), initial, learnt
 
 
 def spent(spec: Any, seconds: float) -> Any:
