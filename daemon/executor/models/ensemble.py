@@ -38,6 +38,11 @@ class Ensemble(nn.Module):
         return mean_log_probability(torch.stack(outs))
 
 
+def members_of(model: nn.Module) -> list[nn.Module]:
+    """The networks a model is made of: an ensemble's members, or the model itself."""
+    return list(model.members) if isinstance(model, Ensemble) else [model]
+
+
 def mean_log_probability(members: torch.Tensor) -> torch.Tensor:
     """Members' logits [M, B, n_classes, ...] -> the log of their mean probabilities [B, n_classes, ...]."""
     logp = torch.log_softmax(members.float(), dim=2)

@@ -16,7 +16,7 @@ import copy
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from daemon.executor.models.ensemble import Ensemble
+from daemon.executor.models.ensemble import members_of
 from daemon.executor.models.patchcnn import PatchCNN
 from daemon.executor.models.unet import UNet
 
@@ -43,8 +43,7 @@ def inference_copy(model: nn.Module) -> nn.Module:
 
 def _registry(model: nn.Module) -> bool:
     """True for a registry model, or an ensemble of them."""
-    members = model.members if isinstance(model, Ensemble) else [model]
-    return all(isinstance(m, (UNet, PatchCNN)) for m in members)
+    return all(isinstance(m, (UNet, PatchCNN)) for m in members_of(model))
 
 
 def _fold_children(module: nn.Module) -> None:

@@ -29,7 +29,7 @@ from daemon.common.home import model_file, picks_file, resolve
 from daemon.executor.context import JobCancelled
 from daemon.executor.modelfile import ModelInfo, provenance, save_model_file
 from daemon.executor.models import build_model
-from daemon.executor.models.ensemble import Ensemble
+from daemon.executor.models.ensemble import members_of
 from daemon.executor.training import distill, pretrain, refit
 from daemon.executor.training.distributed import (RankGroup, RankJob, rank_device, rank_rows, rendezvous_file,
                                          resolve_backend, share_recipe)
@@ -385,7 +385,7 @@ def _write_model(spec: TrainSpec, ctx: Any, model: torch.nn.Module, data: TrainD
         n_classes=len(data.classes), input_shape=list(d.crop.size), classes=data.classes,
         input_spec={"channels": data.recipe.channels, "crop": list(d.crop.size), "orientation": d.crop.orientation,
                     "apply_orientation": orientation or _apply_orientation(
-                        d, len(model.members) if isinstance(model, Ensemble) else 1),
+                        d, len(members_of(model))),
                     "volumes": list(d.volumes),
                     "context": d.context, "smooth": list(spec.apply.smooth) if spec.apply.smooth else None,
                     "apply_kind": how.kind, "survey": d.survey, "picks": d.picks,

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from daemon.executor.models.ensemble import Ensemble
+from daemon.executor.models.ensemble import Ensemble, members_of
 from daemon.executor.training.checkpoint import load_checkpoint
 from workers.regular_files import UnreadableFile, check_regular
 
@@ -85,7 +85,7 @@ def freeze_for_transfer(model: nn.Module, trainable_layers: int) -> list[nn.Modu
     """Freeze every parameterised layer except the last `trainable_layers` (of each member of an ensemble);
     return the frozen ones."""
     frozen: list[nn.Module] = []
-    for unit in (model.members if isinstance(model, Ensemble) else [model]):
+    for unit in members_of(model):
         layers = parameter_layers(unit)
         if trainable_layers >= len(layers):
             log.warning("transfer: trainable_layers=%d covers all %d layers; nothing is frozen",

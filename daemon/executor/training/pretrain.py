@@ -24,7 +24,7 @@ import torch
 
 from daemon.executor.context import JobCancelled
 from daemon.executor.models import layers
-from daemon.executor.models.ensemble import Ensemble
+from daemon.executor.models.ensemble import members_of
 from daemon.executor.models.unet import UNet
 from daemon.executor.training.checkpoint import save_checkpoint
 from daemon.executor.training.job_data import make_batch
@@ -49,7 +49,7 @@ def finished(job_dir: Path) -> dict[str, Any] | None:
 
 
 def _unets(model: torch.nn.Module) -> list[UNet]:
-    members = list(model.members) if isinstance(model, Ensemble) else [model]
+    members = members_of(model)
     if not all(isinstance(m, UNet) for m in members):
         raise ValueError("train.pretrain needs model.name unet (each member's class head is replaced while it learns)")
     return members
@@ -166,5 +166,3 @@ def spent(spec: Any, seconds: float) -> Any:
         return spec
     left = max(cfg.max_minutes - seconds / 60.0, 1e-3)
     return spec.model_copy(update={"train": cfg.model_copy(update={"max_minutes": left})})
-
-
