@@ -7,8 +7,9 @@ tools/loop_experiment.py so that what the experiment measures is what a user run
 A retrain starts from the model's weights (`train.init_from: models/MODEL.h5`; `train.mode: resume` keeps its
 classes, `transfer` starts a new head) and adds a fixed number of epochs without early stopping: RETRAIN_EPOCHS,
 the length the loop experiment measured best (docs/loop.md: 12 until session 26, 24 since). A job file meant for a
-training from scratch asks for more epochs with early stopping; a retrain of that length would take as long as
-the first training. Whoever wants another length changes the returned job (`--set train.epochs=N`).
+training from scratch asks for more epochs (the default facies file 32 from random weights, or 80 with early
+stopping); a retrain starts from trained weights and needs fewer. Whoever wants another length changes the returned
+job (`--set train.epochs=N`).
 """
 from __future__ import annotations
 
