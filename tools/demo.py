@@ -173,8 +173,9 @@ def main(argv: list[str] | None = None) -> int:
 def _train_summary(job: dict[str, Any]) -> str:
     r = job.get("result") or {}
     keys = ("epoch", "step", "stopped", "best_epoch", "best_value", "train_seconds", "samples_per_s")
-    return ", ".join(f"{k} {r[k]:.3g}" if isinstance(r.get(k), float) else f"{k} {r.get(k)}" for k in keys
-                     if k in r) or "no result"
+    # best_epoch and best_value are None where nothing was held out (the default since session 40): left out
+    return ", ".join(f"{k} {r[k]:.3g}" if isinstance(r[k], float) else f"{k} {r[k]}" for k in keys
+                     if r.get(k) is not None) or "no result"
 
 
 if __name__ == "__main__":
