@@ -224,6 +224,7 @@ def test_a_killed_ray_rank_fails_the_job_naming_it(ray_daemon: RunningDaemon) ->
              what="no rank task left")
 
 
+SHARD_PASS_S = 2.0   # the slow model's sleep in each forward pass (one pass an inline here)
 SHARD_OUTPUTS = dict(outputs=["labels", "probabilities", "confidence"], format="hdf5", chunk_inlines=4,
                      figures={"enabled": False})
 
@@ -236,7 +237,9 @@ def _shard_workers(d: RunningDaemon) -> list[psutil.Process]:
 def shard_models(ray_daemon: RunningDaemon, tmp_path_factory: pytest.TempPathFactory) -> RunningDaemon:
     """Survey synth (32 inlines, chunks of 4), model unet1 and the slow user model `slow` in the Ray daemon's home."""
     home_with_unet(ray_daemon.home)
-    save_slow_model(ray_daemon.home, tmp_path_factory.mktemp("slow"))
+    # 2 s a forward pass, 16 a shard: each shard runs for half a minute, so both run at once even when Ray has to
+    # start a fresh worker for the second on a loaded machine (at 0.05 s a pass the first shard could end first)
+    save_slow_model(ray_daemon.home, tmp_path_factory.mktemp("slow"), delay_s=SHARD_PASS_S)
     return ray_daemon
 
 
@@ -260,7 +263,13 @@ def _slow_shards_running(ray_daemon: RunningDaemon, name: str) -> tuple[int, lis
     jid = ray_daemon.client.submit(predict_job("slow", "synth", name, shards=2, **SLOW_JOB))["id"]
     def both_running() -> list[psutil.Process] | None:
         found = _shard_workers(ray_daemon)
-        return found if len(found) == 2 else None
+        if len(found) == 2:
+            return found
+        rec = ray_daemon.client.show(jid)
+        assert rec["state"] in ("queued", "running"), \
+            (f"job {jid} {rec['state']} before its two shards were seen running together", rec.get("error"),
+             ray_daemon.client.logs(jid)["text"][-2000:])
+        return None
 
     # Ray starts tasks slowly on a loaded machine; each look walks the process table, so not too often
     workers = wait_for(both_running, timeout=180, interval=0.5, what="two shard tasks running")
