@@ -53,7 +53,8 @@ def test_a_retried_submit_after_a_lost_reply_makes_one_job(fresh: Daemon) -> Non
 
 
 def test_a_retried_submit_across_a_kill9_makes_one_job(fresh: Daemon) -> None:
-    key, job = uuid.uuid4().hex, {**SLOW, "name": "once-9"}
+    # 40 s of steps: still queued or running after the restart on a loaded machine (it is cancelled at the end)
+    key, job = uuid.uuid4().hex, {**SLOW, "steps": 4000, "name": "once-9"}
     _submit_and_drop(fresh, job, key)
     fresh.kill9()
     fresh.start()

@@ -79,7 +79,9 @@ def test_killed_shard_fails_the_job_and_kill9_of_the_daemon_resumes_sharded(tmp_
     home = (tmp_path / "home").resolve()
     home.mkdir()
     make_synth_survey(home)
-    save_slow_model(home, tmp_path)
+    # 0.2 s a pass, about 3 s a shard: a shard is still running when the test kills it, and the job is still
+    # unfinished when the daemon is killed, even when the two shard processes started seconds apart (loaded machine)
+    save_slow_model(home, tmp_path, delay_s=0.2)
     job = SLOW_JOB
     with RunningDaemon(home) as d:
         # a shard killed: the job fails and names the shard

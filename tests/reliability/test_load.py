@@ -16,7 +16,8 @@ SECONDS = 60.0 if LONG else 10.0
 
 def test_fifty_clients_while_a_job_runs(module_daemon: RunningDaemon) -> None:
     d = module_daemon
-    job = d.client.submit(steps_job(steps=int(SECONDS * 20) + 40, step_s=0.05))["id"]
+    # half a minute longer than the load: the job must still run when the load ends (it is cancelled then)
+    job = d.client.submit(steps_job(steps=int(SECONDS * 20) + 600, step_s=0.05))["id"]
     wait_state(d.client, job, "running")
     result = run_load(d.home, job, CLIENTS, SECONDS)
     print("load:", json.dumps(result.figures()))
