@@ -6,7 +6,9 @@ to a file so an interrupted run resumes, and can be told to fail, to ignore canc
 On its first attempt only (a resumed attempt goes on as usual), at step `at_step`, it can also misbehave the ways
 an executor dies of: hold Python's GIL in one C call for `hold_gil_s` seconds, busy (computing, as np.unique on a
 huge picks file does) or, with `gil_idle`, asleep (a native call blocked with the GIL held: a real hang); or take
-`alloc_mb` MiB of memory (touched, so it is really used), for the out-of-memory killer.
+`alloc_mb` MiB of memory (touched, so it is really used), for the out-of-memory killer. From `at_step` on, its
+first attempt can also go slowly (`slow_step_s`): a window for a test to stop or kill it mid-job that a loaded
+machine cannot close, while the resumed attempt goes at `step_s`.
 """
 from __future__ import annotations
 
@@ -29,6 +31,8 @@ class StepsSpec(JobSpec):
     hold_gil_s: float = Field(0, ge=0, le=600, description="hold the GIL this long in one C call")
     gil_idle: bool = Field(False, description="hold the GIL asleep (a hang) rather than computing")
     alloc_mb: int = Field(0, ge=0, le=8192, description="take this much memory and keep it")
+    slow_step_s: float | None = Field(None, ge=0, le=60, description="the step time from at_step on (first "
+                                      "attempt only; a resumed attempt goes at step_s)")
     etas: list[float] | None = Field(None, description="eta_s reported at each step, in turn (the ETAs a training "
                                      "job's jumpy sample rates give)")
     progress_scale: float = Field(1.0, gt=0, le=1, description="report this share of the progress made (a job "
@@ -73,7 +77,8 @@ def run(spec: StepsSpec, ctx) -> dict:
                 hold_gil(spec.hold_gil_s, spec.gil_idle)
             for _ in range(spec.alloc_mb // 16):
                 hog.append(b"\x01" * (16 << 20))
-        time.sleep(spec.step_s)
+        slow = spec.slow_step_s is not None and step >= spec.at_step and ctx.attempt == 1
+        time.sleep(spec.slow_step_s if slow else spec.step_s)
         tmp = ckpt.with_suffix(".tmp")
         tmp.write_text(json.dumps({"step": step + 1}))
         os.replace(tmp, ckpt)
