@@ -247,9 +247,10 @@ def running_with_checkpoint(d: RunningDaemon, steps: int = 60, step_s: float = 0
     Once past a tenth of its steps the first attempt goes at 0.5 s a step, so it is still running tens of seconds
     later for the caller to stop or kill it, however slowly a loaded machine answers; a resumed attempt goes at
     `step_s` (docs/testing.md: work a test catches in progress outlasts the look)."""
-    job = steps_job(steps=steps, step_s=step_s, at_step=steps // 10 + 1, slow_step_s=max(step_s, 0.5))
+    tenth = 0.1   # the progress waited for; the slow steps begin just past it
+    job = steps_job(steps=steps, step_s=step_s, at_step=int(steps * tenth) + 1, slow_step_s=max(step_s, 0.5))
     job_id = d.client.submit(job)["id"]
-    wait_for(lambda: d.client.show(job_id)["progress"] >= 0.1, what=f"job {job_id} to make progress")
+    wait_for(lambda: d.client.show(job_id)["progress"] >= tenth, what=f"job {job_id} to make progress")
     return job_id
 
 

@@ -237,8 +237,8 @@ def _shard_workers(d: RunningDaemon) -> list[psutil.Process]:
 def shard_models(ray_daemon: RunningDaemon, tmp_path_factory: pytest.TempPathFactory) -> RunningDaemon:
     """Survey synth (32 inlines, chunks of 4), model unet1 and the slow user model `slow` in the Ray daemon's home."""
     home_with_unet(ray_daemon.home)
-    # 2 s a forward pass, 16 a shard: each shard runs for half a minute, so both run at once even when Ray has to
-    # start a fresh worker for the second on a loaded machine (at 0.05 s a pass the first shard could end first)
+    # 16 passes a shard at SHARD_PASS_S: both shards run at once even when Ray has to start a fresh worker for the
+    # second on a loaded machine (at the default 0.05 s a pass the first shard could end first)
     save_slow_model(ray_daemon.home, tmp_path_factory.mktemp("slow"), delay_s=SHARD_PASS_S)
     return ray_daemon
 
